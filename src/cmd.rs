@@ -1,0 +1,79 @@
+//! The one command runner: every external tool goes through here so that a
+//! failure names the full command line, its exit status and its stderr.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Render argv the way a sysadmin would retype it.
+pub fn display_argv(program: &str, args: &[&str]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run a command to completion and return its stdout; a non-zero exit is an
+/// error carrying the command line and stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let line = display_argv(program, args);
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{line}` (is {program} installed?)"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("`{line}` failed ({}): {}", out.status, stderr.trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like [`run`], but an exit status in `ok_codes` is a normal outcome (blkid
+/// exits 2 when a device holds nothing it recognises).
+pub fn run_allowing(program: &str, args: &[&str], ok_codes: &[i32]) -> Result<(i32, String)> {
+    let line = display_argv(program, args);
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{line}` (is {program} installed?)"))?;
+    let code = out.status.code().unwrap_or(-1);
+    if !out.status.success() && !ok_codes.contains(&code) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("`{line}` failed ({}): {}", out.status, stderr.trim());
+    }
+    Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_command_and_stderr() {
+        let err = run("sh", &["-c", "echo boom >&2; exit 3"]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("sh -c 'echo boom >&2; exit 3'"), "{msg}");
+        assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let err = run("no-such-tool-rewind", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("is no-such-tool-rewind installed"));
+    }
+
+    #[test]
+    fn allowed_codes_pass() {
+        let (code, _) = run_allowing("sh", &["-c", "exit 2"], &[2]).unwrap();
+        assert_eq!(code, 2);
+    }
+}

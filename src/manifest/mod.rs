@@ -1,0 +1,5 @@
+//! The manifest: the XML contract between capture and recovery.
+
+mod model;
+
+pub use model::*;

@@ -1,0 +1,476 @@
+//! The manifest model: a machine's configuration at one point in time.
+//!
+//! Field names map one-to-one onto the XML form (`@name` is an attribute, other
+//! fields are child elements); docs/manifest.md documents every element.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "manifest", deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(rename = "@schema")]
+    pub schema: u32,
+    pub snapshot: Snapshot,
+    pub system: System,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(rename = "disk", default)]
+    pub disks: Vec<Disk>,
+    #[serde(rename = "filesystem", default)]
+    pub filesystems: Vec<Filesystem>,
+    #[serde(rename = "swap", default)]
+    pub swaps: Vec<Swap>,
+    #[serde(default)]
+    pub boot: Boot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Unique id of the snapshot (assigned by capture).
+    #[serde(rename = "@id")]
+    pub id: String,
+    /// The host name the snapshot is filed under on the server.
+    #[serde(rename = "@host")]
+    pub host: String,
+    /// When the snapshot was taken, RFC 3339 in UTC (`2026-11-25T06:00:00Z`).
+    #[serde(rename = "@time")]
+    pub time: String,
+    #[serde(rename = "@parent", skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The rewind version that wrote the manifest.
+    #[serde(rename = "@tool")]
+    pub tool: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    pub hostname: String,
+    #[serde(rename = "machine-id", skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsRelease>,
+    pub kernel: Kernel,
+    pub firmware: Firmware,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsRelease {
+    #[serde(rename = "@id")]
+    pub id: String,
+    #[serde(rename = "@version-id", skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(rename = "@pretty-name", skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// `uname -r`
+    #[serde(rename = "@release")]
+    pub release: String,
+    /// `uname -m`
+    #[serde(rename = "@arch")]
+    pub arch: String,
+    /// /proc/cmdline of the running kernel.
+    #[serde(rename = "@cmdline", skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(rename = "interface", default)]
+    pub interfaces: Vec<Interface>,
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    #[serde(rename = "@name")]
+    pub name: String,
+    /// Hardware address, lowercase colon-separated (`52:54:00:12:34:56`).
+    #[serde(rename = "@mac", skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(rename = "@mtu")]
+    pub mtu: u32,
+    /// Kernel driver bound to the device (`virtio_net`, `e1000e`), when it has one.
+    #[serde(rename = "@driver", skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(rename = "address", default)]
+    pub addresses: Vec<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressMethod {
+    /// Configured by hand in the system's network configuration.
+    Static,
+    /// Leased from a DHCP server.
+    Dhcp,
+    /// IPv6 stateless autoconfiguration.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// Address with prefix length: `192.0.2.10/24`, `2001:db8::10/64`.
+    #[serde(rename = "@cidr")]
+    pub cidr: String,
+    #[serde(rename = "@method")]
+    pub method: AddressMethod,
+    /// Where the method was learnt: `ifupdown`, `networkd`, `networkmanager`,
+    /// `netplan`, or `kernel` (from the address's lifetime alone).
+    #[serde(rename = "@source")]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `default` or a network in CIDR form.
+    #[serde(rename = "@destination")]
+    pub destination: String,
+    #[serde(rename = "@gateway", skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(rename = "@interface", skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(rename = "@metric", skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(rename = "nameserver", default)]
+    pub nameservers: Vec<String>,
+    #[serde(rename = "search", default)]
+    pub search: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Kernel name at capture time (`sda`, `nvme0n1`, `vda`).
+    #[serde(rename = "@name")]
+    pub name: String,
+    #[serde(rename = "@path")]
+    pub path: String,
+    /// Size in bytes.
+    #[serde(rename = "@size")]
+    pub size: u64,
+    #[serde(rename = "@logical-sector-size")]
+    pub logical_sector_size: u32,
+    #[serde(rename = "@physical-sector-size")]
+    pub physical_sector_size: u32,
+    #[serde(rename = "@model", skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(rename = "@serial", skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(rename = "@wwn", skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpt: Option<Gpt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mbr: Option<Mbr>,
+    /// The first 440 bytes of LBA 0 (boot loader code), hex, when not all zero.
+    #[serde(rename = "boot-code", skip_serializing_if = "Option::is_none")]
+    pub boot_code: Option<String>,
+    /// Sectors between the MBR and the first partition that hold data (GRUB's
+    /// core.img on BIOS/MBR systems); their content is stored with the data.
+    #[serde(rename = "boot-gap", skip_serializing_if = "Option::is_none")]
+    pub boot_gap: Option<BootGap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootGap {
+    #[serde(rename = "@first-lba")]
+    pub first_lba: u64,
+    #[serde(rename = "@last-lba")]
+    pub last_lba: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpt {
+    #[serde(rename = "@disk-guid")]
+    pub disk_guid: String,
+    #[serde(rename = "@first-usable-lba")]
+    pub first_usable_lba: u64,
+    #[serde(rename = "@last-usable-lba")]
+    pub last_usable_lba: u64,
+    /// Number of entries in the partition entry array (usually 128).
+    #[serde(rename = "@entries")]
+    pub entries: u32,
+    #[serde(rename = "partition", default)]
+    pub partitions: Vec<GptPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptPartition {
+    /// 1-based index in the entry array (the `N` of `/dev/sdaN`).
+    #[serde(rename = "@number")]
+    pub number: u32,
+    #[serde(rename = "@first-lba")]
+    pub first_lba: u64,
+    #[serde(rename = "@last-lba")]
+    pub last_lba: u64,
+    #[serde(rename = "@type-guid")]
+    pub type_guid: String,
+    #[serde(rename = "@guid")]
+    pub guid: String,
+    #[serde(rename = "@name", default)]
+    pub name: String,
+    /// The 64 attribute bits (bit 0 required, bit 2 legacy BIOS bootable, ...).
+    #[serde(rename = "@attributes", default)]
+    pub attributes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mbr {
+    /// Disk signature at offset 440, as 8 hex digits (`0x1a2b3c4d`).
+    #[serde(rename = "@signature")]
+    pub signature: String,
+    #[serde(rename = "partition", default)]
+    pub partitions: Vec<MbrPartition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MbrKind {
+    Primary,
+    Extended,
+    Logical,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbrPartition {
+    /// 1–4 for primary and extended slots, 5 and up for logicals in chain order.
+    #[serde(rename = "@number")]
+    pub number: u32,
+    #[serde(rename = "@kind")]
+    pub kind: MbrKind,
+    /// Partition type byte, `0x83`.
+    #[serde(rename = "@type")]
+    pub type_byte: String,
+    #[serde(rename = "@boot", default)]
+    pub boot: bool,
+    /// Absolute first sector.
+    #[serde(rename = "@start-lba")]
+    pub start_lba: u64,
+    #[serde(rename = "@sectors")]
+    pub sectors: u64,
+    /// For a logical partition: absolute sector of its extended boot record.
+    #[serde(rename = "@ebr-lba", skip_serializing_if = "Option::is_none")]
+    pub ebr_lba: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// Device path at capture time (`/dev/sda2`).
+    #[serde(rename = "@device")]
+    pub device: String,
+    /// The disk (by `name`) holding it, and its partition number (absent for a
+    /// filesystem on a whole disk).
+    #[serde(rename = "@disk", skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// `ext2`, `ext3`, `ext4`, `xfs`, `vfat`, `btrfs`.
+    #[serde(rename = "@type")]
+    pub fs_type: String,
+    /// The filesystem UUID as blkid shows it (vfat: `ABCD-1234`).
+    #[serde(rename = "@uuid")]
+    pub uuid: String,
+    #[serde(rename = "@label", skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext: Option<ExtParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xfs: Option<XfsParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vfat: Option<VfatParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub btrfs: Option<BtrfsParams>,
+    #[serde(rename = "mount", default)]
+    pub mounts: Vec<Mount>,
+}
+
+/// What mke2fs needs to make the same ext2/3/4 filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtParams {
+    #[serde(rename = "@block-size")]
+    pub block_size: u32,
+    #[serde(rename = "@inode-size")]
+    pub inode_size: u32,
+    #[serde(rename = "@inode-count")]
+    pub inode_count: u64,
+    #[serde(rename = "@block-count")]
+    pub block_count: u64,
+    #[serde(rename = "@reserved-blocks")]
+    pub reserved_blocks: u64,
+    /// Feature names as mke2fs -O takes them (`has_journal extent 64bit ...`).
+    #[serde(rename = "@features", default)]
+    pub features: Vec<String>,
+}
+
+/// What mkfs.xfs needs to make the same xfs filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XfsParams {
+    #[serde(rename = "@block-size")]
+    pub block_size: u32,
+    #[serde(rename = "@sector-size")]
+    pub sector_size: u32,
+    #[serde(rename = "@inode-size")]
+    pub inode_size: u32,
+    #[serde(rename = "@ag-count")]
+    pub ag_count: u32,
+    #[serde(rename = "@log-blocks")]
+    pub log_blocks: u64,
+    /// Feature switches as `name=0|1` (`crc=1 finobt=1 reflink=1 ...`).
+    #[serde(rename = "@features", default)]
+    pub features: Vec<String>,
+}
+
+/// What mkfs.fat needs to make the same FAT filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfatParams {
+    /// 12, 16 or 32.
+    #[serde(rename = "@fat-size")]
+    pub fat_size: u8,
+    #[serde(rename = "@sector-size")]
+    pub sector_size: u16,
+    #[serde(rename = "@sectors-per-cluster")]
+    pub sectors_per_cluster: u8,
+    #[serde(rename = "@reserved-sectors")]
+    pub reserved_sectors: u16,
+    #[serde(rename = "@fat-count")]
+    pub fat_count: u8,
+    /// Root directory entries (0 on FAT32).
+    #[serde(rename = "@root-entries")]
+    pub root_entries: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtrfsParams {
+    #[serde(rename = "@node-size")]
+    pub node_size: u32,
+    #[serde(rename = "@sector-size")]
+    pub sector_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Mount point, absolute.
+    #[serde(rename = "@point")]
+    pub point: String,
+    /// Options as in fstab (`rw,relatime`), per-mount and per-superblock merged.
+    #[serde(rename = "@options")]
+    pub options: String,
+    /// The mounted subtree of the filesystem (btrfs subvolumes, bind mounts); `/` for all of it.
+    #[serde(rename = "@root", default = "root_dir", skip_serializing_if = "is_root_dir")]
+    pub root: String,
+}
+
+fn root_dir() -> String {
+    "/".to_string()
+}
+
+fn is_root_dir(s: &str) -> bool {
+    s == "/"
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swap {
+    #[serde(rename = "@device")]
+    pub device: String,
+    #[serde(rename = "@disk", skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    #[serde(rename = "@uuid")]
+    pub uuid: String,
+    #[serde(rename = "@label", skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// In use at capture time (listed in /proc/swaps).
+    #[serde(rename = "@active", default)]
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// The boot loader found on the system (`grub`), if any.
+    #[serde(rename = "@loader", skip_serializing_if = "Option::is_none")]
+    pub loader: Option<String>,
+    /// UEFI NVRAM boot configuration (present when the firmware is UEFI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub efi: Option<Efi>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Efi {
+    /// BootOrder, as 4-hex-digit entry numbers (`0001 0000`).
+    #[serde(rename = "@boot-order", default)]
+    pub boot_order: Vec<String>,
+    #[serde(rename = "@boot-current", skip_serializing_if = "Option::is_none")]
+    pub boot_current: Option<String>,
+    #[serde(rename = "entry", default)]
+    pub entries: Vec<EfiEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EfiEntry {
+    /// The `XXXX` of `BootXXXX`, 4 uppercase hex digits.
+    #[serde(rename = "@number")]
+    pub number: String,
+    #[serde(rename = "@description")]
+    pub description: String,
+    #[serde(rename = "@active")]
+    pub active: bool,
+    /// The GPT partition (by unique GUID) and its number that the entry boots from.
+    #[serde(rename = "@partition-guid", skip_serializing_if = "Option::is_none")]
+    pub partition_guid: Option<String>,
+    #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
+    pub partition_number: Option<u32>,
+    /// The loader's path on that partition, with backslashes (`\EFI\debian\shimx64.efi`).
+    #[serde(rename = "@path", skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The whole EFI_LOAD_OPTION, hex, so that entries rewind cannot decode
+    /// (network boot, vendor paths) are recreated byte for byte.
+    #[serde(rename = "@raw")]
+    pub raw: String,
+}
