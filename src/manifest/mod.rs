@@ -1,5 +1,19 @@
 //! The manifest: the XML contract between capture and recovery.
 
 mod model;
+mod validate;
+mod xml;
 
 pub use model::*;
+pub use validate::{ManifestError, Problem, validate};
+pub use xml::{from_xml, to_xml};
+
+/// Read and validate a manifest file.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Manifest> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    from_xml(&text).with_context(|| format!("{} is not a valid rewind manifest", path.display()))
+}
+#[cfg(test)]
+mod tests;
