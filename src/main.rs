@@ -1,1 +1,9 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = rewind::cli::Cli::parse();
+    if let Err(e) = rewind::cli::run(cli) {
+        eprintln!("rewind: error: {e:#}");
+        std::process::exit(1);
+    }
+}
