@@ -100,7 +100,9 @@ fn capture(args: CaptureArgs) -> Result<()> {
     }
     let xml = manifest::to_xml(&probed.manifest).context("cannot serialize the manifest")?;
     if args.output == Path::new("-") {
-        std::io::stdout().write_all(xml.as_bytes()).context("cannot write to standard output")?;
+        std::io::stdout()
+            .write_all(xml.as_bytes())
+            .context("cannot write to standard output")?;
     } else {
         write_atomically(&args.output, xml.as_bytes())?;
         eprintln!(
@@ -122,7 +124,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Path::new("."),
     };
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -36,7 +36,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -116,8 +118,14 @@ mod tests {
         for secs in [0, 951_782_400, 1_795_586_400, 4_102_444_799] {
             assert_eq!(parse_rfc3339(&format_utc(secs)), Some(secs));
         }
-        assert_eq!(parse_rfc3339("2026-11-25T07:00:00+01:00"), Some(1_795_586_400));
-        assert_eq!(parse_rfc3339("2026-11-25T06:00:00.123Z"), Some(1_795_586_400));
+        assert_eq!(
+            parse_rfc3339("2026-11-25T07:00:00+01:00"),
+            Some(1_795_586_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-25T06:00:00.123Z"),
+            Some(1_795_586_400)
+        );
     }
 
     #[test]

@@ -398,7 +398,11 @@ pub struct Mount {
     #[serde(rename = "@options")]
     pub options: String,
     /// The mounted subtree of the filesystem (btrfs subvolumes, bind mounts); `/` for all of it.
-    #[serde(rename = "@root", default = "root_dir", skip_serializing_if = "is_root_dir")]
+    #[serde(
+        rename = "@root",
+        default = "root_dir",
+        skip_serializing_if = "is_root_dir"
+    )]
     pub root: String,
 }
 

@@ -381,17 +381,27 @@ fn unknown_schema_version_is_refused() {
     let xml = sample_xml().replace("<manifest schema=\"1\">", "<manifest schema=\"2\">");
     let e = refused(&xml);
     assert!(e.mentions("/manifest/@schema"), "{e}");
-    assert!(e.to_string().contains("unsupported schema version \"2\""), "{e}");
+    assert!(
+        e.to_string().contains("unsupported schema version \"2\""),
+        "{e}"
+    );
     let xml = sample_xml().replace("<manifest schema=\"1\">", "<manifest>");
     assert!(refused(&xml).mentions("/manifest/@schema"));
 }
 
 #[test]
 fn not_a_manifest_is_refused() {
-    assert!(refused("<inventory/>").to_string().contains("expected <manifest>"));
+    assert!(
+        refused("<inventory/>")
+            .to_string()
+            .contains("expected <manifest>")
+    );
     assert!(refused("").mentions("/"));
     let e = refused("<manifest schema=\"1\">\n<snapshot");
-    assert!(e.to_string().contains("not well-formed XML at line 2"), "{e}");
+    assert!(
+        e.to_string().contains("not well-formed XML at line 2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -432,13 +442,19 @@ fn partition_beyond_disk_is_refused() {
     let mut m = sample();
     m.disks[0].size = 4 << 30; // the table was made for 8 GiB
     let e = validate(&m).unwrap_err();
-    assert!(e.mentions("/manifest/disk[1]/gpt/partition[2]/@last-lba"), "{e}");
+    assert!(
+        e.mentions("/manifest/disk[1]/gpt/partition[2]/@last-lba"),
+        "{e}"
+    );
     assert!(e.to_string().contains("beyond the disk's last LBA"), "{e}");
 
     let mut m = sample();
     m.disks[1].mbr.as_mut().unwrap().partitions[3].sectors += 1 << 22;
     let e = validate(&m).unwrap_err();
-    assert!(e.mentions("/manifest/disk[2]/mbr/partition[4]/@sectors"), "{e}");
+    assert!(
+        e.mentions("/manifest/disk[2]/mbr/partition[4]/@sectors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -467,7 +483,10 @@ fn logical_outside_extended_is_refused() {
     let parts = &mut m.disks[1].mbr.as_mut().unwrap().partitions;
     parts[1].sectors = 1_000_000;
     let e = validate(&m).unwrap_err();
-    assert!(e.to_string().contains("outside the extended partition"), "{e}");
+    assert!(
+        e.to_string().contains("outside the extended partition"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -508,19 +527,37 @@ fn malformed_guid_is_refused() {
 
 #[test]
 fn malformed_mac_is_refused() {
-    for bad in ["52:54:00:12:34", "52-54-00-12-34-56", "52:54:00:12:34:zz", ""] {
+    for bad in [
+        "52:54:00:12:34",
+        "52-54-00-12-34-56",
+        "52:54:00:12:34:zz",
+        "",
+    ] {
         let xml = sample_xml().replace("52:54:00:12:34:56", bad);
         let e = refused(&xml);
-        assert!(e.mentions("/manifest/network/interface[1]/@mac"), "{bad}: {e}");
+        assert!(
+            e.mentions("/manifest/network/interface[1]/@mac"),
+            "{bad}: {e}"
+        );
     }
 }
 
 #[test]
 fn other_checks_name_their_paths() {
-    let cases: Vec<(fn(&mut Manifest), &str)> = vec![
-        (|m| m.snapshot.time = "yesterday".into(), "/manifest/snapshot/@time"),
-        (|m| m.system.hostname = "bad host".into(), "/manifest/system/hostname"),
-        (|m| m.system.machine_id = Some("xyz".into()), "/manifest/system/machine-id"),
+    type Edit = fn(&mut Manifest);
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            |m| m.snapshot.time = "yesterday".into(),
+            "/manifest/snapshot/@time",
+        ),
+        (
+            |m| m.system.hostname = "bad host".into(),
+            "/manifest/system/hostname",
+        ),
+        (
+            |m| m.system.machine_id = Some("xyz".into()),
+            "/manifest/system/machine-id",
+        ),
         (
             |m| m.network.interfaces[0].addresses[0].cidr = "192.0.2.10/33".into(),
             "/manifest/network/interface[1]/address[1]/@cidr",
@@ -533,8 +570,14 @@ fn other_checks_name_their_paths() {
             |m| m.network.dns.nameservers[1] = "dns.example".into(),
             "/manifest/network/dns/nameserver[2]",
         ),
-        (|m| m.disks[1].name = "vda".into(), "/manifest/disk[2]/@name"),
-        (|m| m.disks[0].logical_sector_size = 520, "/manifest/disk[1]/@logical-sector-size"),
+        (
+            |m| m.disks[1].name = "vda".into(),
+            "/manifest/disk[2]/@name",
+        ),
+        (
+            |m| m.disks[0].logical_sector_size = 520,
+            "/manifest/disk[1]/@logical-sector-size",
+        ),
         (|m| m.disks[0].size += 1, "/manifest/disk[1]/@size"),
         (
             |m| m.disks[0].gpt.as_mut().unwrap().partitions[2].number = 1,
@@ -556,16 +599,34 @@ fn other_checks_name_their_paths() {
             |m| m.disks[1].mbr.as_mut().unwrap().partitions[2].number = 3,
             "/manifest/disk[2]/mbr/partition[3]/@number",
         ),
-        (|m| m.disks[1].boot_code = Some("00".into()), "/manifest/disk[2]/boot-code"),
+        (
+            |m| m.disks[1].boot_code = Some("00".into()),
+            "/manifest/disk[2]/boot-code",
+        ),
         (
             |m| m.disks[1].boot_gap.as_mut().unwrap().last_lba = 5000,
             "/manifest/disk[2]/boot-gap",
         ),
-        (|m| m.filesystems[0].uuid = "1234ABCD".into(), "/manifest/filesystem[1]/@uuid"),
-        (|m| m.filesystems[1].fs_type = "reiserfs".into(), "/manifest/filesystem[2]/@type"),
-        (|m| m.filesystems[1].disk = Some("sdz".into()), "/manifest/filesystem[2]/@disk"),
-        (|m| m.filesystems[1].partition = Some(3), "/manifest/filesystem[2]/@partition"),
-        (|m| m.filesystems[1].partition = None, "/manifest/filesystem[2]/@partition"),
+        (
+            |m| m.filesystems[0].uuid = "1234ABCD".into(),
+            "/manifest/filesystem[1]/@uuid",
+        ),
+        (
+            |m| m.filesystems[1].fs_type = "reiserfs".into(),
+            "/manifest/filesystem[2]/@type",
+        ),
+        (
+            |m| m.filesystems[1].disk = Some("sdz".into()),
+            "/manifest/filesystem[2]/@disk",
+        ),
+        (
+            |m| m.filesystems[1].partition = Some(3),
+            "/manifest/filesystem[2]/@partition",
+        ),
+        (
+            |m| m.filesystems[1].partition = None,
+            "/manifest/filesystem[2]/@partition",
+        ),
         (
             |m| m.filesystems[2].ext = m.filesystems[1].ext.clone(),
             "/manifest/filesystem[3]/ext",
@@ -578,7 +639,10 @@ fn other_checks_name_their_paths() {
             |m| m.filesystems[2].mounts[0].point = "srv".into(),
             "/manifest/filesystem[3]/mount[1]/@point",
         ),
-        (|m| m.swaps[0].partition = Some(9), "/manifest/swap[1]/@partition"),
+        (
+            |m| m.swaps[0].partition = Some(9),
+            "/manifest/swap[1]/@partition",
+        ),
         (|m| m.system.firmware = Firmware::Bios, "/manifest/boot/efi"),
         (
             |m| m.boot.efi.as_mut().unwrap().boot_order[0] = "1".into(),

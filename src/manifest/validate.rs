@@ -92,7 +92,10 @@ impl Checker {
         for (i, d) in m.disks.iter().enumerate() {
             let p = format!("/manifest/disk[{}]", i + 1);
             if !names.insert(d.name.as_str()) {
-                self.fail(format!("{p}/@name"), format!("disk \"{}\" listed twice", d.name));
+                self.fail(
+                    format!("{p}/@name"),
+                    format!("disk \"{}\" listed twice", d.name),
+                );
             }
             self.disk(&p, d);
         }
@@ -135,7 +138,10 @@ impl Checker {
         if crate::time::parse_rfc3339(&s.time).is_none() {
             self.fail(
                 "/manifest/snapshot/@time",
-                format!("\"{}\" is not an RFC 3339 time (2026-11-25T06:00:00Z)", s.time),
+                format!(
+                    "\"{}\" is not an RFC 3339 time (2026-11-25T06:00:00Z)",
+                    s.time
+                ),
             );
         }
     }
@@ -165,9 +171,15 @@ impl Checker {
         for (i, itf) in n.interfaces.iter().enumerate() {
             let p = format!("/manifest/network/interface[{}]", i + 1);
             if itf.name.is_empty() || itf.name.len() > 15 || itf.name.contains(['/', ' ']) {
-                self.fail(format!("{p}/@name"), format!("invalid interface name \"{}\"", itf.name));
+                self.fail(
+                    format!("{p}/@name"),
+                    format!("invalid interface name \"{}\"", itf.name),
+                );
             } else if !names.insert(itf.name.as_str()) {
-                self.fail(format!("{p}/@name"), format!("interface {} listed twice", itf.name));
+                self.fail(
+                    format!("{p}/@name"),
+                    format!("interface {} listed twice", itf.name),
+                );
             }
             if let Some(mac) = &itf.mac
                 && !is_mac(mac)
@@ -197,7 +209,10 @@ impl Checker {
             if let Some(gw) = &r.gateway
                 && gw.parse::<IpAddr>().is_err()
             {
-                self.fail(format!("{p}/@gateway"), format!("\"{gw}\" is not an IP address"));
+                self.fail(
+                    format!("{p}/@gateway"),
+                    format!("\"{gw}\" is not an IP address"),
+                );
             }
         }
         for (i, ns) in n.dns.nameservers.iter().enumerate() {
@@ -230,10 +245,13 @@ impl Checker {
                 ),
             );
         }
-        if d.size == 0 || d.size % lss != 0 {
+        if d.size == 0 || !d.size.is_multiple_of(lss) {
             self.fail(
                 format!("{p}/@size"),
-                format!("{} bytes is not a whole number of {lss}-byte sectors", d.size),
+                format!(
+                    "{} bytes is not a whole number of {lss}-byte sectors",
+                    d.size
+                ),
             );
             return;
         }
@@ -280,7 +298,10 @@ impl Checker {
         self.guid(format!("{p}/@disk-guid"), &g.disk_guid);
         let last_lba = sectors - 1;
         if g.entries == 0 {
-            self.fail(format!("{p}/@entries"), "a GPT needs at least one entry slot");
+            self.fail(
+                format!("{p}/@entries"),
+                "a GPT needs at least one entry slot",
+            );
         }
         if g.first_usable_lba < 2 || g.first_usable_lba > g.last_usable_lba {
             self.fail(
@@ -307,20 +328,32 @@ impl Checker {
             if part.number == 0 || part.number > g.entries {
                 self.fail(
                     format!("{pp}/@number"),
-                    format!("number {} is outside the entry array 1-{}", part.number, g.entries),
+                    format!(
+                        "number {} is outside the entry array 1-{}",
+                        part.number, g.entries
+                    ),
                 );
             } else if !numbers.insert(part.number) {
-                self.fail(format!("{pp}/@number"), format!("partition {} listed twice", part.number));
+                self.fail(
+                    format!("{pp}/@number"),
+                    format!("partition {} listed twice", part.number),
+                );
             }
             self.guid(format!("{pp}/@type-guid"), &part.type_guid);
             self.guid(format!("{pp}/@guid"), &part.guid);
             if part.name.encode_utf16().count() > 36 {
-                self.fail(format!("{pp}/@name"), "GPT names hold at most 36 UTF-16 units");
+                self.fail(
+                    format!("{pp}/@name"),
+                    "GPT names hold at most 36 UTF-16 units",
+                );
             }
             if part.first_lba > part.last_lba {
                 self.fail(
                     format!("{pp}/@last-lba"),
-                    format!("last LBA {} is before first LBA {}", part.last_lba, part.first_lba),
+                    format!(
+                        "last LBA {} is before first LBA {}",
+                        part.last_lba, part.first_lba
+                    ),
                 );
                 continue;
             }
@@ -345,7 +378,12 @@ impl Checker {
                     ),
                 );
             }
-            extents.push((part.first_lba, part.last_lba, format!("partition {}", part.number), pp));
+            extents.push((
+                part.first_lba,
+                part.last_lba,
+                format!("partition {}", part.number),
+                pp,
+            ));
         }
         self.overlaps(&extents);
         extents.into_iter().map(|(a, b, w, _)| (a, b, w)).collect()
@@ -365,7 +403,10 @@ impl Checker {
         for (i, part) in m.partitions.iter().enumerate() {
             let pp = format!("{p}/partition[{}]", i + 1);
             if !numbers.insert(part.number) {
-                self.fail(format!("{pp}/@number"), format!("partition {} listed twice", part.number));
+                self.fail(
+                    format!("{pp}/@number"),
+                    format!("partition {} listed twice", part.number),
+                );
             }
             let slot_ok = match part.kind {
                 MbrKind::Primary | MbrKind::Extended => (1..=4).contains(&part.number),
@@ -393,7 +434,10 @@ impl Checker {
             }
             let end = part.start_lba + part.sectors - 1;
             if part.start_lba == 0 {
-                self.fail(format!("{pp}/@start-lba"), "a partition cannot start at LBA 0 (the MBR)");
+                self.fail(
+                    format!("{pp}/@start-lba"),
+                    "a partition cannot start at LBA 0 (the MBR)",
+                );
             }
             if end >= sectors {
                 self.fail(
@@ -405,9 +449,17 @@ impl Checker {
                     ),
                 );
             } else if end > u64::from(u32::MAX) {
-                self.fail(format!("{pp}/@sectors"), "MBR cannot address past 2^32 sectors");
+                self.fail(
+                    format!("{pp}/@sectors"),
+                    "MBR cannot address past 2^32 sectors",
+                );
             }
-            let extent = (part.start_lba, end, format!("partition {}", part.number), pp.clone());
+            let extent = (
+                part.start_lba,
+                end,
+                format!("partition {}", part.number),
+                pp.clone(),
+            );
             match part.kind {
                 MbrKind::Extended => {
                     if extended.is_some() {
@@ -419,28 +471,45 @@ impl Checker {
                 MbrKind::Primary => slots.push(extent),
                 MbrKind::Logical => {
                     match part.ebr_lba {
-                        None => self.fail(format!("{pp}/@ebr-lba"), "a logical partition needs its EBR's LBA"),
+                        None => self.fail(
+                            format!("{pp}/@ebr-lba"),
+                            "a logical partition needs its EBR's LBA",
+                        ),
                         Some(ebr) if ebr >= part.start_lba => self.fail(
                             format!("{pp}/@ebr-lba"),
-                            format!("EBR at LBA {ebr} is not before the partition's start {}", part.start_lba),
+                            format!(
+                                "EBR at LBA {ebr} is not before the partition's start {}",
+                                part.start_lba
+                            ),
                         ),
                         // The EBR sector belongs to its logical partition's extent.
-                        Some(ebr) => {
-                            logicals.push((ebr, end, format!("partition {}", part.number), pp.clone()))
-                        }
+                        Some(ebr) => logicals.push((
+                            ebr,
+                            end,
+                            format!("partition {}", part.number),
+                            pp.clone(),
+                        )),
                     }
                 }
             }
             if part.kind != MbrKind::Logical && part.ebr_lba.is_some() {
-                self.fail(format!("{pp}/@ebr-lba"), "only logical partitions have an EBR");
+                self.fail(
+                    format!("{pp}/@ebr-lba"),
+                    "only logical partitions have an EBR",
+                );
             }
         }
         for (a, b, what, pp) in &logicals {
             match extended {
-                None => self.fail(pp.clone(), format!("logical {what} without an extended partition")),
+                None => self.fail(
+                    pp.clone(),
+                    format!("logical {what} without an extended partition"),
+                ),
                 Some((ea, eb)) if *a < ea || *b > eb => self.fail(
                     pp.clone(),
-                    format!("logical {what} ({a}-{b}) lies outside the extended partition ({ea}-{eb})"),
+                    format!(
+                        "logical {what} ({a}-{b}) lies outside the extended partition ({ea}-{eb})"
+                    ),
                 ),
                 _ => {}
             }
@@ -478,7 +547,9 @@ impl Checker {
             other => {
                 self.fail(
                     format!("{p}/@type"),
-                    format!("unknown filesystem type \"{other}\" (ext2, ext3, ext4, xfs, vfat, btrfs)"),
+                    format!(
+                        "unknown filesystem type \"{other}\" (ext2, ext3, ext4, xfs, vfat, btrfs)"
+                    ),
                 );
                 true
             }
@@ -498,7 +569,11 @@ impl Checker {
         .into_iter()
         .flatten()
         .collect();
-        let family = if fs.fs_type.starts_with("ext") { "ext" } else { fs.fs_type.as_str() };
+        let family = if fs.fs_type.starts_with("ext") {
+            "ext"
+        } else {
+            fs.fs_type.as_str()
+        };
         for name in params {
             if name != family {
                 self.fail(
@@ -515,12 +590,18 @@ impl Checker {
     fn placement(&mut self, p: &str, disk: Option<&str>, part: Option<u32>, disks: &[Disk]) {
         let Some(name) = disk else {
             if part.is_some() {
-                self.fail(format!("{p}/@partition"), "a partition number without a disk");
+                self.fail(
+                    format!("{p}/@partition"),
+                    "a partition number without a disk",
+                );
             }
             return;
         };
         let Some(d) = disks.iter().find(|d| d.name == name) else {
-            self.fail(format!("{p}/@disk"), format!("no <disk name=\"{name}\"> in the manifest"));
+            self.fail(
+                format!("{p}/@disk"),
+                format!("no <disk name=\"{name}\"> in the manifest"),
+            );
             return;
         };
         let numbers: Vec<u32> = match (&d.gpt, &d.mbr) {
@@ -545,16 +626,25 @@ impl Checker {
         let p = "/manifest/boot/efi";
         for n in &efi.boot_order {
             if !is_boot_number(n) {
-                self.fail(format!("{p}/@boot-order"), format!("\"{n}\" is not 4 hex digits"));
+                self.fail(
+                    format!("{p}/@boot-order"),
+                    format!("\"{n}\" is not 4 hex digits"),
+                );
             }
         }
         let mut numbers = HashSet::new();
         for (i, e) in efi.entries.iter().enumerate() {
             let ep = format!("{p}/entry[{}]", i + 1);
             if !is_boot_number(&e.number) {
-                self.fail(format!("{ep}/@number"), format!("\"{}\" is not 4 hex digits", e.number));
+                self.fail(
+                    format!("{ep}/@number"),
+                    format!("\"{}\" is not 4 hex digits", e.number),
+                );
             } else if !numbers.insert(e.number.to_ascii_uppercase()) {
-                self.fail(format!("{ep}/@number"), format!("Boot{} listed twice", e.number));
+                self.fail(
+                    format!("{ep}/@number"),
+                    format!("Boot{} listed twice", e.number),
+                );
             }
             if let Some(g) = &e.partition_guid {
                 self.guid(format!("{ep}/@partition-guid"), g);
@@ -607,7 +697,8 @@ fn is_hostname(s: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         })
 }
 

@@ -12,7 +12,9 @@ pub fn to_xml(manifest: &Manifest) -> Result<String, quick_xml::SeError> {
     let mut ser = quick_xml::se::Serializer::with_root(&mut body, Some("manifest"))?;
     ser.indent(' ', 2);
     manifest.serialize(ser)?;
-    Ok(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}\n"))
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}\n"
+    ))
 }
 
 /// Parse and validate a manifest. Every error names the element path it is

@@ -42,14 +42,19 @@ pub struct Table {
 pub fn list_disks(sys: &Path) -> Result<Vec<String>> {
     let dir = sys.join("block");
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let base = entry.path();
         let is_real = base.join("device").exists();
         let is_optical = name.starts_with("sr");
-        let is_mmc_area = name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb"));
-        let size: u64 = read_attr(&base, "size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let is_mmc_area =
+            name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb"));
+        let size: u64 = read_attr(&base, "size")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if is_real && !is_optical && !is_mmc_area && size > 0 {
             names.push(name);
         }
@@ -60,8 +65,8 @@ pub fn list_disks(sys: &Path) -> Result<Vec<String>> {
 
 /// The kernel name of the disk at `path` (`/dev/sda`, a by-id link, `/dev/loop0`).
 pub fn disk_name(sys: &Path, path: &Path) -> Result<String> {
-    let real = std::fs::canonicalize(path)
-        .with_context(|| format!("no such disk: {}", path.display()))?;
+    let real =
+        std::fs::canonicalize(path).with_context(|| format!("no such disk: {}", path.display()))?;
     let name = real
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -96,10 +101,15 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
             })?;
             (table, None)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (Table::default(), Some(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            (Table::default(), Some(e.to_string()))
+        }
         Err(e) => {
             return Err(e).with_context(|| {
-                format!("cannot open {} to read its partition table", dev_path.display())
+                format!(
+                    "cannot open {} to read its partition table",
+                    dev_path.display()
+                )
             });
         }
     };
@@ -128,7 +138,9 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
 /// The partition device nodes the kernel knows for a disk, by number.
 fn partitions(base: &Path) -> Result<Vec<FoundPartition>> {
     let mut parts = Vec::new();
-    for entry in std::fs::read_dir(base).with_context(|| format!("cannot list {}", base.display()))? {
+    for entry in
+        std::fs::read_dir(base).with_context(|| format!("cannot list {}", base.display()))?
+    {
         let entry = entry?;
         let p = entry.path();
         let Some(number) = read_attr(&p, "partition").and_then(|s| s.parse().ok()) else {
@@ -150,7 +162,9 @@ fn serial(base: &Path) -> Option<String> {
         .or_else(|| {
             // SCSI/SATA: the Unit Serial Number VPD page (0x80), serial from byte 4.
             let page = std::fs::read(base.join("device/vpd_pg80")).ok()?;
-            let s = String::from_utf8_lossy(page.get(4..)?).trim_matches(['\0', ' ']).to_string();
+            let s = String::from_utf8_lossy(page.get(4..)?)
+                .trim_matches(['\0', ' '])
+                .to_string();
             (!s.is_empty()).then_some(s)
         })
 }
@@ -180,7 +194,10 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
     dev.seek(SeekFrom::Start(0))?;
     dev.read_exact(&mut lba0).context("cannot read LBA 0")?;
     let mut table = Table {
-        boot_code: lba0[..440].iter().any(|&b| b != 0).then(|| hex(&lba0[..440])),
+        boot_code: lba0[..440]
+            .iter()
+            .any(|&b| b != 0)
+            .then(|| hex(&lba0[..440])),
         ..Table::default()
     };
     if lba0[510..512] != [0x55, 0xaa] {
@@ -192,7 +209,8 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
         table.gpt = Some(read_gpt(dev, sector_size, size)?);
         return Ok(table);
     }
-    let mbr = mbrman::MBR::read_from(dev, sector_size).map_err(|e| anyhow::anyhow!("invalid MBR: {e}"))?;
+    let mbr = mbrman::MBR::read_from(dev, sector_size)
+        .map_err(|e| anyhow::anyhow!("invalid MBR: {e}"))?;
     let parsed = mbr_model(&mbr);
     // BIOS GRUB embeds core.img between the MBR and the first partition.
     if let Some(first) = parsed.partitions.iter().map(|p| p.start_lba).min()
@@ -202,9 +220,13 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
         let len = ((gap_end * ss) as usize).min(32 << 20);
         let mut buf = vec![0u8; len];
         dev.seek(SeekFrom::Start(ss))?;
-        dev.read_exact(&mut buf).context("cannot read the sectors after the MBR")?;
+        dev.read_exact(&mut buf)
+            .context("cannot read the sectors after the MBR")?;
         if buf.iter().any(|&b| b != 0) {
-            table.boot_gap = Some(BootGap { first_lba: 1, last_lba: gap_end });
+            table.boot_gap = Some(BootGap {
+                first_lba: 1,
+                last_lba: gap_end,
+            });
         }
     }
     table.mbr = Some(parsed);
@@ -223,7 +245,10 @@ fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<
         .map_err(|e| anyhow::anyhow!("primary GPT header: {e}"))?;
     // gpt's reader asserts on any other entry size; refuse instead of panicking.
     if header.part_size != 128 {
-        bail!("GPT entries of {} bytes are not supported (only 128)", header.part_size);
+        bail!(
+            "GPT entries of {} bytes are not supported (only 128)",
+            header.part_size
+        );
     }
     let last_lba = size / u64::from(sector_size) - 1;
     if header.last_usable >= last_lba {
@@ -262,7 +287,11 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
         }
         partitions.push(MbrPartition {
             number: i as u32,
-            kind: if p.is_extended() { MbrKind::Extended } else { MbrKind::Primary },
+            kind: if p.is_extended() {
+                MbrKind::Extended
+            } else {
+                MbrKind::Primary
+            },
             type_byte: format!("0x{:02x}", p.sys),
             boot: p.is_active(),
             start_lba: u64::from(p.starting_lba),
@@ -271,7 +300,10 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
         });
     }
     // Linux numbers logicals from 5 in chain order, counting only used entries.
-    let used = mbr.logical_partitions.iter().filter(|l| l.partition.is_used());
+    let used = mbr
+        .logical_partitions
+        .iter()
+        .filter(|l| l.partition.is_used());
     for (i, l) in used.enumerate() {
         partitions.push(MbrPartition {
             number: 5 + i as u32,
@@ -312,8 +344,16 @@ mod tests {
             .spawn()
             .expect("sfdisk (fdisk package) is needed for this test");
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success(), "sfdisk failed on:\n{script}");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "sfdisk failed on:\n{script}"
+        );
         let mut f = File::open(&img).unwrap();
         read_table(&mut f, 512, size_mib << 20).unwrap()
     }
@@ -364,7 +404,17 @@ mod tests {
         let got: Vec<_> = m
             .partitions
             .iter()
-            .map(|p| (p.number, p.kind, p.type_byte.as_str(), p.boot, p.start_lba, p.sectors, p.ebr_lba))
+            .map(|p| {
+                (
+                    p.number,
+                    p.kind,
+                    p.type_byte.as_str(),
+                    p.boot,
+                    p.start_lba,
+                    p.sectors,
+                    p.ebr_lba,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -373,7 +423,15 @@ mod tests {
                 (2, MbrKind::Primary, "0x07", false, 10240, 8192, None),
                 (3, MbrKind::Extended, "0x05", false, 18432, 40960, None),
                 (5, MbrKind::Logical, "0x83", false, 20480, 8192, Some(18432)),
-                (6, MbrKind::Logical, "0x82", false, 30720, 16384, Some(30720 - 2048)),
+                (
+                    6,
+                    MbrKind::Logical,
+                    "0x82",
+                    false,
+                    30720,
+                    16384,
+                    Some(30720 - 2048)
+                ),
             ]
         );
         assert_eq!(t.boot_code, None);
@@ -392,7 +450,12 @@ mod tests {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=83\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\nstart=2048, type=83\n")
+            .unwrap();
         assert!(child.wait().unwrap().success());
         let mut bytes = std::fs::read(&img).unwrap();
         bytes[0] = 0xeb;
@@ -403,7 +466,13 @@ mod tests {
         let code = t.boot_code.unwrap();
         assert_eq!(code.len(), 880);
         assert!(code.starts_with("eb63"));
-        assert_eq!(t.boot_gap, Some(BootGap { first_lba: 1, last_lba: 2047 }));
+        assert_eq!(
+            t.boot_gap,
+            Some(BootGap {
+                first_lba: 1,
+                last_lba: 2047
+            })
+        );
     }
 
     #[test]
@@ -468,8 +537,16 @@ mod tests {
         assert_eq!(
             found.partitions,
             [
-                FoundPartition { number: 1, path: "/dev/sda1".into(), dev: (8, 1) },
-                FoundPartition { number: 2, path: "/dev/sda2".into(), dev: (8, 2) },
+                FoundPartition {
+                    number: 1,
+                    path: "/dev/sda1".into(),
+                    dev: (8, 1)
+                },
+                FoundPartition {
+                    number: 2,
+                    path: "/dev/sda2".into(),
+                    dev: (8, 2)
+                },
             ]
         );
     }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::manifest::{Boot, Filesystem, Firmware, Manifest, Mount, SCHEMA_VERSION, Snapshot, Swap};
+use crate::manifest::{
+    Boot, Filesystem, Firmware, Manifest, Mount, SCHEMA_VERSION, Snapshot, Swap,
+};
 use disks::FoundDisk;
 use fs::{FsParams, MountInfo};
 
@@ -130,7 +132,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         for (partition, path, dev) in volumes {
             captured_devs.push(dev);
             let tags = fs::blkid(&path)?;
-            let Some(fs_type) = tags.get("TYPE") else { continue };
+            let Some(fs_type) = tags.get("TYPE") else {
+                continue;
+            };
             let uuid = tags.get("UUID").cloned().unwrap_or_default();
             let label = tags.get("LABEL").cloned().filter(|l| !l.is_empty());
             let device = path.display().to_string();
@@ -179,7 +183,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
     }
     for mi in &mountinfo {
         let on_captured = captured_devs.contains(&(mi.major, mi.minor))
-            || filesystems.iter().any(|f| f.mounts.iter().any(|m| m.point == mi.mount_point));
+            || filesystems
+                .iter()
+                .any(|f| f.mounts.iter().any(|m| m.point == mi.mount_point));
         if mi.source.starts_with("/dev/") && mi.major != 0 && !on_captured {
             warnings.push(format!(
                 "not captured: {} mounted at {} is not on a captured disk",
@@ -215,8 +221,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             efi,
         },
     };
-    crate::manifest::validate(&manifest)
-        .context("the probe produced an invalid manifest (a rewind bug: please report it with this output)")?;
+    crate::manifest::validate(&manifest).context(
+        "the probe produced an invalid manifest (a rewind bug: please report it with this output)",
+    )?;
     Ok(Probed { manifest, warnings })
 }
 
@@ -258,14 +265,24 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
     nix::ioctl_read!(fs_ioc_getfslabel, 0x94, 49, [u8; 256]);
     use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(&mi.mount_point).ok()?;
-    let mut id = FsUuid2 { len: 16, uuid: [0; 16] };
+    let mut id = FsUuid2 {
+        len: 16,
+        uuid: [0; 16],
+    };
     // SAFETY: the kernel writes at most size_of::<FsUuid2>() bytes into `id`.
     unsafe { fs_ioc_getfsuuid(dir.as_raw_fd(), &mut id) }.ok()?;
     if id.len != 16 {
         return None;
     }
     let h = disks::hex(&id.uuid);
-    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    );
     let mut label = [0u8; 256];
     // SAFETY: FS_IOC_GETFSLABEL writes at most FSLABEL_MAX (256) bytes.
     let label = match unsafe { fs_ioc_getfslabel(dir.as_raw_fd(), &mut label) } {
@@ -300,6 +317,9 @@ fn block_dev(path: &Path) -> Option<(u32, u32)> {
     let meta = std::fs::metadata(path).ok()?;
     meta.file_type().is_block_device().then(|| {
         let rdev = meta.rdev();
-        (nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32)
+        (
+            nix::sys::stat::major(rdev) as u32,
+            nix::sys::stat::minor(rdev) as u32,
+        )
     })
 }

@@ -27,7 +27,11 @@ pub fn probe_system(root: &Path, proc: &Path, sys: &Path) -> Result<System> {
             arch: uts.machine().to_string_lossy().into_owned(),
             cmdline: read_trimmed(&proc.join("cmdline")),
         },
-        firmware: if sys.join("firmware/efi").is_dir() { Firmware::Uefi } else { Firmware::Bios },
+        firmware: if sys.join("firmware/efi").is_dir() {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        },
         timezone: timezone(root),
     })
 }
@@ -44,7 +48,9 @@ pub fn parse_os_release(text: &str) -> Option<OsRelease> {
     let mut version_id = None;
     let mut pretty_name = None;
     for line in text.lines() {
-        let Some((key, value)) = line.trim().split_once('=') else { continue };
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
         let value = unquote(value.trim());
         match key {
             "ID" => id = Some(value),
@@ -53,7 +59,11 @@ pub fn parse_os_release(text: &str) -> Option<OsRelease> {
             _ => {}
         }
     }
-    Some(OsRelease { id: id.unwrap_or_else(|| "linux".into()), version_id, pretty_name })
+    Some(OsRelease {
+        id: id.unwrap_or_else(|| "linux".into()),
+        version_id,
+        pretty_name,
+    })
 }
 
 fn unquote(v: &str) -> String {
@@ -105,7 +115,10 @@ HOME_URL="https://www.debian.org/"
         let os = parse_os_release(text).unwrap();
         assert_eq!(os.id, "debian");
         assert_eq!(os.version_id.as_deref(), Some("12"));
-        assert_eq!(os.pretty_name.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(
+            os.pretty_name.as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
     }
 
     #[test]
@@ -117,9 +130,18 @@ HOME_URL="https://www.debian.org/"
 
     #[test]
     fn zone_links() {
-        assert_eq!(zone_from_link("/usr/share/zoneinfo/Europe/Paris").as_deref(), Some("Europe/Paris"));
-        assert_eq!(zone_from_link("../usr/share/zoneinfo/UTC").as_deref(), Some("UTC"));
-        assert_eq!(zone_from_link("/usr/share/zoneinfo/posix/Asia/Tokyo").as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(
+            zone_from_link("/usr/share/zoneinfo/Europe/Paris").as_deref(),
+            Some("Europe/Paris")
+        );
+        assert_eq!(
+            zone_from_link("../usr/share/zoneinfo/UTC").as_deref(),
+            Some("UTC")
+        );
+        assert_eq!(
+            zone_from_link("/usr/share/zoneinfo/posix/Asia/Tokyo").as_deref(),
+            Some("Asia/Tokyo")
+        );
         assert_eq!(zone_from_link("/etc/whatever"), None);
     }
 
@@ -131,7 +153,8 @@ HOME_URL="https://www.debian.org/"
         std::fs::write(etc.join("hostname"), "web1\n").unwrap();
         std::fs::write(etc.join("machine-id"), "4f3c2b1a00112233445566778899aabb\n").unwrap();
         std::fs::write(etc.join("os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
-        std::os::unix::fs::symlink("/usr/share/zoneinfo/Europe/Paris", etc.join("localtime")).unwrap();
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/Europe/Paris", etc.join("localtime"))
+            .unwrap();
         let proc = root.path().join("proc");
         std::fs::create_dir_all(&proc).unwrap();
         std::fs::write(proc.join("cmdline"), "root=/dev/sda2 ro\n").unwrap();
@@ -139,7 +162,10 @@ HOME_URL="https://www.debian.org/"
         std::fs::create_dir_all(sys.join("firmware/efi")).unwrap();
         let s = probe_system(root.path(), &proc, &sys).unwrap();
         assert_eq!(s.hostname, "web1");
-        assert_eq!(s.machine_id.as_deref(), Some("4f3c2b1a00112233445566778899aabb"));
+        assert_eq!(
+            s.machine_id.as_deref(),
+            Some("4f3c2b1a00112233445566778899aabb")
+        );
         assert_eq!(s.os.unwrap().version_id.as_deref(), Some("12"));
         assert_eq!(s.kernel.cmdline.as_deref(), Some("root=/dev/sda2 ro"));
         assert_eq!(s.firmware, Firmware::Uefi);
