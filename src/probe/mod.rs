@@ -194,7 +194,8 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         }
     }
 
-    let network = crate::manifest::Network::default(); // NETWORK-PENDING: net::probe_network
+    let network =
+        net::probe_network(&opts.root).context("cannot read the network configuration")?;
     let efi = match system.firmware {
         Firmware::Uefi => efi::probe_efi(&opts.sys.join("firmware/efi/efivars"))
             .context("cannot read the EFI boot entries")?,
