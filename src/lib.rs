@@ -5,4 +5,6 @@ pub mod cli;
 pub mod cmd;
 pub mod manifest;
 pub mod probe;
+pub mod repo;
 pub mod time;
+pub mod tree;

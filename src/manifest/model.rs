@@ -319,6 +319,27 @@ pub struct Filesystem {
     pub btrfs: Option<BtrfsParams>,
     #[serde(rename = "mount", default)]
     pub mounts: Vec<Mount>,
+    /// The filesystem's files in the repository, when the snapshot has data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<FsData>,
+}
+
+/// A reference to a filesystem's file tree in the repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsData {
+    /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
+    #[serde(rename = "@tree")]
+    pub tree: String,
+    /// The mount point that was backed up.
+    #[serde(rename = "@from")]
+    pub from: String,
+    /// Entries (files, directories, links, ...) in the tree.
+    #[serde(rename = "@entries")]
+    pub entries: u64,
+    /// Bytes of file content (apparent size, holes excluded).
+    #[serde(rename = "@bytes")]
+    pub bytes: u64,
 }
 
 /// What mke2fs needs to make the same ext2/3/4 filesystem.

@@ -199,6 +199,7 @@ pub(crate) fn sample() -> Manifest {
                     options: "rw,relatime,fmask=0077,dmask=0077".into(),
                     root: "/".into(),
                 }],
+                data: None,
             },
             Filesystem {
                 device: "/dev/vda2".into(),
@@ -225,6 +226,12 @@ pub(crate) fn sample() -> Manifest {
                     options: "rw,relatime,errors=remount-ro".into(),
                     root: "/".into(),
                 }],
+                data: Some(FsData {
+                    tree: "5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e".into(),
+                    from: "/".into(),
+                    entries: 48_213,
+                    bytes: 2_147_483_648,
+                }),
             },
             Filesystem {
                 device: "/dev/vdb1".into(),
@@ -251,6 +258,7 @@ pub(crate) fn sample() -> Manifest {
                     options: "rw,noatime".into(),
                     root: "/".into(),
                 }],
+                data: None,
             },
             Filesystem {
                 device: "/dev/vdb5".into(),
@@ -271,6 +279,7 @@ pub(crate) fn sample() -> Manifest {
                     options: "rw,relatime,subvol=/@home".into(),
                     root: "/@home".into(),
                 }],
+                data: None,
             },
         ],
         swaps: vec![

@@ -583,6 +583,11 @@ impl Checker {
             }
         }
         self.placement(p, fs.disk.as_deref(), fs.partition, disks);
+        if let Some(data) = &fs.data
+            && crate::tree::ChunkId::from_hex(&data.tree).is_none()
+        {
+            self.fail(format!("{p}/data/@tree"), format!("\"{}\" is not a 64-hex-digit tree id", data.tree));
+        }
     }
 
     /// A filesystem or swap area names the disk and partition it lives on;

@@ -168,6 +168,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
                 vfat: None,
                 btrfs: None,
                 mounts: mounts_of(&mountinfo, dev, &path, fs_type),
+                data: None,
             };
             match fs::read_fs_params(&path, fs_type)
                 .with_context(|| format!("cannot read the {fs_type} parameters of {device}"))?
@@ -309,6 +310,7 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
             options: fs::fstab_options(mi),
             root: mi.root.clone(),
         }],
+        data: None,
     })
 }
 

@@ -1,0 +1,172 @@
+//! Where repository files live. A local directory is the embedded default;
+//! the server and object stores implement the same small trait.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Repository storage: named immutable files under a root. `put` is atomic:
+/// a reader sees the whole file or nothing, also after a crash.
+pub trait Backend: Send + Sync {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    fn get(&self, name: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Names under a prefix (a directory such as `snapshots/`), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    fn exists(&self, name: &str) -> Result<bool>;
+    fn remove(&self, name: &str) -> Result<()>;
+    /// A human description for messages.
+    fn describe(&self) -> String;
+}
+
+pub struct LocalDir {
+    root: PathBuf,
+    /// Open pack files, kept while a restore reads ranges from them.
+    open: std::sync::Mutex<lru::Lru<String, std::sync::Arc<File>>>,
+}
+
+impl LocalDir {
+    pub fn new(root: &Path) -> LocalDir {
+        LocalDir {
+            root: root.to_path_buf(),
+            open: std::sync::Mutex::new(lru::Lru::new(64)),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn file(&self, name: &str) -> Result<std::sync::Arc<File>> {
+        let mut open = self.open.lock().unwrap();
+        if let Some(f) = open.get(name) {
+            return Ok(f);
+        }
+        let path = self.path(name);
+        let f = std::sync::Arc::new(
+            File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        open.put(name.to_string(), f.clone());
+        Ok(f)
+    }
+}
+
+impl Backend for LocalDir {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        let dir = path.parent().expect("repository names have a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Write beside, fsync, rename, fsync the directory: a crash leaves
+        // either the old state or the whole new file, plus at worst a
+        // `.tmp` file that readers ignore.
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        let result = (|| -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(name);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.file(name)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset).with_context(|| {
+            format!(
+                "cannot read {len} bytes at offset {offset} of {}",
+                self.path(name).display()
+            )
+        })?;
+        Ok(buf)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let dir = self.path(prefix);
+        if !dir.exists() {
+            return Ok(out);
+        }
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+                let entry = entry?;
+                let p = entry.path();
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue; // temporary files of an interrupted write
+                }
+                if entry.file_type()?.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&self.root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.path(name).exists())
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.open.lock().unwrap().remove(name);
+        let path = self.path(name);
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// A tiny least-recently-used map for open file handles.
+mod lru {
+    pub struct Lru<K, V> {
+        cap: usize,
+        items: Vec<(K, V)>,
+    }
+
+    impl<K: PartialEq + std::borrow::Borrow<str>, V: Clone> Lru<K, V> {
+        pub fn new(cap: usize) -> Self {
+            Lru { cap, items: Vec::new() }
+        }
+
+        pub fn get(&mut self, k: &str) -> Option<V> {
+            let i = self.items.iter().position(|(key, _)| key.borrow() == k)?;
+            let item = self.items.remove(i);
+            let v = item.1.clone();
+            self.items.push(item);
+            Some(v)
+        }
+
+        pub fn put(&mut self, k: K, v: V) {
+            if self.items.len() >= self.cap {
+                self.items.remove(0);
+            }
+            self.items.push((k, v));
+        }
+
+        pub fn remove(&mut self, k: &str) {
+            self.items.retain(|(key, _)| key.borrow() != k);
+        }
+    }
+}

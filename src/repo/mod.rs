@@ -1,0 +1,336 @@
+//! The content-addressed repository: chunks named by BLAKE3, compressed with
+//! zstd, grouped into packs; snapshots are manifests whose filesystems point
+//! at their file trees. Every blob is verified against its name when read.
+
+pub mod backend;
+pub mod chunker;
+pub mod pack;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::manifest::{self, Manifest};
+use crate::tree::{ChunkId, ChunkRef, EntryReader};
+use backend::{Backend, LocalDir};
+use pack::{BlobKind, PackBuilder, PackEntry};
+
+const CONFIG: &str = "config";
+const CONFIG_TEXT: &str = "rewind repository 1\n";
+/// Packs are closed at this size: big enough for sequential restore reads,
+/// small enough that an interrupted capture loses little.
+const PACK_TARGET: usize = 16 << 20;
+const ZSTD_LEVEL: i32 = 3;
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pub pack: u32,
+    pub kind: BlobKind,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+}
+
+pub struct Repo {
+    backend: Arc<dyn Backend>,
+    packs: Vec<String>,
+    index: HashMap<ChunkId, Location>,
+    pending: PackBuilder,
+    pending_ids: HashSet<ChunkId>,
+    compressor: zstd::bulk::Compressor<'static>,
+    pub stats: WriteStats,
+}
+
+/// What a capture added to the repository.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteStats {
+    pub blobs_new: u64,
+    pub blobs_dedup: u64,
+    pub bytes_new_plain: u64,
+    pub bytes_new_stored: u64,
+    pub packs_written: u64,
+}
+
+impl Repo {
+    /// Create a repository in `dir` (or open it if it exists).
+    pub fn init(dir: &Path) -> Result<Repo> {
+        let backend = LocalDir::new(dir);
+        if !backend.exists(CONFIG)? {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            backend.put(CONFIG, CONFIG_TEXT.as_bytes())?;
+        }
+        Repo::open_backend(Arc::new(backend))
+    }
+
+    /// Open an existing repository in `dir`.
+    pub fn open(dir: &Path) -> Result<Repo> {
+        let backend = LocalDir::new(dir);
+        if !backend.exists(CONFIG)? {
+            bail!(
+                "{} is not a rewind repository (no {CONFIG}); `rewind capture --repo {}` creates one",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Repo::open_backend(Arc::new(backend))
+    }
+
+    pub fn open_backend(backend: Arc<dyn Backend>) -> Result<Repo> {
+        let config = backend.get(CONFIG)?;
+        ensure!(
+            config == CONFIG_TEXT.as_bytes(),
+            "{}: unsupported repository version {:?}",
+            backend.describe(),
+            String::from_utf8_lossy(&config).trim()
+        );
+        let mut repo = Repo {
+            backend,
+            packs: Vec::new(),
+            index: HashMap::new(),
+            pending: PackBuilder::new(),
+            pending_ids: HashSet::new(),
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            stats: WriteStats::default(),
+        };
+        repo.load_indexes()?;
+        Ok(repo)
+    }
+
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    fn load_indexes(&mut self) -> Result<()> {
+        let indexed: HashSet<String> = self
+            .backend
+            .list("index/")?
+            .iter()
+            .filter_map(|n| n.strip_prefix("index/")?.strip_suffix(".idx").map(str::to_string))
+            .collect();
+        for pack_name in self.backend.list("packs/")? {
+            let Some(name) = pack_name.rsplit('/').next().and_then(|n| n.strip_suffix(".pack")) else {
+                continue;
+            };
+            let entries = if indexed.contains(name) {
+                let bytes = self.backend.get(&format!("index/{name}.idx"))?;
+                pack::decode_index(&bytes).with_context(|| format!("index/{name}.idx is damaged"))?
+            } else {
+                // The capture was interrupted between the pack and its index.
+                let entries = self.read_pack_trailer(&pack_name)?;
+                self.backend.put(&format!("index/{name}.idx"), &pack::encode_index(&entries))?;
+                entries
+            };
+            self.add_pack_entries(name.to_string(), &entries);
+        }
+        Ok(())
+    }
+
+    fn read_pack_trailer(&self, pack_name: &str) -> Result<Vec<PackEntry>> {
+        let bytes = self.backend.get(pack_name)?;
+        ensure!(bytes.len() >= 20, "{pack_name} is truncated");
+        let tail = pack::index_tail_len(&bytes[bytes.len() - 12..])
+            .with_context(|| format!("{pack_name} has no index trailer"))?;
+        ensure!(tail <= bytes.len(), "{pack_name}: index trailer longer than the pack");
+        pack::decode_index(&bytes[bytes.len() - tail..]).with_context(|| format!("{pack_name}: damaged index trailer"))
+    }
+
+    fn add_pack_entries(&mut self, name: String, entries: &[PackEntry]) {
+        let pack = self.packs.len() as u32;
+        self.packs.push(name);
+        for e in entries {
+            self.index.insert(
+                e.id,
+                Location {
+                    pack,
+                    kind: e.kind,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    plain_len: e.plain_len,
+                },
+            );
+        }
+    }
+
+    fn pack_path(name: &str) -> String {
+        format!("packs/{}/{name}.pack", &name[..2])
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.index.contains_key(id) || self.pending_ids.contains(id)
+    }
+
+    pub fn location(&self, id: &ChunkId) -> Option<Location> {
+        self.index.get(id).copied()
+    }
+
+    /// Store a blob unless the repository has it; returns its id.
+    pub fn add_blob(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkId> {
+        let id = ChunkId::of(data);
+        if self.contains(&id) {
+            self.stats.blobs_dedup += 1;
+            return Ok(id);
+        }
+        let stored = self.compressor.compress(data).context("zstd compression failed")?;
+        self.pending.add(id, kind, data.len() as u32, &stored);
+        self.pending_ids.insert(id);
+        self.stats.blobs_new += 1;
+        self.stats.bytes_new_plain += data.len() as u64;
+        self.stats.bytes_new_stored += stored.len() as u64;
+        if self.pending.len() >= PACK_TARGET {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// Write the pending pack and its index. Blobs are only referenced by a
+    /// snapshot committed after this returns.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::take(&mut self.pending);
+        let (name, bytes, index, entries) = builder.finish();
+        self.backend.put(&Self::pack_path(&name), &bytes)?;
+        self.backend.put(&format!("index/{name}.idx"), &index)?;
+        self.add_pack_entries(name, &entries);
+        self.pending_ids.clear();
+        self.stats.packs_written += 1;
+        Ok(())
+    }
+
+    /// Read a blob, decompress it and check it is what its name says.
+    pub fn read_blob(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = self
+            .location(id)
+            .with_context(|| format!("chunk {} is missing from the repository", id.to_hex()))?;
+        let pack = Self::pack_path(&self.packs[loc.pack as usize]);
+        let stored = self.backend.get_range(&pack, loc.offset, loc.stored_len as usize)?;
+        let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize)
+            .map_err(|e| anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex()))?;
+        ensure!(
+            plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,
+            "chunk {} in {pack} is damaged (its content does not match its hash)",
+            id.to_hex()
+        );
+        Ok(plain)
+    }
+
+    /// Store a tree stream: cut it into chunks, store them and the list of
+    /// them; the list's id names the tree.
+    pub fn add_tree(&mut self, stream: &[u8]) -> Result<ChunkId> {
+        let mut refs = Vec::new();
+        for piece in chunker::chunks_of(stream) {
+            let id = self.add_blob(BlobKind::Tree, piece)?;
+            refs.push(ChunkRef { id, len: piece.len() as u32 });
+        }
+        let list = bincode::serde::encode_to_vec(&refs, bincode::config::standard())?;
+        self.add_blob(BlobKind::TreeList, &list)
+    }
+
+    /// The chunks a tree is made of.
+    pub fn tree_pieces(&self, tree: &ChunkId) -> Result<Vec<ChunkRef>> {
+        let list = self.read_blob(tree).context("cannot read a tree's chunk list")?;
+        let (refs, _): (Vec<ChunkRef>, _) =
+            bincode::serde::decode_from_slice(&list, bincode::config::standard()).context("damaged tree list")?;
+        Ok(refs)
+    }
+
+    /// The entries of a tree, streamed.
+    pub fn tree_entries<'a>(&'a self, tree: &ChunkId) -> Result<EntryReader<impl Read + 'a>> {
+        let pieces = self.tree_pieces(tree)?;
+        Ok(EntryReader::new(BlobStream {
+            repo: self,
+            pieces: pieces.into_iter(),
+            current: std::io::Cursor::new(Vec::new()),
+        }))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for name in self.backend.list("snapshots/")? {
+            if !name.ends_with(".xml") {
+                continue;
+            }
+            let text = String::from_utf8(self.backend.get(&name)?).with_context(|| format!("{name} is not UTF-8"))?;
+            out.push(manifest::from_xml(&text).with_context(|| format!("snapshot {name} is not a valid manifest"))?);
+        }
+        out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));
+        Ok(out)
+    }
+
+    /// Find a snapshot by id, unique id prefix, or `latest` (of `host` if given).
+    pub fn find_snapshot(&self, spec: &str, host: Option<&str>) -> Result<Manifest> {
+        let all: Vec<Manifest> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|m| host.is_none_or(|h| m.snapshot.host == h))
+            .collect();
+        if spec == "latest" {
+            return all.into_iter().last().context("the repository holds no snapshot yet");
+        }
+        if let Some(m) = all.iter().find(|m| m.snapshot.id == spec) {
+            return Ok(m.clone());
+        }
+        let matches: Vec<&Manifest> = all.iter().filter(|m| m.snapshot.id.starts_with(spec)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => bail!("no snapshot {spec:?} in {} (`rewind snapshots` lists them)", self.describe()),
+            many => bail!(
+                "{spec:?} matches {} snapshots ({}...): give more of the id",
+                many.len(),
+                many[0].snapshot.id
+            ),
+        }
+    }
+
+    /// Make a snapshot visible. Everything it references must be flushed.
+    pub fn commit_snapshot(&mut self, m: &Manifest) -> Result<()> {
+        self.flush()?;
+        let xml = manifest::to_xml(m)?;
+        self.backend.put(&format!("snapshots/{}.xml", m.snapshot.id), xml.as_bytes())
+    }
+
+    pub fn snapshot_exists(&self, id: &str) -> Result<bool> {
+        self.backend.exists(&format!("snapshots/{id}.xml"))
+    }
+
+    /// Every blob with where it is, for `check`.
+    pub fn all_blobs(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
+        self.index.iter()
+    }
+
+    pub fn pack_name(&self, pack: u32) -> &str {
+        &self.packs[pack as usize]
+    }
+
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+}
+
+/// Concatenated blobs as one `Read`.
+struct BlobStream<'a, I> {
+    repo: &'a Repo,
+    pieces: I,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl<I: Iterator<Item = ChunkRef>> Read for BlobStream<'_, I> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some(piece) = self.pieces.next() else { return Ok(0) };
+            let data = self.repo.read_blob(&piece.id).map_err(std::io::Error::other)?;
+            self.current = std::io::Cursor::new(data);
+        }
+    }
+}
+
