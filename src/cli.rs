@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::capture::CaptureOptions;
+use crate::catalog;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
+use crate::repo::{Repo, check};
+use crate::restore::RestoreOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +34,73 @@ pub enum Command {
     /// Work with manifest files.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// List the snapshots in a repository, oldest first.
+    Snapshots {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Only this host's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List a directory (or show a file) of a snapshot.
+    Ls {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Snapshot id, a unique prefix of it, or `latest`.
+        snapshot: String,
+        /// Absolute path on the captured machine.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Find which snapshots hold a path: a pattern with `/` matches whole
+    /// paths, one without matches names; `*` and `?` are wildcards.
+    Find {
+        #[command(flatten)]
+        repo: RepoArg,
+        pattern: String,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Restore a filesystem of a snapshot, or some of its files, into a directory.
+    #[command(after_help = "Examples:\n  \
+        rewind restore latest --fs / --target /mnt/root              a whole filesystem\n  \
+        rewind restore 20261125T06 --fs /home --target /tmp/r /home/ann/notes.txt")]
+    Restore {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Snapshot id, a unique prefix of it, or `latest`.
+        snapshot: String,
+        /// The mount point of the filesystem to restore, as captured.
+        #[arg(long = "fs", value_name = "MOUNTPOINT")]
+        fs: String,
+        /// Directory to restore into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        target: PathBuf,
+        /// Only these paths (absolute on the captured machine, or relative to
+        /// the filesystem) and what is below them.
+        paths: Vec<PathBuf>,
+        /// With `latest` or a prefix: only this host's snapshots.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Verify every pack and chunk of a repository, and name the files that
+    /// damage affects.
+    Check {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArg {
+    /// The repository directory.
+    #[arg(
+        id = "repo_dir",
+        long = "repo",
+        env = "REWIND_REPO",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,8 +111,15 @@ pub enum Command {
 pub struct CaptureArgs {
     /// Record the configuration only (partition tables, filesystems, network,
     /// boot loader), not the data.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "repo")]
     pub manifest_only: bool,
+    /// Back up the data of every mounted filesystem of the captured disks
+    /// into this repository (created if missing), as one snapshot.
+    #[arg(long, env = "REWIND_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Back up only the filesystem mounted here; repeatable.
+    #[arg(long, value_name = "MOUNTPOINT", requires = "repo")]
+    pub only: Vec<PathBuf>,
     /// Where to write the manifest; `-` is standard output.
     #[arg(short, long, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
@@ -67,6 +145,88 @@ pub enum ManifestCommand {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Capture(args) => capture(args),
+        Command::Snapshots { repo, host } => {
+            let repo = Repo::open(&repo.dir)?;
+            let snaps = repo.snapshots()?;
+            let shown: Vec<_> = snaps
+                .iter()
+                .filter(|m| host.as_deref().is_none_or(|h| m.snapshot.host == h))
+                .collect();
+            if shown.is_empty() {
+                eprintln!("rewind: no snapshots in {}", repo.describe());
+            }
+            for m in shown {
+                println!("{}", catalog::describe_snapshot(m));
+            }
+            Ok(())
+        }
+        Command::Ls {
+            repo,
+            snapshot,
+            path,
+        } => {
+            let repo = Repo::open(&repo.dir)?;
+            let m = repo.find_snapshot(&snapshot, None)?;
+            let n = catalog::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
+            if n == 0 {
+                bail!(
+                    "{path}: no such file or directory in snapshot {}",
+                    m.snapshot.id
+                );
+            }
+            Ok(())
+        }
+        Command::Find {
+            repo,
+            pattern,
+            host,
+        } => {
+            let repo = Repo::open(&repo.dir)?;
+            let n = catalog::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
+            if n == 0 {
+                bail!("no snapshot holds a path matching {pattern:?}");
+            }
+            Ok(())
+        }
+        Command::Restore {
+            repo,
+            snapshot,
+            fs,
+            target,
+            paths,
+            host,
+        } => restore_cmd(&repo.dir, &snapshot, &fs, &target, &paths, host.as_deref()),
+        Command::Check { repo } => {
+            let repo = Repo::open(&repo.dir)?;
+            let report = check::check(&repo, |done, total| {
+                if total > 0 && (done % 64 == 0 || done == total) {
+                    eprint!("\rrewind: checking packs {done}/{total}");
+                }
+            })?;
+            eprintln!();
+            for d in &report.damage {
+                println!("damaged: {d}");
+            }
+            for a in &report.affected {
+                println!("affected: {a}");
+            }
+            if !report.is_clean() {
+                bail!(
+                    "{} is damaged: {} problems, {} files affected (listed above)",
+                    repo.describe(),
+                    report.damage.len(),
+                    report.affected.len()
+                );
+            }
+            println!(
+                "{}: {} packs, {} chunks and {} snapshots verified, no damage",
+                repo.describe(),
+                report.packs,
+                report.blobs,
+                report.snapshots
+            );
+            Ok(())
+        }
         Command::Manifest(ManifestCommand::Validate { file }) => {
             let m = manifest::load(&file)?;
             println!(
@@ -84,17 +244,51 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn capture(args: CaptureArgs) -> Result<()> {
-    if !args.manifest_only {
-        bail!(
-            "this rewind records the configuration only: pass --manifest-only \
-             (backing up the data comes with the repository)"
-        );
-    }
-    let probed = probe::probe(&ProbeOptions {
+    let probe_opts = ProbeOptions {
         disks: args.disks,
         host: args.host,
         ..ProbeOptions::default()
-    })?;
+    };
+    if let Some(dir) = args.repo {
+        let started = std::time::Instant::now();
+        let mut repo = Repo::init(&dir)?;
+        let report = crate::capture::capture(
+            &mut repo,
+            &CaptureOptions {
+                probe: probe_opts,
+                only: args.only,
+            },
+        )?;
+        for w in &report.warnings {
+            eprintln!("rewind: warning: {w}");
+        }
+        for fs in &report.filesystems {
+            eprintln!(
+                "rewind: {}: {} entries, {} of content ({} files read, {} unchanged)",
+                fs.mount_point,
+                fs.entries,
+                catalog::human_bytes(fs.bytes),
+                fs.files_read,
+                fs.files_reused
+            );
+        }
+        let s = report.stored;
+        println!(
+            "snapshot {} committed in {:.1}s: {} new chunks ({} stored), {} already in the repository",
+            report.manifest.snapshot.id,
+            started.elapsed().as_secs_f64(),
+            s.blobs_new,
+            catalog::human_bytes(s.bytes_new_stored),
+            s.blobs_dedup
+        );
+        return Ok(());
+    }
+    if !args.manifest_only {
+        bail!(
+            "say where the data goes with --repo DIR, or record the configuration only with --manifest-only"
+        );
+    }
+    let probed = probe::probe(&probe_opts)?;
     for w in &probed.warnings {
         eprintln!("rewind: warning: {w}");
     }
@@ -113,6 +307,72 @@ fn capture(args: CaptureArgs) -> Result<()> {
             probed.manifest.swaps.len()
         );
     }
+    Ok(())
+}
+
+fn restore_cmd(
+    repo_dir: &Path,
+    snapshot: &str,
+    fs_mount: &str,
+    target: &Path,
+    paths: &[PathBuf],
+    host: Option<&str>,
+) -> Result<()> {
+    let repo = Repo::open(repo_dir)?;
+    let m = repo.find_snapshot(snapshot, host)?;
+    let fs = m
+        .filesystems
+        .iter()
+        .find(|f| f.data.as_ref().is_some_and(|d| d.from == fs_mount))
+        .with_context(|| {
+            let have: Vec<&str> = m
+                .filesystems
+                .iter()
+                .filter_map(|f| f.data.as_ref())
+                .map(|d| d.from.as_str())
+                .collect();
+            format!(
+                "snapshot {} has no data for a filesystem mounted at {fs_mount} (it has: {})",
+                m.snapshot.id,
+                have.join(" ")
+            )
+        })?;
+    let only = paths
+        .iter()
+        .map(|p| catalog::relative_to(fs_mount, p))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    let started = std::time::Instant::now();
+    let entries = repo.tree_entries(&catalog::tree_of(fs)?)?;
+    let stats = crate::restore::restore(
+        entries,
+        &repo,
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            only,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "restore of {fs_mount} from snapshot {} into {}",
+            m.snapshot.id,
+            target.display()
+        )
+    })?;
+    for w in &stats.warnings {
+        eprintln!("rewind: warning: {w}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "restored {fs_mount} of {} into {}: {} files, {} directories, {} in {secs:.1}s ({}/s)",
+        m.snapshot.id,
+        target.display(),
+        stats.files,
+        stats.dirs,
+        catalog::human_bytes(stats.bytes),
+        catalog::human_bytes((stats.bytes as f64 / secs.max(0.001)) as u64)
+    );
     Ok(())
 }
 
@@ -139,4 +399,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,10 +1,14 @@
 //! rewind: bare-metal recovery of whole Linux machines to a point in time.
 //! See DESIGN notes in docs/ and the README.
 
+pub mod capture;
+pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod manifest;
 pub mod probe;
 pub mod repo;
+pub mod restore;
 pub mod time;
 pub mod tree;
+pub mod walk;

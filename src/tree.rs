@@ -132,7 +132,8 @@ fn config() -> impl bincode::config::Config {
 
 /// Append one entry to a tree stream.
 pub fn write_entry<W: Write>(out: &mut W, entry: &Entry) -> Result<()> {
-    bincode::serde::encode_into_std_write(entry, out, config()).context("cannot encode a tree entry")?;
+    bincode::serde::encode_into_std_write(entry, out, config())
+        .context("cannot encode a tree entry")?;
     Ok(())
 }
 
@@ -187,10 +188,16 @@ mod tests {
             link_target: Vec::new(),
             hardlink_to: None,
             xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())],
-            extents: vec![Extent { offset: 0, len: size }],
+            extents: vec![Extent {
+                offset: 0,
+                len: size,
+            }],
             chunks: chunks
                 .iter()
-                .map(|c| ChunkRef { id: ChunkId::of(c), len: c.len() as u32 })
+                .map(|c| ChunkRef {
+                    id: ChunkId::of(c),
+                    len: c.len() as u32,
+                })
                 .collect(),
         }
     }

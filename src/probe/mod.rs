@@ -187,7 +187,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             || filesystems
                 .iter()
                 .any(|f| f.mounts.iter().any(|m| m.point == mi.mount_point));
-        if mi.source.starts_with("/dev/") && mi.major != 0 && !on_captured {
+        // With disks named explicitly, the others are left out on purpose.
+        if opts.disks.is_empty() && mi.source.starts_with("/dev/") && mi.major != 0 && !on_captured
+        {
             warnings.push(format!(
                 "not captured: {} mounted at {} is not on a captured disk",
                 mi.source, mi.mount_point

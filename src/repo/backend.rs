@@ -105,7 +105,9 @@ impl Backend for LocalDir {
         }
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            for entry in
+                std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+            {
                 let entry = entry?;
                 let p = entry.path();
                 let name = entry.file_name();
@@ -147,7 +149,10 @@ mod lru {
 
     impl<K: PartialEq + std::borrow::Borrow<str>, V: Clone> Lru<K, V> {
         pub fn new(cap: usize) -> Self {
-            Lru { cap, items: Vec::new() }
+            Lru {
+                cap,
+                items: Vec::new(),
+            }
         }
 
         pub fn get(&mut self, k: &str) -> Option<V> {

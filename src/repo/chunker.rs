@@ -13,11 +13,15 @@ pub const MAX: usize = 4 << 20;
 
 /// Cut an in-memory buffer (a tree stream).
 pub fn chunks_of(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    fastcdc::v2020::FastCDC::new(data, MIN, AVG, MAX).map(move |c| &data[c.offset..c.offset + c.length])
+    fastcdc::v2020::FastCDC::new(data, MIN, AVG, MAX)
+        .map(move |c| &data[c.offset..c.offset + c.length])
 }
 
 /// Cut a stream, calling `on_chunk` for each piece in order.
-pub fn for_each_chunk<R: Read>(reader: R, mut on_chunk: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+pub fn for_each_chunk<R: Read>(
+    reader: R,
+    mut on_chunk: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     for chunk in fastcdc::v2020::StreamCDC::new(reader, MIN, AVG, MAX) {
         let chunk = chunk.context("cannot read the file's content")?;
         on_chunk(&chunk.data)?;
@@ -45,7 +49,11 @@ mod tests {
         let after: Vec<_> = chunks_of(&edited).map(crate::tree::ChunkId::of).collect();
         let shared = after.iter().filter(|c| before.contains(c)).count();
         assert!(before.len() >= 4, "{} chunks", before.len());
-        assert!(shared >= before.len() - 2, "{shared} of {} shared", before.len());
+        assert!(
+            shared >= before.len() - 2,
+            "{shared} of {} shared",
+            before.len()
+        );
         // Streams and buffers cut the same way.
         let mut streamed = Vec::new();
         for_each_chunk(&data[..], |c| {

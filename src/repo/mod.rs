@@ -3,6 +3,7 @@
 //! at their file trees. Every blob is verified against its name when read.
 
 pub mod backend;
+pub mod check;
 pub mod chunker;
 pub mod pack;
 
@@ -36,7 +37,7 @@ pub struct Location {
 }
 
 pub struct Repo {
-    backend: Arc<dyn Backend>,
+    pub(crate) backend: Arc<dyn Backend>,
     packs: Vec<String>,
     index: HashMap<ChunkId, Location>,
     pending: PackBuilder,
@@ -60,7 +61,8 @@ impl Repo {
     pub fn init(dir: &Path) -> Result<Repo> {
         let backend = LocalDir::new(dir);
         if !backend.exists(CONFIG)? {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             backend.put(CONFIG, CONFIG_TEXT.as_bytes())?;
         }
         Repo::open_backend(Arc::new(backend))
@@ -109,19 +111,29 @@ impl Repo {
             .backend
             .list("index/")?
             .iter()
-            .filter_map(|n| n.strip_prefix("index/")?.strip_suffix(".idx").map(str::to_string))
+            .filter_map(|n| {
+                n.strip_prefix("index/")?
+                    .strip_suffix(".idx")
+                    .map(str::to_string)
+            })
             .collect();
         for pack_name in self.backend.list("packs/")? {
-            let Some(name) = pack_name.rsplit('/').next().and_then(|n| n.strip_suffix(".pack")) else {
+            let Some(name) = pack_name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".pack"))
+            else {
                 continue;
             };
             let entries = if indexed.contains(name) {
                 let bytes = self.backend.get(&format!("index/{name}.idx"))?;
-                pack::decode_index(&bytes).with_context(|| format!("index/{name}.idx is damaged"))?
+                pack::decode_index(&bytes)
+                    .with_context(|| format!("index/{name}.idx is damaged"))?
             } else {
                 // The capture was interrupted between the pack and its index.
                 let entries = self.read_pack_trailer(&pack_name)?;
-                self.backend.put(&format!("index/{name}.idx"), &pack::encode_index(&entries))?;
+                self.backend
+                    .put(&format!("index/{name}.idx"), &pack::encode_index(&entries))?;
                 entries
             };
             self.add_pack_entries(name.to_string(), &entries);
@@ -134,8 +146,12 @@ impl Repo {
         ensure!(bytes.len() >= 20, "{pack_name} is truncated");
         let tail = pack::index_tail_len(&bytes[bytes.len() - 12..])
             .with_context(|| format!("{pack_name} has no index trailer"))?;
-        ensure!(tail <= bytes.len(), "{pack_name}: index trailer longer than the pack");
-        pack::decode_index(&bytes[bytes.len() - tail..]).with_context(|| format!("{pack_name}: damaged index trailer"))
+        ensure!(
+            tail <= bytes.len(),
+            "{pack_name}: index trailer longer than the pack"
+        );
+        pack::decode_index(&bytes[bytes.len() - tail..])
+            .with_context(|| format!("{pack_name}: damaged index trailer"))
     }
 
     fn add_pack_entries(&mut self, name: String, entries: &[PackEntry]) {
@@ -155,7 +171,7 @@ impl Repo {
         }
     }
 
-    fn pack_path(name: &str) -> String {
+    pub(crate) fn pack_path(name: &str) -> String {
         format!("packs/{}/{name}.pack", &name[..2])
     }
 
@@ -174,7 +190,10 @@ impl Repo {
             self.stats.blobs_dedup += 1;
             return Ok(id);
         }
-        let stored = self.compressor.compress(data).context("zstd compression failed")?;
+        let stored = self
+            .compressor
+            .compress(data)
+            .context("zstd compression failed")?;
         self.pending.add(id, kind, data.len() as u32, &stored);
         self.pending_ids.insert(id);
         self.stats.blobs_new += 1;
@@ -208,9 +227,12 @@ impl Repo {
             .location(id)
             .with_context(|| format!("chunk {} is missing from the repository", id.to_hex()))?;
         let pack = Self::pack_path(&self.packs[loc.pack as usize]);
-        let stored = self.backend.get_range(&pack, loc.offset, loc.stored_len as usize)?;
-        let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize)
-            .map_err(|e| anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex()))?;
+        let stored = self
+            .backend
+            .get_range(&pack, loc.offset, loc.stored_len as usize)?;
+        let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize).map_err(|e| {
+            anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex())
+        })?;
         ensure!(
             plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,
             "chunk {} in {pack} is damaged (its content does not match its hash)",
@@ -225,7 +247,10 @@ impl Repo {
         let mut refs = Vec::new();
         for piece in chunker::chunks_of(stream) {
             let id = self.add_blob(BlobKind::Tree, piece)?;
-            refs.push(ChunkRef { id, len: piece.len() as u32 });
+            refs.push(ChunkRef {
+                id,
+                len: piece.len() as u32,
+            });
         }
         let list = bincode::serde::encode_to_vec(&refs, bincode::config::standard())?;
         self.add_blob(BlobKind::TreeList, &list)
@@ -233,9 +258,12 @@ impl Repo {
 
     /// The chunks a tree is made of.
     pub fn tree_pieces(&self, tree: &ChunkId) -> Result<Vec<ChunkRef>> {
-        let list = self.read_blob(tree).context("cannot read a tree's chunk list")?;
+        let list = self
+            .read_blob(tree)
+            .context("cannot read a tree's chunk list")?;
         let (refs, _): (Vec<ChunkRef>, _) =
-            bincode::serde::decode_from_slice(&list, bincode::config::standard()).context("damaged tree list")?;
+            bincode::serde::decode_from_slice(&list, bincode::config::standard())
+                .context("damaged tree list")?;
         Ok(refs)
     }
 
@@ -256,10 +284,16 @@ impl Repo {
             if !name.ends_with(".xml") {
                 continue;
             }
-            let text = String::from_utf8(self.backend.get(&name)?).with_context(|| format!("{name} is not UTF-8"))?;
-            out.push(manifest::from_xml(&text).with_context(|| format!("snapshot {name} is not a valid manifest"))?);
+            let text = String::from_utf8(self.backend.get(&name)?)
+                .with_context(|| format!("{name} is not UTF-8"))?;
+            out.push(
+                manifest::from_xml(&text)
+                    .with_context(|| format!("snapshot {name} is not a valid manifest"))?,
+            );
         }
-        out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));
+        out.sort_by(|a, b| {
+            (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id))
+        });
         Ok(out)
     }
 
@@ -271,15 +305,24 @@ impl Repo {
             .filter(|m| host.is_none_or(|h| m.snapshot.host == h))
             .collect();
         if spec == "latest" {
-            return all.into_iter().last().context("the repository holds no snapshot yet");
+            return all
+                .into_iter()
+                .last()
+                .context("the repository holds no snapshot yet");
         }
         if let Some(m) = all.iter().find(|m| m.snapshot.id == spec) {
             return Ok(m.clone());
         }
-        let matches: Vec<&Manifest> = all.iter().filter(|m| m.snapshot.id.starts_with(spec)).collect();
+        let matches: Vec<&Manifest> = all
+            .iter()
+            .filter(|m| m.snapshot.id.starts_with(spec))
+            .collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => bail!("no snapshot {spec:?} in {} (`rewind snapshots` lists them)", self.describe()),
+            [] => bail!(
+                "no snapshot {spec:?} in {} (`rewind snapshots` lists them)",
+                self.describe()
+            ),
             many => bail!(
                 "{spec:?} matches {} snapshots ({}...): give more of the id",
                 many.len(),
@@ -292,7 +335,8 @@ impl Repo {
     pub fn commit_snapshot(&mut self, m: &Manifest) -> Result<()> {
         self.flush()?;
         let xml = manifest::to_xml(m)?;
-        self.backend.put(&format!("snapshots/{}.xml", m.snapshot.id), xml.as_bytes())
+        self.backend
+            .put(&format!("snapshots/{}.xml", m.snapshot.id), xml.as_bytes())
     }
 
     pub fn snapshot_exists(&self, id: &str) -> Result<bool> {
@@ -327,10 +371,27 @@ impl<I: Iterator<Item = ChunkRef>> Read for BlobStream<'_, I> {
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            let Some(piece) = self.pieces.next() else { return Ok(0) };
-            let data = self.repo.read_blob(&piece.id).map_err(std::io::Error::other)?;
+            let Some(piece) = self.pieces.next() else {
+                return Ok(0);
+            };
+            let data = self
+                .repo
+                .read_blob(&piece.id)
+                .map_err(std::io::Error::other)?;
             self.current = std::io::Cursor::new(data);
         }
     }
 }
 
+/// Restore's view of the repository.
+impl crate::restore::ChunkSource for Repo {
+    fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        let data = self.read_blob(&chunk.id)?;
+        ensure!(
+            data.len() == chunk.len as usize,
+            "chunk {} has the wrong length",
+            chunk.id.to_hex()
+        );
+        Ok(data)
+    }
+}

@@ -115,9 +115,16 @@ pub fn encode_index(entries: &[PackEntry]) -> Vec<u8> {
 /// Parse index bytes (an .idx file, or the tail of a pack from
 /// [`index_tail_len`]).
 pub fn decode_index(bytes: &[u8]) -> Result<Vec<PackEntry>> {
-    ensure!(bytes.len() >= 12 && &bytes[bytes.len() - 8..] == INDEX_MAGIC, "no index magic");
-    let n = u32::from_le_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().unwrap()) as usize;
-    ensure!(n % ENTRY_LEN == 0 && n + 12 <= bytes.len(), "index length {n} is inconsistent");
+    ensure!(
+        bytes.len() >= 12 && &bytes[bytes.len() - 8..] == INDEX_MAGIC,
+        "no index magic"
+    );
+    let n =
+        u32::from_le_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().unwrap()) as usize;
+    ensure!(
+        n % ENTRY_LEN == 0 && n + 12 <= bytes.len(),
+        "index length {n} is inconsistent"
+    );
     let body = &bytes[bytes.len() - 12 - n..bytes.len() - 12];
     let mut out = Vec::with_capacity(n / ENTRY_LEN);
     for e in body.chunks_exact(ENTRY_LEN) {
@@ -137,7 +144,10 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<PackEntry>> {
 
 /// Given the last 12 bytes of a pack, how many bytes its trailer takes.
 pub fn index_tail_len(last12: &[u8]) -> Result<usize> {
-    ensure!(last12.len() == 12 && &last12[4..] == INDEX_MAGIC, "no index magic at the end of the pack");
+    ensure!(
+        last12.len() == 12 && &last12[4..] == INDEX_MAGIC,
+        "no index magic at the end of the pack"
+    );
     Ok(u32::from_le_bytes(last12[..4].try_into().unwrap()) as usize + 12)
 }
 

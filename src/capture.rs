@@ -1,0 +1,309 @@
+//! A capture: probe the machine, back up each mounted filesystem into the
+//! repository (incrementally against the host's previous snapshot), and
+//! commit the manifest as the snapshot, last, so that an interrupted capture
+//! leaves the repository as it was.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::manifest::{FsData, Manifest};
+use crate::probe::{self, ProbeOptions};
+use crate::repo::pack::BlobKind;
+use crate::repo::{Repo, WriteStats, chunker};
+use crate::tree::{self, ChunkRef, Entry, Extent, Kind};
+use crate::walk;
+
+#[derive(Debug, Clone, Default)]
+pub struct CaptureOptions {
+    pub probe: ProbeOptions,
+    /// Back up only the filesystems mounted at these points (all if empty).
+    pub only: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+pub struct FsReport {
+    pub mount_point: String,
+    pub entries: u64,
+    pub bytes: u64,
+    /// Files whose content was read.
+    pub files_read: u64,
+    /// Files unchanged since the parent snapshot, not read.
+    pub files_reused: u64,
+}
+
+#[derive(Debug)]
+pub struct CaptureReport {
+    pub manifest: Manifest,
+    pub filesystems: Vec<FsReport>,
+    pub stored: WriteStats,
+    pub warnings: Vec<String>,
+}
+
+pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> {
+    let probed = probe::probe(&opts.probe)?;
+    let mut warnings = probed.warnings;
+    let mut manifest = probed.manifest;
+    let parent = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.snapshot.host == manifest.snapshot.host)
+        .next_back();
+    manifest.snapshot.parent = parent.as_ref().map(|p| p.snapshot.id.clone());
+    let base_id = manifest.snapshot.id.clone();
+    let mut n = 1;
+    while repo.snapshot_exists(&manifest.snapshot.id)? {
+        n += 1;
+        manifest.snapshot.id = format!("{base_id}-{n}");
+    }
+
+    for want in &opts.only {
+        let known = manifest
+            .filesystems
+            .iter()
+            .any(|f| f.mounts.iter().any(|m| Path::new(&m.point) == want));
+        anyhow::ensure!(
+            known,
+            "--only {}: no captured filesystem is mounted there (rewind capture --manifest-only shows what is)",
+            want.display()
+        );
+    }
+
+    let mut reports = Vec::new();
+    for fs in manifest.filesystems.iter_mut() {
+        let Some(mount) = fs
+            .mounts
+            .iter()
+            .find(|m| m.root == "/")
+            .or(fs.mounts.first())
+        else {
+            warnings.push(format!(
+                "no data for {} ({}): it is not mounted",
+                fs.device, fs.fs_type
+            ));
+            continue;
+        };
+        let point = PathBuf::from(&mount.point);
+        if !opts.only.is_empty() && !opts.only.contains(&point) {
+            continue;
+        }
+        let previous = parent
+            .as_ref()
+            .and_then(|p| {
+                p.filesystems
+                    .iter()
+                    .find(|f| f.uuid == fs.uuid && f.fs_type == fs.fs_type)
+            })
+            .and_then(|f| f.data.clone());
+        let previous_files = match previous {
+            Some(data) => load_files(repo, &data)?,
+            None => HashMap::new(),
+        };
+        eprintln!(
+            "rewind: backing up {} ({} {})",
+            mount.point, fs.fs_type, fs.device
+        );
+        let (tree_id, report) = backup_tree(repo, &point, &previous_files, &mut warnings)
+            .with_context(|| format!("cannot back up {}", mount.point))?;
+        fs.data = Some(FsData {
+            tree: tree_id.to_hex(),
+            from: mount.point.clone(),
+            entries: report.entries,
+            bytes: report.bytes,
+        });
+        reports.push(report);
+    }
+    repo.commit_snapshot(&manifest)?;
+    Ok(CaptureReport {
+        manifest,
+        filesystems: reports,
+        stored: repo.stats,
+        warnings,
+    })
+}
+
+/// The regular files of a previous tree, by path, for change detection.
+fn load_files(repo: &Repo, data: &FsData) -> Result<HashMap<Vec<u8>, Entry>> {
+    let id = tree::ChunkId::from_hex(&data.tree).context("bad tree id")?;
+    let mut out = HashMap::new();
+    for e in repo.tree_entries(&id)? {
+        let e = e?;
+        if e.kind == Kind::File && e.hardlink_to.is_none() {
+            out.insert(e.path.clone(), e);
+        }
+    }
+    Ok(out)
+}
+
+/// Walk one filesystem, store new content, and store the tree.
+pub fn backup_tree(
+    repo: &mut Repo,
+    root: &Path,
+    previous: &HashMap<Vec<u8>, Entry>,
+    warnings: &mut Vec<String>,
+) -> Result<(tree::ChunkId, FsReport)> {
+    let mut report = FsReport {
+        mount_point: root.display().to_string(),
+        ..FsReport::default()
+    };
+    let mut stream = Vec::new();
+    let stats = walk::walk(
+        root,
+        &mut |entry: &mut Entry, content: &walk::FileContent| {
+            if entry.kind == Kind::File && entry.hardlink_to.is_none() && entry.size > 0 {
+                match previous.get(&entry.path) {
+                    Some(prev)
+                        if unchanged(prev, entry)
+                            && prev.chunks.iter().all(|c| repo.contains(&c.id)) =>
+                    {
+                        entry.extents = prev.extents.clone();
+                        entry.chunks = prev.chunks.clone();
+                        report.files_reused += 1;
+                    }
+                    _ => {
+                        let (file, extents) = content.open()?;
+                        let (chunks, read) = store_content(repo, &file, &extents)
+                            .with_context(|| format!("cannot back up {}", entry.display_path()))?;
+                        let expected: u64 = extents.iter().map(|e| e.len).sum();
+                        entry.extents = extents;
+                        if read != expected {
+                            warnings.push(format!(
+                                "{} changed while it was read; its backup holds what was read",
+                                entry.display_path()
+                            ));
+                            trim_extents(&mut entry.extents, read);
+                        }
+                        entry.chunks = chunks;
+                        report.files_read += 1;
+                    }
+                }
+                report.bytes += entry.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            }
+            report.entries += 1;
+            tree::write_entry(&mut stream, entry)
+        },
+    )?;
+    warnings.extend(stats.warnings);
+    let id = repo.add_tree(&stream)?;
+    Ok((id, report))
+}
+
+/// The change test of an incremental capture: same size, times and inode.
+fn unchanged(prev: &Entry, now: &Entry) -> bool {
+    prev.size == now.size
+        && prev.mtime == now.mtime
+        && prev.ctime == now.ctime
+        && prev.ino == now.ino
+}
+
+fn store_content(repo: &mut Repo, file: &File, extents: &[Extent]) -> Result<(Vec<ChunkRef>, u64)> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    chunker::for_each_chunk(ExtentReader::new(file, extents), |piece| {
+        let id = repo.add_blob(BlobKind::Data, piece)?;
+        chunks.push(ChunkRef {
+            id,
+            len: piece.len() as u32,
+        });
+        total += piece.len() as u64;
+        Ok(())
+    })?;
+    Ok((chunks, total))
+}
+
+/// Keep the extents covering the first `len` data bytes.
+fn trim_extents(extents: &mut Vec<Extent>, mut len: u64) {
+    extents.retain_mut(|e| {
+        if len == 0 {
+            return false;
+        }
+        e.len = e.len.min(len);
+        len -= e.len;
+        true
+    });
+}
+
+/// The data regions of a file, read in order as one stream.
+pub struct ExtentReader<'a> {
+    file: &'a File,
+    extents: &'a [Extent],
+    index: usize,
+    pos: u64,
+}
+
+impl<'a> ExtentReader<'a> {
+    pub fn new(file: &'a File, extents: &'a [Extent]) -> Self {
+        ExtentReader {
+            file,
+            extents,
+            index: 0,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(e) = self.extents.get(self.index) {
+            let left = e.len - self.pos;
+            if left == 0 {
+                self.index += 1;
+                self.pos = 0;
+                continue;
+            }
+            let want = buf.len().min(left as usize);
+            let n = self.file.read_at(&mut buf[..want], e.offset + self.pos)?;
+            if n == 0 {
+                // The file shrank: its remaining extents are gone.
+                self.index = self.extents.len();
+                return Ok(0);
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_reader_reads_regions_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789abcdef").unwrap();
+        let f = File::open(&p).unwrap();
+        let extents = [Extent { offset: 2, len: 3 }, Extent { offset: 10, len: 4 }];
+        let mut out = Vec::new();
+        ExtentReader::new(&f, &extents)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"234abcd");
+        // Past the end of a file that shrank.
+        let extents = [Extent {
+            offset: 14,
+            len: 10,
+        }];
+        let mut out = Vec::new();
+        ExtentReader::new(&f, &extents)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"ef");
+    }
+
+    #[test]
+    fn trimming_extents() {
+        let mut e = vec![Extent { offset: 0, len: 4 }, Extent { offset: 8, len: 4 }];
+        trim_extents(&mut e, 6);
+        assert_eq!(
+            e,
+            [Extent { offset: 0, len: 4 }, Extent { offset: 8, len: 2 }]
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! Looking into the repository: list snapshots, list a directory of a
+//! snapshot, and find which snapshots hold a path.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::manifest::{Filesystem, Manifest};
+use crate::repo::Repo;
+use crate::repo::check::join_path;
+use crate::tree::{ChunkId, Entry, Kind};
+
+/// The filesystem of a snapshot that holds `path` (longest mount point
+/// prefix), and `path` relative to it as tree bytes.
+pub fn locate<'m>(m: &'m Manifest, path: &str) -> Result<(&'m Filesystem, Vec<u8>)> {
+    let mut best: Option<(&Filesystem, &str)> = None;
+    for fs in &m.filesystems {
+        let Some(data) = &fs.data else { continue };
+        let mount = data.from.as_str();
+        let inside = path == mount || mount == "/" || path.starts_with(&format!("{mount}/"));
+        if inside && best.is_none_or(|(_, b)| mount.len() > b.len()) {
+            best = Some((fs, mount));
+        }
+    }
+    let (fs, mount) = best.with_context(|| {
+        format!(
+            "snapshot {} holds no backed-up filesystem containing {path}",
+            m.snapshot.id
+        )
+    })?;
+    let rel = path.strip_prefix(mount).unwrap_or("").trim_matches('/');
+    Ok((fs, rel.as_bytes().to_vec()))
+}
+
+pub fn tree_of(fs: &Filesystem) -> Result<ChunkId> {
+    let data = fs
+        .data
+        .as_ref()
+        .context("this filesystem has no data in the snapshot")?;
+    ChunkId::from_hex(&data.tree).context("malformed tree id")
+}
+
+/// `ls -l`-style line.
+pub fn format_entry(e: &Entry, shown: &str) -> String {
+    let kind = match e.kind {
+        Kind::File => '-',
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Fifo => 'p',
+        Kind::CharDevice => 'c',
+        Kind::BlockDevice => 'b',
+        Kind::Socket => 's',
+    };
+    let m = e.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |x: u32, s: u32, lower: char, upper: char| match (m & x != 0, m & s != 0) {
+        (true, true) => lower,
+        (false, true) => upper,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    let perms: String = [
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        special(0o100, 0o4000, 's', 'S'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        special(0o010, 0o2000, 's', 'S'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        special(0o001, 0o1000, 't', 'T'),
+    ]
+    .iter()
+    .collect();
+    let mut line = format!(
+        "{kind}{perms} {:>6} {:>6} {:>12} {} {shown}",
+        e.uid,
+        e.gid,
+        e.size,
+        crate::time::format_utc(e.mtime.sec)
+    );
+    if e.kind == Kind::Symlink {
+        line.push_str(&format!(
+            " -> {}",
+            crate::tree::display_bytes(&e.link_target)
+        ));
+    }
+    if let Some(t) = &e.hardlink_to {
+        line.push_str(&format!(
+            " (hard link to {})",
+            crate::tree::display_bytes(t)
+        ));
+    }
+    line
+}
+
+/// Print the entries directly under `path` (or the entry itself if it is
+/// not a directory).
+pub fn ls(repo: &Repo, m: &Manifest, path: &str, out: &mut dyn FnMut(String)) -> Result<usize> {
+    let (fs, rel) = locate(m, path)?;
+    let from = &fs.data.as_ref().unwrap().from;
+    let mut n = 0;
+    for e in repo.tree_entries(&tree_of(fs)?)? {
+        let e = e?;
+        let is_child = if rel.is_empty() {
+            !e.path.is_empty() && !e.path.contains(&b'/')
+        } else {
+            e.path
+                .strip_prefix(rel.as_slice())
+                .is_some_and(|r| r.first() == Some(&b'/') && !r[1..].contains(&b'/') && r.len() > 1)
+        };
+        if is_child || (e.path == rel && e.kind != Kind::Dir) {
+            out(format_entry(&e, &join_path(from, &e.path)));
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Glob match with `*` (any run, `/` included) and `?` (one byte).
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Which snapshots hold a path matching `pattern`: a pattern with a `/` is
+/// matched against the whole path, one without against the name only.
+pub fn find(
+    repo: &Repo,
+    pattern: &str,
+    host: Option<&str>,
+    out: &mut dyn FnMut(String),
+) -> Result<usize> {
+    let whole = pattern.contains('/');
+    let mut n = 0;
+    for m in repo.snapshots()? {
+        if host.is_some_and(|h| m.snapshot.host != h) {
+            continue;
+        }
+        for fs in &m.filesystems {
+            let Some(data) = &fs.data else { continue };
+            for e in repo.tree_entries(&tree_of(fs)?)? {
+                let e = e?;
+                let full = join_path(&data.from, &e.path);
+                let subject = if whole {
+                    full.as_bytes()
+                } else {
+                    e.path.rsplit(|&b| b == b'/').next().unwrap_or(&[])
+                };
+                if glob_match(pattern.as_bytes(), subject) {
+                    out(format!("{}  {}", m.snapshot.id, format_entry(&e, &full)));
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+pub fn describe_snapshot(m: &Manifest) -> String {
+    let (files, bytes) = m
+        .filesystems
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .fold((0, 0), |(n, b), d| (n + d.entries, b + d.bytes));
+    let mounts: Vec<&str> = m
+        .filesystems
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .map(|d| d.from.as_str())
+        .collect();
+    format!(
+        "{:<32} {:<16} {}  {:>9} entries {:>10}  {}",
+        m.snapshot.id,
+        m.snapshot.host,
+        m.snapshot.time,
+        files,
+        human_bytes(bytes),
+        mounts.join(" ")
+    )
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A path given on the command line for a restore, relative to `mount`.
+pub fn relative_to(mount: &str, path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let rel = if bytes.starts_with(b"/") {
+        let m = mount.trim_end_matches('/').as_bytes();
+        let rest = bytes
+            .strip_prefix(m)
+            .filter(|r| r.is_empty() || r[0] == b'/')
+            .with_context(|| format!("{} is not under {mount}", path.display()))?;
+        rest
+    } else {
+        bytes
+    };
+    Ok(rel
+        .trim_ascii_start()
+        .strip_prefix(b"/")
+        .unwrap_or(rel)
+        .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*.conf", b"resolv.conf"));
+        assert!(glob_match(b"/etc/*", b"/etc/ssh/sshd_config"));
+        assert!(glob_match(b"h?sts", b"hosts"));
+        assert!(!glob_match(b"*.conf", b"resolv.conf.bak"));
+        assert!(glob_match(b"*", b""));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative_to("/srv", Path::new("/srv/a/b")).unwrap(), b"a/b");
+        assert_eq!(
+            relative_to("/", Path::new("/etc/hosts")).unwrap(),
+            b"etc/hosts"
+        );
+        assert_eq!(relative_to("/srv", Path::new("a/b")).unwrap(), b"a/b");
+        assert!(relative_to("/srv", Path::new("/srvx/a")).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}
