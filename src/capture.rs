@@ -151,6 +151,7 @@ pub fn backup_tree(
         ..FsReport::default()
     };
     let mut stream = Vec::new();
+    let mut chunker = chunker::StreamChunker::new();
     let stats = walk::walk(
         root,
         &mut |entry: &mut Entry, content: &walk::FileContent| {
@@ -166,7 +167,7 @@ pub fn backup_tree(
                     }
                     _ => {
                         let (file, extents) = content.open()?;
-                        let (chunks, read) = store_content(repo, &file, &extents)
+                        let (chunks, read) = store_content(repo, &mut chunker, &file, &extents)
                             .with_context(|| format!("cannot back up {}", entry.display_path()))?;
                         let expected: u64 = extents.iter().map(|e| e.len).sum();
                         entry.extents = extents;
@@ -200,10 +201,15 @@ fn unchanged(prev: &Entry, now: &Entry) -> bool {
         && prev.ino == now.ino
 }
 
-fn store_content(repo: &mut Repo, file: &File, extents: &[Extent]) -> Result<(Vec<ChunkRef>, u64)> {
+fn store_content(
+    repo: &mut Repo,
+    chunker: &mut chunker::StreamChunker,
+    file: &File,
+    extents: &[Extent],
+) -> Result<(Vec<ChunkRef>, u64)> {
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    chunker::for_each_chunk(ExtentReader::new(file, extents), |piece| {
+    chunker.chunk(ExtentReader::new(file, extents), |piece| {
         let id = repo.add_blob(BlobKind::Data, piece)?;
         chunks.push(ChunkRef {
             id,
