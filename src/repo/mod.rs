@@ -6,6 +6,7 @@ pub mod backend;
 pub mod check;
 pub mod chunker;
 pub mod pack;
+mod packer;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -17,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::manifest::{self, Manifest};
 use crate::tree::{ChunkId, ChunkRef, EntryReader};
 use backend::{Backend, LocalDir};
-use pack::{BlobKind, PackBuilder, PackEntry};
+use pack::{BlobKind, PackEntry};
 
 const CONFIG: &str = "config";
 const CONFIG_TEXT: &str = "rewind repository 1\n";
@@ -40,9 +41,10 @@ pub struct Repo {
     pub(crate) backend: Arc<dyn Backend>,
     packs: Vec<String>,
     index: HashMap<ChunkId, Location>,
-    pending: PackBuilder,
+    /// Started on the first write.
+    packer: Option<packer::Packer>,
+    /// Blobs handed to the packer since the last flush.
     pending_ids: HashSet<ChunkId>,
-    compressor: zstd::bulk::Compressor<'static>,
     pub stats: WriteStats,
 }
 
@@ -93,9 +95,8 @@ impl Repo {
             backend,
             packs: Vec::new(),
             index: HashMap::new(),
-            pending: PackBuilder::new(),
+            packer: None,
             pending_ids: HashSet::new(),
-            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
             stats: WriteStats::default(),
         };
         repo.load_indexes()?;
@@ -190,34 +191,28 @@ impl Repo {
             self.stats.blobs_dedup += 1;
             return Ok(id);
         }
-        let stored = self
-            .compressor
-            .compress(data)
-            .context("zstd compression failed")?;
-        self.pending.add(id, kind, data.len() as u32, &stored);
+        let backend = self.backend.clone();
+        let packer = self
+            .packer
+            .get_or_insert_with(|| packer::Packer::new(backend, PACK_TARGET, ZSTD_LEVEL));
+        packer.add(packer::Blob { id, kind, data: data.to_vec() })?;
         self.pending_ids.insert(id);
         self.stats.blobs_new += 1;
         self.stats.bytes_new_plain += data.len() as u64;
-        self.stats.bytes_new_stored += stored.len() as u64;
-        if self.pending.len() >= PACK_TARGET {
-            self.flush()?;
-        }
         Ok(id)
     }
 
-    /// Write the pending pack and its index. Blobs are only referenced by a
-    /// snapshot committed after this returns.
+    /// Write every pending blob to packs and index them. Blobs are only
+    /// referenced by a snapshot committed after this returns.
     pub fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+        let Some(packer) = self.packer.as_mut() else { return Ok(()) };
+        let written = packer.flush()?;
+        self.stats.bytes_new_stored += written.bytes_stored;
+        for (name, entries) in written.packs {
+            self.add_pack_entries(name, &entries);
+            self.stats.packs_written += 1;
         }
-        let builder = std::mem::take(&mut self.pending);
-        let (name, bytes, index, entries) = builder.finish();
-        self.backend.put(&Self::pack_path(&name), &bytes)?;
-        self.backend.put(&format!("index/{name}.idx"), &index)?;
-        self.add_pack_entries(name, &entries);
         self.pending_ids.clear();
-        self.stats.packs_written += 1;
         Ok(())
     }
 
