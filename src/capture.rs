@@ -51,8 +51,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
     let parent = repo
         .snapshots()?
         .into_iter()
-        .filter(|s| s.snapshot.host == manifest.snapshot.host)
-        .next_back();
+        .rfind(|s| s.snapshot.host == manifest.snapshot.host);
     manifest.snapshot.parent = parent.as_ref().map(|p| p.snapshot.id.clone());
     let base_id = manifest.snapshot.id.clone();
     let mut n = 1;

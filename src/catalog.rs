@@ -218,11 +218,10 @@ pub fn relative_to(mount: &str, path: &Path) -> Result<Vec<u8>> {
     let bytes = path.as_os_str().as_bytes();
     let rel = if bytes.starts_with(b"/") {
         let m = mount.trim_end_matches('/').as_bytes();
-        let rest = bytes
+        bytes
             .strip_prefix(m)
             .filter(|r| r.is_empty() || r[0] == b'/')
-            .with_context(|| format!("{} is not under {mount}", path.display()))?;
-        rest
+            .with_context(|| format!("{} is not under {mount}", path.display()))?
     } else {
         bytes
     };

@@ -34,6 +34,12 @@ pub enum Command {
     /// Work with manifest files.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Show how a manifest's disks would be recreated on the disks present:
+    /// the disk mapping and every action, writing nothing.
+    Plan(crate::layout::PlanArgs),
+    /// Recreate a manifest's disk layout: partition, format and mount under
+    /// a target root (asks for --yes, never prompts).
+    Recreate(crate::layout::RecreateArgs),
     /// List the snapshots in a repository, oldest first.
     Snapshots {
         #[command(flatten)]
@@ -145,6 +151,8 @@ pub enum ManifestCommand {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Capture(args) => capture(args),
+        Command::Plan(args) => crate::layout::plan_command(args),
+        Command::Recreate(args) => crate::layout::recreate_command(args),
         Command::Snapshots { repo, host } => {
             let repo = Repo::open(&repo.dir)?;
             let snaps = repo.snapshots()?;
@@ -345,9 +353,9 @@ fn restore_cmd(
         .with_context(|| format!("cannot create {}", target.display()))?;
     let started = std::time::Instant::now();
     let entries = repo.tree_entries(&catalog::tree_of(fs)?)?;
-    let stats = crate::restore::restore(
-        entries,
+    let stats = crate::repo::prefetch::restore(
         &repo,
+        entries,
         &RestoreOptions {
             target: target.to_path_buf(),
             only,

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod catalog;
 pub mod cli;
 pub mod cmd;
+pub mod layout;
 pub mod manifest;
 pub mod probe;
 pub mod repo;

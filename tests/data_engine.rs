@@ -17,7 +17,12 @@ struct TestFs {
 
 impl TestFs {
     fn new(dir: &Path, name: &str, size_mib: u64) -> TestFs {
-        let disk = LoopDisk::new(dir, &format!("{name}.img"), size_mib, "label: gpt\nstart=2048, type=linux\n");
+        let disk = LoopDisk::new(
+            dir,
+            &format!("{name}.img"),
+            size_mib,
+            "label: gpt\nstart=2048, type=linux\n",
+        );
         sh("mkfs.ext4", &["-q", "-F", &disk.part(1)]);
         let mount = Mounted::new(&disk.part(1), &dir.join(name), &[]);
         TestFs { mount, disk }
@@ -33,36 +38,76 @@ impl TestFs {
 }
 
 fn rewind(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rewind")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Run rewind; panic with its output unless it succeeds. Returns stdout + stderr.
 fn rewind_ok(args: &[&str]) -> String {
     let out = rewind(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rewind {} failed:\n{text}", args.join(" "));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "rewind {} failed:\n{text}",
+        args.join(" ")
+    );
     text
 }
 
 fn rewind_fails(args: &[&str]) -> String {
     let out = rewind(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "rewind {} succeeded:\n{text}", args.join(" "));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "rewind {} succeeded:\n{text}",
+        args.join(" ")
+    );
     text
 }
 
 fn capture(repo: &Path, fs: &TestFs) -> String {
-    rewind_ok(&["capture", "--repo", repo.to_str().unwrap(), "--disk", &fs.disk.dev])
+    rewind_ok(&[
+        "capture",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--disk",
+        &fs.disk.dev,
+    ])
 }
 
 /// The newest snapshot id.
 fn latest(repo: &Path) -> String {
     let out = rewind_ok(&["snapshots", "--repo", repo.to_str().unwrap()]);
-    out.lines().filter(|l| !l.starts_with("rewind:")).last().unwrap().split_whitespace().next().unwrap().to_string()
+    out.lines()
+        .rfind(|l| !l.starts_with("rewind:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn restore(repo: &Path, snapshot: &str, fs: &TestFs, target: &Path) {
-    rewind_ok(&["restore", "--repo", repo.to_str().unwrap(), snapshot, "--fs", fs.point(), "--target", target.to_str().unwrap()]);
+    rewind_ok(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        snapshot,
+        "--fs",
+        fs.point(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
 }
 
 /// rsync's verdict (not rewind's): the two trees hold the same files with
@@ -70,10 +115,23 @@ fn restore(repo: &Path, snapshot: &str, fs: &TestFs, target: &Path) {
 fn assert_same_tree(expected: &Path, actual: &Path) {
     let out = sh(
         "rsync",
-        &["-aHAXS", "--checksum", "--dry-run", "--itemize-changes", "--numeric-ids", "--delete",
-          &format!("{}/", expected.display()), &format!("{}/", actual.display())],
+        &[
+            "-aHAXS",
+            "--checksum",
+            "--dry-run",
+            "--itemize-changes",
+            "--numeric-ids",
+            "--delete",
+            &format!("{}/", expected.display()),
+            &format!("{}/", actual.display()),
+        ],
     );
-    assert!(out.trim().is_empty(), "{} differs from {}:\n{out}", actual.display(), expected.display());
+    assert!(
+        out.trim().is_empty(),
+        "{} differs from {}:\n{out}",
+        actual.display(),
+        expected.display()
+    );
 }
 
 /// Snapshot the live tree as a reference copy (cp -a keeps links, xattrs, times).
@@ -96,7 +154,12 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn du_bytes(p: &Path) -> u64 {
-    sh("du", &["-sb", p.to_str().unwrap()]).split_whitespace().next().unwrap().parse().unwrap()
+    sh("du", &["-sb", p.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -151,23 +214,54 @@ fn each_snapshot_restores_exactly_its_own_state() {
     assert!(dir.path().join("out-ref1/big.bin").exists());
     assert!(!dir.path().join("out-ref2/b.txt").exists());
     assert!(!dir.path().join("out-ref2/dir/c.txt").exists());
-    assert_eq!(std::fs::read(dir.path().join("out-ref3/b.txt")).unwrap(), b"bravo again\n");
+    assert_eq!(
+        std::fs::read(dir.path().join("out-ref3/b.txt")).unwrap(),
+        b"bravo again\n"
+    );
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
-    assert_eq!(ino("out-ref3/d-link"), ino("out-ref3/dir/d.txt"), "hard link restored as a link");
+    assert_eq!(
+        ino("out-ref3/d-link"),
+        ino("out-ref3/dir/d.txt"),
+        "hard link restored as a link"
+    );
 
     // The catalog: which snapshots hold big.bin.
     let found = rewind_ok(&["find", "--repo", repo.to_str().unwrap(), "big.bin"]);
-    let holders: Vec<&str> = found.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let holders: Vec<&str> = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert_eq!(holders, [snap1.as_str(), snap2.as_str()]);
     // ls of a directory of the first snapshot.
-    let listing = rewind_ok(&["ls", "--repo", repo.to_str().unwrap(), &snap1, &format!("{}/dir", fs.point())]);
-    assert!(listing.contains("/dir/c.txt") && !listing.contains("d.txt"), "{listing}");
+    let listing = rewind_ok(&[
+        "ls",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap1,
+        &format!("{}/dir", fs.point()),
+    ]);
+    assert!(
+        listing.contains("/dir/c.txt") && !listing.contains("d.txt"),
+        "{listing}"
+    );
     // Single files.
     let single = dir.path().join("single");
-    rewind_ok(&["restore", "--repo", repo.to_str().unwrap(), &snap2, "--fs", fs.point(), "--target",
-        single.to_str().unwrap(), &format!("{}/a.txt", fs.point())]);
-    assert_eq!(std::fs::read(single.join("a.txt")).unwrap(), b"alpha, edited\n");
+    rewind_ok(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap2,
+        "--fs",
+        fs.point(),
+        "--target",
+        single.to_str().unwrap(),
+        &format!("{}/a.txt", fs.point()),
+    ]);
+    assert_eq!(
+        std::fs::read(single.join("a.txt")).unwrap(),
+        b"alpha, edited\n"
+    );
     assert!(!single.join("dir").exists());
 }
 
@@ -194,18 +288,41 @@ fn unchanged_gigabyte_is_neither_read_nor_stored_again() {
     capture(&repo, &fs);
     let after_first = du_bytes(&repo);
     // Incompressible data: stored once means about its size, not 64 MiB more.
-    assert!(after_first < unique + unique / 50, "repository is {after_first} bytes for {unique} unique");
-    assert!(after_first > unique - unique / 50, "repository is {after_first} bytes for {unique} unique");
+    assert!(
+        after_first < unique + unique / 50,
+        "repository is {after_first} bytes for {unique} unique"
+    );
+    assert!(
+        after_first > unique - unique / 50,
+        "repository is {after_first} bytes for {unique} unique"
+    );
 
     // Second capture, traced: strace, not rewind, says which files were opened.
     let trace = dir.path().join("trace");
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o", trace.to_str().unwrap()])
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=open,openat,openat2",
+            "-o",
+            trace.to_str().unwrap(),
+        ])
         .arg(env!("CARGO_BIN_EXE_rewind"))
-        .args(["capture", "--repo", repo.to_str().unwrap(), "--disk", &fs.disk.dev])
+        .args([
+            "capture",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--disk",
+            &fs.disk.dev,
+        ])
         .output()
         .expect("strace is needed (scripts/setup installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = std::fs::read_to_string(&trace).unwrap();
     let mount = fs.point().to_string();
     // Files are opened relative to their directory's fd, so look for any
@@ -215,7 +332,11 @@ fn unchanged_gigabyte_is_neither_read_nor_stored_again() {
         .filter(|l| !l.contains("O_DIRECTORY"))
         .filter(|l| l.contains(".bin\"") || (l.contains(&mount) && !l.contains("ENOENT")))
         .collect();
-    assert!(file_opens.is_empty(), "unchanged files were opened:\n{}", file_opens.join("\n"));
+    assert!(
+        file_opens.is_empty(),
+        "unchanged files were opened:\n{}",
+        file_opens.join("\n")
+    );
     let after_second = du_bytes(&repo);
     assert!(
         after_second - after_first < 1 << 20,
@@ -223,7 +344,9 @@ fn unchanged_gigabyte_is_neither_read_nor_stored_again() {
         after_second - after_first
     );
     assert_eq!(
-        sh("ls", &[repo.join("snapshots").to_str().unwrap()]).lines().count(),
+        sh("ls", &[repo.join("snapshots").to_str().unwrap()])
+            .lines()
+            .count(),
         2,
         "both captures committed a snapshot"
     );
@@ -244,21 +367,42 @@ fn damage_is_detected_and_named() {
     rewind_ok(&["check", "--repo", repo.to_str().unwrap()]);
 
     let packs: Vec<PathBuf> = walk_files(&repo.join("packs"));
-    let first = packs.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let first = packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(first).unwrap();
     bytes[8 + 1000] ^= 0x40;
     std::fs::write(first, &bytes).unwrap();
 
     let check = rewind_fails(&["check", "--repo", repo.to_str().unwrap()]);
-    assert!(check.contains(&format!("{}/victim.bin", fs.point())), "check does not name the file:\n{check}");
+    assert!(
+        check.contains(&format!("{}/victim.bin", fs.point())),
+        "check does not name the file:\n{check}"
+    );
     assert!(!check.contains("zz-other"), "{check}");
 
     let snap = latest(&repo);
     let out = dir.path().join("out");
-    let failed = rewind_fails(&["restore", "--repo", repo.to_str().unwrap(), &snap, "--fs", fs.point(), "--target", out.to_str().unwrap()]);
-    assert!(failed.contains("victim.bin"), "restore does not name the file:\n{failed}");
+    let failed = rewind_fails(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap,
+        "--fs",
+        fs.point(),
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        failed.contains("victim.bin"),
+        "restore does not name the file:\n{failed}"
+    );
     // The rest of the filesystem still comes back.
-    assert_eq!(std::fs::read(out.join("zz-other.txt")).unwrap(), b"unharmed\n");
+    assert_eq!(
+        std::fs::read(out.join("zz-other.txt")).unwrap(),
+        b"unharmed\n"
+    );
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
@@ -292,7 +436,13 @@ fn killed_capture_leaves_earlier_snapshots_intact() {
     }
     let packs_before = walk_files(&repo.join("packs")).len();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["capture", "--repo", repo.to_str().unwrap(), "--disk", &fs.disk.dev])
+        .args([
+            "capture",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--disk",
+            &fs.disk.dev,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -300,8 +450,14 @@ fn killed_capture_leaves_earlier_snapshots_intact() {
     // Kill it once it has written some packs, halfway through.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while walk_files(&repo.join("packs")).len() < packs_before + 3 {
-        assert!(child.try_wait().unwrap().is_none(), "the capture finished before it could be killed");
-        assert!(std::time::Instant::now() < deadline, "no packs written within 60 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the capture finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no packs written within 60 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL

@@ -586,7 +586,10 @@ impl Checker {
         if let Some(data) = &fs.data
             && crate::tree::ChunkId::from_hex(&data.tree).is_none()
         {
-            self.fail(format!("{p}/data/@tree"), format!("\"{}\" is not a 64-hex-digit tree id", data.tree));
+            self.fail(
+                format!("{p}/data/@tree"),
+                format!("\"{}\" is not a 64-hex-digit tree id", data.tree),
+            );
         }
     }
 

@@ -41,7 +41,11 @@ impl StreamChunker {
 
     /// Cut `reader`'s bytes, calling `on_chunk` for each piece in order. The
     /// cut points are FastCDC's: a cut never looks further than MAX bytes.
-    pub fn chunk<R: Read>(&mut self, mut reader: R, mut on_chunk: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn chunk<R: Read>(
+        &mut self,
+        mut reader: R,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         if self.window.len() < MAX {
             self.window.resize(MAX, 0);
         }
@@ -60,8 +64,16 @@ impl StreamChunker {
             if filled == 0 {
                 return Ok(());
             }
-            let (_, cut) =
-                fastcdc::v2020::cut(&self.window[..filled], MIN, AVG, MAX, mask_s, mask_l, mask_s << 1, mask_l << 1);
+            let (_, cut) = fastcdc::v2020::cut(
+                &self.window[..filled],
+                MIN,
+                AVG,
+                MAX,
+                mask_s,
+                mask_l,
+                mask_s << 1,
+                mask_l << 1,
+            );
             on_chunk(&self.window[..cut])?;
             self.window.copy_within(cut..filled, 0);
             filled -= cut;
@@ -131,12 +143,13 @@ mod tests {
         }
         // Small inputs are one chunk.
         let mut n = 0;
-        chunker.chunk(&b"tiny"[..], |c| {
-            assert_eq!(c, b"tiny");
-            n += 1;
-            Ok(())
-        })
-        .unwrap();
+        chunker
+            .chunk(&b"tiny"[..], |c| {
+                assert_eq!(c, b"tiny");
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(n, 1);
     }
 }

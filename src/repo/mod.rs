@@ -7,6 +7,7 @@ pub mod check;
 pub mod chunker;
 pub mod pack;
 mod packer;
+pub mod prefetch;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -195,7 +196,11 @@ impl Repo {
         let packer = self
             .packer
             .get_or_insert_with(|| packer::Packer::new(backend, PACK_TARGET, ZSTD_LEVEL));
-        packer.add(packer::Blob { id, kind, data: data.to_vec() })?;
+        packer.add(packer::Blob {
+            id,
+            kind,
+            data: data.to_vec(),
+        })?;
         self.pending_ids.insert(id);
         self.stats.blobs_new += 1;
         self.stats.bytes_new_plain += data.len() as u64;
@@ -205,7 +210,9 @@ impl Repo {
     /// Write every pending blob to packs and index them. Blobs are only
     /// referenced by a snapshot committed after this returns.
     pub fn flush(&mut self) -> Result<()> {
-        let Some(packer) = self.packer.as_mut() else { return Ok(()) };
+        let Some(packer) = self.packer.as_mut() else {
+            return Ok(());
+        };
         let written = packer.flush()?;
         self.stats.bytes_new_stored += written.bytes_stored;
         for (name, entries) in written.packs {
@@ -381,6 +388,13 @@ impl<I: Iterator<Item = ChunkRef>> Read for BlobStream<'_, I> {
 /// Restore's view of the repository.
 impl crate::restore::ChunkSource for Repo {
     fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        self.fetch_verified(chunk)
+    }
+}
+
+impl Repo {
+    /// A file chunk, verified against its hash and its expected length.
+    pub fn fetch_verified(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
         let data = self.read_blob(&chunk.id)?;
         ensure!(
             data.len() == chunk.len as usize,

@@ -122,7 +122,7 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<PackEntry>> {
     let n =
         u32::from_le_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().unwrap()) as usize;
     ensure!(
-        n % ENTRY_LEN == 0 && n + 12 <= bytes.len(),
+        n.is_multiple_of(ENTRY_LEN) && n + 12 <= bytes.len(),
         "index length {n} is inconsistent"
     );
     let body = &bytes[bytes.len() - 12 - n..bytes.len() - 12];

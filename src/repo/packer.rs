@@ -78,7 +78,9 @@ impl Packer {
     pub fn flush(&mut self) -> Result<Written> {
         self.send_batch()?;
         let (reply_tx, reply_rx) = sync_channel(1);
-        self.tx().send(Msg::Flush(reply_tx)).map_err(|_| self.dead())?;
+        self.tx()
+            .send(Msg::Flush(reply_tx))
+            .map_err(|_| self.dead())?;
         reply_rx.recv().map_err(|_| self.dead())?
     }
 
@@ -152,7 +154,10 @@ fn compress_all(batch: &[Blob], threads: usize, level: i32) -> Result<Vec<Vec<u8
             .collect();
         let mut out = Vec::with_capacity(batch.len());
         for w in workers {
-            out.extend(w.join().map_err(|_| anyhow!("a compression thread panicked"))??);
+            out.extend(
+                w.join()
+                    .map_err(|_| anyhow!("a compression thread panicked"))??,
+            );
         }
         Ok(out)
     })

@@ -137,3 +137,77 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg(&self.point).status();
     }
 }
+
+impl LoopDisk {
+    /// Attach an existing image (no partitioning, no partx): a blank or
+    /// pre-made disk for a test to write on.
+    pub fn attach(image: &Path) -> LoopDisk {
+        let dev = sh(
+            "losetup",
+            &["--find", "--show", "-P", image.to_str().unwrap()],
+        )
+        .trim()
+        .to_string();
+        LoopDisk {
+            image: image.to_path_buf(),
+            dev,
+        }
+    }
+}
+
+/// `sfdisk --dump` of an image or device, parsed: the header lines
+/// (`label`, `label-id`, `first-lba`, ...; `device` left out) and each
+/// partition's fields by number (`start`, `size`, `type`, `uuid`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfdiskDump {
+    pub header: std::collections::BTreeMap<String, String>,
+    pub partitions: std::collections::BTreeMap<u32, std::collections::BTreeMap<String, String>>,
+}
+
+pub fn sfdisk_dump(path: &Path) -> SfdiskDump {
+    let text = sh("sfdisk", &["--dump", path.to_str().unwrap()]);
+    let mut header = std::collections::BTreeMap::new();
+    let mut partitions = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some((node, fields)) = line.split_once(" : ") {
+            let digits: String = node
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let mut map = std::collections::BTreeMap::new();
+            // Fields are `key=value` separated by ", " (quoted names in
+            // tests hold no commas); a bare word is a flag (`bootable`).
+            for f in fields.split(", ") {
+                match f.split_once('=') {
+                    Some((k, v)) => map.insert(k.trim().to_string(), v.trim().to_string()),
+                    None => map.insert(f.trim().to_string(), String::new()),
+                };
+            }
+            partitions.insert(digits.parse().unwrap(), map);
+        } else if let Some((k, v)) = line.split_once(": ")
+            && k != "device"
+        {
+            header.insert(k.to_string(), v.to_string());
+        }
+    }
+    SfdiskDump { header, partitions }
+}
+
+/// `blkid -p -o export DEV` as a map, without the fields that name the
+/// device itself (DEVNAME, PART_ENTRY_DISK). Empty when blkid finds nothing.
+pub fn blkid_export(dev: &str) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "export", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| *k != "DEVNAME" && *k != "PART_ENTRY_DISK")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -1,0 +1,366 @@
+//! Recreating a captured disk layout on the disks present: plan, then
+//! partition, format and mount, each stage announced by a marker line
+//! (`== partition`) and each failure naming its stage and device.
+//!
+//! Data flows one way: manifest + present disks → [`plan::Plan`] (pure,
+//! printed first) → stages that only execute the plan. Nothing is written
+//! before the whole plan is made and checked.
+
+pub mod format;
+mod kernel;
+pub mod mount;
+pub mod partition;
+pub mod plan;
+pub mod present;
+pub mod raw;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::manifest;
+use format::Tools;
+use plan::{Content, DiskPlan, Plan, PlanOptions, Volume};
+use raw::{NoRawData, RawDir, RawRegion, RawSource};
+
+/// What `plan` and `recreate` share on the command line.
+#[derive(clap::Args, Debug)]
+pub struct LayoutArgs {
+    /// The manifest whose disks are recreated.
+    pub manifest: PathBuf,
+    /// Put captured disk CAPTURED (its name in the manifest, or its serial)
+    /// on present disk PRESENT (a device path, loop devices included, or a
+    /// serial). Repeatable; when given, only the disks so mapped are
+    /// recreated and every other disk is left alone.
+    #[arg(long = "disk", value_name = "CAPTURED=PRESENT", value_parser = parse_mapping)]
+    pub disks: Vec<(String, String)>,
+    /// On a disk bigger than the captured one, grow the last partition to
+    /// keep the captured distance to the disk's end, and its filesystem.
+    #[arg(long)]
+    pub grow: bool,
+    /// Make filesystems of this type but do not mount them (repeatable),
+    /// e.g. `vfat` on a kernel without it.
+    #[arg(long = "skip-mount", value_name = "FSTYPE")]
+    pub skip_mount: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    rewind plan web1.xml                               map disks automatically\n  \
+    rewind plan web1.xml --disk vda=/dev/sdb --json    one disk, as JSON")]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Where the filesystems would be mounted.
+    #[arg(long, value_name = "DIR", default_value = "/target")]
+    pub target_root: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Without --yes the plan is printed and nothing is written.\n\
+Examples:\n  \
+    rewind recreate web1.xml --target-root /target --yes\n  \
+    rewind recreate web1.xml --disk vda=/dev/sdb --target-root /target --grow --yes"
+)]
+pub struct RecreateArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Where the recreated filesystems are mounted (created if missing);
+    /// they stay mounted for the restore.
+    #[arg(long, value_name = "DIR")]
+    pub target_root: PathBuf,
+    /// Bytes of raw regions (BIOS boot partitions, the MBR boot gap) from
+    /// files DIR/DISK.pN.raw and DIR/DISK.boot-gap.raw; without it those
+    /// regions are left blank.
+    #[arg(long, value_name = "DIR")]
+    pub raw_dir: Option<PathBuf>,
+    /// Write the disks. Without it, nothing is written.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((c, p)) if !c.is_empty() && !p.is_empty() => Ok((c.to_string(), p.to_string())),
+        _ => Err(format!("{s:?} is not CAPTURED=PRESENT (e.g. sda=/dev/sdb)")),
+    }
+}
+
+const SYS: &str = "/sys";
+const PROC: &str = "/proc";
+
+/// Load the manifest, look at the disks present and plan.
+pub fn make_plan(args: &LayoutArgs, target_root: &Path) -> Result<Plan> {
+    let m = manifest::load(&args.manifest)?;
+    let sys = Path::new(SYS);
+    let mut mapping = Vec::new();
+    let mut extra = Vec::new();
+    for (c, p) in &args.disks {
+        let p = if p.starts_with('/') {
+            let name = crate::probe::disks::disk_name(sys, Path::new(p))
+                .with_context(|| format!("--disk {c}={p}"))?;
+            extra.push(name.clone());
+            format!("/dev/{name}")
+        } else {
+            p.clone()
+        };
+        mapping.push((c.clone(), p));
+    }
+    let present = present::present_disks(sys, Path::new(PROC), &extra)?;
+    plan::plan(
+        &m,
+        &present,
+        &PlanOptions {
+            mapping,
+            grow: args.grow,
+            target_root: target_root.to_path_buf(),
+            skip_mount: args.skip_mount.clone(),
+            tools: Tools::detect(),
+        },
+    )
+}
+
+/// `rewind plan`.
+pub fn plan_command(args: PlanArgs) -> Result<()> {
+    let plan = make_plan(&args.layout, &args.target_root)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).context("cannot render the plan as JSON")?
+        );
+    } else {
+        print!("{plan}");
+    }
+    Ok(())
+}
+
+/// `rewind recreate`.
+pub fn recreate_command(args: RecreateArgs) -> Result<()> {
+    stage("plan");
+    let plan = make_plan(&args.layout, &args.target_root)
+        .context("plan stage failed; nothing was written")?;
+    print!("{plan}");
+    if !args.yes {
+        bail!("nothing was written: pass --yes to write these disks");
+    }
+    let mut raw: Box<dyn RawSource> = match args.raw_dir {
+        Some(dir) => Box::new(RawDir(dir)),
+        None => Box::new(NoRawData),
+    };
+    recreate(&plan, raw.as_mut(), Path::new(SYS))
+}
+
+/// Check what can be checked before the first byte is written: every tool
+/// the plan runs is installed, and the target root is free.
+pub fn preflight(plan: &Plan) -> Result<()> {
+    let mut programs = vec!["wipefs".to_string()];
+    for d in &plan.disks {
+        for v in &d.volumes {
+            match &v.content {
+                Content::Filesystem {
+                    commands,
+                    subvolumes,
+                    ..
+                } => {
+                    programs.extend(commands.iter().filter_map(|c| c.first().cloned()));
+                    if !subvolumes.is_empty() {
+                        programs.push("btrfs".to_string());
+                    }
+                }
+                Content::Swap { commands, .. } => {
+                    programs.extend(commands.iter().filter_map(|c| c.first().cloned()))
+                }
+                Content::Raw => {}
+            }
+        }
+    }
+    let mut missing: Vec<String> = programs.into_iter().filter(|p| !on_path(p)).collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        bail!(
+            "nothing was written: {} not found on PATH (install them: e2fsprogs, xfsprogs, dosfstools, btrfs-progs, util-linux)",
+            missing.join(", ")
+        );
+    }
+    let root = Path::new(&plan.target_root);
+    if root.exists() {
+        if !root.is_dir() {
+            bail!(
+                "nothing was written: target root {} is not a directory",
+                root.display()
+            );
+        }
+        let canonical = std::fs::canonicalize(root)?;
+        let mounted = mount::mounts_below(&canonical)?;
+        if let Some(m) = mounted.first() {
+            bail!(
+                "nothing was written: {} is already mounted under the target root (umount -R {} first)",
+                m.display(),
+                root.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+}
+
+fn stage(name: &str) {
+    println!("== {name}");
+}
+
+fn warn(w: &str) {
+    eprintln!("rewind: warning: {w}");
+}
+
+/// Run the stages of `plan`: partition, format, mount. Filesystems stay
+/// mounted under the target root when it succeeds.
+pub fn recreate(plan: &Plan, raw: &mut dyn RawSource, sys: &Path) -> Result<()> {
+    preflight(plan).context("preflight check failed")?;
+
+    stage("partition");
+    for d in &plan.disks {
+        let nodes = partition::partition_disk(d, sys)
+            .with_context(|| format!("partition stage failed on {}", d.target.path))?;
+        println!(
+            "  {}: {} table written, {} partition(s)",
+            d.target.path,
+            match d.table {
+                plan::Table::Gpt(_) => "GPT",
+                plan::Table::Mbr(_) => "MBR",
+                plan::Table::None => "no",
+            },
+            nodes.len()
+        );
+    }
+
+    stage("format");
+    for d in &plan.disks {
+        for v in &d.volumes {
+            format_volume(d, v, raw)
+                .with_context(|| format!("format stage failed on {}", v.device))?;
+        }
+        if let Some(gap) = &d.boot_gap {
+            boot_gap(d, gap, raw)
+                .with_context(|| format!("format stage failed on {} (boot gap)", d.target.path))?;
+        }
+    }
+
+    stage("mount");
+    let (mounted, warnings) = mount::mount_all(&plan.mounts).context("mount stage failed")?;
+    warnings.iter().for_each(|w| warn(w));
+    for m in plan.mounts.iter() {
+        match &m.skipped {
+            None => println!("  {} on {}", m.device, m.target),
+            Some(why) => println!("  {} not mounted: {why}", m.device),
+        }
+    }
+    stage("done");
+    println!(
+        "{} disk(s) recreated; {} filesystem(s) mounted under {}",
+        plan.disks.len(),
+        mounted.len(),
+        plan.target_root
+    );
+    Ok(())
+}
+
+fn format_volume(d: &DiskPlan, v: &Volume, raw: &mut dyn RawSource) -> Result<()> {
+    match &v.content {
+        Content::Filesystem {
+            fs_type,
+            commands,
+            subvolumes,
+            grown,
+            captured,
+            ..
+        } => {
+            for c in commands {
+                println!("  {}", plan::argv_line(c));
+                format::run_argv(c)?;
+            }
+            if !subvolumes.is_empty() {
+                format::create_subvolumes(&v.device, subvolumes)?;
+            }
+            match format::verify(captured, &v.device, *grown) {
+                Ok(diffs) => diffs.iter().for_each(|w| warn(w)),
+                Err(e) => warn(&format!(
+                    "cannot check the {fs_type} made on {}: {e:#}",
+                    v.device
+                )),
+            }
+        }
+        Content::Swap { commands, .. } => {
+            for c in commands {
+                println!("  {}", plan::argv_line(c));
+                format::run_argv(c)?;
+            }
+        }
+        Content::Raw => {
+            let number = v.partition.unwrap_or_default();
+            let len = v.sectors * u64::from(d.sector_size);
+            write_raw(
+                raw,
+                &d.captured,
+                RawRegion::Partition(number),
+                &v.device,
+                0,
+                len,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn boot_gap(d: &DiskPlan, gap: &manifest::BootGap, raw: &mut dyn RawSource) -> Result<()> {
+    let ss = u64::from(d.sector_size);
+    let len = (gap.last_lba - gap.first_lba + 1) * ss;
+    write_raw(
+        raw,
+        &d.captured,
+        RawRegion::BootGap,
+        &d.target.path,
+        gap.first_lba * ss,
+        len,
+    )
+}
+
+fn write_raw(
+    raw: &mut dyn RawSource,
+    disk: &str,
+    region: RawRegion,
+    device: &str,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let Some(mut src) = raw
+        .open(disk, region)
+        .with_context(|| format!("cannot read the saved {region} of {disk}"))?
+    else {
+        println!("  {device}: {region} of {disk}: no saved bytes; left blank (its ends zeroed)");
+        return Ok(());
+    };
+    let mut f = partition::open_exclusive(device)?;
+    let n = raw::copy_region(&mut src, &mut f, offset, len)
+        .with_context(|| format!("cannot restore the {region} of {disk}"))?;
+    f.sync_all()
+        .with_context(|| format!("cannot flush {device}"))?;
+    println!("  {device}: {region} of {disk}: {n} bytes restored");
+    Ok(())
+}

@@ -1,0 +1,830 @@
+//! Planning: which present disk receives which captured disk, and every
+//! action recovery will take on it. A pure function of the manifest, the
+//! disks present and the options, so it is tested exhaustively, printed
+//! before anything is written, and refused as a whole when a disk does not fit.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+
+use super::format::{self, Tools};
+use super::mount;
+use super::present::{PresentDisk, partition_path};
+use super::table::{GptEntry, GptLayout, MbrEntry, MbrLayout};
+use crate::cmd::display_argv;
+use crate::manifest::{BootGap, Disk, Filesystem, Manifest, MbrKind};
+
+/// What the operator asked for besides the manifest.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Explicit `CAPTURED=PRESENT` pairs. CAPTURED is a manifest disk's name,
+    /// path or serial; PRESENT a present disk's name, path or serial. When
+    /// any is given, only the disks so mapped are recreated.
+    pub mapping: Vec<(String, String)>,
+    /// On a bigger disk, grow the last partition (and its filesystem).
+    pub grow: bool,
+    /// Where the recreated filesystems are mounted.
+    pub target_root: PathBuf,
+    /// Filesystem types formatted but not mounted.
+    pub skip_mount: Vec<String>,
+    pub tools: Tools,
+}
+
+/// Why a present disk was chosen for a captured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchedBy {
+    Explicit,
+    Serial,
+    Wwn,
+    Size,
+    SmallestFit,
+}
+
+impl fmt::Display for MatchedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatchedBy::Explicit => "as mapped by --disk",
+            MatchedBy::Serial => "same serial",
+            MatchedBy::Wwn => "same WWN",
+            MatchedBy::Size => "same size",
+            MatchedBy::SmallestFit => "smallest disk that fits",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Plan {
+    pub snapshot: String,
+    pub host: String,
+    pub target_root: String,
+    pub disks: Vec<DiskPlan>,
+    /// In mounting order: parents first.
+    pub mounts: Vec<MountStep>,
+    /// What will not be exactly as captured, and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DiskPlan {
+    /// The manifest's name for the disk.
+    pub captured: String,
+    pub captured_size: u64,
+    pub target: PresentDisk,
+    pub matched_by: MatchedBy,
+    pub sector_size: u32,
+    pub table: Table,
+    /// 440 bytes of boot code for LBA 0, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_code: Option<String>,
+    /// Sectors after the MBR restored raw from the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_gap: Option<BootGap>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grown: Option<Grown>,
+    /// What goes into each partition (or the whole disk), in order.
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Table {
+    Gpt(GptLayout),
+    Mbr(MbrLayout),
+    /// No partition table: a filesystem on the whole disk, or nothing.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Grown {
+    pub partition: u32,
+    pub from_sectors: u64,
+    pub to_sectors: u64,
+}
+
+/// A partition (or the whole disk) and what it receives.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Volume {
+    pub device: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// The region on the disk, in sectors (zeroed at its ends before use).
+    pub first_lba: u64,
+    pub sectors: u64,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Content {
+    Filesystem {
+        fs_type: String,
+        uuid: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// mkfs and the tuning after it, each an argv.
+        commands: Vec<Vec<String>>,
+        /// btrfs subvolumes to create (paths inside the filesystem).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        subvolumes: Vec<String>,
+        grown: bool,
+        /// The captured filesystem, to check what mkfs made against it.
+        #[serde(skip)]
+        captured: Box<Filesystem>,
+    },
+    Swap {
+        uuid: String,
+        commands: Vec<Vec<String>>,
+    },
+    /// No filesystem rewind knows (a BIOS boot partition): its bytes come
+    /// from the snapshot, when it holds them.
+    Raw,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MountStep {
+    pub device: String,
+    pub fs_type: String,
+    /// The captured mount point.
+    pub point: String,
+    /// Where it is mounted now: under the target root.
+    pub target: String,
+    /// The captured options, made fit for a restore (see mount.rs).
+    pub options: String,
+    /// Why it is not mounted, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Plan the recreation of `m` on the disks `present`.
+pub fn plan(m: &Manifest, present: &[PresentDisk], opts: &PlanOptions) -> Result<Plan> {
+    let pairs = map_disks(&m.disks, present, &opts.mapping)?;
+    let mut notes = Vec::new();
+    let mut disks = Vec::new();
+    for (ci, pi, by) in pairs {
+        disks.push(
+            disk_plan(m, &m.disks[ci], &present[pi], by, opts, &mut notes)
+                .with_context(|| format!("cannot plan captured disk {}", m.disks[ci].name))?,
+        );
+    }
+    let mounts = mount_steps(&disks, opts);
+    Ok(Plan {
+        snapshot: m.snapshot.id.clone(),
+        host: m.snapshot.host.clone(),
+        target_root: opts.target_root.display().to_string(),
+        disks,
+        mounts,
+        notes,
+    })
+}
+
+/// Why `p` cannot take captured disk `d`, if it cannot.
+fn unfit(d: &Disk, p: &PresentDisk) -> Option<String> {
+    if p.logical_sector_size != d.logical_sector_size {
+        Some(format!(
+            "it has {}-byte logical sectors, the captured disk {}-byte ones",
+            p.logical_sector_size, d.logical_sector_size
+        ))
+    } else if p.size < d.size {
+        Some("it is too small".to_string())
+    } else {
+        None
+    }
+}
+
+/// Pair captured disks (by index in `disks`) with present ones (by index in
+/// `present`). Explicit pairs when given; otherwise serial or WWN first,
+/// then the same size, then the smallest disk that fits, never a disk in use.
+pub fn map_disks(
+    disks: &[Disk],
+    present: &[PresentDisk],
+    mapping: &[(String, String)],
+) -> Result<Vec<(usize, usize, MatchedBy)>> {
+    if !mapping.is_empty() {
+        return map_explicitly(disks, present, mapping);
+    }
+    ensure!(!disks.is_empty(), "the manifest has no disks to recreate");
+    let mut taken: Vec<Option<(usize, MatchedBy)>> = vec![None; disks.len()];
+    let free = |taken: &[Option<(usize, MatchedBy)>], pi: usize| {
+        present[pi].in_use.is_none()
+            && !present[pi].removable
+            && !taken.iter().flatten().any(|(t, _)| *t == pi)
+    };
+
+    // 1. The same disk, by identity.
+    for (ci, d) in disks.iter().enumerate() {
+        let found = (0..present.len()).find_map(|pi| {
+            let p = &present[pi];
+            if !free(&taken, pi) || unfit(d, p).is_some() {
+                return None;
+            }
+            if d.serial.is_some() && d.serial == p.serial {
+                Some((pi, MatchedBy::Serial))
+            } else if d.wwn.is_some() && d.wwn == p.wwn {
+                Some((pi, MatchedBy::Wwn))
+            } else {
+                None
+            }
+        });
+        taken[ci] = found;
+    }
+    // 2. A disk of the same size; of several, the first by name.
+    for (ci, d) in disks.iter().enumerate() {
+        if taken[ci].is_some() {
+            continue;
+        }
+        let mut same: Vec<usize> = (0..present.len())
+            .filter(|&pi| {
+                free(&taken, pi) && present[pi].size == d.size && unfit(d, &present[pi]).is_none()
+            })
+            .collect();
+        same.sort_by(|&a, &b| present[a].name.cmp(&present[b].name));
+        taken[ci] = same.first().map(|&pi| (pi, MatchedBy::Size));
+    }
+    // 3. The smallest disk that fits, biggest captured disks first so that
+    //    a small one does not take the only disk a big one fits on.
+    let mut order: Vec<usize> = (0..disks.len()).filter(|&ci| taken[ci].is_none()).collect();
+    order.sort_by(|&a, &b| disks[b].size.cmp(&disks[a].size));
+    for ci in order {
+        let d = &disks[ci];
+        let best = (0..present.len())
+            .filter(|&pi| free(&taken, pi) && unfit(d, &present[pi]).is_none())
+            .min_by(|&a, &b| {
+                (present[a].size, &present[a].name).cmp(&(present[b].size, &present[b].name))
+            });
+        taken[ci] = best.map(|pi| (pi, MatchedBy::SmallestFit));
+    }
+
+    let mut problems = Vec::new();
+    for (ci, d) in disks.iter().enumerate() {
+        if taken[ci].is_some() {
+            continue;
+        }
+        let mut why: Vec<String> = present
+            .iter()
+            .enumerate()
+            .map(|(pi, p)| {
+                let reason = if let Some(u) = &p.in_use {
+                    format!("in use: {u}")
+                } else if p.removable {
+                    "removable media, never chosen automatically (name it with --disk)".to_string()
+                } else if let Some(c) = taken.iter().position(|t| t.is_some_and(|(t, _)| t == pi)) {
+                    format!("taken by captured disk {}", disks[c].name)
+                } else {
+                    unfit(d, p).unwrap_or_default()
+                };
+                format!("{} ({}): {reason}", p.path, human(p.size))
+            })
+            .collect();
+        if why.is_empty() {
+            why.push("no disks found".to_string());
+        }
+        problems.push(format!(
+            "no disk for captured disk {} ({}, {} bytes, {}-byte sectors): {}",
+            d.name,
+            human(d.size),
+            d.size,
+            d.logical_sector_size,
+            why.join("; ")
+        ));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{}\n(name the target with --disk CAPTURED=/dev/DISK)",
+            problems.join("\n")
+        );
+    }
+    Ok(taken
+        .into_iter()
+        .enumerate()
+        .filter_map(|(ci, t)| t.map(|(pi, by)| (ci, pi, by)))
+        .collect())
+}
+
+fn map_explicitly(
+    disks: &[Disk],
+    present: &[PresentDisk],
+    mapping: &[(String, String)],
+) -> Result<Vec<(usize, usize, MatchedBy)>> {
+    let mut pairs: Vec<(usize, usize, MatchedBy)> = Vec::new();
+    for (c, p) in mapping {
+        let ci = disks
+            .iter()
+            .position(|d| &d.name == c || &d.path == c || d.serial.as_ref() == Some(c))
+            .with_context(|| {
+                let known: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+                format!(
+                    "--disk {c}={p}: the manifest has no disk named {c} (its disks: {})",
+                    known.join(", ")
+                )
+            })?;
+        let pi = present
+            .iter()
+            .position(|d| &d.name == p || &d.path == p || d.serial.as_ref() == Some(p))
+            .with_context(|| format!("--disk {c}={p}: no disk {p} on this machine"))?;
+        let (d, t) = (&disks[ci], &present[pi]);
+        if let Some(why) = &t.in_use {
+            bail!(
+                "--disk {c}={p}: {} is in use ({why}); refusing to write it",
+                t.path
+            );
+        }
+        if let Some(why) = unfit(d, t) {
+            bail!(
+                "captured disk {} ({}, {} bytes) does not fit on {} ({}, {} bytes): {why}",
+                d.name,
+                human(d.size),
+                d.size,
+                t.path,
+                human(t.size),
+                t.size
+            );
+        }
+        if let Some((other, _, _)) = pairs.iter().find(|(o, q, _)| *o == ci || *q == pi) {
+            bail!(
+                "--disk {c}={p}: captured disk {} or {} is mapped twice (also with captured disk {})",
+                d.name,
+                t.path,
+                disks[*other].name
+            );
+        }
+        pairs.push((ci, pi, MatchedBy::Explicit));
+    }
+    pairs.sort_by_key(|(ci, _, _)| *ci);
+    Ok(pairs)
+}
+
+fn disk_plan(
+    m: &Manifest,
+    d: &Disk,
+    target: &PresentDisk,
+    matched_by: MatchedBy,
+    opts: &PlanOptions,
+    notes: &mut Vec<String>,
+) -> Result<DiskPlan> {
+    let ss = d.logical_sector_size;
+    let captured_sectors = d.size / u64::from(ss);
+    let sectors = target.size / u64::from(ss);
+    // Captured LBAs stay where they were; only the end of the disk moves.
+    let delta = sectors - captured_sectors;
+    let grow = opts.grow && delta > 0;
+    let mut grown = None;
+
+    let table = match (&d.gpt, &d.mbr) {
+        (Some(g), _) => {
+            let mut parts: Vec<GptEntry> = g
+                .partitions
+                .iter()
+                .map(|p| GptEntry {
+                    number: p.number,
+                    first_lba: p.first_lba,
+                    last_lba: p.last_lba,
+                    type_guid: p.type_guid.clone(),
+                    guid: p.guid.clone(),
+                    name: p.name.clone(),
+                    attributes: p.attributes,
+                })
+                .collect();
+            parts.sort_by_key(|p| p.number);
+            // The usable area ends as far from the disk's end as it did.
+            let last_usable = g.last_usable_lba + delta;
+            if grow && let Some(last) = parts.iter_mut().max_by_key(|p| p.last_lba) {
+                let from = last.last_lba - last.first_lba + 1;
+                last.last_lba += delta;
+                grown = Some(Grown {
+                    partition: last.number,
+                    from_sectors: from,
+                    to_sectors: from + delta,
+                });
+            }
+            let layout = GptLayout {
+                disk_guid: g.disk_guid.clone(),
+                first_usable_lba: g.first_usable_lba,
+                last_usable_lba: last_usable,
+                entries: g.entries,
+                backup_lba: sectors - 1,
+                partitions: parts,
+            };
+            layout.check(sectors, ss)?;
+            Table::Gpt(layout)
+        }
+        (None, Some(mbr)) => {
+            let signature = parse_hex_u32(&mbr.signature).with_context(|| {
+                format!("MBR signature {:?} is not 0x + 8 hex digits", mbr.signature)
+            })?;
+            let mut parts = Vec::new();
+            for p in &mbr.partitions {
+                let type_byte = parse_hex_u32(&p.type_byte)
+                    .and_then(|t| u8::try_from(t).ok())
+                    .with_context(|| {
+                        format!(
+                            "partition {} type {:?} is not a byte",
+                            p.number, p.type_byte
+                        )
+                    })?;
+                parts.push(MbrEntry {
+                    number: p.number,
+                    kind: p.kind,
+                    type_byte,
+                    boot: p.boot,
+                    start_lba: p.start_lba,
+                    sectors: p.sectors,
+                    ebr_lba: p.ebr_lba,
+                });
+            }
+            if grow {
+                grown = grow_mbr(&mut parts, delta, sectors);
+                if grown.is_none() {
+                    notes.push(format!(
+                        "captured disk {}: the MBR cannot address past 2 TiB; nothing grown",
+                        d.name
+                    ));
+                }
+            }
+            let layout = MbrLayout {
+                signature,
+                partitions: parts,
+            };
+            layout.check(sectors)?;
+            Table::Mbr(layout)
+        }
+        (None, None) => Table::None,
+    };
+    if let Some(code) = &d.boot_code {
+        super::table::boot_code_bytes(code)?;
+    }
+
+    // Volumes: every partition but the extended container, or the disk.
+    let parts: Vec<(u32, u64, u64)> = match &table {
+        Table::Gpt(g) => g
+            .partitions
+            .iter()
+            .map(|p| (p.number, p.first_lba, p.last_lba - p.first_lba + 1))
+            .collect(),
+        Table::Mbr(t) => t
+            .partitions
+            .iter()
+            .filter(|p| p.kind != MbrKind::Extended)
+            .map(|p| (p.number, p.start_lba, p.sectors))
+            .collect(),
+        Table::None => Vec::new(),
+    };
+    let mut volumes = Vec::new();
+    let on_disk = |number: Option<u32>| {
+        let fs = m
+            .filesystems
+            .iter()
+            .find(|f| f.disk.as_deref() == Some(&d.name) && f.partition == number);
+        let swap = m
+            .swaps
+            .iter()
+            .find(|s| s.disk.as_deref() == Some(&d.name) && s.partition == number);
+        (fs, swap)
+    };
+    let mut content_of = |number: Option<u32>,
+                          device: &str,
+                          is_grown: bool|
+     -> Result<Option<Content>> {
+        Ok(match on_disk(number) {
+            (Some(fs), _) => Some(Content::Filesystem {
+                fs_type: fs.fs_type.clone(),
+                uuid: fs.uuid.clone(),
+                label: fs.label.clone(),
+                commands: format::filesystem_commands(fs, device, is_grown, &opts.tools, notes)?,
+                subvolumes: fs
+                    .mounts
+                    .iter()
+                    .filter(|mt| fs.fs_type == "btrfs" && mt.root != "/")
+                    .map(|mt| mt.root.clone())
+                    .collect(),
+                grown: is_grown,
+                captured: Box::new(fs.clone()),
+            }),
+            (None, Some(sw)) => Some(Content::Swap {
+                uuid: sw.uuid.clone(),
+                commands: format::swap_commands(sw, device),
+            }),
+            (None, None) => None,
+        })
+    };
+    if matches!(table, Table::None)
+        && let Some(content) = content_of(None, &target.path, grow)?
+    {
+        volumes.push(Volume {
+            device: target.path.clone(),
+            partition: None,
+            first_lba: 0,
+            sectors,
+            content,
+        });
+    }
+    for (number, first_lba, n) in parts {
+        let device = partition_path(&target.path, number);
+        let is_grown = grown.as_ref().is_some_and(|g| g.partition == number);
+        let content = content_of(Some(number), &device, is_grown)?.unwrap_or(Content::Raw);
+        volumes.push(Volume {
+            device,
+            partition: Some(number),
+            first_lba,
+            sectors: n,
+            content,
+        });
+    }
+
+    if let Some(gap) = &d.boot_gap {
+        let first_part = volumes
+            .iter()
+            .filter(|v| v.partition.is_some())
+            .map(|v| v.first_lba)
+            .chain(match &table {
+                Table::Mbr(t) => t.partitions.iter().map(|p| p.start_lba).min(),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(sectors);
+        ensure!(
+            gap.first_lba >= 1 && gap.first_lba <= gap.last_lba && gap.last_lba < first_part,
+            "boot gap LBA {}..{} overlaps LBA 0 or the first partition (LBA {first_part})",
+            gap.first_lba,
+            gap.last_lba
+        );
+    }
+
+    Ok(DiskPlan {
+        captured: d.name.clone(),
+        captured_size: d.size,
+        target: target.clone(),
+        matched_by,
+        sector_size: ss,
+        table,
+        boot_code: d.boot_code.clone(),
+        boot_gap: d.boot_gap.clone(),
+        grown,
+        volumes,
+    })
+}
+
+/// Grow the MBR partition that ends last by `delta` sectors (and the
+/// extended partition around it), within the MBR's 2^32-sector reach.
+fn grow_mbr(parts: &mut [MbrEntry], delta: u64, sectors: u64) -> Option<Grown> {
+    let limit = sectors.min(1 << 32);
+    let last = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind != MbrKind::Extended)
+        .max_by_key(|(_, p)| p.start_lba + p.sectors)
+        .map(|(i, _)| i)?;
+    let end = parts[last].start_lba + parts[last].sectors;
+    let new_end = (end + delta).min(limit);
+    if new_end <= end {
+        return None;
+    }
+    let grow_by = new_end - end;
+    let from = parts[last].sectors;
+    parts[last].sectors += grow_by;
+    if parts[last].kind == MbrKind::Logical
+        && let Some(ext) = parts.iter_mut().find(|p| p.kind == MbrKind::Extended)
+    {
+        let ext_end = (ext.start_lba + ext.sectors).max(new_end).min(limit);
+        ext.sectors = ext_end - ext.start_lba;
+    }
+    Some(Grown {
+        partition: parts[last].number,
+        from_sectors: from,
+        to_sectors: from + grow_by,
+    })
+}
+
+fn parse_hex_u32(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?, 16).ok()
+}
+
+/// Mounts of the recreated filesystems, parents first.
+fn mount_steps(disks: &[DiskPlan], opts: &PlanOptions) -> Vec<MountStep> {
+    let mut steps = Vec::new();
+    for dp in disks {
+        for v in &dp.volumes {
+            let Content::Filesystem {
+                fs_type, captured, ..
+            } = &v.content
+            else {
+                continue;
+            };
+            for mt in &captured.mounts {
+                let skipped = opts
+                    .skip_mount
+                    .iter()
+                    .any(|t| t == fs_type)
+                    .then(|| format!("{fs_type} is in --skip-mount"));
+                steps.push(MountStep {
+                    device: v.device.clone(),
+                    fs_type: fs_type.clone(),
+                    point: mt.point.clone(),
+                    target: under(&opts.target_root, &mt.point).display().to_string(),
+                    options: mount::recovery_options(&mt.options, fs_type, &mt.root),
+                    skipped,
+                });
+            }
+        }
+    }
+    steps.sort_by_key(|s| mount::order_key(&s.point));
+    steps
+}
+
+/// `point` (absolute, captured) placed under `root`.
+pub fn under(root: &Path, point: &str) -> PathBuf {
+    let rel = point.trim_start_matches('/');
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// Bytes in binary units, one decimal: `8.0 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// An argv as a shell line.
+pub fn argv_line(a: &[String]) -> String {
+    let (p, rest) = a
+        .split_first()
+        .map(|(p, r)| (p.as_str(), r))
+        .unwrap_or(("", &[]));
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    display_argv(p, &rest)
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan: snapshot {} of {}, {} disk(s), mounted under {}",
+            self.snapshot,
+            self.host,
+            self.disks.len(),
+            self.target_root
+        )?;
+        for d in &self.disks {
+            let t = &d.target;
+            writeln!(
+                f,
+                "disk {} ({}) -> {} ({}{}): {}",
+                d.captured,
+                human(d.captured_size),
+                t.path,
+                human(t.size),
+                t.serial
+                    .as_ref()
+                    .map(|s| format!(", serial {s}"))
+                    .unwrap_or_default(),
+                d.matched_by
+            )?;
+            writeln!(
+                f,
+                "  wipe {}: wipefs -a, zero its first and last MiB and both ends of every partition",
+                t.path
+            )?;
+            let ss = u64::from(d.sector_size);
+            match &d.table {
+                Table::Gpt(g) => {
+                    writeln!(
+                        f,
+                        "  gpt disk-guid {}, {} entries, usable LBA {}..{}, backup header at LBA {}",
+                        g.disk_guid, g.entries, g.first_usable_lba, g.last_usable_lba, g.backup_lba
+                    )?;
+                    for p in &g.partitions {
+                        writeln!(
+                            f,
+                            "    partition {}: LBA {}..{} ({}), type {}, guid {}, name {:?}, attributes {}",
+                            p.number,
+                            p.first_lba,
+                            p.last_lba,
+                            human((p.last_lba - p.first_lba + 1) * ss),
+                            p.type_guid,
+                            p.guid,
+                            p.name,
+                            p.attributes
+                        )?;
+                    }
+                }
+                Table::Mbr(t) => {
+                    writeln!(f, "  mbr signature 0x{:08x}", t.signature)?;
+                    for p in &t.partitions {
+                        let kind = match p.kind {
+                            MbrKind::Primary => "primary",
+                            MbrKind::Extended => "extended",
+                            MbrKind::Logical => "logical",
+                        };
+                        writeln!(
+                            f,
+                            "    partition {} {kind}: start {}, {} sectors ({}), type 0x{:02x}{}{}",
+                            p.number,
+                            p.start_lba,
+                            p.sectors,
+                            human(p.sectors * ss),
+                            p.type_byte,
+                            if p.boot { ", bootable" } else { "" },
+                            p.ebr_lba
+                                .map(|e| format!(", EBR at LBA {e}"))
+                                .unwrap_or_default()
+                        )?;
+                    }
+                }
+                Table::None => writeln!(f, "  no partition table")?,
+            }
+            if let Some(g) = &d.grown {
+                writeln!(
+                    f,
+                    "  grow partition {} from {} to {} sectors ({} -> {})",
+                    g.partition,
+                    g.from_sectors,
+                    g.to_sectors,
+                    human(g.from_sectors * ss),
+                    human(g.to_sectors * ss)
+                )?;
+            }
+            if d.boot_code.is_some() {
+                writeln!(f, "  boot code: the captured 440 bytes into LBA 0")?;
+            }
+            if let Some(gap) = &d.boot_gap {
+                writeln!(
+                    f,
+                    "  raw boot gap LBA {}..{}: from the snapshot",
+                    gap.first_lba, gap.last_lba
+                )?;
+            }
+            for v in &d.volumes {
+                match &v.content {
+                    Content::Filesystem {
+                        fs_type,
+                        commands,
+                        subvolumes,
+                        ..
+                    } => {
+                        writeln!(f, "  {fs_type} on {}:", v.device)?;
+                        for c in commands {
+                            writeln!(f, "    {}", argv_line(c))?;
+                        }
+                        for s in subvolumes {
+                            writeln!(f, "    btrfs subvolume create {s}")?;
+                        }
+                    }
+                    Content::Swap { commands, .. } => {
+                        writeln!(f, "  swap on {}:", v.device)?;
+                        for c in commands {
+                            writeln!(f, "    {}", argv_line(c))?;
+                        }
+                    }
+                    Content::Raw => writeln!(
+                        f,
+                        "  raw {} ({}): its bytes from the snapshot",
+                        v.device,
+                        human(v.sectors * ss)
+                    )?,
+                }
+            }
+        }
+        if !self.mounts.is_empty() {
+            writeln!(f, "mount under {}:", self.target_root)?;
+            for mt in &self.mounts {
+                match &mt.skipped {
+                    None => writeln!(
+                        f,
+                        "  {} on {} ({}, {})",
+                        mt.device, mt.target, mt.fs_type, mt.options
+                    )?,
+                    Some(why) => {
+                        writeln!(f, "  {} on {}: not mounted ({why})", mt.device, mt.target)?
+                    }
+                }
+            }
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,652 @@
+//! The disk mapping and the plan, on fixtures: every rule of the mapping
+//! (identity, same size, smallest fit, in use, explicit) and what the plan
+//! derives from the manifest (grown tables, volumes, mounts).
+
+use super::*;
+use crate::manifest::from_xml;
+
+const GIB: u64 = 1 << 30;
+
+/// A minimal valid manifest around `disks` and `rest` (filesystems, swaps).
+pub(crate) fn manifest_xml(disks: &str, rest: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest schema="1">
+  <snapshot id="s1" host="web1" time="2026-11-25T06:00:00Z" tool="rewind 0.1.0"/>
+  <system>
+    <hostname>web1</hostname>
+    <kernel release="6.1.0" arch="x86_64"/>
+    <firmware>bios</firmware>
+  </system>
+  {disks}
+  {rest}
+</manifest>"#
+    )
+}
+
+/// vda: 8 GiB GPT (ESP, root, BIOS boot, swap in slot 4), serial S-A.
+/// vdb: 2 GiB MBR (xfs primary; extended with a btrfs and a swap logical),
+/// boot code and a boot gap, WWN 0x5000b.
+fn two_disks() -> Manifest {
+    let code = format!("eb63{}", "90".repeat(438));
+    let xml = manifest_xml(
+        &format!(
+            r#"
+  <disk name="vda" path="/dev/vda" size="8589934592" logical-sector-size="512" physical-sector-size="512" serial="S-A" wwn="0x5000a">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f" first-usable-lba="2048" last-usable-lba="16777182" entries="128">
+      <partition number="1" first-lba="2048" last-lba="1050623" type-guid="c12a7328-f81f-11d2-ba4b-00a0c93ec93b" guid="11111111-2222-4333-8444-555555555501" name="EFI system" attributes="0"/>
+      <partition number="2" first-lba="1050624" last-lba="12584959" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555502" name="root" attributes="1152921504606846976"/>
+      <partition number="3" first-lba="12584960" last-lba="12587007" type-guid="21686148-6449-6e6f-744e-656564454649" guid="11111111-2222-4333-8444-555555555503" name="bios" attributes="0"/>
+      <partition number="4" first-lba="12587008" last-lba="16777182" type-guid="0657fd6d-a4ab-43c4-84e5-0933c84b4f4f" guid="11111111-2222-4333-8444-555555555504" name="swap" attributes="0"/>
+    </gpt>
+  </disk>
+  <disk name="vdb" path="/dev/vdb" size="2147483648" logical-sector-size="512" physical-sector-size="512" wwn="0x5000b">
+    <mbr signature="0x1a2b3c4d">
+      <partition number="1" kind="primary" type="0x83" boot="true" start-lba="2048" sectors="1048576"/>
+      <partition number="2" kind="extended" type="0x05" boot="false" start-lba="1050624" sectors="3143680"/>
+      <partition number="5" kind="logical" type="0x83" boot="false" start-lba="1052672" sectors="1048576" ebr-lba="1050624"/>
+      <partition number="6" kind="logical" type="0x82" boot="false" start-lba="2103296" sectors="2091008" ebr-lba="2101248"/>
+    </mbr>
+    <boot-code>{code}</boot-code>
+    <boot-gap first-lba="1" last-lba="2047"/>
+  </disk>"#
+        ),
+        r#"
+  <filesystem device="/dev/vda1" disk="vda" partition="1" type="vfat" uuid="1234-ABCD" label="ESP">
+    <vfat fat-size="32" sector-size="512" sectors-per-cluster="8" reserved-sectors="32" fat-count="2" root-entries="0"/>
+    <mount point="/boot/efi" options="rw,relatime,fmask=0077,dmask=0077"/>
+  </filesystem>
+  <filesystem device="/dev/vda2" disk="vda" partition="2" type="ext4" uuid="0a1b2c3d-1111-4222-8333-444455556666" label="root">
+    <ext block-size="4096" inode-size="256" inode-count="720896" block-count="1441792" reserved-blocks="72089" features="has_journal extent 64bit"/>
+    <mount point="/" options="ro,relatime,errors=remount-ro"/>
+  </filesystem>
+  <filesystem device="/dev/vdb1" disk="vdb" partition="1" type="xfs" uuid="5e6f7a8b-2222-4333-8444-555566667777">
+    <xfs block-size="4096" sector-size="512" inode-size="512" ag-count="4" log-blocks="16384" features="crc=1 reflink=1"/>
+    <mount point="/srv/data" options="rw,noatime"/>
+  </filesystem>
+  <filesystem device="/dev/vdb5" disk="vdb" partition="5" type="btrfs" uuid="9a8b7c6d-3333-4444-8555-666677778888" label="home">
+    <btrfs node-size="16384" sector-size="4096"/>
+    <mount point="/home" options="rw,relatime,subvol=/@home" root="/@home"/>
+  </filesystem>
+  <swap device="/dev/vda4" disk="vda" partition="4" uuid="deadbeef-0000-4000-8000-000000000001" label="swap" active="true"/>
+  <swap device="/dev/vdb6" disk="vdb" partition="6" uuid="deadbeef-0000-4000-8000-000000000002"/>"#,
+    );
+    from_xml(&xml).unwrap()
+}
+
+fn disk(name: &str, size: u64) -> PresentDisk {
+    PresentDisk {
+        name: name.into(),
+        path: format!("/dev/{name}"),
+        size,
+        logical_sector_size: 512,
+        model: None,
+        serial: None,
+        wwn: None,
+        removable: false,
+        in_use: None,
+    }
+}
+
+fn with_serial(mut d: PresentDisk, s: &str) -> PresentDisk {
+    d.serial = Some(s.into());
+    d
+}
+
+fn in_use(mut d: PresentDisk) -> PresentDisk {
+    d.in_use = Some("/dev/sda2 is mounted at /".into());
+    d
+}
+
+fn opts() -> PlanOptions {
+    PlanOptions {
+        target_root: "/target".into(),
+        ..PlanOptions::default()
+    }
+}
+
+/// (captured, present, how) for each planned disk.
+fn mapping(
+    m: &Manifest,
+    present: &[PresentDisk],
+    explicit: &[(&str, &str)],
+) -> Result<Vec<(String, String, MatchedBy)>> {
+    let explicit: Vec<(String, String)> = explicit
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    Ok(map_disks(&m.disks, present, &explicit)?
+        .into_iter()
+        .map(|(c, p, by)| (m.disks[c].name.clone(), present[p].name.clone(), by))
+        .collect())
+}
+
+fn pairs(v: &[(&str, &str, MatchedBy)]) -> Vec<(String, String, MatchedBy)> {
+    v.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+        .collect()
+}
+
+fn err(r: Result<impl std::fmt::Debug>) -> String {
+    format!("{:#}", r.unwrap_err())
+}
+
+// -- the mapping, rule by rule -------------------------------------------------
+
+#[test]
+fn serial_first() {
+    let m = two_disks();
+    // sdc is the same size as vda, but sdd carries vda's serial.
+    let present = [
+        disk("sdc", 8 * GIB),
+        with_serial(disk("sdd", 16 * GIB), "S-A"),
+        disk("sde", 2 * GIB),
+    ];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdd", MatchedBy::Serial),
+            ("vdb", "sde", MatchedBy::Size)
+        ])
+    );
+}
+
+#[test]
+fn wwn_match() {
+    let m = two_disks();
+    let mut b = disk("sdz", 4 * GIB);
+    b.wwn = Some("0x5000b".into());
+    let present = [disk("sdy", 2 * GIB), b, disk("sdx", 8 * GIB)];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdx", MatchedBy::Size),
+            ("vdb", "sdz", MatchedBy::Wwn)
+        ])
+    );
+}
+
+#[test]
+fn same_size_then_smallest_fit() {
+    let m = two_disks();
+    let present = [
+        disk("sda", 16 * GIB),
+        disk("sdb", 10 * GIB),
+        disk("sdc", 2 * GIB),
+        disk("sdd", 3 * GIB),
+    ];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdb", MatchedBy::SmallestFit),
+            ("vdb", "sdc", MatchedBy::Size)
+        ])
+    );
+}
+
+#[test]
+fn smallest_fit_serves_big_disks_first() {
+    let m = two_disks();
+    // Listed small-first: were vdb (2 GiB) placed first it would take the
+    // 9 GiB disk, and vda (8 GiB) would fit nowhere.
+    let present = [disk("sdb", 9 * GIB), disk("sdc", 3 * GIB)];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdb", MatchedBy::SmallestFit),
+            ("vdb", "sdc", MatchedBy::SmallestFit)
+        ])
+    );
+    let present = [disk("sdb", 9 * GIB), disk("sdc", 30 * GIB)];
+    assert_eq!(mapping(&m, &present, &[]).unwrap()[0].1, "sdb");
+}
+
+#[test]
+fn duplicate_sizes_are_no_reason_to_stop() {
+    let m = two_disks();
+    let present = [
+        disk("sdc", 8 * GIB),
+        disk("sdb", 8 * GIB),
+        disk("sdd", 2 * GIB),
+        disk("sde", 2 * GIB),
+    ];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdb", MatchedBy::Size),
+            ("vdb", "sdd", MatchedBy::Size)
+        ])
+    );
+}
+
+#[test]
+fn in_use_disks_are_never_chosen() {
+    let m = two_disks();
+    // The disk with vda's serial holds the running system.
+    let present = [
+        in_use(with_serial(disk("sda", 8 * GIB), "S-A")),
+        disk("sdb", 8 * GIB),
+        disk("sdc", 2 * GIB),
+    ];
+    let got = mapping(&m, &present, &[]).unwrap();
+    assert_eq!(
+        got,
+        pairs(&[
+            ("vda", "sdb", MatchedBy::Size),
+            ("vdb", "sdc", MatchedBy::Size)
+        ])
+    );
+    // With no free disk for vda, the error says why each disk was passed over.
+    let present = [in_use(disk("sda", 8 * GIB)), disk("sdc", 2 * GIB)];
+    let e = err(mapping(&m, &present, &[]));
+    assert!(
+        e.contains("no disk for captured disk vda (8.0 GiB, 8589934592 bytes"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/dev/sda (8.0 GiB): in use: /dev/sda2 is mounted at /"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/dev/sdc (2.0 GiB): taken by captured disk vdb"),
+        "{e}"
+    );
+}
+
+#[test]
+fn removable_media_only_when_named() {
+    let m = two_disks();
+    // A USB stick (perhaps the boot medium) would be the smallest fit for vdb.
+    let mut stick = disk("sdu", 4 * GIB);
+    stick.removable = true;
+    let present = [disk("sda", 8 * GIB), stick, disk("sdb", 16 * GIB)];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sda", MatchedBy::Size),
+            ("vdb", "sdb", MatchedBy::SmallestFit)
+        ])
+    );
+    let e = err(mapping(&m, &present[1..2], &[]));
+    assert!(
+        e.contains("/dev/sdu (4.0 GiB): removable media, never chosen automatically"),
+        "{e}"
+    );
+    assert_eq!(
+        mapping(&m, &present, &[("vdb", "/dev/sdu")]).unwrap(),
+        pairs(&[("vdb", "sdu", MatchedBy::Explicit)])
+    );
+}
+
+#[test]
+fn too_small_is_refused_with_sizes() {
+    let m = two_disks();
+    let present = [disk("sdb", 4 * GIB), disk("sdc", 2 * GIB)];
+    let e = err(mapping(&m, &present, &[]));
+    assert!(
+        e.contains("captured disk vda (8.0 GiB, 8589934592 bytes"),
+        "{e}"
+    );
+    assert!(e.contains("/dev/sdb (4.0 GiB): it is too small"), "{e}");
+    // And explicitly:
+    let e = err(mapping(&m, &present, &[("vda", "/dev/sdb")]));
+    assert_eq!(
+        e,
+        "captured disk vda (8.0 GiB, 8589934592 bytes) does not fit on /dev/sdb (4.0 GiB, 4294967296 bytes): it is too small"
+    );
+}
+
+#[test]
+fn sector_size_must_match() {
+    let m = two_disks();
+    let mut big = disk("sdb", 8 * GIB);
+    big.logical_sector_size = 4096;
+    let present = [big, disk("sdc", 2 * GIB)];
+    let e = err(mapping(&m, &present, &[]));
+    assert!(
+        e.contains(
+            "/dev/sdb (8.0 GiB): it has 4096-byte logical sectors, the captured disk 512-byte ones"
+        ),
+        "{e}"
+    );
+    let e = err(mapping(&m, &present, &[("vda", "/dev/sdb")]));
+    assert!(e.contains("4096-byte logical sectors"), "{e}");
+}
+
+#[test]
+fn nothing_fits() {
+    let m = two_disks();
+    let e = err(mapping(&m, &[], &[]));
+    assert!(
+        e.contains("vda") && e.contains("vdb") && e.contains("no disks found"),
+        "{e}"
+    );
+    assert!(e.contains("--disk CAPTURED=/dev/DISK"), "{e}");
+}
+
+#[test]
+fn explicit_mapping() {
+    let m = two_disks();
+    let present = [
+        disk("sda", 8 * GIB),
+        disk("loop3", 4 * GIB),
+        with_serial(disk("sdq", 9 * GIB), "NEW-1"),
+    ];
+    // Only the mapped disk is planned, even though sda would take vda.
+    assert_eq!(
+        mapping(&m, &present, &[("vdb", "/dev/loop3")]).unwrap(),
+        pairs(&[("vdb", "loop3", MatchedBy::Explicit)])
+    );
+    // By serial on both sides, and by captured path; listed in manifest order.
+    assert_eq!(
+        mapping(&m, &present, &[("/dev/vdb", "loop3"), ("S-A", "NEW-1")]).unwrap(),
+        pairs(&[
+            ("vda", "sdq", MatchedBy::Explicit),
+            ("vdb", "loop3", MatchedBy::Explicit)
+        ])
+    );
+    let e = err(mapping(&m, &present, &[("vdc", "/dev/sda")]));
+    assert!(
+        e.contains("the manifest has no disk named vdc (its disks: vda, vdb)"),
+        "{e}"
+    );
+    let e = err(mapping(&m, &present, &[("vdb", "/dev/sdx")]));
+    assert!(e.contains("no disk /dev/sdx"), "{e}");
+    let e = err(mapping(
+        &m,
+        &present,
+        &[("vda", "/dev/sdq"), ("vdb", "/dev/sdq")],
+    ));
+    assert!(e.contains("mapped twice"), "{e}");
+    let e = err(mapping(
+        &m,
+        &present,
+        &[("vdb", "/dev/sda"), ("vdb", "/dev/loop3")],
+    ));
+    assert!(e.contains("mapped twice"), "{e}");
+}
+
+#[test]
+fn explicit_target_in_use_is_refused() {
+    let m = two_disks();
+    let present = [in_use(disk("loop3", 4 * GIB))];
+    let e = err(mapping(&m, &present, &[("vdb", "/dev/loop3")]));
+    assert!(
+        e.contains("/dev/loop3 is in use (/dev/sda2 is mounted at /); refusing"),
+        "{e}"
+    );
+}
+
+// -- what the plan derives ------------------------------------------------------
+
+#[test]
+fn plan_lists_only_mapped_disks() {
+    let m = two_disks();
+    let present = [disk("sda", 8 * GIB), disk("loop3", 2 * GIB)];
+    let mut o = opts();
+    o.mapping = vec![("vdb".into(), "/dev/loop3".into())];
+    let p = plan(&m, &present, &o).unwrap();
+    assert_eq!(p.disks.len(), 1);
+    assert_eq!(p.disks[0].target.path, "/dev/loop3");
+    let text = p.to_string();
+    assert!(
+        !text.contains("/dev/sda") && !text.contains("vda"),
+        "{text}"
+    );
+    // Only vdb's filesystems are mounted; / lives on vda and is not.
+    let points: Vec<&str> = p.mounts.iter().map(|s| s.point.as_str()).collect();
+    assert_eq!(points, ["/home", "/srv/data"]);
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(
+        !json.contains("/dev/sda") && !json.contains("\"vda\""),
+        "{json}"
+    );
+}
+
+#[test]
+fn exact_plan_on_same_size_disks() {
+    let m = two_disks();
+    let present = [disk("sdb", 8 * GIB), disk("sdc", 2 * GIB)];
+    let p = plan(&m, &present, &opts()).unwrap();
+    let a = &p.disks[0];
+    let Table::Gpt(g) = &a.table else {
+        panic!("gpt")
+    };
+    let captured = m.disks[0].gpt.as_ref().unwrap();
+    assert_eq!(g.last_usable_lba, captured.last_usable_lba);
+    assert_eq!(g.backup_lba, 16777215);
+    assert_eq!(g.partitions.len(), 4);
+    assert_eq!(a.grown, None);
+    // Volumes: ESP, root, raw BIOS boot, swap, on the target's nodes.
+    let kinds: Vec<(&str, &str)> = a
+        .volumes
+        .iter()
+        .map(|v| {
+            let k = match &v.content {
+                Content::Filesystem { fs_type, .. } => fs_type.as_str(),
+                Content::Swap { .. } => "swap",
+                Content::Raw => "raw",
+            };
+            (v.device.as_str(), k)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("/dev/sdb1", "vfat"),
+            ("/dev/sdb2", "ext4"),
+            ("/dev/sdb3", "raw"),
+            ("/dev/sdb4", "swap")
+        ]
+    );
+    // MBR: the extended container is no volume; logicals are.
+    let b = &p.disks[1];
+    let Table::Mbr(t) = &b.table else {
+        panic!("mbr")
+    };
+    assert_eq!(t.signature, 0x1a2b3c4d);
+    assert_eq!(t.partitions[1].type_byte, 0x05);
+    let devs: Vec<&str> = b.volumes.iter().map(|v| v.device.as_str()).collect();
+    assert_eq!(devs, ["/dev/sdc1", "/dev/sdc5", "/dev/sdc6"]);
+    assert_eq!(
+        b.boot_gap.as_ref().map(|g| (g.first_lba, g.last_lba)),
+        Some((1, 2047))
+    );
+    let Content::Filesystem { subvolumes, .. } = &b.volumes[1].content else {
+        panic!()
+    };
+    assert_eq!(subvolumes, &["/@home"]);
+
+    // Mounts: parents first, under the target root, `ro` made `rw`.
+    let m: Vec<(&str, &str, &str)> = p
+        .mounts
+        .iter()
+        .map(|s| (s.device.as_str(), s.target.as_str(), s.options.as_str()))
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("/dev/sdb2", "/target", "rw,relatime,errors=remount-ro"),
+            ("/dev/sdc5", "/target/home", "rw,relatime,subvol=/@home"),
+            (
+                "/dev/sdb1",
+                "/target/boot/efi",
+                "rw,relatime,fmask=0077,dmask=0077"
+            ),
+            ("/dev/sdc1", "/target/srv/data", "rw,noatime"),
+        ]
+    );
+
+    // The text lists every action.
+    let text = p.to_string();
+    for want in [
+        "disk vda (8.0 GiB) -> /dev/sdb (8.0 GiB): same size",
+        "wipe /dev/sdb",
+        "gpt disk-guid a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f, 128 entries, usable LBA 2048..16777182, backup header at LBA 16777215",
+        "partition 4: LBA 12587008..16777182",
+        "mkfs.fat -i 1234ABCD -n ESP -F 32 -S 512 -s 8 -R 32 -f 2 /dev/sdb1",
+        "mke2fs -q -F -t ext4 -U 0a1b2c3d-1111-4222-8333-444455556666 -L root",
+        "raw /dev/sdb3 (1.0 MiB)",
+        "mkswap -U deadbeef-0000-4000-8000-000000000001 -L swap /dev/sdb4",
+        "mbr signature 0x1a2b3c4d",
+        "partition 6 logical: start 2103296, 2091008 sectors (1021.0 MiB), type 0x82, EBR at LBA 2101248",
+        "boot code: the captured 440 bytes",
+        "raw boot gap LBA 1..2047",
+        "btrfs subvolume create /@home",
+        "/dev/sdc5 on /target/home (btrfs, rw,relatime,subvol=/@home)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn bigger_disk_keeps_the_layout_unless_grown() {
+    let m = two_disks();
+    let present = [disk("sdb", 16 * GIB), disk("sdc", 4 * GIB)];
+    let delta = 8 * GIB / 512;
+    let p = plan(&m, &present, &opts()).unwrap();
+    let Table::Gpt(g) = &p.disks[0].table else {
+        panic!()
+    };
+    let captured = m.disks[0].gpt.as_ref().unwrap();
+    assert_eq!(
+        g.backup_lba,
+        2 * 16777216 - 1,
+        "backup at the end of the actual disk"
+    );
+    assert_eq!(g.last_usable_lba, captured.last_usable_lba + delta);
+    assert_eq!(g.partitions[3].last_lba, 16777182, "not grown");
+    assert_eq!(p.disks[0].grown, None);
+
+    let mut o = opts();
+    o.grow = true;
+    let p = plan(&m, &present, &o).unwrap();
+    let Table::Gpt(g) = &p.disks[0].table else {
+        panic!()
+    };
+    assert_eq!(g.partitions[3].last_lba, 16777182 + delta);
+    assert_eq!(g.partitions[3].last_lba, g.last_usable_lba);
+    assert_eq!(
+        g.partitions[..3],
+        captured_entries(&m)[..3],
+        "others untouched"
+    );
+    assert_eq!(
+        p.disks[0].grown,
+        Some(Grown {
+            partition: 4,
+            from_sectors: 4190175,
+            to_sectors: 4190175 + delta
+        })
+    );
+    // MBR: the last logical grows, and the extended partition around it.
+    let Table::Mbr(t) = &p.disks[1].table else {
+        panic!()
+    };
+    let mdelta = 2 * GIB / 512;
+    assert_eq!(t.partitions[1].sectors, 3143680 + mdelta);
+    assert_eq!(t.partitions[3].sectors, 2091008 + mdelta);
+    assert_eq!(t.partitions[0].sectors, 1048576);
+    let mut o = opts();
+    o.grow = true;
+    let present = [disk("sdb", 16 * GIB), disk("sdc", 2 * GIB)];
+    let p = plan(&m, &present, &o).unwrap();
+    assert_eq!(p.disks[1].grown, None, "same size: nothing to grow");
+}
+
+fn captured_entries(m: &Manifest) -> Vec<GptEntry> {
+    m.disks[0]
+        .gpt
+        .as_ref()
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| GptEntry {
+            number: p.number,
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            type_guid: p.type_guid.clone(),
+            guid: p.guid.clone(),
+            name: p.name.clone(),
+            attributes: p.attributes,
+        })
+        .collect()
+}
+
+#[test]
+fn grown_ext_root_is_resized() {
+    // Root last on the disk, then grown: mke2fs at the captured size, then resize2fs.
+    let xml = manifest_xml(
+        r#"<disk name="sda" path="/dev/sda" size="1073741824" logical-sector-size="512" physical-sector-size="512">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f" first-usable-lba="2048" last-usable-lba="2097118" entries="128">
+      <partition number="1" first-lba="2048" last-lba="2097118" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555502" name="" attributes="0"/>
+    </gpt>
+  </disk>"#,
+        r#"<filesystem device="/dev/sda1" disk="sda" partition="1" type="ext4" uuid="0a1b2c3d-1111-4222-8333-444455556666">
+    <ext block-size="4096" inode-size="256" inode-count="65536" block-count="261883" reserved-blocks="13094" features="has_journal extent"/>
+  </filesystem>"#,
+    );
+    let m = from_xml(&xml).unwrap();
+    let mut o = opts();
+    o.grow = true;
+    let p = plan(&m, &[disk("sdb", 2 * GIB)], &o).unwrap();
+    let Content::Filesystem {
+        commands, grown, ..
+    } = &p.disks[0].volumes[0].content
+    else {
+        panic!()
+    };
+    assert!(grown);
+    assert_eq!(commands.last().unwrap().join(" "), "resize2fs /dev/sdb1");
+    assert!(p.mounts.is_empty(), "it had no mount point");
+}
+
+#[test]
+fn whole_disk_filesystem_and_skipped_mounts() {
+    let xml = manifest_xml(
+        r#"<disk name="sdz" path="/dev/sdz" size="1073741824" logical-sector-size="512" physical-sector-size="512"/>"#,
+        r#"<filesystem device="/dev/sdz" disk="sdz" type="vfat" uuid="0BAD-F00D" label="SHARED">
+    <mount point="/shared" options="rw"/>
+  </filesystem>"#,
+    );
+    let m = from_xml(&xml).unwrap();
+    let mut o = opts();
+    o.skip_mount = vec!["vfat".into()];
+    let p = plan(&m, &[disk("loop0", GIB)], &o).unwrap();
+    let d = &p.disks[0];
+    assert!(matches!(d.table, Table::None));
+    assert_eq!(d.volumes.len(), 1);
+    assert_eq!(d.volumes[0].device, "/dev/loop0");
+    let Content::Filesystem { commands, .. } = &d.volumes[0].content else {
+        panic!()
+    };
+    assert_eq!(
+        commands[0].join(" "),
+        "mkfs.fat -i 0BADF00D -n SHARED /dev/loop0"
+    );
+    assert_eq!(
+        p.mounts[0].skipped.as_deref(),
+        Some("vfat is in --skip-mount")
+    );
+    assert!(
+        p.to_string()
+            .contains("/dev/loop0 on /target/shared: not mounted (vfat is in --skip-mount)")
+    );
+}
+
+#[test]
+fn json_plan_is_complete() {
+    let m = two_disks();
+    let p = plan(&m, &[disk("sdb", 8 * GIB), disk("sdc", 2 * GIB)], &opts()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(v["disks"][0]["matched-by"], "size");
+    assert_eq!(v["disks"][0]["table"]["type"], "gpt");
+    assert_eq!(v["disks"][0]["table"]["partitions"][3]["number"], 4);
+    assert_eq!(v["disks"][1]["table"]["partitions"][3]["ebr-lba"], 2101248);
+    assert_eq!(v["disks"][0]["volumes"][2]["content"]["kind"], "raw");
+    assert_eq!(
+        v["disks"][0]["volumes"][1]["content"]["commands"][0][0],
+        "mke2fs"
+    );
+    assert_eq!(v["mounts"][0]["target"], "/target");
+}

@@ -1,0 +1,214 @@
+//! Restore with read-ahead: a feeder thread reads the tree and queues each
+//! entry's chunks; fetcher threads (one per core) read, decompress and
+//! verify them; the restore engine, on the caller's thread, writes files
+//! while the next chunks are being prepared. A bounded window keeps memory
+//! flat.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::{Result, anyhow};
+
+use super::Repo;
+use crate::restore::{ChunkSource, RestoreOptions, RestoreStats};
+use crate::tree::{ChunkId, ChunkRef, Entry};
+
+/// Plain bytes prepared ahead of the writer at most.
+const WINDOW: u64 = 64 << 20;
+
+type Fetched = Result<Arc<Vec<u8>>, String>;
+
+#[derive(Default)]
+struct State {
+    /// Chunks to fetch, in tree order, with the sequence number of the last
+    /// entry that needs them.
+    queue: VecDeque<ChunkRef>,
+    /// Queued or being fetched.
+    pending: HashMap<ChunkId, u64>,
+    ready: HashMap<ChunkId, (u64, Fetched)>,
+    /// Plain bytes queued, being fetched or ready.
+    window: u64,
+    /// The entry the writer is on; chunks of earlier entries are dropped.
+    current: u64,
+    feeding_done: bool,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Restore `entries` from `repo` with read-ahead; see [`crate::restore::restore`].
+pub fn restore(
+    repo: &Repo,
+    entries: impl Iterator<Item = Result<Entry>> + Send,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+    });
+    let fetchers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(2);
+    let (tx, rx) = sync_channel::<(u64, Result<Entry>)>(1024);
+    std::thread::scope(|s| {
+        let feeder = {
+            let shared = shared.clone();
+            s.spawn(move || feed(entries, &shared, tx))
+        };
+        for _ in 0..fetchers {
+            let shared = shared.clone();
+            s.spawn(move || fetch_loop(repo, &shared));
+        }
+        let source = Prefetched {
+            repo,
+            shared: &shared,
+        };
+        let ordered = rx.into_iter().map(|(seq, entry)| {
+            let mut st = shared.lock();
+            st.current = seq;
+            // Whatever earlier entries did not use (refused entries, a
+            // subset restore) is released here.
+            let before = st.ready.len();
+            let mut freed = 0;
+            st.ready.retain(|_, (last, data)| {
+                let keep = *last >= seq;
+                if !keep {
+                    freed += data.as_ref().map_or(0, |d| d.len() as u64);
+                }
+                keep
+            });
+            if st.ready.len() != before {
+                st.window -= freed;
+                shared.changed.notify_all();
+            }
+            entry
+        });
+        let result = crate::restore::restore(ordered, &source, opts);
+        {
+            let mut st = shared.lock();
+            st.stop = true;
+            shared.changed.notify_all();
+        }
+        let _ = feeder.join();
+        result
+    })
+}
+
+fn feed(
+    entries: impl Iterator<Item = Result<Entry>>,
+    shared: &Shared,
+    tx: std::sync::mpsc::SyncSender<(u64, Result<Entry>)>,
+) {
+    for (seq, entry) in (1u64..).zip(entries) {
+        if let Ok(e) = &entry {
+            for c in &e.chunks {
+                let mut st = shared.lock();
+                if let Some(last) = st.pending.get_mut(&c.id) {
+                    *last = seq;
+                    continue;
+                }
+                if let Some((last, _)) = st.ready.get_mut(&c.id) {
+                    *last = seq;
+                    continue;
+                }
+                while st.window + u64::from(c.len) > WINDOW && st.window > 0 && !st.stop {
+                    st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                if st.stop {
+                    return;
+                }
+                st.window += u64::from(c.len);
+                st.pending.insert(c.id, seq);
+                st.queue.push_back(*c);
+                shared.changed.notify_all();
+            }
+        }
+        if tx.send((seq, entry)).is_err() {
+            break; // the restore stopped
+        }
+    }
+    let mut st = shared.lock();
+    st.feeding_done = true;
+    shared.changed.notify_all();
+}
+
+fn fetch_loop(repo: &Repo, shared: &Shared) {
+    loop {
+        let chunk = {
+            let mut st = shared.lock();
+            loop {
+                if st.stop {
+                    return;
+                }
+                if let Some(c) = st.queue.pop_front() {
+                    break c;
+                }
+                if st.feeding_done {
+                    return;
+                }
+                st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let data = repo
+            .fetch_verified(&chunk)
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
+        let mut st = shared.lock();
+        let last = st.pending.remove(&chunk.id).unwrap_or(0);
+        if last < st.current {
+            // Nobody will ask for it any more.
+            st.window -= u64::from(chunk.len);
+        } else {
+            st.ready.insert(chunk.id, (last, data));
+        }
+        shared.changed.notify_all();
+    }
+}
+
+struct Prefetched<'a> {
+    repo: &'a Repo,
+    shared: &'a Shared,
+}
+
+impl ChunkSource for Prefetched<'_> {
+    fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some((last, data)) = st.ready.get(&chunk.id) {
+                let data = data.clone();
+                if *last <= st.current {
+                    // Its last user is this entry: hand it over.
+                    st.ready.remove(&chunk.id);
+                    st.window -= u64::from(chunk.len);
+                    self.shared.changed.notify_all();
+                }
+                drop(st);
+                return match data {
+                    Ok(d) => Ok(Arc::try_unwrap(d).unwrap_or_else(|d| (*d).clone())),
+                    Err(e) => Err(anyhow!(e)),
+                };
+            }
+            if !st.pending.contains_key(&chunk.id) {
+                // Not read ahead (a hard link's content restored from an
+                // earlier entry): read it now.
+                drop(st);
+                return self.repo.fetch_verified(chunk);
+            }
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}

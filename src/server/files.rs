@@ -1,0 +1,422 @@
+//! A host's repository on the server: DIR/hosts/<host>/ is an ordinary
+//! rewind repository (docs/repository.md). What may be written into it is
+//! checked here: a pack must be named by the BLAKE3 of its bytes and carry a
+//! sound index; an index must be the one its pack ends with; a snapshot must
+//! be a valid manifest of that host whose every tree and chunk is stored.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{self, Manifest};
+use crate::repo::pack;
+use crate::repo::Repo;
+use crate::tree::{ChunkId, Kind};
+
+use super::state::write_atomic;
+
+pub const CONFIG_TEXT: &[u8] = b"rewind repository 1\n";
+
+/// An error with the HTTP status it maps to.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+pub fn refused(status: u16, message: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        message: message.into(),
+    }
+}
+
+impl From<std::io::Error> for Refused {
+    fn from(e: std::io::Error) -> Refused {
+        refused(500, format!("storage error: {e}"))
+    }
+}
+
+/// Host names: what a hostname may be, and a directory name that is safe.
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 64
+        && !host.starts_with(['.', '-'])
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+}
+
+pub fn host_dir(data: &Path, host: &str) -> PathBuf {
+    data.join("hosts").join(host)
+}
+
+/// The files a repository has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoFile {
+    Config,
+    Pack(String),
+    Index(String),
+    Snapshot(String),
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn valid_snapshot_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b':'))
+}
+
+/// Parse a repository file name; anything else (`..`, other directories)
+/// is refused, so a name can never leave the host's directory.
+pub fn parse_name(name: &str) -> Option<RepoFile> {
+    if name == "config" {
+        return Some(RepoFile::Config);
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        ["packs", aa, file] => {
+            let p = file.strip_suffix(".pack")?;
+            (is_hex64(p) && &p[..2] == *aa).then(|| RepoFile::Pack(p.to_string()))
+        }
+        ["index", file] => {
+            let p = file.strip_suffix(".idx")?;
+            is_hex64(p).then(|| RepoFile::Index(p.to_string()))
+        }
+        ["snapshots", file] => {
+            let id = file.strip_suffix(".xml")?;
+            valid_snapshot_id(id).then(|| RepoFile::Snapshot(id.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// A listing prefix: one of the repository's directories, or nothing.
+pub fn valid_prefix(prefix: &str) -> bool {
+    matches!(prefix, "" | "packs/" | "index/" | "snapshots/")
+        || (prefix.len() == 9
+            && prefix.starts_with("packs/")
+            && prefix.ends_with('/')
+            && prefix[6..8].bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Check a pack's bytes against its name; returns its index bytes.
+pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
+    let bad = |why: &str| refused(400, format!("pack {name} refused: {why}"));
+    if crate::probe::disks::hex(blake3::hash(bytes).as_bytes()) != name {
+        return Err(bad("its BLAKE3 is not its name (damaged in transit?)"));
+    }
+    if bytes.len() < 20 || &bytes[..8] != pack::PACK_MAGIC {
+        return Err(bad("not a rewind pack"));
+    }
+    let tail = pack::index_tail_len(&bytes[bytes.len() - 12..]).map_err(|e| bad(&e.to_string()))?;
+    if tail + 8 > bytes.len() {
+        return Err(bad("index longer than the pack"));
+    }
+    let index = &bytes[bytes.len() - tail..];
+    let entries = pack::decode_index(index).map_err(|e| bad(&format!("{e:#}")))?;
+    let body_end = (bytes.len() - tail) as u64;
+    for e in &entries {
+        if e.offset < 8 || e.offset + u64::from(e.stored_len) > body_end {
+            return Err(bad("an index entry points outside the pack"));
+        }
+    }
+    Ok(index.to_vec())
+}
+
+/// Store a pack (and its index). Idempotent: a pack already stored is
+/// left as it is. Returns whether it was new.
+pub fn put_pack(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, Refused> {
+    let index = verify_pack(name, bytes)?;
+    let path = dir.join(format!("packs/{}/{name}.pack", &name[..2]));
+    let idx = dir.join(format!("index/{name}.idx"));
+    if path.exists() {
+        if !idx.exists() {
+            write_atomic(&idx, &index)?;
+        }
+        return Ok(false);
+    }
+    write_atomic(&path, bytes)?;
+    write_atomic(&idx, &index)?;
+    Ok(true)
+}
+
+/// An index is accepted when it is exactly the trailer of its stored pack.
+pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Refused> {
+    let pack_path = dir.join(format!("packs/{}/{name}.pack", &name[..2]));
+    let pack_bytes = std::fs::read(&pack_path)
+        .map_err(|_| refused(409, format!("index {name} refused: upload its pack first")))?;
+    let tail = pack::index_tail_len(&pack_bytes[pack_bytes.len().saturating_sub(12)..])
+        .map_err(|e| refused(500, format!("stored pack {name} is damaged: {e}")))?;
+    if pack_bytes[pack_bytes.len() - tail..] != *bytes {
+        return Err(refused(
+            400,
+            format!("index {name} refused: it is not the index its pack ends with"),
+        ));
+    }
+    let idx = dir.join(format!("index/{name}.idx"));
+    if !idx.exists() {
+        write_atomic(&idx, bytes)?;
+    }
+    Ok(())
+}
+
+pub fn put_config(dir: &Path, bytes: &[u8]) -> Result<(), Refused> {
+    if bytes != CONFIG_TEXT {
+        return Err(refused(400, "unsupported repository version"));
+    }
+    let path = dir.join("config");
+    if !path.exists() {
+        write_atomic(&path, bytes)?;
+    }
+    Ok(())
+}
+
+/// Create a host's repository if it does not exist.
+pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("config");
+    if !path.exists() {
+        write_atomic(&path, CONFIG_TEXT)?;
+    }
+    Ok(())
+}
+
+/// Commit a snapshot: parse and validate it, check that it is this host's,
+/// that its name is its id and that everything it references is stored,
+/// then write it. Committing the same bytes again is a no-op.
+pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<(), Refused> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| refused(400, format!("snapshot {id} refused: not UTF-8")))?;
+    let m = manifest::from_xml(text)
+        .map_err(|e| refused(400, format!("snapshot {id} refused: {e}")))?;
+    if m.snapshot.id != id {
+        return Err(refused(
+            400,
+            format!(
+                "snapshot {id} refused: the manifest's id is {}",
+                m.snapshot.id
+            ),
+        ));
+    }
+    if m.snapshot.host != host {
+        return Err(refused(
+            400,
+            format!(
+                "snapshot {id} refused: it is a snapshot of {}, not of {host}",
+                m.snapshot.host
+            ),
+        ));
+    }
+    let path = dir.join(format!("snapshots/{id}.xml"));
+    if let Ok(existing) = std::fs::read(&path) {
+        return if existing == bytes {
+            Ok(())
+        } else {
+            Err(refused(409, format!("snapshot {id} exists with other content")))
+        };
+    }
+    let repo = Repo::open(dir).map_err(|e| refused(500, format!("{e:#}")))?;
+    check_references(&repo, &m)?;
+    write_atomic(&path, bytes)?;
+    Ok(())
+}
+
+/// Every tree of the snapshot reads, and every chunk its files name is
+/// stored.
+fn check_references(repo: &Repo, m: &Manifest) -> Result<(), Refused> {
+    let missing = |what: String| {
+        refused(
+            409,
+            format!(
+                "snapshot {} refused: {what} is not stored (a prune removed it while the capture ran? run the capture again)",
+                m.snapshot.id
+            ),
+        )
+    };
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    for fs in &m.filesystems {
+        let Some(data) = &fs.data else { continue };
+        let tree = ChunkId::from_hex(&data.tree)
+            .ok_or_else(|| refused(400, format!("malformed tree id {}", data.tree)))?;
+        if repo.location(&tree).is_none() {
+            return Err(missing(format!("the tree of {}", data.from)));
+        }
+        let entries = repo
+            .tree_entries(&tree)
+            .map_err(|e| missing(format!("the tree of {} ({e:#})", data.from)))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| missing(format!("a piece of the tree of {} ({e:#})", data.from)))?;
+            if entry.kind != Kind::File {
+                continue;
+            }
+            for c in &entry.chunks {
+                if seen.insert(c.id) && repo.location(&c.id).is_none() {
+                    return Err(missing(format!(
+                        "chunk {} of {}",
+                        &c.id.to_hex()[..16],
+                        crate::repo::check::join_path(&data.from, &entry.path)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A host's snapshots, oldest first, read straight from its directory.
+pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    let sdir = dir.join("snapshots");
+    let rd = match std::fs::read_dir(&sdir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".xml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(sdir.join(&name))?;
+        match manifest::from_xml(&text) {
+            Ok(m) => out.push(m),
+            Err(e) => eprintln!("rewind: warning: {}: {e}", sdir.join(&name).display()),
+        }
+    }
+    out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));
+    Ok(out)
+}
+
+/// `at=`: the newest snapshot taken at or before `at` (seconds since the
+/// epoch), or the newest of all when `at` is `None` (`latest`). `snaps` are
+/// (time, id) in any order; returns an index into it.
+pub fn select_at(snaps: &[(i64, &str)], at: Option<i64>) -> Option<usize> {
+    snaps
+        .iter()
+        .enumerate()
+        .filter(|(_, (t, _))| at.is_none_or(|at| *t <= at))
+        .max_by(|(_, a), (_, b)| a.cmp(b))
+        .map(|(i, _)| i)
+}
+
+/// Parse an `at=` value: `latest` or an RFC 3339 time. `Err` names the problem.
+pub fn parse_at(at: &str) -> Result<Option<i64>, Refused> {
+    if at == "latest" {
+        return Ok(None);
+    }
+    crate::time::parse_rfc3339(at).map(Some).ok_or_else(|| {
+        refused(
+            400,
+            format!("at={at:?}: give `latest` or an RFC 3339 time (2026-11-25T06:00:00Z)"),
+        )
+    })
+}
+
+/// The snapshot of a host at a point in time.
+pub fn snapshot_at(dir: &Path, at: &str) -> Result<Manifest, Refused> {
+    let at_secs = parse_at(at)?;
+    let all = snapshots(dir)?;
+    let keyed: Vec<(i64, &str)> = all
+        .iter()
+        .map(|m| {
+            (
+                crate::time::parse_rfc3339(&m.snapshot.time).unwrap_or(i64::MIN),
+                m.snapshot.id.as_str(),
+            )
+        })
+        .collect();
+    match select_at(&keyed, at_secs) {
+        Some(i) => Ok(all[i].clone()),
+        None if all.is_empty() => Err(refused(404, "this host has no snapshot yet")),
+        None => Err(refused(
+            404,
+            format!(
+                "no snapshot taken at or before {at} (the oldest is from {})",
+                all[0].snapshot.time
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape_the_repository() {
+        let h = "ab".to_string() + &"0".repeat(62);
+        assert_eq!(
+            parse_name(&format!("packs/ab/{h}.pack")),
+            Some(RepoFile::Pack(h.clone()))
+        );
+        assert_eq!(parse_name(&format!("packs/cd/{h}.pack")), None);
+        assert_eq!(parse_name(&format!("index/{h}.idx")), Some(RepoFile::Index(h.clone())));
+        assert_eq!(
+            parse_name("snapshots/20261125T060000Z-web1.xml"),
+            Some(RepoFile::Snapshot("20261125T060000Z-web1".into()))
+        );
+        for bad in [
+            "../config",
+            "snapshots/../x.xml",
+            "snapshots/.x.xml",
+            "snapshots/a/b.xml",
+            "/etc/passwd",
+            "packs/ab/../../x.pack",
+            "index/ABC.idx",
+            "",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+        assert!(valid_prefix("packs/") && valid_prefix("packs/0f/") && valid_prefix(""));
+        assert!(!valid_prefix("../") && !valid_prefix("packs/../"));
+        assert!(valid_host("web-1.example") && !valid_host("../x") && !valid_host("a/b"));
+        assert!(!valid_host("") && !valid_host(".hidden"));
+    }
+
+    #[test]
+    fn at_picks_the_newest_snapshot_not_after_it() {
+        let t = |s: &str| crate::time::parse_rfc3339(s).unwrap();
+        let snaps = [
+            (t("2026-11-25T06:00:00Z"), "b"),
+            (t("2026-11-24T06:00:00Z"), "a"),
+            (t("2026-11-26T06:00:00Z"), "c"),
+        ];
+        assert_eq!(select_at(&snaps, None), Some(2), "latest");
+        assert_eq!(select_at(&snaps, Some(t("2026-11-25T06:00:00Z"))), Some(0), "exact time");
+        assert_eq!(select_at(&snaps, Some(t("2026-11-25T05:59:59Z"))), Some(1));
+        assert_eq!(select_at(&snaps, Some(t("2026-12-01T00:00:00Z"))), Some(2));
+        assert_eq!(select_at(&snaps, Some(t("2026-11-24T05:00:00Z"))), None, "before all");
+        assert_eq!(select_at(&[], None), None);
+        // Two at the same second: the id breaks the tie, as in listings.
+        let same = [(5, "x-2"), (5, "x")];
+        assert_eq!(select_at(&same, Some(5)), Some(0));
+        assert!(parse_at("latest").unwrap().is_none());
+        assert_eq!(parse_at("bogus").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn packs_are_verified_against_their_names() {
+        let mut b = pack::PackBuilder::new();
+        b.add(ChunkId::of(b"a"), pack::BlobKind::Data, 1, b"xx");
+        let (name, bytes, index, _) = b.finish();
+        let dir = tempfile::tempdir().unwrap();
+        assert!(put_pack(dir.path(), &name, &bytes).unwrap());
+        assert!(!put_pack(dir.path(), &name, &bytes).unwrap(), "idempotent");
+        put_index(dir.path(), &name, &index).unwrap();
+        let mut damaged = bytes.clone();
+        damaged[9] ^= 1;
+        assert_eq!(put_pack(dir.path(), &name, &damaged).unwrap_err().status, 400);
+        let other = "ff".to_string() + &name[2..];
+        assert_eq!(put_pack(dir.path(), &other, &bytes).unwrap_err().status, 400);
+        assert_eq!(put_index(dir.path(), &other, &index).unwrap_err().status, 409);
+        let mut bad_index = index.clone();
+        bad_index[0] ^= 1;
+        assert_eq!(put_index(dir.path(), &name, &bad_index).unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,694 @@
+//! The read side of the data engine: walks one filesystem and describes every
+//! path as an [`Entry`], without reading file contents itself.
+//!
+//! - Depth-first, a directory before its children, children sorted by their
+//!   raw name bytes; paths are relative to the root (the root is the entry
+//!   with an empty path) and kept as raw bytes.
+//! - Never leaves the root's mount: a directory on which something else is
+//!   mounted (its mount id differs from the root's, or, on kernels without
+//!   `STATX_MNT_ID`, its device) is recorded as it is seen from the parent
+//!   (that is, with the metadata and xattrs of the mounted root, which is what
+//!   `lstat` shows), listed in [`WalkStats::mount_points`], and not descended
+//!   into: restore then recreates an empty directory to mount on. A bind mount
+//!   of the same filesystem is a mount point too; an unmounted btrfs
+//!   subvolume is not (it is part of the mount's tree) and is descended into.
+//! - Metadata comes from `statx` without following symlinks or triggering
+//!   automounts; xattrs of every namespace are read with `l*xattr` (through
+//!   `/proc/self/fd/DIR/NAME` so that deep trees do not hit `PATH_MAX`).
+//! - Directories are read with `O_NOATIME`, and [`FileContent::open`] opens
+//!   files with `O_NOATIME`, so a walk changes no atime — except a symlink's:
+//!   the kernel updates it on `readlink`, which has no such flag.
+//! - Regular files are not opened: the caller opens one through
+//!   [`FileContent`] only if it needs its data.
+//! - The second and later paths of an inode with several links get
+//!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
+//!   visitor left in the first path's entry, so a subset restore that does not
+//!   include the first path can still write the content.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
+use rustix::io::Errno;
+
+use crate::tree::{ChunkRef, Entry, Extent, Kind, Time, display_bytes};
+
+/// What a walk saw besides the entries.
+#[derive(Debug, Default, Clone)]
+pub struct WalkStats {
+    /// Entries visited, the root included.
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    /// Entries that are later links to an inode already visited.
+    pub hardlinks: u64,
+    /// Sum of the sizes of regular files (each inode once).
+    pub file_bytes: u64,
+    /// Directories on which another mount sits: recorded, not descended into.
+    pub mount_points: Vec<Vec<u8>>,
+    /// Paths that vanished or changed type during the walk and were skipped.
+    pub warnings: Vec<String>,
+}
+
+/// The error [`FileContent::open`] returns when the file was removed or
+/// replaced since it was listed. When the visitor returns an error that
+/// carries it (propagated with `?` or `.context()`), the walk skips the entry
+/// with a warning instead of failing.
+#[derive(Debug)]
+pub struct Vanished(pub Vec<u8>);
+
+impl std::fmt::Display for Vanished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} vanished or changed during the walk",
+            display_bytes(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for Vanished {}
+
+/// Access to the data of the entry being visited; nothing is opened unless
+/// [`FileContent::open`] is called.
+pub struct FileContent<'a> {
+    /// Parent directory and name of a regular file that is not a later link.
+    file: Option<(BorrowedFd<'a>, &'a CStr)>,
+    path: &'a [u8],
+    ino: u64,
+    size: u64,
+}
+
+impl FileContent<'_> {
+    /// Whether [`FileContent::open`] can be called: a regular file, and not a
+    /// later link to an inode already visited.
+    pub fn is_readable(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Open the file (`O_RDONLY|O_NOFOLLOW|O_NOATIME`, without `O_NOATIME`
+    /// where it is not permitted) and find its data regions below the size
+    /// the walk recorded, with `SEEK_DATA`/`SEEK_HOLE`: a dense file is one
+    /// extent `[0, size)`, a file of holes has none.
+    pub fn open(&self) -> Result<(File, Vec<Extent>)> {
+        let path = || display_bytes(self.path);
+        let (dir, name) = self
+            .file
+            .ok_or_else(|| anyhow!("{}: not a regular file to read", path()))?;
+        // O_NONBLOCK: should a fifo have replaced the file, do not hang on it.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(
+            dir,
+            name,
+            flags | OFlags::NOATIME | OFlags::NONBLOCK,
+            Mode::empty(),
+        ) {
+            Err(Errno::PERM) => {
+                rustix::fs::openat(dir, name, flags | OFlags::NONBLOCK, Mode::empty())
+            }
+            r => r,
+        };
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP | Errno::NXIO) => {
+                return Err(Vanished(self.path.to_vec()).into());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path())),
+        };
+        let st = rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_ino != self.ino {
+            return Err(Vanished(self.path.to_vec()).into());
+        }
+        // O_NONBLOCK stays: it does nothing on a regular file, and clearing
+        // it with F_SETFL would clear O_NOATIME too.
+        let file = File::from(fd);
+        let extents = data_extents(&file, self.size)
+            .with_context(|| format!("cannot find the data regions of {}", path()))?;
+        Ok((file, extents))
+    }
+}
+
+/// The data regions of `file` below `size`, with `SEEK_DATA`/`SEEK_HOLE`; one
+/// extent `[0, size)` where the filesystem cannot tell.
+pub fn data_extents(file: &File, size: u64) -> std::io::Result<Vec<Extent>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // No data at or after pos: the rest is a hole (or the file shrank).
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL | Errno::OPNOTSUPP) if pos == 0 => {
+                return Ok(vec![Extent {
+                    offset: 0,
+                    len: size,
+                }]);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = rustix::fs::seek(file, SeekFrom::Hole(data))?.min(size);
+        out.push(Extent {
+            offset: data,
+            len: hole - data,
+        });
+        pos = hole;
+    }
+    Ok(out)
+}
+
+const READ_BUFFER: usize = 1 << 20;
+
+thread_local! {
+    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Stream the data regions of `file` to `on_data`, in order, through a
+/// buffer of 1 MiB reused across calls on the same thread. Returns the
+/// number of bytes that could not be read because the file shrank meanwhile;
+/// they are passed on as zeros so that the data still matches the extents.
+pub fn read_extents(
+    file: &File,
+    extents: &[Extent],
+    mut on_data: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut buf = BUFFER.take();
+    if buf.len() < READ_BUFFER {
+        buf = vec![0; READ_BUFFER];
+    }
+    let result = (|| {
+        let mut missing = 0;
+        for e in extents {
+            let end = e.offset + e.len;
+            let mut off = e.offset;
+            while off < end {
+                let want = (end - off).min(buf.len() as u64) as usize;
+                let n = match file.read_at(&mut buf[..want], off) {
+                    Ok(0) => {
+                        buf[..want].fill(0);
+                        missing += want as u64;
+                        want
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot read at offset {off}"));
+                    }
+                };
+                on_data(&buf[..n])?;
+                off += n as u64;
+            }
+        }
+        Ok(missing)
+    })();
+    BUFFER.set(buf);
+    result
+}
+
+type Visit<'v> = dyn FnMut(&mut Entry, &FileContent) -> Result<()> + 'v;
+
+/// Walk the filesystem tree at `root` (see the module documentation), calling
+/// `visit` for each entry in order. The visitor may fill `extents` and
+/// `chunks` (and change anything else) before the entry is kept; an error it
+/// returns ends the walk, unless it carries [`Vanished`]. `root` itself may
+/// be a symlink to a directory.
+pub fn walk(root: &Path, visit: &mut Visit<'_>) -> Result<WalkStats> {
+    let shown = || root.display().to_string();
+    let fd = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), true)
+        .with_context(|| format!("cannot open directory {}", shown()))?;
+    let st = stat_fd(&fd).with_context(|| format!("cannot stat {}", shown()))?;
+    let proc_fd = rustix::fs::stat("/proc/self/fd").is_ok();
+    let mut w = Walker {
+        visit,
+        stats: WalkStats::default(),
+        root: root.to_path_buf(),
+        root_mount: st.mount,
+        proc_fd,
+        links: HashMap::new(),
+        path: Vec::new(),
+        list_buf: vec![0; XATTR_MAX],
+        value_buf: vec![0; XATTR_MAX],
+        dirent_buf: Vec::with_capacity(32 << 10),
+        xattr_path: Vec::new(),
+    };
+    let xattrs = read_xattrs(XattrOf::Fd(fd.as_fd()), &mut w.list_buf, &mut w.value_buf)
+        .with_context(|| format!("cannot read the xattrs of {}", shown()))?;
+    let mut entry = st.entry(Vec::new(), xattrs);
+    let content = FileContent {
+        file: None,
+        path: b"",
+        ino: st.ino,
+        size: st.size,
+    };
+    (w.visit)(&mut entry, &content).with_context(|| format!("at {}", shown()))?;
+    w.count(&entry);
+    w.walk_dir(&fd)?;
+    Ok(w.stats)
+}
+
+const XATTR_MAX: usize = 64 << 10; // XATTR_SIZE_MAX and XATTR_LIST_MAX
+
+/// What `statx` told about one path.
+struct Meta {
+    kind: Option<Kind>,
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    atime: Time,
+    mtime: Time,
+    ctime: Time,
+    ino: u64,
+    size: u64,
+    rdev: u64,
+    /// Mount id, or the device number where statx cannot tell it.
+    mount: (bool, u64),
+    dev: u64,
+}
+
+impl Meta {
+    fn entry(&self, path: Vec<u8>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Entry {
+        Entry {
+            path,
+            kind: self.kind.unwrap_or(Kind::File),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            atime: self.atime,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            ino: self.ino,
+            size: self.size,
+            rdev: self.rdev,
+            link_target: Vec::new(),
+            hardlink_to: None,
+            xattrs,
+            extents: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+}
+
+fn kind_of(mode: u32) -> Option<Kind> {
+    Some(match FileType::from_raw_mode(mode) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::CharacterDevice => Kind::CharDevice,
+        FileType::BlockDevice => Kind::BlockDevice,
+        FileType::Socket => Kind::Socket,
+        _ => return None,
+    })
+}
+
+fn stat_at(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Result<Meta> {
+    let flags = flags | AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+    match rustix::fs::statx(
+        dir,
+        name,
+        flags,
+        StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+    ) {
+        Ok(s) => {
+            let t = |t: rustix::fs::StatxTimestamp| Time {
+                sec: t.tv_sec,
+                nsec: t.tv_nsec,
+            };
+            let dev = rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor);
+            let has_mnt = s.stx_mask & StatxFlags::MNT_ID.bits() != 0;
+            let mode = u32::from(s.stx_mode);
+            Ok(Meta {
+                kind: kind_of(mode),
+                mode: mode & 0o7777,
+                nlink: s.stx_nlink,
+                uid: s.stx_uid,
+                gid: s.stx_gid,
+                atime: t(s.stx_atime),
+                mtime: t(s.stx_mtime),
+                ctime: t(s.stx_ctime),
+                ino: s.stx_ino,
+                size: s.stx_size,
+                rdev: rustix::fs::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+                mount: if has_mnt {
+                    (true, s.stx_mnt_id)
+                } else {
+                    (false, dev)
+                },
+                dev,
+            })
+        }
+        // Kernels before 4.11.
+        Err(Errno::NOSYS) => {
+            let s = rustix::fs::statat(dir, name, flags)?;
+            let mode = s.st_mode;
+            let nsec = |n: i64| n as u32;
+            Ok(Meta {
+                kind: kind_of(mode),
+                mode: mode & 0o7777,
+                nlink: s.st_nlink as u32,
+                uid: s.st_uid,
+                gid: s.st_gid,
+                atime: Time {
+                    sec: s.st_atime,
+                    nsec: nsec(s.st_atime_nsec as i64),
+                },
+                mtime: Time {
+                    sec: s.st_mtime,
+                    nsec: nsec(s.st_mtime_nsec as i64),
+                },
+                ctime: Time {
+                    sec: s.st_ctime,
+                    nsec: nsec(s.st_ctime_nsec as i64),
+                },
+                ino: s.st_ino,
+                size: s.st_size as u64,
+                rdev: s.st_rdev,
+                mount: (false, s.st_dev),
+                dev: s.st_dev,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn stat_fd(fd: &OwnedFd) -> rustix::io::Result<Meta> {
+    stat_at(fd.as_fd(), c"", AtFlags::EMPTY_PATH)
+}
+
+/// Open a directory for reading without following a symlink at its name
+/// (unless `follow`) and without updating its atime where permitted.
+fn open_dir(dir: BorrowedFd<'_>, name: &[u8], follow: bool) -> rustix::io::Result<OwnedFd> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        r => r,
+    }
+}
+
+/// Where xattrs are read from.
+#[derive(Clone, Copy)]
+enum XattrOf<'a> {
+    Fd(BorrowedFd<'a>),
+    /// A path whose last component is not followed.
+    Path(&'a CStr),
+}
+
+/// All xattrs of an object, sorted by name; none where the filesystem has
+/// no xattr support.
+fn read_xattrs(
+    of: XattrOf<'_>,
+    list: &mut [u8],
+    value: &mut [u8],
+) -> rustix::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let n = match of {
+        XattrOf::Fd(fd) => rustix::fs::flistxattr(fd, &mut *list),
+        XattrOf::Path(p) => rustix::fs::llistxattr(p, &mut *list),
+    };
+    let n = match n {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in list[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let got = match of {
+            XattrOf::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut *value),
+            XattrOf::Path(p) => rustix::fs::lgetxattr(p, name, &mut *value),
+        };
+        match got {
+            Ok(len) => out.push((name.to_vec(), value[..len].to_vec())),
+            // Removed since it was listed.
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+struct LinkInfo {
+    path: Vec<u8>,
+    extents: Vec<Extent>,
+    chunks: Vec<ChunkRef>,
+}
+
+struct Walker<'v, 'w> {
+    visit: &'w mut Visit<'v>,
+    stats: WalkStats,
+    root: PathBuf,
+    root_mount: (bool, u64),
+    /// Whether /proc/self/fd can name objects for the xattr calls.
+    proc_fd: bool,
+    /// First path of every inode with several links seen so far.
+    links: HashMap<(u64, u64), LinkInfo>,
+    /// Path of the directory being read, then of the current entry.
+    path: Vec<u8>,
+    list_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    dirent_buf: Vec<u8>,
+    xattr_path: Vec<u8>,
+}
+
+impl Walker<'_, '_> {
+    fn shown(&self) -> String {
+        display_bytes(&self.path)
+    }
+
+    fn warn(&mut self, what: &str) {
+        let msg = format!("{}: {what}; skipped", self.shown());
+        self.stats.warnings.push(msg);
+    }
+
+    fn count(&mut self, e: &Entry) {
+        self.stats.entries += 1;
+        match e.kind {
+            Kind::Dir => self.stats.dirs += 1,
+            Kind::File if e.hardlink_to.is_none() => {
+                self.stats.files += 1;
+                self.stats.file_bytes += e.size;
+            }
+            _ => {}
+        }
+        if e.hardlink_to.is_some() {
+            self.stats.hardlinks += 1;
+        }
+    }
+
+    /// The sorted names in a directory.
+    fn read_names(&mut self, dir: &OwnedFd) -> Result<Vec<CString>> {
+        let mut names = Vec::new();
+        let mut it = rustix::fs::RawDir::new(dir, self.dirent_buf.spare_capacity_mut());
+        while let Some(e) = it.next() {
+            let e =
+                e.with_context(|| format!("cannot read directory {}", display_bytes(&self.path)))?;
+            let name = e.file_name();
+            if name != c"." && name != c".." {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort_unstable_by(|a, b| a.to_bytes().cmp(b.to_bytes()));
+        Ok(names)
+    }
+
+    /// A path that names `name` in `dir` for the l*xattr calls.
+    fn xattr_path(&mut self, dir: BorrowedFd<'_>, name: &CStr) -> CString {
+        use std::os::fd::AsRawFd;
+        let p = &mut self.xattr_path;
+        p.clear();
+        if self.proc_fd {
+            p.extend_from_slice(format!("/proc/self/fd/{}/", dir.as_raw_fd()).as_bytes());
+            p.extend_from_slice(name.to_bytes());
+        } else {
+            p.extend_from_slice(self.root.as_os_str().as_bytes());
+            p.push(b'/');
+            p.extend_from_slice(&self.path);
+        }
+        CString::new(p.as_slice()).expect("no NUL in a path")
+    }
+
+    fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
+        let names = self.read_names(dir)?;
+        let base = self.path.len();
+        for name in &names {
+            self.path.truncate(base);
+            if base > 0 {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(name.to_bytes());
+            self.child(dir, name)?;
+        }
+        self.path.truncate(base);
+        Ok(())
+    }
+
+    fn child(&mut self, dir: &OwnedFd, name: &CStr) -> Result<()> {
+        let meta = match stat_at(dir.as_fd(), name, AtFlags::empty()) {
+            Ok(m) => m,
+            Err(Errno::NOENT) => {
+                self.warn("vanished");
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", self.shown())),
+        };
+        let Some(kind) = meta.kind else {
+            self.warn("unknown file type");
+            return Ok(());
+        };
+        if kind == Kind::Dir {
+            return self.child_dir(dir, name, meta);
+        }
+        let xpath = self.xattr_path(dir.as_fd(), name);
+        let xattrs = match read_xattrs(
+            XattrOf::Path(&xpath),
+            &mut self.list_buf,
+            &mut self.value_buf,
+        ) {
+            Ok(x) => x,
+            Err(Errno::NOENT) => {
+                self.warn("vanished");
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read the xattrs of {}", self.shown()));
+            }
+        };
+        let mut entry = meta.entry(self.path.clone(), xattrs);
+        if kind == Kind::Symlink {
+            entry.link_target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                Ok(t) => t.into_bytes(),
+                Err(Errno::NOENT | Errno::INVAL) => {
+                    self.warn("vanished or changed type");
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read symlink {}", self.shown()));
+                }
+            };
+        }
+        let key = (meta.dev, meta.ino);
+        let mut readable = kind == Kind::File;
+        if meta.nlink > 1
+            && let Some(first) = self.links.get(&key)
+        {
+            entry.hardlink_to = Some(first.path.clone());
+            entry.extents = first.extents.clone();
+            entry.chunks = first.chunks.clone();
+            readable = false;
+        }
+        let path = self.path.clone();
+        let content = FileContent {
+            file: readable.then_some((dir.as_fd(), name)),
+            path: &path,
+            ino: meta.ino,
+            size: meta.size,
+        };
+        if !self.visited(&mut entry, &content)? {
+            return Ok(());
+        }
+        if meta.nlink > 1 && entry.hardlink_to.is_none() {
+            let info = LinkInfo {
+                path: entry.path.clone(),
+                extents: entry.extents.clone(),
+                chunks: entry.chunks.clone(),
+            };
+            self.links.insert(key, info);
+        }
+        Ok(())
+    }
+
+    /// Call the visitor; false when it found the entry vanished.
+    fn visited(&mut self, entry: &mut Entry, content: &FileContent) -> Result<bool> {
+        match (self.visit)(entry, content) {
+            Ok(()) => {
+                self.count(entry);
+                Ok(true)
+            }
+            Err(e) if e.downcast_ref::<Vanished>().is_some() => {
+                self.warn("vanished or changed during the walk");
+                Ok(false)
+            }
+            Err(e) => Err(e.context(format!("at {}", self.shown()))),
+        }
+    }
+
+    fn child_dir(&mut self, dir: &OwnedFd, name: &CStr, meta: Meta) -> Result<()> {
+        if meta.mount != self.root_mount {
+            // A mount point: record it as seen, do not descend.
+            let xpath = self.xattr_path(dir.as_fd(), name);
+            let xattrs = read_xattrs(
+                XattrOf::Path(&xpath),
+                &mut self.list_buf,
+                &mut self.value_buf,
+            )
+            .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?;
+            let mut entry = meta.entry(self.path.clone(), xattrs);
+            let path = self.path.clone();
+            let content = FileContent {
+                file: None,
+                path: &path,
+                ino: meta.ino,
+                size: meta.size,
+            };
+            if self.visited(&mut entry, &content)? {
+                self.stats.mount_points.push(self.path.clone());
+            }
+            return Ok(());
+        }
+        let fd = match open_dir(dir.as_fd(), name.to_bytes(), false) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
+                self.warn("vanished or changed type");
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open directory {}", self.shown()));
+            }
+        };
+        // Metadata of what was opened, in case it changed since the listing.
+        let meta = stat_fd(&fd).with_context(|| format!("cannot stat {}", self.shown()))?;
+        if meta.mount != self.root_mount {
+            self.warn("became a mount point during the walk");
+            return Ok(());
+        }
+        let xattrs = read_xattrs(
+            XattrOf::Fd(fd.as_fd()),
+            &mut self.list_buf,
+            &mut self.value_buf,
+        )
+        .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?;
+        let mut entry = meta.entry(self.path.clone(), xattrs);
+        let path = self.path.clone();
+        let content = FileContent {
+            file: None,
+            path: &path,
+            ino: meta.ino,
+            size: meta.size,
+        };
+        if self.visited(&mut entry, &content)? {
+            self.walk_dir(&fd)?;
+        }
+        Ok(())
+    }
+}
+
+/// `root` joined with a walk path, for messages and tests.
+pub fn join(root: &Path, path: &[u8]) -> PathBuf {
+    if path.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(path))
+    }
+}
