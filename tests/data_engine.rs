@@ -477,3 +477,73 @@ fn killed_capture_leaves_earlier_snapshots_intact() {
     restore(&repo, &snap2, &fs, &out2);
     assert_same_tree(&fs.mount.point, &out2);
 }
+
+#[test]
+fn only_limits_the_capture_to_the_named_filesystems() {
+    if !root_or_skip("only_limits_the_capture_to_the_named_filesystems") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let disk = LoopDisk::new(
+        dir.path(),
+        "two.img",
+        96,
+        "label: gpt\nstart=2048, size=65536, type=linux\nstart=67584, type=linux\n",
+    );
+    sh("mkfs.ext4", &["-q", "-F", &disk.part(1)]);
+    sh("mkfs.ext4", &["-q", "-F", &disk.part(2)]);
+    let a = Mounted::new(&disk.part(1), &dir.path().join("a"), &[]);
+    let b = Mounted::new(&disk.part(2), &dir.path().join("b"), &[]);
+    std::fs::write(a.point.join("in-a"), b"a").unwrap();
+    std::fs::write(b.point.join("in-b"), b"b").unwrap();
+    let (pa, pb) = (a.point.to_str().unwrap(), b.point.to_str().unwrap());
+
+    rewind_ok(&[
+        "capture",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--disk",
+        &disk.dev,
+        "--only",
+        pb,
+    ]);
+    let snap = latest(&repo);
+    let manifest = rewind::manifest::load(&repo.join(format!("snapshots/{snap}.xml"))).unwrap();
+    let with_data: Vec<&str> = manifest
+        .filesystems
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .map(|d| d.from.as_str())
+        .collect();
+    assert_eq!(with_data, [pb], "only {pb} was backed up");
+    assert_eq!(
+        manifest.filesystems.len(),
+        2,
+        "the manifest still records both filesystems"
+    );
+    let failed = rewind_fails(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap,
+        "--fs",
+        pa,
+        "--target",
+        "/tmp/unused",
+    ]);
+    assert!(
+        failed.contains("has no data for a filesystem mounted at"),
+        "{failed}"
+    );
+    let bad = rewind_fails(&[
+        "capture",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--disk",
+        &disk.dev,
+        "--only",
+        "/nowhere",
+    ]);
+    assert!(bad.contains("--only /nowhere"), "{bad}");
+}
