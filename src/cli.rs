@@ -10,7 +10,7 @@ use crate::capture::CaptureOptions;
 use crate::catalog;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
-use crate::repo::{Repo, check};
+use crate::repo::check;
 use crate::restore::RestoreOptions;
 
 #[derive(Parser, Debug)]
@@ -44,9 +44,6 @@ pub enum Command {
     Snapshots {
         #[command(flatten)]
         repo: RepoArg,
-        /// Only this host's snapshots.
-        #[arg(long)]
-        host: Option<String>,
     },
     /// List a directory (or show a file) of a snapshot.
     Ls {
@@ -64,8 +61,6 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArg,
         pattern: String,
-        #[arg(long)]
-        host: Option<String>,
     },
     /// Restore a filesystem of a snapshot, or some of its files, into a directory.
     #[command(after_help = "Examples:\n  \
@@ -85,9 +80,6 @@ pub enum Command {
         /// Only these paths (absolute on the captured machine, or relative to
         /// the filesystem) and what is below them.
         paths: Vec<PathBuf>,
-        /// With `latest` or a prefix: only this host's snapshots.
-        #[arg(long)]
-        host: Option<String>,
     },
     /// Verify every pack and chunk of a repository, and name the files that
     /// damage affects.
@@ -95,19 +87,23 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArg,
     },
+    /// Run the recovery server.
+    Serve(crate::server::ServeArgs),
+    /// Arm (or cancel) a recovery of a host to a point in time.
+    Request(crate::client::commands::RequestArgs),
+    /// Show recovery requests: armed, running (stage, bytes, rate), finished.
+    Status(crate::client::commands::StatusArgs),
+    /// Create, list and revoke the server's tokens.
+    #[command(subcommand)]
+    Token(crate::client::commands::TokenCommand),
+    /// Forget snapshots by a retention policy (their data goes at the next prune).
+    Forget(crate::client::commands::ForgetArgs),
+    /// Remove the data no snapshot references.
+    Prune(crate::client::commands::PruneArgs),
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct RepoArg {
-    /// The repository directory.
-    #[arg(
-        id = "repo_dir",
-        long = "repo",
-        env = "REWIND_REPO",
-        value_name = "DIR"
-    )]
-    pub dir: PathBuf,
-}
+/// A repository directory, or a host's repository on a server.
+pub use crate::client::RepoArg;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -124,7 +120,7 @@ pub struct CaptureArgs {
     #[arg(long, env = "REWIND_REPO", value_name = "DIR")]
     pub repo: Option<PathBuf>,
     /// Back up only the filesystem mounted here; repeatable.
-    #[arg(long, value_name = "MOUNTPOINT", requires = "repo")]
+    #[arg(long, value_name = "MOUNTPOINT")]
     pub only: Vec<PathBuf>,
     /// Where to write the manifest; `-` is standard output.
     #[arg(short, long, value_name = "FILE", default_value = "-")]
@@ -136,6 +132,9 @@ pub struct CaptureArgs {
     /// The host name the snapshot is filed under (default: the system's).
     #[arg(long)]
     pub host: Option<String>,
+    /// Or back up to a recovery server (into the host's repository there).
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,8 +152,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Capture(args) => capture(args),
         Command::Plan(args) => crate::layout::plan_command(args),
         Command::Recreate(args) => crate::layout::recreate_command(args),
-        Command::Snapshots { repo, host } => {
-            let repo = Repo::open(&repo.dir)?;
+        Command::Snapshots { repo } => {
+            let host = repo.host.clone();
+            let repo = repo.open()?;
             let snaps = repo.snapshots()?;
             let shown: Vec<_> = snaps
                 .iter()
@@ -173,8 +173,9 @@ pub fn run(cli: Cli) -> Result<()> {
             snapshot,
             path,
         } => {
-            let repo = Repo::open(&repo.dir)?;
-            let m = repo.find_snapshot(&snapshot, None)?;
+            let host = repo.host.clone();
+            let repo = repo.open()?;
+            let m = repo.find_snapshot(&snapshot, host.as_deref())?;
             let n = catalog::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
             if n == 0 {
                 bail!(
@@ -184,12 +185,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Find {
-            repo,
-            pattern,
-            host,
-        } => {
-            let repo = Repo::open(&repo.dir)?;
+        Command::Find { repo, pattern } => {
+            let host = repo.host.clone();
+            let repo = repo.open()?;
             let n = catalog::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
             if n == 0 {
                 bail!("no snapshot holds a path matching {pattern:?}");
@@ -202,10 +200,15 @@ pub fn run(cli: Cli) -> Result<()> {
             fs,
             target,
             paths,
-            host,
-        } => restore_cmd(&repo.dir, &snapshot, &fs, &target, &paths, host.as_deref()),
+        } => restore_cmd(&repo, &snapshot, &fs, &target, &paths),
+        Command::Serve(args) => crate::server::serve_command(args),
+        Command::Request(args) => crate::client::commands::request_command(args),
+        Command::Status(args) => crate::client::commands::status_command(args),
+        Command::Token(cmd) => crate::client::commands::token_command(cmd),
+        Command::Forget(args) => crate::client::commands::forget_command(args),
+        Command::Prune(args) => crate::client::commands::prune_command(args),
         Command::Check { repo } => {
-            let repo = Repo::open(&repo.dir)?;
+            let repo = repo.open()?;
             let report = check::check(&repo, |done, total| {
                 if total > 0 && (done % 64 == 0 || done == total) {
                     eprint!("\rrewind: checking packs {done}/{total}");
@@ -252,14 +255,18 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn capture(args: CaptureArgs) -> Result<()> {
+    let mut host = args.host;
+    let repo = match args.manifest_only {
+        true => None,
+        false => crate::client::capture_repo(args.repo.as_deref(), &args.server, &mut host)?,
+    };
     let probe_opts = ProbeOptions {
         disks: args.disks,
-        host: args.host,
+        host,
         ..ProbeOptions::default()
     };
-    if let Some(dir) = args.repo {
+    if let Some(mut repo) = repo {
         let started = std::time::Instant::now();
-        let mut repo = Repo::init(&dir)?;
         let report = crate::capture::capture(
             &mut repo,
             &CaptureOptions {
@@ -291,9 +298,12 @@ fn capture(args: CaptureArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if !args.only.is_empty() {
+        bail!("--only backs up to a repository: give --repo DIR or --server URL");
+    }
     if !args.manifest_only {
         bail!(
-            "say where the data goes with --repo DIR, or record the configuration only with --manifest-only"
+            "say where the data goes with --repo DIR or --server URL, or record the configuration only with --manifest-only"
         );
     }
     let probed = probe::probe(&probe_opts)?;
@@ -319,14 +329,14 @@ fn capture(args: CaptureArgs) -> Result<()> {
 }
 
 fn restore_cmd(
-    repo_dir: &Path,
+    repo: &RepoArg,
     snapshot: &str,
     fs_mount: &str,
     target: &Path,
     paths: &[PathBuf],
-    host: Option<&str>,
 ) -> Result<()> {
-    let repo = Repo::open(repo_dir)?;
+    let host = repo.host.as_deref();
+    let repo = repo.open()?;
     let m = repo.find_snapshot(snapshot, host)?;
     let fs = m
         .filesystems

@@ -4,12 +4,14 @@
 pub mod capture;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod layout;
 pub mod manifest;
 pub mod probe;
 pub mod repo;
 pub mod restore;
+pub mod server;
 pub mod time;
 pub mod tree;
 pub mod walk;

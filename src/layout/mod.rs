@@ -127,16 +127,16 @@ pub fn make_plan(args: &LayoutArgs, target_root: &Path) -> Result<Plan> {
 
 /// `rewind plan`.
 pub fn plan_command(args: PlanArgs) -> Result<()> {
+    use std::io::Write;
     let plan = make_plan(&args.layout, &args.target_root)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).context("cannot render the plan as JSON")?
-        );
+    let text = if args.json {
+        serde_json::to_string_pretty(&plan).context("cannot render the plan as JSON")? + "\n"
     } else {
-        print!("{plan}");
-    }
-    Ok(())
+        plan.to_string()
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("cannot write to standard output")
 }
 
 /// `rewind recreate`.

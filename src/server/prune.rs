@@ -185,7 +185,9 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
     if let Ok(rd) = std::fs::read_dir(&retired) {
         for e in rd.flatten() {
             let p = e.path();
-            if file_age(&p)? >= grace && !retired_just_now(&p, &to_retire) {
+            // Packs retired just now are as old as the grace period only
+            // when it is zero (a prune the operator knows runs alone).
+            if file_age(&p)? >= grace {
                 std::fs::remove_file(&p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;
                 report.retired_deleted += 1;
@@ -194,11 +196,6 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
     }
     report.bytes_after = dir_bytes(dir);
     Ok(report)
-}
-
-fn retired_just_now(p: &Path, names: &[String]) -> bool {
-    p.file_stem()
-        .is_some_and(|s| names.iter().any(|n| s.to_string_lossy() == *n))
 }
 
 fn write_pack(dir: &Path, builder: PackBuilder) -> Result<()> {

@@ -17,9 +17,20 @@ fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
     p
 }
 
+/// sfdisk needs no root on image files, but lives in /usr/sbin, which a
+/// user's PATH on Debian lacks.
+fn sfdisk_bin() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("sfdisk"))
+        .find(|p| p.is_file())
+        .expect("sfdisk (fdisk package) is needed for this test")
+}
+
 fn sfdisk(img: &Path, script: &str) {
     use std::io::Write as _;
-    let mut child = Command::new("sfdisk")
+    let mut child = Command::new(sfdisk_bin())
         .args(["--quiet", "--no-reread", "--no-tell-kernel"])
         .arg(img)
         .stdin(Stdio::piped())
@@ -40,7 +51,7 @@ fn sfdisk(img: &Path, script: &str) {
 
 /// `sfdisk --dump`, with the image's path made neutral.
 fn dump(img: &Path) -> String {
-    let out = Command::new("sfdisk")
+    let out = Command::new(sfdisk_bin())
         .arg("--dump")
         .arg(img)
         .output()
@@ -197,7 +208,7 @@ fn gpt_boot_code_and_bigger_disk() {
     let got = dump(&copy);
     let want = dump(&orig).replace("last-lba: 131038", &format!("last-lba: {}", sectors - 34));
     assert_eq!(got, want);
-    let out = Command::new("sfdisk")
+    let out = Command::new(sfdisk_bin())
         .arg("--verify")
         .arg(&copy)
         .output()

@@ -1,0 +1,327 @@
+//! Operator commands against a server (`request`, `status`, `token`) and
+//! retention (`forget`, `prune`) against a server or a local repository.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{RepoArg, ServerArgs};
+use crate::catalog::human_bytes;
+use crate::server::forget::{self, Policy};
+use crate::server::prune;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    rewind request web1 --at 2026-11-25T06:00:00Z   arm a recovery of web1 to that time\n  \
+    rewind request web1                             ... to its latest snapshot\n  \
+    rewind request web1 --cancel                    disarm it")]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The host to recover.
+    pub host: String,
+    /// The point in time: the newest snapshot taken at or before it is
+    /// restored (RFC 3339, or `latest`).
+    #[arg(long, default_value = "latest", value_name = "TIME")]
+    pub at: String,
+    /// Cancel the host's armed or running request instead.
+    #[arg(long, conflicts_with = "at")]
+    pub cancel: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Only this host's requests.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Also show finished requests older than the last of each host.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a token: for a host (reads and writes only that host's
+    /// repository) or, with --boot, for boot scripts. Printed once.
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The host the token is for.
+        #[arg(required_unless_present = "boot")]
+        host: Option<String>,
+        /// A boot token: fetches iPXE scripts and boot assets, identifies
+        /// hosts by MAC address.
+        #[arg(long, conflicts_with = "host")]
+        boot: bool,
+        /// A note kept with the token.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List tokens (ids and scopes; secrets are not kept).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    rewind forget --repo /srv/r --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  \
+    rewind forget --server URL --token ADMIN --keep-last 10 --host web1 --dry-run")]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub policy: Policy,
+    /// Show what would be forgotten, forget nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Leave packs younger than this alone (a capture still running may be
+    /// about to reference them): 90s, 30m, 6h, 2d.
+    #[arg(long, default_value = crate::server::api::DEFAULT_GRACE)]
+    pub grace: String,
+    /// Show what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn request_command(args: RequestArgs) -> Result<()> {
+    let client = args.server.client()?;
+    if args.cancel {
+        let list = client.get_json(&format!("/v1/requests?host={}", args.host))?;
+        let active: Vec<&Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| matches!(str_of(r, "state"), "armed" | "running"))
+            .collect();
+        if active.is_empty() {
+            bail!("{} has no armed or running recovery request", args.host);
+        }
+        for r in active {
+            client.delete(&format!("/v1/requests/{}", str_of(r, "id")))?;
+            println!("cancelled {} ({} of {})", str_of(r, "id"), str_of(r, "state"), args.host);
+        }
+        return Ok(());
+    }
+    let answer = client.post_json(&format!("/v1/hosts/{}/requests", args.host), &json!({ "at": args.at }))?;
+    let r = &answer["request"];
+    println!(
+        "armed {} : recover {} to snapshot {} (taken {})",
+        str_of(r, "id"),
+        args.host,
+        str_of(r, "snapshot"),
+        str_of(r, "snapshot_time")
+    );
+    println!("recovery token (this request only): {}", str_of(&answer, "token"));
+    println!(
+        "netboot: chain {}/boot/ipxe?mac=${{net0/mac}}&token=BOOT_TOKEN   (rewind token create --boot)",
+        client.base
+    );
+    Ok(())
+}
+
+fn describe_progress(r: &Value) -> String {
+    let Some(p) = r.get("progress").filter(|p| !p.is_null()) else {
+        return String::new();
+    };
+    let done = p["bytes_done"].as_u64().unwrap_or(0);
+    let total = p["bytes_total"].as_u64().unwrap_or(0);
+    let rate = p["rate"].as_f64().unwrap_or(0.0);
+    let mut s = str_of(p, "stage").to_string();
+    if total > 0 {
+        s.push_str(&format!(
+            " {} / {} ({}%)",
+            human_bytes(done),
+            human_bytes(total),
+            done * 100 / total
+        ));
+    } else if done > 0 {
+        s.push_str(&format!(" {}", human_bytes(done)));
+    }
+    if rate > 0.0 {
+        s.push_str(&format!(" at {}/s", human_bytes(rate as u64)));
+    }
+    let msg = str_of(p, "message");
+    if !msg.is_empty() {
+        s.push_str(&format!(" - {msg}"));
+    }
+    s
+}
+
+pub fn status_command(args: StatusArgs) -> Result<()> {
+    let client = args.server.client()?;
+    let path = match &args.host {
+        Some(h) => format!("/v1/requests?host={h}"),
+        None => "/v1/requests".to_string(),
+    };
+    let list = client.get_json(&path)?;
+    let all: Vec<&Value> = list.as_array().into_iter().flatten().collect();
+    // By default: every active request, and the last finished one of each host.
+    let shown: Vec<&Value> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            args.all
+                || matches!(str_of(r, "state"), "armed" | "running")
+                || !all[i + 1..].iter().any(|later| str_of(later, "host") == str_of(r, "host"))
+        })
+        .map(|(_, r)| *r)
+        .collect();
+    if shown.is_empty() {
+        println!("no recovery requests");
+        return Ok(());
+    }
+    println!("{:<16} {:<16} {:<10} {:<22} DETAILS", "REQUEST", "HOST", "STATE", "SNAPSHOT TIME");
+    for r in shown {
+        let details = match str_of(r, "state") {
+            "running" => describe_progress(r),
+            "armed" => format!("since {}", str_of(r, "created")),
+            _ => format!("{} ({})", r["result"].as_str().unwrap_or(""), str_of(r, "updated")),
+        };
+        println!(
+            "{:<16} {:<16} {:<10} {:<22} {details}",
+            str_of(r, "id"),
+            str_of(r, "host"),
+            str_of(r, "state"),
+            str_of(r, "snapshot_time")
+        );
+    }
+    Ok(())
+}
+
+pub fn token_command(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Create { server, host, boot, note } => {
+            let client = server.client()?;
+            let body = match host {
+                Some(h) if !boot => json!({ "host": h, "note": note }),
+                _ => json!({ "boot": true, "note": note }),
+            };
+            let answer = client.post_json("/v1/tokens", &body)?;
+            println!("{}", str_of(&answer, "token"));
+            eprintln!("rewind: token {} created; it is shown only now", str_of(&answer, "id"));
+            Ok(())
+        }
+        TokenCommand::List { server } => {
+            let list = server.client()?.get_json("/v1/tokens")?;
+            for t in list.as_array().into_iter().flatten() {
+                let scope = &t["scope"];
+                let what = match str_of(scope, "kind") {
+                    "host" => format!("host {}", str_of(scope, "host")),
+                    "recovery" => format!("recovery {} of {}", str_of(scope, "request"), str_of(scope, "host")),
+                    k => k.to_string(),
+                };
+                println!("{}  {:<32} {}  {}", str_of(t, "id"), what, str_of(t, "created"), str_of(t, "note"));
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { server, id } => {
+            server.client()?.delete(&format!("/v1/tokens/{id}"))?;
+            println!("revoked {id}");
+            Ok(())
+        }
+    }
+}
+
+fn print_decisions(host: &str, decisions: &[forget::Decision], dry_run: bool) {
+    let gone = decisions.iter().filter(|d| !d.keep).count();
+    println!(
+        "{host}: keeping {} of {} snapshots, {} {gone}",
+        decisions.len() - gone,
+        decisions.len(),
+        if dry_run { "would forget" } else { "forgot" }
+    );
+    for d in decisions {
+        if d.keep {
+            println!("  keep   {}  {}  ({})", d.time, d.id, d.reasons.join(", "));
+        } else {
+            println!("  forget {}  {}", d.time, d.id);
+        }
+    }
+}
+
+pub fn forget_command(args: ForgetArgs) -> Result<()> {
+    if args.policy.is_empty() {
+        bail!("give at least one --keep-last/--keep-daily/--keep-weekly/--keep-monthly: an empty policy would forget every snapshot");
+    }
+    if let Some(dir) = &args.repo.dir {
+        let repo = crate::repo::Repo::open(dir)?;
+        let result = forget::forget(&repo, &args.policy, args.repo.host.as_deref(), args.dry_run)?;
+        for (host, decisions) in &result {
+            print_decisions(host, decisions, args.dry_run);
+        }
+        if !args.dry_run {
+            eprintln!("rewind: the forgotten snapshots' data goes at the next `rewind prune`");
+        }
+        return Ok(());
+    }
+    let client = args.repo.server.client()?;
+    let answer = client.post_json(
+        "/v1/forget",
+        &json!({ "policy": args.policy, "host": args.repo.host, "dry_run": args.dry_run }),
+    )?;
+    let hosts = answer["hosts"].as_object().context("unexpected answer from the server")?;
+    for (host, decisions) in hosts {
+        let decisions: Vec<forget::Decision> = serde_json::from_value(decisions.clone())?;
+        print_decisions(host, &decisions, args.dry_run);
+    }
+    Ok(())
+}
+
+fn print_prune(host: &str, r: &prune::PruneReport, dry_run: bool) {
+    let verb = if dry_run { "would retire" } else { "retired" };
+    println!(
+        "{host}: {} snapshots; {} packs: {} kept, {} too young, {verb} {} unused and repacked {} into {}; {} retired packs deleted; {} -> {}",
+        r.snapshots,
+        r.packs_before,
+        r.packs_kept,
+        r.packs_young,
+        r.packs_retired,
+        r.packs_repacked,
+        r.packs_written,
+        r.retired_deleted,
+        human_bytes(r.bytes_before),
+        human_bytes(r.bytes_after)
+    );
+}
+
+pub fn prune_command(args: PruneArgs) -> Result<()> {
+    let grace: Duration = prune::parse_duration(&args.grace)?;
+    if let Some(dir) = &args.repo.dir {
+        let r = prune::prune(dir, grace, args.dry_run)?;
+        print_prune(&dir.display().to_string(), &r, args.dry_run);
+        return Ok(());
+    }
+    let client = args.repo.server.client()?;
+    let answer = client.post_json(
+        "/v1/prune",
+        &json!({ "grace": args.grace, "host": args.repo.host, "dry_run": args.dry_run }),
+    )?;
+    let hosts = answer["hosts"].as_object().context("unexpected answer from the server")?;
+    for (host, report) in hosts {
+        let r: prune::PruneReport = serde_json::from_value(report.clone())?;
+        print_prune(host, &r, args.dry_run);
+    }
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! The client side of the recovery server: an HTTP(S) client with a pinned
+//! certificate (or a given CA, never the platform's store: the recovery
+//! image has none) that retries with exponential backoff, an [`HttpBackend`]
+//! so that `Repo` (capture, restore, snapshots, ls, find, check) works
+//! against a server as against a directory, and the operator commands.
+//!
+//! reqwest's blocking client runs its own runtime thread; it must never be
+//! called from async code (the server never does).
+
+pub mod commands;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::StatusCode;
+use reqwest::blocking::{RequestBuilder, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::repo::Repo;
+use crate::repo::backend::Backend;
+
+/// How long calls keep retrying a server that is down, by default.
+const RETRY_FOR: Duration = Duration::from_secs(300);
+const MAX_DELAY: Duration = Duration::from_secs(8);
+
+/// Where the server is and how to trust it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// The recovery server's URL, instead of a repository directory
+    /// (`https://backup.example:8443`).
+    #[arg(long, env = "REWIND_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for the server (`rewind token create HOST` makes one).
+    #[arg(long, env = "REWIND_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// SHA-256 of the server's certificate, hex (`rewind serve` prints it).
+    #[arg(long, env = "REWIND_PIN", value_name = "HEX")]
+    pub pin: Option<String>,
+    /// A CA certificate (PEM) to verify the server against, instead of --pin.
+    #[arg(long, env = "REWIND_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub fn client(&self) -> Result<Client> {
+        let url = self
+            .server
+            .as_deref()
+            .context("give the server with --server URL (or REWIND_SERVER)")?;
+        let token = self
+            .token
+            .as_deref()
+            .context("give a token with --token (or REWIND_TOKEN)")?;
+        Client::new(url, token, self.pin.as_deref(), self.ca.as_deref())
+    }
+}
+
+/// A repository: a directory, or a host's repository on a server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArg {
+    /// The repository directory (takes precedence over --server).
+    #[arg(id = "repo_dir", long = "repo", env = "REWIND_REPO", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// With --server: whose repository (default: this machine's host name).
+    /// With --repo: only this host's snapshots.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+impl RepoArg {
+    pub fn open(&self) -> Result<Repo> {
+        if let Some(dir) = &self.dir {
+            return Repo::open(dir);
+        }
+        if self.server.server.is_none() {
+            bail!("say where the repository is: --repo DIR, or --server URL --token TOKEN");
+        }
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => local_hostname(),
+        };
+        let backend = HttpBackend::new(Arc::new(self.server.client()?), &host);
+        if !backend.exists("config")? {
+            bail!(
+                "{} has no repository for host {host} yet (a capture creates it)",
+                backend.client.base
+            );
+        }
+        Repo::open_backend(Arc::new(backend))
+    }
+}
+
+/// This machine's host name, as the probe reads it.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            nix::sys::utsname::uname()
+                .map(|u| u.nodename().to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into())
+        })
+}
+
+/// The repository a capture writes to: a directory (created if missing) or
+/// the host's repository on the server (created on the server if missing).
+/// With a server, the host name is settled here so that the snapshot and
+/// the repository agree.
+pub fn capture_repo(dir: Option<&Path>, server: &ServerArgs, host: &mut Option<String>) -> Result<Option<Repo>> {
+    if let Some(dir) = dir {
+        return Repo::init(dir).map(Some);
+    }
+    if server.server.is_none() {
+        return Ok(None);
+    }
+    let h = host.get_or_insert_with(local_hostname).clone();
+    let backend = HttpBackend::new(Arc::new(server.client()?), &h);
+    if !backend.exists("config")? {
+        backend.put("config", crate::server::files::CONFIG_TEXT)?;
+    }
+    Repo::open_backend(Arc::new(backend)).map(Some)
+}
+
+/// Why an attempt failed.
+pub enum Failure {
+    /// The server is unreachable or failing (connection error, 5xx): try again.
+    Retry(String),
+    Fatal(anyhow::Error),
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Failure {
+        let chain = error_chain(&e);
+        // A certificate that is not the trusted one will not become it.
+        if e.is_builder() || e.is_redirect() || chain.contains("certificate") {
+            Failure::Fatal(anyhow!(chain))
+        } else {
+            Failure::Retry(chain)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+pub struct Client {
+    pub base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+    /// How long to keep retrying a server that is down.
+    pub retry_for: Duration,
+}
+
+impl Client {
+    pub fn new(url: &str, token: &str, pin: Option<&str>, ca: Option<&Path>) -> Result<Client> {
+        let base = url.trim_end_matches('/').to_string();
+        let https = base.starts_with("https://");
+        anyhow::ensure!(
+            https || base.starts_with("http://"),
+            "{url}: the server URL starts with https:// or http://"
+        );
+        if https && pin.is_none() && ca.is_none() {
+            bail!(
+                "{url}: give the server certificate's SHA-256 with --pin (`rewind serve` prints it) or its CA with --ca"
+            );
+        }
+        let tls = tls_config(pin, ca)?;
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .pool_max_idle_per_host(16)
+            .build()
+            .context("cannot set up the HTTP client")?;
+        let retry_for = std::env::var("REWIND_RETRY_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(RETRY_FOR, Duration::from_secs);
+        Ok(Client {
+            base,
+            token: token.to_string(),
+            http,
+            retry_for,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the server has
+    /// been unreachable for `retry_for`; waits double each time (0.25 s up to 8 s).
+    pub fn retrying<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut(&reqwest::blocking::Client) -> Result<T, Failure>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        let mut warned = false;
+        loop {
+            match attempt(&self.http) {
+                Ok(v) => {
+                    if warned {
+                        eprintln!("rewind: {} is back", self.base);
+                    }
+                    return Ok(v);
+                }
+                Err(Failure::Fatal(e)) => return Err(e.context(format!("{what} failed"))),
+                Err(Failure::Retry(why)) => {
+                    if started.elapsed() + delay > self.retry_for {
+                        bail!(
+                            "{what} failed: {} did not answer for {}s: {why}",
+                            self.base,
+                            self.retry_for.as_secs()
+                        );
+                    }
+                    if !warned {
+                        eprintln!(
+                            "rewind: {what}: {why}; retrying for up to {}s",
+                            self.retry_for.as_secs()
+                        );
+                        warned = true;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(MAX_DELAY);
+                }
+            }
+        }
+    }
+
+    fn auth(&self, rb: RequestBuilder) -> RequestBuilder {
+        rb.bearer_auth(&self.token)
+    }
+
+    /// Send a JSON request (retrying) and parse the JSON answer.
+    pub fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = self.url(path);
+        let what = format!("{method} {path}");
+        self.retrying(&what, |http| {
+            let mut rb = self.auth(http.request(method.clone(), &url));
+            if let Some(b) = body {
+                rb = rb
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_string());
+            }
+            let resp = accept(rb.send()?, &[])?;
+            if resp.status() == StatusCode::NO_CONTENT {
+                return Ok(serde_json::Value::Null);
+            }
+            let bytes = resp.bytes()?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Fatal(anyhow!("the server's answer is not JSON: {e}")))
+        })
+    }
+
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.json(reqwest::Method::GET, path, None)
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.json(reqwest::Method::POST, path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<serde_json::Value> {
+        self.json(reqwest::Method::DELETE, path, None)
+    }
+
+    /// The manifest of `host` at a point in time (`latest` or RFC 3339):
+    /// (snapshot id, XML).
+    pub fn manifest_at(&self, host: &str, at: &str) -> Result<(String, String)> {
+        let url = self.url(&format!("/v1/hosts/{host}/manifest?at={}", query_escape(at)));
+        self.retrying(&format!("manifest of {host} at {at}"), |http| {
+            let resp = accept(self.auth(http.get(&url)).send()?, &[])?;
+            let id = resp
+                .headers()
+                .get("x-rewind-snapshot")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            Ok((id, resp.text()?))
+        })
+    }
+
+    /// Report a recovery's progress (recovery token).
+    pub fn report_progress(&self, stage: &str, bytes_done: u64, bytes_total: u64, message: &str) -> Result<()> {
+        self.post_json(
+            "/v1/recovery/progress",
+            &serde_json::json!({ "stage": stage, "bytes_done": bytes_done, "bytes_total": bytes_total, "message": message }),
+        )
+        .map(|_| ())
+    }
+
+    /// Report how a recovery ended (recovery token); the token stops working.
+    pub fn report_result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
+        self.post_json(
+            "/v1/recovery/result",
+            &serde_json::json!({ "ok": ok, "stage": stage, "message": message }),
+        )
+        .map(|_| ())
+    }
+
+    /// Which host has these MAC addresses, and its armed request if any.
+    pub fn identify(&self, macs: &[String]) -> Result<serde_json::Value> {
+        self.get_json(&format!("/v1/identify?mac={}", macs.join(",")))
+    }
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+pub fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sort a response: success (2xx or one of `also`), retry (5xx), or fatal
+/// with the server's message.
+fn accept(resp: Response, also: &[StatusCode]) -> Result<Response, Failure> {
+    let status = resp.status();
+    if status.is_success() || also.contains(&status) {
+        return Ok(resp);
+    }
+    let body = resp.text().unwrap_or_default();
+    let msg = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().chars().take(500).collect());
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(Failure::Retry(format!("{status}: {msg}")))
+    } else {
+        Err(Failure::Fatal(anyhow!("{status}: {msg}")))
+    }
+}
+
+/// One host's repository on the server.
+pub struct HttpBackend {
+    pub client: Arc<Client>,
+    pub host: String,
+}
+
+impl HttpBackend {
+    pub fn new(client: Arc<Client>, host: &str) -> HttpBackend {
+        HttpBackend {
+            client,
+            host: host.to_string(),
+        }
+    }
+
+    fn file_url(&self, name: &str) -> String {
+        self.client
+            .url(&format!("/v1/hosts/{}/files/{name}", self.host))
+    }
+}
+
+impl Backend for HttpBackend {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let url = self.file_url(name);
+        // PUT is idempotent: a pack or snapshot stored by an attempt whose
+        // answer was lost is accepted again.
+        self.client.retrying(&format!("upload of {name}"), |http| {
+            let resp = self.client.auth(http.put(&url)).body(bytes.to_vec()).send()?;
+            accept(resp, &[]).map(|_| ())
+        })
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let url = self.file_url(name);
+        self.client.retrying(&format!("download of {name}"), |http| {
+            let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
+            Ok(resp.bytes()?.to_vec())
+        })
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let url = self.file_url(name);
+        let range = format!("bytes={offset}-{}", offset + len as u64 - 1);
+        self.client.retrying(&format!("download of {name} at {offset}"), |http| {
+            let resp = self
+                .client
+                .auth(http.get(&url))
+                .header(reqwest::header::RANGE, &range)
+                .send()?;
+            let resp = accept(resp, &[])?;
+            if resp.status() != StatusCode::PARTIAL_CONTENT {
+                return Err(Failure::Fatal(anyhow!("the server ignored the range request")));
+            }
+            let bytes = resp.bytes()?;
+            if bytes.len() != len {
+                // A connection cut mid-body: try again.
+                return Err(Failure::Retry(format!("short read: {} of {len} bytes", bytes.len())));
+            }
+            Ok(bytes.to_vec())
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let url = self.client.url(&format!(
+            "/v1/hosts/{}/files?prefix={}",
+            self.host,
+            query_escape(prefix)
+        ));
+        self.client.retrying(&format!("listing of {prefix}"), |http| {
+            let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
+            let bytes = resp.bytes()?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Fatal(anyhow!("the server's listing is not a JSON list: {e}")))
+        })
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let url = self.file_url(name);
+        self.client.retrying(&format!("lookup of {name}"), |http| {
+            let resp = accept(self.client.auth(http.head(&url)).send()?, &[StatusCode::NOT_FOUND])?;
+            Ok(resp.status() != StatusCode::NOT_FOUND)
+        })
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let url = self.file_url(name);
+        self.client.retrying(&format!("removal of {name}"), |http| {
+            accept(self.client.auth(http.delete(&url)).send()?, &[]).map(|_| ())
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (host {})", self.client.base, self.host)
+    }
+}
+
+// ---- TLS ----
+
+/// Normalize a pin: hex digits only, lowercase (`AB:CD...`, `sha256:...` accepted).
+pub fn normalize_pin(pin: &str) -> Result<String> {
+    let p = pin.trim();
+    let p = p.strip_prefix("sha256:").unwrap_or(p);
+    let hex: String = p.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    anyhow::ensure!(
+        hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
+        "--pin {pin:?}: give the 64 hex digits of the certificate's SHA-256"
+    );
+    Ok(hex)
+}
+
+fn tls_config(pin: Option<&str>, ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    let mut config = if let Some(pin) = pin {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pin: normalize_pin(pin)?,
+                provider,
+            }))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = ca {
+            use rustls::pki_types::pem::PemObject;
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("{} is not PEM", ca.display()))?)
+                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Trusts exactly one certificate, by its SHA-256 (names and dates are not
+/// checked: the pin is the identity, as with SSH host keys).
+#[derive(Debug)]
+struct Pinned {
+    pin: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = crate::server::tls::fingerprint(end_entity);
+        if got == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate (sha256 {got}) is not the pinned one ({})",
+                self.pin
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_normalized() {
+        let hex = "ab".repeat(32);
+        assert_eq!(normalize_pin(&hex).unwrap(), hex);
+        let colons: Vec<String> = (0..32).map(|_| "AB".to_string()).collect();
+        assert_eq!(normalize_pin(&colons.join(":")).unwrap(), hex);
+        assert_eq!(normalize_pin(&format!("sha256:{hex}")).unwrap(), hex);
+        assert!(normalize_pin("abcd").is_err());
+    }
+
+    #[test]
+    fn https_needs_a_pin_or_a_ca() {
+        assert!(Client::new("https://x:1", "t", None, None).is_err());
+        assert!(Client::new("ftp://x", "t", None, None).is_err());
+        assert!(Client::new("http://127.0.0.1:1", "t", None, None).is_ok());
+    }
+}

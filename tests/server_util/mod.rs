@@ -1,0 +1,223 @@
+//! Helpers for the server tests: the real `rewind serve` as a child process
+//! on 127.0.0.1 (killed on drop), and the real `rewind` client commands.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rewind");
+
+pub struct ServerProc {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub url: String,
+    pub addr: String,
+    pub admin: String,
+    pub pin: Option<String>,
+    pub tls: bool,
+    pub log: PathBuf,
+}
+
+impl ServerProc {
+    /// Start a server on a free port.
+    pub fn start(data: &Path, tls: bool) -> ServerProc {
+        Self::start_on(data, "127.0.0.1:0", tls, None)
+    }
+
+    /// Start a server on `listen`; `admin` is the admin token of an earlier
+    /// run on the same data (it is printed only on the first start).
+    pub fn start_on(data: &Path, listen: &str, tls: bool, admin: Option<&str>) -> ServerProc {
+        std::fs::create_dir_all(data).unwrap();
+        let log = data.with_extension("log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut args = vec!["serve", "--data", data.to_str().unwrap(), "--listen", listen];
+        if tls {
+            args.push("--tls-self-signed");
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("cannot start rewind serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so that the server never blocks on stdout.
+                    continue;
+                }
+            }
+        });
+        let mut admin = admin.map(str::to_string);
+        let mut pin = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("rewind serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+            });
+            if let Some(t) = line.split("keep it safe): ").nth(1) {
+                admin = Some(t.trim().to_string());
+            } else if let Some(p) = line.split("(for --pin): ").nth(1) {
+                pin = Some(p.trim().to_string());
+            } else if let Some(u) = line.split("listening on ").nth(1) {
+                break u.trim().to_string();
+            }
+        };
+        let addr = url.rsplit("://").next().unwrap().to_string();
+        ServerProc {
+            child: Some(child),
+            data: data.to_path_buf(),
+            url,
+            addr,
+            admin: admin.expect("no admin token printed"),
+            pin,
+            tls,
+            log,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same address and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port may take a moment to be free again.
+            if std::net::TcpListener::bind(&self.addr).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let again = ServerProc::start_on(&self.data, &self.addr, self.tls, Some(&self.admin));
+        assert_eq!(again.url, self.url);
+        *self = again;
+    }
+
+    /// Environment for a client command with `token`.
+    pub fn env(&self, token: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REWIND_SERVER".to_string(), self.url.clone()),
+            ("REWIND_TOKEN".to_string(), token.to_string()),
+        ];
+        if let Some(p) = &self.pin {
+            env.push(("REWIND_PIN".to_string(), p.clone()));
+        }
+        env
+    }
+
+    pub fn client(&self, token: &str) -> rewind::client::Client {
+        rewind::client::Client::new(&self.url, token, self.pin.as_deref(), None).unwrap()
+    }
+
+    /// A host token, through the CLI.
+    pub fn host_token(&self, host: &str) -> String {
+        let out = rewind_ok(self, &self.admin, &["token", "create", host]);
+        out.lines().find(|l| l.starts_with("rwd_")).expect("no token printed").to_string()
+    }
+
+    pub fn stat(&self, key: &str) -> u64 {
+        self.client(&self.admin).get_json("/v1/stats").unwrap()[key].as_u64().unwrap()
+    }
+
+    /// Snapshot files committed for a host, read from the server's disk.
+    pub fn committed(&self, host: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.data.join("hosts").join(host).join("snapshots"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client command against `server` with `token`.
+pub fn rewind_cmd(server: &ServerProc, token: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).envs(server.env(token)).env_remove("REWIND_REPO").stdin(Stdio::null());
+    c
+}
+
+pub fn output_text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn rewind_ok(server: &ServerProc, token: &str, args: &[&str]) -> String {
+    let out = rewind_cmd(server, token, args).output().unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "rewind {} failed:\n{text}\nserver log:\n{}", args.join(" "), server.log_text());
+    text
+}
+
+pub fn rewind_fails(server: &ServerProc, token: &str, args: &[&str]) -> String {
+    let out = rewind_cmd(server, token, args).output().unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "rewind {} succeeded:\n{text}", args.join(" "));
+    text
+}
+
+/// Deterministic pseudo-random bytes (xorshift), unique per seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The complete example manifest of docs/manifest.md, as a host's snapshot
+/// taken at `time`, without data (so that committing it needs no chunks).
+/// Its network interface gets `mac`.
+pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
+    let doc = include_str!("../../docs/manifest.md");
+    let start = doc.find("```xml\n").unwrap() + 7;
+    let end = start + doc[start..].find("```").unwrap();
+    let xml = &doc[start..end];
+    xml.lines()
+        .filter(|l| !l.trim_start().starts_with("<data "))
+        .map(|l| {
+            if l.trim_start().starts_with("<snapshot ") {
+                format!(
+                    "  <snapshot id=\"{id}\" host=\"{host}\" time=\"{time}\" tool=\"rewind 0.1.0\"/>"
+                )
+            } else {
+                l.replace("52:54:00:12:34:56", mac)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
