@@ -19,8 +19,9 @@ use crate::restore::RestoreOptions;
     version,
     about = "Bring a dead Linux machine back, whole, at a point in time",
     long_about = "rewind records a machine's configuration (disks, partition tables, \
-filesystems, network, boot loader) as an XML manifest so that the machine can be \
-recreated on new disks with no one at the keyboard."
+filesystems, network, boot loader) as an XML manifest and backs up its filesystems \
+(incremental, deduplicated, verified), so that the machine can be recreated on new \
+disks, at a chosen point in time, with no one at the keyboard."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,7 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Record this machine's configuration as a manifest.
+    /// Record this machine's configuration as a manifest, and back up its
+    /// filesystems into a repository as one snapshot.
     Capture(CaptureArgs),
     /// Work with manifest files.
     #[command(subcommand)]
