@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::manifest::{FsData, Manifest};
 use crate::probe::{self, ProbeOptions};
+use crate::progress::Progress;
 use crate::repo::pack::BlobKind;
 use crate::repo::{Repo, WriteStats, chunker};
 use crate::tree::{self, ChunkRef, Entry, Extent, Kind};
@@ -23,6 +24,8 @@ pub struct CaptureOptions {
     pub probe: ProbeOptions,
     /// Back up only the filesystems mounted at these points (all if empty).
     pub only: Vec<PathBuf>,
+    /// Show progress on stderr.
+    pub progress: bool,
 }
 
 #[derive(Debug, Default)]
@@ -102,12 +105,15 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
             Some(data) => load_files(repo, &data)?,
             None => HashMap::new(),
         };
-        eprintln!(
-            "rewind: backing up {} ({} {})",
-            mount.point, fs.fs_type, fs.device
-        );
-        let (tree_id, report) = backup_tree(repo, &point, &previous_files, &mut warnings)
-            .with_context(|| format!("cannot back up {}", mount.point))?;
+        let progress = if opts.progress {
+            Progress::new(format!("rewind: backing up {}", mount.point), None)
+        } else {
+            Progress::quiet()
+        };
+        let (tree_id, report) =
+            backup_tree(repo, &point, &previous_files, &mut warnings, &progress)
+                .with_context(|| format!("cannot back up {}", mount.point))?;
+        progress.finish();
         fs.data = Some(FsData {
             tree: tree_id.to_hex(),
             from: mount.point.clone(),
@@ -144,6 +150,7 @@ pub fn backup_tree(
     root: &Path,
     previous: &HashMap<Vec<u8>, Entry>,
     warnings: &mut Vec<String>,
+    progress: &Progress,
 ) -> Result<(tree::ChunkId, FsReport)> {
     let mut report = FsReport {
         mount_point: root.display().to_string(),
@@ -179,6 +186,7 @@ pub fn backup_tree(
                         }
                         entry.chunks = chunks;
                         report.files_read += 1;
+                        progress.add(read, true);
                     }
                 }
                 report.bytes += entry.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();

@@ -11,6 +11,7 @@ use crate::catalog;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
 use crate::repo::check;
+use crate::progress::Progress;
 use crate::restore::RestoreOptions;
 
 #[derive(Parser, Debug)]
@@ -89,6 +90,9 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArg,
     },
+    /// Recover this machine from a recovery server: fetch the manifest,
+    /// plan, partition, format, mount, restore (only with an armed request).
+    Recover(crate::recover::RecoverArgs),
     /// Run the recovery server.
     Serve(crate::server::ServeArgs),
     /// Arm (or cancel) a recovery of a host to a point in time.
@@ -203,6 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
             target,
             paths,
         } => restore_cmd(&repo, &snapshot, &fs, &target, &paths),
+        Command::Recover(args) => crate::recover::recover_command(args),
         Command::Serve(args) => crate::server::serve_command(args),
         Command::Request(args) => crate::client::commands::request_command(args),
         Command::Status(args) => crate::client::commands::status_command(args),
@@ -274,6 +279,7 @@ fn capture(args: CaptureArgs) -> Result<()> {
             &CaptureOptions {
                 probe: probe_opts,
                 only: args.only,
+                progress: true,
             },
         )?;
         for w in &report.warnings {
@@ -365,13 +371,18 @@ fn restore_cmd(
         .with_context(|| format!("cannot create {}", target.display()))?;
     let started = std::time::Instant::now();
     let entries = repo.tree_entries(&catalog::tree_of(fs)?)?;
-    let stats = crate::repo::prefetch::restore(
+    let progress = Progress::new(
+        format!("rewind: restoring {fs_mount}"),
+        fs.data.as_ref().map(|d| d.bytes),
+    );
+    let stats = crate::repo::prefetch::restore_with_progress(
         &repo,
         entries,
         &RestoreOptions {
             target: target.to_path_buf(),
             only,
         },
+        &progress,
     )
     .with_context(|| {
         format!(
@@ -380,6 +391,7 @@ fn restore_cmd(
             target.display()
         )
     })?;
+    progress.finish();
     for w in &stats.warnings {
         eprintln!("rewind: warning: {w}");
     }

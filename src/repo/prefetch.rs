@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use anyhow::{Result, anyhow};
 
 use super::Repo;
+use crate::progress::Progress;
 use crate::restore::{ChunkSource, RestoreOptions, RestoreStats};
 use crate::tree::{ChunkId, ChunkRef, Entry};
 
@@ -31,6 +32,8 @@ struct State {
     window: u64,
     /// The entry the writer is on; chunks of earlier entries are dropped.
     current: u64,
+    /// Every chunk of the entries up to this one has been queued.
+    queued_through: u64,
     feeding_done: bool,
     stop: bool,
 }
@@ -52,13 +55,24 @@ pub fn restore(
     entries: impl Iterator<Item = Result<Entry>> + Send,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    restore_with_progress(repo, entries, opts, &Progress::quiet())
+}
+
+/// [`restore`], counting the bytes handed to the writer in `progress`.
+pub fn restore_with_progress(
+    repo: &Repo,
+    entries: impl Iterator<Item = Result<Entry>> + Send,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreStats> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         changed: Condvar::new(),
     });
     let fetchers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .max(2);
+        .max(2)
+        .max(repo.backend.read_parallelism());
     let (tx, rx) = sync_channel::<(u64, Result<Entry>)>(1024);
     std::thread::scope(|s| {
         let feeder = {
@@ -72,6 +86,7 @@ pub fn restore(
         let source = Prefetched {
             repo,
             shared: &shared,
+            progress,
         };
         let ordered = rx.into_iter().map(|(seq, entry)| {
             let mut st = shared.lock();
@@ -110,32 +125,36 @@ fn feed(
     tx: std::sync::mpsc::SyncSender<(u64, Result<Entry>)>,
 ) {
     for (seq, entry) in (1u64..).zip(entries) {
-        if let Ok(e) = &entry {
-            for c in &e.chunks {
-                let mut st = shared.lock();
-                if let Some(last) = st.pending.get_mut(&c.id) {
-                    *last = seq;
-                    continue;
-                }
-                if let Some((last, _)) = st.ready.get_mut(&c.id) {
-                    *last = seq;
-                    continue;
-                }
-                while st.window + u64::from(c.len) > WINDOW && st.window > 0 && !st.stop {
-                    st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-                if st.stop {
-                    return;
-                }
-                st.window += u64::from(c.len);
-                st.pending.insert(c.id, seq);
-                st.queue.push_back(*c);
-                shared.changed.notify_all();
-            }
-        }
+        // The entry goes to the writer first: a file bigger than the window
+        // can only be read ahead while the writer consumes its first chunks.
+        let chunks = entry.as_ref().map(|e| e.chunks.clone()).unwrap_or_default();
         if tx.send((seq, entry)).is_err() {
             break; // the restore stopped
         }
+        for c in &chunks {
+            let mut st = shared.lock();
+            if let Some(last) = st.pending.get_mut(&c.id) {
+                *last = seq;
+                continue;
+            }
+            if let Some((last, _)) = st.ready.get_mut(&c.id) {
+                *last = seq;
+                continue;
+            }
+            while st.window + u64::from(c.len) > WINDOW && st.window > 0 && !st.stop {
+                st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.stop {
+                return;
+            }
+            st.window += u64::from(c.len);
+            st.pending.insert(c.id, seq);
+            st.queue.push_back(*c);
+            shared.changed.notify_all();
+        }
+        let mut st = shared.lock();
+        st.queued_through = seq;
+        shared.changed.notify_all();
     }
     let mut st = shared.lock();
     st.feeding_done = true;
@@ -178,10 +197,19 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
 struct Prefetched<'a> {
     repo: &'a Repo,
     shared: &'a Shared,
+    progress: &'a Progress,
 }
 
 impl ChunkSource for Prefetched<'_> {
     fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        let data = self.fetch_ahead(chunk)?;
+        self.progress.add(data.len() as u64, false);
+        Ok(data)
+    }
+}
+
+impl Prefetched<'_> {
+    fn fetch_ahead(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
         let mut st = self.shared.lock();
         loop {
             if let Some((last, data)) = st.ready.get(&chunk.id) {
@@ -198,7 +226,8 @@ impl ChunkSource for Prefetched<'_> {
                     Err(e) => Err(anyhow!(e)),
                 };
             }
-            if !st.pending.contains_key(&chunk.id) {
+            let queued = st.queued_through >= st.current || st.feeding_done;
+            if !st.pending.contains_key(&chunk.id) && queued {
                 // Not read ahead (a hard link's content restored from an
                 // earlier entry): read it now.
                 drop(st);
@@ -210,5 +239,76 @@ impl ChunkSource for Prefetched<'_> {
                 .wait(st)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::BlobKind;
+    use crate::tree::{Extent, Kind, Time};
+
+    /// A file bigger than the read-ahead window, and the same chunks used
+    /// again by a second file: neither may stall the restore.
+    #[test]
+    fn files_bigger_than_the_window_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let mut chunks = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..80u32 {
+            let data: Vec<u8> = (0..1u32 << 20)
+                .map(|j| (j.wrapping_mul(i + 7) >> 3) as u8)
+                .collect();
+            let id = repo.add_blob(BlobKind::Data, &data).unwrap();
+            chunks.push(ChunkRef {
+                id,
+                len: data.len() as u32,
+            });
+            expected.extend_from_slice(&data);
+        }
+        repo.flush().unwrap();
+        let size = expected.len() as u64;
+        let file = |name: &str| Entry {
+            path: name.as_bytes().to_vec(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            ino: 1,
+            size,
+            rdev: 0,
+            link_target: Vec::new(),
+            hardlink_to: None,
+            xattrs: Vec::new(),
+            extents: vec![Extent {
+                offset: 0,
+                len: size,
+            }],
+            chunks: chunks.clone(),
+        };
+        let mut root = file("");
+        root.kind = Kind::Dir;
+        root.mode = 0o755;
+        root.size = 0;
+        root.extents.clear();
+        root.chunks.clear();
+        let entries = vec![root, file("a"), file("b")];
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            only: Vec::new(),
+        };
+        let progress = Progress::quiet();
+        let stats =
+            restore_with_progress(&repo, entries.into_iter().map(Ok), &opts, &progress).unwrap();
+        assert_eq!(stats.files, 2);
+        assert_eq!(progress.bytes(), 2 * size);
+        assert!(std::fs::read(target.join("a")).unwrap() == expected);
+        assert!(std::fs::read(target.join("b")).unwrap() == expected);
     }
 }
