@@ -17,10 +17,20 @@ fn http() -> Client {
 const MAC_A: &str = "52:54:00:00:00:0a";
 const MAC_B: &str = "52:54:00:00:00:0b";
 
-fn commit(s: &ServerProc, token: &str, host: &str, id: &str, time: &str, mac: &str) -> (StatusCode, String) {
+fn commit(
+    s: &ServerProc,
+    token: &str,
+    host: &str,
+    id: &str,
+    time: &str,
+    mac: &str,
+) -> (StatusCode, String) {
     let xml = example_manifest(host, id, time, mac);
     let resp = http()
-        .put(format!("{}/v1/hosts/{host}/files/snapshots/{id}.xml", s.url))
+        .put(format!(
+            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
+            s.url
+        ))
         .bearer_auth(token)
         .body(xml)
         .send()
@@ -33,7 +43,12 @@ fn a_pack() -> (String, Vec<u8>, Vec<u8>) {
     let mut b = rewind::repo::pack::PackBuilder::new();
     let data = b"some chunk";
     let stored = zstd::bulk::compress(data, 3).unwrap();
-    b.add(rewind::tree::ChunkId::of(data), rewind::repo::pack::BlobKind::Data, data.len() as u32, &stored);
+    b.add(
+        rewind::tree::ChunkId::of(data),
+        rewind::repo::pack::BlobKind::Data,
+        data.len() as u32,
+        &stored,
+    );
     let (name, bytes, index, _) = b.finish();
     (name, bytes, index)
 }
@@ -47,18 +62,36 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
     let h = http();
 
     // Host b's data: three snapshots and a pack.
-    for (id, time) in [("b1", "2026-11-24T06:00:00Z"), ("b2", "2026-11-25T06:00:00Z"), ("b3", "2026-11-26T06:00:00Z")] {
+    for (id, time) in [
+        ("b1", "2026-11-24T06:00:00Z"),
+        ("b2", "2026-11-25T06:00:00Z"),
+        ("b3", "2026-11-26T06:00:00Z"),
+    ] {
         let (st, body) = commit(&s, &tb, "b", id, time, MAC_B);
         assert_eq!(st, StatusCode::CREATED, "{body}");
     }
     let (pack, pack_bytes, index) = a_pack();
     let pack_path = format!("packs/{}/{pack}.pack", &pack[..2]);
     let put = |token: &str, name: &str, body: Vec<u8>| {
-        h.put(format!("{}/v1/hosts/b/files/{name}", s.url)).bearer_auth(token).body(body).send().unwrap()
+        h.put(format!("{}/v1/hosts/b/files/{name}", s.url))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .unwrap()
     };
-    assert_eq!(put(&tb, &pack_path, pack_bytes.clone()).status(), StatusCode::CREATED);
-    assert_eq!(put(&tb, &pack_path, pack_bytes.clone()).status(), StatusCode::OK, "idempotent");
-    assert_eq!(put(&tb, &format!("index/{pack}.idx"), index.clone()).status(), StatusCode::OK);
+    assert_eq!(
+        put(&tb, &pack_path, pack_bytes.clone()).status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put(&tb, &pack_path, pack_bytes.clone()).status(),
+        StatusCode::OK,
+        "idempotent"
+    );
+    assert_eq!(
+        put(&tb, &format!("index/{pack}.idx"), index.clone()).status(),
+        StatusCode::OK
+    );
 
     // Every host-b endpoint, as (method, path, body).
     let b = |p: &str| format!("{}/v1/hosts/b/{p}", s.url);
@@ -68,7 +101,11 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
         ("HEAD", b("files/config"), vec![]),
         ("GET", b(&format!("files/{pack_path}")), vec![]),
         ("PUT", b(&format!("files/{pack_path}")), pack_bytes.clone()),
-        ("PUT", b("files/snapshots/b9.xml"), example_manifest("b", "b9", "2026-11-27T06:00:00Z", MAC_B).into_bytes()),
+        (
+            "PUT",
+            b("files/snapshots/b9.xml"),
+            example_manifest("b", "b9", "2026-11-27T06:00:00Z", MAC_B).into_bytes(),
+        ),
         ("DELETE", b("files/snapshots/b1.xml"), vec![]),
         ("GET", b("snapshots"), vec![]),
         ("GET", b("manifest?at=latest"), vec![]),
@@ -84,15 +121,27 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
     };
     for (method, url, body) in &endpoints {
         let (st, text) = send(method, url, body, Some(&ta));
-        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {url} with a's token: {text}");
+        assert_eq!(
+            st,
+            StatusCode::FORBIDDEN,
+            "{method} {url} with a's token: {text}"
+        );
         if *method != "HEAD" {
             assert!(text.contains("may not"), "{method} {url}: {text}");
         }
         let (st, _) = send(method, url, body, None);
-        assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {url} without a token");
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{method} {url} without a token"
+        );
         let bogus = format!("rwd_{}_{}", "0".repeat(16), "0".repeat(64));
         let (st, _) = send(method, url, body, Some(&bogus));
-        assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {url} with an unknown token");
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{method} {url} with an unknown token"
+        );
     }
     // Admin-only endpoints refuse host tokens, even for their own host.
     for (method, path, body) in [
@@ -106,36 +155,125 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
         ("GET", "/v1/stats", ""),
         ("GET", "/v1/hosts", ""),
     ] {
-        let (st, text) = send(method, &format!("{}{path}", s.url), body.as_bytes(), Some(&tb));
-        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path} with b's own token: {text}");
+        let (st, text) = send(
+            method,
+            &format!("{}{path}", s.url),
+            body.as_bytes(),
+            Some(&tb),
+        );
+        assert_eq!(
+            st,
+            StatusCode::FORBIDDEN,
+            "{method} {path} with b's own token: {text}"
+        );
     }
     // b's own token reads its host; the data written above is intact.
     let (st, text) = send("GET", &b("files?prefix=snapshots/"), b"", Some(&tb));
     assert_eq!(st, StatusCode::OK);
     assert!(text.contains("snapshots/b1.xml"), "{text}");
     // Identify by MAC: a host token finds only its own host.
-    let (st, _) = send("GET", &format!("{}/v1/identify?mac={MAC_B}", s.url), b"", Some(&ta));
+    let (st, _) = send(
+        "GET",
+        &format!("{}/v1/identify?mac={MAC_B}", s.url),
+        b"",
+        Some(&ta),
+    );
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, text) = send("GET", &format!("{}/v1/identify?mac={}", s.url, MAC_B.to_uppercase()), b"", Some(&s.admin));
+    let (st, text) = send(
+        "GET",
+        &format!("{}/v1/identify?mac={}", s.url, MAC_B.to_uppercase()),
+        b"",
+        Some(&s.admin),
+    );
     assert_eq!(st, StatusCode::OK);
     assert!(text.contains("\"host\":\"b\""), "{text}");
 
     // Malformed and oversized input: 400/413 with a message; the server stays up.
     let bad: Vec<(&str, String, Vec<u8>, StatusCode)> = vec![
-        ("POST", format!("{}/v1/tokens", s.url), b"{not json".to_vec(), StatusCode::BAD_REQUEST),
-        ("POST", format!("{}/v1/tokens", s.url), br#"{"host":"../etc"}"#.to_vec(), StatusCode::BAD_REQUEST),
-        ("POST", format!("{}/v1/tokens", s.url), vec![b' '; 100_000], StatusCode::PAYLOAD_TOO_LARGE),
-        ("POST", format!("{}/v1/hosts/b/requests", s.url), br#"{"at":"yesterday"}"#.to_vec(), StatusCode::BAD_REQUEST),
-        ("PUT", b("files/snapshots/x.xml"), b"<manifest".to_vec(), StatusCode::BAD_REQUEST),
-        ("PUT", b("files/snapshots/x.xml"), example_manifest("a", "x", "2026-11-27T06:00:00Z", MAC_B).into_bytes(), StatusCode::BAD_REQUEST),
-        ("PUT", b("files/snapshots/y.xml"), example_manifest("b", "x", "2026-11-27T06:00:00Z", MAC_B).into_bytes(), StatusCode::BAD_REQUEST),
-        ("PUT", b(&format!("files/packs/{}/{pack}.pack", &pack[..2])), b"RWPACK01 garbage".to_vec(), StatusCode::BAD_REQUEST),
-        ("PUT", b(&format!("files/index/{pack}.idx")), b"garbage".to_vec(), StatusCode::BAD_REQUEST),
-        ("PUT", b("files/config"), b"rewind repository 9\n".to_vec(), StatusCode::BAD_REQUEST),
-        ("PUT", b("files/other/file"), b"x".to_vec(), StatusCode::BAD_REQUEST),
-        ("GET", b("files/snapshots/..%2F..%2Fcatalog%2Ftokens.json"), vec![], StatusCode::BAD_REQUEST),
-        ("GET", format!("{}/v1/hosts/..%2Fcatalog/files/config", s.url), vec![], StatusCode::BAD_REQUEST),
-        ("PUT", b(&format!("files/{pack_path}")), vec![0u8; 65 << 20], StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "POST",
+            format!("{}/v1/tokens", s.url),
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            format!("{}/v1/tokens", s.url),
+            br#"{"host":"../etc"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            format!("{}/v1/tokens", s.url),
+            vec![b' '; 100_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "POST",
+            format!("{}/v1/hosts/b/requests", s.url),
+            br#"{"at":"yesterday"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b("files/snapshots/x.xml"),
+            b"<manifest".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b("files/snapshots/x.xml"),
+            example_manifest("a", "x", "2026-11-27T06:00:00Z", MAC_B).into_bytes(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b("files/snapshots/y.xml"),
+            example_manifest("b", "x", "2026-11-27T06:00:00Z", MAC_B).into_bytes(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b(&format!("files/packs/{}/{pack}.pack", &pack[..2])),
+            b"RWPACK01 garbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b(&format!("files/index/{pack}.idx")),
+            b"garbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b("files/config"),
+            b"rewind repository 9\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b("files/other/file"),
+            b"x".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            b("files/snapshots/..%2F..%2Fcatalog%2Ftokens.json"),
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            format!("{}/v1/hosts/..%2Fcatalog/files/config", s.url),
+            vec![],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "PUT",
+            b(&format!("files/{pack_path}")),
+            vec![0u8; 65 << 20],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ];
     for (method, url, body, want) in bad {
         let (st, text) = send(method, &url, &body, Some(&s.admin));
@@ -145,17 +283,32 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
     let (st, text) = send("GET", &b("files/packs/00/nothing.pack"), b"", Some(&tb));
     assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
     // Ranges.
-    let resp = h.get(b(&format!("files/{pack_path}"))).bearer_auth(&tb).header("Range", "bytes=0-7").send().unwrap();
+    let resp = h
+        .get(b(&format!("files/{pack_path}")))
+        .bearer_auth(&tb)
+        .header("Range", "bytes=0-7")
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(&resp.bytes().unwrap()[..], b"RWPACK01");
-    let resp = h.get(b(&format!("files/{pack_path}"))).bearer_auth(&tb).header("Range", "bytes=0-999999").send().unwrap();
+    let resp = h
+        .get(b(&format!("files/{pack_path}")))
+        .bearer_auth(&tb)
+        .header("Range", "bytes=999999-")
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     // A snapshot whose tree is not stored is refused: commits are atomic.
     let dangling = example_manifest("b", "b8", "2026-11-27T06:00:00Z", MAC_B).replace(
         "<mount point=\"/\" options=\"rw,relatime,errors=remount-ro\"/>",
         "<mount point=\"/\" options=\"rw,relatime,errors=remount-ro\"/>\n    <data tree=\"5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e\" from=\"/\" entries=\"1\" bytes=\"0\"/>",
     );
-    let (st, text) = send("PUT", &b("files/snapshots/b8.xml"), dangling.as_bytes(), Some(&tb));
+    let (st, text) = send(
+        "PUT",
+        &b("files/snapshots/b8.xml"),
+        dangling.as_bytes(),
+        Some(&tb),
+    );
     assert_eq!(st, StatusCode::CONFLICT, "{text}");
     assert!(!s.committed("b").contains(&"b8.xml".to_string()));
     // Still up.
@@ -169,7 +322,11 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
     let data = dir.path().join("data");
     let s = ServerProc::start(&data, false);
     let tb = s.host_token("web1");
-    for (id, time) in [("s1", "2026-11-24T06:00:00Z"), ("s2", "2026-11-25T06:00:00Z"), ("s3", "2026-11-26T06:00:00Z")] {
+    for (id, time) in [
+        ("s1", "2026-11-24T06:00:00Z"),
+        ("s2", "2026-11-25T06:00:00Z"),
+        ("s3", "2026-11-26T06:00:00Z"),
+    ] {
         let (st, body) = commit(&s, &tb, "web1", id, time, MAC_A);
         assert_eq!(st, StatusCode::CREATED, "{body}");
     }
@@ -190,67 +347,159 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
 
     // Snapshots over the CLI, as from a local repository.
     let out = rewind_ok(&s, &tb, &["snapshots", "--host", "web1"]);
-    assert_eq!(out.lines().filter(|l| l.starts_with('s')).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('s')).count(),
+        3,
+        "{out}"
+    );
 
     // Boot assets and a boot token.
     std::fs::write(data.join("boot/vmlinuz"), b"kernel").unwrap();
     std::fs::write(data.join("boot/initrd.img"), b"initrd").unwrap();
     std::fs::write(data.join("boot/cmdline"), "console=ttyS0,115200\n").unwrap();
     let boot = rewind_ok(&s, &s.admin, &["token", "create", "--boot"]);
-    let boot = boot.lines().find(|l| l.starts_with("rwd_")).unwrap().to_string();
+    let boot = boot
+        .lines()
+        .find(|l| l.starts_with("rwd_"))
+        .unwrap()
+        .to_string();
     let h = http();
     let script = |mac: &str| {
-        h.get(format!("{}/boot/ipxe?mac={mac}&token={boot}", s.url)).send().unwrap().text().unwrap()
+        h.get(format!("{}/boot/ipxe?mac={mac}&token={boot}", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
     };
     // Nothing armed: the script exits (the machine boots its disk).
     let idle = script(MAC_A);
-    assert!(idle.starts_with("#!ipxe\n") && idle.contains("no recovery is armed for web1") && idle.ends_with("exit\n"), "{idle}");
+    assert!(
+        idle.starts_with("#!ipxe\n")
+            && idle.contains("no recovery is armed for web1")
+            && idle.ends_with("exit\n"),
+        "{idle}"
+    );
     assert!(script("00:00:00:00:00:01").contains("not known"));
-    assert_eq!(h.get(format!("{}/boot/ipxe?mac={MAC_A}", s.url)).send().unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        h.get(format!("{}/boot/ipxe?mac={MAC_A}&token={tb}", s.url)).send().unwrap().status(),
+        h.get(format!("{}/boot/ipxe?mac={MAC_A}", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get(format!("{}/boot/ipxe?mac={MAC_A}&token={tb}", s.url))
+            .send()
+            .unwrap()
+            .status(),
         StatusCode::FORBIDDEN,
         "a host token is not a boot token"
     );
-    let kernel = h.get(format!("{}/boot/vmlinuz?token={boot}", s.url)).send().unwrap();
+    let kernel = h
+        .get(format!("{}/boot/vmlinuz?token={boot}", s.url))
+        .send()
+        .unwrap();
     assert_eq!(kernel.status(), StatusCode::OK);
     assert_eq!(&kernel.bytes().unwrap()[..], b"kernel");
-    assert_eq!(h.get(format!("{}/boot/vmlinuz", s.url)).send().unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get(format!("{}/boot/vmlinuz", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // Arm a recovery to a point in time.
-    let out = rewind_ok(&s, &s.admin, &["request", "web1", "--at", "2026-11-25T18:00:00Z"]);
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["request", "web1", "--at", "2026-11-25T18:00:00Z"],
+    );
     assert!(out.contains("snapshot s2"), "{out}");
-    let token = out.lines().find_map(|l| l.split("request only): ").nth(1)).unwrap().trim().to_string();
+    let token = out
+        .lines()
+        .find_map(|l| l.split("request only): ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
     let status = rewind_ok(&s, &s.admin, &["status"]);
-    assert!(status.contains("armed") && status.contains("web1"), "{status}");
+    assert!(
+        status.contains("armed") && status.contains("web1"),
+        "{status}"
+    );
 
     // The boot script now boots the recovery, with a fresh recovery token.
     let armed = script(MAC_A);
-    assert!(armed.contains("rewind.host=web1 rewind.at=2026-11-25T06:00:00Z"), "{armed}");
-    assert!(armed.contains(&format!("kernel --name vmlinuz {}/boot/vmlinuz?token={boot}", s.url)), "{armed}");
-    assert!(armed.contains(&format!("rewind.server={}", s.url)) && armed.contains("console=ttyS0,115200"), "{armed}");
-    let boot_recovery = armed.split("rewind.token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(
+        armed.contains("rewind.host=web1 rewind.at=2026-11-25T06:00:00Z"),
+        "{armed}"
+    );
+    assert!(
+        armed.contains(&format!(
+            "kernel --name vmlinuz {}/boot/vmlinuz?token={boot}",
+            s.url
+        )),
+        "{armed}"
+    );
+    assert!(
+        armed.contains(&format!("rewind.server={}", s.url))
+            && armed.contains("console=ttyS0,115200"),
+        "{armed}"
+    );
+    let boot_recovery = armed
+        .split("rewind.token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     // Minting a new recovery token revoked the one printed by `request`.
     assert!(s.client(&token).get_json("/v1/recovery").is_err());
     let rc = s.client(&boot_recovery);
     let me = rc.get_json("/v1/recovery").unwrap();
     assert_eq!(me["snapshot"], "s2");
     // The recovery token reads its host, only reads, and only its host.
-    assert_eq!(rc.manifest_at("web1", &me["snapshot_time"].as_str().unwrap()).unwrap().0, "s2");
-    let (st, _) = commit(&s, &boot_recovery, "web1", "s9", "2026-11-27T06:00:00Z", MAC_A);
+    assert_eq!(
+        rc.manifest_at("web1", me["snapshot_time"].as_str().unwrap())
+            .unwrap()
+            .0,
+        "s2"
+    );
+    let (st, _) = commit(
+        &s,
+        &boot_recovery,
+        "web1",
+        "s9",
+        "2026-11-27T06:00:00Z",
+        MAC_A,
+    );
     assert_eq!(st, StatusCode::FORBIDDEN);
     let other = s.host_token("other");
-    let (st, _) = commit(&s, &other, "other", "o1", "2026-11-27T06:00:00Z", "52:54:00:00:00:99");
+    let (st, _) = commit(
+        &s,
+        &other,
+        "other",
+        "o1",
+        "2026-11-27T06:00:00Z",
+        "52:54:00:00:00:99",
+    );
     assert_eq!(st, StatusCode::CREATED);
     assert!(rc.manifest_at("other", "latest").is_err());
 
     // Progress shows in `rewind status`; the result ends the token.
     rc.report_progress("restore", 3 << 30, 8 << 30, "").unwrap();
     let status = rewind_ok(&s, &s.admin, &["status"]);
-    assert!(status.contains("running") && status.contains("restore 3.0 GiB / 8.0 GiB (37%)"), "{status}");
+    assert!(
+        status.contains("running") && status.contains("restore 3.0 GiB / 8.0 GiB (37%)"),
+        "{status}"
+    );
     rc.report_result(true, "finish", "recovered in 2m").unwrap();
     let status = rewind_ok(&s, &s.admin, &["status"]);
-    assert!(status.contains("succeeded") && status.contains("recovered in 2m"), "{status}");
+    assert!(
+        status.contains("succeeded") && status.contains("recovered in 2m"),
+        "{status}"
+    );
     let gone = rc.get_json("/v1/recovery").unwrap_err();
     assert!(format!("{gone:#}").contains("401"), "{gone:#}");
     // Recovered: the machine boots its own disk again.
@@ -263,14 +512,21 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
     assert!(script(MAC_A).ends_with("exit\n"));
 
     // Forget through the server.
-    let out = rewind_ok(&s, &s.admin, &["forget", "--keep-last", "2", "--host", "web1"]);
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "2", "--host", "web1"],
+    );
     assert!(out.contains("keeping 2 of 3"), "{out}");
     assert_eq!(s.committed("web1"), ["s2.xml", "s3.xml"]);
     rewind_fails(&s, &s.admin, &["forget", "--host", "web1"]);
 
     // Token management.
     let list = rewind_ok(&s, &s.admin, &["token", "list"]);
-    assert!(list.contains("host web1") && list.contains("boot") && list.contains("admin"), "{list}");
+    assert!(
+        list.contains("host web1") && list.contains("boot") && list.contains("admin"),
+        "{list}"
+    );
     let id = &tb[4..20];
     rewind_ok(&s, &s.admin, &["token", "revoke", id]);
     assert!(s.client(&tb).get_json("/v1/whoami").is_err());
@@ -284,7 +540,8 @@ fn tls_with_a_pinned_certificate() {
     let pin = s.pin.clone().unwrap();
     let ok = rewind::client::Client::new(&s.url, &s.admin, Some(&pin), None).unwrap();
     assert_eq!(ok.get_json("/v1/whoami").unwrap()["scope"]["kind"], "admin");
-    let mut wrong = rewind::client::Client::new(&s.url, &s.admin, Some(&"00".repeat(32)), None).unwrap();
+    let mut wrong =
+        rewind::client::Client::new(&s.url, &s.admin, Some(&"00".repeat(32)), None).unwrap();
     wrong.retry_for = std::time::Duration::from_secs(1);
     let e = wrong.get_json("/v1/whoami").unwrap_err();
     assert!(format!("{e:#}").contains("not the pinned one"), "{e:#}");

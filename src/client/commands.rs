@@ -120,11 +120,19 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
         }
         for r in active {
             client.delete(&format!("/v1/requests/{}", str_of(r, "id")))?;
-            println!("cancelled {} ({} of {})", str_of(r, "id"), str_of(r, "state"), args.host);
+            println!(
+                "cancelled {} ({} of {})",
+                str_of(r, "id"),
+                str_of(r, "state"),
+                args.host
+            );
         }
         return Ok(());
     }
-    let answer = client.post_json(&format!("/v1/hosts/{}/requests", args.host), &json!({ "at": args.at }))?;
+    let answer = client.post_json(
+        &format!("/v1/hosts/{}/requests", args.host),
+        &json!({ "at": args.at }),
+    )?;
     let r = &answer["request"];
     println!(
         "armed {} : recover {} to snapshot {} (taken {})",
@@ -133,7 +141,10 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
         str_of(r, "snapshot"),
         str_of(r, "snapshot_time")
     );
-    println!("recovery token (this request only): {}", str_of(&answer, "token"));
+    println!(
+        "recovery token (this request only): {}",
+        str_of(&answer, "token")
+    );
     println!(
         "netboot: chain {}/boot/ipxe?mac=${{net0/mac}}&token=BOOT_TOKEN   (rewind token create --boot)",
         client.base
@@ -184,7 +195,9 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
         .filter(|(i, r)| {
             args.all
                 || matches!(str_of(r, "state"), "armed" | "running")
-                || !all[i + 1..].iter().any(|later| str_of(later, "host") == str_of(r, "host"))
+                || !all[i + 1..]
+                    .iter()
+                    .any(|later| str_of(later, "host") == str_of(r, "host"))
         })
         .map(|(_, r)| *r)
         .collect();
@@ -192,12 +205,19 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
         println!("no recovery requests");
         return Ok(());
     }
-    println!("{:<16} {:<16} {:<10} {:<22} DETAILS", "REQUEST", "HOST", "STATE", "SNAPSHOT TIME");
+    println!(
+        "{:<16} {:<16} {:<10} {:<22} DETAILS",
+        "REQUEST", "HOST", "STATE", "SNAPSHOT TIME"
+    );
     for r in shown {
         let details = match str_of(r, "state") {
             "running" => describe_progress(r),
             "armed" => format!("since {}", str_of(r, "created")),
-            _ => format!("{} ({})", r["result"].as_str().unwrap_or(""), str_of(r, "updated")),
+            _ => format!(
+                "{} ({})",
+                r["result"].as_str().unwrap_or(""),
+                str_of(r, "updated")
+            ),
         };
         println!(
             "{:<16} {:<16} {:<10} {:<22} {details}",
@@ -212,7 +232,12 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
 
 pub fn token_command(cmd: TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::Create { server, host, boot, note } => {
+        TokenCommand::Create {
+            server,
+            host,
+            boot,
+            note,
+        } => {
             let client = server.client()?;
             let body = match host {
                 Some(h) if !boot => json!({ "host": h, "note": note }),
@@ -220,7 +245,10 @@ pub fn token_command(cmd: TokenCommand) -> Result<()> {
             };
             let answer = client.post_json("/v1/tokens", &body)?;
             println!("{}", str_of(&answer, "token"));
-            eprintln!("rewind: token {} created; it is shown only now", str_of(&answer, "id"));
+            eprintln!(
+                "rewind: token {} created; it is shown only now",
+                str_of(&answer, "id")
+            );
             Ok(())
         }
         TokenCommand::List { server } => {
@@ -229,10 +257,20 @@ pub fn token_command(cmd: TokenCommand) -> Result<()> {
                 let scope = &t["scope"];
                 let what = match str_of(scope, "kind") {
                     "host" => format!("host {}", str_of(scope, "host")),
-                    "recovery" => format!("recovery {} of {}", str_of(scope, "request"), str_of(scope, "host")),
+                    "recovery" => format!(
+                        "recovery {} of {}",
+                        str_of(scope, "request"),
+                        str_of(scope, "host")
+                    ),
                     k => k.to_string(),
                 };
-                println!("{}  {:<32} {}  {}", str_of(t, "id"), what, str_of(t, "created"), str_of(t, "note"));
+                println!(
+                    "{}  {:<32} {}  {}",
+                    str_of(t, "id"),
+                    what,
+                    str_of(t, "created"),
+                    str_of(t, "note")
+                );
             }
             Ok(())
         }
@@ -263,7 +301,9 @@ fn print_decisions(host: &str, decisions: &[forget::Decision], dry_run: bool) {
 
 pub fn forget_command(args: ForgetArgs) -> Result<()> {
     if args.policy.is_empty() {
-        bail!("give at least one --keep-last/--keep-daily/--keep-weekly/--keep-monthly: an empty policy would forget every snapshot");
+        bail!(
+            "give at least one --keep-last/--keep-daily/--keep-weekly/--keep-monthly: an empty policy would forget every snapshot"
+        );
     }
     if let Some(dir) = &args.repo.dir {
         let repo = crate::repo::Repo::open(dir)?;
@@ -281,7 +321,9 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
         "/v1/forget",
         &json!({ "policy": args.policy, "host": args.repo.host, "dry_run": args.dry_run }),
     )?;
-    let hosts = answer["hosts"].as_object().context("unexpected answer from the server")?;
+    let hosts = answer["hosts"]
+        .as_object()
+        .context("unexpected answer from the server")?;
     for (host, decisions) in hosts {
         let decisions: Vec<forget::Decision> = serde_json::from_value(decisions.clone())?;
         print_decisions(host, &decisions, args.dry_run);
@@ -318,7 +360,9 @@ pub fn prune_command(args: PruneArgs) -> Result<()> {
         "/v1/prune",
         &json!({ "grace": args.grace, "host": args.repo.host, "dry_run": args.dry_run }),
     )?;
-    let hosts = answer["hosts"].as_object().context("unexpected answer from the server")?;
+    let hosts = answer["hosts"]
+        .as_object()
+        .context("unexpected answer from the server")?;
     for (host, report) in hosts {
         let r: prune::PruneReport = serde_json::from_value(report.clone())?;
         print_prune(host, &r, args.dry_run);

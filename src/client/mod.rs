@@ -26,6 +26,8 @@ use crate::repo::backend::Backend;
 /// How long calls keep retrying a server that is down, by default.
 const RETRY_FOR: Duration = Duration::from_secs(300);
 const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Chunk requests a restore keeps in flight.
+const READS_IN_FLIGHT: usize = 8;
 
 /// Where the server is and how to trust it.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -35,7 +37,12 @@ pub struct ServerArgs {
     #[arg(long, env = "REWIND_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token for the server (`rewind token create HOST` makes one).
-    #[arg(long, env = "REWIND_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REWIND_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// SHA-256 of the server's certificate, hex (`rewind serve` prints it).
     #[arg(long, env = "REWIND_PIN", value_name = "HEX")]
@@ -63,7 +70,12 @@ impl ServerArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RepoArg {
     /// The repository directory (takes precedence over --server).
-    #[arg(id = "repo_dir", long = "repo", env = "REWIND_REPO", value_name = "DIR")]
+    #[arg(
+        id = "repo_dir",
+        long = "repo",
+        env = "REWIND_REPO",
+        value_name = "DIR"
+    )]
     pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub server: ServerArgs,
@@ -113,7 +125,11 @@ pub fn local_hostname() -> String {
 /// the host's repository on the server (created on the server if missing).
 /// With a server, the host name is settled here so that the snapshot and
 /// the repository agree.
-pub fn capture_repo(dir: Option<&Path>, server: &ServerArgs, host: &mut Option<String>) -> Result<Option<Repo>> {
+pub fn capture_repo(
+    dir: Option<&Path>,
+    server: &ServerArgs,
+    host: &mut Option<String>,
+) -> Result<Option<Repo>> {
     if let Some(dir) = dir {
         return Repo::init(dir).map(Some);
     }
@@ -292,7 +308,10 @@ impl Client {
     /// The manifest of `host` at a point in time (`latest` or RFC 3339):
     /// (snapshot id, XML).
     pub fn manifest_at(&self, host: &str, at: &str) -> Result<(String, String)> {
-        let url = self.url(&format!("/v1/hosts/{host}/manifest?at={}", query_escape(at)));
+        let url = self.url(&format!(
+            "/v1/hosts/{host}/manifest?at={}",
+            query_escape(at)
+        ));
         self.retrying(&format!("manifest of {host} at {at}"), |http| {
             let resp = accept(self.auth(http.get(&url)).send()?, &[])?;
             let id = resp
@@ -306,7 +325,13 @@ impl Client {
     }
 
     /// Report a recovery's progress (recovery token).
-    pub fn report_progress(&self, stage: &str, bytes_done: u64, bytes_total: u64, message: &str) -> Result<()> {
+    pub fn report_progress(
+        &self,
+        stage: &str,
+        bytes_done: u64,
+        bytes_total: u64,
+        message: &str,
+    ) -> Result<()> {
         self.post_json(
             "/v1/recovery/progress",
             &serde_json::json!({ "stage": stage, "bytes_done": bytes_done, "bytes_total": bytes_total, "message": message }),
@@ -360,10 +385,20 @@ fn accept(resp: Response, also: &[StatusCode]) -> Result<Response, Failure> {
     }
 }
 
+/// Reads of a pack up to this size go through an aligned window.
+const SMALL_READ: usize = 128 << 10;
+const WINDOW: u64 = 1 << 20;
+/// Windows kept (fetched or being fetched).
+const WINDOWS_KEPT: usize = 32;
+
+type Window = Arc<std::sync::OnceLock<Result<Arc<Vec<u8>>, String>>>;
+
 /// One host's repository on the server.
 pub struct HttpBackend {
     pub client: Arc<Client>,
     pub host: String,
+    /// Recent windows of packs, oldest first.
+    windows: std::sync::Mutex<std::collections::VecDeque<((String, u64), Window)>>,
 }
 
 impl HttpBackend {
@@ -371,7 +406,86 @@ impl HttpBackend {
         HttpBackend {
             client,
             host: host.to_string(),
+            windows: Default::default(),
         }
+    }
+
+    /// Window `k` of a pack (shorter at its end); fetched once, however
+    /// many readers want it at the same time.
+    fn window(&self, name: &str, k: u64) -> Result<Arc<Vec<u8>>> {
+        let cell: Window = {
+            let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (name.to_string(), k);
+            match windows.iter().find(|(w, _)| *w == key) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    if windows.len() >= WINDOWS_KEPT {
+                        windows.pop_front();
+                    }
+                    let cell = Window::default();
+                    windows.push_back((key, cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| {
+            self.fetch_range(name, k * WINDOW, (k + 1) * WINDOW - 1, None)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+    }
+
+    /// Bytes `first..=last` of a file (`last` clipped to its end by the
+    /// server unless `exact` says how many must come).
+    fn fetch_range(
+        &self,
+        name: &str,
+        first: u64,
+        last: u64,
+        exact: Option<usize>,
+    ) -> Result<Vec<u8>> {
+        let url = self.file_url(name);
+        let range = format!("bytes={first}-{last}");
+        self.client
+            .retrying(&format!("download of {name} at {first}"), |http| {
+                let resp = self
+                    .client
+                    .auth(http.get(&url))
+                    .header(reqwest::header::RANGE, &range)
+                    .send()?;
+                let resp = accept(resp, &[])?;
+                if resp.status() != StatusCode::PARTIAL_CONTENT {
+                    return Err(Failure::Fatal(anyhow!(
+                        "the server ignored the range request"
+                    )));
+                }
+                // `bytes a-b/size`: how long the body must be.
+                let want = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes "))
+                    .and_then(|v| v.split('/').next())
+                    .and_then(|v| v.split_once('-'))
+                    .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+                    .ok_or_else(|| Failure::Fatal(anyhow!("the server sent no Content-Range")))?;
+                if exact.is_some_and(|n| n as u64 != want) {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{name} is shorter than the index says"
+                    )));
+                }
+                let bytes = resp.bytes()?;
+                if bytes.len() as u64 != want {
+                    // A connection cut mid-body: try again.
+                    return Err(Failure::Retry(format!(
+                        "short read: {} of {want} bytes",
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes.to_vec())
+            })
     }
 
     fn file_url(&self, name: &str) -> String {
@@ -386,42 +500,41 @@ impl Backend for HttpBackend {
         // PUT is idempotent: a pack or snapshot stored by an attempt whose
         // answer was lost is accepted again.
         self.client.retrying(&format!("upload of {name}"), |http| {
-            let resp = self.client.auth(http.put(&url)).body(bytes.to_vec()).send()?;
+            let resp = self
+                .client
+                .auth(http.put(&url))
+                .body(bytes.to_vec())
+                .send()?;
             accept(resp, &[]).map(|_| ())
         })
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
         let url = self.file_url(name);
-        self.client.retrying(&format!("download of {name}"), |http| {
-            let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
-            Ok(resp.bytes()?.to_vec())
-        })
+        self.client
+            .retrying(&format!("download of {name}"), |http| {
+                let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
+                Ok(resp.bytes()?.to_vec())
+            })
     }
 
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let url = self.file_url(name);
-        let range = format!("bytes={offset}-{}", offset + len as u64 - 1);
-        self.client.retrying(&format!("download of {name} at {offset}"), |http| {
-            let resp = self
-                .client
-                .auth(http.get(&url))
-                .header(reqwest::header::RANGE, &range)
-                .send()?;
-            let resp = accept(resp, &[])?;
-            if resp.status() != StatusCode::PARTIAL_CONTENT {
-                return Err(Failure::Fatal(anyhow!("the server ignored the range request")));
-            }
-            let bytes = resp.bytes()?;
-            if bytes.len() != len {
-                // A connection cut mid-body: try again.
-                return Err(Failure::Retry(format!("short read: {} of {len} bytes", bytes.len())));
-            }
-            Ok(bytes.to_vec())
-        })
+        // A small chunk is read with its neighbours: the aligned window of
+        // the pack around it, shared by the chunks that follow (packs are
+        // written in the order restore reads them).
+        let k = offset / WINDOW;
+        if len <= SMALL_READ && name.ends_with(".pack") && offset + len as u64 <= (k + 1) * WINDOW {
+            let window = self.window(name, k)?;
+            let start = (offset - k * WINDOW) as usize;
+            return window
+                .get(start..start + len)
+                .map(<[u8]>::to_vec)
+                .with_context(|| format!("{name} ends before byte {}", offset + len as u64));
+        }
+        self.fetch_range(name, offset, offset + len as u64 - 1, Some(len))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -430,18 +543,23 @@ impl Backend for HttpBackend {
             self.host,
             query_escape(prefix)
         ));
-        self.client.retrying(&format!("listing of {prefix}"), |http| {
-            let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
-            let bytes = resp.bytes()?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Fatal(anyhow!("the server's listing is not a JSON list: {e}")))
-        })
+        self.client
+            .retrying(&format!("listing of {prefix}"), |http| {
+                let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
+                let bytes = resp.bytes()?;
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Failure::Fatal(anyhow!("the server's listing is not a JSON list: {e}"))
+                })
+            })
     }
 
     fn exists(&self, name: &str) -> Result<bool> {
         let url = self.file_url(name);
         self.client.retrying(&format!("lookup of {name}"), |http| {
-            let resp = accept(self.client.auth(http.head(&url)).send()?, &[StatusCode::NOT_FOUND])?;
+            let resp = accept(
+                self.client.auth(http.head(&url)).send()?,
+                &[StatusCode::NOT_FOUND],
+            )?;
             Ok(resp.status() != StatusCode::NOT_FOUND)
         })
     }
@@ -456,6 +574,10 @@ impl Backend for HttpBackend {
     fn describe(&self) -> String {
         format!("{} (host {})", self.client.base, self.host)
     }
+
+    fn read_parallelism(&self) -> usize {
+        READS_IN_FLIGHT
+    }
 }
 
 // ---- TLS ----
@@ -464,7 +586,11 @@ impl Backend for HttpBackend {
 pub fn normalize_pin(pin: &str) -> Result<String> {
     let p = pin.trim();
     let p = p.strip_prefix("sha256:").unwrap_or(p);
-    let hex: String = p.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let hex: String = p
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     anyhow::ensure!(
         hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
         "--pin {pin:?}: give the 64 hex digits of the certificate's SHA-256"

@@ -232,8 +232,20 @@ fn warn(w: &str) {
 /// Run the stages of `plan`: partition, format, mount. Filesystems stay
 /// mounted under the target root when it succeeds.
 pub fn recreate(plan: &Plan, raw: &mut dyn RawSource, sys: &Path) -> Result<()> {
+    recreate_staged(plan, raw, sys, &mut |_| {})
+}
+
+/// [`recreate`], calling `on_stage` as each stage (`partition`, `format`,
+/// `mount`) begins: the live image announces and reports them.
+pub fn recreate_staged(
+    plan: &Plan,
+    raw: &mut dyn RawSource,
+    sys: &Path,
+    on_stage: &mut dyn FnMut(&str),
+) -> Result<()> {
     preflight(plan).context("preflight check failed")?;
 
+    on_stage("partition");
     stage("partition");
     for d in &plan.disks {
         let nodes = partition::partition_disk(d, sys)
@@ -250,6 +262,7 @@ pub fn recreate(plan: &Plan, raw: &mut dyn RawSource, sys: &Path) -> Result<()> 
         );
     }
 
+    on_stage("format");
     stage("format");
     for d in &plan.disks {
         for v in &d.volumes {
@@ -262,6 +275,7 @@ pub fn recreate(plan: &Plan, raw: &mut dyn RawSource, sys: &Path) -> Result<()> 
         }
     }
 
+    on_stage("mount");
     stage("mount");
     let (mounted, warnings) = mount::mount_all(&plan.mounts).context("mount stage failed")?;
     warnings.iter().for_each(|w| warn(w));

@@ -20,6 +20,11 @@ pub trait Backend: Send + Sync {
     fn remove(&self, name: &str) -> Result<()>;
     /// A human description for messages.
     fn describe(&self) -> String;
+    /// How many reads to keep in flight at least (restore's read-ahead): a
+    /// network backend wants more than one per core to hide latency.
+    fn read_parallelism(&self) -> usize {
+        1
+    }
 }
 
 pub struct LocalDir {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, Access, Scope};
-use super::files::{self, RepoFile, Refused};
+use super::files::{self, Refused, RepoFile};
 use super::forget::{self, Policy};
 use super::state::{Progress, Request as Recovery, RequestState};
 use super::{Server, ipxe, prune};
@@ -59,7 +59,10 @@ impl From<anyhow::Error> for ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> ApiError {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("storage error: {e}"))
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storage error: {e}"),
+        )
     }
 }
 
@@ -80,9 +83,12 @@ type ApiResult<T> = Result<T, ApiError>;
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    })?
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<T> {
@@ -93,33 +99,47 @@ fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<T> {
         ));
     }
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| err(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
 }
 
 fn check_host(host: &str) -> ApiResult<()> {
     if files::valid_host(host) {
         Ok(())
     } else {
-        Err(err(StatusCode::BAD_REQUEST, format!("{host:?} is not a valid host name")))
+        Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("{host:?} is not a valid host name"),
+        ))
     }
 }
 
 impl Server {
     /// Who is asking: the bearer token (or, for boot routes, `?token=`).
-    fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> ApiResult<(String, Scope)> {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> ApiResult<(String, Scope)> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(token) = bearer.or(query_token) else {
-            return Err(err(StatusCode::UNAUTHORIZED, "missing bearer token (Authorization: Bearer rwd_...)"));
+            return Err(err(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (Authorization: Bearer rwd_...)",
+            ));
         };
         let cat = self.catalog();
         let rec = auth::verify(&cat.tokens, token)
             .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "unknown or revoked token"))?;
         if let Scope::Recovery { request, .. } = &rec.scope {
-            let active = cat.requests.iter().any(|r| &r.id == request && r.state.is_active());
+            let active = cat
+                .requests
+                .iter()
+                .any(|r| &r.id == request && r.state.is_active());
             if !active {
                 return Err(err(
                     StatusCode::UNAUTHORIZED,
@@ -134,7 +154,12 @@ impl Server {
         self.authorize_q(headers, None, access)
     }
 
-    fn authorize_q(&self, headers: &HeaderMap, query_token: Option<&str>, access: Access<'_>) -> ApiResult<Scope> {
+    fn authorize_q(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+        access: Access<'_>,
+    ) -> ApiResult<Scope> {
         let (_, scope) = self.authenticate(headers, query_token)?;
         if auth::allows(&scope, access) {
             return Ok(scope);
@@ -159,7 +184,11 @@ impl Server {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
-        let scheme = if self.fingerprint.is_some() { "https" } else { "http" };
+        let scheme = if self.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{host}")
     }
 }
@@ -171,7 +200,10 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/hosts/{host}/files", get(list_files))
         .route(
             "/v1/hosts/{host}/files/{*name}",
-            get(get_file).head(head_file).put(put_file).delete(delete_file),
+            get(get_file)
+                .head(head_file)
+                .put(put_file)
+                .delete(delete_file),
         )
         .route("/v1/hosts/{host}/snapshots", get(list_snapshots))
         .route("/v1/hosts/{host}/manifest", get(get_manifest))
@@ -189,7 +221,12 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/stats", get(stats))
         .route("/boot/ipxe", get(boot_script))
         .route("/boot/{file}", get(boot_file))
-        .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md lists them)") })
+        .fallback(|| async {
+            err(
+                StatusCode::NOT_FOUND,
+                "no such endpoint (docs/api.md lists them)",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn(log))
         .with_state(server)
@@ -202,7 +239,8 @@ async fn log(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
-    let quiet = (method == Method::GET || method == Method::HEAD) && (status.is_success() || status == StatusCode::NOT_FOUND);
+    let quiet = (method == Method::GET || method == Method::HEAD)
+        && (status.is_success() || status == StatusCode::NOT_FOUND);
     if !quiet {
         eprintln!(
             "rewind: {method} {path} -> {} ({} ms)",
@@ -249,22 +287,32 @@ async fn list_files(
     s.authorize(&headers, Access::Read(&host))?;
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     if !files::valid_prefix(&prefix) {
-        return Err(err(StatusCode::BAD_REQUEST, format!("prefix {prefix:?}: list one of packs/, index/, snapshots/")));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("prefix {prefix:?}: list one of packs/, index/, snapshots/"),
+        ));
     }
     let dir = files::host_dir(&s.data, &host);
     let names = blocking(move || {
         use crate::repo::backend::Backend;
         let names = crate::repo::backend::LocalDir::new(&dir).list(&prefix)?;
         // The retired/ directory is not part of the repository.
-        Ok(names.into_iter().filter(|n| files::parse_name(n).is_some()).collect::<Vec<_>>())
+        Ok(names
+            .into_iter()
+            .filter(|n| files::parse_name(n).is_some())
+            .collect::<Vec<_>>())
     })
     .await?;
     Ok(axum::Json(names).into_response())
 }
 
 fn file_path(s: &Server, host: &str, name: &str) -> ApiResult<(PathBuf, Option<PathBuf>)> {
-    let parsed = files::parse_name(name)
-        .ok_or_else(|| err(StatusCode::BAD_REQUEST, format!("{name:?} is not a repository file name")))?;
+    let parsed = files::parse_name(name).ok_or_else(|| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a repository file name"),
+        )
+    })?;
     let dir = files::host_dir(&s.data, host);
     let fallback = match &parsed {
         RepoFile::Pack(p) => Some(prune::retired_path(&dir, p)),
@@ -274,7 +322,10 @@ fn file_path(s: &Server, host: &str, name: &str) -> ApiResult<(PathBuf, Option<P
 }
 
 /// Open a file, or the retired copy of a pack.
-fn open_file(path: &std::path::Path, fallback: Option<&std::path::Path>) -> ApiResult<std::fs::File> {
+fn open_file(
+    path: &std::path::Path,
+    fallback: Option<&std::path::Path>,
+) -> ApiResult<std::fs::File> {
     match std::fs::File::open(path) {
         Ok(f) => Ok(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -287,12 +338,18 @@ fn open_file(path: &std::path::Path, fallback: Option<&std::path::Path>) -> ApiR
     }
 }
 
-/// `bytes=START-END` (END inclusive, optional).
+/// `bytes=START-END` (END inclusive, optional; past the end of the file it
+/// is clipped, as RFC 9110 says: clients read aligned windows of packs).
 fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
     let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
     let start: u64 = a.trim().parse().ok()?;
-    let end: u64 = if b.trim().is_empty() { size.checked_sub(1)? } else { b.trim().parse().ok()? };
-    (start <= end && end < size).then_some((start, end))
+    let last = size.checked_sub(1)?;
+    let end: u64 = if b.trim().is_empty() {
+        last
+    } else {
+        b.trim().parse::<u64>().ok()?.min(last)
+    };
+    (start <= end).then_some((start, end))
 }
 
 async fn get_file(
@@ -303,7 +360,10 @@ async fn get_file(
     check_host(&host)?;
     s.authorize(&headers, Access::Read(&host))?;
     let (path, fallback) = file_path(&s, &host, &name)?;
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let s2 = s.clone();
     blocking(move || {
         use std::os::unix::fs::FileExt;
@@ -367,8 +427,12 @@ async fn put_file(
 ) -> ApiResult<Response> {
     check_host(&host)?;
     s.authorize(&headers, Access::Write(&host))?;
-    let parsed = files::parse_name(&name)
-        .ok_or_else(|| err(StatusCode::BAD_REQUEST, format!("{name:?} is not a repository file name")))?;
+    let parsed = files::parse_name(&name).ok_or_else(|| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a repository file name"),
+        )
+    })?;
     let lock = s.host_lock(&host);
     let _shared = lock.read().await;
     let s2 = s.clone();
@@ -382,7 +446,9 @@ async fn put_file(
             }
             RepoFile::Pack(p) => {
                 s2.stats.packs_received.fetch_add(1, Relaxed);
-                s2.stats.pack_bytes_received.fetch_add(body.len() as u64, Relaxed);
+                s2.stats
+                    .pack_bytes_received
+                    .fetch_add(body.len() as u64, Relaxed);
                 let new = files::put_pack(&dir, &p, &body)?;
                 if new {
                     s2.stats.packs_stored.fetch_add(1, Relaxed);
@@ -402,7 +468,11 @@ async fn put_file(
         })
     })
     .await?;
-    let status = if stored { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if stored {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(json!({ "stored": stored }))).into_response())
 }
 
@@ -418,7 +488,9 @@ async fn delete_file(
     let _alone = lock.write().await;
     blocking(move || match std::fs::remove_file(&path) {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(err(StatusCode::NOT_FOUND, "no such file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(err(StatusCode::NOT_FOUND, "no such file"))
+        }
         Err(e) => Err(e.into()),
     })
     .await
@@ -438,7 +510,11 @@ fn snapshot_json(m: &crate::manifest::Manifest) -> Value {
     })
 }
 
-async fn list_snapshots(State(s): State<Shared>, Path(host): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn list_snapshots(
+    State(s): State<Shared>,
+    Path(host): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     check_host(&host)?;
     s.authorize(&headers, Access::Read(&host))?;
     let dir = files::host_dir(&s.data, &host);
@@ -467,11 +543,18 @@ async fn get_manifest(
         Ok(files::snapshot_at(&dir, at)?)
     })
     .await?;
-    let xml = crate::manifest::to_xml(&m).map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let xml = crate::manifest::to_xml(&m)
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let id = HeaderValue::from_str(&m.snapshot.id).unwrap_or(HeaderValue::from_static("?"));
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml")), (header::HeaderName::from_static("x-rewind-snapshot"), id)],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            ),
+            (header::HeaderName::from_static("x-rewind-snapshot"), id),
+        ],
         xml,
     )
         .into_response())
@@ -514,15 +597,26 @@ async fn identify(
     };
     let macs: Vec<String> = q
         .get("mac")
-        .map(|m| m.split(',').map(normalize_mac).filter(|m| !m.is_empty()).collect())
+        .map(|m| {
+            m.split(',')
+                .map(normalize_mac)
+                .filter(|m| !m.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     if macs.is_empty() {
-        return Err(err(StatusCode::BAD_REQUEST, "give mac=aa:bb:cc:dd:ee:ff[,...]"));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "give mac=aa:bb:cc:dd:ee:ff[,...]",
+        ));
     }
     let s2 = s.clone();
     let host = blocking(move || host_by_mac(&s2, &macs, only.as_deref())).await?;
     let Some(host) = host else {
-        return Err(err(StatusCode::NOT_FOUND, "no host's latest snapshot has these MAC addresses"));
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            "no host's latest snapshot has these MAC addresses",
+        ));
     };
     let request = s.catalog().active_request(&host).cloned();
     Ok(axum::Json(json!({ "host": host, "request": request })).into_response())
@@ -583,10 +677,17 @@ async fn create_request(
         };
         {
             let mut cat = s2.catalog();
-            if let Some(running) = cat.requests.iter().find(|r| r.host == host && r.state == RequestState::Running) {
+            if let Some(running) = cat
+                .requests
+                .iter()
+                .find(|r| r.host == host && r.state == RequestState::Running)
+            {
                 return Err(err(
                     StatusCode::CONFLICT,
-                    format!("recovery {} of {host} is running; cancel it first", running.id),
+                    format!(
+                        "recovery {} of {host} is running; cancel it first",
+                        running.id
+                    ),
                 ));
             }
             // A new request replaces an armed one.
@@ -611,7 +712,11 @@ async fn create_request(
         Ok((req, token))
     })
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "request": req, "token": token }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "request": req, "token": token })),
+    )
+        .into_response())
 }
 
 async fn list_requests(
@@ -629,7 +734,11 @@ async fn list_requests(
     Ok(axum::Json(json!(list)).into_response())
 }
 
-async fn get_request(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn get_request(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let (_, scope) = s.authenticate(&headers, None)?;
     let allowed = match &scope {
         Scope::Admin => true,
@@ -637,21 +746,40 @@ async fn get_request(State(s): State<Shared>, Path(id): Path<String>, headers: H
         _ => false,
     };
     if !allowed {
-        return Err(err(StatusCode::FORBIDDEN, format!("this token ({}) may not read request {id}", scope.describe())));
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token ({}) may not read request {id}",
+                scope.describe()
+            ),
+        ));
     }
     let cat = s.catalog();
-    let r = cat.requests.iter().find(|r| r.id == id).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no request {id}")))?;
+    let r = cat
+        .requests
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no request {id}")))?;
     Ok(axum::Json(json!(r)).into_response())
 }
 
-async fn cancel_request(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn cancel_request(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     s.authorize(&headers, Access::Admin)?;
     let s2 = s.clone();
     let r = blocking(move || {
         let mut cat = s2.catalog();
-        let r = cat.request_mut(&id).ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no request {id}")))?;
+        let r = cat
+            .request_mut(&id)
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no request {id}")))?;
         if !r.state.is_active() {
-            return Err(err(StatusCode::CONFLICT, format!("request {id} is already {:?}", r.state).to_lowercase()));
+            return Err(err(
+                StatusCode::CONFLICT,
+                format!("request {id} is already {:?}", r.state).to_lowercase(),
+            ));
         }
         r.state = RequestState::Cancelled;
         r.updated = crate::time::now_utc();
@@ -680,7 +808,11 @@ fn recovery_scope(s: &Server, headers: &HeaderMap) -> ApiResult<String> {
 async fn my_recovery(State(s): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
     let id = recovery_scope(&s, &headers)?;
     let cat = s.catalog();
-    let r = cat.requests.iter().find(|r| r.id == id).ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
+    let r = cat
+        .requests
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
     Ok(axum::Json(json!(r)).into_response())
 }
 
@@ -695,16 +827,25 @@ struct ProgressReport {
     message: String,
 }
 
-async fn report_progress(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn report_progress(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let id = recovery_scope(&s, &headers)?;
     let p: ProgressReport = json_body(&body)?;
     if p.stage.is_empty() || p.stage.len() > 64 || p.message.len() > 4096 {
-        return Err(err(StatusCode::BAD_REQUEST, "stage must be 1-64 bytes, message at most 4096"));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "stage must be 1-64 bytes, message at most 4096",
+        ));
     }
     let s2 = s.clone();
     let r = blocking(move || {
         let mut cat = s2.catalog();
-        let r = cat.request_mut(&id).ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
+        let r = cat
+            .request_mut(&id)
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
         let now = crate::time::now_utc();
         let now_secs = crate::time::parse_rfc3339(&now).unwrap_or(0);
         let stage_started = match &r.progress {
@@ -713,7 +854,11 @@ async fn report_progress(State(s): State<Shared>, headers: HeaderMap, body: Byte
         };
         let elapsed = now_secs - crate::time::parse_rfc3339(&stage_started).unwrap_or(now_secs);
         r.progress = Some(Progress {
-            rate: if elapsed > 0 { p.bytes_done as f64 / elapsed as f64 } else { 0.0 },
+            rate: if elapsed > 0 {
+                p.bytes_done as f64 / elapsed as f64
+            } else {
+                0.0
+            },
             stage: p.stage,
             bytes_done: p.bytes_done,
             bytes_total: p.bytes_total,
@@ -740,7 +885,11 @@ struct ResultReport {
     message: String,
 }
 
-async fn report_result(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn report_result(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let id = recovery_scope(&s, &headers)?;
     let rep: ResultReport = json_body(&body)?;
     if rep.message.len() > 16384 {
@@ -749,10 +898,20 @@ async fn report_result(State(s): State<Shared>, headers: HeaderMap, body: Bytes)
     let s2 = s.clone();
     let r = blocking(move || {
         let mut cat = s2.catalog();
-        let r = cat.request_mut(&id).ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
-        r.state = if rep.ok { RequestState::Succeeded } else { RequestState::Failed };
+        let r = cat
+            .request_mut(&id)
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, "no such request"))?;
+        r.state = if rep.ok {
+            RequestState::Succeeded
+        } else {
+            RequestState::Failed
+        };
         r.updated = crate::time::now_utc();
-        r.result = Some(if rep.stage.is_empty() { rep.message } else { format!("{}: {}", rep.stage, rep.message) });
+        r.result = Some(if rep.stage.is_empty() {
+            rep.message
+        } else {
+            format!("{}: {}", rep.stage, rep.message)
+        });
         let r = r.clone();
         // One recovery per request: its token ends here.
         cat.revoke_recovery_tokens(&id);
@@ -776,7 +935,11 @@ struct NewToken {
     note: String,
 }
 
-async fn create_token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn create_token(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     s.authorize(&headers, Access::Admin)?;
     let req: NewToken = json_body(&body)?;
     let scope = match (req.host, req.boot) {
@@ -785,7 +948,12 @@ async fn create_token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) 
             Scope::Host { host: h }
         }
         (None, true) => Scope::Boot,
-        _ => return Err(err(StatusCode::BAD_REQUEST, "give either \"host\" or \"boot\": true")),
+        _ => {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "give either \"host\" or \"boot\": true",
+            ));
+        }
     };
     let s2 = s.clone();
     let (token, id) = blocking(move || {
@@ -800,7 +968,11 @@ async fn create_token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) 
         Ok((token, id))
     })
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "id": id, "token": token }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "id": id, "token": token })),
+    )
+        .into_response())
 }
 
 async fn list_tokens(State(s): State<Shared>, headers: HeaderMap) -> ApiResult<Response> {
@@ -814,7 +986,11 @@ async fn list_tokens(State(s): State<Shared>, headers: HeaderMap) -> ApiResult<R
     Ok(axum::Json(list).into_response())
 }
 
-async fn revoke_token(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn revoke_token(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     s.authorize(&headers, Access::Admin)?;
     let s2 = s.clone();
     blocking(move || {
@@ -822,8 +998,18 @@ async fn revoke_token(State(s): State<Shared>, Path(id): Path<String>, headers: 
         let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
             return Err(err(StatusCode::NOT_FOUND, format!("no token {id}")));
         };
-        if cat.tokens[i].scope == Scope::Admin && cat.tokens.iter().filter(|t| t.scope == Scope::Admin).count() == 1 {
-            return Err(err(StatusCode::CONFLICT, "this is the only admin token (`rewind serve --new-admin-token` replaces it)"));
+        if cat.tokens[i].scope == Scope::Admin
+            && cat
+                .tokens
+                .iter()
+                .filter(|t| t.scope == Scope::Admin)
+                .count()
+                == 1
+        {
+            return Err(err(
+                StatusCode::CONFLICT,
+                "this is the only admin token (`rewind serve --new-admin-token` replaces it)",
+            ));
         }
         cat.tokens.remove(i);
         cat.save_tokens()?;
@@ -857,11 +1043,18 @@ fn target_hosts(s: &Server, host: Option<String>) -> ApiResult<Vec<String>> {
     }
 }
 
-async fn forget_cmd(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn forget_cmd(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     s.authorize(&headers, Access::Admin)?;
     let req: ForgetRequest = json_body(&body)?;
     if req.policy.is_empty() {
-        return Err(err(StatusCode::BAD_REQUEST, "an empty policy would forget every snapshot: give at least one keep rule"));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "an empty policy would forget every snapshot: give at least one keep rule",
+        ));
     }
     let mut out = serde_json::Map::new();
     for h in target_hosts(&s, req.host)? {
@@ -893,7 +1086,11 @@ struct PruneRequest {
 
 pub const DEFAULT_GRACE: &str = "6h";
 
-async fn prune_cmd(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn prune_cmd(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     s.authorize(&headers, Access::Admin)?;
     let req: PruneRequest = json_body(&body)?;
     let grace = prune::parse_duration(req.grace.as_deref().unwrap_or(DEFAULT_GRACE))
@@ -934,19 +1131,32 @@ async fn boot_script(
     s.authorize_q(&headers, token, Access::Boot)?;
     let macs: Vec<String> = q
         .get("mac")
-        .map(|m| m.split(',').map(normalize_mac).filter(|m| !m.is_empty()).collect())
+        .map(|m| {
+            m.split(',')
+                .map(normalize_mac)
+                .filter(|m| !m.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    let text = |body: String| ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    let text = |body: String| {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    };
     if macs.is_empty() {
-        return Ok(text(ipxe::exit_script("no MAC address given (chain .../boot/ipxe?mac=${net0/mac})")));
+        return Ok(text(ipxe::exit_script(
+            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
+        )));
     }
     let s2 = s.clone();
     let host = blocking(move || host_by_mac(&s2, &macs, None)).await?;
     let Some(host) = host else {
-        return Ok(text(ipxe::exit_script("this machine is not known to the recovery server")));
+        return Ok(text(ipxe::exit_script(
+            "this machine is not known to the recovery server",
+        )));
     };
     let Some(req) = s.catalog().active_request(&host).cloned() else {
-        return Ok(text(ipxe::exit_script(&format!("no recovery is armed for {host}"))));
+        return Ok(text(ipxe::exit_script(&format!(
+            "no recovery is armed for {host}"
+        ))));
     };
     let base = s.base_url(&headers);
     let boot_token = token
@@ -975,7 +1185,12 @@ async fn boot_script(
         initrd_url: &initrd_url,
         extra: extra.lines().next().unwrap_or(""),
     })
-    .ok_or_else(|| err(StatusCode::INTERNAL_SERVER_ERROR, "a boot setting cannot go on a kernel command line (spaces in --public-url?)"))?;
+    .ok_or_else(|| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a boot setting cannot go on a kernel command line (spaces in --public-url?)",
+        )
+    })?;
     Ok(text(script))
 }
 
@@ -992,7 +1207,10 @@ async fn boot_file(
     let path = s.data.join("boot").join(&file);
     let bytes = blocking(move || match std::fs::read(&path) {
         Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(err(StatusCode::NOT_FOUND, format!("no boot asset {file} (put it in DIR/boot/)"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no boot asset {file} (put it in DIR/boot/)"),
+        )),
         Err(e) => Err(e.into()),
     })
     .await?;
@@ -1001,7 +1219,11 @@ async fn boot_file(
 
 // ---- the listener ----
 
-pub async fn run(server: Shared, listen: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Result<()> {
+pub async fn run(
+    server: Shared,
+    listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -1032,20 +1254,32 @@ pub async fn run(server: Shared, listen: SocketAddr, tls: Option<Arc<rustls::Ser
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30));
             let result = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await,
-                    Ok(Err(e)) => {
-                        eprintln!("rewind: TLS handshake with {peer} failed: {e}");
-                        return;
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            eprintln!("rewind: TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Err(_) => return,
-                },
-                None => builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
-            };
-            if let Err(e) = result {
-                if !e.is_incomplete_message() {
-                    eprintln!("rewind: connection from {peer}: {e}");
                 }
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = result
+                && !e.is_incomplete_message()
+            {
+                eprintln!("rewind: connection from {peer}: {e}");
             }
         });
     }
@@ -1058,7 +1292,9 @@ mod tests {
         use super::parse_range;
         assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
         assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=90-100", 100), None);
+        assert_eq!(parse_range("bytes=90-100", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=100-200", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
         assert_eq!(parse_range("bytes=5-4", 100), None);
         assert_eq!(parse_range("lines=1-2", 100), None);
     }

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::manifest::{self, Manifest};
-use crate::repo::pack;
 use crate::repo::Repo;
+use crate::repo::pack;
 use crate::tree::{ChunkId, Kind};
 
 use super::state::write_atomic;
@@ -67,8 +67,7 @@ fn valid_snapshot_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b':'))
 }
 
@@ -177,6 +176,36 @@ pub fn put_config(dir: &Path, bytes: &[u8]) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Write the index of every pack that lacks one (the server stopped between
+/// a pack and its index), so that no client, read-only ones included, has to.
+/// Returns how many were written; damaged packs are reported, not indexed.
+pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
+    let mut written = 0;
+    let Ok(rd) = std::fs::read_dir(dir.join("packs")) else {
+        return Ok(0);
+    };
+    for sub in rd.flatten() {
+        for e in std::fs::read_dir(sub.path())?.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".pack").filter(|n| is_hex64(n)) else {
+                continue;
+            };
+            let idx = dir.join(format!("index/{name}.idx"));
+            if idx.exists() {
+                continue;
+            }
+            match verify_pack(name, &std::fs::read(e.path())?) {
+                Ok(index) => {
+                    write_atomic(&idx, &index)?;
+                    written += 1;
+                }
+                Err(r) => eprintln!("rewind: warning: {}: {}", e.path().display(), r.message),
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// Create a host's repository if it does not exist.
 pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
     let path = dir.join("config");
@@ -217,7 +246,10 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
         return if existing == bytes {
             Ok(())
         } else {
-            Err(refused(409, format!("snapshot {id} exists with other content")))
+            Err(refused(
+                409,
+                format!("snapshot {id} exists with other content"),
+            ))
         };
     }
     let repo = Repo::open(dir).map_err(|e| refused(500, format!("{e:#}")))?;
@@ -250,8 +282,8 @@ fn check_references(repo: &Repo, m: &Manifest) -> Result<(), Refused> {
             .tree_entries(&tree)
             .map_err(|e| missing(format!("the tree of {} ({e:#})", data.from)))?;
         for entry in entries {
-            let entry =
-                entry.map_err(|e| missing(format!("a piece of the tree of {} ({e:#})", data.from)))?;
+            let entry = entry
+                .map_err(|e| missing(format!("a piece of the tree of {} ({e:#})", data.from)))?;
             if entry.kind != Kind::File {
                 continue;
             }
@@ -356,7 +388,10 @@ mod tests {
             Some(RepoFile::Pack(h.clone()))
         );
         assert_eq!(parse_name(&format!("packs/cd/{h}.pack")), None);
-        assert_eq!(parse_name(&format!("index/{h}.idx")), Some(RepoFile::Index(h.clone())));
+        assert_eq!(
+            parse_name(&format!("index/{h}.idx")),
+            Some(RepoFile::Index(h.clone()))
+        );
         assert_eq!(
             parse_name("snapshots/20261125T060000Z-web1.xml"),
             Some(RepoFile::Snapshot("20261125T060000Z-web1".into()))
@@ -388,10 +423,18 @@ mod tests {
             (t("2026-11-26T06:00:00Z"), "c"),
         ];
         assert_eq!(select_at(&snaps, None), Some(2), "latest");
-        assert_eq!(select_at(&snaps, Some(t("2026-11-25T06:00:00Z"))), Some(0), "exact time");
+        assert_eq!(
+            select_at(&snaps, Some(t("2026-11-25T06:00:00Z"))),
+            Some(0),
+            "exact time"
+        );
         assert_eq!(select_at(&snaps, Some(t("2026-11-25T05:59:59Z"))), Some(1));
         assert_eq!(select_at(&snaps, Some(t("2026-12-01T00:00:00Z"))), Some(2));
-        assert_eq!(select_at(&snaps, Some(t("2026-11-24T05:00:00Z"))), None, "before all");
+        assert_eq!(
+            select_at(&snaps, Some(t("2026-11-24T05:00:00Z"))),
+            None,
+            "before all"
+        );
         assert_eq!(select_at(&[], None), None);
         // Two at the same second: the id breaks the tie, as in listings.
         let same = [(5, "x-2"), (5, "x")];
@@ -411,12 +454,29 @@ mod tests {
         put_index(dir.path(), &name, &index).unwrap();
         let mut damaged = bytes.clone();
         damaged[9] ^= 1;
-        assert_eq!(put_pack(dir.path(), &name, &damaged).unwrap_err().status, 400);
+        assert_eq!(
+            put_pack(dir.path(), &name, &damaged).unwrap_err().status,
+            400
+        );
         let other = "ff".to_string() + &name[2..];
-        assert_eq!(put_pack(dir.path(), &other, &bytes).unwrap_err().status, 400);
-        assert_eq!(put_index(dir.path(), &other, &index).unwrap_err().status, 409);
+        assert_eq!(
+            put_pack(dir.path(), &other, &bytes).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            put_index(dir.path(), &other, &index).unwrap_err().status,
+            409
+        );
+        let idx = dir.path().join(format!("index/{name}.idx"));
+        std::fs::remove_file(&idx).unwrap();
+        assert_eq!(repair_indexes(dir.path()).unwrap(), 1);
+        assert_eq!(std::fs::read(&idx).unwrap(), index);
+        assert_eq!(repair_indexes(dir.path()).unwrap(), 0);
         let mut bad_index = index.clone();
         bad_index[0] ^= 1;
-        assert_eq!(put_index(dir.path(), &name, &bad_index).unwrap_err().status, 400);
+        assert_eq!(
+            put_index(dir.path(), &name, &bad_index).unwrap_err().status,
+            400
+        );
     }
 }

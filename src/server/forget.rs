@@ -172,38 +172,66 @@ mod tests {
 
     #[test]
     fn keep_last() {
-        let k = fixture_kept(Policy { last: 3, ..Policy::default() });
+        let k = fixture_kept(Policy {
+            last: 3,
+            ..Policy::default()
+        });
         assert_eq!(
             k,
-            ["2026-03-01T18:00:00Z", "2026-03-01T06:00:00Z", "2026-02-28T18:00:00Z"]
+            [
+                "2026-03-01T18:00:00Z",
+                "2026-03-01T06:00:00Z",
+                "2026-02-28T18:00:00Z"
+            ]
         );
     }
 
     #[test]
     fn keep_daily_takes_the_newest_of_each_day() {
-        let k = fixture_kept(Policy { daily: 3, ..Policy::default() });
+        let k = fixture_kept(Policy {
+            daily: 3,
+            ..Policy::default()
+        });
         assert_eq!(
             k,
-            ["2026-03-01T18:00:00Z", "2026-02-28T18:00:00Z", "2026-02-27T18:00:00Z"]
+            [
+                "2026-03-01T18:00:00Z",
+                "2026-02-28T18:00:00Z",
+                "2026-02-27T18:00:00Z"
+            ]
         );
     }
 
     #[test]
     fn keep_weekly_uses_iso_weeks() {
         // Weeks start on Monday: the newest of each is its Sunday evening.
-        let k = fixture_kept(Policy { weekly: 3, ..Policy::default() });
+        let k = fixture_kept(Policy {
+            weekly: 3,
+            ..Policy::default()
+        });
         assert_eq!(
             k,
-            ["2026-03-01T18:00:00Z", "2026-02-22T18:00:00Z", "2026-02-15T18:00:00Z"]
+            [
+                "2026-03-01T18:00:00Z",
+                "2026-02-22T18:00:00Z",
+                "2026-02-15T18:00:00Z"
+            ]
         );
     }
 
     #[test]
     fn keep_monthly() {
-        let k = fixture_kept(Policy { monthly: 5, ..Policy::default() });
+        let k = fixture_kept(Policy {
+            monthly: 5,
+            ..Policy::default()
+        });
         assert_eq!(
             k,
-            ["2026-03-01T18:00:00Z", "2026-02-28T18:00:00Z", "2026-01-31T18:00:00Z"]
+            [
+                "2026-03-01T18:00:00Z",
+                "2026-02-28T18:00:00Z",
+                "2026-01-31T18:00:00Z"
+            ]
         );
     }
 
@@ -216,15 +244,35 @@ mod tests {
             ("d", "2026-01-20T11:00:00Z"),
         ];
         // Two daily: d (Jan 20) and b (Jan 1): the empty days between do not count.
-        assert_eq!(kept(&snaps, Policy { daily: 2, ..Policy::default() }), ["d", "b"]);
+        assert_eq!(
+            kept(
+                &snaps,
+                Policy {
+                    daily: 2,
+                    ..Policy::default()
+                }
+            ),
+            ["d", "b"]
+        );
         // last 1 + monthly 2: d (by both: the newest of January) and a (December).
         assert_eq!(
-            kept(&snaps, Policy { last: 1, monthly: 2, ..Policy::default() }),
+            kept(
+                &snaps,
+                Policy {
+                    last: 1,
+                    monthly: 2,
+                    ..Policy::default()
+                }
+            ),
             ["d", "a"]
         );
         let d = decide(
             &[("x".into(), t("2026-01-01T00:00:00Z"))],
-            &Policy { last: 1, daily: 1, ..Policy::default() },
+            &Policy {
+                last: 1,
+                daily: 1,
+                ..Policy::default()
+            },
         );
         assert_eq!(d[0].reasons, ["last", "daily"]);
         assert!(Policy::default().is_empty());
@@ -234,7 +282,13 @@ mod tests {
     fn weeks_start_on_monday() {
         // Sun 2026-01-04 and Mon 2026-01-05 are in different ISO weeks;
         // Mon 2026-01-05 and Sun 2026-01-11 in the same one.
-        assert_ne!(period(2, t("2026-01-04T12:00:00Z")), period(2, t("2026-01-05T12:00:00Z")));
-        assert_eq!(period(2, t("2026-01-05T00:00:00Z")), period(2, t("2026-01-11T23:59:59Z")));
+        assert_ne!(
+            period(2, t("2026-01-04T12:00:00Z")),
+            period(2, t("2026-01-05T12:00:00Z"))
+        );
+        assert_eq!(
+            period(2, t("2026-01-05T00:00:00Z")),
+            period(2, t("2026-01-11T23:59:59Z"))
+        );
     }
 }

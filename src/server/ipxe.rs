@@ -27,7 +27,9 @@ pub struct BootParams<'a> {
 
 /// A kernel command line value must be one word.
 fn word(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\'')
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\'')
 }
 
 /// The script that boots the recovery image; `None` when a value cannot be
@@ -103,21 +105,50 @@ mod tests {
              initrd --name initrd.img https://backup.example:8443/boot/initrd.img?token=T\n\
              boot\n"
         );
-        let no_pin = recovery_script(&BootParams { pin: None, extra: "", ..params() }).unwrap();
-        assert!(no_pin.contains("rewind.at=2026-11-25T06:00:00Z\n"), "{no_pin}");
+        let no_pin = recovery_script(&BootParams {
+            pin: None,
+            extra: "",
+            ..params()
+        })
+        .unwrap();
+        assert!(
+            no_pin.contains("rewind.at=2026-11-25T06:00:00Z\n"),
+            "{no_pin}"
+        );
         assert!(!no_pin.contains("rewind.pin"));
     }
 
     #[test]
     fn values_that_would_split_the_command_line_are_refused() {
-        assert!(recovery_script(&BootParams { host: "a b", ..params() }).is_none());
-        assert!(recovery_script(&BootParams { server: "", ..params() }).is_none());
-        assert!(recovery_script(&BootParams { extra: "a\nshell", ..params() }).is_none());
+        assert!(
+            recovery_script(&BootParams {
+                host: "a b",
+                ..params()
+            })
+            .is_none()
+        );
+        assert!(
+            recovery_script(&BootParams {
+                server: "",
+                ..params()
+            })
+            .is_none()
+        );
+        assert!(
+            recovery_script(&BootParams {
+                extra: "a\nshell",
+                ..params()
+            })
+            .is_none()
+        );
     }
 
     #[test]
     fn exit_script_exits() {
         let s = exit_script("no recovery is armed\nfor this machine");
-        assert_eq!(s, "#!ipxe\necho rewind: no recovery is armed for this machine\nexit\n");
+        assert_eq!(
+            s,
+            "#!ipxe\necho rewind: no recovery is armed for this machine\nexit\n"
+        );
     }
 }

@@ -36,7 +36,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// TLS certificate chain (PEM).
-    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "tls_self_signed")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "tls_self_signed"
+    )]
     pub cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
@@ -140,6 +145,16 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
             "rewind: warning: serving plain HTTP: tokens and data cross the network in clear (use --tls-self-signed or --cert/--key)"
         );
     }
+    for host in std::fs::read_dir(data.join("hosts"))?.flatten() {
+        let n = files::repair_indexes(&host.path())
+            .with_context(|| format!("cannot check {}", host.path().display()))?;
+        if n > 0 {
+            eprintln!(
+                "rewind: {}: indexed {n} packs whose index was missing",
+                host.path().display()
+            );
+        }
+    }
     let server = Arc::new(Server {
         data,
         catalog: Mutex::new(catalog),
@@ -148,7 +163,9 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         fingerprint,
         stats: Stats::default(),
     });
-    let tls_config = tls.map(|(certs, key)| tls::server_config(certs, key)).transpose()?;
+    let tls_config = tls
+        .map(|(certs, key)| tls::server_config(certs, key))
+        .transpose()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

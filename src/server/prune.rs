@@ -69,7 +69,9 @@ fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let Ok(m) = e.metadata() else { continue };
             if m.is_dir() {
@@ -158,7 +160,8 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
     for (name, mut blobs) in to_repack {
         blobs.sort_by_key(|(_, l)| l.offset);
         let path = dir.join(Repo::pack_path(&name));
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         for (id, loc) in blobs {
             let start = loc.offset as usize;
             let stored = bytes
@@ -267,7 +270,10 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86_400));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
         assert!(parse_duration("6x").is_err());
         assert!(parse_duration("h").is_err());
     }

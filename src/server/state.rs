@@ -79,8 +79,7 @@ const REQUESTS: &str = "requests.json";
 
 impl Catalog {
     pub fn load(dir: &Path) -> Result<Catalog> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Catalog {
             dir: dir.to_path_buf(),
             tokens: read_json(&dir.join(TOKENS))?,
@@ -114,16 +113,16 @@ impl Catalog {
 
     /// Revoke the recovery tokens of a request.
     pub fn revoke_recovery_tokens(&mut self, request: &str) {
-        self.tokens.retain(
-            |t| !matches!(&t.scope, Scope::Recovery { request: r, .. } if r == request),
-        );
+        self.tokens
+            .retain(|t| !matches!(&t.scope, Scope::Recovery { request: r, .. } if r == request));
     }
 }
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is damaged", path.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

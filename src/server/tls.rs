@@ -43,7 +43,10 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
         super::state::write_atomic(&cert, pair.cert.pem().as_bytes())
             .with_context(|| format!("cannot write {}", cert.display()))?;
-        eprintln!("rewind: generated a self-signed certificate in {}", cert.display());
+        eprintln!(
+            "rewind: generated a self-signed certificate in {}",
+            cert.display()
+        );
     }
     load_pem(&cert, &key)
 }
@@ -53,14 +56,18 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     crate::probe::disks::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }
 
-pub fn server_config(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<rustls::ServerConfig>> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("the certificate and key do not make a usable pair")?;
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the certificate and key do not make a usable pair")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -32,8 +32,18 @@ impl ServerProc {
     pub fn start_on(data: &Path, listen: &str, tls: bool, admin: Option<&str>) -> ServerProc {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension("log");
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut args = vec!["serve", "--data", data.to_str().unwrap(), "--listen", listen];
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut args = vec![
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+        ];
         if tls {
             args.push("--tls-self-signed");
         }
@@ -61,7 +71,10 @@ impl ServerProc {
         let url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("rewind serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                panic!(
+                    "rewind serve did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
             });
             if let Some(t) = line.split("keep it safe): ").nth(1) {
                 admin = Some(t.trim().to_string());
@@ -127,23 +140,29 @@ impl ServerProc {
     /// A host token, through the CLI.
     pub fn host_token(&self, host: &str) -> String {
         let out = rewind_ok(self, &self.admin, &["token", "create", host]);
-        out.lines().find(|l| l.starts_with("rwd_")).expect("no token printed").to_string()
+        out.lines()
+            .find(|l| l.starts_with("rwd_"))
+            .expect("no token printed")
+            .to_string()
     }
 
     pub fn stat(&self, key: &str) -> u64 {
-        self.client(&self.admin).get_json("/v1/stats").unwrap()[key].as_u64().unwrap()
+        self.client(&self.admin).get_json("/v1/stats").unwrap()[key]
+            .as_u64()
+            .unwrap()
     }
 
     /// Snapshot files committed for a host, read from the server's disk.
     pub fn committed(&self, host: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.data.join("hosts").join(host).join("snapshots"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut v: Vec<String> =
+            std::fs::read_dir(self.data.join("hosts").join(host).join("snapshots"))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with('.'))
+                        .collect()
+                })
+                .unwrap_or_default();
         v.sort();
         v
     }
@@ -162,25 +181,41 @@ impl Drop for ServerProc {
 /// A client command against `server` with `token`.
 pub fn rewind_cmd(server: &ServerProc, token: &str, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args).envs(server.env(token)).env_remove("REWIND_REPO").stdin(Stdio::null());
+    c.args(args)
+        .envs(server.env(token))
+        .env_remove("REWIND_REPO")
+        .stdin(Stdio::null());
     c
 }
 
 pub fn output_text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn rewind_ok(server: &ServerProc, token: &str, args: &[&str]) -> String {
     let out = rewind_cmd(server, token, args).output().unwrap();
     let text = output_text(&out);
-    assert!(out.status.success(), "rewind {} failed:\n{text}\nserver log:\n{}", args.join(" "), server.log_text());
+    assert!(
+        out.status.success(),
+        "rewind {} failed:\n{text}\nserver log:\n{}",
+        args.join(" "),
+        server.log_text()
+    );
     text
 }
 
 pub fn rewind_fails(server: &ServerProc, token: &str, args: &[&str]) -> String {
     let out = rewind_cmd(server, token, args).output().unwrap();
     let text = output_text(&out);
-    assert!(!out.status.success(), "rewind {} succeeded:\n{text}", args.join(" "));
+    assert!(
+        !out.status.success(),
+        "rewind {} succeeded:\n{text}",
+        args.join(" ")
+    );
     text
 }
 

@@ -1,0 +1,410 @@
+//! The live image's settings, from the kernel command line (docs/boot.md).
+//!
+//! Parsing never fails: a setting that cannot be understood becomes a
+//! warning printed on the console and the default is kept, because PID 1
+//! must come up whatever the operator typed.
+
+use std::time::Duration;
+
+/// What the image does once the hardware and the network are up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Recover the machine when the server holds an armed request; without
+    /// one, show the plan and wait for one.
+    #[default]
+    Recover,
+    /// Fetch the manifest, show the plan, write nothing.
+    Plan,
+    /// Bring up hardware and network, then give a shell on the console.
+    Shell,
+}
+
+/// What follows a successful recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Done {
+    #[default]
+    Reboot,
+    Poweroff,
+}
+
+/// What follows a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFail {
+    /// Keep the console as it is: the error stays on the screen.
+    #[default]
+    Wait,
+    Shell,
+    Reboot,
+    Poweroff,
+}
+
+/// `ip=`: how the network is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Ip {
+    /// DHCP on the named interface, or on every interface with a link.
+    Dhcp { device: Option<String> },
+    /// The kernel's `ip=CLIENT:SERVER:GATEWAY:NETMASK:HOSTNAME:DEVICE:off:DNS0:DNS1`
+    /// form (CLIENT may carry a `/PREFIX` instead of NETMASK).
+    Static(StaticIp),
+    /// `ip=off`/`ip=none`: leave the network alone.
+    Off,
+    /// Nothing on the command line: DHCP on every interface with a link.
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIp {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub device: Option<String>,
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub pin: Option<String>,
+    pub at: Option<String>,
+    pub host: Option<String>,
+    pub action: Action,
+    /// `None` when not given: a recovery then reboots, a plan keeps the console.
+    pub done: Option<Done>,
+    pub on_fail: OnFail,
+    pub ip: Ip,
+    /// `rewind.disk=CAPTURED=PRESENT`, repeatable or comma-separated.
+    pub disks: Vec<(String, String)>,
+    pub grow: bool,
+    /// How long to wait for a network link.
+    pub link_wait: Duration,
+    /// How often to ask the server whether a recovery is armed.
+    pub poll: Duration,
+    /// How long to keep retrying an unreachable server.
+    pub retry: Duration,
+    /// Modules to load besides those the hardware asks for.
+    pub modules: Vec<String>,
+    /// Settings that were not understood, for the console.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            server: None,
+            token: None,
+            pin: None,
+            at: None,
+            host: None,
+            action: Action::default(),
+            done: None,
+            on_fail: OnFail::default(),
+            ip: Ip::default(),
+            disks: Vec::new(),
+            grow: false,
+            link_wait: Duration::from_secs(30),
+            poll: Duration::from_secs(10),
+            retry: Duration::from_secs(120),
+            modules: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Split a kernel command line into words; double quotes group words
+/// (`a="b c"` is one word `a=b c`), as the kernel does.
+pub fn split(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    words
+}
+
+fn seconds(key: &str, value: &str, warnings: &mut Vec<String>) -> Option<Duration> {
+    match value.parse::<u64>() {
+        Ok(n) => Some(Duration::from_secs(n)),
+        Err(_) => {
+            warnings.push(format!(
+                "{key}={value}: not a number of seconds; default kept"
+            ));
+            None
+        }
+    }
+}
+
+/// Read the settings from a kernel command line.
+pub fn parse(cmdline: &str) -> Settings {
+    let mut s = Settings::default();
+    for word in split(cmdline) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (word.clone(), None),
+        };
+        let v = value.clone().unwrap_or_default();
+        let w = &mut s.warnings;
+        match key.as_str() {
+            "rewind.server" => s.server = Some(v.trim_end_matches('/').to_string()),
+            "rewind.token" => s.token = Some(v),
+            "rewind.pin" => s.pin = Some(v),
+            "rewind.at" => s.at = Some(v),
+            "rewind.host" => s.host = Some(v),
+            "rewind.action" => match v.as_str() {
+                "recover" => s.action = Action::Recover,
+                "plan" => s.action = Action::Plan,
+                "shell" => s.action = Action::Shell,
+                _ => w.push(format!(
+                    "rewind.action={v}: give recover, plan or shell; recover kept"
+                )),
+            },
+            "rewind.done" => match v.as_str() {
+                "reboot" => s.done = Some(Done::Reboot),
+                "poweroff" => s.done = Some(Done::Poweroff),
+                _ => w.push(format!(
+                    "rewind.done={v}: give reboot or poweroff; reboot kept"
+                )),
+            },
+            "rewind.onfail" => match v.as_str() {
+                "wait" => s.on_fail = OnFail::Wait,
+                "shell" => s.on_fail = OnFail::Shell,
+                "reboot" => s.on_fail = OnFail::Reboot,
+                "poweroff" => s.on_fail = OnFail::Poweroff,
+                _ => w.push(format!(
+                    "rewind.onfail={v}: give wait, shell, reboot or poweroff; wait kept"
+                )),
+            },
+            "rewind.disk" => {
+                for pair in v.split(',').filter(|p| !p.is_empty()) {
+                    match pair.split_once('=') {
+                        Some((c, p)) if !c.is_empty() && !p.is_empty() => {
+                            s.disks.push((c.to_string(), p.to_string()))
+                        }
+                        _ => w.push(format!(
+                            "rewind.disk={pair}: give CAPTURED=PRESENT (sda=/dev/vda); ignored"
+                        )),
+                    }
+                }
+            }
+            "rewind.grow" => s.grow = !matches!(v.as_str(), "0" | "no" | "off"),
+            "rewind.linkwait" => {
+                if let Some(d) = seconds(&key, &v, w) {
+                    s.link_wait = d;
+                }
+            }
+            "rewind.poll" => {
+                if let Some(d) = seconds(&key, &v, w) {
+                    s.poll = d.max(Duration::from_secs(1));
+                }
+            }
+            "rewind.retry" => {
+                if let Some(d) = seconds(&key, &v, w) {
+                    s.retry = d;
+                }
+            }
+            "rewind.modules" => s.modules.extend(
+                v.split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string),
+            ),
+            "ip" => match parse_ip(&v) {
+                Ok(ip) => s.ip = ip,
+                Err(e) => w.push(format!("ip={v}: {e}; DHCP kept")),
+            },
+            k if k.starts_with("rewind.") => {
+                w.push(format!("{word}: unknown setting (docs/boot.md lists them)"))
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Parse `ip=`: `dhcp`, `on`, `any`, `off`, `none`, `DEVICE:dhcp`, or the
+/// colon-separated static form.
+pub fn parse_ip(v: &str) -> Result<Ip, String> {
+    match v {
+        "dhcp" | "on" | "any" | "both" => return Ok(Ip::Dhcp { device: None }),
+        "off" | "none" => return Ok(Ip::Off),
+        _ => {}
+    }
+    let f: Vec<&str> = v.split(':').collect();
+    if f.len() == 2 && matches!(f[1], "dhcp" | "on" | "any") {
+        return Ok(Ip::Dhcp {
+            device: Some(f[0].to_string()).filter(|d| !d.is_empty()),
+        });
+    }
+    let field = |i: usize| f.get(i).copied().filter(|s| !s.is_empty());
+    let autoconf = field(6).unwrap_or("off");
+    if matches!(autoconf, "dhcp" | "on" | "any") {
+        return Ok(Ip::Dhcp {
+            device: field(5).map(str::to_string),
+        });
+    }
+    if !matches!(autoconf, "off" | "none" | "static") {
+        return Err(format!("autoconf {autoconf:?} is not supported (dhcp or off)"));
+    }
+    let client = field(0).ok_or("no address")?;
+    let (addr, mut prefix) = match client.split_once('/') {
+        Some((a, p)) => (
+            a,
+            Some(
+                p.parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or_else(|| format!("bad prefix length {p:?}"))?,
+            ),
+        ),
+        None => (client, None),
+    };
+    let ip4 = |s: &str| {
+        s.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| format!("{s:?} is not an IPv4 address"))
+    };
+    let address = ip4(addr)?;
+    if let Some(mask) = field(3) {
+        let m = u32::from(ip4(mask)?);
+        if m.leading_ones() + m.trailing_zeros() != 32 {
+            return Err(format!("netmask {mask} is not contiguous"));
+        }
+        prefix = Some(m.leading_ones() as u8);
+    }
+    let prefix = prefix.unwrap_or(24);
+    let gateway = field(2).map(ip4).transpose()?;
+    let mut dns = Vec::new();
+    for i in [7, 8] {
+        if let Some(d) = field(i) {
+            dns.push(ip4(d)?);
+        }
+    }
+    Ok(Ip::Static(StaticIp {
+        address,
+        prefix,
+        gateway,
+        hostname: field(4).map(str::to_string),
+        device: field(5).map(str::to_string),
+        dns,
+    }))
+}
+
+/// The system's kernel command line.
+pub fn read() -> String {
+    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_quotes() {
+        assert_eq!(
+            split(" a b=\"c d\" \"e f\"=g  h "),
+            ["a", "b=c d", "e f=g", "h"]
+        );
+        assert!(split("  ").is_empty());
+    }
+
+    #[test]
+    fn recovery_settings() {
+        let s = parse(
+            "BOOT_IMAGE=/boot/vmlinuz console=ttyS0 rewind.server=https://b:8443/ \
+             rewind.token=rwd_1_2 rewind.pin=ab rewind.at=2026-11-25T06:00:00Z \
+             rewind.host=web1 rewind.action=plan rewind.done=poweroff rewind.onfail=shell \
+             rewind.disk=sda=/dev/vda,sdb=/dev/vdb rewind.grow rewind.linkwait=5 \
+             rewind.poll=0 rewind.modules=e1000e,igb",
+        );
+        assert_eq!(s.server.as_deref(), Some("https://b:8443"));
+        assert_eq!(s.token.as_deref(), Some("rwd_1_2"));
+        assert_eq!(s.pin.as_deref(), Some("ab"));
+        assert_eq!(s.at.as_deref(), Some("2026-11-25T06:00:00Z"));
+        assert_eq!(s.host.as_deref(), Some("web1"));
+        assert_eq!(s.action, Action::Plan);
+        assert_eq!(s.done, Some(Done::Poweroff));
+        assert_eq!(s.on_fail, OnFail::Shell);
+        assert_eq!(
+            s.disks,
+            [
+                ("sda".to_string(), "/dev/vda".to_string()),
+                ("sdb".to_string(), "/dev/vdb".to_string())
+            ]
+        );
+        assert!(s.grow);
+        assert_eq!(s.link_wait, Duration::from_secs(5));
+        assert_eq!(s.poll, Duration::from_secs(1), "the poll interval has a floor");
+        assert_eq!(s.modules, ["e1000e", "igb"]);
+        assert_eq!(s.ip, Ip::Auto);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn defaults_and_warnings() {
+        let s = parse("rewind.action=destroy rewind.done=later rewind.bogus=1 rewind.poll=x");
+        assert_eq!(s.action, Action::Recover);
+        assert_eq!(s.done, None);
+        assert_eq!(s.poll, Duration::from_secs(10));
+        assert_eq!(s.warnings.len(), 4, "{:?}", s.warnings);
+        assert!(s.warnings[2].contains("unknown setting"));
+    }
+
+    #[test]
+    fn ip_forms() {
+        assert_eq!(parse_ip("dhcp"), Ok(Ip::Dhcp { device: None }));
+        assert_eq!(parse_ip("off"), Ok(Ip::Off));
+        assert_eq!(
+            parse_ip("eth1:dhcp"),
+            Ok(Ip::Dhcp {
+                device: Some("eth1".into())
+            })
+        );
+        assert_eq!(
+            parse_ip(":::::ens3:dhcp"),
+            Ok(Ip::Dhcp {
+                device: Some("ens3".into())
+            })
+        );
+        let Ok(Ip::Static(st)) =
+            parse_ip("10.0.0.5::10.0.0.1:255.255.255.0:web1:eth0:off:10.0.0.53:1.1.1.1")
+        else {
+            panic!("static form not parsed");
+        };
+        assert_eq!(st.address, std::net::Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(st.prefix, 24);
+        assert_eq!(st.gateway, Some(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(st.hostname.as_deref(), Some("web1"));
+        assert_eq!(st.device.as_deref(), Some("eth0"));
+        assert_eq!(st.dns.len(), 2);
+        let Ok(Ip::Static(st)) = parse_ip("192.168.1.9/20") else {
+            panic!("CIDR form not parsed");
+        };
+        assert_eq!((st.prefix, st.gateway, st.device), (20, None, None));
+        assert!(parse_ip("10.0.0.5::1.2.3.4:255.0.255.0").is_err());
+        assert!(parse_ip("x.y").is_err());
+        assert!(parse_ip("10.0.0.5:::::eth0:bootp").is_err());
+        let s = parse("ip=10.0.0.300");
+        assert_eq!(s.ip, Ip::Auto);
+        assert_eq!(s.warnings.len(), 1);
+    }
+}

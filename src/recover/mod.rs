@@ -1,0 +1,668 @@
+//! The recovery as named stages, each announced on the console by a marker
+//! line (`rewind: == stage fetch ==`) and reported to the server:
+//!
+//! ```text
+//! fetch → plan → partition → format → mount → restore → configure → bootloader → finish
+//! ```
+//!
+//! In the live image (`rewind recover --live`, started by PID 1) two stages
+//! come first: `hardware` (kernel modules for the devices found) and
+//! `network` (DHCP or `ip=`). Nothing asks a question. No disk is written
+//! unless the server holds an armed recovery request for this machine:
+//! without one, the plan is shown and the server is asked again every
+//! `rewind.poll` seconds. A failure names its stage on the console, is
+//! reported to the server when it can be, and leaves the disks as the stage
+//! left them.
+
+mod report;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::client::ServerArgs;
+use crate::init::cmdline::{Action, Settings};
+use crate::init::{self, kmod};
+use crate::layout::{self, format::Tools, plan, present, raw::NoRawData};
+use crate::manifest::Manifest;
+use crate::netcfg;
+use report::Reporter;
+use session::{RequestInfo, Session};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    rewind recover --server https://backup:8443 --pin HEX --token RECOVERY_TOKEN\n  \
+    rewind recover --server URL --token T --plan          show what would be done\n\n\
+The recovery image runs `rewind recover --live`, which reads these settings from the\n\
+kernel command line (docs/boot.md), loads the kernel modules the hardware needs and\n\
+brings the network up first.")]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The host to recover (default: found by this machine's MAC addresses).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The point in time when no request says it (RFC 3339 or `latest`).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Show the plan and write nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Put captured disk CAPTURED on present disk PRESENT (repeatable).
+    #[arg(long = "disk", value_name = "CAPTURED=PRESENT", value_parser = parse_mapping)]
+    pub disks: Vec<(String, String)>,
+    /// Grow the last partition on a bigger disk.
+    #[arg(long)]
+    pub grow: bool,
+    /// Where the recreated filesystems are mounted during the restore.
+    #[arg(long, value_name = "DIR", default_value = "/target")]
+    pub target_root: PathBuf,
+    /// Seconds between two questions to the server while no request is armed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub poll: u64,
+    /// Run as the recovery image's worker: settings from the kernel command
+    /// line, modules and network first.
+    #[arg(long, hide = true)]
+    pub live: bool,
+    /// With --live: settings from this text instead of /proc/cmdline.
+    #[arg(long, hide = true, value_name = "TEXT")]
+    pub cmdline: Option<String>,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((c, p)) if !c.is_empty() && !p.is_empty() => Ok((c.to_string(), p.to_string())),
+        _ => Err(format!("{s:?} is not CAPTURED=PRESENT (e.g. sda=/dev/sdb)")),
+    }
+}
+
+/// A failure and the stage it happened in.
+#[derive(Debug)]
+pub struct StageError {
+    pub stage: String,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stage {} failed: {:#}", self.stage, self.error)
+    }
+}
+
+/// How a recovery ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Recovered,
+    /// The plan was shown and nothing written (`--plan`, `rewind.action=plan`).
+    Planned,
+}
+
+/// `rewind recover`.
+pub fn recover_command(args: RecoverArgs) -> Result<()> {
+    if args.live {
+        let text = args.cmdline.clone().unwrap_or_else(init::cmdline::read);
+        std::process::exit(live(init::cmdline::parse(&text), &args.target_root));
+    }
+    let settings = Settings {
+        server: args.server.server.clone(),
+        token: args.server.token.clone(),
+        pin: args.server.pin.clone(),
+        at: args.at.clone(),
+        host: args.host.clone(),
+        action: if args.plan {
+            Action::Plan
+        } else {
+            Action::Recover
+        },
+        disks: args.disks.clone(),
+        grow: args.grow,
+        poll: Duration::from_secs(args.poll.max(1)),
+        ..Settings::default()
+    };
+    let mut r = Recovery::new(settings, &args.target_root, args.server.ca.clone());
+    match r.run() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            r.failed(&e);
+            Err(anyhow!("recovery failed in {e}"))
+        }
+    }
+}
+
+/// The live image's worker: hardware, network, then the recovery. Returns
+/// the exit status PID 1 acts on.
+pub fn live(settings: Settings, target_root: &Path) -> i32 {
+    let started = Instant::now();
+    for w in &settings.warnings {
+        eprintln!("rewind: warning: {w}");
+    }
+    let mut r = Recovery::new(settings, target_root, None);
+    r.enter("hardware");
+    hardware(&r.settings);
+    if r.settings.action == Action::Shell {
+        r.enter("network");
+        if let Err(e) = network(&r.settings) {
+            eprintln!("rewind: network: {e:#}");
+        }
+        return init::EXIT_SHELL;
+    }
+    r.enter("network");
+    if let Err(e) = network(&r.settings) {
+        r.failed(&StageError {
+            stage: "network".into(),
+            error: e,
+        });
+        return 1;
+    }
+    match r.run() {
+        Ok(Outcome::Recovered) => {
+            say(&format!(
+                "recovery finished in {} ({:.0} s since boot)",
+                human_duration(started.elapsed()),
+                init::uptime()
+            ));
+            0
+        }
+        Ok(Outcome::Planned) => init::EXIT_HOLD,
+        Err(e) => {
+            r.failed(&e);
+            1
+        }
+    }
+}
+
+fn say(msg: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "rewind: {msg}");
+    let _ = out.flush();
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Load the modules the hardware asks for, then give disks a moment to
+/// appear (USB and SATA probe in the background).
+fn hardware(settings: &Settings) {
+    let index = match kmod::Index::running() {
+        Ok(i) => i,
+        Err(e) => {
+            say(&format!("warning: no module index: {e:#}"));
+            return;
+        }
+    };
+    let mut loader = kmod::Loader::new(index);
+    let mut preload: Vec<String> = std::fs::read_to_string("/etc/rewind-preload")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    preload.extend(settings.modules.iter().cloned());
+    let t = Instant::now();
+    let devices = kmod::coldplug(&mut loader, &preload, Duration::from_secs(20));
+    say(&format!(
+        "{} modules loaded for {devices} devices in {:.1} s: {}",
+        loader.newly.len(),
+        t.elapsed().as_secs_f64(),
+        loader.newly.join(" ")
+    ));
+    for (m, why) in &loader.failed {
+        say(&format!("warning: module {m}: {why}"));
+    }
+    settle_disks(Duration::from_secs(10));
+    let disks = crate::probe::disks::list_disks(Path::new("/sys")).unwrap_or_default();
+    say(&format!(
+        "disks: {}",
+        if disks.is_empty() {
+            "none".to_string()
+        } else {
+            disks.join(" ")
+        }
+    ));
+}
+
+/// Wait until the list of block devices has not changed for a second.
+fn settle_disks(limit: Duration) {
+    let list = || {
+        let mut v: Vec<String> = std::fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let started = Instant::now();
+    let mut last = list();
+    let mut stable_since = Instant::now();
+    while started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = list();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+    }
+}
+
+fn network(settings: &Settings) -> Result<()> {
+    match netcfg::bring_up(&settings.ip, settings.link_wait)? {
+        Some(c) => {
+            say(&format!("network: {c}"));
+            netcfg::keep_lease(&c);
+        }
+        None => say("network: left alone (ip=off)"),
+    }
+    Ok(())
+}
+
+/// One recovery: settings, where it stands, and who hears about it.
+pub struct Recovery {
+    settings: Settings,
+    target_root: PathBuf,
+    ca: Option<PathBuf>,
+    stage: String,
+    reporter: Option<Reporter>,
+    started: Instant,
+}
+
+impl Recovery {
+    pub fn new(settings: Settings, target_root: &Path, ca: Option<PathBuf>) -> Recovery {
+        Recovery {
+            settings,
+            target_root: target_root.to_path_buf(),
+            ca,
+            stage: "start".into(),
+            reporter: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Announce a stage: the marker line, the stage file PID 1 reads, the server.
+    fn enter(&mut self, stage: &str) {
+        self.stage = stage.to_string();
+        let _ = std::fs::create_dir_all("/run/rewind");
+        let _ = std::fs::write(init::STAGE_FILE, stage);
+        say(&format!(
+            "== stage {stage} == [{:.1} s since boot]",
+            init::uptime()
+        ));
+        if let Some(r) = &self.reporter {
+            r.stage(stage);
+        }
+    }
+
+    fn fail<T>(&self, e: anyhow::Error) -> Result<T, StageError> {
+        Err(StageError {
+            stage: self.stage.clone(),
+            error: e,
+        })
+    }
+
+    /// Print the failure and report it to the server when possible; leave
+    /// the disks as they are, but unmount what is mounted so that what was
+    /// written reaches them.
+    pub fn failed(&mut self, e: &StageError) {
+        say(&format!("recovery FAILED in stage {}: {:#}", e.stage, e.error));
+        if self.target_root.exists() {
+            let _ = layout::mount::unmount_below(&self.target_root);
+        }
+        nix::unistd::sync();
+        match &self.reporter {
+            Some(r) => match r.result(false, &e.stage, &format!("{:#}", e.error)) {
+                Ok(()) => say("the failure was reported to the server"),
+                Err(err) => say(&format!("could not report the failure to the server: {err:#}")),
+            },
+            None => say("the failure could not be reported: no recovery token for the server yet"),
+        }
+    }
+
+    fn run(&mut self) -> Result<Outcome, StageError> {
+        self.enter("fetch");
+        let session = match Session::open(&self.settings, self.ca.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        say(&format!(
+            "server {} ({} token); this machine: {}",
+            session.base(),
+            session.kind,
+            session.macs.join(" ")
+        ));
+        let mut target = match session.find_target(&self.settings) {
+            Ok(t) => t,
+            Err(e) => return self.fail(e),
+        };
+        let mut manifest = match session.manifest_for(&self.settings, &target) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        if let Some(req) = &target.request {
+            self.start_reporting(&session, req);
+        }
+        describe(&manifest, target.request.as_ref());
+
+        self.enter("plan");
+        let mut the_plan = match self.plan(&manifest) {
+            Ok(p) => p,
+            Err(e) => return self.fail(e),
+        };
+        print!("{the_plan}");
+        if self.settings.action == Action::Plan {
+            say("plan only (rewind.action=plan): nothing was written");
+            return Ok(Outcome::Planned);
+        }
+
+        // No armed request: nothing is written; ask again until one is armed.
+        if target.request.is_none() {
+            say(&format!(
+                "no recovery request is armed for {}: nothing was written; waiting for one \
+                 (`rewind request {}` on the server), asking every {} s",
+                target.host,
+                target.host,
+                self.settings.poll.as_secs()
+            ));
+            loop {
+                std::thread::sleep(self.settings.poll);
+                match session.find_target(&self.settings) {
+                    Ok(t) if t.request.is_some() => {
+                        target = t;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => say(&format!("warning: asking the server: {e:#}")),
+                }
+            }
+            let req = target.request.clone().unwrap_or_default();
+            say(&format!(
+                "recovery request {} armed: {} to snapshot {}",
+                req.id, target.host, req.snapshot
+            ));
+            self.enter("fetch");
+            manifest = match session.manifest_for(&self.settings, &target) {
+                Ok(m) => m,
+                Err(e) => return self.fail(e),
+            };
+            self.start_reporting(&session, &req);
+            describe(&manifest, Some(&req));
+            self.enter("plan");
+            the_plan = match self.plan(&manifest) {
+                Ok(p) => p,
+                Err(e) => return self.fail(e),
+            };
+            print!("{the_plan}");
+        }
+
+        // The last look before the first byte is written: still armed?
+        if let Err(e) = session.still_armed(&target) {
+            return self.fail(e.context("nothing was written"));
+        }
+        let reporter = self.reporter.clone();
+        let result = layout::recreate_staged(
+            &the_plan,
+            &mut NoRawData,
+            Path::new("/sys"),
+            &mut |stage| {
+                self.stage = stage.to_string();
+                let _ = std::fs::write(init::STAGE_FILE, stage);
+                say(&format!(
+                    "== stage {stage} == [{:.1} s since boot]",
+                    init::uptime()
+                ));
+                if let Some(r) = &reporter {
+                    r.stage(stage);
+                }
+            },
+        );
+        if let Err(e) = result {
+            return self.fail(e);
+        }
+
+        self.enter("restore");
+        let restored = match self.restore(&session, &target.host, &manifest, &the_plan) {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
+
+        self.enter("configure");
+        if let Err(e) = self.configure(&manifest, &the_plan) {
+            return self.fail(e);
+        }
+
+        self.enter("bootloader");
+        say(
+            "boot code, BIOS boot partitions and the boot gap: as written by the partition stage; \
+             EFI boot entries are not recreated yet",
+        );
+
+        self.enter("finish");
+        if let Err(e) = layout::mount::unmount_below(&self.target_root) {
+            return self.fail(e.context("cannot unmount the recovered filesystems"));
+        }
+        nix::unistd::sync();
+        let summary = format!(
+            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}",
+            target.host,
+            manifest.snapshot.id,
+            manifest.snapshot.time,
+            the_plan.disks.len(),
+            restored.files,
+            crate::catalog::human_bytes(restored.bytes),
+            human_duration(self.started.elapsed())
+        );
+        say(&summary);
+        if let Some(r) = &self.reporter {
+            if let Err(e) = r.result(true, "finish", &summary) {
+                say(&format!("warning: could not report the result: {e:#}"));
+            }
+        }
+        Ok(Outcome::Recovered)
+    }
+
+    fn start_reporting(&mut self, session: &Session, req: &RequestInfo) {
+        if self.reporter.is_some() {
+            return;
+        }
+        match session.recovery_client(req) {
+            Ok(Some(c)) => {
+                let r = Reporter::start(c);
+                r.stage(&self.stage);
+                self.reporter = Some(r);
+            }
+            Ok(None) => say(
+                "warning: this token cannot report progress (a host token); the server will not see it",
+            ),
+            Err(e) => say(&format!("warning: progress will not be reported: {e:#}")),
+        }
+    }
+
+    fn plan(&self, m: &Manifest) -> Result<plan::Plan> {
+        let sys = Path::new("/sys");
+        let mut mapping = Vec::new();
+        let mut extra = Vec::new();
+        for (c, p) in &self.settings.disks {
+            let p = if p.starts_with('/') {
+                let name = crate::probe::disks::disk_name(sys, Path::new(p))
+                    .with_context(|| format!("disk mapping {c}={p}"))?;
+                extra.push(name.clone());
+                format!("/dev/{name}")
+            } else {
+                p.clone()
+            };
+            mapping.push((c.clone(), p));
+        }
+        let present = present::present_disks(sys, Path::new("/proc"), &extra)?;
+        plan::plan(
+            m,
+            &present,
+            &plan::PlanOptions {
+                mapping,
+                grow: self.settings.grow,
+                target_root: self.target_root.clone(),
+                skip_mount: Vec::new(),
+                tools: Tools::detect(),
+            },
+        )
+    }
+
+    /// Restore every filesystem that has data into its mount, parents first.
+    fn restore(
+        &mut self,
+        session: &Session,
+        host: &str,
+        m: &Manifest,
+        the_plan: &plan::Plan,
+    ) -> Result<Restored> {
+        let repo = session
+            .repository(host)
+            .context("cannot open the host's repository on the server")?;
+        let mut jobs = Vec::new();
+        for fs in &m.filesystems {
+            let Some(data) = &fs.data else { continue };
+            match the_plan
+                .mounts
+                .iter()
+                .find(|s| s.point == data.from && s.skipped.is_none())
+            {
+                Some(step) => jobs.push((fs, data, PathBuf::from(&step.target))),
+                None => say(&format!(
+                    "warning: {} ({}) is not mounted by the plan: its data is not restored",
+                    data.from, fs.device
+                )),
+            }
+        }
+        // Parents first: / before /home.
+        jobs.sort_by_key(|(_, d, _)| layout::mount::order_key(&d.from));
+        let total: u64 = jobs.iter().map(|(_, d, _)| d.bytes).sum();
+        let mut done_before = 0;
+        let mut out = Restored::default();
+        for (fs, data, target) in jobs {
+            let tree = crate::catalog::tree_of(fs)?;
+            let entries = repo
+                .tree_entries(&tree)
+                .with_context(|| format!("cannot read the file tree of {}", data.from))?;
+            let progress = std::sync::Arc::new(crate::progress::Progress::new(
+                format!("rewind: restoring {}", data.from),
+                Some(data.bytes),
+            ));
+            if let Some(r) = &self.reporter {
+                r.restoring(&data.from, done_before, total, progress.clone());
+            }
+            let t = Instant::now();
+            let stats = crate::repo::prefetch::restore_with_progress(
+                &repo,
+                entries,
+                &crate::restore::RestoreOptions {
+                    target: target.clone(),
+                    only: Vec::new(),
+                },
+                &progress,
+            )
+            .with_context(|| format!("restore of {} into {}", data.from, target.display()))?;
+            progress.finish();
+            for w in &stats.warnings {
+                say(&format!("warning: {w}"));
+            }
+            say(&format!(
+                "{}: {} files, {} directories, {} in {}",
+                data.from,
+                stats.files,
+                stats.dirs,
+                crate::catalog::human_bytes(stats.bytes),
+                human_duration(t.elapsed())
+            ));
+            done_before += data.bytes;
+            out.files += stats.files;
+            out.bytes += stats.bytes;
+        }
+        if let Some(r) = &self.reporter {
+            r.restored(total);
+        }
+        Ok(out)
+    }
+
+    /// The minimum for now: the host name is checked (the restore brought
+    /// /etc/hostname back); fstab is left as restored, since every
+    /// filesystem kept its UUID.
+    fn configure(&self, m: &Manifest, the_plan: &plan::Plan) -> Result<()> {
+        let Some(root) = the_plan
+            .mounts
+            .iter()
+            .find(|s| s.point == "/" && s.skipped.is_none())
+        else {
+            say("no root filesystem among the recovered ones: nothing to configure");
+            return Ok(());
+        };
+        let root = Path::new(&root.target);
+        let hostname = root.join("etc/hostname");
+        match std::fs::read_to_string(&hostname) {
+            Ok(h) if h.trim() == m.system.hostname => {
+                say(&format!("host name {} (as restored)", m.system.hostname));
+            }
+            Ok(h) => say(&format!(
+                "warning: /etc/hostname says {:?}, the manifest {}; left as restored",
+                h.trim(),
+                m.system.hostname
+            )),
+            Err(_) if root.join("etc").is_dir() => {
+                std::fs::write(&hostname, format!("{}\n", m.system.hostname))
+                    .with_context(|| format!("cannot write {}", hostname.display()))?;
+                say(&format!("host name {} written to /etc/hostname", m.system.hostname));
+            }
+            Err(_) => say("no /etc on the root filesystem: host name not written"),
+        }
+        if root.join("etc/fstab").exists() {
+            say("/etc/fstab left as restored: every filesystem kept its UUID");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Restored {
+    files: u64,
+    bytes: u64,
+}
+
+fn describe(m: &Manifest, req: Option<&RequestInfo>) {
+    let data: u64 = m
+        .filesystems
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .map(|d| d.bytes)
+        .sum();
+    say(&format!(
+        "snapshot {} of {} taken {}: {} disk(s), {} filesystem(s), {} of data{}",
+        m.snapshot.id,
+        m.snapshot.host,
+        m.snapshot.time,
+        m.disks.len(),
+        m.filesystems.len(),
+        crate::catalog::human_bytes(data),
+        req.map_or_else(String::new, |r| format!("; request {} ({})", r.id, r.state))
+    ));
+}
+
+/// Check that a manifest is the one asked for, for callers that fetched it by time.
+pub fn check_snapshot(m: &Manifest, want: &str) -> Result<()> {
+    if m.snapshot.id != want {
+        bail!(
+            "the server gave snapshot {} where {want} was asked for",
+            m.snapshot.id
+        );
+    }
+    Ok(())
+}

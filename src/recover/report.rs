@@ -1,0 +1,131 @@
+//! Progress reports to the server, from a thread of their own so that a slow
+//! or unreachable server never holds the recovery up: a stage change is sent
+//! at once, restore progress every few seconds, and only the latest state
+//! is sent. The final result is sent by the caller, synchronously.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::client::Client;
+use crate::progress::Progress;
+
+const EVERY: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+struct State {
+    stage: String,
+    message: String,
+    /// Bytes restored by the filesystems already done.
+    base: u64,
+    total: u64,
+    progress: Option<Arc<Progress>>,
+    dirty: bool,
+    stop: bool,
+    warned: bool,
+}
+
+struct Inner {
+    client: Arc<Client>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Clone)]
+pub struct Reporter(Arc<Inner>);
+
+impl Reporter {
+    pub fn start(client: Arc<Client>) -> Reporter {
+        let inner = Arc::new(Inner {
+            client,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let worker = inner.clone();
+        std::thread::spawn(move || run(&worker));
+        Reporter(inner)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        if let Ok(mut st) = self.0.state.lock() {
+            f(&mut st);
+            st.dirty = true;
+        }
+        self.0.changed.notify_all();
+    }
+
+    pub fn stage(&self, stage: &str) {
+        self.update(|st| {
+            st.stage = stage.to_string();
+            st.message.clear();
+            st.progress = None;
+        });
+    }
+
+    /// A filesystem's restore starts: `base` of `total` bytes are done.
+    pub fn restoring(&self, from: &str, base: u64, total: u64, progress: Arc<Progress>) {
+        self.update(|st| {
+            st.message = from.to_string();
+            st.base = base;
+            st.total = total;
+            st.progress = Some(progress);
+        });
+    }
+
+    pub fn restored(&self, total: u64) {
+        self.update(|st| {
+            st.message.clear();
+            st.base = total;
+            st.total = total;
+            st.progress = None;
+        });
+    }
+
+    /// Stop the progress reports and send the result.
+    pub fn result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
+        if let Ok(mut st) = self.0.state.lock() {
+            st.stop = true;
+        }
+        self.0.changed.notify_all();
+        self.0.client.report_result(ok, stage, message)
+    }
+}
+
+fn run(inner: &Inner) {
+    loop {
+        let (stage, done, total, message) = {
+            let Ok(guard) = inner.state.lock() else {
+                return;
+            };
+            let Ok((mut st, _)) = inner
+                .changed
+                .wait_timeout_while(guard, EVERY, |st| !st.dirty && !st.stop)
+            else {
+                return;
+            };
+            if st.stop {
+                return;
+            }
+            if !st.dirty && st.progress.is_none() {
+                continue;
+            }
+            st.dirty = false;
+            let done = st.base + st.progress.as_ref().map_or(0, |p| p.bytes());
+            (st.stage.clone(), done, st.total, st.message.clone())
+        };
+        if stage.is_empty() {
+            continue;
+        }
+        if let Err(e) = inner.client.report_progress(&stage, done, total, &message) {
+            if let Ok(mut st) = inner.state.lock() {
+                if !st.warned {
+                    st.warned = true;
+                    eprintln!("rewind: warning: progress report to the server failed: {e:#}");
+                }
+            }
+        }
+        // At most one report every EVERY while restoring.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
