@@ -224,11 +224,9 @@ pub fn parse(cmdline: &str) -> Settings {
                     s.retry = d;
                 }
             }
-            "rewind.modules" => s.modules.extend(
-                v.split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string),
-            ),
+            "rewind.modules" => s
+                .modules
+                .extend(v.split(',').filter(|m| !m.is_empty()).map(str::to_string)),
             "ip" => match parse_ip(&v) {
                 Ok(ip) => s.ip = ip,
                 Err(e) => w.push(format!("ip={v}: {e}; DHCP kept")),
@@ -264,7 +262,9 @@ pub fn parse_ip(v: &str) -> Result<Ip, String> {
         });
     }
     if !matches!(autoconf, "off" | "none" | "static") {
-        return Err(format!("autoconf {autoconf:?} is not supported (dhcp or off)"));
+        return Err(format!(
+            "autoconf {autoconf:?} is not supported (dhcp or off)"
+        ));
     }
     let client = field(0).ok_or("no address")?;
     let (addr, mut prefix) = match client.split_once('/') {
@@ -353,7 +353,11 @@ mod tests {
         );
         assert!(s.grow);
         assert_eq!(s.link_wait, Duration::from_secs(5));
-        assert_eq!(s.poll, Duration::from_secs(1), "the poll interval has a floor");
+        assert_eq!(
+            s.poll,
+            Duration::from_secs(1),
+            "the poll interval has a floor"
+        );
         assert_eq!(s.modules, ["e1000e", "igb"]);
         assert_eq!(s.ip, Ip::Auto);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);

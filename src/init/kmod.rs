@@ -364,13 +364,12 @@ pub fn device_modaliases(sys_devices: &Path) -> BTreeSet<String> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() && e.file_name() == "modalias" {
-                if let Ok(s) = std::fs::read_to_string(e.path()) {
-                    let s = s.trim();
-                    if !s.is_empty() {
-                        out.insert(s.to_string());
-                    }
-                }
+            } else if ft.is_file()
+                && e.file_name() == "modalias"
+                && let Ok(s) = std::fs::read_to_string(e.path())
+                && !s.trim().is_empty()
+            {
+                out.insert(s.trim().to_string());
             }
         }
     }
@@ -463,8 +462,14 @@ mod tests {
 
     #[test]
     fn glob_like_fnmatch() {
-        assert!(glob(b"pci:v00001AF4d00001000sv*sd*bc*sc*i*", b"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"));
-        assert!(!glob(b"pci:v00001AF4d00001001sv*", b"pci:v00001AF4d00001000sv00001AF4"));
+        assert!(glob(
+            b"pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+            b"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+        ));
+        assert!(!glob(
+            b"pci:v00001AF4d00001001sv*",
+            b"pci:v00001AF4d00001000sv00001AF4"
+        ));
         assert!(glob(b"virtio:d00000001v*", b"virtio:d00000001v00001AF4"));
         assert!(glob(b"a?c", b"abc"));
         assert!(!glob(b"a?c", b"ac"));
@@ -472,7 +477,10 @@ mod tests {
         assert!(glob(b"x[0-9]y", b"x5y"));
         assert!(!glob(b"x[!0-9]y", b"x5y"));
         assert!(glob(b"x[^a]y", b"xby"));
-        assert!(glob(b"usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*", b"usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"));
+        assert!(glob(
+            b"usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
+            b"usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"
+        ));
         assert!(glob(b"acpi*:PNP0A08:*", b"acpi:PNP0A08:PNP0A03:"));
         assert!(glob(b"a*b*c", b"aXXbYYbZc"));
         assert!(!glob(b"a*b*c", b"aXXbYYbZ"));
@@ -526,6 +534,10 @@ mod tests {
             idx.load_order("ext4"),
             ["crc32c_intel", "mbcache", "jbd2", "ext4"]
         );
-        assert!(idx.path_of("crc32c_intel").unwrap().ends_with("crc32c-intel.ko"));
+        assert!(
+            idx.path_of("crc32c_intel")
+                .unwrap()
+                .ends_with("crc32c-intel.ko")
+        );
     }
 }

@@ -86,7 +86,12 @@ fn early_mounts() {
     mount("proc", "/proc", "proc", None);
     mount("sysfs", "/sys", "sysfs", None);
     mount("devtmpfs", "/dev", "devtmpfs", Some("mode=0755"));
-    mount("devpts", "/dev/pts", "devpts", Some("gid=5,mode=620,ptmxmode=0666"));
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        Some("gid=5,mode=620,ptmxmode=0666"),
+    );
     mount("tmpfs", "/dev/shm", "tmpfs", Some("mode=1777"));
     mount("tmpfs", "/run", "tmpfs", Some("mode=0755"));
     if Path::new("/sys/firmware/efi").exists() {
@@ -207,7 +212,10 @@ fn start_recovery() -> Option<Pid> {
     match result {
         Ok(child) => Some(Pid::from_raw(child.id() as i32)),
         Err(e) => {
-            say(&format!("cannot start the recovery ({}): {e}", exe.display()));
+            say(&format!(
+                "cannot start the recovery ({}): {e}",
+                exe.display()
+            ));
             None
         }
     }
@@ -286,7 +294,9 @@ fn after_failure(settings: &Settings) -> Phase {
         OnFail::Poweroff => finish(Done::Poweroff),
         OnFail::Wait => {
             say("the machine waits here with the error on screen; nothing more will be written");
-            say("(rewind.onfail=shell gives a shell after a failure, rewind.action=shell one at once)");
+            say(
+                "(rewind.onfail=shell gives a shell after a failure, rewind.action=shell one at once)",
+            );
             Phase::Hold
         }
     }

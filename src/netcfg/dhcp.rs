@@ -157,11 +157,8 @@ pub fn parse(msg: &[u8]) -> Result<Reply> {
     }
     let mut opts = Vec::new();
     read_options(&msg[240..], &mut opts)?;
-    let get = |c: u8, opts: &[(u8, Vec<u8>)]| {
-        opts.iter()
-            .find(|(k, _)| *k == c)
-            .map(|(_, v)| v.clone())
-    };
+    let get =
+        |c: u8, opts: &[(u8, Vec<u8>)]| opts.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone());
     if let Some(o) = get(OPT_OVERLOAD, &opts) {
         let o = o.first().copied().unwrap_or(0);
         if o & 1 != 0 {
@@ -176,7 +173,11 @@ pub fn parse(msg: &[u8]) -> Result<Reply> {
         .context("no DHCP message type")?;
     let text = |c: u8| {
         get(c, &opts)
-            .map(|v| String::from_utf8_lossy(&v).trim_end_matches('\0').to_string())
+            .map(|v| {
+                String::from_utf8_lossy(&v)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
             .filter(|s| !s.is_empty())
     };
     let prefix = get(OPT_SUBNET, &opts)
@@ -192,7 +193,9 @@ pub fn parse(msg: &[u8]) -> Result<Reply> {
         lease: Lease {
             address: Ipv4Addr::new(msg[16], msg[17], msg[18], msg[19]),
             prefix,
-            routers: get(OPT_ROUTER, &opts).map(|v| addrs(&v)).unwrap_or_default(),
+            routers: get(OPT_ROUTER, &opts)
+                .map(|v| addrs(&v))
+                .unwrap_or_default(),
             dns: get(OPT_DNS, &opts).map(|v| addrs(&v)).unwrap_or_default(),
             domain: text(OPT_DOMAIN),
             hostname: text(OPT_HOSTNAME),
@@ -478,7 +481,7 @@ mod tests {
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
-    fn option<'a>(msg: &'a [u8], code: u8) -> Option<&'a [u8]> {
+    fn option(msg: &[u8], code: u8) -> Option<&[u8]> {
         let mut i = 240;
         while i < msg.len() && msg[i] != OPT_END {
             if msg[i] == OPT_PAD {
@@ -551,7 +554,10 @@ mod tests {
         assert_eq!(l.address, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(l.prefix, 24);
         assert_eq!(l.routers, [Ipv4Addr::new(10, 0, 2, 2)]);
-        assert_eq!(l.dns, [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(
+            l.dns,
+            [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]
+        );
         assert_eq!(l.domain.as_deref(), Some("lab"));
         assert_eq!(l.lease_secs, Some(86400));
         assert_eq!(l.server_id, Some(Ipv4Addr::new(10, 0, 2, 2)));

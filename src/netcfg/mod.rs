@@ -161,7 +161,11 @@ pub fn bring_up(ip: &Ip, link_wait: Duration) -> Result<Option<Configured>> {
         match &wanted {
             Some(w) => bail!(
                 "no network interface {w} (present: {})",
-                if all.is_empty() { "none".into() } else { all.join(", ") }
+                if all.is_empty() {
+                    "none".into()
+                } else {
+                    all.join(", ")
+                }
             ),
             None => bail!(
                 "no network interface found after {} s: no driver in the image for this network card? (rewind.modules= loads more)",
@@ -361,13 +365,13 @@ impl Rtnetlink {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
                     .map_err(|e| anyhow!("cannot decode a netlink answer: {e}"))?;
                 let len = msg.header.length as usize;
-                if msg.header.sequence_number == self.sequence {
-                    if let NetlinkPayload::Error(e) = msg.payload {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(_) => Err(e.to_io()).context("the kernel refused"),
-                        };
-                    }
+                if msg.header.sequence_number == self.sequence
+                    && let NetlinkPayload::Error(e) = msg.payload
+                {
+                    return match e.code {
+                        None => Ok(()),
+                        Some(_) => Err(e.to_io()).context("the kernel refused"),
+                    };
                 }
                 if len == 0 {
                     break;
@@ -443,7 +447,10 @@ mod tests {
             Some([0x52, 0x54, 0, 0x12, 0x34, 0x5a])
         );
         assert_eq!(parse_mac("52:54:00"), None);
-        assert_eq!(format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x5a]), "52:54:00:12:34:5a");
+        assert_eq!(
+            format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x5a]),
+            "52:54:00:12:34:5a"
+        );
     }
 
     #[test]
@@ -453,7 +460,10 @@ mod tests {
             resolv_conf_text(&dns, Some("lab.example")),
             "search lab.example\nnameserver 10.0.2.3\nnameserver 1.1.1.1\n"
         );
-        assert_eq!(resolv_conf_text(&dns[..1], Some("a b")), "nameserver 10.0.2.3\n");
+        assert_eq!(
+            resolv_conf_text(&dns[..1], Some("a b")),
+            "nameserver 10.0.2.3\n"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod session;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use crate::client::ServerArgs;
 use crate::init::cmdline::{Action, Settings};
@@ -316,7 +316,10 @@ impl Recovery {
     /// the disks as they are, but unmount what is mounted so that what was
     /// written reaches them.
     pub fn failed(&mut self, e: &StageError) {
-        say(&format!("recovery FAILED in stage {}: {:#}", e.stage, e.error));
+        say(&format!(
+            "recovery FAILED in stage {}: {:#}",
+            e.stage, e.error
+        ));
         if self.target_root.exists() {
             let _ = layout::mount::unmount_below(&self.target_root);
         }
@@ -324,7 +327,9 @@ impl Recovery {
         match &self.reporter {
             Some(r) => match r.result(false, &e.stage, &format!("{:#}", e.error)) {
                 Ok(()) => say("the failure was reported to the server"),
-                Err(err) => say(&format!("could not report the failure to the server: {err:#}")),
+                Err(err) => say(&format!(
+                    "could not report the failure to the server: {err:#}"
+                )),
             },
             None => say("the failure could not be reported: no recovery token for the server yet"),
         }
@@ -346,28 +351,31 @@ impl Recovery {
             Ok(t) => t,
             Err(e) => return self.fail(e),
         };
-        let mut manifest = match session.manifest_for(&self.settings, &target) {
-            Ok(m) => m,
-            Err(e) => return self.fail(e),
-        };
-        if let Some(req) = &target.request {
-            self.start_reporting(&session, req);
-        }
-        describe(&manifest, target.request.as_ref());
 
-        self.enter("plan");
-        let mut the_plan = match self.plan(&manifest) {
-            Ok(p) => p,
-            Err(e) => return self.fail(e),
-        };
-        print!("{the_plan}");
-        if self.settings.action == Action::Plan {
-            say("plan only (rewind.action=plan): nothing was written");
-            return Ok(Outcome::Planned);
-        }
-
-        // No armed request: nothing is written; ask again until one is armed.
+        // No armed request: show what would be done, write nothing, and ask
+        // again until one is armed.
         if target.request.is_none() {
+            if session.can_read_manifests() {
+                let m = match session.manifest_for(&self.settings, &target) {
+                    Ok(m) => m,
+                    Err(e) => return self.fail(e),
+                };
+                describe(&m, None);
+                self.enter("plan");
+                match self.plan(&m) {
+                    Ok(p) => print!("{p}"),
+                    Err(e) => return self.fail(e),
+                }
+            } else {
+                say(&format!(
+                    "{} is known to the server; a {} token may not read its manifest before a                      recovery is armed, so the plan is shown then",
+                    target.host, session.kind
+                ));
+            }
+            if self.settings.action == Action::Plan {
+                say("plan only (rewind.action=plan): nothing was written");
+                return Ok(Outcome::Planned);
+            }
             say(&format!(
                 "no recovery request is armed for {}: nothing was written; waiting for one \
                  (`rewind request {}` on the server), asking every {} s",
@@ -386,24 +394,39 @@ impl Recovery {
                     Err(e) => say(&format!("warning: asking the server: {e:#}")),
                 }
             }
-            let req = target.request.clone().unwrap_or_default();
-            say(&format!(
-                "recovery request {} armed: {} to snapshot {}",
-                req.id, target.host, req.snapshot
-            ));
             self.enter("fetch");
-            manifest = match session.manifest_for(&self.settings, &target) {
-                Ok(m) => m,
-                Err(e) => return self.fail(e),
-            };
+        }
+        let req = target.request.clone().unwrap_or_default();
+        say(&format!(
+            "recovery request {} ({}): {} to snapshot {} taken {}",
+            req.id, req.state, target.host, req.snapshot, req.snapshot_time
+        ));
+        if self.settings.action == Action::Plan {
+            // A plan reports nothing (the request stays armed), but a boot
+            // token still needs the request's token to read the manifest.
+            if !session.can_read_manifests()
+                && let Err(e) = session.recovery_client(&req)
+            {
+                return self.fail(e);
+            }
+        } else {
             self.start_reporting(&session, &req);
-            describe(&manifest, Some(&req));
-            self.enter("plan");
-            the_plan = match self.plan(&manifest) {
-                Ok(p) => p,
-                Err(e) => return self.fail(e),
-            };
-            print!("{the_plan}");
+        }
+        let manifest = match session.manifest_for(&self.settings, &target) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        describe(&manifest, Some(&req));
+
+        self.enter("plan");
+        let the_plan = match self.plan(&manifest) {
+            Ok(p) => p,
+            Err(e) => return self.fail(e),
+        };
+        print!("{the_plan}");
+        if self.settings.action == Action::Plan {
+            say("plan only (rewind.action=plan): nothing was written");
+            return Ok(Outcome::Planned);
         }
 
         // The last look before the first byte is written: still armed?
@@ -411,11 +434,8 @@ impl Recovery {
             return self.fail(e.context("nothing was written"));
         }
         let reporter = self.reporter.clone();
-        let result = layout::recreate_staged(
-            &the_plan,
-            &mut NoRawData,
-            Path::new("/sys"),
-            &mut |stage| {
+        let result =
+            layout::recreate_staged(&the_plan, &mut NoRawData, Path::new("/sys"), &mut |stage| {
                 self.stage = stage.to_string();
                 let _ = std::fs::write(init::STAGE_FILE, stage);
                 say(&format!(
@@ -425,8 +445,7 @@ impl Recovery {
                 if let Some(r) = &reporter {
                     r.stage(stage);
                 }
-            },
-        );
+            });
         if let Err(e) = result {
             return self.fail(e);
         }
@@ -464,10 +483,10 @@ impl Recovery {
             human_duration(self.started.elapsed())
         );
         say(&summary);
-        if let Some(r) = &self.reporter {
-            if let Err(e) = r.result(true, "finish", &summary) {
-                say(&format!("warning: could not report the result: {e:#}"));
-            }
+        if let Some(r) = &self.reporter
+            && let Err(e) = r.result(true, "finish", &summary)
+        {
+            say(&format!("warning: could not report the result: {e:#}"));
         }
         Ok(Outcome::Recovered)
     }
@@ -620,7 +639,10 @@ impl Recovery {
             Err(_) if root.join("etc").is_dir() => {
                 std::fs::write(&hostname, format!("{}\n", m.system.hostname))
                     .with_context(|| format!("cannot write {}", hostname.display()))?;
-                say(&format!("host name {} written to /etc/hostname", m.system.hostname));
+                say(&format!(
+                    "host name {} written to /etc/hostname",
+                    m.system.hostname
+                ));
             }
             Err(_) => say("no /etc on the root filesystem: host name not written"),
         }
@@ -654,15 +676,4 @@ fn describe(m: &Manifest, req: Option<&RequestInfo>) {
         crate::catalog::human_bytes(data),
         req.map_or_else(String::new, |r| format!("; request {} ({})", r.id, r.state))
     ));
-}
-
-/// Check that a manifest is the one asked for, for callers that fetched it by time.
-pub fn check_snapshot(m: &Manifest, want: &str) -> Result<()> {
-    if m.snapshot.id != want {
-        bail!(
-            "the server gave snapshot {} where {want} was asked for",
-            m.snapshot.id
-        );
-    }
-    Ok(())
 }

@@ -117,13 +117,12 @@ fn run(inner: &Inner) {
         if stage.is_empty() {
             continue;
         }
-        if let Err(e) = inner.client.report_progress(&stage, done, total, &message) {
-            if let Ok(mut st) = inner.state.lock() {
-                if !st.warned {
-                    st.warned = true;
-                    eprintln!("rewind: warning: progress report to the server failed: {e:#}");
-                }
-            }
+        if let Err(e) = inner.client.report_progress(&stage, done, total, &message)
+            && let Ok(mut st) = inner.state.lock()
+            && !st.warned
+        {
+            st.warned = true;
+            eprintln!("rewind: warning: progress report to the server failed: {e:#}");
         }
         // At most one report every EVERY while restoring.
         std::thread::sleep(Duration::from_millis(500));

@@ -62,10 +62,9 @@ impl Session {
         let server = s.server.clone().context(
             "no recovery server: give rewind.server=URL on the kernel command line (docs/boot.md)",
         )?;
-        let token = s
-            .token
-            .clone()
-            .context("no token: give rewind.token=TOKEN on the kernel command line (docs/boot.md)")?;
+        let token = s.token.clone().context(
+            "no token: give rewind.token=TOKEN on the kernel command line (docs/boot.md)",
+        )?;
         let mut client = Client::new(&server, &token, s.pin.as_deref(), ca)?;
         client.retry_for = s.retry;
         let client = Arc::new(client);
@@ -146,15 +145,12 @@ impl Session {
     }
 
     fn admin_target(&self, host: &str) -> Result<Target> {
-        let list = self
-            .client
-            .get_json(&format!("/v1/requests?host={host}"))?;
+        let list = self.client.get_json(&format!("/v1/requests?host={host}"))?;
         let request = list
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| matches!(r["state"].as_str(), Some("armed" | "running")))
-            .next_back()
+            .rfind(|r| matches!(r["state"].as_str(), Some("armed" | "running")))
             .map(|r| serde_json::from_value(r.clone()))
             .transpose()
             .context("the server's request is not understood")?;
@@ -193,12 +189,12 @@ impl Session {
         let (id, xml) = client.manifest_at(&t.host, &at)?;
         let m = manifest::from_xml(&xml)
             .with_context(|| format!("the manifest of snapshot {id} is not valid"))?;
-        if let Some(r) = &t.request {
-            if m.snapshot.id != r.snapshot {
-                // Two snapshots in the same second: take the one asked for by id.
-                let repo = self.repository(&t.host)?;
-                return repo.find_snapshot(&r.snapshot, Some(&t.host));
-            }
+        if let Some(r) = &t.request
+            && m.snapshot.id != r.snapshot
+        {
+            // Two snapshots in the same second: take the one asked for by id.
+            let repo = self.repository(&t.host)?;
+            return repo.find_snapshot(&r.snapshot, Some(&t.host));
         }
         Ok(m)
     }
@@ -212,11 +208,21 @@ impl Session {
             "boot" | "admin" => self.fetch_recovery_token(req)?,
             _ => return Ok(None),
         };
-        let mut c = Client::new(&self.server, &token, self.pin.as_deref(), self.ca.as_deref())?;
+        let mut c = Client::new(
+            &self.server,
+            &token,
+            self.pin.as_deref(),
+            self.ca.as_deref(),
+        )?;
         c.retry_for = std::time::Duration::from_secs(20);
         let c = Arc::new(c);
         if self.kind != "recovery" {
-            let mut data = Client::new(&self.server, &token, self.pin.as_deref(), self.ca.as_deref())?;
+            let mut data = Client::new(
+                &self.server,
+                &token,
+                self.pin.as_deref(),
+                self.ca.as_deref(),
+            )?;
             data.retry_for = self.retry;
             if let Ok(mut r) = self.recovery.lock() {
                 *r = Some(Arc::new(data));
@@ -263,11 +269,13 @@ impl Session {
         };
         let now = match self.kind.as_str() {
             "recovery" => Some(self.my_request()?),
-            _ => self.find_target(&Settings {
-                host: Some(t.host.clone()),
-                ..Settings::default()
-            })?
-            .request,
+            _ => {
+                self.find_target(&Settings {
+                    host: Some(t.host.clone()),
+                    ..Settings::default()
+                })?
+                .request
+            }
         };
         match now {
             Some(r) if r.id == want.id && matches!(r.state.as_str(), "armed" | "running") => Ok(()),

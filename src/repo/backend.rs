@@ -67,10 +67,14 @@ impl Backend for LocalDir {
         // Write beside, fsync, rename, fsync the directory: a crash leaves
         // either the old state or the whole new file, plus at worst a
         // `.tmp` file that readers ignore.
+        // Unique per process and per call: two threads may write the same
+        // name at once (the packer thread and a commit, say).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let tmp = dir.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{}.tmp",
             path.file_name().unwrap().to_string_lossy(),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let result = (|| -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
