@@ -10,8 +10,8 @@ use crate::capture::CaptureOptions;
 use crate::catalog;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
-use crate::repo::check;
 use crate::progress::Progress;
+use crate::repo::check;
 use crate::restore::RestoreOptions;
 
 #[derive(Parser, Debug)]
