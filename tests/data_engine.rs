@@ -9,34 +9,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-/// An ext4 filesystem on its own loop disk, mounted.
-struct TestFs {
-    mount: Mounted,
-    disk: LoopDisk,
-}
-
-impl TestFs {
-    fn new(dir: &Path, name: &str, size_mib: u64) -> TestFs {
-        let disk = LoopDisk::new(
-            dir,
-            &format!("{name}.img"),
-            size_mib,
-            "label: gpt\nstart=2048, type=linux\n",
-        );
-        sh("mkfs.ext4", &["-q", "-F", &disk.part(1)]);
-        let mount = Mounted::new(&disk.part(1), &dir.join(name), &[]);
-        TestFs { mount, disk }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mount.point.join(rel)
-    }
-
-    fn point(&self) -> &str {
-        self.mount.point.to_str().unwrap()
-    }
-}
-
 fn rewind(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rewind"))
         .args(args)
@@ -108,58 +80,6 @@ fn restore(repo: &Path, snapshot: &str, fs: &TestFs, target: &Path) {
         "--target",
         target.to_str().unwrap(),
     ]);
-}
-
-/// rsync's verdict (not rewind's): the two trees hold the same files with
-/// the same content, owners, modes, times, links, xattrs and ACLs.
-fn assert_same_tree(expected: &Path, actual: &Path) {
-    let out = sh(
-        "rsync",
-        &[
-            "-aHAXS",
-            "--checksum",
-            "--dry-run",
-            "--itemize-changes",
-            "--numeric-ids",
-            "--delete",
-            &format!("{}/", expected.display()),
-            &format!("{}/", actual.display()),
-        ],
-    );
-    assert!(
-        out.trim().is_empty(),
-        "{} differs from {}:\n{out}",
-        actual.display(),
-        expected.display()
-    );
-}
-
-/// Snapshot the live tree as a reference copy (cp -a keeps links, xattrs, times).
-fn reference_copy(src: &Path, dst: &Path) {
-    sh("cp", &["-a", src.to_str().unwrap(), dst.to_str().unwrap()]);
-}
-
-/// Deterministic pseudo-random bytes (xorshift), unique per seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn du_bytes(p: &Path) -> u64 {
-    sh("du", &["-sb", p.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -403,19 +323,6 @@ fn damage_is_detected_and_named() {
         std::fs::read(out.join("zz-other.txt")).unwrap(),
         b"unharmed\n"
     );
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

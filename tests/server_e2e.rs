@@ -7,73 +7,12 @@
 mod common;
 mod server_util;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use server_util::*;
-
-/// An ext4 filesystem on its own loop disk, mounted.
-struct TestFs {
-    mount: Mounted,
-    disk: LoopDisk,
-}
-
-impl TestFs {
-    fn new(dir: &Path, name: &str, size_mib: u64) -> TestFs {
-        let disk = LoopDisk::new(
-            dir,
-            &format!("{name}.img"),
-            size_mib,
-            "label: gpt\nstart=2048, type=linux\n",
-        );
-        sh("mkfs.ext4", &["-q", "-F", &disk.part(1)]);
-        let mount = Mounted::new(&disk.part(1), &dir.join(name), &[]);
-        TestFs { mount, disk }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mount.point.join(rel)
-    }
-
-    fn point(&self) -> &str {
-        self.mount.point.to_str().unwrap()
-    }
-
-    fn write(&self, rel: &str, data: &[u8]) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-}
-
-/// rsync's verdict: same files, content, owners, modes, times, links, xattrs, ACLs.
-fn assert_same_tree(expected: &Path, actual: &Path) {
-    let out = sh(
-        "rsync",
-        &[
-            "-aHAXS",
-            "--checksum",
-            "--dry-run",
-            "--itemize-changes",
-            "--numeric-ids",
-            "--delete",
-            &format!("{}/", expected.display()),
-            &format!("{}/", actual.display()),
-        ],
-    );
-    assert!(
-        out.trim().is_empty(),
-        "{} differs from {}:\n{out}",
-        actual.display(),
-        expected.display()
-    );
-}
-
-fn reference_copy(src: &Path, dst: &Path) {
-    sh("cp", &["-a", src.to_str().unwrap(), dst.to_str().unwrap()]);
-}
 
 fn capture(s: &ServerProc, token: &str, host: &str, fs: &TestFs) -> String {
     let out = rewind_ok(
@@ -110,15 +49,6 @@ fn restore(
             target.to_str().unwrap(),
         ],
     )
-}
-
-fn du_bytes(p: &Path) -> u64 {
-    sh("du", &["-sb", p.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -423,20 +353,4 @@ fn forget_and_prune_shrink_storage_and_kept_snapshots_restore() {
         !listing.contains(&snaps[0]) && listing.contains(&snaps[3]),
         "{listing}"
     );
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -211,3 +211,107 @@ pub fn blkid_export(dev: &str) -> std::collections::BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// An ext4 filesystem on its own loop disk, mounted.
+pub struct TestFs {
+    pub mount: Mounted,
+    pub disk: LoopDisk,
+}
+
+impl TestFs {
+    pub fn new(dir: &Path, name: &str, size_mib: u64) -> TestFs {
+        let disk = LoopDisk::new(
+            dir,
+            &format!("{name}.img"),
+            size_mib,
+            "label: gpt\nstart=2048, type=linux\n",
+        );
+        sh("mkfs.ext4", &["-q", "-F", &disk.part(1)]);
+        let mount = Mounted::new(&disk.part(1), &dir.join(name), &[]);
+        TestFs { mount, disk }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mount.point.join(rel)
+    }
+
+    pub fn point(&self) -> &str {
+        self.mount.point.to_str().unwrap()
+    }
+
+    pub fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+/// rsync's verdict (not rewind's): the two trees hold the same files with
+/// the same content, owners, modes, times, links, xattrs and ACLs.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let out = sh(
+        "rsync",
+        &[
+            "-aHAXS",
+            "--checksum",
+            "--dry-run",
+            "--itemize-changes",
+            "--numeric-ids",
+            "--delete",
+            &format!("{}/", expected.display()),
+            &format!("{}/", actual.display()),
+        ],
+    );
+    assert!(
+        out.trim().is_empty(),
+        "{} differs from {}:\n{out}",
+        actual.display(),
+        expected.display()
+    );
+}
+
+/// Snapshot the live tree as a reference copy (cp -a keeps links, xattrs, times).
+pub fn reference_copy(src: &Path, dst: &Path) {
+    sh("cp", &["-a", src.to_str().unwrap(), dst.to_str().unwrap()]);
+}
+
+/// Deterministic pseudo-random bytes (xorshift), unique per seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Bytes a directory takes, by du.
+pub fn du_bytes(p: &Path) -> u64 {
+    sh("du", &["-sb", p.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Every file below `dir`, except dot files (temporary files of a write).
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -219,20 +219,6 @@ pub fn rewind_fails(server: &ServerProc, token: &str, args: &[&str]) -> String {
     text
 }
 
-/// Deterministic pseudo-random bytes (xorshift), unique per seed.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The complete example manifest of docs/manifest.md, as a host's snapshot
 /// taken at `time`, without data (so that committing it needs no chunks).
 /// Its network interface gets `mac`.
