@@ -95,11 +95,17 @@ pub fn format_entry(e: &Entry, shown: &str) -> String {
 }
 
 /// Print the entries directly under `path` (or the entry itself if it is
-/// not a directory).
-pub fn ls(repo: &Repo, m: &Manifest, path: &str, out: &mut dyn FnMut(String)) -> Result<usize> {
+/// not a directory); `None` when the snapshot has no such path.
+pub fn ls(
+    repo: &Repo,
+    m: &Manifest,
+    path: &str,
+    out: &mut dyn FnMut(String),
+) -> Result<Option<usize>> {
     let (fs, rel) = locate(m, path)?;
     let from = &fs.data.as_ref().unwrap().from;
     let mut n = 0;
+    let mut found_dir = false;
     for e in repo.tree_entries(&tree_of(fs)?)? {
         let e = e?;
         let is_child = if rel.is_empty() {
@@ -112,9 +118,16 @@ pub fn ls(repo: &Repo, m: &Manifest, path: &str, out: &mut dyn FnMut(String)) ->
         if is_child || (e.path == rel && e.kind != Kind::Dir) {
             out(format_entry(&e, &join_path(from, &e.path)));
             n += 1;
+        } else if e.path == rel {
+            found_dir = true;
         }
     }
-    Ok(n)
+    // An empty directory exists too: only a missing path is an error.
+    Ok(if n == 0 && found_dir {
+        Some(0)
+    } else {
+        (n > 0).then_some(n)
+    })
 }
 
 /// Glob match with `*` (any run, `/` included) and `?` (one byte).

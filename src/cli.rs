@@ -182,8 +182,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let m = repo.find_snapshot(&snapshot, host.as_deref())?;
-            let n = catalog::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
-            if n == 0 {
+            let listed = catalog::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
+            if listed.is_none() {
                 bail!(
                     "{path}: no such file or directory in snapshot {}",
                     m.snapshot.id

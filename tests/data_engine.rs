@@ -101,6 +101,7 @@ fn each_snapshot_restores_exactly_its_own_state() {
     w("b.txt", b"bravo\n");
     w("dir/c.txt", b"charlie\n");
     w("big.bin", &noise(1, 3 << 20));
+    std::fs::create_dir(fs.path("empty")).unwrap();
     capture(&repo, &fs);
     let snap1 = latest(&repo);
     reference_copy(&fs.mount.point, &dir.path().join("ref1"));
@@ -165,6 +166,23 @@ fn each_snapshot_restores_exactly_its_own_state() {
         listing.contains("/dir/c.txt") && !listing.contains("d.txt"),
         "{listing}"
     );
+    // An empty directory lists as nothing; a missing path is an error.
+    let empty = rewind_ok(&[
+        "ls",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap1,
+        &format!("{}/empty", fs.point()),
+    ]);
+    assert!(!empty.contains("/empty/"), "{empty}");
+    let missing = rewind_fails(&[
+        "ls",
+        "--repo",
+        repo.to_str().unwrap(),
+        &snap1,
+        &format!("{}/nothing", fs.point()),
+    ]);
+    assert!(missing.contains("no such file or directory"), "{missing}");
     // Single files.
     let single = dir.path().join("single");
     rewind_ok(&[
