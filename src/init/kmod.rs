@@ -440,18 +440,29 @@ pub fn modprobe_main(args: &[String]) -> i32 {
     let mut loader = Loader::new(index);
     let mut status = 0;
     for n in &names {
-        if !loader.load(n) && !loader.index.is_builtin(n) {
+        if loader.index.is_builtin(n) {
+            continue;
+        }
+        if !loader.load(n) {
             if !quiet {
                 eprintln!("modprobe: module {n} not found");
             }
             status = 1;
+            continue;
+        }
+        // Success when one of the modules the name stands for is in: an
+        // alias may name several (crc32c_intel refuses a CPU without
+        // SSE4.2, crc32c_generic does not), and a soft dependency that
+        // fails does not fail the module. The kernel retries only on 0.
+        let resolved = loader.index.resolve(n);
+        if !resolved.iter().any(|m| loader.is_loaded(m)) {
+            status = 1;
         }
     }
-    for (m, why) in &loader.failed {
-        if !quiet {
+    if !quiet {
+        for (m, why) in &loader.failed {
             eprintln!("modprobe: {m}: {why}");
         }
-        status = 1;
     }
     status
 }

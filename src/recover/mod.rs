@@ -368,7 +368,8 @@ impl Recovery {
                 }
             } else {
                 say(&format!(
-                    "{} is known to the server; a {} token may not read its manifest before a                      recovery is armed, so the plan is shown then",
+                    "{} is known to the server; a {} token may not read its manifest before a \
+                     recovery is armed, so the plan is shown then",
                     target.host, session.kind
                 ));
             }

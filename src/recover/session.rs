@@ -70,7 +70,7 @@ impl Session {
         let client = Arc::new(client);
         let who = client
             .get_json("/v1/whoami")
-            .context("the server does not accept this token")?;
+            .context("cannot learn from the server what this token may do")?;
         let kind = who["scope"]["kind"].as_str().unwrap_or("").to_string();
         let mut macs: Vec<String> = crate::netcfg::interfaces(std::path::Path::new("/sys"))
             .iter()

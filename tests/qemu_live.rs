@@ -1,0 +1,707 @@
+//! The recovery image in QEMU (TCG): rewind as PID 1 recovers a blank virtio
+//! disk from a server on the host, and the host checks the disk against the
+//! capture: partition table, blkid (UUIDs, labels, types), every file's
+//! content and metadata (rsync and a stat dump as oracles).
+//!
+//! Needs root (loop devices) and REWIND_IMAGE=target/image (scripts/build-image);
+//! skipped otherwise, failed instead with REWIND_REQUIRE_QEMU_TESTS=1. One VM
+//! at a time. Every console goes to REWIND_QEMU_LOGS (default
+//! target/qemu-logs/) for the post-mortem.
+
+mod common;
+mod qemu_util;
+mod server_util;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{LoopDisk, Mounted, SfdiskDump, blkid_export, noise, sfdisk_dump, sh};
+use qemu_util::{Boot, Image, Qemu, all_zero, stages};
+use server_util::{ServerProc, rewind_ok};
+
+const HOST: &str = "qemu-src";
+const DISK_MIB: u64 = 640;
+/// The guest's NIC when no captured MAC is used.
+const OTHER_MAC: &str = "52:54:00:ab:cd:ef";
+/// Generous limits: TCG on a busy 2-core machine.
+const BOOT: Duration = Duration::from_secs(180);
+const RECOVERY: Duration = Duration::from_secs(900);
+
+const ALL_STAGES: [&str; 11] = [
+    "hardware",
+    "network",
+    "fetch",
+    "plan",
+    "partition",
+    "format",
+    "mount",
+    "restore",
+    "configure",
+    "bootloader",
+    "finish",
+];
+
+fn logs_dir() -> PathBuf {
+    let d = std::env::var_os("REWIND_QEMU_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-logs"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A captured machine: a GPT disk with vfat, ext4 (with xfs mounted inside)
+/// and swap, a few thousand files, captured to a server on 127.0.0.1.
+struct Source {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    server: ServerProc,
+    /// The table of the captured disk.
+    table: SfdiskDump,
+    /// blkid of each partition at capture time.
+    blkid: BTreeMap<u32, BTreeMap<String, String>>,
+    /// A MAC address of the captured machine (the guest borrows it to be
+    /// identified), if the build machine has one.
+    mac: Option<String>,
+    /// Bytes of file data captured.
+    bytes: u64,
+}
+
+fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn fill_root(root: &Path) -> u64 {
+    let mut bytes = 0u64;
+    let mut put = |rel: &str, data: Vec<u8>| {
+        bytes += data.len() as u64;
+        write(&root.join(rel), &data);
+    };
+    put("etc/hostname", format!("{HOST}\n").into_bytes());
+    put("etc/motd", b"recovered by rewind\n".to_vec());
+    for i in 0..1500u64 {
+        let len = (i * 7919 % 6000) as usize;
+        put(
+            &format!("usr/share/doc/pkg{}/file{i}.txt", i % 37),
+            noise(i, len),
+        );
+    }
+    for i in 0..6u64 {
+        put(
+            &format!("usr/bin/tool{i}"),
+            noise(1000 + i, (1 + i as usize) << 20),
+        );
+    }
+    // A file with holes: data at 0 and at 6 MiB, 10 MiB long.
+    let sparse = root.join("var/lib/sparse.img");
+    std::fs::create_dir_all(sparse.parent().unwrap()).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.write_all_at(&noise(7, 65536), 0).unwrap();
+        f.write_all_at(&noise(8, 65536), 6 << 20).unwrap();
+        f.set_len(10 << 20).unwrap();
+        bytes += 2 * 65536;
+    }
+    std::os::unix::fs::symlink("../share/doc", root.join("usr/bin/doc-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("etc/dangling")).unwrap();
+    std::fs::hard_link(root.join("etc/motd"), root.join("etc/motd.hardlink")).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("var/lib/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    sh(
+        "mknod",
+        &[
+            "-m",
+            "600",
+            root.join("var/lib/null").to_str().unwrap(),
+            "c",
+            "1",
+            "3",
+        ],
+    );
+    let home = root.join("home/ann");
+    std::fs::create_dir_all(&home).unwrap();
+    write(&home.join("notes.txt"), b"private\n");
+    sh("chown", &["-R", "1000:1000", home.to_str().unwrap()]);
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let suid = root.join("usr/bin/tool0");
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    sh(
+        "setfattr",
+        &[
+            "-n",
+            "user.origin",
+            "-v",
+            "qemu-test",
+            root.join("etc/motd").to_str().unwrap(),
+        ],
+    );
+    sh(
+        "setfacl",
+        &[
+            "-m",
+            "u:1234:r",
+            root.join("usr/bin/tool1").to_str().unwrap(),
+        ],
+    );
+    bytes
+}
+
+fn fill_srv(srv: &Path) -> u64 {
+    let mut bytes = 0;
+    for i in 0..800u64 {
+        let data = noise(5000 + i, (i * 104_729 % 9000) as usize);
+        bytes += data.len() as u64;
+        write(&srv.join(format!("www/site{}/page{i}.html", i % 20)), &data);
+    }
+    let big = noise(99, 5 << 20);
+    bytes += big.len() as u64;
+    write(&srv.join("backup/archive.bin"), &big);
+    bytes
+}
+
+impl Source {
+    fn new(image_dir_hint: &str) -> Source {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rewind-qemu-{image_dir_hint}-"))
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let disk = LoopDisk::new(
+            dir.path(),
+            "source.img",
+            DISK_MIB,
+            "label: gpt\n\
+             start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\n\
+             size=524288, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root\"\n\
+             size=614400, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"srv\"\n\
+             type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=\"swap\"\n",
+        );
+        sh("mkfs.vfat", &["-F", "32", "-n", "ESP", &disk.part(1)]);
+        sh("mkfs.ext4", &["-q", "-L", "root", &disk.part(2)]);
+        sh("mkfs.xfs", &["-q", "-f", "-L", "srv", &disk.part(3)]);
+        sh("mkswap", &["-L", "swap", &disk.part(4)]);
+        let root = dir.path().join("src");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut bytes;
+        let server;
+        {
+            let _root = Mounted::new(&disk.part(2), &root, &[]);
+            bytes = fill_root(&root);
+            let srv = root.join("srv");
+            std::fs::create_dir_all(&srv).unwrap();
+            let _srv = Mounted::new(&disk.part(3), &srv, &[]);
+            bytes += fill_srv(&srv);
+            sh("sync", &[]);
+            server = ServerProc::start(&dir.path().join("server"), false);
+            let token = server.host_token(HOST);
+            rewind_ok(
+                &server,
+                &token,
+                &["capture", "--host", HOST, "--disk", &disk.dev],
+            );
+        }
+        let table = sfdisk_dump(&disk.image);
+        let blkid = (1..=4).map(|n| (n, blkid_export(&disk.part(n)))).collect();
+        drop(disk);
+        let mut s = Source {
+            image: dir.path().join("source.img"),
+            dir,
+            server,
+            table,
+            blkid,
+            mac: None,
+            bytes,
+        };
+        s.mac = s.captured_mac();
+        s
+    }
+
+    fn captured_mac(&self) -> Option<String> {
+        let snaps = self.server.data.join("hosts").join(HOST).join("snapshots");
+        let file = std::fs::read_dir(snaps).ok()?.flatten().next()?.path();
+        let m = rewind::manifest::from_xml(&std::fs::read_to_string(file).ok()?).ok()?;
+        m.network
+            .interfaces
+            .iter()
+            .filter_map(|i| i.mac.clone())
+            .find(|mac| {
+                mac != "00:00:00:00:00:00"
+                    && u8::from_str_radix(&mac[..2], 16).is_ok_and(|b| b & 1 == 0)
+            })
+    }
+
+    /// The server as the guest reaches it (QEMU's user network maps the
+    /// host's 127.0.0.1 to 10.0.2.2).
+    fn guest_url(&self) -> String {
+        self.server.url.replace("127.0.0.1", "10.0.2.2")
+    }
+
+    fn blank_disk(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(DISK_MIB << 20).unwrap();
+        p
+    }
+
+    /// Arm a recovery of the host; returns the recovery token.
+    fn arm(&self) -> String {
+        let out = rewind_ok(&self.server, &self.server.admin, &["request", HOST]);
+        out.lines()
+            .find_map(|l| l.split("recovery token (this request only): ").nth(1))
+            .expect("no recovery token printed")
+            .trim()
+            .to_string()
+    }
+
+    fn boot_token(&self) -> String {
+        let out = rewind_ok(
+            &self.server,
+            &self.server.admin,
+            &["token", "create", "--boot"],
+        );
+        out.lines()
+            .find(|l| l.starts_with("rwd_"))
+            .expect("no token printed")
+            .to_string()
+    }
+
+    fn last_request(&self) -> serde_json::Value {
+        let list = self
+            .server
+            .client(&self.server.admin)
+            .get_json(&format!("/v1/requests?host={HOST}"))
+            .unwrap();
+        list.as_array().unwrap().last().cloned().unwrap()
+    }
+
+    /// The recovered disk is the captured one: table, blkid, every file.
+    fn check_recovered(&self, disk: &Path) {
+        let got = sfdisk_dump(disk);
+        assert_eq!(got, self.table, "partition table differs");
+        let target = LoopDisk::attach(disk);
+        let _ = std::process::Command::new("partx")
+            .args(["-a", &target.dev])
+            .output();
+        for (n, want) in &self.blkid {
+            let got = blkid_export(&target.part(*n));
+            assert_eq!(&got, want, "blkid of partition {n} differs");
+        }
+        let source = LoopDisk::attach(&self.image);
+        let _ = std::process::Command::new("partx")
+            .args(["-a", &source.dev])
+            .output();
+        let a = self.dir.path().join("cmp-src");
+        let b = self.dir.path().join("cmp-dst");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let _ra = Mounted::new(&source.part(2), &a, &["ro,noatime"]);
+        let _sa = Mounted::new(&source.part(3), &a.join("srv"), &["ro,noatime,nouuid"]);
+        let _rb = Mounted::new(&target.part(2), &b, &["ro,noatime"]);
+        let _sb = Mounted::new(&target.part(3), &b.join("srv"), &["ro,noatime,nouuid"]);
+        let diff = sh(
+            "rsync",
+            &[
+                "-aHAXS",
+                "--checksum",
+                "--delete",
+                "--dry-run",
+                "--itemize-changes",
+                "--numeric-ids",
+                &format!("{}/", a.display()),
+                &format!("{}/", b.display()),
+            ],
+        );
+        assert!(diff.trim().is_empty(), "rsync sees differences:\n{diff}");
+        let (da, db) = (stat_dump(&a), stat_dump(&b));
+        assert!(
+            da.len() > 2000,
+            "the source tree is too small: {}",
+            da.len()
+        );
+        let differing: Vec<String> = da
+            .iter()
+            .zip(&db)
+            .filter(|(x, y)| x != y)
+            .take(10)
+            .map(|(x, y)| format!("  {x}\n  {y}"))
+            .collect();
+        assert!(
+            da.len() == db.len() && differing.is_empty(),
+            "stat dumps differ ({} vs {} entries):\n{}",
+            da.len(),
+            db.len(),
+            differing.join("\n")
+        );
+    }
+}
+
+/// Path, mode, owner, size (not of directories), mtime (ns), links, link
+/// target: every entry.
+fn stat_dump(root: &Path) -> Vec<String> {
+    let out = sh(
+        "sh",
+        &[
+            "-c",
+            r#"cd "$1" && find . -printf '%p\t%M\t%U:%G\t%s\t%T@\t%n\t%l\n' | LC_ALL=C sort"#,
+            "sh",
+            root.to_str().unwrap(),
+        ],
+    );
+    // A directory's size is the filesystem's business (xfs shrinks a
+    // directory to the inode when it can), not the data's.
+    out.lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split('\t').collect();
+            if f.get(1).is_some_and(|m| m.starts_with('d')) {
+                f[3] = "-";
+            }
+            f.join("\t")
+        })
+        .collect()
+}
+
+fn cmdline(extra: &str) -> String {
+    format!("console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}")
+}
+
+/// Follow a recovery on the console from its fetch stage to its power-off;
+/// returns the seconds from start to the fetch stage and to the end.
+fn follow_recovery(vm: &mut Qemu) -> (f64, f64) {
+    let fetch = vm.expect("rewind: == stage fetch ==", BOOT);
+    follow_after_fetch(vm);
+    (fetch, vm.elapsed().as_secs_f64())
+}
+
+/// From the fetch stage (seen) to the power-off.
+fn follow_after_fetch(vm: &mut Qemu) {
+    for s in ["plan", "partition", "format", "mount", "restore"] {
+        vm.expect(&format!("rewind: == stage {s} =="), RECOVERY);
+    }
+    for s in ["configure", "bootloader", "finish"] {
+        vm.expect(&format!("rewind: == stage {s} =="), RECOVERY);
+    }
+    vm.expect("rewind: powering off", Duration::from_secs(120));
+    let status = vm.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "QEMU: {status}");
+    let console = vm.console();
+    let seen = stages(&console);
+    let firsts: Vec<&str> = ALL_STAGES
+        .iter()
+        .copied()
+        .filter(|s| seen.iter().any(|x| x == s))
+        .collect();
+    assert_eq!(firsts, ALL_STAGES, "stages seen: {seen:?}");
+    let mut last = 0;
+    for s in ALL_STAGES {
+        let i = seen.iter().rposition(|x| x == s).unwrap();
+        assert!(i >= last, "stage {s} out of order: {seen:?}");
+        last = i;
+    }
+    assert!(
+        !console.contains("Kernel panic"),
+        "kernel panic:\n{console}"
+    );
+    assert!(!console.contains("FAILED"));
+}
+
+#[test]
+fn shell_on_request_then_poweroff() {
+    let Some(img) = Image::get("shell_on_request_then_poweroff") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let log = logs_dir().join("shell.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(&img, cmdline("rewind.action=shell")),
+        &[&disk],
+        OTHER_MAC,
+        &log,
+    );
+    let t = vm.expect("emergency shell on /dev/ttyS0", BOOT);
+    eprintln!("shell after {t:.1} s");
+    std::thread::sleep(Duration::from_secs(2));
+    vm.type_line("echo marker-$((6*7)); ls /sys/block; cat /proc/1/comm");
+    vm.expect("marker-42", Duration::from_secs(60));
+    vm.expect("vda", Duration::from_secs(30));
+    vm.type_line("modprobe fs-vfat && grep -c vfat /proc/filesystems");
+    vm.expect("\n1", Duration::from_secs(60));
+    vm.type_line("exit");
+    vm.expect("starting another", Duration::from_secs(30));
+    vm.type_line("poweroff");
+    vm.expect("rewind: powering off", Duration::from_secs(60));
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    assert!(!vm.console().contains("Kernel panic"));
+}
+
+#[test]
+fn recovers_a_blank_disk_after_waiting_for_a_request() {
+    let Some(img) = Image::get("recovers_a_blank_disk_after_waiting_for_a_request") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::new("wait");
+    let Some(mac) = src.mac.clone() else {
+        panic!("the captured manifest has no MAC address to identify the guest by");
+    };
+    let boot_token = src.boot_token();
+    let disk = src.blank_disk("target.img");
+    let log = logs_dir().join("wait-then-recover.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token={boot_token} rewind.poll=2",
+                src.guest_url()
+            )),
+        ),
+        &[&disk],
+        &mac,
+        &log,
+    );
+    let t_fetch = vm.expect("rewind: == stage fetch ==", BOOT);
+    vm.expect(&format!("no recovery request is armed for {HOST}"), BOOT);
+    // Nothing was written while waiting.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(all_zero(&disk), "the disk was written without a request");
+    let waited = Instant::now();
+    src.arm();
+    vm.expect("rewind: == stage fetch ==", Duration::from_secs(60));
+    vm.expect("recovery request req-", Duration::from_secs(60));
+    follow_after_fetch(&mut vm);
+    let total = vm.elapsed().as_secs_f64();
+    eprintln!(
+        "direct boot: fetch stage after {t_fetch:.1} s; recovery armed after waiting, \
+         done {:.1} s later ({total:.1} s in all) for {} MiB of files",
+        waited.elapsed().as_secs_f64(),
+        src.bytes >> 20
+    );
+    src.check_recovered(&disk);
+    let req = src.last_request();
+    assert_eq!(req["state"], "succeeded", "{req}");
+}
+
+#[test]
+fn failures_name_their_stage_and_leave_the_disk_alone() {
+    let Some(img) = Image::get("failures_name_their_stage_and_leave_the_disk_alone") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::new("fail");
+    let disk = src.blank_disk("target.img");
+
+    // A wrong token: the fetch stage says so, nothing is written.
+    let log = logs_dir().join("fail-token.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token=rwd_0000000000000000_00",
+                src.guest_url()
+            )),
+        ),
+        &[&disk],
+        OTHER_MAC,
+        &log,
+    );
+    vm.expect("recovery FAILED in stage fetch", BOOT);
+    vm.expect("unknown or revoked token", Duration::from_secs(5));
+    vm.expect("rewind: powering off", Duration::from_secs(60));
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    assert!(all_zero(&disk));
+    drop(vm);
+
+    // An unreachable server.
+    let log = logs_dir().join("fail-unreachable.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            &img,
+            cmdline("rewind.server=http://10.0.2.2:9 rewind.token=rwd_x rewind.retry=5"),
+        ),
+        &[&disk],
+        OTHER_MAC,
+        &log,
+    );
+    vm.expect("recovery FAILED in stage fetch", BOOT);
+    vm.expect("did not answer", Duration::from_secs(5));
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    assert!(all_zero(&disk));
+    drop(vm);
+
+    // A damaged chunk: the restore stage fails, names the chunk, and the
+    // server hears of it.
+    let packs = src.server.data.join("hosts").join(HOST).join("packs");
+    let mut damaged = 0;
+    for sub in std::fs::read_dir(&packs).unwrap().flatten() {
+        for p in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let path = p.path();
+            let len = std::fs::metadata(&path).unwrap().len();
+            if len > 1 << 20 {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(b"DAMAGE", len / 3).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no pack to damage");
+    let token = src.arm();
+    let log = logs_dir().join("fail-chunk.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token={token}",
+                src.guest_url()
+            )),
+        ),
+        &[&disk],
+        OTHER_MAC,
+        &log,
+    );
+    vm.expect("rewind: == stage restore ==", RECOVERY);
+    vm.expect("recovery FAILED in stage restore", RECOVERY);
+    vm.expect(
+        "the failure was reported to the server",
+        Duration::from_secs(60),
+    );
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    let console = vm.console();
+    assert!(
+        console.contains("damaged") || console.contains("does not decompress"),
+        "the error does not name the damage:\n{console}"
+    );
+    let req = src.last_request();
+    assert_eq!(req["state"], "failed", "{req}");
+    assert!(
+        req["result"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("restore: "),
+        "{req}"
+    );
+    // The disk is as the restore stage left it: partitioned and formatted.
+    assert_eq!(sfdisk_dump(&disk), src.table);
+}
+
+#[test]
+fn iso_recovers_under_seabios_and_ovmf() {
+    let Some(img) = Image::get("iso_recovers_under_seabios_and_ovmf") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::new("iso");
+    for (firmware, uefi) in [("seabios", false), ("ovmf", true)] {
+        let token = src.arm();
+        let iso = src.dir.path().join(format!("{firmware}.iso"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image");
+        let out = std::process::Command::new(&script)
+            .args(["--out", img.dir.to_str().unwrap(), "--iso-only", "--iso"])
+            .arg(&iso)
+            .args([
+                "--cmdline",
+                &format!(
+                    "rewind.server={} rewind.token={token} rewind.done=poweroff rewind.onfail=poweroff",
+                    src.guest_url()
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build-image --iso-only: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let disk = src.blank_disk(&format!("{firmware}.img"));
+        let log = logs_dir().join(format!("iso-{firmware}.log"));
+        let boot = if uefi {
+            Boot::IsoUefi(&iso)
+        } else {
+            Boot::IsoBios(&iso)
+        };
+        let mut vm = Qemu::start(boot, &[&disk], OTHER_MAC, &log);
+        let (fetch, total) = follow_recovery(&mut vm);
+        eprintln!(
+            "ISO under {firmware}: fetch stage after {fetch:.1} s, powered off after {total:.1} s"
+        );
+        src.check_recovered(&disk);
+        assert_eq!(src.last_request()["state"], "succeeded");
+    }
+}
+
+#[test]
+fn pxe_boots_through_the_servers_ipxe_script() {
+    let Some(img) = Image::get("pxe_boots_through_the_servers_ipxe_script") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::new("pxe");
+    let Some(mac) = src.mac.clone() else {
+        panic!("the captured manifest has no MAC address to identify the guest by");
+    };
+    // The PXE assets, as scripts/build-image leaves them in target/image/pxe/.
+    let boot = src.server.data.join("boot");
+    std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
+    std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
+    std::fs::write(
+        boot.join("cmdline"),
+        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff\n",
+    )
+    .unwrap();
+    let boot_token = src.boot_token();
+    src.arm();
+    // What a site's DHCP/TFTP would hand out: chain to the server.
+    let tftp = src.dir.path().join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    std::fs::write(
+        tftp.join("rewind.ipxe"),
+        format!(
+            "#!ipxe\nchain {}/boot/ipxe?mac=${{net0/mac}}&token={boot_token}\n",
+            src.guest_url()
+        ),
+    )
+    .unwrap();
+    let disk = src.blank_disk("target.img");
+    let log = logs_dir().join("pxe.log");
+    let pxe = Boot::Pxe {
+        tftp: &tftp,
+        bootfile: "rewind.ipxe",
+    };
+    let mut vm = Qemu::start(pxe, &[&disk], &mac, &log);
+    vm.expect_on_wire(&format!("echo rewind: recovering {HOST}"), BOOT);
+    // The kernel got its settings from the server's script.
+    vm.expect("rewind.host=qemu-src", BOOT);
+    let (fetch, total) = follow_recovery(&mut vm);
+    eprintln!("PXE: fetch stage after {fetch:.1} s, powered off after {total:.1} s");
+    drop(vm);
+    src.check_recovered(&disk);
+    assert_eq!(src.last_request()["state"], "succeeded");
+
+    // Booted again, the machine is told there is nothing to recover: iPXE
+    // exits and the firmware goes on to the next boot device.
+    let log = logs_dir().join("pxe-after.log");
+    let pxe = Boot::Pxe {
+        tftp: &tftp,
+        bootfile: "rewind.ipxe",
+    };
+    let mut vm = Qemu::start(pxe, &[&disk], &mac, &log);
+    vm.expect_on_wire(
+        &format!("echo rewind: no recovery is armed for {HOST}"),
+        BOOT,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !vm.console().contains("Linux version"),
+        "a recovered machine booted the recovery image again"
+    );
+}

@@ -1,0 +1,389 @@
+//! Helpers for the QEMU tests: the recovery image to boot, a QEMU process
+//! whose serial console is captured (and killed on drop, and when the test
+//! process dies), waits on console lines with their own time limits.
+//!
+//! The tests run only when REWIND_IMAGE names a directory made by
+//! scripts/build-image (vmlinuz, initrd.img, rewind.iso), so that a stale
+//! image is never tested by accident; REWIND_REQUIRE_QEMU_TESTS=1 makes a
+//! missing image, QEMU or root a failure instead of a skip.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// QEMU under TCG uses both cores: one VM at a time.
+static ONE_VM: Mutex<()> = Mutex::new(());
+
+pub fn one_vm() -> MutexGuard<'static, ()> {
+    ONE_VM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn required() -> bool {
+    std::env::var_os("REWIND_REQUIRE_QEMU_TESTS").is_some_and(|v| v == "1")
+}
+
+fn skip(test: &str, why: &str) -> Option<Image> {
+    assert!(!required(), "{test}: {why} (REWIND_REQUIRE_QEMU_TESTS=1)");
+    eprintln!("skipped {test}: {why}");
+    None
+}
+
+/// The image under test.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl Image {
+    /// The image named by REWIND_IMAGE, when it and QEMU are there and we are root.
+    pub fn get(test: &str) -> Option<Image> {
+        let Some(dir) = std::env::var_os("REWIND_IMAGE").map(PathBuf::from) else {
+            return skip(
+                test,
+                "REWIND_IMAGE is not set (scripts/build-image, then REWIND_IMAGE=target/image)",
+            );
+        };
+        let img = Image {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            dir,
+        };
+        if !img.kernel.exists() || !img.initrd.exists() {
+            return skip(
+                test,
+                &format!("no vmlinuz/initrd.img in {}", img.dir.display()),
+            );
+        }
+        if Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return skip(test, "qemu-system-x86_64 is not installed");
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return skip(test, "needs root (loop devices)");
+        }
+        Some(img)
+    }
+}
+
+/// How to boot.
+pub enum Boot<'a> {
+    /// -kernel/-initrd with this command line.
+    Direct(&'a Image, String),
+    /// An ISO as a CD-ROM, under SeaBIOS.
+    IsoBios(&'a Path),
+    /// An ISO as a CD-ROM, under OVMF (UEFI).
+    IsoUefi(&'a Path),
+    /// The network, under SeaBIOS: QEMU's iPXE option ROM gets `bootfile`
+    /// from the TFTP directory `tftp` of the user network.
+    Pxe { tftp: &'a Path, bootfile: &'a str },
+}
+
+pub struct Qemu {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    console: Arc<Mutex<String>>,
+    pub log: PathBuf,
+    started: Instant,
+    /// Where the part of the console already matched ends.
+    cursor: usize,
+}
+
+/// The OVMF firmware files (code, and a variables template).
+fn ovmf() -> (PathBuf, PathBuf) {
+    for (code, vars) in [
+        (
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+        (
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ),
+    ] {
+        if Path::new(code).exists() {
+            return (code.into(), vars.into());
+        }
+    }
+    panic!("OVMF is not installed (apt-get install ovmf)");
+}
+
+impl Qemu {
+    /// Boot with `disks` as virtio disks and a user-mode NIC with `mac`.
+    /// The console goes to `log` too.
+    pub fn start(boot: Boot<'_>, disks: &[&Path], mac: &str, log: &Path) -> Qemu {
+        let mut args: Vec<String> = [
+            "-machine",
+            "q35",
+            "-m",
+            "1536",
+            "-smp",
+            "2",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        match &boot {
+            Boot::Direct(img, cmdline) => push(&[
+                "-kernel",
+                img.kernel.to_str().unwrap(),
+                "-initrd",
+                img.initrd.to_str().unwrap(),
+                "-append",
+                cmdline,
+            ]),
+            Boot::IsoBios(iso) => push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"]),
+            Boot::Pxe { .. } => push(&["-boot", "n"]),
+            Boot::IsoUefi(iso) => {
+                let (code, vars) = ovmf();
+                let my_vars = log.with_extension("ovmf-vars.fd");
+                std::fs::copy(&vars, &my_vars).unwrap();
+                push(&[
+                    "-drive",
+                    &format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        code.display()
+                    ),
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", my_vars.display()),
+                    "-cdrom",
+                    iso.to_str().unwrap(),
+                    "-boot",
+                    "d",
+                ]);
+            }
+        }
+        for d in disks {
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=virtio,cache=unsafe", d.display()),
+            ]);
+        }
+        let tftp = match &boot {
+            Boot::Pxe { tftp, bootfile } => {
+                format!(",tftp={},bootfile={bootfile}", tftp.display())
+            }
+            _ => String::new(),
+        };
+        push(&["-netdev", &format!("user,id=n0{tftp}")]);
+        push(&["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+        if let Boot::Pxe { .. } = &boot {
+            // iPXE writes to the screen only: the network traffic shows
+            // what it was told.
+            let pcap = log.with_extension("pcap");
+            push(&[
+                "-object",
+                &format!("filter-dump,id=d0,netdev=n0,file={}", pcap.display()),
+            ]);
+        }
+        let logfile = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(logfile.try_clone().unwrap()));
+        // QEMU dies with the test process, however that ends.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("cannot start qemu-system-x86_64");
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let console = Arc::new(Mutex::new(String::new()));
+        let sink = console.clone();
+        std::thread::spawn(move || {
+            let mut logfile = logfile;
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = logfile.write_all(&buf);
+                        let text = String::from_utf8_lossy(&buf);
+                        sink.lock().unwrap().push_str(&text);
+                    }
+                }
+            }
+        });
+        Qemu {
+            child: Some(child),
+            stdin,
+            console,
+            log: log.to_path_buf(),
+            started: Instant::now(),
+            cursor: 0,
+        }
+    }
+
+    pub fn console(&self) -> String {
+        self.console.lock().unwrap().clone()
+    }
+
+    fn tail(&self) -> String {
+        let c = self.console();
+        let lines: Vec<&str> = c.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Wait for a console line containing `text` after what was matched
+    /// before; fail on `FAILED` unless `text` is about failure, on QEMU's
+    /// exit, and after `limit`. Returns the seconds since QEMU started.
+    pub fn expect(&mut self, text: &str, limit: Duration) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let c = self.console.lock().unwrap();
+                if let Some(i) = c[self.cursor..].find(text) {
+                    self.cursor += i + text.len();
+                    return self.started.elapsed().as_secs_f64();
+                }
+                if !text.contains("FAILED") && c[self.cursor..].contains("recovery FAILED") {
+                    drop(c);
+                    panic!(
+                        "waiting for {text:?}: the recovery failed:\n{}\n(log: {})",
+                        self.tail(),
+                        self.log.display()
+                    );
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                std::thread::sleep(Duration::from_millis(200));
+                if self.console.lock().unwrap()[self.cursor..].contains(text) {
+                    continue;
+                }
+                panic!(
+                    "waiting for {text:?}: QEMU exited ({status}):\n{}\n(log: {})",
+                    self.tail(),
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waiting for {text:?}: nothing after {} s:\n{}\n(log: {})",
+                    limit.as_secs(),
+                    self.tail(),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the network traffic (PXE boots) holds `text`.
+    pub fn expect_on_wire(&mut self, text: &str, limit: Duration) {
+        let pcap = self.log.with_extension("pcap");
+        let deadline = Instant::now() + limit;
+        loop {
+            let bytes = std::fs::read(&pcap).unwrap_or_default();
+            if bytes.windows(text.len()).any(|w| w == text.as_bytes()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{text:?} never went over the network in {} s (capture: {})",
+                    limit.as_secs(),
+                    pcap.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Type on the serial console.
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("no stdin");
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Wait for QEMU to exit (a power-off, or a reboot with -no-reboot).
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("QEMU already reaped");
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            if Instant::now() > deadline {
+                let tail = self.tail();
+                panic!(
+                    "QEMU still runs after {} s:\n{tail}\n(log: {})",
+                    limit.as_secs(),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a file holds nothing but zeros (or holes).
+pub fn all_zero(path: &Path) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return true;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+    }
+}
+
+/// The marker lines of a console, in order.
+pub fn stages(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("rewind: == stage ").nth(1)?;
+            Some(rest.split(" ==").next()?.to_string())
+        })
+        .collect()
+}
