@@ -402,7 +402,9 @@ pub fn coldplug(loader: &mut Loader, preload: &[String], limit: Duration) -> usi
         }
         if fresh.is_empty() && loader.newly.len() == before {
             quiet_rounds += 1;
-            if quiet_rounds >= 3 {
+            // A second without a new device: USB and SCSI buses enumerate
+            // in the background.
+            if quiet_rounds >= 7 {
                 break;
             }
         } else {

@@ -524,7 +524,13 @@ impl Recovery {
             };
             mapping.push((c.clone(), p));
         }
-        let present = present::present_disks(sys, Path::new("/proc"), &extra)?;
+        let mut present = present::present_disks(sys, Path::new("/proc"), &extra)?;
+        // The stick (or CD) the image booted from is never a target.
+        for d in present.iter_mut().filter(|d| d.in_use.is_none()) {
+            if holds_recovery_image(Path::new(&d.path)) {
+                d.in_use = Some("it holds the recovery image this machine booted from".into());
+            }
+        }
         plan::plan(
             m,
             &present,
@@ -654,6 +660,27 @@ impl Recovery {
     }
 }
 
+/// The volume label scripts/build-image gives the ISO.
+const IMAGE_LABEL: &[u8] = b"REWIND";
+
+/// Whether a disk starts like the recovery ISO: an ISO 9660 primary volume
+/// descriptor (sector 16) whose volume identifier is REWIND.
+pub fn holds_recovery_image(dev: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(dev) else {
+        return false;
+    };
+    let mut pvd = [0u8; 72];
+    if f.seek(SeekFrom::Start(16 * 2048)).is_err() || f.read_exact(&mut pvd).is_err() {
+        return false;
+    }
+    is_recovery_pvd(&pvd)
+}
+
+fn is_recovery_pvd(pvd: &[u8; 72]) -> bool {
+    pvd[0] == 1 && &pvd[1..6] == b"CD001" && pvd[40..72].trim_ascii_end() == IMAGE_LABEL
+}
+
 #[derive(Debug, Default)]
 struct Restored {
     files: u64,
@@ -677,4 +704,27 @@ fn describe(m: &Manifest, req: Option<&RequestInfo>) {
         crate::catalog::human_bytes(data),
         req.map_or_else(String::new, |r| format!("; request {} ({})", r.id, r.state))
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recovery_iso_is_recognised() {
+        let mut pvd = [b' '; 72];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[40..46].copy_from_slice(b"REWIND");
+        assert!(is_recovery_pvd(&pvd));
+        pvd[40..46].copy_from_slice(b"DEBIAN");
+        assert!(!is_recovery_pvd(&pvd));
+        let t = tempfile::NamedTempFile::new().unwrap();
+        assert!(!holds_recovery_image(t.path()), "too short");
+        let mut img = vec![0u8; 17 * 2048];
+        pvd[40..46].copy_from_slice(b"REWIND");
+        img[16 * 2048..16 * 2048 + 72].copy_from_slice(&pvd);
+        std::fs::write(t.path(), &img).unwrap();
+        assert!(holds_recovery_image(t.path()));
+    }
 }
