@@ -85,6 +85,8 @@ pub enum Boot<'a> {
     /// The network, under SeaBIOS: QEMU's iPXE option ROM gets `bootfile`
     /// from the TFTP directory `tftp` of the user network.
     Pxe { tftp: &'a Path, bootfile: &'a str },
+    /// The first disk, through the firmware (its own boot loader).
+    Disk,
 }
 
 pub struct Qemu {
@@ -95,6 +97,14 @@ pub struct Qemu {
     started: Instant,
     /// Where the part of the console already matched ends.
     cursor: usize,
+    /// Commands run on the console so far (their markers' numbers).
+    commands: u32,
+}
+
+/// A variable store as OVMF ships it: no boot entries of any OS.
+pub fn fresh_ovmf_vars(path: &Path) {
+    let (_, vars) = ovmf();
+    std::fs::copy(&vars, path).unwrap();
 }
 
 /// The OVMF firmware files (code, and a variables template).
@@ -116,13 +126,56 @@ fn ovmf() -> (PathBuf, PathBuf) {
     panic!("OVMF is not installed (apt-get install ovmf)");
 }
 
+/// A disk of the VM: an image file, with a serial number when the test
+/// needs /dev/disk/by-id names.
+pub struct Disk<'a> {
+    pub path: &'a Path,
+    pub serial: Option<&'a str>,
+}
+
+/// The firmware: SeaBIOS, or OVMF with a variable store that outlives the
+/// VM (the drills boot the recovered disk with the store the recovery wrote).
+pub enum Firmware<'a> {
+    Bios,
+    Uefi { vars: &'a Path },
+}
+
 impl Qemu {
     /// Boot with `disks` as virtio disks and a user-mode NIC with `mac`.
     /// The console goes to `log` too.
     pub fn start(boot: Boot<'_>, disks: &[&Path], mac: &str, log: &Path) -> Qemu {
+        let vars = log.with_extension("ovmf-vars.fd");
+        let firmware = match &boot {
+            Boot::IsoUefi(_) => {
+                fresh_ovmf_vars(&vars);
+                Firmware::Uefi { vars: &vars }
+            }
+            _ => Firmware::Bios,
+        };
+        let disks: Vec<Disk> = disks
+            .iter()
+            .map(|p| Disk {
+                path: p,
+                serial: None,
+            })
+            .collect();
+        Self::start_with(boot, firmware, &disks, mac, log)
+    }
+
+    /// [`Qemu::start`] with the firmware chosen and disks with serials.
+    /// `Boot::Disk` boots the first disk through the firmware.
+    pub fn start_with(
+        boot: Boot<'_>,
+        firmware: Firmware<'_>,
+        disks: &[Disk<'_>],
+        mac: &str,
+        log: &Path,
+    ) -> Qemu {
         let mut args: Vec<String> = [
             "-machine",
             "q35",
+            "-cpu",
+            "max",
             "-m",
             "1536",
             "-smp",
@@ -139,6 +192,18 @@ impl Qemu {
         .map(|s| s.to_string())
         .collect();
         let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
+        if let Firmware::Uefi { vars } = &firmware {
+            let (code, _) = ovmf();
+            push(&[
+                "-drive",
+                &format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ),
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]);
+        }
         match &boot {
             Boot::Direct(img, cmdline) => push(&[
                 "-kernel",
@@ -148,31 +213,31 @@ impl Qemu {
                 "-append",
                 cmdline,
             ]),
-            Boot::IsoBios(iso) => push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"]),
-            Boot::Pxe { .. } => push(&["-boot", "n"]),
-            Boot::IsoUefi(iso) => {
-                let (code, vars) = ovmf();
-                let my_vars = log.with_extension("ovmf-vars.fd");
-                std::fs::copy(&vars, &my_vars).unwrap();
-                push(&[
-                    "-drive",
-                    &format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                        code.display()
-                    ),
-                    "-drive",
-                    &format!("if=pflash,format=raw,unit=1,file={}", my_vars.display()),
-                    "-cdrom",
-                    iso.to_str().unwrap(),
-                    "-boot",
-                    "d",
-                ]);
+            Boot::IsoBios(iso) | Boot::IsoUefi(iso) => {
+                push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"])
             }
+            Boot::Pxe { .. } => push(&["-boot", "n"]),
+            // Under OVMF the variable store's BootOrder decides, as on a
+            // real machine (QEMU's boot order would reorder it).
+            Boot::Disk if matches!(firmware, Firmware::Uefi { .. }) => {}
+            Boot::Disk => {} // bootindex on the first disk
         }
-        for d in disks {
+        let bios_disk_boot = matches!(boot, Boot::Disk) && matches!(firmware, Firmware::Bios);
+        for (i, d) in disks.iter().enumerate() {
+            let serial = d.serial.map(|s| format!(",serial={s}")).unwrap_or_default();
+            let bootindex = if i == 0 && bios_disk_boot {
+                ",bootindex=1"
+            } else {
+                ""
+            };
             push(&[
                 "-drive",
-                &format!("file={},format=raw,if=virtio,cache=unsafe", d.display()),
+                &format!(
+                    "file={},format=raw,if=none,id=disk{i},cache=unsafe",
+                    d.path.display()
+                ),
+                "-device",
+                &format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
             ]);
         }
         let tftp = match &boot {
@@ -233,6 +298,7 @@ impl Qemu {
             log: log.to_path_buf(),
             started: Instant::now(),
             cursor: 0,
+            commands: 0,
         }
     }
 
@@ -324,6 +390,40 @@ impl Qemu {
         stdin.write_all(line.as_bytes()).unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Run `command` in the shell on the serial console (a root shell
+    /// without line editing or echo, as the drills' source machines have)
+    /// and return its output and exit status. The markers are typed split
+    /// so that an echo of the typed line cannot match them.
+    pub fn run(&mut self, command: &str, limit: Duration) -> (String, i32) {
+        self.commands += 1;
+        let n = self.commands;
+        self.type_line(&format!("echo @@B{n}''@@; {{ {command}\n}} 2>&1; echo @@E{n}''@@ $?"));
+        self.expect(&format!("@@B{n}@@"), Duration::from_secs(60));
+        let from = self.cursor;
+        let end = format!("@@E{n}@@ ");
+        self.expect(&end, limit);
+        let c = self.console();
+        let out = c[from..self.cursor - end.len()].trim_matches(['\r', '\n']).replace('\r', "");
+        let rest = &c[self.cursor..];
+        let status = rest
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(-1);
+        (out, status)
+    }
+
+    /// [`Qemu::run`], failing the test unless the command succeeds.
+    pub fn run_ok(&mut self, command: &str, limit: Duration) -> String {
+        let (out, status) = self.run(command, limit);
+        assert_eq!(
+            status, 0,
+            "`{command}` failed on the console (status {status}):\n{out}\n(log: {})",
+            self.log.display()
+        );
+        out
     }
 
     /// Wait for QEMU to exit (a power-off, or a reboot with -no-reboot).

@@ -1,0 +1,561 @@
+//! Recovery drills: a real Debian machine (debootstrap, Debian's kernel,
+//! GRUB) runs in QEMU and captures itself to `rewind serve` on the host with
+//! its own capture service; it is changed and captured again; then it is
+//! "lost" (a new blank disk), a recovery to the first point in time is
+//! armed, the recovery image boots (PXE through the server's iPXE script, or
+//! the ISO), recovers with nobody at the keyboard, and the recovered disk is
+//! booted from its own boot loader and checked from its serial console.
+//!
+//! | drill | firmware, table | image booted by | hardware after the loss |
+//! |---|---|---|---|
+//! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk |
+//! | `uefi_gpt_iso_new_hardware` | OVMF (fresh NVRAM), GPT + ESP | ISO | new NIC (MAC), bigger new disk |
+//!
+//! Each writes a report (every step's and every recovery stage's time,
+//! bytes restored, throughput) to target/drill/<drill>.{txt,json}.
+//! Needs root, REWIND_IMAGE (scripts/build-image) and the Debian mirror;
+//! skipped without them unless REWIND_REQUIRE_QEMU_TESTS=1. `scripts/drill`
+//! sets everything up and runs them.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/qemu_util/mod.rs"]
+mod qemu_util;
+#[path = "../tests/server_util/mod.rs"]
+mod server_util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use qemu_util::{Boot, Disk, Firmware, Image, Qemu, fresh_ovmf_vars, stages};
+use rewind::manifest::Manifest;
+use server_util::{ServerProc, rewind_ok};
+
+const SOURCE_MAC: &str = "52:54:00:d1:00:01";
+const NEW_MAC: &str = "52:54:00:d1:00:99";
+const SOURCE_SERIAL: &str = "DRILLSRC0001";
+const NEW_SERIAL: &str = "DRILLNEW0002";
+const ADDRESS: &str = "10.0.2.50/24";
+const GATEWAY: &str = "10.0.2.2";
+const SOURCE_MIB: u64 = 2048;
+
+/// Time limits, generous for TCG on a busy 2-core machine.
+const BOOT: Duration = Duration::from_secs(300);
+const COMMAND: Duration = Duration::from_secs(120);
+const CAPTURE: Duration = Duration::from_secs(1200);
+
+/// Each stage of the recovery, with the most it may take from the start of
+/// the one before (the first: from power-on).
+const STAGE_LIMITS: [(&str, u64); 11] = [
+    ("hardware", 300),
+    ("network", 120),
+    ("fetch", 120),
+    ("plan", 120),
+    ("partition", 120),
+    ("format", 180),
+    ("mount", 180),
+    ("restore", 120),
+    ("configure", 1800),
+    ("bootloader", 300),
+    ("finish", 600),
+];
+
+/// What a console must never show while nobody is at the keyboard.
+const PROMPTS: [&str; 8] = [
+    "[y/N]",
+    "[Y/n]",
+    "(y/n)",
+    "yes/no",
+    "Press any key",
+    "Press Enter",
+    "Password:",
+    "login:",
+];
+
+struct Variant {
+    name: &'static str,
+    hostname: &'static str,
+    uefi: bool,
+    pxe: bool,
+    target_mib: u64,
+    new_mac: bool,
+}
+
+#[test]
+fn bios_mbr_pxe() {
+    drill(&Variant {
+        name: "bios-mbr-pxe",
+        hostname: "drill-bios",
+        uefi: false,
+        pxe: true,
+        target_mib: SOURCE_MIB,
+        new_mac: false,
+    });
+}
+
+#[test]
+fn uefi_gpt_iso_new_hardware() {
+    drill(&Variant {
+        name: "uefi-gpt-iso",
+        hostname: "drill-uefi",
+        uefi: true,
+        pxe: false,
+        target_mib: SOURCE_MIB + 1024,
+        new_mac: true,
+    });
+}
+
+fn repo_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn logs_dir() -> PathBuf {
+    let d = std::env::var_os("REWIND_QEMU_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_dir().join("target/qemu-logs"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run one of the scripts next to this file; its output goes to our stderr.
+fn script(name: &str, args: &[&str]) {
+    let path = repo_dir().join("qemu-tests").join(name);
+    let status = Command::new(&path).args(args).status().unwrap();
+    assert!(status.success(), "{} {args:?}: {status}", path.display());
+}
+
+/// The static binary the guests run (the one inside the image).
+fn static_rewind() -> PathBuf {
+    let p = repo_dir().join("target/x86_64-unknown-linux-musl/release/rewind");
+    assert!(p.exists(), "{} is missing (scripts/build-static)", p.display());
+    p
+}
+
+/// The drill's timings and figures, in the order they happened.
+#[derive(Default)]
+struct Report {
+    steps: Vec<(String, f64)>,
+    stages: Vec<(String, f64)>,
+    facts: Vec<(String, String)>,
+}
+
+impl Report {
+    fn step(&mut self, what: &str, since: Instant) {
+        let s = since.elapsed().as_secs_f64();
+        eprintln!("drill: {what}: {s:.1} s");
+        self.steps.push((what.to_string(), s));
+    }
+
+    fn fact(&mut self, what: &str, value: impl ToString) {
+        let v = value.to_string();
+        eprintln!("drill: {what}: {v}");
+        self.facts.push((what.to_string(), v));
+    }
+
+    fn write(&self, v: &Variant) -> String {
+        let mut t = format!("rewind recovery drill: {}\n\n", v.name);
+        for (k, val) in &self.facts {
+            t += &format!("  {k:<38} {val}\n");
+        }
+        t += "\n  step                                             seconds\n";
+        for (k, s) in &self.steps {
+            t += &format!("  {k:<48} {s:>7.1}\n");
+        }
+        t += "\n  recovery stage                                   seconds\n";
+        for (k, s) in &self.stages {
+            t += &format!("  {k:<48} {s:>7.1}\n");
+        }
+        let json = serde_json::json!({
+            "drill": v.name,
+            "facts": self.facts.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "steps": self.steps.iter().map(|(k, s)| serde_json::json!({"step": k, "seconds": (s * 10.0).round() / 10.0})).collect::<Vec<_>>(),
+            "stages": self.stages.iter().map(|(k, s)| serde_json::json!({"stage": k, "seconds": (s * 10.0).round() / 10.0})).collect::<Vec<_>>(),
+        });
+        let dir = repo_dir().join("target/drill");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}.txt", v.name)), &t).unwrap();
+        std::fs::write(
+            dir.join(format!("{}.json", v.name)),
+            serde_json::to_string_pretty(&json).unwrap(),
+        )
+        .unwrap();
+        t
+    }
+}
+
+/// The seconds since boot of each `== stage X == [N s since boot]` line,
+/// made into each stage's duration (the last one ends at `end`).
+fn stage_times(console: &str, end: f64) -> Vec<(String, f64)> {
+    let mut marks: Vec<(String, f64)> = Vec::new();
+    for line in console.lines() {
+        let Some(rest) = line.split("rewind: == stage ").nth(1) else {
+            continue;
+        };
+        let name = rest.split(" ==").next().unwrap_or("").to_string();
+        let Some(at) = rest
+            .split('[')
+            .nth(1)
+            .and_then(|r| r.split(" s since boot").next())
+            .and_then(|n| n.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        marks.push((name, at));
+    }
+    let mut out = Vec::new();
+    for (i, (name, at)) in marks.iter().enumerate() {
+        let next = marks.get(i + 1).map(|m| m.1).unwrap_or(end);
+        out.push((name.clone(), next - at));
+    }
+    out
+}
+
+fn firmware(uefi: bool, vars: &Path) -> Firmware<'_> {
+    if uefi {
+        Firmware::Uefi { vars }
+    } else {
+        Firmware::Bios
+    }
+}
+
+/// The snapshots of `host` on the server, oldest first.
+fn snapshots(server: &ServerProc, host: &str) -> Vec<Manifest> {
+    let dir = server.data.join("hosts").join(host).join("snapshots");
+    let mut v: Vec<Manifest> = server
+        .committed(host)
+        .iter()
+        .map(|f| rewind::manifest::from_xml(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap())
+        .collect();
+    v.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
+    v
+}
+
+/// What the drill compares before the loss and after the recovery, as the
+/// machine itself reports it.
+fn identity(vm: &mut Qemu, uefi: bool) -> String {
+    let esp = if uefi {
+        "findmnt -rno UUID,FSTYPE /boot/efi; "
+    } else {
+        ""
+    };
+    vm.run_ok(
+        &format!(
+            "hostname; findmnt -rno UUID,FSTYPE /; findmnt -rno UUID,FSTYPE /home; {esp}\
+             swapon --noheadings --show=UUID,TYPE; ip -4 -o addr show dev lan0 | awk '{{print $2, $4}}'"
+        ),
+        COMMAND,
+    )
+}
+
+fn capture(vm: &mut Qemu, rep: &mut Report, what: &str) {
+    let t = Instant::now();
+    let (out, status) = vm.run("systemctl start rewind-capture.service", CAPTURE);
+    let journal = vm.run_ok(
+        "journalctl -u rewind-capture.service -o cat --no-pager | grep -v '^$' | tail -n 12",
+        COMMAND,
+    );
+    assert_eq!(status, 0, "{what} failed: {out}\n{journal}");
+    rep.step(what, t);
+    eprintln!("{journal}");
+}
+
+fn drill(v: &Variant) {
+    let Some(img) = Image::get(v.name) else {
+        return;
+    };
+    let _one_vm = qemu_util::one_vm();
+    let started = Instant::now();
+    let mut rep = Report::default();
+    let logs = logs_dir();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("rewind-drill-{}-", v.name))
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let server = ServerProc::start(&dir.path().join("server"), false);
+    let token = server.host_token(v.hostname);
+    let guest_url = server.url.replace("127.0.0.1", "10.0.2.2");
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    rep.fact("firmware", if v.uefi { "UEFI (OVMF)" } else { "BIOS (SeaBIOS)" });
+    rep.fact("partition table", if v.uefi { "GPT" } else { "MBR" });
+    rep.fact("recovery image booted by", if v.pxe { "PXE (iPXE, server script)" } else { "ISO" });
+    rep.fact("source disk", format!("{SOURCE_MIB} MiB, serial {SOURCE_SERIAL}"));
+    rep.fact("target disk", format!("{} MiB, serial {NEW_SERIAL} (blank)", v.target_mib));
+    let recovery_mac = if v.new_mac { NEW_MAC } else { SOURCE_MAC };
+    rep.fact("NIC", format!("{SOURCE_MAC} -> {recovery_mac}"));
+
+    // 1. The source machine.
+    let t = Instant::now();
+    let root_tar = repo_dir().join("target/drill-cache/root.tar");
+    script("build-source-root", &["--out", root_tar.to_str().unwrap()]);
+    rep.step("debootstrap root (cached within a run)", t);
+    let t = Instant::now();
+    let source = dir.path().join("source.img");
+    let rewind_bin = static_rewind();
+    script(
+        "make-source-disk",
+        &[
+            "--variant",
+            if v.uefi { "uefi" } else { "bios" },
+            "--out",
+            source.to_str().unwrap(),
+            "--root-tar",
+            root_tar.to_str().unwrap(),
+            "--hostname",
+            v.hostname,
+            "--mac",
+            SOURCE_MAC,
+            "--address",
+            ADDRESS,
+            "--gateway",
+            GATEWAY,
+            "--server",
+            &guest_url,
+            "--token",
+            &token,
+            "--rewind",
+            rewind_bin.to_str().unwrap(),
+            "--disk-serial",
+            SOURCE_SERIAL,
+            "--size",
+            &SOURCE_MIB.to_string(),
+        ],
+    );
+    rep.step("install the source machine's disk", t);
+
+    // 2. It runs, captures itself, changes, captures again.
+    let source_vars = dir.path().join("source-vars.fd");
+    if v.uefi {
+        fresh_ovmf_vars(&source_vars);
+    }
+    let t = Instant::now();
+    let mut vm = Qemu::start_with(
+        Boot::Disk,
+        firmware(v.uefi, &source_vars),
+        &[Disk {
+            path: &source,
+            serial: Some(SOURCE_SERIAL),
+        }],
+        SOURCE_MAC,
+        &logs.join(format!("drill-{}-source.log", v.name)),
+    );
+    vm.expect(&format!("DRILL-READY host={}", v.hostname), BOOT);
+    rep.step("boot the source machine (GRUB, kernel, systemd)", t);
+    if v.uefi {
+        // What the installer does: an NVRAM entry for the OS's loader.
+        vm.run_ok(
+            r"efibootmgr -q -c -d /dev/vda -p 1 -L debian -l '\EFI\debian\grubx64.efi'",
+            COMMAND,
+        );
+    }
+    assert_eq!(
+        vm.run_ok("systemctl is-enabled rewind-capture.timer", COMMAND),
+        "enabled"
+    );
+    vm.run_ok("drill-guest first", COMMAND);
+    let state_first = vm.run_ok("drill-guest state", COMMAND);
+    let identity_first = identity(&mut vm, v.uefi);
+    assert!(identity_first.contains(&format!("lan0 {ADDRESS}")), "{identity_first}");
+    capture(&mut vm, &mut rep, "capture 1 (first, everything)");
+    vm.run_ok("drill-guest second", COMMAND);
+    let state_second = vm.run_ok("drill-guest state", COMMAND);
+    assert_ne!(state_first, state_second, "the second step changed nothing");
+    capture(&mut vm, &mut rep, "capture 2 (incremental)");
+    vm.type_line("poweroff");
+    vm.wait_exit(Duration::from_secs(180));
+    drop(vm);
+
+    let snaps = snapshots(&server, v.hostname);
+    assert_eq!(snaps.len(), 2, "two snapshots expected on the server");
+    let first = &snaps[0];
+    let data_bytes: u64 = first
+        .filesystems
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .map(|d| d.bytes)
+        .sum();
+    rep.fact("restored to snapshot", format!("{} ({})", first.snapshot.id, first.snapshot.time));
+    rep.fact("file data in that snapshot", format!("{:.1} MB", data_bytes as f64 / 1e6));
+    if v.uefi {
+        let entries = first.boot.efi.as_ref().map(|e| e.entries.len()).unwrap_or(0);
+        assert!(
+            first
+                .boot
+                .efi
+                .iter()
+                .flat_map(|e| &e.entries)
+                .any(|e| e.description == "debian"),
+            "the capture did not record the debian boot entry ({entries} entries)"
+        );
+    }
+
+    // 3. Lost: a new blank disk (bigger in the new-hardware drill).
+    let target = dir.path().join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(v.target_mib << 20)
+        .unwrap();
+
+    // 4. A recovery to the first point in time, armed on the server.
+    let out = rewind_ok(
+        &server,
+        &server.admin,
+        &["request", v.hostname, "--at", &first.snapshot.time],
+    );
+    let recovery_token = out
+        .lines()
+        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
+        .expect("no recovery token printed")
+        .trim()
+        .to_string();
+
+    // 5. The recovery image boots and recovers with nobody at the keyboard.
+    let recovery_vars = dir.path().join("recovery-vars.fd");
+    if v.uefi {
+        // The new machine's NVRAM knows no OS.
+        fresh_ovmf_vars(&recovery_vars);
+    }
+    let log = logs.join(format!("drill-{}-recovery.log", v.name));
+    let disks = [Disk {
+        path: &target,
+        serial: Some(NEW_SERIAL),
+    }];
+    let tftp = dir.path().join("tftp");
+    let iso = dir.path().join("rewind.iso");
+    let boot = if v.pxe {
+        let boot = server.data.join("boot");
+        std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
+        std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
+        std::fs::write(
+            boot.join("cmdline"),
+            "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff\n",
+        )
+        .unwrap();
+        let out = rewind_ok(&server, &server.admin, &["token", "create", "--boot"]);
+        let boot_token = out.lines().find(|l| l.starts_with("rwd_")).unwrap();
+        std::fs::create_dir_all(&tftp).unwrap();
+        std::fs::write(
+            tftp.join("rewind.ipxe"),
+            format!("#!ipxe\nchain {guest_url}/boot/ipxe?mac=${{net0/mac}}&token={boot_token}\n"),
+        )
+        .unwrap();
+        Boot::Pxe {
+            tftp: &tftp,
+            bootfile: "rewind.ipxe",
+        }
+    } else {
+        let out = Command::new(repo_dir().join("scripts/build-image"))
+            .args(["--out", img.dir.to_str().unwrap(), "--iso-only", "--iso"])
+            .arg(&iso)
+            .args([
+                "--cmdline",
+                &format!(
+                    "rewind.server={guest_url} rewind.token={recovery_token} \
+                     rewind.done=poweroff rewind.onfail=poweroff"
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Boot::IsoUefi(&iso)
+    };
+    let t = Instant::now();
+    let mut vm = Qemu::start_with(boot, firmware(v.uefi, &recovery_vars), &disks, recovery_mac, &log);
+    for (stage, limit) in STAGE_LIMITS {
+        vm.expect(
+            &format!("rewind: == stage {stage} =="),
+            Duration::from_secs(limit),
+        );
+    }
+    vm.expect("rewind: powering off", Duration::from_secs(120));
+    let end = vm.elapsed().as_secs_f64();
+    let status = vm.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "QEMU: {status}");
+    rep.step("recovery: power-on to power-off, unattended", t);
+    let console = vm.console();
+    drop(vm);
+    let seen = stages(&console);
+    assert_eq!(
+        seen,
+        STAGE_LIMITS.map(|(s, _)| s.to_string()).to_vec(),
+        "stages out of order or repeated"
+    );
+    for p in PROMPTS {
+        assert!(!console.contains(p), "the recovery console showed a prompt: {p:?}");
+    }
+    assert!(!console.contains("FAILED"), "the recovery console says FAILED");
+    // The console counts from the kernel's start; the step above from QEMU's.
+    let boot_secs = t.elapsed().as_secs_f64() - end;
+    rep.stages = stage_times(&console, end - boot_secs.max(0.0));
+    if let Some((_, restore)) = rep.stages.iter().find(|(s, _)| s == "restore") {
+        rep.fact(
+            "restore throughput",
+            format!("{:.1} MB/s", data_bytes as f64 / 1e6 / restore.max(0.1)),
+        );
+    }
+    for line in console.lines().filter(|l| l.contains("rewind: recovered ")) {
+        rep.fact("recovery summary", line.trim().trim_start_matches("rewind: "));
+    }
+
+    // 6. The recovered disk boots from its own boot loader.
+    let t = Instant::now();
+    let mut vm = Qemu::start_with(
+        Boot::Disk,
+        firmware(v.uefi, &recovery_vars),
+        &disks,
+        recovery_mac,
+        &logs.join(format!("drill-{}-recovered.log", v.name)),
+    );
+    vm.expect("GNU GRUB", BOOT);
+    vm.expect(&format!("DRILL-READY host={}", v.hostname), BOOT);
+    rep.step("boot the recovered machine (its GRUB, to login)", t);
+    let t = Instant::now();
+    assert_eq!(
+        vm.run_ok("drill-guest state", COMMAND),
+        state_first,
+        "the recovered files differ from the first snapshot's"
+    );
+    assert_eq!(
+        identity(&mut vm, v.uefi),
+        identity_first,
+        "host name, filesystem UUIDs, swap or address differ"
+    );
+    assert_ne!(vm.run("id bob", COMMAND).1, 0, "the second snapshot's user is back");
+    assert_eq!(
+        vm.run_ok("cat /sys/class/net/lan0/address", COMMAND),
+        recovery_mac,
+        "lan0 is not the machine's NIC"
+    );
+    vm.run_ok(
+        &format!("timeout 20 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{port}' && echo reached"),
+        COMMAND,
+    );
+    if v.uefi {
+        let efi = vm.run_ok("efibootmgr -v", COMMAND);
+        let current = efi
+            .lines()
+            .find_map(|l| l.strip_prefix("BootCurrent: "))
+            .unwrap_or_else(|| panic!("no BootCurrent:\n{efi}"))
+            .trim()
+            .to_string();
+        let entry = efi
+            .lines()
+            .find(|l| l.starts_with(&format!("Boot{current}")))
+            .unwrap_or_else(|| panic!("no entry {current}:\n{efi}"));
+        assert!(
+            entry.contains("debian") && entry.contains(r"\EFI\debian\grubx64.efi"),
+            "booted through {entry:?}, not the recreated debian entry:\n{efi}"
+        );
+        assert_eq!(
+            efi.lines().filter(|l| l.contains("debian")).count(),
+            1,
+            "duplicate entries:\n{efi}"
+        );
+        rep.fact("booted through", entry.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    }
+    rep.step("checks on the recovered machine", t);
+    vm.type_line("poweroff");
+    vm.wait_exit(Duration::from_secs(180));
+    rep.fact("drill total", format!("{:.0} s", started.elapsed().as_secs_f64()));
+    eprintln!("{}", rep.write(v));
+}
