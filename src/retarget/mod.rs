@@ -11,8 +11,8 @@
 //! ```text
 //! let present = present_nics(Path::new("/sys"))?;             // this machine's NICs
 //! let (matches, warnings) = match_nics(&m.network.interfaces, &present);
-//! let ov = Overrides::from_cmdline(&cmdline);                  // rewind.hostname=, rewind.address=
-//! let changes = retarget(Path::new("/target"), &m, &matches, &ov.0, &disk_ids)?;
+//! let (ov, bad) = Overrides::from_cmdline(&cmdline);           // rewind.hostname=, rewind.address=
+//! let changes = retarget(Path::new("/target"), &m, &matches, &ov, &disk_ids)?;
 //! ```
 //!
 //! - [`present_nics`]`(sys: &Path) -> Result<Vec<PresentNic>>`
@@ -76,7 +76,8 @@ pub use nics::{MatchHow, NicMatch, PresentNic, match_nics, present_nics};
 /// One thing [`retarget`] did (or declined to do) to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// The file, relative to the root (`etc/fstab`), after symlinks.
+    /// The file, relative to the root (`etc/fstab`), after symlinks; empty
+    /// for a warning about no file in particular (an override not applied).
     pub file: PathBuf,
     /// A line for the console: `MAC 52:54:00:12:34:56 -> 52:54:00:ab:cd:ef`.
     pub what: String,
