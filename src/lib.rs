@@ -15,6 +15,7 @@ pub mod progress;
 pub mod recover;
 pub mod repo;
 pub mod restore;
+pub mod retarget;
 pub mod server;
 pub mod time;
 pub mod tree;

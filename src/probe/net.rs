@@ -127,19 +127,19 @@ fn assemble(
 
 /// One entry of /sys/class/net.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Link {
-    index: u32,
-    name: String,
-    mac: Option<String>,
-    mtu: u32,
-    driver: Option<String>,
+pub(crate) struct Link {
+    pub(crate) index: u32,
+    pub(crate) name: String,
+    pub(crate) mac: Option<String>,
+    pub(crate) mtu: u32,
+    pub(crate) driver: Option<String>,
     /// Has a `device` link, i.e. is backed by hardware (or a paravirtual NIC).
-    has_device: bool,
-    loopback: bool,
+    pub(crate) has_device: bool,
+    pub(crate) loopback: bool,
 }
 
 /// Read every interface under `dir` (normally /sys/class/net).
-fn read_sysfs_links(dir: &Path) -> Result<Vec<Link>> {
+pub(crate) fn read_sysfs_links(dir: &Path) -> Result<Vec<Link>> {
     let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut links = Vec::new();
     for entry in entries {
@@ -193,7 +193,7 @@ fn read_sysfs_number(path: &Path) -> Result<Option<u32>> {
 }
 
 /// Lowercase colon form; `None` for an empty or all-zero address (lo, tun).
-fn normalize_mac(raw: &str) -> Option<String> {
+pub(crate) fn normalize_mac(raw: &str) -> Option<String> {
     let mac = raw.trim().to_ascii_lowercase().replace('-', ":");
     if mac.is_empty() || mac.chars().all(|c| c == '0' || c == ':') {
         None
@@ -715,7 +715,7 @@ fn parse_bool(text: &str) -> Option<bool> {
 
 /// fnmatch(3)-style match of `*`, `?`, `[...]` (with `!`/`^` negation and
 /// ranges) and `\` escapes, as networkd and shell globs use.
-fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     glob_at(&p, &n)
@@ -776,7 +776,7 @@ fn class_contains(members: &[char], c: char) -> bool {
 /// Map an absolute path on the examined system to the host path under
 /// `root`, following symlinks inside `root`: /etc/resolv.conf is usually an
 /// absolute symlink into /run, which must not escape to the running system.
-fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
+pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
     if root == Path::new("/") {
         return path.to_path_buf();
     }
@@ -830,7 +830,7 @@ fn read_optional(root: &Path, path: &Path) -> Result<Option<String>> {
 
 /// Names in directory `dir` (absolute on the examined system), sorted; empty
 /// when it does not exist.
-fn list_dir(root: &Path, dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn list_dir(root: &Path, dir: &Path) -> Result<Vec<String>> {
     let host = resolve_in_root(root, dir);
     let entries = match fs::read_dir(&host) {
         Ok(e) => e,
@@ -869,7 +869,7 @@ fn list_config_files(root: &Path, dirs: &[&str], suffix: &str) -> Result<Vec<Pat
 
 /// An include directive of an interfaces file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum IfupdownInclude {
+pub(crate) enum IfupdownInclude {
     /// `source PATTERN`: files matching a shell glob.
     Source(String),
     /// `source-directory DIR`: every file in DIR whose name is made of
@@ -878,14 +878,14 @@ enum IfupdownInclude {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct IfupdownFile {
+pub(crate) struct IfupdownFile {
     configs: Vec<IfaceConfig>,
-    includes: Vec<IfupdownInclude>,
+    pub(crate) includes: Vec<IfupdownInclude>,
 }
 
 /// Parse one interfaces(5) file. Only whole-line comments exist in this
 /// format; a trailing `\` continues a line.
-fn parse_ifupdown(text: &str) -> IfupdownFile {
+pub(crate) fn parse_ifupdown(text: &str) -> IfupdownFile {
     let mut lines = Vec::new();
     let mut pending = String::new();
     for line in text.lines() {
