@@ -53,6 +53,43 @@ pub fn run_allowing(program: &str, args: &[&str], ok_codes: &[i32]) -> Result<(i
     Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// Run `program` (a path inside `root`) with `root` as its root directory
+/// and a plain PATH, as [`run`] does: a failure names the command and its
+/// stderr. For the restored system's own tools (grub-install).
+pub fn run_chroot(root: &std::path::Path, program: &str, args: &[&str]) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let line = format!("chroot {} {}", root.display(), display_argv(program, args));
+    let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("{} holds a NUL byte", root.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C");
+    // SAFETY: chroot(2) and chdir(2) are async-signal-safe; the closure
+    // touches nothing but the CString prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{line}` (is {program} installed there?)"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("`{line}` failed ({}): {}", out.status, stderr.trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
