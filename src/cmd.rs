@@ -109,6 +109,27 @@ mod tests {
     }
 
     #[test]
+    fn chroot_failure_names_root_command_and_stderr() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // chroot(2) needs root
+        }
+        let out = run_chroot(std::path::Path::new("/"), "/bin/sh", &["-c", "echo $PATH"]).unwrap();
+        assert!(out.starts_with("/usr/local/sbin:"), "{out}");
+        let err = run_chroot(
+            std::path::Path::new("/"),
+            "/bin/sh",
+            &["-c", "echo boom >&2; exit 3"],
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("chroot / /bin/sh -c"), "{msg}");
+        assert!(msg.contains("boom"), "{msg}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_chroot(dir.path(), "/usr/sbin/grub-install", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("grub-install"));
+    }
+
+    #[test]
     fn allowed_codes_pass() {
         let (code, _) = run_allowing("sh", &["-c", "exit 2"], &[2]).unwrap();
         assert_eq!(code, 2);
