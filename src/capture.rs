@@ -75,6 +75,9 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
         );
     }
 
+    // Boot gap, BIOS boot partition, small unknown partitions: byte for byte.
+    crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
+
     let mut reports = Vec::new();
     for fs in manifest.filesystems.iter_mut() {
         let Some(mount) = fs

@@ -53,6 +53,43 @@ pub fn run_allowing(program: &str, args: &[&str], ok_codes: &[i32]) -> Result<(i
     Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// Run `program` (a path inside `root`) with `root` as its root directory
+/// and a plain PATH, as [`run`] does: a failure names the command and its
+/// stderr. For the restored system's own tools (grub-install).
+pub fn run_chroot(root: &std::path::Path, program: &str, args: &[&str]) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let line = format!("chroot {} {}", root.display(), display_argv(program, args));
+    let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("{} holds a NUL byte", root.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C");
+    // SAFETY: chroot(2) and chdir(2) are async-signal-safe; the closure
+    // touches nothing but the CString prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{line}` (is {program} installed there?)"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("`{line}` failed ({}): {}", out.status, stderr.trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +106,27 @@ mod tests {
     fn missing_program_is_named() {
         let err = run("no-such-tool-rewind", &[]).unwrap_err();
         assert!(format!("{err:#}").contains("is no-such-tool-rewind installed"));
+    }
+
+    #[test]
+    fn chroot_failure_names_root_command_and_stderr() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // chroot(2) needs root
+        }
+        let out = run_chroot(std::path::Path::new("/"), "/bin/sh", &["-c", "echo $PATH"]).unwrap();
+        assert!(out.starts_with("/usr/local/sbin:"), "{out}");
+        let err = run_chroot(
+            std::path::Path::new("/"),
+            "/bin/sh",
+            &["-c", "echo boom >&2; exit 3"],
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("chroot / /bin/sh -c"), "{msg}");
+        assert!(msg.contains("boom"), "{msg}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_chroot(dir.path(), "/usr/sbin/grub-install", &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("grub-install"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! rewind: bare-metal recovery of whole Linux machines to a point in time.
 //! See DESIGN notes in docs/ and the README.
 
+pub mod bootloader;
 pub mod capture;
 pub mod catalog;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod manifest;
 pub mod netcfg;
 pub mod probe;
 pub mod progress;
+pub mod raw_regions;
 pub mod recover;
 pub mod repo;
 pub mod restore;

@@ -16,4 +16,4 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Manifest> {
     from_xml(&text).with_context(|| format!("{} is not a valid rewind manifest", path.display()))
 }
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

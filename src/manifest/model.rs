@@ -200,6 +200,111 @@ pub struct Disk {
     /// core.img on BIOS/MBR systems); their content is stored with the data.
     #[serde(rename = "boot-gap", skip_serializing_if = "Option::is_none")]
     pub boot_gap: Option<BootGap>,
+    /// Raw regions whose bytes the snapshot holds (the boot gap, a BIOS boot
+    /// partition, small partitions without a filesystem rewind knows).
+    #[serde(rename = "raw", default, skip_serializing_if = "Vec::is_empty")]
+    pub raw: Vec<RawData>,
+}
+
+/// The saved bytes of one raw region of a disk: a tree in the repository
+/// holding one file entry whose content is the region, byte for byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawData {
+    /// `boot-gap`, or `partition-N` for partition N of the disk.
+    #[serde(rename = "@region")]
+    pub region: String,
+    /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
+    #[serde(rename = "@tree")]
+    pub tree: String,
+    /// The region's size in bytes (all of it is stored).
+    #[serde(rename = "@bytes")]
+    pub bytes: u64,
+}
+
+/// A raw region of a disk, as `<raw region>` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionName {
+    /// The sectors between the MBR and the first partition.
+    BootGap,
+    Partition(u32),
+}
+
+impl RegionName {
+    pub fn parse(s: &str) -> Option<RegionName> {
+        if s == "boot-gap" {
+            return Some(RegionName::BootGap);
+        }
+        let n = s.strip_prefix("partition-")?;
+        if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok().filter(|&n| n > 0).map(RegionName::Partition)
+    }
+}
+
+impl std::fmt::Display for RegionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegionName::BootGap => f.write_str("boot-gap"),
+            RegionName::Partition(n) => write!(f, "partition-{n}"),
+        }
+    }
+}
+
+impl Disk {
+    /// The saved bytes of a region, when the snapshot holds them.
+    pub fn raw_data(&self, region: RegionName) -> Option<&RawData> {
+        self.raw
+            .iter()
+            .find(|r| RegionName::parse(&r.region) == Some(region))
+    }
+
+    /// A region's first byte and length on this disk, if the disk has it.
+    pub fn region_extent(&self, region: RegionName) -> Option<(u64, u64)> {
+        let ss = u64::from(self.logical_sector_size);
+        let (first, sectors) = match region {
+            RegionName::BootGap => {
+                let g = self.boot_gap.as_ref()?;
+                (g.first_lba, (g.last_lba + 1).checked_sub(g.first_lba)?)
+            }
+            RegionName::Partition(n) => match (&self.gpt, &self.mbr) {
+                (Some(g), _) => {
+                    let p = g.partitions.iter().find(|p| p.number == n)?;
+                    (p.first_lba, (p.last_lba + 1).checked_sub(p.first_lba)?)
+                }
+                (_, Some(m)) => {
+                    let p = m
+                        .partitions
+                        .iter()
+                        .find(|p| p.number == n && p.kind != MbrKind::Extended)?;
+                    (p.start_lba, p.sectors)
+                }
+                _ => return None,
+            },
+        };
+        Some((first.checked_mul(ss)?, sectors.checked_mul(ss)?))
+    }
+}
+
+impl Manifest {
+    /// Every tree the snapshot references, with what it is (for prune,
+    /// check and the server's commit check): filesystems' data, then raw
+    /// regions.
+    pub fn trees(&self) -> Vec<(String, &str)> {
+        let mut out: Vec<(String, &str)> = self
+            .filesystems
+            .iter()
+            .filter_map(|f| f.data.as_ref())
+            .map(|d| (d.from.clone(), d.tree.as_str()))
+            .collect();
+        for d in &self.disks {
+            for r in &d.raw {
+                out.push((format!("{} {}", d.name, r.region), r.tree.as_str()));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -116,6 +116,7 @@ pub(crate) fn sample() -> Manifest {
                 mbr: None,
                 boot_code: None,
                 boot_gap: None,
+                raw: Vec::new(),
             },
             Disk {
                 name: "vdb".into(),
@@ -173,6 +174,11 @@ pub(crate) fn sample() -> Manifest {
                     first_lba: 1,
                     last_lba: 2047,
                 }),
+                raw: vec![RawData {
+                    region: "boot-gap".into(),
+                    tree: "9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7".into(),
+                    bytes: 2047 * 512,
+                }],
             },
         ],
         filesystems: vec![
@@ -552,6 +558,33 @@ fn malformed_mac_is_refused() {
 }
 
 #[test]
+fn raw_partition_of_the_right_size_is_valid() {
+    let mut m = sample();
+    let tree = m.disks[1].raw[0].tree.clone();
+    m.disks[1].raw.push(RawData {
+        region: "partition-1".into(),
+        tree: tree.clone(),
+        bytes: 1_048_576 * 512,
+    });
+    m.disks[0].raw.push(RawData {
+        region: "partition-4".into(),
+        tree,
+        bytes: (16_777_182 - 12_584_960 + 1) * 512,
+    });
+    validate(&m).unwrap();
+    let back = from_xml(&to_xml(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(
+        RegionName::parse("partition-12"),
+        Some(RegionName::Partition(12))
+    );
+    assert_eq!(RegionName::parse("partition-0"), None);
+    assert_eq!(RegionName::parse("partition-01"), None);
+    assert_eq!(RegionName::Partition(3).to_string(), "partition-3");
+    assert_eq!(m.trees().len(), 4);
+}
+
+#[test]
 fn other_checks_name_their_paths() {
     type Edit = fn(&mut Manifest);
     let cases: Vec<(Edit, &str)> = vec![
@@ -615,6 +648,33 @@ fn other_checks_name_their_paths() {
         (
             |m| m.disks[1].boot_gap.as_mut().unwrap().last_lba = 5000,
             "/manifest/disk[2]/boot-gap",
+        ),
+        (
+            |m| m.disks[1].raw[0].bytes = 512,
+            "/manifest/disk[2]/raw[1]/@bytes",
+        ),
+        (
+            |m| m.disks[1].raw[0].region = "partition-3".into(),
+            "/manifest/disk[2]/raw[1]/@region",
+        ),
+        (
+            |m| m.disks[1].raw[0].region = "mbr".into(),
+            "/manifest/disk[2]/raw[1]/@region",
+        ),
+        (
+            |m| m.disks[0].raw = m.disks[1].raw.clone(),
+            "/manifest/disk[1]/raw[1]/@region",
+        ),
+        (
+            |m| m.disks[1].raw[0].tree = "abc".into(),
+            "/manifest/disk[2]/raw[1]/@tree",
+        ),
+        (
+            |m| {
+                let r = m.disks[1].raw[0].clone();
+                m.disks[1].raw.push(r);
+            },
+            "/manifest/disk[2]/raw[2]/@region",
         ),
         (
             |m| m.filesystems[0].uuid = "1234ABCD".into(),

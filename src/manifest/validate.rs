@@ -291,6 +291,41 @@ impl Checker {
                 self.fail(gp, format!("overlaps {what}"));
             }
         }
+        let mut regions = HashSet::new();
+        for (i, r) in d.raw.iter().enumerate() {
+            let rp = format!("{p}/raw[{}]", i + 1);
+            if crate::tree::ChunkId::from_hex(&r.tree).is_none() {
+                self.fail(
+                    format!("{rp}/@tree"),
+                    format!("\"{}\" is not a 64-hex-digit tree id", r.tree),
+                );
+            }
+            let Some(region) = RegionName::parse(&r.region) else {
+                self.fail(
+                    format!("{rp}/@region"),
+                    format!("\"{}\" is not a region (boot-gap, partition-N)", r.region),
+                );
+                continue;
+            };
+            if !regions.insert(region) {
+                self.fail(format!("{rp}/@region"), format!("{region} stored twice"));
+                continue;
+            }
+            match d.region_extent(region) {
+                None => self.fail(
+                    format!("{rp}/@region"),
+                    match region {
+                        RegionName::BootGap => "the disk has no <boot-gap>".to_string(),
+                        RegionName::Partition(n) => format!("the disk has no partition {n}"),
+                    },
+                ),
+                Some((_, len)) if len != r.bytes => self.fail(
+                    format!("{rp}/@bytes"),
+                    format!("{} bytes stored, but the {region} is {len} bytes", r.bytes),
+                ),
+                Some(_) => {}
+            }
+        }
     }
 
     /// Returns the extents the partitions occupy, for the boot-gap check.

@@ -126,6 +126,7 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
         mbr: table.mbr,
         boot_code: table.boot_code,
         boot_gap: table.boot_gap,
+        raw: Vec::new(),
     };
     Ok(FoundDisk {
         disk,

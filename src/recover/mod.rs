@@ -25,9 +25,15 @@ use anyhow::{Context, Result, anyhow};
 use crate::client::ServerArgs;
 use crate::init::cmdline::{Action, Settings};
 use crate::init::{self, kmod};
-use crate::layout::{self, format::Tools, plan, present, raw::NoRawData};
+use crate::layout::{
+    self,
+    format::Tools,
+    plan, present,
+    raw::{NoRawData, RawSource},
+};
 use crate::manifest::Manifest;
 use crate::netcfg;
+use crate::raw_regions::RepoRaw;
 use report::Reporter;
 use session::{RequestInfo, Session};
 
@@ -434,9 +440,30 @@ impl Recovery {
         if let Err(e) = session.still_armed(&target) {
             return self.fail(e.context("nothing was written"));
         }
+        // The repository: raw regions (boot gap, BIOS boot partition) for
+        // the format stage, file trees for the restore.
+        let repo = if manifest.trees().is_empty() {
+            None
+        } else {
+            match session.repository(&target.host) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    return self.fail(e.context(
+                        "cannot open the host's repository on the server; nothing was written",
+                    ));
+                }
+            }
+        };
+        let mut raw: Box<dyn RawSource> = match &repo {
+            Some(repo) => Box::new(RepoRaw {
+                repo,
+                manifest: &manifest,
+            }),
+            None => Box::new(NoRawData),
+        };
         let reporter = self.reporter.clone();
         let result =
-            layout::recreate_staged(&the_plan, &mut NoRawData, Path::new("/sys"), &mut |stage| {
+            layout::recreate_staged(&the_plan, raw.as_mut(), Path::new("/sys"), &mut |stage| {
                 self.stage = stage.to_string();
                 let _ = std::fs::write(init::STAGE_FILE, stage);
                 say(&format!(
@@ -447,12 +474,13 @@ impl Recovery {
                     r.stage(stage);
                 }
             });
+        drop(raw);
         if let Err(e) = result {
             return self.fail(e);
         }
 
         self.enter("restore");
-        let restored = match self.restore(&session, &target.host, &manifest, &the_plan) {
+        let restored = match self.restore(repo.as_ref(), &manifest, &the_plan) {
             Ok(r) => r,
             Err(e) => return self.fail(e),
         };
@@ -463,10 +491,9 @@ impl Recovery {
         }
 
         self.enter("bootloader");
-        say(
-            "boot code, BIOS boot partitions and the boot gap: as written by the partition stage; \
-             EFI boot entries are not recreated yet",
-        );
+        if let Err(e) = crate::bootloader::run(&manifest, &the_plan, &self.target_root) {
+            return self.fail(e);
+        }
 
         self.enter("finish");
         if let Err(e) = layout::mount::unmount_below(&self.target_root) {
@@ -547,14 +574,14 @@ impl Recovery {
     /// Restore every filesystem that has data into its mount, parents first.
     fn restore(
         &mut self,
-        session: &Session,
-        host: &str,
+        repo: Option<&crate::repo::Repo>,
         m: &Manifest,
         the_plan: &plan::Plan,
     ) -> Result<Restored> {
-        let repo = session
-            .repository(host)
-            .context("cannot open the host's repository on the server")?;
+        let Some(repo) = repo else {
+            say("the snapshot holds no data: nothing to restore");
+            return Ok(Restored::default());
+        };
         let mut jobs = Vec::new();
         for fs in &m.filesystems {
             let Some(data) = &fs.data else { continue };
@@ -589,7 +616,7 @@ impl Recovery {
             }
             let t = Instant::now();
             let stats = crate::repo::prefetch::restore_with_progress(
-                &repo,
+                repo,
                 entries,
                 &crate::restore::RestoreOptions {
                     target: target.clone(),

@@ -73,20 +73,19 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
     for m in repo.snapshots()? {
         report.snapshots += 1;
         let snap = &m.snapshot.id;
-        for fs in &m.filesystems {
-            let Some(data) = &fs.data else { continue };
-            let Some(tree) = ChunkId::from_hex(&data.tree) else {
+        // Filesystems' data and raw regions (named `DISK REGION`).
+        for (from, tree) in m.trees() {
+            let Some(tree) = ChunkId::from_hex(tree) else {
                 report
                     .affected
-                    .push(format!("{snap}: {}: malformed tree id", data.from));
+                    .push(format!("{snap}: {from}: malformed tree id"));
                 continue;
             };
             let entries = match repo.tree_entries(&tree) {
                 Ok(e) => e,
                 Err(e) => {
                     report.affected.push(format!(
-                        "{snap}: every file under {} (tree unreadable: {e:#})",
-                        data.from
+                        "{snap}: every file under {from} (tree unreadable: {e:#})"
                     ));
                     continue;
                 }
@@ -96,8 +95,7 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
                     Ok(e) => e,
                     Err(e) => {
                         report.affected.push(format!(
-                            "{snap}: files under {} after a damaged tree piece: {e:#}",
-                            data.from
+                            "{snap}: files under {from} after a damaged tree piece: {e:#}"
                         ));
                         break;
                     }
@@ -112,7 +110,7 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
                 if let Some(c) = damaged {
                     report.affected.push(format!(
                         "{snap}: {} (chunk {})",
-                        join_path(&data.from, &entry.path),
+                        join_path(&from, &entry.path),
                         &c.id.to_hex()[..16]
                     ));
                 }

@@ -271,19 +271,19 @@ fn check_references(repo: &Repo, m: &Manifest) -> Result<(), Refused> {
         )
     };
     let mut seen: HashSet<ChunkId> = HashSet::new();
-    for fs in &m.filesystems {
-        let Some(data) = &fs.data else { continue };
-        let tree = ChunkId::from_hex(&data.tree)
-            .ok_or_else(|| refused(400, format!("malformed tree id {}", data.tree)))?;
+    // Filesystems' data and raw regions alike.
+    for (from, tree_hex) in m.trees() {
+        let tree = ChunkId::from_hex(tree_hex)
+            .ok_or_else(|| refused(400, format!("malformed tree id {tree_hex}")))?;
         if repo.location(&tree).is_none() {
-            return Err(missing(format!("the tree of {}", data.from)));
+            return Err(missing(format!("the tree of {from}")));
         }
         let entries = repo
             .tree_entries(&tree)
-            .map_err(|e| missing(format!("the tree of {} ({e:#})", data.from)))?;
+            .map_err(|e| missing(format!("the tree of {from} ({e:#})")))?;
         for entry in entries {
-            let entry = entry
-                .map_err(|e| missing(format!("a piece of the tree of {} ({e:#})", data.from)))?;
+            let entry =
+                entry.map_err(|e| missing(format!("a piece of the tree of {from} ({e:#})")))?;
             if entry.kind != Kind::File {
                 continue;
             }
@@ -292,7 +292,7 @@ fn check_references(repo: &Repo, m: &Manifest) -> Result<(), Refused> {
                     return Err(missing(format!(
                         "chunk {} of {}",
                         &c.id.to_hex()[..16],
-                        crate::repo::check::join_path(&data.from, &entry.path)
+                        crate::repo::check::join_path(&from, &entry.path)
                     )));
                 }
             }

@@ -89,10 +89,10 @@ pub fn used_blobs(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
     let mut used = HashSet::new();
     let snaps = repo.snapshots()?;
     for m in &snaps {
-        for fs in &m.filesystems {
-            let Some(data) = &fs.data else { continue };
-            let what = || format!("snapshot {}: the tree of {}", m.snapshot.id, data.from);
-            let tree = ChunkId::from_hex(&data.tree).with_context(what)?;
+        // Filesystems' data and raw regions (boot gap, BIOS boot partition).
+        for (from, tree) in m.trees() {
+            let what = || format!("snapshot {}: the tree of {from}", m.snapshot.id);
+            let tree = ChunkId::from_hex(tree).with_context(what)?;
             used.insert(tree);
             for piece in repo.tree_pieces(&tree).with_context(what)? {
                 used.insert(piece.id);

@@ -228,7 +228,8 @@ pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
     let end = start + doc[start..].find("```").unwrap();
     let xml = &doc[start..end];
     xml.lines()
-        .filter(|l| !l.trim_start().starts_with("<data "))
+        // Trees the test repository does not hold: filesystem data, raw regions.
+        .filter(|l| !l.trim_start().starts_with("<data ") && !l.trim_start().starts_with("<raw "))
         .map(|l| {
             if l.trim_start().starts_with("<snapshot ") {
                 format!(
