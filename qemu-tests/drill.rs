@@ -128,7 +128,11 @@ fn script(name: &str, args: &[&str]) {
 /// The static binary the guests run (the one inside the image).
 fn static_rewind() -> PathBuf {
     let p = repo_dir().join("target/x86_64-unknown-linux-musl/release/rewind");
-    assert!(p.exists(), "{} is missing (scripts/build-static)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing (scripts/build-static)",
+        p.display()
+    );
     p
 }
 
@@ -225,7 +229,9 @@ fn snapshots(server: &ServerProc, host: &str) -> Vec<Manifest> {
     let mut v: Vec<Manifest> = server
         .committed(host)
         .iter()
-        .map(|f| rewind::manifest::from_xml(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap())
+        .map(|f| {
+            rewind::manifest::from_xml(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+        })
         .collect();
     v.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
     v
@@ -276,11 +282,31 @@ fn drill(v: &Variant) {
     let token = server.host_token(v.hostname);
     let guest_url = server.url.replace("127.0.0.1", "10.0.2.2");
     let port = server.url.rsplit(':').next().unwrap().to_string();
-    rep.fact("firmware", if v.uefi { "UEFI (OVMF)" } else { "BIOS (SeaBIOS)" });
+    rep.fact(
+        "firmware",
+        if v.uefi {
+            "UEFI (OVMF)"
+        } else {
+            "BIOS (SeaBIOS)"
+        },
+    );
     rep.fact("partition table", if v.uefi { "GPT" } else { "MBR" });
-    rep.fact("recovery image booted by", if v.pxe { "PXE (iPXE, server script)" } else { "ISO" });
-    rep.fact("source disk", format!("{SOURCE_MIB} MiB, serial {SOURCE_SERIAL}"));
-    rep.fact("target disk", format!("{} MiB, serial {NEW_SERIAL} (blank)", v.target_mib));
+    rep.fact(
+        "recovery image booted by",
+        if v.pxe {
+            "PXE (iPXE, server script)"
+        } else {
+            "ISO"
+        },
+    );
+    rep.fact(
+        "source disk",
+        format!("{SOURCE_MIB} MiB, serial {SOURCE_SERIAL}"),
+    );
+    rep.fact(
+        "target disk",
+        format!("{} MiB, serial {NEW_SERIAL} (blank)", v.target_mib),
+    );
     let recovery_mac = if v.new_mac { NEW_MAC } else { SOURCE_MAC };
     rep.fact("NIC", format!("{SOURCE_MAC} -> {recovery_mac}"));
 
@@ -355,7 +381,10 @@ fn drill(v: &Variant) {
     vm.run_ok("drill-guest first", COMMAND);
     let state_first = vm.run_ok("drill-guest state", COMMAND);
     let identity_first = identity(&mut vm, v.uefi);
-    assert!(identity_first.contains(&format!("lan0 {ADDRESS}")), "{identity_first}");
+    assert!(
+        identity_first.contains(&format!("lan0 {ADDRESS}")),
+        "{identity_first}"
+    );
     capture(&mut vm, &mut rep, "capture 1 (first, everything)");
     vm.run_ok("drill-guest second", COMMAND);
     let state_second = vm.run_ok("drill-guest state", COMMAND);
@@ -374,10 +403,21 @@ fn drill(v: &Variant) {
         .filter_map(|f| f.data.as_ref())
         .map(|d| d.bytes)
         .sum();
-    rep.fact("restored to snapshot", format!("{} ({})", first.snapshot.id, first.snapshot.time));
-    rep.fact("file data in that snapshot", format!("{:.1} MB", data_bytes as f64 / 1e6));
+    rep.fact(
+        "restored to snapshot",
+        format!("{} ({})", first.snapshot.id, first.snapshot.time),
+    );
+    rep.fact(
+        "file data in that snapshot",
+        format!("{:.1} MB", data_bytes as f64 / 1e6),
+    );
     if v.uefi {
-        let entries = first.boot.efi.as_ref().map(|e| e.entries.len()).unwrap_or(0);
+        let entries = first
+            .boot
+            .efi
+            .as_ref()
+            .map(|e| e.entries.len())
+            .unwrap_or(0);
         assert!(
             first
                 .boot
@@ -456,11 +496,21 @@ fn drill(v: &Variant) {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Boot::IsoUefi(&iso)
     };
     let t = Instant::now();
-    let mut vm = Qemu::start_with(boot, firmware(v.uefi, &recovery_vars), &disks, recovery_mac, &log);
+    let mut vm = Qemu::start_with(
+        boot,
+        firmware(v.uefi, &recovery_vars),
+        &disks,
+        recovery_mac,
+        &log,
+    );
     for (stage, limit) in STAGE_LIMITS {
         vm.expect(
             &format!("rewind: == stage {stage} =="),
@@ -481,9 +531,15 @@ fn drill(v: &Variant) {
         "stages out of order or repeated"
     );
     for p in PROMPTS {
-        assert!(!console.contains(p), "the recovery console showed a prompt: {p:?}");
+        assert!(
+            !console.contains(p),
+            "the recovery console showed a prompt: {p:?}"
+        );
     }
-    assert!(!console.contains("FAILED"), "the recovery console says FAILED");
+    assert!(
+        !console.contains("FAILED"),
+        "the recovery console says FAILED"
+    );
     // The console counts from the kernel's start; the step above from QEMU's.
     let boot_secs = t.elapsed().as_secs_f64() - end;
     rep.stages = stage_times(&console, end - boot_secs.max(0.0));
@@ -494,7 +550,10 @@ fn drill(v: &Variant) {
         );
     }
     for line in console.lines().filter(|l| l.contains("rewind: recovered ")) {
-        rep.fact("recovery summary", line.trim().trim_start_matches("rewind: "));
+        rep.fact(
+            "recovery summary",
+            line.trim().trim_start_matches("rewind: "),
+        );
     }
 
     // 6. The recovered disk boots from its own boot loader.
@@ -520,7 +579,11 @@ fn drill(v: &Variant) {
         identity_first,
         "host name, filesystem UUIDs, swap or address differ"
     );
-    assert_ne!(vm.run("id bob", COMMAND).1, 0, "the second snapshot's user is back");
+    assert_ne!(
+        vm.run("id bob", COMMAND).1,
+        0,
+        "the second snapshot's user is back"
+    );
     assert_eq!(
         vm.run_ok("cat /sys/class/net/lan0/address", COMMAND),
         recovery_mac,
@@ -551,11 +614,21 @@ fn drill(v: &Variant) {
             1,
             "duplicate entries:\n{efi}"
         );
-        rep.fact("booted through", entry.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        rep.fact(
+            "booted through",
+            entry
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     rep.step("checks on the recovered machine", t);
     vm.type_line("poweroff");
     vm.wait_exit(Duration::from_secs(180));
-    rep.fact("drill total", format!("{:.0} s", started.elapsed().as_secs_f64()));
+    rep.fact(
+        "drill total",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
     eprintln!("{}", rep.write(v));
 }

@@ -86,6 +86,9 @@ pub struct Settings {
     pub retry: Duration,
     /// Modules to load besides those the hardware asks for.
     pub modules: Vec<String>,
+    /// `rewind.hostname=`, `rewind.address=`: the recovered machine's
+    /// identity when it differs from the captured one (another site).
+    pub overrides: crate::retarget::Overrides,
     /// Settings that were not understood, for the console.
     pub warnings: Vec<String>,
 }
@@ -108,6 +111,7 @@ impl Default for Settings {
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(120),
             modules: Vec::new(),
+            overrides: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -227,6 +231,14 @@ pub fn parse(cmdline: &str) -> Settings {
             "rewind.modules" => s
                 .modules
                 .extend(v.split(',').filter(|m| !m.is_empty()).map(str::to_string)),
+            "rewind.hostname" => match crate::retarget::parse_hostname(&v) {
+                Ok(h) => s.overrides.hostname = Some(h),
+                Err(e) => w.push(format!("{word}: {e}; the captured host name kept")),
+            },
+            "rewind.address" => match crate::retarget::parse_address(&v) {
+                Ok(a) => s.overrides.addresses.push(a),
+                Err(e) => w.push(format!("{word}: {e}; the captured address kept")),
+            },
             "ip" => match parse_ip(&v) {
                 Ok(ip) => s.ip = ip,
                 Err(e) => w.push(format!("ip={v}: {e}; DHCP kept")),

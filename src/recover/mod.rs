@@ -14,6 +14,7 @@
 //! reported to the server when it can be, and leaves the disks as the stage
 //! left them.
 
+mod configure;
 mod report;
 mod session;
 
@@ -62,6 +63,13 @@ pub struct RecoverArgs {
     /// Grow the last partition on a bigger disk.
     #[arg(long)]
     pub grow: bool,
+    /// The recovered machine's host name, when not the captured one.
+    #[arg(long, value_name = "NAME", value_parser = crate::retarget::parse_hostname)]
+    pub hostname: Option<String>,
+    /// A new static address for a captured interface (another site):
+    /// IFACE:ADDRESS/PREFIX[:GATEWAY] (repeatable).
+    #[arg(long = "address", value_name = "IFACE:CIDR[:GW]", value_parser = crate::retarget::parse_address)]
+    pub addresses: Vec<crate::retarget::AddressOverride>,
     /// Where the recreated filesystems are mounted during the restore.
     #[arg(long, value_name = "DIR", default_value = "/target")]
     pub target_root: PathBuf,
@@ -125,6 +133,10 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         disks: args.disks.clone(),
         grow: args.grow,
         poll: Duration::from_secs(args.poll.max(1)),
+        overrides: crate::retarget::Overrides {
+            hostname: args.hostname.clone(),
+            addresses: args.addresses.clone(),
+        },
         ..Settings::default()
     };
     let mut r = Recovery::new(settings, &args.target_root, args.server.ca.clone());
@@ -647,43 +659,8 @@ impl Recovery {
         Ok(out)
     }
 
-    /// The minimum for now: the host name is checked (the restore brought
-    /// /etc/hostname back); fstab is left as restored, since every
-    /// filesystem kept its UUID.
     fn configure(&self, m: &Manifest, the_plan: &plan::Plan) -> Result<()> {
-        let Some(root) = the_plan
-            .mounts
-            .iter()
-            .find(|s| s.point == "/" && s.skipped.is_none())
-        else {
-            say("no root filesystem among the recovered ones: nothing to configure");
-            return Ok(());
-        };
-        let root = Path::new(&root.target);
-        let hostname = root.join("etc/hostname");
-        match std::fs::read_to_string(&hostname) {
-            Ok(h) if h.trim() == m.system.hostname => {
-                say(&format!("host name {} (as restored)", m.system.hostname));
-            }
-            Ok(h) => say(&format!(
-                "warning: /etc/hostname says {:?}, the manifest {}; left as restored",
-                h.trim(),
-                m.system.hostname
-            )),
-            Err(_) if root.join("etc").is_dir() => {
-                std::fs::write(&hostname, format!("{}\n", m.system.hostname))
-                    .with_context(|| format!("cannot write {}", hostname.display()))?;
-                say(&format!(
-                    "host name {} written to /etc/hostname",
-                    m.system.hostname
-                ));
-            }
-            Err(_) => say("no /etc on the root filesystem: host name not written"),
-        }
-        if root.join("etc/fstab").exists() {
-            say("/etc/fstab left as restored: every filesystem kept its UUID");
-        }
-        Ok(())
+        configure::configure(m, the_plan, &self.settings.overrides)
     }
 }
 

@@ -399,13 +399,17 @@ impl Qemu {
     pub fn run(&mut self, command: &str, limit: Duration) -> (String, i32) {
         self.commands += 1;
         let n = self.commands;
-        self.type_line(&format!("echo @@B{n}''@@; {{ {command}\n}} 2>&1; echo @@E{n}''@@ $?"));
+        self.type_line(&format!(
+            "echo @@B{n}''@@; {{ {command}\n}} 2>&1; echo @@E{n}''@@ $?"
+        ));
         self.expect(&format!("@@B{n}@@"), Duration::from_secs(60));
         let from = self.cursor;
         let end = format!("@@E{n}@@ ");
         self.expect(&end, limit);
         let c = self.console();
-        let out = c[from..self.cursor - end.len()].trim_matches(['\r', '\n']).replace('\r', "");
+        let out = c[from..self.cursor - end.len()]
+            .trim_matches(['\r', '\n'])
+            .replace('\r', "");
         let rest = &c[self.cursor..];
         let status = rest
             .split(|ch: char| !ch.is_ascii_digit())
@@ -419,7 +423,8 @@ impl Qemu {
     pub fn run_ok(&mut self, command: &str, limit: Duration) -> String {
         let (out, status) = self.run(command, limit);
         assert_eq!(
-            status, 0,
+            status,
+            0,
             "`{command}` failed on the console (status {status}):\n{out}\n(log: {})",
             self.log.display()
         );

@@ -1,0 +1,197 @@
+//! The `configure` stage: the restored system made to fit the machine it now
+//! runs on. Its files came back as captured; what names the old hardware —
+//! NICs' MAC addresses, the old disk's /dev/disk/by-id names — is rewritten
+//! for the new one (crate::retarget does the file work), and the operator's
+//! overrides (`rewind.hostname=`, `rewind.address=`) are applied. UUIDs,
+//! labels and partition GUIDs were recreated as captured, so fstab lines
+//! and boot loader configurations that use them need nothing.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::say;
+use crate::layout::plan;
+use crate::manifest::Manifest;
+use crate::retarget::{self, ChangeKind, Overrides};
+
+pub fn configure(m: &Manifest, the_plan: &plan::Plan, overrides: &Overrides) -> Result<()> {
+    let Some(root) = the_plan
+        .mounts
+        .iter()
+        .find(|s| s.point == "/" && s.skipped.is_none())
+    else {
+        say("no root filesystem among the recovered ones: nothing to configure");
+        return Ok(());
+    };
+    let root = Path::new(&root.target);
+    if !root.join("etc").is_dir() {
+        say("no /etc on the root filesystem: nothing to configure");
+        return Ok(());
+    }
+
+    let present = retarget::present_nics(Path::new("/sys")).unwrap_or_else(|e| {
+        say(&format!("warning: cannot list this machine's NICs: {e:#}"));
+        Vec::new()
+    });
+    let (matches, warnings) = retarget::match_nics(&m.network.interfaces, &present);
+    for w in warnings {
+        say(&format!("warning: {w}"));
+    }
+    for n in &matches {
+        let same = n.old_mac.as_deref() == Some(n.new.mac.as_str());
+        say(&format!(
+            "network: {} is this machine's {} ({}{})",
+            n.captured,
+            n.new.mac,
+            if same {
+                "the captured NIC".to_string()
+            } else {
+                format!(
+                    "was {}, matched by {:?}",
+                    n.old_mac.as_deref().unwrap_or("no MAC"),
+                    n.how
+                )
+                .to_lowercase()
+            },
+            n.new
+                .driver
+                .as_deref()
+                .map(|d| format!(", {d}"))
+                .unwrap_or_default()
+        ));
+    }
+
+    let disk_ids = by_id_renames(m, the_plan);
+    let changes = retarget::retarget(root, m, &matches, overrides, &disk_ids)?;
+    for c in &changes {
+        let file = c.file.display();
+        match c.kind {
+            ChangeKind::Edited => say(&format!("/{file}: {}", c.what)),
+            ChangeKind::Created => say(&format!("/{file} written: {}", c.what)),
+            ChangeKind::Warning if c.file.as_os_str().is_empty() => {
+                say(&format!("warning: {}", c.what))
+            }
+            ChangeKind::Warning => say(&format!("warning: /{file}: {}", c.what)),
+        }
+    }
+    if !changes.iter().any(|c| c.kind != ChangeKind::Warning) {
+        say("network configuration and fstab fit this machine as restored");
+    }
+    if overrides.hostname.is_none() {
+        check_hostname(root, &m.system.hostname);
+    }
+    Ok(())
+}
+
+/// The restore brought /etc/hostname back; say so, or write it if a
+/// system had none.
+fn check_hostname(root: &Path, captured: &str) {
+    let path = root.join("etc/hostname");
+    match std::fs::read_to_string(&path) {
+        Ok(h) if h.trim() == captured => say(&format!("host name {captured} (as restored)")),
+        Ok(h) => say(&format!(
+            "warning: /etc/hostname says {:?}, the manifest {captured}; left as restored",
+            h.trim()
+        )),
+        Err(_) => match std::fs::write(&path, format!("{captured}\n")) {
+            Ok(()) => say(&format!("host name {captured} written to /etc/hostname")),
+            Err(e) => say(&format!("warning: cannot write {}: {e}", path.display())),
+        },
+    }
+}
+
+/// Old /dev/disk/by-id names of each captured disk, paired with the name
+/// its target disk has: the serial number (and model) changed with the disk.
+fn by_id_renames(m: &Manifest, the_plan: &plan::Plan) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in &the_plan.disks {
+        let Some(old) = m.disks.iter().find(|x| x.name == d.captured) else {
+            continue;
+        };
+        let t = &d.target;
+        let Some(new) = by_id_names(
+            &t.name,
+            t.model.as_deref(),
+            t.serial.as_deref(),
+            t.wwn.as_deref(),
+        )
+        .into_iter()
+        .next() else {
+            continue;
+        };
+        for name in by_id_names(
+            &old.name,
+            old.model.as_deref(),
+            old.serial.as_deref(),
+            old.wwn.as_deref(),
+        ) {
+            if name != new {
+                out.push((name, new.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The names udev gives a disk under /dev/disk/by-id, most specific first.
+fn by_id_names(
+    kernel: &str,
+    model: Option<&str>,
+    serial: Option<&str>,
+    wwn: Option<&str>,
+) -> Vec<String> {
+    let clean = |s: &str| s.trim().replace(' ', "_");
+    let mut v = Vec::new();
+    if let Some(serial) = serial.filter(|s| !s.trim().is_empty()) {
+        let serial = clean(serial);
+        if kernel.starts_with("vd") {
+            v.push(format!("virtio-{serial}"));
+        } else if let Some(model) = model.filter(|s| !s.trim().is_empty()) {
+            let model = clean(model);
+            if kernel.starts_with("nvme") {
+                v.push(format!("nvme-{model}_{serial}"));
+            } else {
+                v.push(format!("ata-{model}_{serial}"));
+                v.push(format!("scsi-0ATA_{model}_{serial}"));
+                v.push(format!("scsi-1ATA_{model}_{serial}"));
+            }
+        }
+    }
+    if let Some(wwn) = wwn.filter(|s| !s.trim().is_empty()) {
+        v.push(format!("wwn-{}", wwn.trim()));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_id_names_per_bus() {
+        assert_eq!(
+            by_id_names("vda", None, Some("DRILLSRC0001"), None),
+            ["virtio-DRILLSRC0001"]
+        );
+        assert_eq!(
+            by_id_names(
+                "sda",
+                Some("Samsung SSD 860"),
+                Some("S3Z9"),
+                Some("0x5002538e")
+            ),
+            [
+                "ata-Samsung_SSD_860_S3Z9",
+                "scsi-0ATA_Samsung_SSD_860_S3Z9",
+                "scsi-1ATA_Samsung_SSD_860_S3Z9",
+                "wwn-0x5002538e"
+            ]
+        );
+        assert_eq!(
+            by_id_names("nvme0n1", Some("WD Blue"), Some("123"), None),
+            ["nvme-WD_Blue_123"]
+        );
+        assert!(by_id_names("vdb", None, None, None).is_empty());
+    }
+}
