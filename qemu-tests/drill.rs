@@ -540,9 +540,15 @@ fn drill(v: &Variant) {
         !console.contains("FAILED"),
         "the recovery console says FAILED"
     );
-    // The console counts from the kernel's start; the step above from QEMU's.
-    let boot_secs = t.elapsed().as_secs_f64() - end;
-    rep.stages = stage_times(&console, end - boot_secs.max(0.0));
+    // Stage marks count from the kernel's start, as does the last line.
+    let finished = console
+        .lines()
+        .find(|l| l.contains("rewind: recovery finished in"))
+        .and_then(|l| l.rsplit('(').next())
+        .and_then(|r| r.split(" s since boot").next())
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(end);
+    rep.stages = stage_times(&console, finished);
     if let Some((_, restore)) = rep.stages.iter().find(|(s, _)| s == "restore") {
         rep.fact(
             "restore throughput",
