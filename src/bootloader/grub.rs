@@ -80,6 +80,13 @@ fn boot_fs(m: &Manifest) -> Option<&crate::manifest::Filesystem> {
 
 /// Decide what the GRUB step does, from the manifest and the plan alone.
 pub fn decide(m: &Manifest, plan: &Plan) -> Decision {
+    decide_with(m, plan, false)
+}
+
+/// [`decide`]; with `reinstall`, GRUB is reinstalled on every disk whose
+/// boot code is GRUB's even when the captured bytes could be reused (the
+/// operator asked: `rewind.grub=reinstall`, `--reinstall-grub`).
+pub fn decide_with(m: &Manifest, plan: &Plan, reinstall: bool) -> Decision {
     let mut out = Decision::default();
     for dp in &plan.disks {
         let Some(d) = m.disks.iter().find(|d| d.name == dp.captured) else {
@@ -150,6 +157,9 @@ pub fn decide(m: &Manifest, plan: &Plan) -> Decision {
                     "partition {n} (holding /boot) starts at another place than captured"
                 ));
             }
+        }
+        if reinstall && reasons.is_empty() {
+            reasons.push("a reinstall was asked for (rewind.grub=reinstall)".into());
         }
         if reasons.is_empty() {
             out.reused.push(dp.target.path.clone());

@@ -30,8 +30,10 @@ pub(crate) fn say(msg: &str) {
 
 /// The stage's entry point: `target_root` holds the restored filesystems,
 /// mounted as the plan says.
-pub fn run(m: &Manifest, plan: &Plan, target_root: &Path) -> Result<()> {
-    let decision = grub::decide(m, plan);
+/// With `reinstall_grub`, GRUB is reinstalled even where the captured boot
+/// code and core image could be reused.
+pub fn run(m: &Manifest, plan: &Plan, target_root: &Path, reinstall_grub: bool) -> Result<()> {
+    let decision = grub::decide_with(m, plan, reinstall_grub);
     let root = plan
         .mounts
         .iter()

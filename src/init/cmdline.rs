@@ -89,6 +89,9 @@ pub struct Settings {
     /// `rewind.hostname=`, `rewind.address=`: the recovered machine's
     /// identity when it differs from the captured one (another site).
     pub overrides: crate::retarget::Overrides,
+    /// `rewind.grub=reinstall`: GRUB reinstalled in a chroot of the restored
+    /// system rather than its captured boot code written back.
+    pub reinstall_grub: bool,
     /// Settings that were not understood, for the console.
     pub warnings: Vec<String>,
 }
@@ -112,6 +115,7 @@ impl Default for Settings {
             retry: Duration::from_secs(120),
             modules: Vec::new(),
             overrides: Default::default(),
+            reinstall_grub: false,
             warnings: Vec::new(),
         }
     }
@@ -231,6 +235,13 @@ pub fn parse(cmdline: &str) -> Settings {
             "rewind.modules" => s
                 .modules
                 .extend(v.split(',').filter(|m| !m.is_empty()).map(str::to_string)),
+            "rewind.grub" => match v.as_str() {
+                "reinstall" => s.reinstall_grub = true,
+                "restore" => s.reinstall_grub = false,
+                _ => w.push(format!(
+                    "rewind.grub={v}: give reinstall or restore; the captured boot code is restored"
+                )),
+            },
             "rewind.hostname" => match crate::retarget::parse_hostname(&v) {
                 Ok(h) => s.overrides.hostname = Some(h),
                 Err(e) => w.push(format!("{word}: {e}; the captured host name kept")),

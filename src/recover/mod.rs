@@ -63,6 +63,10 @@ pub struct RecoverArgs {
     /// Grow the last partition on a bigger disk.
     #[arg(long)]
     pub grow: bool,
+    /// Reinstall GRUB from the restored system (in a chroot) even where the
+    /// captured boot code and core image could be written back as they were.
+    #[arg(long)]
+    pub reinstall_grub: bool,
     /// The recovered machine's host name, when not the captured one.
     #[arg(long, value_name = "NAME", value_parser = crate::retarget::parse_hostname)]
     pub hostname: Option<String>,
@@ -133,6 +137,7 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         disks: args.disks.clone(),
         grow: args.grow,
         poll: Duration::from_secs(args.poll.max(1)),
+        reinstall_grub: args.reinstall_grub,
         overrides: crate::retarget::Overrides {
             hostname: args.hostname.clone(),
             addresses: args.addresses.clone(),
@@ -503,7 +508,12 @@ impl Recovery {
         }
 
         self.enter("bootloader");
-        if let Err(e) = crate::bootloader::run(&manifest, &the_plan, &self.target_root) {
+        if let Err(e) = crate::bootloader::run(
+            &manifest,
+            &the_plan,
+            &self.target_root,
+            self.settings.reinstall_grub,
+        ) {
             return self.fail(e);
         }
 
