@@ -142,6 +142,8 @@ struct Report {
     steps: Vec<(String, f64)>,
     stages: Vec<(String, f64)>,
     facts: Vec<(String, String)>,
+    /// File data of the snapshot restored.
+    restored_bytes: u64,
 }
 
 impl Report {
@@ -172,6 +174,12 @@ impl Report {
         }
         let json = serde_json::json!({
             "drill": v.name,
+            "restored_bytes": self.restored_bytes,
+            "restore_mb_per_s": self
+                .stages
+                .iter()
+                .find(|(s, _)| s == "restore")
+                .map(|(_, secs)| (self.restored_bytes as f64 / 1e6 / secs.max(0.1) * 10.0).round() / 10.0),
             "facts": self.facts.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "steps": self.steps.iter().map(|(k, s)| serde_json::json!({"step": k, "seconds": (s * 10.0).round() / 10.0})).collect::<Vec<_>>(),
             "stages": self.stages.iter().map(|(k, s)| serde_json::json!({"stage": k, "seconds": (s * 10.0).round() / 10.0})).collect::<Vec<_>>(),
@@ -407,6 +415,7 @@ fn drill(v: &Variant) {
         "restored to snapshot",
         format!("{} ({})", first.snapshot.id, first.snapshot.time),
     );
+    rep.restored_bytes = data_bytes;
     rep.fact(
         "file data in that snapshot",
         format!("{:.1} MB", data_bytes as f64 / 1e6),

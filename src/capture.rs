@@ -217,9 +217,19 @@ fn store_content(
     file: &File,
     extents: &[Extent],
 ) -> Result<(Vec<ChunkRef>, u64)> {
+    store_stream(repo, chunker, ExtentReader::new(file, extents))
+}
+
+/// Cut `reader` into chunks stored in the repository: the chunk list and
+/// the bytes read (file contents, and the raw regions of disks).
+pub fn store_stream(
+    repo: &mut Repo,
+    chunker: &mut chunker::StreamChunker,
+    reader: impl Read,
+) -> Result<(Vec<ChunkRef>, u64)> {
     let mut chunks = Vec::new();
     let mut total = 0u64;
-    chunker.chunk(ExtentReader::new(file, extents), |piece| {
+    chunker.chunk(reader, |piece| {
         let id = repo.add_blob(BlobKind::Data, piece)?;
         chunks.push(ChunkRef {
             id,

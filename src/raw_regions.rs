@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::layout::raw::{RawRegion, RawSource};
 use crate::manifest::{Disk, Manifest, RawData, RegionName};
-use crate::repo::pack::BlobKind;
 use crate::repo::{Repo, chunker};
 use crate::tree::{self, ChunkId, ChunkRef, Entry, Extent, Kind, Time};
 
@@ -143,20 +142,9 @@ pub fn store_region<R: Read + Seek>(
 ) -> Result<ChunkId> {
     dev.seek(SeekFrom::Start(offset))
         .with_context(|| format!("cannot seek to byte {offset}"))?;
-    let mut chunks = Vec::new();
-    let mut total = 0u64;
-    let mut chunker = chunker::StreamChunker::new();
-    chunker
-        .chunk(dev.take(len), |piece| {
-            let id = repo.add_blob(BlobKind::Data, piece)?;
-            chunks.push(ChunkRef {
-                id,
-                len: piece.len() as u32,
-            });
-            total += piece.len() as u64;
-            Ok(())
-        })
-        .with_context(|| format!("cannot read the {region} ({len} bytes at byte {offset})"))?;
+    let (chunks, total) =
+        crate::capture::store_stream(repo, &mut chunker::StreamChunker::new(), dev.take(len))
+            .with_context(|| format!("cannot read the {region} ({len} bytes at byte {offset})"))?;
     ensure!(
         total == len,
         "the {region} is {len} bytes but only {total} could be read"

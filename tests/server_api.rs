@@ -409,13 +409,41 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         StatusCode::UNAUTHORIZED
     );
 
-    // Arm a recovery to a point in time.
+    // A request with a malformed override is refused before anything is armed.
+    let bad = server_util::rewind_fails(
+        &s,
+        &s.admin,
+        &["request", "web1", "--address", "lan0:10.0.0.300/24"],
+    );
+    assert!(bad.contains("address") && bad.contains("400"), "{bad}");
+
+    // Arm a recovery to a point in time, to another site's name and address.
     let out = rewind_ok(
         &s,
         &s.admin,
-        &["request", "web1", "--at", "2026-11-25T18:00:00Z"],
+        &[
+            "request",
+            "web1",
+            "--at",
+            "2026-11-25T18:00:00Z",
+            "--hostname",
+            "web1-dr",
+            "--address",
+            "lan0:192.0.2.10/24:192.0.2.1",
+        ],
     );
     assert!(out.contains("snapshot s2"), "{out}");
+    assert!(
+        out.contains("named web1-dr") && out.contains("lan0:192.0.2.10/24:192.0.2.1"),
+        "{out}"
+    );
+    let listed = s
+        .client(&s.admin)
+        .get_json("/v1/requests?host=web1")
+        .unwrap();
+    let armed_req = listed.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(armed_req["hostname"], "web1-dr");
+    assert_eq!(armed_req["addresses"][0], "lan0:192.0.2.10/24:192.0.2.1");
     let token = out
         .lines()
         .find_map(|l| l.split("request only): ").nth(1))

@@ -263,6 +263,28 @@ fn tools(root: &Path) -> Result<Tools> {
     Ok(Tools { install, update })
 }
 
+/// `/dev/disk/by-uuid/UUID` for every filesystem and swap the plan made,
+/// where missing: the recovery image runs no udev, and without these links
+/// grub-mkconfig writes `root=/dev/sda2` instead of `root=UUID=...`.
+pub fn link_by_uuid(plan: &Plan, dir: &Path) {
+    use crate::layout::plan::Content;
+    for v in plan.disks.iter().flat_map(|d| &d.volumes) {
+        let uuid = match &v.content {
+            Content::Filesystem { uuid, .. } | Content::Swap { uuid, .. } => uuid,
+            Content::Raw => continue,
+        };
+        let link = dir.join(uuid);
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Err(e) =
+            std::fs::create_dir_all(dir).and_then(|_| std::os::unix::fs::symlink(&v.device, &link))
+        {
+            say(&format!("warning: cannot link {}: {e}", link.display()));
+        }
+    }
+}
+
 /// Run the decision: reinstall GRUB where needed, in a chroot into `root`.
 pub fn execute(decision: &Decision, m: &Manifest, root: &Path) -> Result<()> {
     for d in &decision.reused {
@@ -453,6 +475,35 @@ mod tests {
             tree: TREE.into(),
             bytes,
         }
+    }
+
+    #[test]
+    fn a_reinstall_asked_for_is_done() {
+        let mut m = bios_machine();
+        m.disks[0].raw = vec![saved("partition-1", (1_050_623 - 2048 + 1) * 512)];
+        let p = plan_of(&m);
+        assert!(decide(&m, &p).bios.is_empty());
+        let d = decide_with(&m, &p, true);
+        assert_eq!(d.bios.len(), 2, "{d:?}");
+        assert!(d.bios[0].reasons[0].contains("rewind.grub=reinstall"));
+    }
+
+    #[test]
+    fn filesystems_get_their_by_uuid_links() {
+        let m = bios_machine();
+        let p = plan_of(&m);
+        let dir = tempfile::tempdir().unwrap();
+        let links = dir.path().join("by-uuid");
+        link_by_uuid(&p, &links);
+        for fs in &m.filesystems {
+            let target = std::fs::read_link(links.join(&fs.uuid)).unwrap();
+            assert!(
+                target.to_string_lossy().starts_with("/dev/sd"),
+                "{target:?}"
+            );
+        }
+        // Existing links are left alone (a host with udev).
+        link_by_uuid(&p, &links);
     }
 
     #[test]

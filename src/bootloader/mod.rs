@@ -34,6 +34,9 @@ pub(crate) fn say(msg: &str) {
 /// code and core image could be reused.
 pub fn run(m: &Manifest, plan: &Plan, target_root: &Path, reinstall_grub: bool) -> Result<()> {
     let decision = grub::decide_with(m, plan, reinstall_grub);
+    if !decision.is_empty() {
+        grub::link_by_uuid(plan, Path::new("/dev/disk/by-uuid"));
+    }
     let root = plan
         .mounts
         .iter()

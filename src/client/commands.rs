@@ -26,6 +26,17 @@ pub struct RequestArgs {
     /// restored (RFC 3339, or `latest`).
     #[arg(long, default_value = "latest", value_name = "TIME")]
     pub at: String,
+    /// Another host name for the recovered machine (recovery to another site).
+    #[arg(long, value_name = "NAME", conflicts_with = "cancel")]
+    pub hostname: Option<String>,
+    /// A new static address for a captured interface: IFACE:CIDR[:GATEWAY]
+    /// (repeatable), rewritten in the restored network configuration.
+    #[arg(
+        long = "address",
+        value_name = "IFACE:CIDR[:GW]",
+        conflicts_with = "cancel"
+    )]
+    pub addresses: Vec<String>,
     /// Cancel the host's armed or running request instead.
     #[arg(long, conflicts_with = "at")]
     pub cancel: bool,
@@ -131,7 +142,7 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     }
     let answer = client.post_json(
         &format!("/v1/hosts/{}/requests", args.host),
-        &json!({ "at": args.at }),
+        &json!({ "at": args.at, "hostname": args.hostname, "addresses": args.addresses }),
     )?;
     let r = &answer["request"];
     println!(
@@ -141,6 +152,12 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
         str_of(r, "snapshot"),
         str_of(r, "snapshot_time")
     );
+    if let Some(h) = r.get("hostname").and_then(Value::as_str) {
+        println!("  the recovered machine is named {h}");
+    }
+    for a in r["addresses"].as_array().into_iter().flatten() {
+        println!("  address {}", a.as_str().unwrap_or(""));
+    }
     println!(
         "recovery token (this request only): {}",
         str_of(&answer, "token")

@@ -425,6 +425,7 @@ impl Recovery {
             "recovery request {} ({}): {} to snapshot {} taken {}",
             req.id, req.state, target.host, req.snapshot, req.snapshot_time
         ));
+        merge_request_overrides(&mut self.settings.overrides, &req);
         if self.settings.action == Action::Plan {
             // A plan reports nothing (the request stays armed), but a boot
             // token still needs the request's token to read the manifest.
@@ -674,6 +675,42 @@ impl Recovery {
     }
 }
 
+/// The request's host name and addresses, where the kernel command line
+/// (this machine's own settings) did not already say otherwise.
+fn merge_request_overrides(ov: &mut crate::retarget::Overrides, req: &RequestInfo) {
+    if let Some(h) = &req.hostname {
+        match &ov.hostname {
+            None => {
+                say(&format!("the request names the recovered machine {h}"));
+                ov.hostname = Some(h.clone());
+            }
+            Some(mine) => say(&format!(
+                "the request names the machine {h}; rewind.hostname={mine} wins"
+            )),
+        }
+    }
+    for a in &req.addresses {
+        match crate::retarget::parse_address(a) {
+            Ok(a) if ov.addresses.iter().any(|o| o.iface == a.iface) => say(&format!(
+                "the request's address {} for {} is overridden by rewind.address",
+                a.cidr(),
+                a.iface
+            )),
+            Ok(a) => {
+                say(&format!(
+                    "the request gives {} the address {}",
+                    a.iface,
+                    a.cidr()
+                ));
+                ov.addresses.push(a);
+            }
+            Err(e) => say(&format!(
+                "warning: the request's address {a:?}: {e}; ignored"
+            )),
+        }
+    }
+}
+
 /// The volume label scripts/build-image gives the ISO.
 const IMAGE_LABEL: &[u8] = b"REWIND";
 
@@ -723,6 +760,40 @@ fn describe(m: &Manifest, req: Option<&RequestInfo>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_command_line_wins_over_the_request() {
+        let mut ov =
+            crate::init::cmdline::parse("rewind.hostname=local rewind.address=lan0:10.1.0.5/24")
+                .overrides;
+        let req = RequestInfo {
+            hostname: Some("from-request".into()),
+            addresses: vec![
+                "lan0:192.0.2.10/24".into(),
+                "lan1:192.0.2.11/24:192.0.2.1".into(),
+                "nonsense".into(),
+            ],
+            ..RequestInfo::default()
+        };
+        merge_request_overrides(&mut ov, &req);
+        assert_eq!(ov.hostname.as_deref(), Some("local"));
+        let got: Vec<(String, String)> = ov
+            .addresses
+            .iter()
+            .map(|a| (a.iface.clone(), a.cidr()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("lan0".to_string(), "10.1.0.5/24".to_string()),
+                ("lan1".to_string(), "192.0.2.11/24".to_string())
+            ]
+        );
+        let mut none = crate::retarget::Overrides::default();
+        merge_request_overrides(&mut none, &req);
+        assert_eq!(none.hostname.as_deref(), Some("from-request"));
+        assert_eq!(none.addresses.len(), 2);
+    }
 
     #[test]
     fn the_recovery_iso_is_recognised() {

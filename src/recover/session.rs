@@ -29,6 +29,11 @@ pub struct RequestInfo {
     pub state: String,
     pub snapshot: String,
     pub snapshot_time: String,
+    /// The operator's overrides (`rewind request --hostname --address`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// Which machine this is, and its armed request if any.

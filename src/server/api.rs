@@ -628,6 +628,10 @@ async fn identify(
 struct NewRequest {
     #[serde(default = "latest")]
     at: String,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
 }
 
 fn latest() -> String {
@@ -658,7 +662,19 @@ async fn create_request(
 ) -> ApiResult<Response> {
     check_host(&host)?;
     s.authorize(&headers, Access::Admin)?;
-    let NewRequest { at } = json_body(&body)?;
+    let NewRequest {
+        at,
+        hostname,
+        addresses,
+    } = json_body(&body)?;
+    if let Some(h) = &hostname {
+        crate::retarget::parse_hostname(h)
+            .map_err(|e| err(StatusCode::BAD_REQUEST, format!("hostname {h:?}: {e}")))?;
+    }
+    for a in &addresses {
+        crate::retarget::parse_address(a)
+            .map_err(|e| err(StatusCode::BAD_REQUEST, format!("address {a:?}: {e}")))?;
+    }
     let s2 = s.clone();
     let (req, token) = blocking(move || {
         let m = files::snapshot_at(&files::host_dir(&s2.data, &host), &at)?;
@@ -674,6 +690,8 @@ async fn create_request(
             updated: now.clone(),
             progress: None,
             result: None,
+            hostname,
+            addresses,
         };
         {
             let mut cat = s2.catalog();

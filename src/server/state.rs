@@ -65,6 +65,12 @@ pub struct Request {
     /// The final message (error with its stage, or a summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// Another host name for the recovered system (recovery to another site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New static addresses, `IFACE:CIDR[:GATEWAY]` (as `rewind.address=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Default)]
