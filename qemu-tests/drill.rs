@@ -162,15 +162,15 @@ impl Report {
     fn write(&self, v: &Variant) -> String {
         let mut t = format!("rewind recovery drill: {}\n\n", v.name);
         for (k, val) in &self.facts {
-            t += &format!("  {k:<38} {val}\n");
+            t += &format!("  {k:<44} {val}\n");
         }
-        t += "\n  step                                             seconds\n";
+        t += &format!("\n  {:<72} seconds\n", "step");
         for (k, s) in &self.steps {
-            t += &format!("  {k:<48} {s:>7.1}\n");
+            t += &format!("  {k:<72} {s:>7.1}\n");
         }
-        t += "\n  recovery stage                                   seconds\n";
+        t += &format!("\n  {:<72} seconds\n", "recovery stage");
         for (k, s) in &self.stages {
-            t += &format!("  {k:<48} {s:>7.1}\n");
+            t += &format!("  {k:<72} {s:>7.1}\n");
         }
         let json = serde_json::json!({
             "drill": v.name,

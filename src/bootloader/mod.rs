@@ -21,12 +21,7 @@ use anyhow::Result;
 use crate::layout::plan::{Plan, Table};
 use crate::manifest::{Firmware, Manifest};
 
-pub(crate) fn say(msg: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "rewind: {msg}");
-    let _ = out.flush();
-}
+pub(crate) use crate::init::say;
 
 /// The stage's entry point: `target_root` holds the restored filesystems,
 /// mounted as the plan says.

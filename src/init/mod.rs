@@ -53,7 +53,9 @@ pub fn dispatch() {
     }
 }
 
-fn say(msg: &str) {
+/// A line on the console, `rewind: ` first, flushed at once (the recovery
+/// stages and PID 1 speak the same way).
+pub fn say(msg: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "rewind: {msg}");
     let _ = out.flush();

@@ -1217,7 +1217,7 @@ fn parse_yaml(text: &str) -> Yaml {
 }
 
 /// Cut a `#` comment: at line start or after whitespace, outside quotes.
-fn strip_yaml_comment(line: &str) -> &str {
+pub(crate) fn strip_yaml_comment(line: &str) -> &str {
     let mut quote = None;
     let mut prev_space = true;
     for (i, c) in line.char_indices() {

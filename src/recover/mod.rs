@@ -25,7 +25,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::client::ServerArgs;
 use crate::init::cmdline::{Action, Settings};
-use crate::init::{self, kmod};
+use crate::init::{self, kmod, say};
 use crate::layout::{
     self,
     format::Tools,
@@ -194,13 +194,6 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
             1
         }
     }
-}
-
-fn say(msg: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "rewind: {msg}");
-    let _ = out.flush();
 }
 
 fn human_duration(d: Duration) -> String {

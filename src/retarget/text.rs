@@ -183,7 +183,7 @@ pub(super) struct YamlLine<'a> {
 /// Parse one netplan line; `None` for blank and comment lines.
 pub(super) fn yaml_line(line: &str) -> Option<YamlLine<'_>> {
     let (body, _) = split_eol(line);
-    let body = strip_comment(body);
+    let body = crate::probe::net::strip_yaml_comment(body).trim_end();
     let indent = body.len() - body.trim_start().len();
     let mut rest = &body[indent..];
     if rest.trim().is_empty() {
@@ -236,22 +236,6 @@ fn key_colon(text: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// A line without its `#` comment (outside quotes, after a space).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '#') if prev_space => return line[..i].trim_end(),
-            _ => {}
-        }
-        prev_space = c.is_whitespace();
-    }
-    line
 }
 
 /// For each line of a YAML text, the keys of the block mappings it sits in
