@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use qemu_util::{Boot, Disk, Firmware, Image, Qemu, fresh_ovmf_vars, stages};
 use rewind::manifest::Manifest;
-use server_util::{ServerProc, rewind_ok};
+use server_util::{BIN, ServerProc};
 
 const SOURCE_MAC: &str = "52:54:00:d1:00:01";
 const NEW_MAC: &str = "52:54:00:d1:00:99";
@@ -231,18 +231,107 @@ fn firmware(uefi: bool, vars: &Path) -> Firmware<'_> {
     }
 }
 
-/// The snapshots of `host` on the server, oldest first.
-fn snapshots(server: &ServerProc, host: &str) -> Vec<Manifest> {
-    let dir = server.data.join("hosts").join(host).join("snapshots");
-    let mut v: Vec<Manifest> = server
-        .committed(host)
-        .iter()
-        .map(|f| {
-            rewind::manifest::from_xml(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
-        })
-        .collect();
-    v.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
-    v
+/// The recovery server of a drill: a `rewind serve` started for it on
+/// 127.0.0.1, or yours (REWIND_DRILL_SERVER, REWIND_DRILL_TOKEN: an admin
+/// token, REWIND_DRILL_PIN when it uses a self-signed certificate).
+struct DrillServer {
+    local: Option<ServerProc>,
+    /// As this machine reaches it.
+    url: String,
+    /// As the guests reach it (QEMU's user network maps the host's
+    /// 127.0.0.1 to 10.0.2.2).
+    guest_url: String,
+    admin: String,
+    pin: Option<String>,
+}
+
+impl DrillServer {
+    fn new(dir: &Path) -> DrillServer {
+        let guest = |url: &str| {
+            url.replace("://127.0.0.1", "://10.0.2.2")
+                .replace("://localhost", "://10.0.2.2")
+        };
+        match std::env::var("REWIND_DRILL_SERVER") {
+            Ok(url) => {
+                let url = url.trim_end_matches('/').to_string();
+                let admin = std::env::var("REWIND_DRILL_TOKEN")
+                    .expect("REWIND_DRILL_SERVER needs REWIND_DRILL_TOKEN (an admin token)");
+                DrillServer {
+                    guest_url: guest(&url),
+                    url,
+                    admin,
+                    pin: std::env::var("REWIND_DRILL_PIN").ok(),
+                    local: None,
+                }
+            }
+            Err(_) => {
+                let s = ServerProc::start(&dir.join("server"), false);
+                DrillServer {
+                    url: s.url.clone(),
+                    guest_url: guest(&s.url),
+                    admin: s.admin.clone(),
+                    pin: s.pin.clone(),
+                    local: Some(s),
+                }
+            }
+        }
+    }
+
+    /// `rewind ARGS` against the server with the admin token; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("REWIND_SERVER", &self.url)
+            .env("REWIND_TOKEN", &self.admin)
+            .env_remove("REWIND_REPO");
+        if let Some(p) = &self.pin {
+            c.env("REWIND_PIN", p);
+        }
+        let out = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rewind {}: {text}", args.join(" "));
+        text
+    }
+
+    /// The first line of `rewind ARGS` that is a token.
+    fn token(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        out.lines()
+            .find(|l| l.starts_with("rwd_"))
+            .unwrap_or_else(|| panic!("no token printed: {out}"))
+            .to_string()
+    }
+
+    /// The snapshots of `host`, oldest first, read through the API.
+    fn snapshots(&self, host: &str) -> Vec<Manifest> {
+        let client =
+            rewind::client::Client::new(&self.url, &self.admin, self.pin.as_deref(), None).unwrap();
+        let backend = rewind::client::HttpBackend::new(std::sync::Arc::new(client), host);
+        let repo = rewind::repo::Repo::open_backend(std::sync::Arc::new(backend)).unwrap();
+        let mut v: Vec<Manifest> = repo
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.snapshot.host == host)
+            .collect();
+        v.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
+        v
+    }
+
+    /// The TCP port the guests reach the server on.
+    fn guest_port(&self) -> String {
+        let rest = self.guest_url.split("://").nth(1).unwrap_or("");
+        let authority = rest.split('/').next().unwrap_or("");
+        match authority.rsplit_once(':') {
+            Some((_, port)) => port.to_string(),
+            None if self.guest_url.starts_with("https") => "443".into(),
+            None => "80".into(),
+        }
+    }
 }
 
 /// What the drill compares before the loss and after the recovery, as the
@@ -286,10 +375,17 @@ fn drill(v: &Variant) {
         .prefix(&format!("rewind-drill-{}-", v.name))
         .tempdir_in("/var/tmp")
         .unwrap();
-    let server = ServerProc::start(&dir.path().join("server"), false);
-    let token = server.host_token(v.hostname);
-    let guest_url = server.url.replace("127.0.0.1", "10.0.2.2");
-    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let server = DrillServer::new(dir.path());
+    let token = server.token(&["token", "create", v.hostname]);
+    let guest_url = server.guest_url.clone();
+    let port = server.guest_port();
+    rep.fact(
+        "recovery server",
+        match &server.local {
+            Some(_) => format!("rewind serve on {} (started for the drill)", server.url),
+            None => format!("{} (REWIND_DRILL_SERVER)", server.url),
+        },
+    );
     rep.fact(
         "firmware",
         if v.uefi {
@@ -322,7 +418,10 @@ fn drill(v: &Variant) {
     let t = Instant::now();
     let root_tar = repo_dir().join("target/drill-cache/root.tar");
     script("build-source-root", &["--out", root_tar.to_str().unwrap()]);
-    rep.step("debootstrap root (cached within a run)", t);
+    rep.step(
+        "the Debian root (debootstrap, cached in target/drill-cache)",
+        t,
+    );
     let t = Instant::now();
     let source = dir.path().join("source.img");
     let rewind_bin = static_rewind();
@@ -353,6 +452,8 @@ fn drill(v: &Variant) {
             SOURCE_SERIAL,
             "--size",
             &SOURCE_MIB.to_string(),
+            "--pin",
+            server.pin.as_deref().unwrap_or(""),
         ],
     );
     rep.step("install the source machine's disk", t);
@@ -402,7 +503,7 @@ fn drill(v: &Variant) {
     vm.wait_exit(Duration::from_secs(180));
     drop(vm);
 
-    let snaps = snapshots(&server, v.hostname);
+    let snaps = server.snapshots(v.hostname);
     assert_eq!(snaps.len(), 2, "two snapshots expected on the server");
     let first = &snaps[0];
     let data_bytes: u64 = first
@@ -441,7 +542,7 @@ fn drill(v: &Variant) {
     // The BIOS drill recovers a second time with GRUB reinstalled by the
     // restored system's grub-install (the path taken when the captured boot
     // code cannot be reused).
-    let rounds: &[&str] = if v.uefi {
+    let rounds: &[&str] = if v.uefi || server.local.is_none() {
         &[""]
     } else {
         &["", "rewind.grub=reinstall"]
@@ -465,11 +566,7 @@ fn drill(v: &Variant) {
             .unwrap();
 
         // 4. A recovery to the first point in time, armed on the server.
-        let out = rewind_ok(
-            &server,
-            &server.admin,
-            &["request", v.hostname, "--at", &first.snapshot.time],
-        );
+        let out = server.cli(&["request", v.hostname, "--at", &first.snapshot.time]);
         let recovery_token = out
             .lines()
             .find_map(|l| l.split("recovery token (this request only): ").nth(1))
@@ -491,18 +588,20 @@ fn drill(v: &Variant) {
         let tftp = dir.path().join("tftp");
         let iso = dir.path().join("rewind.iso");
         let boot = if v.pxe {
-            let boot = server.data.join("boot");
-            std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
-            std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
-            std::fs::write(
-                boot.join("cmdline"),
-                format!(
-                    "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}\n"
-                ),
-            )
-            .unwrap();
-            let out = rewind_ok(&server, &server.admin, &["token", "create", "--boot"]);
-            let boot_token = out.lines().find(|l| l.starts_with("rwd_")).unwrap();
+            // Our image on our server; your server boots what it serves.
+            if let Some(local) = &server.local {
+                let boot = local.data.join("boot");
+                std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
+                std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
+                std::fs::write(
+                    boot.join("cmdline"),
+                    format!(
+                        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}\n"
+                    ),
+                )
+                .unwrap();
+            }
+            let boot_token = server.token(&["token", "create", "--boot"]);
             std::fs::create_dir_all(&tftp).unwrap();
             std::fs::write(
                 tftp.join("rewind.ipxe"),
@@ -549,7 +648,7 @@ fn drill(v: &Variant) {
                 Duration::from_secs(limit),
             );
         }
-        vm.expect("rewind: powering off", Duration::from_secs(120));
+        vm.expect("rewind: recovery finished", Duration::from_secs(120));
         let end = vm.elapsed().as_secs_f64();
         let status = vm.wait_exit(Duration::from_secs(60));
         assert!(status.success(), "QEMU: {status}");
