@@ -18,6 +18,7 @@ pub mod recover;
 pub mod repo;
 pub mod restore;
 pub mod retarget;
+mod rtnetlink;
 pub mod server;
 pub mod time;
 pub mod tree;

@@ -10,19 +10,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::init::cmdline::{Ip, StaticIp};
+use crate::rtnetlink::Rtnetlink;
 
 /// A network interface as sysfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,66 +318,8 @@ fn write_resolv_conf(path: &Path, dns: &[Ipv4Addr], domain: Option<&str>) -> Res
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// A NETLINK_ROUTE socket for requests that expect an acknowledgement.
-struct Rtnetlink {
-    socket: Socket,
-    sequence: u32,
-}
-
+/// What the recovery image asks of the kernel to bring an interface up.
 impl Rtnetlink {
-    fn open() -> Result<Self> {
-        let mut socket =
-            Socket::new(NETLINK_ROUTE).context("cannot open a NETLINK_ROUTE socket")?;
-        socket
-            .bind_auto()
-            .context("cannot bind the NETLINK_ROUTE socket")?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .context("cannot connect the NETLINK_ROUTE socket to the kernel")?;
-        Ok(Self {
-            socket,
-            sequence: 0,
-        })
-    }
-
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
-        self.sequence += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.socket
-            .send(&buf, 0)
-            .context("cannot send a netlink request")?;
-        loop {
-            let (data, _) = self
-                .socket
-                .recv_from_full()
-                .context("cannot receive a netlink answer")?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| anyhow!("cannot decode a netlink answer: {e}"))?;
-                let len = msg.header.length as usize;
-                if msg.header.sequence_number == self.sequence
-                    && let NetlinkPayload::Error(e) = msg.payload
-                {
-                    return match e.code {
-                        None => Ok(()),
-                        Some(_) => Err(e.to_io()).context("the kernel refused"),
-                    };
-                }
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3;
-            }
-        }
-    }
-
     fn set_up(&mut self, index: u32) -> Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;

@@ -13,10 +13,7 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use anyhow::{Context, Result};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressProtocol, AddressScope,
 };
@@ -25,9 +22,9 @@ use netlink_packet_route::route::{
     RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::manifest::{Address, AddressMethod, Dns, Interface, Network, Route};
+use crate::rtnetlink::Rtnetlink;
 
 /// Where the running kernel lists its network interfaces.
 const SYS_CLASS_NET: &str = "/sys/class/net";
@@ -253,95 +250,6 @@ fn dump_kernel() -> Result<(Vec<KernelAddress>, Vec<KernelRoute>)> {
         }
     }
     Ok((addresses, routes))
-}
-
-/// A synchronous NETLINK_ROUTE socket doing one dump at a time.
-struct Rtnetlink {
-    socket: Socket,
-    sequence: u32,
-}
-
-impl Rtnetlink {
-    fn open() -> Result<Self> {
-        let mut socket =
-            Socket::new(NETLINK_ROUTE).context("cannot open a NETLINK_ROUTE socket")?;
-        socket
-            .bind_auto()
-            .context("cannot bind the NETLINK_ROUTE socket")?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .context("cannot connect the NETLINK_ROUTE socket to the kernel")?;
-        Ok(Self {
-            socket,
-            sequence: 0,
-        })
-    }
-
-    /// Send a dump request and collect every reply until NLMSG_DONE. A dump
-    /// the kernel marks interrupted (the table changed under it) is retried.
-    fn dump(
-        &mut self,
-        request: RouteNetlinkMessage,
-        what: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        const ATTEMPTS: usize = 5;
-        for _ in 0..ATTEMPTS {
-            if let Some(replies) = self.dump_once(request.clone(), what)? {
-                return Ok(replies);
-            }
-        }
-        bail!("{what} dump: interrupted {ATTEMPTS} times in a row (the table keeps changing)")
-    }
-
-    /// `None` when the dump was interrupted.
-    fn dump_once(
-        &mut self,
-        request: RouteNetlinkMessage,
-        what: &str,
-    ) -> Result<Option<Vec<RouteNetlinkMessage>>> {
-        self.sequence += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(request));
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        self.socket
-            .send(&buf, 0)
-            .with_context(|| format!("{what} dump: cannot send the request"))?;
-
-        let mut replies = Vec::new();
-        let mut interrupted = false;
-        loop {
-            let (data, _) = self
-                .socket
-                .recv_from_full()
-                .with_context(|| format!("{what} dump: cannot receive"))?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| anyhow!("{what} dump: cannot decode a reply: {e}"))?;
-                let len = msg.header.length as usize;
-                if msg.header.sequence_number == self.sequence {
-                    interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => return Ok((!interrupted).then_some(replies)),
-                        NetlinkPayload::Error(e) if e.code.is_some() => {
-                            return Err(e.to_io())
-                                .with_context(|| format!("{what} dump: kernel refused"));
-                        }
-                        NetlinkPayload::InnerMessage(m) => replies.push(m),
-                        _ => {}
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3; // messages are NLMSG_ALIGNTO (4) aligned
-            }
-        }
-    }
 }
 
 /// The global address in an RTM_NEWADDR message; `None` for addresses we do
