@@ -288,11 +288,7 @@ impl DrillServer {
             c.env("REWIND_PIN", p);
         }
         let out = c.output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = server_util::output_text(&out);
         assert!(out.status.success(), "rewind {}: {text}", args.join(" "));
         text
     }
