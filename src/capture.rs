@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use crate::manifest::{FsData, Manifest};
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
-use crate::repo::pack::BlobKind;
 use crate::repo::{Repo, WriteStats, chunker};
 use crate::tree::{self, ChunkRef, Entry, Extent, Kind};
 use crate::walk;
@@ -217,28 +216,7 @@ fn store_content(
     file: &File,
     extents: &[Extent],
 ) -> Result<(Vec<ChunkRef>, u64)> {
-    store_stream(repo, chunker, ExtentReader::new(file, extents))
-}
-
-/// Cut `reader` into chunks stored in the repository: the chunk list and
-/// the bytes read (file contents, and the raw regions of disks).
-pub fn store_stream(
-    repo: &mut Repo,
-    chunker: &mut chunker::StreamChunker,
-    reader: impl Read,
-) -> Result<(Vec<ChunkRef>, u64)> {
-    let mut chunks = Vec::new();
-    let mut total = 0u64;
-    chunker.chunk(reader, |piece| {
-        let id = repo.add_blob(BlobKind::Data, piece)?;
-        chunks.push(ChunkRef {
-            id,
-            len: piece.len() as u32,
-        });
-        total += piece.len() as u64;
-        Ok(())
-    })?;
-    Ok((chunks, total))
+    repo.store_stream(chunker, ExtentReader::new(file, extents))
 }
 
 /// Keep the extents covering the first `len` data bytes.

@@ -130,29 +130,6 @@ pub fn ls(
     })
 }
 
-/// Glob match with `*` (any run, `/` included) and `?` (one byte).
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some(p);
-            mark = t;
-            p += 1;
-        } else if let Some(s) = star {
-            p = s + 1;
-            mark += 1;
-            t = mark;
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 /// Which snapshots hold a path matching `pattern`: a pattern with a `/` is
 /// matched against the whole path, one without against the name only.
 pub fn find(
@@ -177,7 +154,7 @@ pub fn find(
                 } else {
                     e.path.rsplit(|&b| b == b'/').next().unwrap_or(&[])
                 };
-                if glob_match(pattern.as_bytes(), subject) {
+                if crate::util::glob::matches(pattern.as_bytes(), subject) {
                     out(format!("{}  {}", m.snapshot.id, format_entry(&e, &full)));
                     n += 1;
                 }
@@ -210,20 +187,8 @@ pub fn describe_snapshot(m: &Manifest) -> String {
     )
 }
 
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+// Until every caller names util directly.
+pub use crate::util::size::human_bytes;
 
 /// A path given on the command line for a restore, relative to `mount`.
 pub fn relative_to(mount: &str, path: &Path) -> Result<Vec<u8>> {
@@ -250,15 +215,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs() {
-        assert!(glob_match(b"*.conf", b"resolv.conf"));
-        assert!(glob_match(b"/etc/*", b"/etc/ssh/sshd_config"));
-        assert!(glob_match(b"h?sts", b"hosts"));
-        assert!(!glob_match(b"*.conf", b"resolv.conf.bak"));
-        assert!(glob_match(b"*", b""));
-    }
-
-    #[test]
     fn relative_paths() {
         assert_eq!(relative_to("/srv", Path::new("/srv/a/b")).unwrap(), b"a/b");
         assert_eq!(
@@ -267,11 +223,5 @@ mod tests {
         );
         assert_eq!(relative_to("/srv", Path::new("a/b")).unwrap(), b"a/b");
         assert!(relative_to("/srv", Path::new("/srvx/a")).is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_bytes(10), "10 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

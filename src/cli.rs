@@ -13,6 +13,7 @@ use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
 use crate::repo::check;
 use crate::restore::RestoreOptions;
+use crate::util::size::human_bytes;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -290,7 +291,7 @@ fn capture(args: CaptureArgs) -> Result<()> {
                 "rewind: {}: {} entries, {} of content ({} files read, {} unchanged)",
                 fs.mount_point,
                 fs.entries,
-                catalog::human_bytes(fs.bytes),
+                human_bytes(fs.bytes),
                 fs.files_read,
                 fs.files_reused
             );
@@ -301,7 +302,7 @@ fn capture(args: CaptureArgs) -> Result<()> {
             report.manifest.snapshot.id,
             started.elapsed().as_secs_f64(),
             s.blobs_new,
-            catalog::human_bytes(s.bytes_new_stored),
+            human_bytes(s.bytes_new_stored),
             s.blobs_dedup
         );
         return Ok(());
@@ -324,7 +325,8 @@ fn capture(args: CaptureArgs) -> Result<()> {
             .write_all(xml.as_bytes())
             .context("cannot write to standard output")?;
     } else {
-        write_atomically(&args.output, xml.as_bytes())?;
+        crate::util::fs::write_atomic(&args.output, xml.as_bytes())
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
         eprintln!(
             "rewind: wrote {} ({} disks, {} filesystems, {} swap areas)",
             args.output.display(),
@@ -402,35 +404,10 @@ fn restore_cmd(
         target.display(),
         stats.files,
         stats.dirs,
-        catalog::human_bytes(stats.bytes),
-        catalog::human_bytes((stats.bytes as f64 / secs.max(0.001)) as u64)
+        human_bytes(stats.bytes),
+        human_bytes((stats.bytes as f64 / secs.max(0.001)) as u64)
     );
     Ok(())
-}
-
-/// Write through a temporary file in the same directory and rename it into
-/// place, so that a crash never leaves a half-written manifest.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -22,4 +22,5 @@ mod rtnetlink;
 pub mod server;
 pub mod time;
 pub mod tree;
+pub mod util;
 pub mod walk;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::catalog::human_bytes;
+use crate::util::size::human_bytes;
 
 pub struct Progress {
     label: String,

@@ -76,8 +76,8 @@ pub fn regions_to_store(m: &Manifest, d: &Disk) -> (Vec<RegionName>, Vec<String>
             warnings.push(format!(
                 "not stored: partition {n} of {} ({}) holds nothing rewind recreates and is bigger than {}; it will be recreated empty",
                 d.path,
-                crate::catalog::human_bytes(len),
-                crate::catalog::human_bytes(SMALL_PARTITION)
+                crate::util::size::human_bytes(len),
+                crate::util::size::human_bytes(SMALL_PARTITION)
             ));
         }
     }
@@ -142,9 +142,9 @@ pub fn store_region<R: Read + Seek>(
 ) -> Result<ChunkId> {
     dev.seek(SeekFrom::Start(offset))
         .with_context(|| format!("cannot seek to byte {offset}"))?;
-    let (chunks, total) =
-        crate::capture::store_stream(repo, &mut chunker::StreamChunker::new(), dev.take(len))
-            .with_context(|| format!("cannot read the {region} ({len} bytes at byte {offset})"))?;
+    let (chunks, total) = repo
+        .store_stream(&mut chunker::StreamChunker::new(), dev.take(len))
+        .with_context(|| format!("cannot read the {region} ({len} bytes at byte {offset})"))?;
     ensure!(
         total == len,
         "the {region} is {len} bytes but only {total} could be read"

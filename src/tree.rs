@@ -18,18 +18,11 @@ impl ChunkId {
     }
 
     pub fn to_hex(&self) -> String {
-        crate::probe::disks::hex(&self.0)
+        crate::util::hex::encode(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<ChunkId> {
-        if s.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
-        }
-        Some(ChunkId(out))
+        crate::util::hex::decode(s)?.try_into().ok().map(ChunkId)
     }
 }
 

@@ -122,11 +122,7 @@ fn read_boot_order(dir: &Path) -> Vec<u16> {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    ensure!(s.len().is_multiple_of(2), "odd number of hex digits");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).with_context(|| format!("bad hex at {i}")))
-        .collect()
+    crate::util::hex::decode(s).context("not an even number of hex digits")
 }
 
 fn is_efivarfs(dir: &Path) -> bool {

@@ -198,7 +198,7 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
         boot_code: lba0[..440]
             .iter()
             .any(|&b| b != 0)
-            .then(|| hex(&lba0[..440])),
+            .then(|| crate::util::hex::encode(&lba0[..440])),
         ..Table::default()
     };
     if lba0[510..512] != [0x55, 0xaa] {
@@ -320,10 +320,6 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
         signature: format!("0x{:08x}", u32::from_le_bytes(mbr.header.disk_signature)),
         partitions,
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

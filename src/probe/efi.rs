@@ -141,15 +141,6 @@ pub fn guid_from_le_bytes(b: &[u8; 16]) -> String {
     )
 }
 
-fn hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    data.iter()
-        .fold(String::with_capacity(data.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
@@ -215,7 +206,7 @@ pub fn parse_load_option(number: &str, data: &[u8]) -> Result<EfiEntry> {
         partition_guid,
         partition_number,
         path,
-        raw: hex(data),
+        raw: crate::util::hex::encode(data),
     })
 }
 

@@ -278,7 +278,7 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
     if id.len != 16 {
         return None;
     }
-    let h = disks::hex(&id.uuid);
+    let h = crate::util::hex::encode(&id.uuid);
     let uuid = format!(
         "{}-{}-{}-{}-{}",
         &h[..8],

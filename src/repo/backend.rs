@@ -2,7 +2,6 @@
 //! the server and object stores implement the same small trait.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -62,31 +61,11 @@ impl LocalDir {
 impl Backend for LocalDir {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(name);
-        let dir = path.parent().expect("repository names have a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        // Write beside, fsync, rename, fsync the directory: a crash leaves
-        // either the old state or the whole new file, plus at worst a
-        // `.tmp` file that readers ignore.
-        // Unique per process and per call: two threads may write the same
-        // name at once (the packer thread and a commit, say).
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            path.file_name().unwrap().to_string_lossy(),
-            std::process::id(),
-            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("cannot write {}", path.display()))
+        // A crash leaves either the old state or the whole new file, plus
+        // at worst a `.tmp` file that readers ignore; two threads may write
+        // the same name at once (the packer thread and a commit, say).
+        crate::util::fs::write_atomic(&path, bytes)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {

@@ -46,7 +46,7 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
                 continue;
             }
         };
-        if crate::probe::disks::hex(blake3::hash(&bytes).as_bytes()) != name {
+        if blake3::hash(&bytes).to_hex().as_str() != name {
             report
                 .damage
                 .push(format!("{path}: content does not match its name"));

@@ -207,6 +207,28 @@ impl Repo {
         Ok(id)
     }
 
+    /// Cut `reader` into content-defined chunks stored as data blobs: the
+    /// chunk list and the bytes read (file contents, and the raw regions
+    /// of disks).
+    pub fn store_stream(
+        &mut self,
+        chunker: &mut chunker::StreamChunker,
+        reader: impl Read,
+    ) -> Result<(Vec<ChunkRef>, u64)> {
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        chunker.chunk(reader, |piece| {
+            let id = self.add_blob(BlobKind::Data, piece)?;
+            chunks.push(ChunkRef {
+                id,
+                len: piece.len() as u32,
+            });
+            total += piece.len() as u64;
+            Ok(())
+        })?;
+        Ok((chunks, total))
+    }
+
     /// Write every pending blob to packs and index them. Blobs are only
     /// referenced by a snapshot committed after this returns.
     pub fn flush(&mut self) -> Result<()> {

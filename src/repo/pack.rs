@@ -91,7 +91,7 @@ impl PackBuilder {
         let index = encode_index(&self.entries);
         self.bytes.extend_from_slice(&index[..index.len() - 12]);
         self.bytes.extend_from_slice(&index[index.len() - 12..]);
-        let name = crate::probe::disks::hex(blake3::hash(&self.bytes).as_bytes());
+        let name = blake3::hash(&self.bytes).to_hex().to_string();
         (name, self.bytes, index, self.entries)
     }
 }

@@ -73,7 +73,7 @@ pub fn random_hex(bytes: usize) -> String {
     ring::rand::SystemRandom::new()
         .fill(&mut buf)
         .expect("the system random generator failed");
-    crate::probe::disks::hex(&buf)
+    crate::util::hex::encode(&buf)
 }
 
 fn hash(salt: &str, secret: &str) -> blake3::Hash {

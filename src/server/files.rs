@@ -107,7 +107,7 @@ pub fn valid_prefix(prefix: &str) -> bool {
 /// Check a pack's bytes against its name; returns its index bytes.
 pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
     let bad = |why: &str| refused(400, format!("pack {name} refused: {why}"));
-    if crate::probe::disks::hex(blake3::hash(bytes).as_bytes()) != name {
+    if crate::util::hex::encode(blake3::hash(bytes).as_bytes()) != name {
         return Err(bad("its BLAKE3 is not its name (damaged in transit?)"));
     }
     if bytes.len() < 20 || &bytes[..8] != pack::PACK_MAGIC {

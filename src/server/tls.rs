@@ -53,7 +53,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
 
 /// SHA-256 of a certificate (DER), lowercase hex.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    crate::probe::disks::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
+    crate::util::hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }
 
 pub fn server_config(

@@ -219,7 +219,7 @@ fn gpt_boot_code_and_bigger_disk() {
         String::from_utf8_lossy(&out.stdout)
     );
     let t = read_back(&copy);
-    assert_eq!(t.boot_code, Some(crate::probe::disks::hex(&code)));
+    assert_eq!(t.boot_code, Some(crate::util::hex::encode(&code)));
     // The protective record spans the whole new disk from LBA 1.
     let lba0 = bytes(&copy, 0, 1);
     assert_eq!(lba0[446 + 4], 0xee);
