@@ -16,7 +16,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// length or a character that is not a hex digit.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     // from_str_radix alone would also take a sign: "+f" is not hex here.
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
