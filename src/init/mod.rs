@@ -232,7 +232,17 @@ fn reap(mut phase: Phase, settings: &Settings) -> Phase {
     }
 }
 
-/// The stage the recovery last announced in [`STAGE_FILE`], if any.
+/// Record the stage the recovery enters in `path` ([`STAGE_FILE`]): its
+/// name, as on the console. Best effort: a recovery whose stage cannot be
+/// recorded still runs, and PID 1 then names the stage before.
+pub fn write_stage_file(path: &Path, stage: Stage) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(path, stage.as_str());
+}
+
+/// The stage the recovery last recorded in `path` ([`STAGE_FILE`]), if any.
 pub fn read_stage_file(path: &Path) -> Option<Stage> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -377,11 +387,14 @@ mod tests {
     #[test]
     fn the_stage_file_names_a_stage() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("stage");
+        let file = dir.path().join("run/rewind/stage");
         assert_eq!(read_stage_file(&file), None, "no file yet");
-        // What the recovery writes: the stage's name, as on the console.
-        std::fs::write(&file, Stage::Restore.as_str()).unwrap();
-        assert_eq!(read_stage_file(&file), Some(Stage::Restore));
+        for stage in Stage::ALL {
+            write_stage_file(&file, stage);
+            // The stage's name, as on the console.
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), stage.as_str());
+            assert_eq!(read_stage_file(&file), Some(stage));
+        }
         std::fs::write(&file, "bootloader\n").unwrap();
         assert_eq!(read_stage_file(&file), Some(Stage::Bootloader));
         std::fs::write(&file, "").unwrap();

@@ -337,8 +337,7 @@ impl Recovery {
         work: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T, StageFailure> {
         self.stage = Some(stage);
-        let _ = std::fs::create_dir_all("/run/rewind");
-        let _ = std::fs::write(init::STAGE_FILE, stage.as_str());
+        init::write_stage_file(Path::new(init::STAGE_FILE), stage);
         say(&format!(
             "== stage {stage} == [{:.1} s since boot]",
             uptime()
