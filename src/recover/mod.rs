@@ -293,6 +293,12 @@ fn network(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// A stage's marker line on the console (after `rewind: `). The QEMU tests
+/// and the drills find the stages by it: keep it as it is.
+fn marker(stage: Stage, uptime: f64) -> String {
+    format!("== stage {stage} == [{uptime:.1} s since boot]")
+}
+
 /// One recovery: settings, where it stands, and who hears about it.
 pub struct Recovery {
     settings: Settings,
@@ -300,6 +306,8 @@ pub struct Recovery {
     ca: Option<PathBuf>,
     /// The stage announced last; `None` before the first.
     stage: Option<Stage>,
+    /// Where the stage is recorded for PID 1 ([`init::STAGE_FILE`]).
+    stage_file: PathBuf,
     reporter: Option<Reporter>,
     started: Instant,
 }
@@ -323,6 +331,7 @@ impl Recovery {
             target_root: target_root.to_path_buf(),
             ca,
             stage: None,
+            stage_file: PathBuf::from(init::STAGE_FILE),
             reporter: None,
             started: Instant::now(),
         }
@@ -337,11 +346,8 @@ impl Recovery {
         work: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T, StageFailure> {
         self.stage = Some(stage);
-        init::write_stage_file(Path::new(init::STAGE_FILE), stage);
-        say(&format!(
-            "== stage {stage} == [{:.1} s since boot]",
-            uptime()
-        ));
+        init::write_stage_file(&self.stage_file, stage);
+        say(&marker(stage, uptime()));
         if let Some(r) = &self.reporter {
             r.stage(stage);
         }
@@ -807,6 +813,40 @@ mod tests {
         merge_request_overrides(&mut none, &req);
         assert_eq!(none.hostname.as_deref(), Some("from-request"));
         assert_eq!(none.addresses.len(), 2);
+    }
+
+    #[test]
+    fn the_marker_line_stays_as_the_tests_read_it() {
+        assert_eq!(
+            marker(Stage::Fetch, 12.34),
+            "== stage fetch == [12.3 s since boot]"
+        );
+        assert_eq!(
+            marker(Stage::Bootloader, 100.0),
+            "== stage bootloader == [100.0 s since boot]"
+        );
+    }
+
+    #[test]
+    fn a_stage_is_recorded_and_its_failure_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recovery::new(Settings::default(), dir.path(), None);
+        r.stage_file = dir.path().join("run/rewind/stage");
+        let seen = r.stage(Stage::Restore, |r| Ok(r.stage)).unwrap();
+        assert_eq!(seen, Some(Stage::Restore));
+        assert_eq!(init::read_stage_file(&r.stage_file), Some(Stage::Restore));
+        let e = r
+            .stage(Stage::Format, |_| -> Result<()> {
+                Err(anyhow!("mkfs.ext4 exited with status 1"))
+                    .context("format stage failed on /dev/vda2")
+            })
+            .unwrap_err();
+        assert_eq!(e.stage, Stage::Format);
+        assert_eq!(
+            e.to_string(),
+            "stage format failed: format stage failed on /dev/vda2: mkfs.ext4 exited with status 1"
+        );
+        assert_eq!(init::read_stage_file(&r.stage_file), Some(Stage::Format));
     }
 
     #[test]
