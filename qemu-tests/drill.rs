@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use qemu_util::{Boot, Disk, Firmware, Image, Qemu, fresh_ovmf_vars, stages};
 use rewind::manifest::Manifest;
+use rewind::stage::Stage;
 use server_util::{BIN, ServerProc};
 
 const SOURCE_MAC: &str = "52:54:00:d1:00:01";
@@ -45,21 +46,24 @@ const BOOT: Duration = Duration::from_secs(300);
 const COMMAND: Duration = Duration::from_secs(120);
 const CAPTURE: Duration = Duration::from_secs(1200);
 
-/// Each stage of the recovery, with the most it may take from the start of
-/// the one before (the first: from power-on).
-const STAGE_LIMITS: [(&str, u64); 11] = [
-    ("hardware", 300),
-    ("network", 120),
-    ("fetch", 120),
-    ("plan", 120),
-    ("partition", 120),
-    ("format", 180),
-    ("mount", 180),
-    ("restore", 120),
-    ("configure", 1800),
-    ("bootloader", 300),
-    ("finish", 600),
-];
+/// The most a stage of the recovery may take to begin, in seconds, from the
+/// start of the one before (the first: from power-on). The recovery runs
+/// every stage of [`Stage::ALL`], in that order.
+fn stage_limit(stage: Stage) -> u64 {
+    match stage {
+        Stage::Hardware => 300,
+        Stage::Network => 120,
+        Stage::Fetch => 120,
+        Stage::Plan => 120,
+        Stage::Partition => 120,
+        Stage::Format => 180,
+        Stage::Mount => 180,
+        Stage::Restore => 120,
+        Stage::Configure => 1800,
+        Stage::Bootloader => 300,
+        Stage::Finish => 600,
+    }
+}
 
 /// What a console must never show while nobody is at the keyboard.
 const PROMPTS: [&str; 8] = [
@@ -140,7 +144,7 @@ fn static_rewind() -> PathBuf {
 #[derive(Default)]
 struct Report {
     steps: Vec<(String, f64)>,
-    stages: Vec<(String, f64)>,
+    stages: Vec<(Stage, f64)>,
     facts: Vec<(String, String)>,
     /// File data of the snapshot restored.
     restored_bytes: u64,
@@ -178,7 +182,7 @@ impl Report {
             "restore_mb_per_s": self
                 .stages
                 .iter()
-                .find(|(s, _)| s == "restore")
+                .find(|(s, _)| *s == Stage::Restore)
                 .map(|(_, secs)| (self.restored_bytes as f64 / 1e6 / secs.max(0.1) * 10.0).round() / 10.0),
             "facts": self.facts.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "steps": self.steps.iter().map(|(k, s)| serde_json::json!({"step": k, "seconds": (s * 10.0).round() / 10.0})).collect::<Vec<_>>(),
@@ -198,13 +202,19 @@ impl Report {
 
 /// The seconds since boot of each `== stage X == [N s since boot]` line,
 /// made into each stage's duration (the last one ends at `end`).
-fn stage_times(console: &str, end: f64) -> Vec<(String, f64)> {
-    let mut marks: Vec<(String, f64)> = Vec::new();
+fn stage_times(console: &str, end: f64) -> Vec<(Stage, f64)> {
+    let mut marks: Vec<(Stage, f64)> = Vec::new();
     for line in console.lines() {
         let Some(rest) = line.split("rewind: == stage ").nth(1) else {
             continue;
         };
-        let name = rest.split(" ==").next().unwrap_or("").to_string();
+        let Some(name) = rest
+            .split(" ==")
+            .next()
+            .and_then(|n| n.parse::<Stage>().ok())
+        else {
+            continue;
+        };
         let Some(at) = rest
             .split('[')
             .nth(1)
@@ -218,7 +228,7 @@ fn stage_times(console: &str, end: f64) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     for (i, (name, at)) in marks.iter().enumerate() {
         let next = marks.get(i + 1).map(|m| m.1).unwrap_or(end);
-        out.push((name.clone(), next - at));
+        out.push((*name, next - at));
     }
     out
 }
@@ -638,10 +648,10 @@ fn drill(v: &Variant) {
             recovery_mac,
             &log,
         );
-        for (stage, limit) in STAGE_LIMITS {
+        for stage in Stage::ALL {
             vm.expect(
                 &format!("rewind: == stage {stage} =="),
-                Duration::from_secs(limit),
+                Duration::from_secs(stage_limit(stage)),
             );
         }
         vm.expect("rewind: recovery finished", Duration::from_secs(120));
@@ -657,7 +667,7 @@ fn drill(v: &Variant) {
         let seen = stages(&console);
         assert_eq!(
             seen,
-            STAGE_LIMITS.map(|(s, _)| s.to_string()).to_vec(),
+            Stage::ALL.map(|s| s.to_string()).to_vec(),
             "stages out of order or repeated"
         );
         for p in PROMPTS {
@@ -682,7 +692,7 @@ fn drill(v: &Variant) {
         if !extra.is_empty() {
             let secs = times
                 .iter()
-                .find(|(s, _)| s == "bootloader")
+                .find(|(s, _)| *s == Stage::Bootloader)
                 .map_or(0.0, |t| t.1);
             rep.fact(&format!("bootloader stage{label}"), format!("{secs:.1} s"));
             assert!(
@@ -696,7 +706,7 @@ fn drill(v: &Variant) {
             .stages
             .iter()
             .filter(|_| round == 0)
-            .find(|(s, _)| s == "restore")
+            .find(|(s, _)| *s == Stage::Restore)
         {
             rep.fact(
                 "restore throughput",

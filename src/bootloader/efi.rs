@@ -273,8 +273,8 @@ pub fn ensure_efivarfs(dir: &Path) -> Result<()> {
     if is_efivarfs(dir) {
         return Ok(());
     }
-    if let Ok(index) = crate::init::kmod::Index::running() {
-        let mut loader = crate::init::kmod::Loader::new(index);
+    if let Ok(index) = crate::kmod::Index::running() {
+        let mut loader = crate::kmod::Loader::new(index);
         loader.load("efivarfs");
     }
     use nix::mount::MsFlags;

@@ -21,7 +21,7 @@ use anyhow::Result;
 use crate::layout::plan::{Plan, Table};
 use crate::manifest::{Firmware, Manifest};
 
-pub(crate) use crate::init::say;
+pub(crate) use crate::console::say;
 
 /// The stage's entry point: `target_root` holds the restored filesystems,
 /// mounted as the plan says.

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::netcfg::{Ip, StaticIp};
+
 /// What the image does once the hardware and the network are up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Action {
@@ -36,31 +38,6 @@ pub enum OnFail {
     Shell,
     Reboot,
     Poweroff,
-}
-
-/// `ip=`: how the network is configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Ip {
-    /// DHCP on the named interface, or on every interface with a link.
-    Dhcp { device: Option<String> },
-    /// The kernel's `ip=CLIENT:SERVER:GATEWAY:NETMASK:HOSTNAME:DEVICE:off:DNS0:DNS1`
-    /// form (CLIENT may carry a `/PREFIX` instead of NETMASK).
-    Static(StaticIp),
-    /// `ip=off`/`ip=none`: leave the network alone.
-    Off,
-    /// Nothing on the command line: DHCP on every interface with a link.
-    #[default]
-    Auto,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticIp {
-    pub address: std::net::Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<std::net::Ipv4Addr>,
-    pub hostname: Option<String>,
-    pub device: Option<String>,
-    pub dns: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,9 +12,7 @@
 //! Ctrl-Alt-Del (INT), work as on any init.
 
 pub mod cmdline;
-pub mod kmod;
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,6 +22,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::console::{say, uptime};
+use crate::kmod;
+use crate::stage::Stage;
 use cmdline::{Action, Done, OnFail, Settings};
 
 /// Exit status of `rewind recover --live` asking PID 1 for a shell.
@@ -31,8 +32,8 @@ pub const EXIT_SHELL: i32 = 3;
 /// Exit status of `rewind recover --live` when there is nothing more to do
 /// and the console should stay as it is (a plan was shown).
 pub const EXIT_HOLD: i32 = 4;
-/// Where the recovery writes the stage it is in, for PID 1 to name it when
-/// the recovery process dies without saying.
+/// Where the recovery writes the stage it is in ([`Stage::as_str`]), for
+/// PID 1 to name it when the recovery process dies without saying.
 pub const STAGE_FILE: &str = "/run/rewind/stage";
 
 /// Called first thing by `main`: become PID 1 or `/sbin/modprobe` when this
@@ -51,22 +52,6 @@ pub fn dispatch() {
     if std::process::id() == 1 || name.ends_with("init") {
         pid1();
     }
-}
-
-/// A line on the console, `rewind: ` first, flushed at once (the recovery
-/// stages and PID 1 speak the same way).
-pub fn say(msg: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "rewind: {msg}");
-    let _ = out.flush();
-}
-
-/// Seconds since boot, for the console.
-pub fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|t| t.parse().ok()))
-        .unwrap_or(0.0)
 }
 
 fn mount(source: &str, target: &str, fstype: &str, data: Option<&str>) {
@@ -247,12 +232,25 @@ fn reap(mut phase: Phase, settings: &Settings) -> Phase {
     }
 }
 
-fn current_stage() -> String {
-    std::fs::read_to_string(STAGE_FILE)
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "start".into())
+/// Record the stage the recovery enters in `path` ([`STAGE_FILE`]): its
+/// name, as on the console. Best effort: a recovery whose stage cannot be
+/// recorded still runs, and PID 1 then names the stage before.
+pub fn write_stage_file(path: &Path, stage: Stage) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(path, stage.as_str());
+}
+
+/// The stage the recovery last recorded in `path` ([`STAGE_FILE`]), if any.
+pub fn read_stage_file(path: &Path) -> Option<Stage> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The stage to name when the recovery process ended: `start` when it died
+/// before announcing any.
+fn current_stage() -> &'static str {
+    read_stage_file(Path::new(STAGE_FILE)).map_or("start", Stage::as_str)
 }
 
 fn after_recovery(status: WaitStatus, settings: &Settings) -> Phase {
@@ -379,5 +377,27 @@ fn finish(how: Done) -> ! {
     say(&format!("{what} failed: {e:?}; holding"));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_file_names_a_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run/rewind/stage");
+        assert_eq!(read_stage_file(&file), None, "no file yet");
+        for stage in Stage::ALL {
+            write_stage_file(&file, stage);
+            // The stage's name, as on the console.
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), stage.as_str());
+            assert_eq!(read_stage_file(&file), Some(stage));
+        }
+        std::fs::write(&file, "bootloader\n").unwrap();
+        assert_eq!(read_stage_file(&file), Some(Stage::Bootloader));
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(read_stage_file(&file), None);
     }
 }

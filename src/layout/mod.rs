@@ -1,6 +1,10 @@
 //! Recreating a captured disk layout on the disks present: plan, then
-//! partition, format and mount, each stage announced by a marker line
-//! (`== partition`) and each failure naming its stage and device.
+//! partition, format and mount ([`partition_disks`], [`format_disks`],
+//! [`mount_filesystems`]), each failure naming its stage and device.
+//!
+//! The stages print what they do but never announce themselves: their
+//! caller does, once per stage, with [`Stage`] — `rewind recreate` as
+//! `== partition`, the recovery as `rewind: == stage partition == [...]`.
 //!
 //! Data flows one way: manifest + present disks → [`plan::Plan`] (pure,
 //! printed first) → stages that only execute the plan. Nothing is written
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::manifest;
+use crate::stage::Stage;
 use format::Tools;
 use plan::{Content, DiskPlan, Plan, PlanOptions, Volume};
 use raw::{NoRawData, RawDir, RawRegion, RawSource};
@@ -141,7 +146,7 @@ pub fn plan_command(args: PlanArgs) -> Result<()> {
 
 /// `rewind recreate`.
 pub fn recreate_command(args: RecreateArgs) -> Result<()> {
-    stage("plan");
+    announce(Stage::Plan);
     let plan = make_plan(&args.layout, &args.target_root)
         .context("plan stage failed; nothing was written")?;
     print!("{plan}");
@@ -221,32 +226,35 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }
 
-fn stage(name: &str) {
-    println!("== {name}");
+/// `rewind recreate`'s marker line for a stage: `== partition`.
+fn announce(stage: Stage) {
+    println!("== {stage}");
 }
 
 fn warn(w: &str) {
     eprintln!("rewind: warning: {w}");
 }
 
-/// Run the stages of `plan`: partition, format, mount. Filesystems stay
-/// mounted under the target root when it succeeds.
+/// Run the stages of `plan`: partition, format, mount, each announced by
+/// its `== STAGE` line, then `== done`. Filesystems stay mounted under the
+/// target root when it succeeds.
 pub fn recreate(plan: &Plan, raw: &mut dyn RawSource, sys: &Path) -> Result<()> {
-    recreate_staged(plan, raw, sys, &mut |_| {})
+    preflight(plan).context("preflight check failed")?;
+    announce(Stage::Partition);
+    partition_disks(plan, sys)?;
+    announce(Stage::Format);
+    format_disks(plan, raw)?;
+    announce(Stage::Mount);
+    let mounted = mount_filesystems(plan)?;
+    // The end of the recreation, not a stage of its own.
+    println!("== done");
+    println!("{}", recreated(plan, mounted));
+    Ok(())
 }
 
-/// [`recreate`], calling `on_stage` as each stage (`partition`, `format`,
-/// `mount`) begins: the live image announces and reports them.
-pub fn recreate_staged(
-    plan: &Plan,
-    raw: &mut dyn RawSource,
-    sys: &Path,
-    on_stage: &mut dyn FnMut(&str),
-) -> Result<()> {
-    preflight(plan).context("preflight check failed")?;
-
-    on_stage("partition");
-    stage("partition");
+/// The partition stage: every disk's partition table written (after
+/// [`preflight`]).
+pub fn partition_disks(plan: &Plan, sys: &Path) -> Result<()> {
     for d in &plan.disks {
         let nodes = partition::partition_disk(d, sys)
             .with_context(|| format!("partition stage failed on {}", d.target.path))?;
@@ -261,9 +269,12 @@ pub fn recreate_staged(
             nodes.len()
         );
     }
+    Ok(())
+}
 
-    on_stage("format");
-    stage("format");
+/// The format stage: filesystems and swap made, raw regions (BIOS boot
+/// partitions, the boot gap) written from `raw`.
+pub fn format_disks(plan: &Plan, raw: &mut dyn RawSource) -> Result<()> {
     for d in &plan.disks {
         for v in &d.volumes {
             format_volume(d, v, raw)
@@ -274,9 +285,12 @@ pub fn recreate_staged(
                 .with_context(|| format!("format stage failed on {} (boot gap)", d.target.path))?;
         }
     }
+    Ok(())
+}
 
-    on_stage("mount");
-    stage("mount");
+/// The mount stage: the plan's filesystems mounted under its target root.
+/// Returns how many were mounted.
+pub fn mount_filesystems(plan: &Plan) -> Result<usize> {
     let (mounted, warnings) = mount::mount_all(&plan.mounts).context("mount stage failed")?;
     warnings.iter().for_each(|w| warn(w));
     for m in plan.mounts.iter() {
@@ -285,14 +299,17 @@ pub fn recreate_staged(
             Some(why) => println!("  {} not mounted: {why}", m.device),
         }
     }
-    stage("done");
-    println!(
+    Ok(mounted.len())
+}
+
+/// The line that sums a recreation up, once its filesystems are mounted.
+pub fn recreated(plan: &Plan, mounted: usize) -> String {
+    format!(
         "{} disk(s) recreated; {} filesystem(s) mounted under {}",
         plan.disks.len(),
-        mounted.len(),
+        mounted,
         plan.target_root
-    );
-    Ok(())
+    )
 }
 
 fn format_volume(d: &DiskPlan, v: &Volume, raw: &mut dyn RawSource) -> Result<()> {

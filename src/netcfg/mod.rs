@@ -18,8 +18,34 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::init::cmdline::{Ip, StaticIp};
 use crate::rtnetlink::Rtnetlink;
+
+/// How the network is configured: the kernel command line's `ip=`
+/// (init::cmdline parses it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Ip {
+    /// DHCP on the named interface, or on every interface with a link.
+    Dhcp { device: Option<String> },
+    /// The kernel's `ip=CLIENT:SERVER:GATEWAY:NETMASK:HOSTNAME:DEVICE:off:DNS0:DNS1`
+    /// form (CLIENT may carry a `/PREFIX` instead of NETMASK).
+    Static(StaticIp),
+    /// `ip=off`/`ip=none`: leave the network alone.
+    Off,
+    /// Nothing on the command line: DHCP on every interface with a link.
+    #[default]
+    Auto,
+}
+
+/// A static IPv4 configuration (`ip=ADDR::GW:MASK:HOST:DEV:off:DNS0:DNS1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticIp {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub device: Option<String>,
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
 
 /// A network interface as sysfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

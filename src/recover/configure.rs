@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::say;
+use crate::console::say;
 use crate::layout::plan;
 use crate::manifest::Manifest;
 use crate::retarget::{self, ChangeKind, Overrides};

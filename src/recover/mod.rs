@@ -1,5 +1,7 @@
-//! The recovery as named stages, each announced on the console by a marker
-//! line (`rewind: == stage fetch ==`) and reported to the server:
+//! The recovery as named stages ([`Stage`]), each run by one wrapper
+//! (`Recovery::stage`) that announces it on the console by a marker line
+//! (`rewind: == stage fetch == [9.4 s since boot]`), writes it to the file
+//! PID 1 reads, reports it to the server and names it in a failure:
 //!
 //! ```text
 //! fetch → plan → partition → format → mount → restore → configure → bootloader → finish
@@ -24,8 +26,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::client::ServerArgs;
-use crate::init::cmdline::{Action, Settings};
-use crate::init::{self, kmod, say};
+use crate::console::{say, uptime};
+use crate::init::{
+    self,
+    cmdline::{Action, Settings},
+};
+use crate::kmod;
 use crate::layout::{
     self,
     format::Tools,
@@ -35,8 +41,9 @@ use crate::layout::{
 use crate::manifest::Manifest;
 use crate::netcfg;
 use crate::raw_regions::RepoRaw;
+use crate::stage::Stage;
 use report::Reporter;
-use session::{RequestInfo, Session};
+use session::{RequestInfo, Session, Target};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -98,12 +105,12 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
 
 /// A failure and the stage it happened in.
 #[derive(Debug)]
-pub struct StageError {
-    pub stage: String,
+pub struct StageFailure {
+    pub stage: Stage,
     pub error: anyhow::Error,
 }
 
-impl std::fmt::Display for StageError {
+impl std::fmt::Display for StageFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "stage {} failed: {:#}", self.stage, self.error)
     }
@@ -162,21 +169,19 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
         eprintln!("rewind: warning: {w}");
     }
     let mut r = Recovery::new(settings, target_root, None);
-    r.enter("hardware");
-    hardware(&r.settings);
+    if let Err(e) = r.stage(Stage::Hardware, |r| hardware(&r.settings)) {
+        r.failed(&e);
+        return 1;
+    }
+    let network = r.stage(Stage::Network, |r| network(&r.settings));
     if r.settings.action == Action::Shell {
-        r.enter("network");
-        if let Err(e) = network(&r.settings) {
-            eprintln!("rewind: network: {e:#}");
+        if let Err(e) = network {
+            eprintln!("rewind: network: {:#}", e.error);
         }
         return init::EXIT_SHELL;
     }
-    r.enter("network");
-    if let Err(e) = network(&r.settings) {
-        r.failed(&StageError {
-            stage: "network".into(),
-            error: e,
-        });
+    if let Err(e) = network {
+        r.failed(&e);
         return 1;
     }
     match r.run() {
@@ -184,7 +189,7 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
             say(&format!(
                 "recovery finished in {} ({:.0} s since boot)",
                 human_duration(started.elapsed()),
-                init::uptime()
+                uptime()
             ));
             0
         }
@@ -206,13 +211,15 @@ fn human_duration(d: Duration) -> String {
 }
 
 /// Load the modules the hardware asks for, then give disks a moment to
-/// appear (USB and SATA probe in the background).
-fn hardware(settings: &Settings) {
+/// appear (USB and SATA probe in the background). Nothing here fails the
+/// stage: a module that does not load is a warning, and the stages that
+/// need a disk or a NIC say when there is none.
+fn hardware(settings: &Settings) -> Result<()> {
     let index = match kmod::Index::running() {
         Ok(i) => i,
         Err(e) => {
             say(&format!("warning: no module index: {e:#}"));
-            return;
+            return Ok(());
         }
     };
     let mut loader = kmod::Loader::new(index);
@@ -245,6 +252,7 @@ fn hardware(settings: &Settings) {
             disks.join(" ")
         }
     ));
+    Ok(())
 }
 
 /// Wait until the list of block devices has not changed for a second.
@@ -285,14 +293,35 @@ fn network(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// A stage's marker line on the console (after `rewind: `). The QEMU tests
+/// and the drills find the stages by it: keep it as it is.
+fn marker(stage: Stage, uptime: f64) -> String {
+    format!("== stage {stage} == [{uptime:.1} s since boot]")
+}
+
 /// One recovery: settings, where it stands, and who hears about it.
 pub struct Recovery {
     settings: Settings,
     target_root: PathBuf,
     ca: Option<PathBuf>,
-    stage: String,
+    /// The stage announced last; `None` before the first.
+    stage: Option<Stage>,
+    /// Where the stage is recorded for PID 1 ([`init::STAGE_FILE`]).
+    stage_file: PathBuf,
     reporter: Option<Reporter>,
     started: Instant,
+}
+
+/// What the fetch stage found.
+enum Fetched {
+    /// An armed request, and its snapshot's manifest.
+    Armed { target: Target, manifest: Manifest },
+    /// No armed request yet; the manifest to show a plan of, when the token
+    /// may read it.
+    Waiting {
+        target: Target,
+        preview: Option<Manifest>,
+    },
 }
 
 impl Recovery {
@@ -301,37 +330,34 @@ impl Recovery {
             settings,
             target_root: target_root.to_path_buf(),
             ca,
-            stage: "start".into(),
+            stage: None,
+            stage_file: PathBuf::from(init::STAGE_FILE),
             reporter: None,
             started: Instant::now(),
         }
     }
 
-    /// Announce a stage: the marker line, the stage file PID 1 reads, the server.
-    fn enter(&mut self, stage: &str) {
-        self.stage = stage.to_string();
-        let _ = std::fs::create_dir_all("/run/rewind");
-        let _ = std::fs::write(init::STAGE_FILE, stage);
-        say(&format!(
-            "== stage {stage} == [{:.1} s since boot]",
-            init::uptime()
-        ));
+    /// Run one stage: announce it (the marker line with the time since
+    /// boot, the stage file PID 1 reads, the server), then `work`, whose
+    /// error becomes a failure that names the stage.
+    fn stage<T>(
+        &mut self,
+        stage: Stage,
+        work: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T, StageFailure> {
+        self.stage = Some(stage);
+        init::write_stage_file(&self.stage_file, stage);
+        say(&marker(stage, uptime()));
         if let Some(r) = &self.reporter {
             r.stage(stage);
         }
-    }
-
-    fn fail<T>(&self, e: anyhow::Error) -> Result<T, StageError> {
-        Err(StageError {
-            stage: self.stage.clone(),
-            error: e,
-        })
+        work(self).map_err(|error| StageFailure { stage, error })
     }
 
     /// Print the failure and report it to the server when possible; leave
     /// the disks as they are, but unmount what is mounted so that what was
     /// written reaches them.
-    pub fn failed(&mut self, e: &StageError) {
+    pub fn failed(&mut self, e: &StageFailure) {
         say(&format!(
             "recovery FAILED in stage {}: {:#}",
             e.stage, e.error
@@ -341,7 +367,7 @@ impl Recovery {
         }
         nix::unistd::sync();
         match &self.reporter {
-            Some(r) => match r.result(false, &e.stage, &format!("{:#}", e.error)) {
+            Some(r) => match r.result(false, e.stage, &format!("{:#}", e.error)) {
                 Ok(()) => say("the failure was reported to the server"),
                 Err(err) => say(&format!(
                     "could not report the failure to the server: {err:#}"
@@ -351,120 +377,88 @@ impl Recovery {
         }
     }
 
-    fn run(&mut self) -> Result<Outcome, StageError> {
-        self.enter("fetch");
-        let session = match Session::open(&self.settings, self.ca.as_deref()) {
-            Ok(s) => s,
-            Err(e) => return self.fail(e),
-        };
-        say(&format!(
-            "server {} ({} token); this machine: {}",
-            session.base(),
-            session.kind,
-            session.macs.join(" ")
-        ));
-        let mut target = match session.find_target(&self.settings) {
-            Ok(t) => t,
-            Err(e) => return self.fail(e),
-        };
-
-        // No armed request: show what would be done, write nothing, and ask
-        // again until one is armed.
-        if target.request.is_none() {
-            if session.can_read_manifests() {
-                let m = match session.manifest_for(&self.settings, &target) {
-                    Ok(m) => m,
-                    Err(e) => return self.fail(e),
-                };
+    fn run(&mut self) -> Result<Outcome, StageFailure> {
+        let (session, fetched) = self.stage(Stage::Fetch, |r| {
+            let session = Session::open(&r.settings, r.ca.as_deref())?;
+            say(&format!(
+                "server {} ({} token); this machine: {}",
+                session.base(),
+                session.kind,
+                session.macs.join(" ")
+            ));
+            let target = session.find_target(&r.settings)?;
+            let fetched = if target.request.is_some() {
+                let manifest = r.fetch_armed(&session, &target)?;
+                Fetched::Armed { target, manifest }
+            } else if session.can_read_manifests() {
+                let m = session.manifest_for(&r.settings, &target)?;
                 describe(&m, None);
-                self.enter("plan");
-                match self.plan(&m) {
-                    Ok(p) => print!("{p}"),
-                    Err(e) => return self.fail(e),
+                Fetched::Waiting {
+                    target,
+                    preview: Some(m),
                 }
             } else {
-                say(&format!(
-                    "{} is known to the server; a {} token may not read its manifest before a \
-                     recovery is armed, so the plan is shown then",
-                    target.host, session.kind
-                ));
-            }
-            if self.settings.action == Action::Plan {
-                say("plan only (rewind.action=plan): nothing was written");
-                return Ok(Outcome::Planned);
-            }
-            say(&format!(
-                "no recovery request is armed for {}: nothing was written; waiting for one \
-                 (`rewind request {}` on the server), asking every {} s",
-                target.host,
-                target.host,
-                self.settings.poll.as_secs()
-            ));
-            loop {
-                std::thread::sleep(self.settings.poll);
-                match session.find_target(&self.settings) {
-                    Ok(t) if t.request.is_some() => {
-                        target = t;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => say(&format!("warning: asking the server: {e:#}")),
+                Fetched::Waiting {
+                    target,
+                    preview: None,
                 }
-            }
-            self.enter("fetch");
-        }
-        let req = target.request.clone().unwrap_or_default();
-        say(&format!(
-            "recovery request {} ({}): {} to snapshot {} taken {}",
-            req.id, req.state, target.host, req.snapshot, req.snapshot_time
-        ));
-        merge_request_overrides(&mut self.settings.overrides, &req);
-        if self.settings.action == Action::Plan {
-            // A plan reports nothing (the request stays armed), but a boot
-            // token still needs the request's token to read the manifest.
-            if !session.can_read_manifests()
-                && let Err(e) = session.recovery_client(&req)
-            {
-                return self.fail(e);
-            }
-        } else {
-            self.start_reporting(&session, &req);
-        }
-        let manifest = match session.manifest_for(&self.settings, &target) {
-            Ok(m) => m,
-            Err(e) => return self.fail(e),
-        };
-        describe(&manifest, Some(&req));
+            };
+            Ok((session, fetched))
+        })?;
 
-        self.enter("plan");
-        let the_plan = match self.plan(&manifest) {
-            Ok(p) => p,
-            Err(e) => return self.fail(e),
+        let (target, manifest) = match fetched {
+            Fetched::Armed { target, manifest } => (target, manifest),
+            // No armed request: show what would be done, write nothing, and
+            // ask again until one is armed.
+            Fetched::Waiting { target, preview } => {
+                match preview {
+                    Some(m) => {
+                        let p = self.stage(Stage::Plan, |r| r.plan(&m))?;
+                        print!("{p}");
+                    }
+                    None => say(&format!(
+                        "{} is known to the server; a {} token may not read its manifest before a \
+                         recovery is armed, so the plan is shown then",
+                        target.host, session.kind
+                    )),
+                }
+                if self.settings.action == Action::Plan {
+                    say("plan only (rewind.action=plan): nothing was written");
+                    return Ok(Outcome::Planned);
+                }
+                let target = self.wait_for_request(&session, &target);
+                let manifest = self.stage(Stage::Fetch, |r| r.fetch_armed(&session, &target))?;
+                (target, manifest)
+            }
         };
-        print!("{the_plan}");
-        if self.settings.action == Action::Plan {
+
+        let prepared = self.stage(Stage::Plan, |r| {
+            let the_plan = r.plan(&manifest)?;
+            print!("{the_plan}");
+            if r.settings.action == Action::Plan {
+                return Ok(None);
+            }
+            // The last look before the first byte is written: still armed?
+            session
+                .still_armed(&target)
+                .context("nothing was written")?;
+            // The repository: raw regions (boot gap, BIOS boot partition)
+            // for the format stage, file trees for the restore.
+            let repo = if manifest.trees().is_empty() {
+                None
+            } else {
+                Some(session.repository(&target.host).context(
+                    "cannot open the host's repository on the server; nothing was written",
+                )?)
+            };
+            layout::preflight(&the_plan).context("preflight check failed")?;
+            Ok(Some((the_plan, repo)))
+        })?;
+        let Some((the_plan, repo)) = prepared else {
             say("plan only (rewind.action=plan): nothing was written");
             return Ok(Outcome::Planned);
-        }
-
-        // The last look before the first byte is written: still armed?
-        if let Err(e) = session.still_armed(&target) {
-            return self.fail(e.context("nothing was written"));
-        }
-        // The repository: raw regions (boot gap, BIOS boot partition) for
-        // the format stage, file trees for the restore.
-        let repo = if manifest.trees().is_empty() {
-            None
-        } else {
-            match session.repository(&target.host) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    return self.fail(e.context(
-                        "cannot open the host's repository on the server; nothing was written",
-                    ));
-                }
-            }
         };
+
         let mut raw: Box<dyn RawSource> = match &repo {
             Some(repo) => Box::new(RepoRaw {
                 repo,
@@ -472,50 +466,40 @@ impl Recovery {
             }),
             None => Box::new(NoRawData),
         };
-        let reporter = self.reporter.clone();
-        let result =
-            layout::recreate_staged(&the_plan, raw.as_mut(), Path::new("/sys"), &mut |stage| {
-                self.stage = stage.to_string();
-                let _ = std::fs::write(init::STAGE_FILE, stage);
-                say(&format!(
-                    "== stage {stage} == [{:.1} s since boot]",
-                    init::uptime()
-                ));
-                if let Some(r) = &reporter {
-                    r.stage(stage);
-                }
-            });
+        let sys = Path::new("/sys");
+        self.stage(Stage::Partition, |_| {
+            layout::partition_disks(&the_plan, sys)
+        })?;
+        self.stage(Stage::Format, |_| {
+            layout::format_disks(&the_plan, raw.as_mut())
+        })?;
+        self.stage(Stage::Mount, |_| {
+            let mounted = layout::mount_filesystems(&the_plan)?;
+            println!("{}", layout::recreated(&the_plan, mounted));
+            Ok(())
+        })?;
         drop(raw);
-        if let Err(e) = result {
-            return self.fail(e);
-        }
 
-        self.enter("restore");
-        let restored = match self.restore(repo.as_ref(), &manifest, &the_plan) {
-            Ok(r) => r,
-            Err(e) => return self.fail(e),
-        };
-
-        self.enter("configure");
-        if let Err(e) = self.configure(&manifest, &the_plan) {
-            return self.fail(e);
-        }
-
-        self.enter("bootloader");
-        if let Err(e) = crate::bootloader::run(
-            &manifest,
-            &the_plan,
-            &self.target_root,
-            self.settings.reinstall_grub,
-        ) {
-            return self.fail(e);
-        }
-
-        self.enter("finish");
-        if let Err(e) = layout::mount::unmount_below(&self.target_root) {
-            return self.fail(e.context("cannot unmount the recovered filesystems"));
-        }
-        nix::unistd::sync();
+        let restored = self.stage(Stage::Restore, |r| {
+            r.restore(repo.as_ref(), &manifest, &the_plan)
+        })?;
+        self.stage(Stage::Configure, |r| {
+            configure::configure(&manifest, &the_plan, &r.settings.overrides)
+        })?;
+        self.stage(Stage::Bootloader, |r| {
+            crate::bootloader::run(
+                &manifest,
+                &the_plan,
+                &r.target_root,
+                r.settings.reinstall_grub,
+            )
+        })?;
+        self.stage(Stage::Finish, |r| {
+            layout::mount::unmount_below(&r.target_root)
+                .context("cannot unmount the recovered filesystems")?;
+            nix::unistd::sync();
+            Ok(())
+        })?;
         let summary = format!(
             "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}",
             target.host,
@@ -528,11 +512,56 @@ impl Recovery {
         );
         say(&summary);
         if let Some(r) = &self.reporter
-            && let Err(e) = r.result(true, "finish", &summary)
+            && let Err(e) = r.result(true, Stage::Finish, &summary)
         {
             say(&format!("warning: could not report the result: {e:#}"));
         }
         Ok(Outcome::Recovered)
+    }
+
+    /// The fetch stage once a request is armed: the request's overrides,
+    /// progress reports from now on (not for a plan), and the manifest of
+    /// its snapshot.
+    fn fetch_armed(&mut self, session: &Session, target: &Target) -> Result<Manifest> {
+        let req = target.request.clone().unwrap_or_default();
+        say(&format!(
+            "recovery request {} ({}): {} to snapshot {} taken {}",
+            req.id, req.state, target.host, req.snapshot, req.snapshot_time
+        ));
+        merge_request_overrides(&mut self.settings.overrides, &req);
+        if self.settings.action == Action::Plan {
+            // A plan reports nothing (the request stays armed), but a boot
+            // token still needs the request's token to read the manifest.
+            if !session.can_read_manifests() {
+                session.recovery_client(&req)?;
+            }
+        } else {
+            self.start_reporting(session, &req);
+        }
+        let manifest = session.manifest_for(&self.settings, target)?;
+        describe(&manifest, Some(&req));
+        Ok(manifest)
+    }
+
+    /// Ask the server every `rewind.poll` seconds until a request for this
+    /// machine is armed. A failed question is a warning: the next one may
+    /// work.
+    fn wait_for_request(&self, session: &Session, target: &Target) -> Target {
+        say(&format!(
+            "no recovery request is armed for {}: nothing was written; waiting for one \
+             (`rewind request {}` on the server), asking every {} s",
+            target.host,
+            target.host,
+            self.settings.poll.as_secs()
+        ));
+        loop {
+            std::thread::sleep(self.settings.poll);
+            match session.find_target(&self.settings) {
+                Ok(t) if t.request.is_some() => return t,
+                Ok(_) => {}
+                Err(e) => say(&format!("warning: asking the server: {e:#}")),
+            }
+        }
     }
 
     fn start_reporting(&mut self, session: &Session, req: &RequestInfo) {
@@ -542,7 +571,9 @@ impl Recovery {
         match session.recovery_client(req) {
             Ok(Some(c)) => {
                 let r = Reporter::start(c);
-                r.stage(&self.stage);
+                if let Some(stage) = self.stage {
+                    r.stage(stage);
+                }
                 self.reporter = Some(r);
             }
             Ok(None) => say(
@@ -661,10 +692,6 @@ impl Recovery {
             r.restored(total);
         }
         Ok(out)
-    }
-
-    fn configure(&self, m: &Manifest, the_plan: &plan::Plan) -> Result<()> {
-        configure::configure(m, the_plan, &self.settings.overrides)
     }
 }
 
@@ -786,6 +813,40 @@ mod tests {
         merge_request_overrides(&mut none, &req);
         assert_eq!(none.hostname.as_deref(), Some("from-request"));
         assert_eq!(none.addresses.len(), 2);
+    }
+
+    #[test]
+    fn the_marker_line_stays_as_the_tests_read_it() {
+        assert_eq!(
+            marker(Stage::Fetch, 12.34),
+            "== stage fetch == [12.3 s since boot]"
+        );
+        assert_eq!(
+            marker(Stage::Bootloader, 100.0),
+            "== stage bootloader == [100.0 s since boot]"
+        );
+    }
+
+    #[test]
+    fn a_stage_is_recorded_and_its_failure_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recovery::new(Settings::default(), dir.path(), None);
+        r.stage_file = dir.path().join("run/rewind/stage");
+        let seen = r.stage(Stage::Restore, |r| Ok(r.stage)).unwrap();
+        assert_eq!(seen, Some(Stage::Restore));
+        assert_eq!(init::read_stage_file(&r.stage_file), Some(Stage::Restore));
+        let e = r
+            .stage(Stage::Format, |_| -> Result<()> {
+                Err(anyhow!("mkfs.ext4 exited with status 1"))
+                    .context("format stage failed on /dev/vda2")
+            })
+            .unwrap_err();
+        assert_eq!(e.stage, Stage::Format);
+        assert_eq!(
+            e.to_string(),
+            "stage format failed: format stage failed on /dev/vda2: mkfs.ext4 exited with status 1"
+        );
+        assert_eq!(init::read_stage_file(&r.stage_file), Some(Stage::Format));
     }
 
     #[test]

@@ -10,12 +10,14 @@ use anyhow::Result;
 
 use crate::client::Client;
 use crate::progress::Progress;
+use crate::stage::Stage;
 
 const EVERY: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct State {
-    stage: String,
+    /// `None` until the first stage is announced: nothing to report yet.
+    stage: Option<Stage>,
     message: String,
     /// Bytes restored by the filesystems already done.
     base: u64,
@@ -55,9 +57,9 @@ impl Reporter {
         self.0.changed.notify_all();
     }
 
-    pub fn stage(&self, stage: &str) {
+    pub fn stage(&self, stage: Stage) {
         self.update(|st| {
-            st.stage = stage.to_string();
+            st.stage = Some(stage);
             st.message.clear();
             st.progress = None;
         });
@@ -83,12 +85,12 @@ impl Reporter {
     }
 
     /// Stop the progress reports and send the result.
-    pub fn result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
+    pub fn result(&self, ok: bool, stage: Stage, message: &str) -> Result<()> {
         if let Ok(mut st) = self.0.state.lock() {
             st.stop = true;
         }
         self.0.changed.notify_all();
-        self.0.client.report_result(ok, stage, message)
+        self.0.client.report_result(ok, stage.as_str(), message)
     }
 }
 
@@ -112,12 +114,14 @@ fn run(inner: &Inner) {
             }
             st.dirty = false;
             let done = st.base + st.progress.as_ref().map_or(0, |p| p.bytes());
-            (st.stage.clone(), done, st.total, st.message.clone())
+            (st.stage, done, st.total, st.message.clone())
         };
-        if stage.is_empty() {
+        let Some(stage) = stage else {
             continue;
-        }
-        if let Err(e) = inner.client.report_progress(&stage, done, total, &message)
+        };
+        if let Err(e) = inner
+            .client
+            .report_progress(stage.as_str(), done, total, &message)
             && let Ok(mut st) = inner.state.lock()
             && !st.warned
         {

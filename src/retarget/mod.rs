@@ -11,15 +11,16 @@
 //! ```text
 //! let present = present_nics(Path::new("/sys"))?;             // this machine's NICs
 //! let (matches, warnings) = match_nics(&m.network.interfaces, &present);
-//! let (ov, bad) = Overrides::from_cmdline(&cmdline);           // rewind.hostname=, rewind.address=
+//! let ov = init::cmdline::parse(&cmdline).overrides;            // rewind.hostname=, rewind.address=
 //! let changes = retarget(Path::new("/target"), &m, &matches, &ov, &disk_ids)?;
 //! ```
 //!
 //! - [`present_nics`]`(sys: &Path) -> Result<Vec<PresentNic>>`
 //! - [`match_nics`]`(captured: &[Interface], present: &[PresentNic]) -> (Vec<NicMatch>, Vec<String>)`
 //! - [`parse_hostname`]`(&str) -> Result<String, String>`,
-//!   [`parse_address`]`(&str) -> Result<AddressOverride, String>`,
-//!   [`Overrides::from_cmdline`]`(&str) -> (Overrides, Vec<String>)`
+//!   [`parse_address`]`(&str) -> Result<AddressOverride, String>` (the
+//!   kernel command line's `rewind.hostname=` and `rewind.address=`, which
+//!   init::cmdline parses into [`Overrides`])
 //! - [`retarget`]`(root, &Manifest, &[NicMatch], &Overrides, &[(old_by_id, new_by_id)]) -> Result<Vec<Change>>`
 //!
 //! What [`retarget`] does, each step listing a [`Change`] per edit:
@@ -118,32 +119,6 @@ impl AddressOverride {
     /// `A/P`.
     pub fn cidr(&self) -> String {
         format!("{}/{}", self.ip, self.prefix)
-    }
-}
-
-impl Overrides {
-    /// The overrides on a kernel command line; the second value lists
-    /// settings that were not understood (and were ignored), for the console.
-    pub fn from_cmdline(cmdline: &str) -> (Overrides, Vec<String>) {
-        let mut ov = Overrides::default();
-        let mut warnings = Vec::new();
-        for word in crate::init::cmdline::split(cmdline) {
-            let Some((key, value)) = word.split_once('=') else {
-                continue;
-            };
-            match key {
-                "rewind.hostname" => match parse_hostname(value) {
-                    Ok(h) => ov.hostname = Some(h),
-                    Err(e) => warnings.push(format!("{word}: {e}; ignored")),
-                },
-                "rewind.address" => match parse_address(value) {
-                    Ok(a) => ov.addresses.push(a),
-                    Err(e) => warnings.push(format!("{word}: {e}; ignored")),
-                },
-                _ => {}
-            }
-        }
-        (ov, warnings)
     }
 }
 

@@ -696,10 +696,12 @@ fn override_values() {
     ] {
         assert!(parse_address(bad).is_err(), "{bad}");
     }
-    let (o, warnings) = Overrides::from_cmdline(
+    // The kernel command line's overrides, as the recovery reads them.
+    let parsed = crate::init::cmdline::parse(
         "console=ttyS0 rewind.hostname=web2 rewind.address=lan0:198.51.100.7/25:198.51.100.1 \
          rewind.address=lan0:2001:db8:1::7/64 rewind.address=bad rewind.server=x",
     );
+    let (o, warnings) = (parsed.overrides, parsed.warnings);
     assert_eq!(o.hostname.as_deref(), Some("web2"));
     assert_eq!(o.addresses.len(), 2);
     assert_eq!(warnings.len(), 1);
