@@ -310,6 +310,9 @@ pub struct Recovery {
     stage_file: PathBuf,
     reporter: Option<Reporter>,
     started: Instant,
+    /// How long each stage run so far took, in order (a stage run twice,
+    /// like fetch after waiting for a request, appears twice).
+    timings: Vec<(Stage, Duration)>,
 }
 
 /// What the fetch stage found.
@@ -334,6 +337,7 @@ impl Recovery {
             stage_file: PathBuf::from(init::STAGE_FILE),
             reporter: None,
             started: Instant::now(),
+            timings: Vec::new(),
         }
     }
 
@@ -351,7 +355,20 @@ impl Recovery {
         if let Some(r) = &self.reporter {
             r.stage(stage);
         }
-        work(self).map_err(|error| StageFailure { stage, error })
+        let started = Instant::now();
+        let result = work(self);
+        self.timings.push((stage, started.elapsed()));
+        result.map_err(|error| StageFailure { stage, error })
+    }
+
+    /// `fetch 2.1s, plan 0.3s, ...`: where a recovery spent its time.
+    fn timings_line(&self) -> String {
+        let parts: Vec<String> = self
+            .timings
+            .iter()
+            .map(|(s, d)| format!("{s} {}", human_duration(*d)))
+            .collect();
+        parts.join(", ")
     }
 
     /// Print the failure and report it to the server when possible; leave
@@ -362,6 +379,7 @@ impl Recovery {
             "recovery FAILED in stage {}: {:#}",
             e.stage, e.error
         ));
+        say(&format!("stage times: {}", self.timings_line()));
         if self.target_root.exists() {
             let _ = layout::mount::unmount_below(&self.target_root);
         }
@@ -511,6 +529,7 @@ impl Recovery {
             human_duration(self.started.elapsed())
         );
         say(&summary);
+        say(&format!("stage times: {}", self.timings_line()));
         if let Some(r) = &self.reporter
             && let Err(e) = r.result(true, Stage::Finish, &summary)
         {
@@ -847,6 +866,10 @@ mod tests {
             "stage format failed: format stage failed on /dev/vda2: mkfs.ext4 exited with status 1"
         );
         assert_eq!(init::read_stage_file(&r.stage_file), Some(Stage::Format));
+        // Both runs are timed, the failed one too.
+        let timed: Vec<Stage> = r.timings.iter().map(|(s, _)| *s).collect();
+        assert_eq!(timed, [Stage::Restore, Stage::Format]);
+        assert!(r.timings_line().starts_with("restore 0.0s, format 0.0s"));
     }
 
     #[test]
