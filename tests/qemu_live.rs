@@ -29,19 +29,10 @@ const OTHER_MAC: &str = "52:54:00:ab:cd:ef";
 const BOOT: Duration = Duration::from_secs(180);
 const RECOVERY: Duration = Duration::from_secs(900);
 
-const ALL_STAGES: [&str; 11] = [
-    "hardware",
-    "network",
-    "fetch",
-    "plan",
-    "partition",
-    "format",
-    "mount",
-    "restore",
-    "configure",
-    "bootloader",
-    "finish",
-];
+/// Every stage's name, in order, as the console spells it.
+fn all_stages() -> Vec<&'static str> {
+    rewind::stage::Stage::ALL.map(|s| s.as_str()).to_vec()
+}
 
 fn logs_dir() -> PathBuf {
     let d = std::env::var_os("REWIND_QEMU_LOGS")
@@ -390,14 +381,15 @@ fn follow_after_fetch(vm: &mut Qemu) {
     assert!(status.success(), "QEMU: {status}");
     let console = vm.console();
     let seen = stages(&console);
-    let firsts: Vec<&str> = ALL_STAGES
+    let all = all_stages();
+    let firsts: Vec<&str> = all
         .iter()
         .copied()
         .filter(|s| seen.iter().any(|x| x == s))
         .collect();
-    assert_eq!(firsts, ALL_STAGES, "stages seen: {seen:?}");
+    assert_eq!(firsts, all, "stages seen: {seen:?}");
     let mut last = 0;
-    for s in ALL_STAGES {
+    for s in all {
         let i = seen.iter().rposition(|x| x == s).unwrap();
         assert!(i >= last, "stage {s} out of order: {seen:?}");
         last = i;
