@@ -152,7 +152,7 @@ impl Index {
             .chain(self.aliases.get(""))
             .flatten();
         for (pattern, module) in candidates {
-            if glob(pattern.as_bytes(), name.as_bytes()) {
+            if crate::util::glob::matches(pattern.as_bytes(), name.as_bytes()) {
                 out.insert(module.clone());
             }
         }
@@ -197,85 +197,6 @@ impl Index {
     pub fn path_of(&self, name: &str) -> Option<PathBuf> {
         self.paths.get(&normalize(name)).map(|p| self.dir.join(p))
     }
-}
-
-/// fnmatch(3) without flags: `*`, `?` and `[...]` (ranges, `!`/`^` negation).
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let (mut star_p, mut star_t) = (None, 0);
-    while t < text.len() {
-        if p < pattern.len() {
-            match pattern[p] {
-                b'*' => {
-                    star_p = Some(p);
-                    star_t = t;
-                    p += 1;
-                    continue;
-                }
-                b'?' => {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-                b'[' => {
-                    if let Some((matched, next)) = class(&pattern[p..], text[t]) {
-                        if matched {
-                            p += next;
-                            t += 1;
-                            continue;
-                        }
-                    } else if text[t] == b'[' {
-                        p += 1;
-                        t += 1;
-                        continue;
-                    }
-                }
-                c if c == text[t] => {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star_p {
-            Some(sp) => {
-                p = sp + 1;
-                star_t += 1;
-                t = star_t;
-            }
-            None => return false,
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// Match `c` against the class at the start of `pattern` (`[...]`):
-/// (matched, length of the class), or `None` when it is not a class.
-fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(pattern.get(i), Some(b'!' | b'^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    while i < pattern.len() {
-        let lo = pattern[i];
-        if lo == b']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
-            let hi = pattern[i + 2];
-            matched |= lo <= c && c <= hi;
-            i += 3;
-        } else {
-            matched |= lo == c;
-            i += 1;
-        }
-    }
-    None
 }
 
 /// Loads modules and remembers what it did.
@@ -472,33 +393,6 @@ pub fn modprobe_main(args: &[String]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_like_fnmatch() {
-        assert!(glob(
-            b"pci:v00001AF4d00001000sv*sd*bc*sc*i*",
-            b"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
-        ));
-        assert!(!glob(
-            b"pci:v00001AF4d00001001sv*",
-            b"pci:v00001AF4d00001000sv00001AF4"
-        ));
-        assert!(glob(b"virtio:d00000001v*", b"virtio:d00000001v00001AF4"));
-        assert!(glob(b"a?c", b"abc"));
-        assert!(!glob(b"a?c", b"ac"));
-        assert!(glob(b"*", b""));
-        assert!(glob(b"x[0-9]y", b"x5y"));
-        assert!(!glob(b"x[!0-9]y", b"x5y"));
-        assert!(glob(b"x[^a]y", b"xby"));
-        assert!(glob(
-            b"usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
-            b"usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"
-        ));
-        assert!(glob(b"acpi*:PNP0A08:*", b"acpi:PNP0A08:PNP0A03:"));
-        assert!(glob(b"a*b*c", b"aXXbYYbZc"));
-        assert!(!glob(b"a*b*c", b"aXXbYYbZ"));
-        assert!(glob(b"[]]", b"]"));
-    }
 
     fn sample() -> Index {
         Index::parse(

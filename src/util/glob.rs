@@ -124,6 +124,34 @@ mod tests {
         assert!(m("x[", "x["));
     }
 
+    /// What module loading relied on (from kmod's tests).
+    #[test]
+    fn modules_alias_patterns() {
+        assert!(matches(
+            b"pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+            b"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+        ));
+        assert!(!matches(
+            b"pci:v00001AF4d00001001sv*",
+            b"pci:v00001AF4d00001000sv00001AF4"
+        ));
+        assert!(matches(b"virtio:d00000001v*", b"virtio:d00000001v00001AF4"));
+        assert!(matches(b"a?c", b"abc"));
+        assert!(!matches(b"a?c", b"ac"));
+        assert!(matches(b"*", b""));
+        assert!(matches(b"x[0-9]y", b"x5y"));
+        assert!(!matches(b"x[!0-9]y", b"x5y"));
+        assert!(matches(b"x[^a]y", b"xby"));
+        assert!(matches(
+            b"usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
+            b"usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"
+        ));
+        assert!(matches(b"acpi*:PNP0A08:*", b"acpi:PNP0A08:PNP0A03:"));
+        assert!(matches(b"a*b*c", b"aXXbYYbZc"));
+        assert!(!matches(b"a*b*c", b"aXXbYYbZ"));
+        assert!(matches(b"[]]", b"]"));
+    }
+
     #[test]
     fn classes() {
         assert!(m("eth[0-9]", "eth3"));
