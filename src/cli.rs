@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::browse;
 use crate::capture::CaptureOptions;
-use crate::catalog;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
@@ -171,7 +171,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("rewind: no snapshots in {}", repo.describe());
             }
             for m in shown {
-                println!("{}", catalog::describe_snapshot(m));
+                println!("{}", browse::describe_snapshot(m));
             }
             Ok(())
         }
@@ -183,7 +183,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let m = repo.find_snapshot(&snapshot, host.as_deref())?;
-            let listed = catalog::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
+            let listed = browse::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
             if listed.is_none() {
                 bail!(
                     "{path}: no such file or directory in snapshot {}",
@@ -195,7 +195,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Find { repo, pattern } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
-            let n = catalog::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
+            let n = browse::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
             if n == 0 {
                 bail!("no snapshot holds a path matching {pattern:?}");
             }
@@ -367,12 +367,12 @@ fn restore_cmd(
         })?;
     let only = paths
         .iter()
-        .map(|p| catalog::relative_to(fs_mount, p))
+        .map(|p| browse::relative_to(fs_mount, p))
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
     let started = std::time::Instant::now();
-    let entries = repo.tree_entries(&catalog::tree_of(fs)?)?;
+    let entries = repo.tree_entries(&browse::tree_of(fs)?)?;
     let progress = Progress::new(
         format!("rewind: restoring {fs_mount}"),
         fs.data.as_ref().map(|d| d.bytes),

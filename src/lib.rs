@@ -2,8 +2,8 @@
 //! See DESIGN notes in docs/ and the README.
 
 pub mod bootloader;
+pub mod browse;
 pub mod capture;
-pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod cmd;

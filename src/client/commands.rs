@@ -8,9 +8,9 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{RepoArg, ServerArgs};
-use crate::catalog::human_bytes;
 use crate::server::forget::{self, Policy};
 use crate::server::prune;
+use crate::util::size::human_bytes;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \

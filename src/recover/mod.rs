@@ -525,7 +525,7 @@ impl Recovery {
             manifest.snapshot.time,
             the_plan.disks.len(),
             restored.files,
-            crate::catalog::human_bytes(restored.bytes),
+            crate::util::size::human_bytes(restored.bytes),
             human_duration(self.started.elapsed())
         );
         say(&summary);
@@ -669,7 +669,7 @@ impl Recovery {
         let mut done_before = 0;
         let mut out = Restored::default();
         for (fs, data, target) in jobs {
-            let tree = crate::catalog::tree_of(fs)?;
+            let tree = crate::browse::tree_of(fs)?;
             let entries = repo
                 .tree_entries(&tree)
                 .with_context(|| format!("cannot read the file tree of {}", data.from))?;
@@ -700,7 +700,7 @@ impl Recovery {
                 data.from,
                 stats.files,
                 stats.dirs,
-                crate::catalog::human_bytes(stats.bytes),
+                crate::util::size::human_bytes(stats.bytes),
                 human_duration(t.elapsed())
             ));
             done_before += data.bytes;
@@ -791,7 +791,7 @@ fn describe(m: &Manifest, req: Option<&RequestInfo>) {
         m.snapshot.time,
         m.disks.len(),
         m.filesystems.len(),
-        crate::catalog::human_bytes(data),
+        crate::util::size::human_bytes(data),
         req.map_or_else(String::new, |r| format!("; request {} ({})", r.id, r.state))
     ));
 }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::util::size::human_bytes;
+
 use anyhow::{Context, Result};
 
 use crate::manifest::{Filesystem, Manifest};
@@ -186,9 +188,6 @@ pub fn describe_snapshot(m: &Manifest) -> String {
         mounts.join(" ")
     )
 }
-
-// Until every caller names util directly.
-pub use crate::util::size::human_bytes;
 
 /// A path given on the command line for a restore, relative to `mount`.
 pub fn relative_to(mount: &str, path: &Path) -> Result<Vec<u8>> {
