@@ -27,9 +27,10 @@ pub struct FoundPartition {
     pub dev: (u32, u32),
 }
 
-/// The partition table, boot code and boot gap of one disk.
+/// What capture reads from a disk's first and last sectors: its partition
+/// table (GPT or MBR), boot code and boot gap.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Table {
+pub struct DiskTables {
     pub gpt: Option<Gpt>,
     pub mbr: Option<Mbr>,
     pub boot_code: Option<String>,
@@ -102,7 +103,7 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
             (table, None)
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            (Table::default(), Some(e.to_string()))
+            (DiskTables::default(), Some(e.to_string()))
         }
         Err(e) => {
             return Err(e).with_context(|| {
@@ -189,17 +190,17 @@ pub fn parse_dev(s: &str) -> Option<(u32, u32)> {
 }
 
 /// Read the partition table of a disk (or disk image) of `size` bytes.
-pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<Table> {
+pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<DiskTables> {
     let ss = u64::from(sector_size);
     let mut lba0 = vec![0u8; sector_size as usize];
     dev.seek(SeekFrom::Start(0))?;
     dev.read_exact(&mut lba0).context("cannot read LBA 0")?;
-    let mut table = Table {
+    let mut table = DiskTables {
         boot_code: lba0[..440]
             .iter()
             .any(|&b| b != 0)
             .then(|| crate::util::hex::encode(&lba0[..440])),
-        ..Table::default()
+        ..DiskTables::default()
     };
     if lba0[510..512] != [0x55, 0xaa] {
         return Ok(table); // no MBR, hence no table: a whole-disk filesystem or blank
@@ -328,7 +329,7 @@ mod tests {
     use std::process::Command;
 
     /// Partition an image file with sfdisk (no root needed) and read it back.
-    fn table_of(script: &str, size_mib: u64) -> Table {
+    fn table_of(script: &str, size_mib: u64) -> DiskTables {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.img");
         let f = File::create(&img).unwrap();
@@ -475,7 +476,10 @@ mod tests {
     #[test]
     fn blank_disk_has_no_table() {
         let mut c = std::io::Cursor::new(vec![0u8; 1 << 20]);
-        assert_eq!(read_table(&mut c, 512, 1 << 20).unwrap(), Table::default());
+        assert_eq!(
+            read_table(&mut c, 512, 1 << 20).unwrap(),
+            DiskTables::default()
+        );
     }
 
     #[test]

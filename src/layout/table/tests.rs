@@ -4,7 +4,7 @@
 //! image files without root.
 
 use super::*;
-use crate::probe::disks::{Table as ReadTable, read_table};
+use crate::probe::disks::{DiskTables as ReadTable, read_table};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
