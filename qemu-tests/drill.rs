@@ -17,6 +17,9 @@
 //! skipped without them unless REWIND_REQUIRE_QEMU_TESTS=1. `scripts/drill`
 //! sets everything up and runs them.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/qemu_util/mod.rs"]

@@ -105,7 +105,11 @@ pub fn ls(
     out: &mut dyn FnMut(String),
 ) -> Result<Option<usize>> {
     let (fs, rel) = locate(m, path)?;
-    let from = &fs.data.as_ref().unwrap().from;
+    let from = &fs
+        .data
+        .as_ref()
+        .context("this filesystem has no data in the snapshot")?
+        .from;
     let mut n = 0;
     let mut found_dir = false;
     for e in repo.tree_entries(&tree_of(fs)?)? {

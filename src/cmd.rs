@@ -56,6 +56,7 @@ pub fn run_allowing(program: &str, args: &[&str], ok_codes: &[i32]) -> Result<(i
 /// Run `program` (a path inside `root`) with `root` as its root directory
 /// and a plain PATH, as [`run`] does: a failure names the command and its
 /// stderr. For the restored system's own tools (grub-install).
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 pub fn run_chroot(root: &std::path::Path, program: &str, args: &[&str]) -> Result<String> {
     use std::os::unix::process::CommandExt;
     let line = format!("chroot {} {}", root.display(), display_argv(program, args));

@@ -6,6 +6,9 @@
 //! repository (the code path of the live recovery: plan, then
 //! `recreate` with the repository as the raw source), and the bytes compared.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};

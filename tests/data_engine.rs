@@ -2,6 +2,9 @@
 //! filesystems on loop devices — point in time, deduplication without
 //! reading unchanged files, damage detection, and crash safety.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! hostile trees cannot write outside its target, and subset restores.
 //! Root only (chown, mknod, trusted.* and security.* xattrs).
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 
 use std::collections::HashMap;

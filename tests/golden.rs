@@ -16,6 +16,9 @@
 //! (The recovery image's API calls are kept the same way under
 //! tests/fixtures/api/.)
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

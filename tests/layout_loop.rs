@@ -9,6 +9,9 @@
 //! This host's kernel cannot mount vfat, so every run passes
 //! `--skip-mount vfat`: the ESP is made and compared, not mounted.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,9 @@
 //! UUIDs and labels, mount them, run `rewind capture --manifest-only`, and
 //! check every recorded field against what the test created.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

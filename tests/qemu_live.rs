@@ -8,6 +8,9 @@
 //! at a time. Every console goes to REWIND_QEMU_LOGS (default
 //! target/qemu-logs/) for the post-mortem.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 mod qemu_util;
 mod server_util;

@@ -3,6 +3,9 @@
 //! input, `at=` selection, recovery requests and their tokens, boot scripts,
 //! forget — and the operator commands.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod server_util;
 
 use reqwest::StatusCode;

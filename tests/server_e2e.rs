@@ -4,6 +4,9 @@
 //! during an upload and during a restore, forget + prune — each restore
 //! checked by rsync.
 
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod common;
 mod server_util;
 

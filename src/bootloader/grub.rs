@@ -242,7 +242,7 @@ fn tools(root: &Path) -> Result<Tools> {
         ["usr/sbin", "usr/bin", "sbin", "bin"]
             .iter()
             .map(|d| Path::new("/").join(d).join(name))
-            .find(|p| root.join(p.strip_prefix("/").unwrap()).exists())
+            .find(|p| root.join(p.strip_prefix("/").unwrap_or(p)).exists())
             .map(|p| p.display().to_string())
     };
     let (install, mkconfig, cfg) = if let Some(i) = find("grub-install") {

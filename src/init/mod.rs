@@ -89,6 +89,7 @@ fn early_mounts() {
 
 /// Without /dev/console in the initramfs the kernel starts init with no
 /// descriptors: open the console now that devtmpfs is there.
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 fn console() {
     use std::os::fd::IntoRawFd;
     // SAFETY: fcntl(F_GETFD) only asks whether descriptor 1 is open.
@@ -142,6 +143,7 @@ enum Phase {
 }
 
 /// The supervisor. Never returns.
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 fn pid1() -> ! {
     early_mounts();
     console();
@@ -310,6 +312,7 @@ fn console_tty() -> String {
         .map_or_else(|| "/dev/console".into(), |t| format!("/dev/{t}"))
 }
 
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 fn start_shell() -> Option<Pid> {
     let tty = console_tty();
     let file = match std::fs::OpenOptions::new()

@@ -63,6 +63,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const RETRIES: u32 = 20;
 const NODE_WAIT: Duration = Duration::from_secs(10);
 
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 fn blkpg_op(disk: &File, op: c_int, w: &Wanted) -> nix::Result<()> {
     let mut part = BlkpgPartition {
         start: w.start as i64,
@@ -98,7 +99,8 @@ fn retry_busy(mut f: impl FnMut() -> nix::Result<()>) -> nix::Result<()> {
 
 /// Bring the kernel's partitions of disk `name` (open as `disk`) in line
 /// with `wanted`, then wait for their device nodes. Returns the node paths.
-pub fn sync_partitions(
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
+pub(super) fn sync_partitions(
     disk: &File,
     name: &str,
     sys: &Path,

@@ -265,6 +265,7 @@ struct PacketSocket {
 }
 
 impl PacketSocket {
+    #[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
     fn open(ifindex: u32) -> Result<PacketSocket> {
         use std::os::fd::FromRawFd;
         let proto = (libc::ETH_P_IP as u16).to_be();
@@ -300,6 +301,7 @@ impl PacketSocket {
         Ok(s)
     }
 
+    #[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
     fn addr(&self, hw: [u8; 8]) -> libc::sockaddr_ll {
         // SAFETY: sockaddr_ll is plain data; all zeros is valid.
         let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -311,6 +313,7 @@ impl PacketSocket {
         a
     }
 
+    #[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
     fn send_broadcast(&self, packet: &[u8]) -> Result<()> {
         let addr = self.addr([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
         // SAFETY: buffer and address are valid for the lengths given.
@@ -331,6 +334,7 @@ impl PacketSocket {
     }
 
     /// One packet, or `None` when `timeout` passes.
+    #[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
     fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
         let mut pfd = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(&self.fd),

@@ -259,6 +259,7 @@ fn mounts_of(mountinfo: &[MountInfo], dev: (u32, u32), path: &Path, fs_type: &st
 
 /// A mounted filesystem's identity from the kernel (FS_IOC_GETFSUUID and
 /// FS_IOC_GETFSLABEL on its mount point), for when its device cannot be read.
+#[allow(unsafe_code)] // reviewed: each unsafe block has its SAFETY note
 fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem> {
     #[repr(C)]
     struct FsUuid2 {

@@ -15,7 +15,7 @@ use crate::layout::plan;
 use crate::manifest::Manifest;
 use crate::retarget::{self, ChangeKind, Overrides};
 
-pub fn configure(m: &Manifest, the_plan: &plan::Plan, overrides: &Overrides) -> Result<()> {
+pub(super) fn configure(m: &Manifest, the_plan: &plan::Plan, overrides: &Overrides) -> Result<()> {
     let Some(root) = the_plan
         .mounts
         .iter()

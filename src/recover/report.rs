@@ -35,10 +35,10 @@ struct Inner {
 }
 
 #[derive(Clone)]
-pub struct Reporter(Arc<Inner>);
+pub(super) struct Reporter(Arc<Inner>);
 
 impl Reporter {
-    pub fn start(client: Arc<Client>) -> Reporter {
+    pub(super) fn start(client: Arc<Client>) -> Reporter {
         let inner = Arc::new(Inner {
             client,
             state: Mutex::new(State::default()),
@@ -57,7 +57,7 @@ impl Reporter {
         self.0.changed.notify_all();
     }
 
-    pub fn stage(&self, stage: Stage) {
+    pub(super) fn stage(&self, stage: Stage) {
         self.update(|st| {
             st.stage = Some(stage);
             st.message.clear();
@@ -66,7 +66,7 @@ impl Reporter {
     }
 
     /// A filesystem's restore starts: `base` of `total` bytes are done.
-    pub fn restoring(&self, from: &str, base: u64, total: u64, progress: Arc<Progress>) {
+    pub(super) fn restoring(&self, from: &str, base: u64, total: u64, progress: Arc<Progress>) {
         self.update(|st| {
             st.message = from.to_string();
             st.base = base;
@@ -75,7 +75,7 @@ impl Reporter {
         });
     }
 
-    pub fn restored(&self, total: u64) {
+    pub(super) fn restored(&self, total: u64) {
         self.update(|st| {
             st.message.clear();
             st.base = total;
@@ -85,7 +85,7 @@ impl Reporter {
     }
 
     /// Stop the progress reports and send the result.
-    pub fn result(&self, ok: bool, stage: Stage, message: &str) -> Result<()> {
+    pub(super) fn result(&self, ok: bool, stage: Stage, message: &str) -> Result<()> {
         if let Ok(mut st) = self.0.state.lock() {
             st.stop = true;
         }

@@ -45,7 +45,7 @@ impl LocalDir {
     }
 
     fn file(&self, name: &str) -> Result<std::sync::Arc<File>> {
-        let mut open = self.open.lock().unwrap();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = open.get(name) {
             return Ok(f);
         }
@@ -118,7 +118,10 @@ impl Backend for LocalDir {
     }
 
     fn remove(&self, name: &str) -> Result<()> {
-        self.open.lock().unwrap().remove(name);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let path = self.path(name);
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
     }
@@ -130,20 +133,20 @@ impl Backend for LocalDir {
 
 /// A tiny least-recently-used map for open file handles.
 mod lru {
-    pub struct Lru<K, V> {
+    pub(super) struct Lru<K, V> {
         cap: usize,
         items: Vec<(K, V)>,
     }
 
     impl<K: PartialEq + std::borrow::Borrow<str>, V: Clone> Lru<K, V> {
-        pub fn new(cap: usize) -> Self {
+        pub(super) fn new(cap: usize) -> Self {
             Lru {
                 cap,
                 items: Vec::new(),
             }
         }
 
-        pub fn get(&mut self, k: &str) -> Option<V> {
+        pub(super) fn get(&mut self, k: &str) -> Option<V> {
             let i = self.items.iter().position(|(key, _)| key.borrow() == k)?;
             let item = self.items.remove(i);
             let v = item.1.clone();
@@ -151,14 +154,14 @@ mod lru {
             Some(v)
         }
 
-        pub fn put(&mut self, k: K, v: V) {
+        pub(super) fn put(&mut self, k: K, v: V) {
             if self.items.len() >= self.cap {
                 self.items.remove(0);
             }
             self.items.push((k, v));
         }
 
-        pub fn remove(&mut self, k: &str) {
+        pub(super) fn remove(&mut self, k: &str) {
             self.items.retain(|(key, _)| key.borrow() != k);
         }
     }

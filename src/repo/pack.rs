@@ -119,8 +119,7 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<PackEntry>> {
         bytes.len() >= 12 && &bytes[bytes.len() - 8..] == INDEX_MAGIC,
         "no index magic"
     );
-    let n =
-        u32::from_le_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().unwrap()) as usize;
+    let n = le_u32(&bytes[bytes.len() - 12..bytes.len() - 8]) as usize;
     ensure!(
         n.is_multiple_of(ENTRY_LEN) && n + 12 <= bytes.len(),
         "index length {n} is inconsistent"
@@ -132,11 +131,11 @@ pub fn decode_index(bytes: &[u8]) -> Result<Vec<PackEntry>> {
             bail!("unknown blob kind {}", e[32]);
         };
         out.push(PackEntry {
-            id: ChunkId(e[..32].try_into().unwrap()),
+            id: ChunkId(e[..32].try_into().expect("a 32-byte slice")),
             kind,
-            offset: u64::from_le_bytes(e[33..41].try_into().unwrap()),
-            stored_len: u32::from_le_bytes(e[41..45].try_into().unwrap()),
-            plain_len: u32::from_le_bytes(e[45..49].try_into().unwrap()),
+            offset: u64::from_le_bytes(e[33..41].try_into().expect("an 8-byte slice")),
+            stored_len: le_u32(&e[41..45]),
+            plain_len: le_u32(&e[45..49]),
         });
     }
     Ok(out)
@@ -148,7 +147,12 @@ pub fn index_tail_len(last12: &[u8]) -> Result<usize> {
         last12.len() == 12 && &last12[4..] == INDEX_MAGIC,
         "no index magic at the end of the pack"
     );
-    Ok(u32::from_le_bytes(last12[..4].try_into().unwrap()) as usize + 12)
+    Ok(le_u32(&last12[..4]) as usize + 12)
+}
+
+/// A little-endian u32 from a slice the caller cut to 4 bytes.
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("a 4-byte slice"))
 }
 
 #[cfg(test)]

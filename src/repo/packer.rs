@@ -15,7 +15,7 @@ use crate::tree::ChunkId;
 /// Blobs are handed over in batches of about this many plain bytes.
 const BATCH_BYTES: usize = 4 << 20;
 
-pub struct Blob {
+pub(super) struct Blob {
     pub id: ChunkId,
     pub kind: BlobKind,
     pub data: Vec<u8>,
@@ -23,7 +23,7 @@ pub struct Blob {
 
 /// Packs written since the last flush, and what they hold.
 #[derive(Default)]
-pub struct Written {
+pub(super) struct Written {
     pub packs: Vec<(String, Vec<PackEntry>)>,
     pub bytes_stored: u64,
 }
@@ -33,7 +33,7 @@ enum Msg {
     Flush(SyncSender<Result<Written>>),
 }
 
-pub struct Packer {
+pub(super) struct Packer {
     batch: Vec<Blob>,
     batch_bytes: usize,
     tx: Option<SyncSender<Msg>>,
@@ -41,7 +41,7 @@ pub struct Packer {
 }
 
 impl Packer {
-    pub fn new(backend: Arc<dyn Backend>, pack_target: usize, level: i32) -> Packer {
+    pub(super) fn new(backend: Arc<dyn Backend>, pack_target: usize, level: i32) -> Packer {
         // Two batches in flight: enough to keep zstd busy, bounded memory.
         let (tx, rx) = sync_channel(2);
         let thread = std::thread::Builder::new()
@@ -56,7 +56,7 @@ impl Packer {
         }
     }
 
-    pub fn add(&mut self, blob: Blob) -> Result<()> {
+    pub(super) fn add(&mut self, blob: Blob) -> Result<()> {
         self.batch_bytes += blob.data.len();
         self.batch.push(blob);
         if self.batch_bytes >= BATCH_BYTES {
@@ -75,7 +75,7 @@ impl Packer {
     }
 
     /// Compress and write everything added so far; returns the packs written.
-    pub fn flush(&mut self) -> Result<Written> {
+    pub(super) fn flush(&mut self) -> Result<Written> {
         self.send_batch()?;
         let (reply_tx, reply_rx) = sync_channel(1);
         self.tx()

@@ -264,6 +264,8 @@ impl Qemu {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(logfile.try_clone().unwrap()));
         // QEMU dies with the test process, however that ends.
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        #[allow(unsafe_code)]
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
