@@ -174,18 +174,42 @@ impl Book {
     }
 }
 
+/// The recorded answers, for the recorder to give (a fixture not recorded
+/// yet: `{}`).
+fn recorded_replies() -> BTreeMap<String, Value> {
+    [
+        ("/v1/recovery/progress", "responses/recovery_progress"),
+        ("/v1/recovery/result", "responses/recovery_result"),
+        ("/v1/hosts/web1/requests", "responses/request_create"),
+        ("/v1/tokens", "responses/token_create"),
+        ("/v1/forget", "responses/forget"),
+        ("/v1/prune", "responses/prune"),
+    ]
+    .into_iter()
+    .filter(|(_, name)| fixtures().join(format!("{name}.json")).exists())
+    .map(|(path, name)| (path.to_string(), read_fixture(name)))
+    .collect()
+}
+
 fn read_fixture(name: &str) -> Value {
     let path = fixtures().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (record with REWIND_RECORD_API_FIXTURES=1)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (record with REWIND_RECORD_API_FIXTURES=1)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
 // ---- a fake server that records what the client sends ----
 
+/// Requests seen: method, path with query, body.
+type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
 struct Recorder {
     url: String,
-    seen: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 impl Recorder {
@@ -194,7 +218,7 @@ impl Recorder {
     fn start(replies: BTreeMap<String, Value>) -> Recorder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let seen2 = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -245,7 +269,14 @@ impl Recorder {
             .iter()
             .rev()
             .find(|(m, p, _)| m == method && p == path)
-            .unwrap_or_else(|| panic!("no {method} {path} was sent; sent: {:?}", seen.iter().map(|(m, p, _)| format!("{m} {p}")).collect::<Vec<_>>()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {method} {path} was sent; sent: {:?}",
+                    seen.iter()
+                        .map(|(m, p, _)| format!("{m} {p}"))
+                        .collect::<Vec<_>>()
+                )
+            });
         serde_json::from_slice(body).unwrap()
     }
 
@@ -273,7 +304,7 @@ fn fake_token() -> String {
 
 /// The request bodies, sent by the client code to the recorder.
 fn client_bodies(book: &mut Book) {
-    let r = Recorder::start(BTreeMap::new());
+    let r = Recorder::start(recorded_replies());
     let c = rewind::client::Client::new(&r.url, &fake_token(), None, None).unwrap();
     c.report_progress("restore", 3 << 30, 8 << 30, "/ (ext4)")
         .unwrap();
@@ -341,7 +372,13 @@ struct Api {
 }
 
 impl Api {
-    fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> (StatusCode, String) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, String) {
         let mut rb = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.url))
@@ -354,7 +391,14 @@ impl Api {
     }
 
     /// A JSON answer with the status expected.
-    fn json(&self, want: StatusCode, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value {
+    fn json(
+        &self,
+        want: StatusCode,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Value {
         let (st, text) = self.call(method, path, token, body);
         assert_eq!(st, want, "{method} {path}: {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
@@ -395,15 +439,24 @@ fn server_answers(book: &mut Book) {
     let ok = StatusCode::OK;
     let created = StatusCode::CREATED;
 
-    book.json("responses/whoami_admin", api.json(ok, "GET", "/v1/whoami", &admin, None));
+    book.json(
+        "responses/whoami_admin",
+        api.json(ok, "GET", "/v1/whoami", &admin, None),
+    );
     let body = read_fixture_or_live("requests/token_create_host", book);
     let host_token = api.json(created, "POST", "/v1/tokens", &admin, Some(&body));
     book.json("responses/token_create", host_token.clone());
     let host_token = token_of(&host_token);
     let body = read_fixture_or_live("requests/token_create_boot", book);
     let boot = token_of(&api.json(created, "POST", "/v1/tokens", &admin, Some(&body)));
-    book.json("responses/whoami_host", api.json(ok, "GET", "/v1/whoami", &host_token, None));
-    book.json("responses/whoami_boot", api.json(ok, "GET", "/v1/whoami", &boot, None));
+    book.json(
+        "responses/whoami_host",
+        api.json(ok, "GET", "/v1/whoami", &host_token, None),
+    );
+    book.json(
+        "responses/whoami_boot",
+        api.json(ok, "GET", "/v1/whoami", &boot, None),
+    );
 
     // A capture's uploads and commits.
     let (pack, bytes) = a_pack();
@@ -416,7 +469,10 @@ fn server_answers(book: &mut Book) {
             .send()
             .unwrap();
         let st = resp.status();
-        (st, serde_json::from_str::<Value>(&resp.text().unwrap()).unwrap())
+        (
+            st,
+            serde_json::from_str::<Value>(&resp.text().unwrap()).unwrap(),
+        )
     };
     let pack_path = format!("packs/{}/{pack}.pack", &pack[..2]);
     let (st, v) = put(&pack_path, bytes.clone());
@@ -437,16 +493,28 @@ fn server_answers(book: &mut Book) {
     }
     book.json(
         "responses/files_list",
-        api.json(ok, "GET", "/v1/hosts/web1/files?prefix=snapshots/", &host_token, None),
+        api.json(
+            ok,
+            "GET",
+            "/v1/hosts/web1/files?prefix=snapshots/",
+            &host_token,
+            None,
+        ),
     );
     book.json(
         "responses/snapshots",
         api.json(ok, "GET", "/v1/hosts/web1/snapshots", &host_token, None),
     );
-    book.json("responses/hosts", api.json(ok, "GET", "/v1/hosts", &admin, None));
+    book.json(
+        "responses/hosts",
+        api.json(ok, "GET", "/v1/hosts", &admin, None),
+    );
     let resp = api
         .http
-        .get(format!("{}/v1/hosts/{HOST}/manifest?at=2025-06-02T12:00:00Z", s.url))
+        .get(format!(
+            "{}/v1/hosts/{HOST}/manifest?at=2025-06-02T12:00:00Z",
+            s.url
+        ))
         .bearer_auth(&host_token)
         .send()
         .unwrap();
@@ -466,7 +534,10 @@ fn server_answers(book: &mut Book) {
 
     // Identification before anything is armed.
     let identify = format!("/v1/identify?mac={MAC}");
-    book.json("responses/identify_idle", api.json(ok, "GET", &identify, &admin, None));
+    book.json(
+        "responses/identify_idle",
+        api.json(ok, "GET", &identify, &admin, None),
+    );
     let other = token_of(&api.json(
         created,
         "POST",
@@ -487,13 +558,22 @@ fn server_answers(book: &mut Book) {
     let body = read_fixture_or_live("requests/request_create_overrides", book);
     book.json(
         "responses/request_create",
-        api.json(created, "POST", "/v1/hosts/web1/requests", &admin, Some(&body)),
+        api.json(
+            created,
+            "POST",
+            "/v1/hosts/web1/requests",
+            &admin,
+            Some(&body),
+        ),
     );
     book.json(
         "responses/requests_armed",
         api.json(ok, "GET", "/v1/requests?host=web1", &admin, None),
     );
-    book.json("responses/identify_armed", api.json(ok, "GET", &identify, &boot, None));
+    book.json(
+        "responses/identify_armed",
+        api.json(ok, "GET", &identify, &boot, None),
+    );
     let script = api
         .http
         .get(format!("{}/boot/ipxe?mac={MAC}&token={boot}", s.url))
@@ -501,7 +581,10 @@ fn server_answers(book: &mut Book) {
         .unwrap()
         .text()
         .unwrap();
-    book.text("boot_ipxe_armed.txt", &script.replace(&s.url, "http://SERVER"));
+    book.text(
+        "boot_ipxe_armed.txt",
+        &script.replace(&s.url, "http://SERVER"),
+    );
     let recovery = script
         .split("rewind.token=")
         .nth(1)
@@ -510,8 +593,14 @@ fn server_answers(book: &mut Book) {
         .next()
         .unwrap()
         .to_string();
-    book.json("responses/whoami_recovery", api.json(ok, "GET", "/v1/whoami", &recovery, None));
-    let me = book.json("responses/recovery", api.json(ok, "GET", "/v1/recovery", &recovery, None));
+    book.json(
+        "responses/whoami_recovery",
+        api.json(ok, "GET", "/v1/whoami", &recovery, None),
+    );
+    let me = book.json(
+        "responses/recovery",
+        api.json(ok, "GET", "/v1/recovery", &recovery, None),
+    );
     let _ = me;
     let id = api.json(ok, "GET", "/v1/recovery", &recovery, None)["id"]
         .as_str()
@@ -537,7 +626,13 @@ fn server_answers(book: &mut Book) {
     );
     book.json(
         "responses/error_unauthorized",
-        api.json(StatusCode::UNAUTHORIZED, "GET", "/v1/recovery", &recovery, None),
+        api.json(
+            StatusCode::UNAUTHORIZED,
+            "GET",
+            "/v1/recovery",
+            &recovery,
+            None,
+        ),
     );
     let idle = api
         .http
@@ -550,7 +645,13 @@ fn server_answers(book: &mut Book) {
 
     // Cancel.
     let body = read_fixture_or_live("requests/request_create", book);
-    let armed = api.json(created, "POST", "/v1/hosts/web1/requests", &admin, Some(&body));
+    let armed = api.json(
+        created,
+        "POST",
+        "/v1/hosts/web1/requests",
+        &admin,
+        Some(&body),
+    );
     let id = armed["request"]["id"].as_str().unwrap().to_string();
     book.json(
         "responses/request_cancel",
@@ -558,17 +659,42 @@ fn server_answers(book: &mut Book) {
     );
     book.json(
         "responses/error_conflict",
-        api.json(StatusCode::CONFLICT, "DELETE", &format!("/v1/requests/{id}"), &admin, None),
+        api.json(
+            StatusCode::CONFLICT,
+            "DELETE",
+            &format!("/v1/requests/{id}"),
+            &admin,
+            None,
+        ),
     );
-    book.json("responses/requests_finished", api.json(ok, "GET", "/v1/requests", &admin, None));
+    book.json(
+        "responses/requests_finished",
+        api.json(ok, "GET", "/v1/requests", &admin, None),
+    );
 
     // Operators.
-    book.json("responses/tokens_list", api.json(ok, "GET", "/v1/tokens", &admin, None));
+    book.json(
+        "responses/tokens_list",
+        api.json(ok, "GET", "/v1/tokens", &admin, None),
+    );
     let body = read_fixture_or_live("requests/forget", book);
-    book.json("responses/forget", api.json(ok, "POST", "/v1/forget", &admin, Some(&body)));
+    book.json(
+        "responses/forget",
+        api.json(ok, "POST", "/v1/forget", &admin, Some(&body)),
+    );
     let body = read_fixture_or_live("requests/prune_host", book);
-    book.json("responses/prune", api.json(ok, "POST", "/v1/prune", &admin, Some(&body)));
-    book.json("responses/stats", api.json(ok, "GET", "/v1/stats", &admin, None));
+    book.json(
+        "responses/prune",
+        api.json(ok, "POST", "/v1/prune", &admin, Some(&body)),
+    );
+    book.json(
+        "responses/stats",
+        api.json(ok, "GET", "/v1/stats", &admin, None),
+    );
+    // No token needed.
+    let (st, text) = api.call("GET", "/v1/version", "", None);
+    assert_eq!(st, ok, "{text}");
+    book.json("responses/version", serde_json::from_str(&text).unwrap());
 }
 
 /// A request body: the one the client just sent (in this run's book).
@@ -577,6 +703,94 @@ fn read_fixture_or_live(name: &str, book: &Book) -> Value {
         .get(name)
         .cloned()
         .unwrap_or_else(|| read_fixture(name))
+}
+
+/// A fixture read as `T` and written again is the fixture: every field is
+/// known to the type, with its name and type.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(name: &str) {
+    let recorded = read_fixture(name);
+    let typed: T = serde_json::from_value(recorded.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{name} does not parse as {}: {e}",
+            std::any::type_name::<T>()
+        )
+    });
+    let again = serde_json::to_value(&typed).unwrap();
+    assert_eq!(again, recorded, "{name} as {}", std::any::type_name::<T>());
+}
+
+#[test]
+fn every_fixture_reads_as_its_api_type() {
+    use rewind::api::*;
+    round_trip::<ForgetRequest>("requests/forget");
+    round_trip::<PruneRequest>("requests/prune");
+    round_trip::<PruneRequest>("requests/prune_host");
+    round_trip::<ProgressReport>("requests/recovery_progress");
+    round_trip::<ResultReport>("requests/recovery_result_failed");
+    round_trip::<ResultReport>("requests/recovery_result_ok");
+    round_trip::<NewRequest>("requests/request_create");
+    round_trip::<NewRequest>("requests/request_create_overrides");
+    round_trip::<NewToken>("requests/token_create_boot");
+    round_trip::<NewToken>("requests/token_create_host");
+    for e in ["conflict", "forbidden", "not_found", "unauthorized"] {
+        round_trip::<ErrorBody>(&format!("responses/error_{e}"));
+    }
+    round_trip::<Stored>("responses/file_put_again");
+    round_trip::<Stored>("responses/file_put_new");
+    round_trip::<Stored>("responses/snapshot_commit");
+    round_trip::<Vec<String>>("responses/files_list");
+    round_trip::<ForgetAnswer>("responses/forget");
+    round_trip::<Vec<HostSummary>>("responses/hosts");
+    round_trip::<Identified>("responses/identify_armed");
+    round_trip::<Identified>("responses/identify_idle");
+    round_trip::<PruneAnswer>("responses/prune");
+    for r in [
+        "recovery",
+        "recovery_progress",
+        "recovery_result",
+        "request_cancel",
+        "request_get",
+    ] {
+        round_trip::<RecoveryRequest>(&format!("responses/{r}"));
+    }
+    round_trip::<CreatedRequest>("responses/request_create");
+    for r in ["armed", "finished", "running"] {
+        round_trip::<Vec<RecoveryRequest>>(&format!("responses/requests_{r}"));
+    }
+    round_trip::<Vec<SnapshotSummary>>("responses/snapshots");
+    round_trip::<Stats>("responses/stats");
+    round_trip::<CreatedToken>("responses/token_create");
+    round_trip::<Vec<TokenInfo>>("responses/tokens_list");
+    round_trip::<Versions>("responses/version");
+    for w in ["admin", "boot", "host", "recovery"] {
+        round_trip::<WhoAmI>(&format!("responses/whoami_{w}"));
+    }
+    // Every fixture is read above (but the manifest's headers, not JSON
+    // of the API).
+    let mut names = Vec::new();
+    for sub in ["requests", "responses"] {
+        for e in std::fs::read_dir(fixtures().join(sub)).unwrap() {
+            names.push(format!(
+                "{sub}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    let source = include_str!("api_fixtures.rs");
+    for n in names {
+        let n = n.trim_end_matches(".json");
+        let base = n.rsplit('_').next().unwrap_or(n);
+        assert!(
+            source.contains(&format!("\"{n}\"")) || source.contains(&format!("\"{base}\"")),
+            "fixture {n} is not read by every_fixture_reads_as_its_api_type"
+        );
+    }
+    // The recovery image's request states and token kinds are the enums'.
+    let running: Vec<RecoveryRequest> =
+        serde_json::from_value(read_fixture("responses/requests_running")).unwrap();
+    assert_eq!(running[0].state, RequestState::Running);
+    let who: WhoAmI = serde_json::from_value(read_fixture("responses/whoami_recovery")).unwrap();
+    assert_eq!(who.scope.kind(), TokenKind::Recovery);
 }
 
 #[test]

@@ -8,13 +8,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::manifest::{self, Manifest};
-use crate::repo::Repo;
 use crate::repo::pack;
+use crate::repo::{CONFIG_TEXT, Repo};
 use crate::tree::{ChunkId, Kind};
 
 use super::state::write_atomic;
-
-pub const CONFIG_TEXT: &[u8] = b"rewind repository 1\n";
 
 /// An error with the HTTP status it maps to.
 #[derive(Debug)]
@@ -166,7 +164,7 @@ pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Refused> {
 }
 
 pub fn put_config(dir: &Path, bytes: &[u8]) -> Result<(), Refused> {
-    if bytes != CONFIG_TEXT {
+    if bytes != CONFIG_TEXT.as_bytes() {
         return Err(refused(400, "unsupported repository version"));
     }
     let path = dir.join("config");
@@ -210,7 +208,7 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
 pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
     let path = dir.join("config");
     if !path.exists() {
-        write_atomic(&path, CONFIG_TEXT)?;
+        write_atomic(&path, CONFIG_TEXT.as_bytes())?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! TLS for the server (rustls with ring): certificate files, or a
-//! self-signed pair generated once (rcgen) and kept in DIR/tls; and the
-//! certificate's SHA-256, which clients pin.
+//! self-signed pair generated once (rcgen) and kept in DIR/tls. The
+//! certificate's SHA-256, which clients pin, is `crate::api::fingerprint`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,11 +49,6 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
         );
     }
     load_pem(&cert, &key)
-}
-
-/// SHA-256 of a certificate (DER), lowercase hex.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    crate::probe::disks::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }
 
 pub fn server_config(
