@@ -549,6 +549,18 @@ fn server_answers(book: &mut Book) {
         "responses/error_not_found",
         api.json(StatusCode::NOT_FOUND, "GET", &identify, &other, None),
     );
+    // The client sees the status as a typed error, and reads the versions.
+    let c = rewind::client::Client::new(&s.url, &other, None, None).unwrap();
+    let e = c.identify(&[MAC.to_string()]).unwrap_err();
+    assert!(
+        matches!(
+            rewind::client::api_error(&e),
+            Some(rewind::api::ApiError::NotFound(_))
+        ),
+        "{e:#}"
+    );
+    assert!(format!("{e:#}").contains("404 Not Found"), "{e:#}");
+    assert_eq!(c.versions().unwrap(), rewind::api::Versions::this_build());
     book.json(
         "responses/error_forbidden",
         api.json(StatusCode::FORBIDDEN, "GET", "/v1/hosts", &host_token, None),

@@ -4,7 +4,6 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::files::Refused;
 use crate::api::ApiError;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -19,11 +18,5 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
-    }
-}
-
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> ApiError {
-        ApiError::from_status(r.status, r.message)
     }
 }

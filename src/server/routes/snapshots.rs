@@ -40,7 +40,7 @@ pub(super) async fn get_manifest(
                     .ok_or_else(|| ApiError::NotFound(format!("no snapshot {id}")));
             }
             let at = q.get("at").map(String::as_str).unwrap_or("latest");
-            Ok(files::snapshot_at(&dir, at)?)
+            files::snapshot_at(&dir, at)
         })
         .await?;
     let xml = crate::manifest::to_xml(&m).map_err(|e| ApiError::Internal(e.to_string()))?;
