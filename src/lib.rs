@@ -1,6 +1,7 @@
 //! rewind: bare-metal recovery of whole Linux machines to a point in time.
 //! See DESIGN notes in docs/ and the README.
 
+pub mod api;
 pub mod bootloader;
 pub mod browse;
 pub mod capture;

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
 
 use super::{RepoArg, ServerArgs};
-use crate::server::forget::{self, Policy};
-use crate::server::prune;
+use crate::api::{
+    DEFAULT_GRACE, ForgetRequest, NewRequest, NewToken, PruneRequest, RecoveryRequest,
+    RequestState, Scope,
+};
+use crate::repo::forget::{self, Policy};
+use crate::repo::prune;
 use crate::util::size::human_bytes;
 
 #[derive(clap::Args, Debug)]
@@ -105,63 +108,50 @@ pub struct PruneArgs {
     pub repo: RepoArg,
     /// Leave packs younger than this alone (a capture still running may be
     /// about to reference them): 90s, 30m, 6h, 2d.
-    #[arg(long, default_value = crate::server::api::DEFAULT_GRACE)]
+    #[arg(long, default_value = DEFAULT_GRACE)]
     pub grace: String,
     /// Show what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
 
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
 pub fn request_command(args: RequestArgs) -> Result<()> {
     let client = args.server.client()?;
     if args.cancel {
-        let list = client.get_json(&format!("/v1/requests?host={}", args.host))?;
-        let active: Vec<&Value> = list
-            .as_array()
+        let active: Vec<RecoveryRequest> = client
+            .requests(Some(&args.host))?
             .into_iter()
-            .flatten()
-            .filter(|r| matches!(str_of(r, "state"), "armed" | "running"))
+            .filter(|r| r.state.is_active())
             .collect();
         if active.is_empty() {
             bail!("{} has no armed or running recovery request", args.host);
         }
         for r in active {
-            client.delete(&format!("/v1/requests/{}", str_of(r, "id")))?;
-            println!(
-                "cancelled {} ({} of {})",
-                str_of(r, "id"),
-                str_of(r, "state"),
-                args.host
-            );
+            client.cancel_request(&r.id)?;
+            println!("cancelled {} ({} of {})", r.id, r.state, args.host);
         }
         return Ok(());
     }
-    let answer = client.post_json(
-        &format!("/v1/hosts/{}/requests", args.host),
-        &json!({ "at": args.at, "hostname": args.hostname, "addresses": args.addresses }),
+    let answer = client.create_request(
+        &args.host,
+        &NewRequest {
+            at: args.at,
+            hostname: args.hostname,
+            addresses: args.addresses,
+        },
     )?;
-    let r = &answer["request"];
+    let r = &answer.request;
     println!(
         "armed {} : recover {} to snapshot {} (taken {})",
-        str_of(r, "id"),
-        args.host,
-        str_of(r, "snapshot"),
-        str_of(r, "snapshot_time")
+        r.id, args.host, r.snapshot, r.snapshot_time
     );
-    if let Some(h) = r.get("hostname").and_then(Value::as_str) {
+    if let Some(h) = &r.hostname {
         println!("  the recovered machine is named {h}");
     }
-    for a in r["addresses"].as_array().into_iter().flatten() {
-        println!("  address {}", a.as_str().unwrap_or(""));
+    for a in &r.addresses {
+        println!("  address {a}");
     }
-    println!(
-        "recovery token (this request only): {}",
-        str_of(&answer, "token")
-    );
+    println!("recovery token (this request only): {}", answer.token);
     println!(
         "netboot: chain {}/boot/ipxe?mac=${{net0/mac}}&token=BOOT_TOKEN   (rewind token create --boot)",
         client.base
@@ -169,14 +159,12 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     Ok(())
 }
 
-fn describe_progress(r: &Value) -> String {
-    let Some(p) = r.get("progress").filter(|p| !p.is_null()) else {
+fn describe_progress(r: &RecoveryRequest) -> String {
+    let Some(p) = &r.progress else {
         return String::new();
     };
-    let done = p["bytes_done"].as_u64().unwrap_or(0);
-    let total = p["bytes_total"].as_u64().unwrap_or(0);
-    let rate = p["rate"].as_f64().unwrap_or(0.0);
-    let mut s = str_of(p, "stage").to_string();
+    let (done, total) = (p.bytes_done, p.bytes_total);
+    let mut s = p.stage.clone();
     if total > 0 {
         s.push_str(&format!(
             " {} / {} ({}%)",
@@ -187,36 +175,28 @@ fn describe_progress(r: &Value) -> String {
     } else if done > 0 {
         s.push_str(&format!(" {}", human_bytes(done)));
     }
-    if rate > 0.0 {
-        s.push_str(&format!(" at {}/s", human_bytes(rate as u64)));
+    if p.rate > 0.0 {
+        s.push_str(&format!(" at {}/s", human_bytes(p.rate as u64)));
     }
-    let msg = str_of(p, "message");
-    if !msg.is_empty() {
-        s.push_str(&format!(" - {msg}"));
+    if !p.message.is_empty() {
+        s.push_str(&format!(" - {}", p.message));
     }
     s
 }
 
 pub fn status_command(args: StatusArgs) -> Result<()> {
     let client = args.server.client()?;
-    let path = match &args.host {
-        Some(h) => format!("/v1/requests?host={h}"),
-        None => "/v1/requests".to_string(),
-    };
-    let list = client.get_json(&path)?;
-    let all: Vec<&Value> = list.as_array().into_iter().flatten().collect();
+    let all = client.requests(args.host.as_deref())?;
     // By default: every active request, and the last finished one of each host.
-    let shown: Vec<&Value> = all
+    let shown: Vec<&RecoveryRequest> = all
         .iter()
         .enumerate()
         .filter(|(i, r)| {
             args.all
-                || matches!(str_of(r, "state"), "armed" | "running")
-                || !all[i + 1..]
-                    .iter()
-                    .any(|later| str_of(later, "host") == str_of(r, "host"))
+                || r.state.is_active()
+                || !all[i + 1..].iter().any(|later| later.host == r.host)
         })
-        .map(|(_, r)| *r)
+        .map(|(_, r)| r)
         .collect();
     if shown.is_empty() {
         println!("no recovery requests");
@@ -227,21 +207,17 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
         "REQUEST", "HOST", "STATE", "SNAPSHOT TIME"
     );
     for r in shown {
-        let details = match str_of(r, "state") {
-            "running" => describe_progress(r),
-            "armed" => format!("since {}", str_of(r, "created")),
-            _ => format!(
-                "{} ({})",
-                r["result"].as_str().unwrap_or(""),
-                str_of(r, "updated")
-            ),
+        let details = match r.state {
+            RequestState::Running => describe_progress(r),
+            RequestState::Armed => format!("since {}", r.created),
+            _ => format!("{} ({})", r.result.as_deref().unwrap_or(""), r.updated),
         };
         println!(
             "{:<16} {:<16} {:<10} {:<22} {details}",
-            str_of(r, "id"),
-            str_of(r, "host"),
-            str_of(r, "state"),
-            str_of(r, "snapshot_time")
+            r.id,
+            r.host,
+            r.state.as_str(),
+            r.snapshot_time
         );
     }
     Ok(())
@@ -256,43 +232,36 @@ pub fn token_command(cmd: TokenCommand) -> Result<()> {
             note,
         } => {
             let client = server.client()?;
-            let body = match host {
-                Some(h) if !boot => json!({ "host": h, "note": note }),
-                _ => json!({ "boot": true, "note": note }),
+            let req = match host {
+                Some(h) if !boot => NewToken {
+                    host: Some(h),
+                    boot: false,
+                    note,
+                },
+                _ => NewToken {
+                    host: None,
+                    boot: true,
+                    note,
+                },
             };
-            let answer = client.post_json("/v1/tokens", &body)?;
-            println!("{}", str_of(&answer, "token"));
-            eprintln!(
-                "rewind: token {} created; it is shown only now",
-                str_of(&answer, "id")
-            );
+            let answer = client.create_token(&req)?;
+            println!("{}", answer.token);
+            eprintln!("rewind: token {} created; it is shown only now", answer.id);
             Ok(())
         }
         TokenCommand::List { server } => {
-            let list = server.client()?.get_json("/v1/tokens")?;
-            for t in list.as_array().into_iter().flatten() {
-                let scope = &t["scope"];
-                let what = match str_of(scope, "kind") {
-                    "host" => format!("host {}", str_of(scope, "host")),
-                    "recovery" => format!(
-                        "recovery {} of {}",
-                        str_of(scope, "request"),
-                        str_of(scope, "host")
-                    ),
-                    k => k.to_string(),
+            for t in server.client()?.tokens()? {
+                let what = match &t.scope {
+                    Scope::Host { host } => format!("host {host}"),
+                    Scope::Recovery { host, request } => format!("recovery {request} of {host}"),
+                    s => s.kind().to_string(),
                 };
-                println!(
-                    "{}  {:<32} {}  {}",
-                    str_of(t, "id"),
-                    what,
-                    str_of(t, "created"),
-                    str_of(t, "note")
-                );
+                println!("{}  {:<32} {}  {}", t.id, what, t.created, t.note);
             }
             Ok(())
         }
         TokenCommand::Revoke { server, id } => {
-            server.client()?.delete(&format!("/v1/tokens/{id}"))?;
+            server.client()?.revoke_token(&id)?;
             println!("revoked {id}");
             Ok(())
         }
@@ -334,16 +303,13 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
         return Ok(());
     }
     let client = args.repo.server.client()?;
-    let answer = client.post_json(
-        "/v1/forget",
-        &json!({ "policy": args.policy, "host": args.repo.host, "dry_run": args.dry_run }),
-    )?;
-    let hosts = answer["hosts"]
-        .as_object()
-        .context("unexpected answer from the server")?;
-    for (host, decisions) in hosts {
-        let decisions: Vec<forget::Decision> = serde_json::from_value(decisions.clone())?;
-        print_decisions(host, &decisions, args.dry_run);
+    let answer = client.forget(&ForgetRequest {
+        policy: args.policy,
+        host: args.repo.host,
+        dry_run: args.dry_run,
+    })?;
+    for (host, decisions) in &answer.hosts {
+        print_decisions(host, decisions, args.dry_run);
     }
     Ok(())
 }
@@ -373,16 +339,13 @@ pub fn prune_command(args: PruneArgs) -> Result<()> {
         return Ok(());
     }
     let client = args.repo.server.client()?;
-    let answer = client.post_json(
-        "/v1/prune",
-        &json!({ "grace": args.grace, "host": args.repo.host, "dry_run": args.dry_run }),
-    )?;
-    let hosts = answer["hosts"]
-        .as_object()
-        .context("unexpected answer from the server")?;
-    for (host, report) in hosts {
-        let r: prune::PruneReport = serde_json::from_value(report.clone())?;
-        print_prune(host, &r, args.dry_run);
+    let answer = client.prune(&PruneRequest {
+        grace: Some(args.grace),
+        host: args.repo.host,
+        dry_run: args.dry_run,
+    })?;
+    for (host, r) in &answer.hosts {
+        print_prune(host, r, args.dry_run);
     }
     Ok(())
 }

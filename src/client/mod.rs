@@ -7,6 +7,7 @@
 //! reqwest's blocking client runs its own runtime thread; it must never be
 //! called from async code (the server never does).
 
+mod calls;
 pub mod commands;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::api::ApiError;
 use crate::repo::Repo;
 use crate::repo::backend::Backend;
 
@@ -139,7 +141,7 @@ pub fn capture_repo(
     let h = host.get_or_insert_with(local_hostname).clone();
     let backend = HttpBackend::new(Arc::new(server.client()?), &h);
     if !backend.exists("config")? {
-        backend.put("config", crate::server::files::CONFIG_TEXT)?;
+        backend.put("config", crate::repo::CONFIG_TEXT.as_bytes())?;
     }
     Repo::open_backend(Arc::new(backend)).map(Some)
 }
@@ -267,42 +269,62 @@ impl Client {
         rb.bearer_auth(&self.token)
     }
 
-    /// Send a JSON request (retrying) and parse the JSON answer.
-    pub fn json(
+    /// Send a request with an optional JSON body (retrying) and parse the
+    /// JSON answer (`null` for 204). A non-2xx answer is an [`ApiError`]
+    /// (see [`api_error`]).
+    pub fn send<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value> {
+        body: Option<&B>,
+    ) -> Result<T> {
         let url = self.url(path);
         let what = format!("{method} {path}");
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .context("cannot encode the request")?;
         self.retrying(&what, |http| {
             let mut rb = self.auth(http.request(method.clone(), &url));
-            if let Some(b) = body {
+            if let Some(b) = &body {
                 rb = rb
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(b.to_string());
+                    .body(b.clone());
             }
             let resp = accept(rb.send()?, &[])?;
-            if resp.status() == StatusCode::NO_CONTENT {
-                return Ok(serde_json::Value::Null);
-            }
-            let bytes = resp.bytes()?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Fatal(anyhow!("the server's answer is not JSON: {e}")))
+            let bytes: Vec<u8> = if resp.status() == StatusCode::NO_CONTENT {
+                b"null".to_vec()
+            } else {
+                resp.bytes()?.to_vec()
+            };
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::Fatal(anyhow!(
+                    "the server's answer is not what {what} answers: {e}"
+                ))
+            })
         })
     }
 
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send::<(), T>(reqwest::Method::GET, path, None)
+    }
+
+    pub fn post<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(reqwest::Method::POST, path, Some(body))
+    }
+
+    pub fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send::<(), T>(reqwest::Method::DELETE, path, None)
+    }
+
+    /// Any answer as untyped JSON (for tests and tools; the API's calls
+    /// are typed, in calls.rs).
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        self.json(reqwest::Method::GET, path, None)
-    }
-
-    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
-        self.json(reqwest::Method::POST, path, Some(body))
-    }
-
-    pub fn delete(&self, path: &str) -> Result<serde_json::Value> {
-        self.json(reqwest::Method::DELETE, path, None)
+        self.get(path)
     }
 
     /// The manifest of `host` at a point in time (`latest` or RFC 3339):
@@ -323,35 +345,6 @@ impl Client {
             Ok((id, resp.text()?))
         })
     }
-
-    /// Report a recovery's progress (recovery token).
-    pub fn report_progress(
-        &self,
-        stage: &str,
-        bytes_done: u64,
-        bytes_total: u64,
-        message: &str,
-    ) -> Result<()> {
-        self.post_json(
-            "/v1/recovery/progress",
-            &serde_json::json!({ "stage": stage, "bytes_done": bytes_done, "bytes_total": bytes_total, "message": message }),
-        )
-        .map(|_| ())
-    }
-
-    /// Report how a recovery ended (recovery token); the token stops working.
-    pub fn report_result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
-        self.post_json(
-            "/v1/recovery/result",
-            &serde_json::json!({ "ok": ok, "stage": stage, "message": message }),
-        )
-        .map(|_| ())
-    }
-
-    /// Which host has these MAC addresses, and its armed request if any.
-    pub fn identify(&self, macs: &[String]) -> Result<serde_json::Value> {
-        self.get_json(&format!("/v1/identify?mac={}", macs.join(",")))
-    }
 }
 
 /// Percent-encode a query value (everything but unreserved characters).
@@ -366,23 +359,29 @@ pub fn query_escape(s: &str) -> String {
         .collect()
 }
 
-/// Sort a response: success (2xx or one of `also`), retry (5xx), or fatal
-/// with the server's message.
+/// Sort a response: success (2xx or one of `also`), retry (5xx, 429), or
+/// fatal: an [`ApiError`] with the server's message.
 fn accept(resp: Response, also: &[StatusCode]) -> Result<Response, Failure> {
     let status = resp.status();
     if status.is_success() || also.contains(&status) {
         return Ok(resp);
     }
     let body = resp.text().unwrap_or_default();
-    let msg = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| body.trim().chars().take(500).collect());
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Err(Failure::Retry(format!("{status}: {msg}")))
+    let msg = serde_json::from_str::<crate::api::ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| body.trim().chars().take(500).collect());
+    let error = ApiError::from_status(status.as_u16(), msg);
+    if error.is_transient() {
+        Err(Failure::Retry(error.to_string()))
     } else {
-        Err(Failure::Fatal(anyhow!("{status}: {msg}")))
+        Err(Failure::Fatal(anyhow::Error::new(error)))
     }
+}
+
+/// The server's error answer behind an error of this client, if that is
+/// what it is: `matches!(api_error(&e), Some(ApiError::NotFound(_)))`.
+pub fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
+    e.downcast_ref::<ApiError>()
 }
 
 /// Reads of a pack up to this size go through an aligned window.
@@ -646,7 +645,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = crate::server::tls::fingerprint(end_entity);
+        let got = crate::api::fingerprint(end_entity);
         if got == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {

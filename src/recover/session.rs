@@ -14,36 +14,24 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
-use crate::client::{Client, Failure, HttpBackend};
+use crate::api::{ApiError, RecoveryRequest, TokenKind};
+use crate::client::{Client, HttpBackend, api_error};
 use crate::init::cmdline::Settings;
 use crate::manifest::{self, Manifest};
 use crate::repo::Repo;
 
-/// The parts of a recovery request the image uses.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RequestInfo {
-    pub id: String,
-    pub host: String,
-    pub state: String,
-    pub snapshot: String,
-    pub snapshot_time: String,
-    /// The operator's overrides (`rewind request --hostname --address`).
-    #[serde(default)]
-    pub hostname: Option<String>,
-    #[serde(default)]
-    pub addresses: Vec<String>,
-}
+/// A recovery request, as the image reads it from the server.
+pub(super) type RequestInfo = RecoveryRequest;
 
 /// Which machine this is, and its armed request if any.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(super) struct Target {
     pub host: String,
     pub request: Option<RequestInfo>,
 }
 
-pub struct Session {
+pub(super) struct Session {
     client: Arc<Client>,
     server: String,
     token: String,
@@ -51,19 +39,15 @@ pub struct Session {
     ca: Option<std::path::PathBuf>,
     retry: std::time::Duration,
     /// The token's kind: recovery, boot, admin or host.
-    pub kind: String,
+    pub kind: TokenKind,
     /// MAC addresses of this machine's network interfaces.
     pub macs: Vec<String>,
     /// A recovery token fetched for an armed request (boot and admin tokens).
     recovery: Mutex<Option<Arc<Client>>>,
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
-    format!("{e:#}").contains("404 Not Found")
-}
-
 impl Session {
-    pub fn open(s: &Settings, ca: Option<&std::path::Path>) -> Result<Session> {
+    pub(super) fn open(s: &Settings, ca: Option<&std::path::Path>) -> Result<Session> {
         let server = s.server.clone().context(
             "no recovery server: give rewind.server=URL on the kernel command line (docs/boot.md)",
         )?;
@@ -73,10 +57,11 @@ impl Session {
         let mut client = Client::new(&server, &token, s.pin.as_deref(), ca)?;
         client.retry_for = s.retry;
         let client = Arc::new(client);
-        let who = client
-            .get_json("/v1/whoami")
-            .context("cannot learn from the server what this token may do")?;
-        let kind = who["scope"]["kind"].as_str().unwrap_or("").to_string();
+        let kind = client
+            .whoami()
+            .context("cannot learn from the server what this token may do")?
+            .scope
+            .kind();
         let mut macs: Vec<String> = crate::netcfg::interfaces(std::path::Path::new("/sys"))
             .iter()
             .map(|i| i.mac_text())
@@ -95,14 +80,14 @@ impl Session {
         })
     }
 
-    pub fn base(&self) -> &str {
+    pub(super) fn base(&self) -> &str {
         &self.client.base
     }
 
     /// Which host this is and its armed request.
-    pub fn find_target(&self, s: &Settings) -> Result<Target> {
-        if self.kind == "recovery" {
-            let req = self.my_request()?;
+    pub(super) fn find_target(&self, s: &Settings) -> Result<Target> {
+        if self.kind == TokenKind::Recovery {
+            let req = self.client.my_request()?;
             if let Some(h) = s.host.as_deref().filter(|h| *h != req.host) {
                 bail!(
                     "rewind.host={h}, but the token is for the recovery of {}",
@@ -118,24 +103,20 @@ impl Session {
             bail!("no network interface to identify this machine by: give rewind.host=HOST");
         }
         match self.client.identify(&self.macs) {
-            Ok(v) => {
-                let host = v["host"].as_str().unwrap_or("").to_string();
+            Ok(found) => {
+                let host = found.host;
                 if let Some(h) = s.host.as_deref().filter(|h| *h != host) {
                     bail!(
                         "rewind.host={h}, but the server knows this machine's MAC addresses as {host}"
                     );
                 }
-                let request = match &v["request"] {
-                    serde_json::Value::Null => None,
-                    r => Some(
-                        serde_json::from_value(r.clone())
-                            .context("the server's request is not understood")?,
-                    ),
-                };
-                Ok(Target { host, request })
+                Ok(Target {
+                    host,
+                    request: found.request,
+                })
             }
-            Err(e) if is_not_found(&e) => {
-                if let (Some(h), "admin") = (s.host.as_deref(), self.kind.as_str()) {
+            Err(e) if matches!(api_error(&e), Some(ApiError::NotFound(_))) => {
+                if let (Some(h), TokenKind::Admin) = (s.host.as_deref(), self.kind) {
                     return self.admin_target(h);
                 }
                 bail!(
@@ -150,29 +131,23 @@ impl Session {
     }
 
     fn admin_target(&self, host: &str) -> Result<Target> {
-        let list = self.client.get_json(&format!("/v1/requests?host={host}"))?;
-        let request = list
-            .as_array()
+        let request = self
+            .client
+            .requests(Some(host))?
             .into_iter()
-            .flatten()
-            .rfind(|r| matches!(r["state"].as_str(), Some("armed" | "running")))
-            .map(|r| serde_json::from_value(r.clone()))
-            .transpose()
-            .context("the server's request is not understood")?;
+            .rfind(|r| r.state.is_active());
         Ok(Target {
             host: host.to_string(),
             request,
         })
     }
 
-    fn my_request(&self) -> Result<RequestInfo> {
-        let v = self.client.get_json("/v1/recovery")?;
-        serde_json::from_value(v).context("the server's request is not understood")
-    }
-
     /// Whether the token may read the host's manifests before a request is armed.
-    pub fn can_read_manifests(&self) -> bool {
-        matches!(self.kind.as_str(), "recovery" | "admin" | "host")
+    pub(super) fn can_read_manifests(&self) -> bool {
+        matches!(
+            self.kind,
+            TokenKind::Recovery | TokenKind::Admin | TokenKind::Host
+        )
     }
 
     /// The client that reads data: the recovery token's when there is one.
@@ -185,7 +160,7 @@ impl Session {
     }
 
     /// The manifest to recover: the request's snapshot, else `rewind.at`, else the latest.
-    pub fn manifest_for(&self, s: &Settings, t: &Target) -> Result<Manifest> {
+    pub(super) fn manifest_for(&self, s: &Settings, t: &Target) -> Result<Manifest> {
         let at = match &t.request {
             Some(r) => r.snapshot_time.clone(),
             None => s.at.clone().unwrap_or_else(|| "latest".into()),
@@ -207,11 +182,11 @@ impl Session {
     /// A client for reports, with the request's recovery token, retrying
     /// only briefly (reports must not hold the recovery up). `None` for a
     /// host token, which cannot get one.
-    pub fn recovery_client(&self, req: &RequestInfo) -> Result<Option<Arc<Client>>> {
-        let token = match self.kind.as_str() {
-            "recovery" => self.token.clone(),
-            "boot" | "admin" => self.fetch_recovery_token(req)?,
-            _ => return Ok(None),
+    pub(super) fn recovery_client(&self, req: &RequestInfo) -> Result<Option<Arc<Client>>> {
+        let token = match self.kind {
+            TokenKind::Recovery => self.token.clone(),
+            TokenKind::Boot | TokenKind::Admin => self.fetch_recovery_token(req)?,
+            TokenKind::Host => return Ok(None),
         };
         let mut c = Client::new(
             &self.server,
@@ -221,7 +196,7 @@ impl Session {
         )?;
         c.retry_for = std::time::Duration::from_secs(20);
         let c = Arc::new(c);
-        if self.kind != "recovery" {
+        if self.kind != TokenKind::Recovery {
             let mut data = Client::new(
                 &self.server,
                 &token,
@@ -239,25 +214,7 @@ impl Session {
     /// The recovery token of the armed request, as iPXE gets it: the boot
     /// script the server makes for this machine's MAC addresses.
     fn fetch_recovery_token(&self, req: &RequestInfo) -> Result<String> {
-        let url = self.client.url(&format!(
-            "/boot/ipxe?mac={}&token={}",
-            self.macs.join(","),
-            crate::client::query_escape(&self.token)
-        ));
-        let script = self.client.retrying("boot script", |http| {
-            let resp = http.get(&url).send()?;
-            let status = resp.status();
-            if status.is_server_error() {
-                return Err(Failure::Retry(status.to_string()));
-            }
-            if !status.is_success() {
-                return Err(Failure::Fatal(anyhow::anyhow!(
-                    "{status}: {}",
-                    resp.text().unwrap_or_default().trim()
-                )));
-            }
-            Ok(resp.text()?)
-        })?;
+        let script = self.client.boot_script(&self.macs)?;
         token_from_script(&script).with_context(|| {
             format!(
                 "the server gave no recovery token for request {} (its boot script: {})",
@@ -268,12 +225,12 @@ impl Session {
     }
 
     /// Just before the first write: is the request still armed (or running)?
-    pub fn still_armed(&self, t: &Target) -> Result<()> {
+    pub(super) fn still_armed(&self, t: &Target) -> Result<()> {
         let Some(want) = &t.request else {
             bail!("no recovery request is armed");
         };
-        let now = match self.kind.as_str() {
-            "recovery" => Some(self.my_request()?),
+        let now = match self.kind {
+            TokenKind::Recovery => Some(self.client.my_request()?),
             _ => {
                 self.find_target(&Settings {
                     host: Some(t.host.clone()),
@@ -283,7 +240,7 @@ impl Session {
             }
         };
         match now {
-            Some(r) if r.id == want.id && matches!(r.state.as_str(), "armed" | "running") => Ok(()),
+            Some(r) if r.id == want.id && r.state.is_active() => Ok(()),
             Some(r) => bail!(
                 "the recovery request {} is {} now, not {}",
                 r.id,
@@ -295,14 +252,14 @@ impl Session {
     }
 
     /// The host's repository on the server.
-    pub fn repository(&self, host: &str) -> Result<Repo> {
+    pub(super) fn repository(&self, host: &str) -> Result<Repo> {
         let backend = HttpBackend::new(self.data_client(), host);
         Repo::open_backend(Arc::new(backend))
     }
 }
 
 /// `rewind.token=...` from an iPXE script's kernel line.
-pub fn token_from_script(script: &str) -> Option<String> {
+pub(super) fn token_from_script(script: &str) -> Option<String> {
     script
         .lines()
         .filter(|l| l.trim_start().starts_with("kernel"))

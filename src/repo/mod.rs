@@ -5,9 +5,11 @@
 pub mod backend;
 pub mod check;
 pub mod chunker;
+pub mod forget;
 pub mod pack;
 mod packer;
 pub mod prefetch;
+pub mod prune;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -22,7 +24,7 @@ use backend::{Backend, LocalDir};
 use pack::{BlobKind, PackEntry};
 
 const CONFIG: &str = "config";
-const CONFIG_TEXT: &str = "rewind repository 1\n";
+pub const CONFIG_TEXT: &str = "rewind repository 1\n";
 /// Packs are closed at this size: big enough for sequential restore reads,
 /// small enough that an interrupted capture loses little.
 const PACK_TARGET: usize = 16 << 20;

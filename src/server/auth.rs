@@ -6,31 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a token may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything.
-    Admin,
-    /// Read and write one host's repository; read its snapshots.
-    Host { host: String },
-    /// Read one host's repository and report on one recovery request; valid
-    /// only while that request is armed or running.
-    Recovery { host: String, request: String },
-    /// Fetch boot scripts and boot assets, identify hosts by MAC address.
-    Boot,
-}
-
-impl Scope {
-    pub fn describe(&self) -> String {
-        match self {
-            Scope::Admin => "admin".into(),
-            Scope::Host { host } => format!("host {host}"),
-            Scope::Recovery { host, request } => format!("recovery of {host} ({request})"),
-            Scope::Boot => "boot".into(),
-        }
-    }
-}
+pub use crate::api::Scope;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRecord {

@@ -7,33 +7,17 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::api::ApiError;
 use crate::manifest::{self, Manifest};
-use crate::repo::Repo;
 use crate::repo::pack;
+use crate::repo::{CONFIG_TEXT, Repo};
 use crate::tree::{ChunkId, Kind};
 
-use super::state::write_atomic;
+use crate::util::fs::write_atomic;
 
-pub const CONFIG_TEXT: &[u8] = b"rewind repository 1\n";
-
-/// An error with the HTTP status it maps to.
-#[derive(Debug)]
-pub struct Refused {
-    pub status: u16,
-    pub message: String,
-}
-
-pub fn refused(status: u16, message: impl Into<String>) -> Refused {
-    Refused {
-        status,
-        message: message.into(),
-    }
-}
-
-impl From<std::io::Error> for Refused {
-    fn from(e: std::io::Error) -> Refused {
-        refused(500, format!("storage error: {e}"))
-    }
+/// A refusal, with the HTTP status it answers.
+fn refused(status: u16, message: impl Into<String>) -> ApiError {
+    ApiError::from_status(status, message)
 }
 
 /// Host names: what a hostname may be, and a directory name that is safe.
@@ -105,7 +89,7 @@ pub fn valid_prefix(prefix: &str) -> bool {
 }
 
 /// Check a pack's bytes against its name; returns its index bytes.
-pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
+pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     let bad = |why: &str| refused(400, format!("pack {name} refused: {why}"));
     if crate::util::hex::encode(blake3::hash(bytes).as_bytes()) != name {
         return Err(bad("its BLAKE3 is not its name (damaged in transit?)"));
@@ -130,7 +114,7 @@ pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
 
 /// Store a pack (and its index). Idempotent: a pack already stored is
 /// left as it is. Returns whether it was new.
-pub fn put_pack(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, Refused> {
+pub fn put_pack(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, ApiError> {
     let index = verify_pack(name, bytes)?;
     let path = dir.join(format!("packs/{}/{name}.pack", &name[..2]));
     let idx = dir.join(format!("index/{name}.idx"));
@@ -146,7 +130,7 @@ pub fn put_pack(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, Refused> {
 }
 
 /// An index is accepted when it is exactly the trailer of its stored pack.
-pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Refused> {
+pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
     let pack_path = dir.join(format!("packs/{}/{name}.pack", &name[..2]));
     let pack_bytes = std::fs::read(&pack_path)
         .map_err(|_| refused(409, format!("index {name} refused: upload its pack first")))?;
@@ -165,8 +149,8 @@ pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Refused> {
     Ok(())
 }
 
-pub fn put_config(dir: &Path, bytes: &[u8]) -> Result<(), Refused> {
-    if bytes != CONFIG_TEXT {
+pub fn put_config(dir: &Path, bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes != CONFIG_TEXT.as_bytes() {
         return Err(refused(400, "unsupported repository version"));
     }
     let path = dir.join("config");
@@ -199,7 +183,7 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
                     write_atomic(&idx, &index)?;
                     written += 1;
                 }
-                Err(r) => eprintln!("rewind: warning: {}: {}", e.path().display(), r.message),
+                Err(r) => eprintln!("rewind: warning: {}: {}", e.path().display(), r.message()),
             }
         }
     }
@@ -210,7 +194,7 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
 pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
     let path = dir.join("config");
     if !path.exists() {
-        write_atomic(&path, CONFIG_TEXT)?;
+        write_atomic(&path, CONFIG_TEXT.as_bytes())?;
     }
     Ok(())
 }
@@ -218,7 +202,7 @@ pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
 /// Commit a snapshot: parse and validate it, check that it is this host's,
 /// that its name is its id and that everything it references is stored,
 /// then write it. Committing the same bytes again is a no-op.
-pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<(), Refused> {
+pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<(), ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| refused(400, format!("snapshot {id} refused: not UTF-8")))?;
     let m = manifest::from_xml(text)
@@ -260,7 +244,7 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
 
 /// Every tree of the snapshot reads, and every chunk its files name is
 /// stored.
-fn check_references(repo: &Repo, m: &Manifest) -> Result<(), Refused> {
+fn check_references(repo: &Repo, m: &Manifest) -> Result<(), ApiError> {
     let missing = |what: String| {
         refused(
             409,
@@ -338,7 +322,7 @@ pub fn select_at(snaps: &[(i64, &str)], at: Option<i64>) -> Option<usize> {
 }
 
 /// Parse an `at=` value: `latest` or an RFC 3339 time. `Err` names the problem.
-pub fn parse_at(at: &str) -> Result<Option<i64>, Refused> {
+pub fn parse_at(at: &str) -> Result<Option<i64>, ApiError> {
     if at == "latest" {
         return Ok(None);
     }
@@ -351,7 +335,7 @@ pub fn parse_at(at: &str) -> Result<Option<i64>, Refused> {
 }
 
 /// The snapshot of a host at a point in time.
-pub fn snapshot_at(dir: &Path, at: &str) -> Result<Manifest, Refused> {
+pub fn snapshot_at(dir: &Path, at: &str) -> Result<Manifest, ApiError> {
     let at_secs = parse_at(at)?;
     let all = snapshots(dir)?;
     let keyed: Vec<(i64, &str)> = all
@@ -440,7 +424,7 @@ mod tests {
         let same = [(5, "x-2"), (5, "x")];
         assert_eq!(select_at(&same, Some(5)), Some(0));
         assert!(parse_at("latest").unwrap().is_none());
-        assert_eq!(parse_at("bogus").unwrap_err().status, 400);
+        assert_eq!(parse_at("bogus").unwrap_err().status(), 400);
     }
 
     #[test]
@@ -455,16 +439,16 @@ mod tests {
         let mut damaged = bytes.clone();
         damaged[9] ^= 1;
         assert_eq!(
-            put_pack(dir.path(), &name, &damaged).unwrap_err().status,
+            put_pack(dir.path(), &name, &damaged).unwrap_err().status(),
             400
         );
         let other = "ff".to_string() + &name[2..];
         assert_eq!(
-            put_pack(dir.path(), &other, &bytes).unwrap_err().status,
+            put_pack(dir.path(), &other, &bytes).unwrap_err().status(),
             400
         );
         assert_eq!(
-            put_index(dir.path(), &other, &index).unwrap_err().status,
+            put_index(dir.path(), &other, &index).unwrap_err().status(),
             409
         );
         let idx = dir.path().join(format!("index/{name}.idx"));
@@ -475,7 +459,9 @@ mod tests {
         let mut bad_index = index.clone();
         bad_index[0] ^= 1;
         assert_eq!(
-            put_index(dir.path(), &name, &bad_index).unwrap_err().status,
+            put_index(dir.path(), &name, &bad_index)
+                .unwrap_err()
+                .status(),
             400
         );
     }

@@ -3,12 +3,13 @@
 //! DIR/catalog/, boot assets under DIR/boot/, an HTTP(S) API (docs/api.md)
 //! on axum over tokio. Design notes: docs/server.md.
 
-pub mod api;
 pub mod auth;
+pub mod error;
+pub mod extract;
 pub mod files;
-pub mod forget;
 pub mod ipxe;
-pub mod prune;
+pub mod listen;
+pub mod routes;
 pub mod state;
 pub mod tls;
 
@@ -137,7 +138,9 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         (None, None, false) => None,
         _ => bail!("give both --cert and --key"),
     };
-    let fingerprint = tls.as_ref().map(|(certs, _)| tls::fingerprint(&certs[0]));
+    let fingerprint = tls
+        .as_ref()
+        .map(|(certs, _)| crate::api::fingerprint(&certs[0]));
     if let Some(fp) = &fingerprint {
         println!("rewind: certificate sha256 fingerprint (for --pin): {fp}");
     } else {
@@ -172,5 +175,5 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         .thread_name("rewind-server")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(api::run(server, args.listen, tls_config))
+    runtime.block_on(listen::run(server, args.listen, tls_config))
 }

@@ -3,81 +3,30 @@
 //! file, fsync, rename, fsync of the directory). Hosts and snapshots are not
 //! in it: they are the per-host repositories themselves, so the catalog can
 //! never disagree with the data.
+//!
+//! A request's life is here, as methods that check their transition and
+//! save: [`Catalog::arm`] (a new request, replacing an armed one),
+//! [`Catalog::mint_recovery_token`] (arming, and each boot script),
+//! [`Catalog::report_progress`] (armed or running → running),
+//! [`Catalog::finish`] (→ succeeded or failed) and [`Catalog::cancel`]
+//! (→ cancelled). The last three revoke nothing the next one needs: a
+//! request that is over has no recovery token left.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Scope, TokenRecord};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestState {
-    /// Waiting for the machine to boot into recovery.
-    Armed,
-    /// The machine has reported progress.
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RequestState {
-    /// Armed or running: its recovery token works, its boot script boots.
-    pub fn is_active(self) -> bool {
-        matches!(self, RequestState::Armed | RequestState::Running)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub stage: String,
-    #[serde(default)]
-    pub bytes_done: u64,
-    #[serde(default)]
-    pub bytes_total: u64,
-    /// Bytes per second since the stage started, computed by the server.
-    #[serde(default)]
-    pub rate: f64,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub stage_started: String,
-    #[serde(default)]
-    pub time: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub id: String,
-    pub host: String,
-    /// As asked: an RFC 3339 time or `latest`.
-    pub at: String,
-    /// The snapshot it resolved to when it was armed.
-    pub snapshot: String,
-    pub snapshot_time: String,
-    pub state: RequestState,
-    pub created: String,
-    pub updated: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
-    /// The final message (error with its stage, or a summary).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    /// Another host name for the recovered system (recovery to another site).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// New static addresses, `IFACE:CIDR[:GATEWAY]` (as `rewind.address=`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<String>,
-}
+use super::auth::{self, Scope, TokenRecord};
+use crate::api::{
+    ApiError, ProgressReport, RecoveryProgress, RecoveryRequest, RequestState, ResultReport,
+};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
     dir: PathBuf,
     pub tokens: Vec<TokenRecord>,
-    pub requests: Vec<Request>,
+    pub requests: Vec<RecoveryRequest>,
 }
 
 const TOKENS: &str = "tokens.json";
@@ -106,14 +55,18 @@ impl Catalog {
     }
 
     /// The request a host has armed or running, if any.
-    pub fn active_request(&self, host: &str) -> Option<&Request> {
+    pub fn active_request(&self, host: &str) -> Option<&RecoveryRequest> {
         self.requests
             .iter()
             .rev()
             .find(|r| r.host == host && r.state.is_active())
     }
 
-    pub fn request_mut(&mut self, id: &str) -> Option<&mut Request> {
+    pub fn request(&self, id: &str) -> Option<&RecoveryRequest> {
+        self.requests.iter().find(|r| r.id == id)
+    }
+
+    pub fn request_mut(&mut self, id: &str) -> Option<&mut RecoveryRequest> {
         self.requests.iter_mut().find(|r| r.id == id)
     }
 
@@ -121,6 +74,161 @@ impl Catalog {
     pub fn revoke_recovery_tokens(&mut self, request: &str) {
         self.tokens
             .retain(|t| !matches!(&t.scope, Scope::Recovery { request: r, .. } if r == request));
+    }
+
+    /// Whether a recovery token's request is still armed or running.
+    pub fn is_active(&self, request: &str) -> bool {
+        self.request(request).is_some_and(|r| r.state.is_active())
+    }
+
+    // ---- the request state machine ----
+
+    /// Arm a new request (state `armed`): refused while the host has one
+    /// running; an armed one is replaced (cancelled, its token revoked).
+    pub fn arm(&mut self, req: RecoveryRequest) -> Result<RecoveryRequest, ApiError> {
+        let host = &req.host;
+        if let Some(running) = self
+            .requests
+            .iter()
+            .find(|r| &r.host == host && r.state == RequestState::Running)
+        {
+            return Err(ApiError::Conflict(format!(
+                "recovery {} of {host} is running; cancel it first",
+                running.id
+            )));
+        }
+        let replaced: Vec<String> = self
+            .requests
+            .iter_mut()
+            .filter(|r| &r.host == host && r.state == RequestState::Armed)
+            .map(|r| {
+                r.state = RequestState::Cancelled;
+                r.updated = req.created.clone();
+                r.result = Some("replaced by a newer request".into());
+                r.id.clone()
+            })
+            .collect();
+        for id in replaced {
+            self.revoke_recovery_tokens(&id);
+        }
+        let req = RecoveryRequest {
+            state: RequestState::Armed,
+            ..req
+        };
+        self.requests.push(req.clone());
+        self.save_requests()?;
+        Ok(req)
+    }
+
+    /// A recovery token for a request, replacing any earlier one.
+    pub fn mint_recovery_token(&mut self, id: &str) -> Result<String, ApiError> {
+        let req = self
+            .request(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?;
+        let scope = Scope::Recovery {
+            host: req.host.clone(),
+            request: req.id.clone(),
+        };
+        self.revoke_recovery_tokens(id);
+        let (token, rec) = auth::generate(scope, "recovery");
+        self.tokens.push(rec);
+        self.save_tokens()?;
+        Ok(token)
+    }
+
+    /// The image reports progress: the request is `running`, with the
+    /// report and its rate (bytes per second since the stage started).
+    pub fn report_progress(
+        &mut self,
+        id: &str,
+        p: ProgressReport,
+        now: &str,
+    ) -> Result<RecoveryRequest, ApiError> {
+        let r = self.active_mut(id)?;
+        let now_secs = crate::time::parse_rfc3339(now).unwrap_or(0);
+        let stage_started = match &r.progress {
+            Some(prev) if prev.stage == p.stage => prev.stage_started.clone(),
+            _ => now.to_string(),
+        };
+        let elapsed = now_secs - crate::time::parse_rfc3339(&stage_started).unwrap_or(now_secs);
+        r.progress = Some(RecoveryProgress {
+            rate: if elapsed > 0 {
+                p.bytes_done as f64 / elapsed as f64
+            } else {
+                0.0
+            },
+            stage: p.stage,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            message: p.message,
+            stage_started,
+            time: now.to_string(),
+        });
+        r.state = RequestState::Running;
+        r.updated = now.to_string();
+        let r = r.clone();
+        self.save_requests()?;
+        Ok(r)
+    }
+
+    /// The image reports how the recovery ended: `succeeded` or `failed`,
+    /// `stage: message` as the result; its token ends here (one recovery
+    /// per request).
+    pub fn finish(
+        &mut self,
+        id: &str,
+        rep: ResultReport,
+        now: &str,
+    ) -> Result<RecoveryRequest, ApiError> {
+        let r = self.active_mut(id)?;
+        r.state = if rep.ok {
+            RequestState::Succeeded
+        } else {
+            RequestState::Failed
+        };
+        r.updated = now.to_string();
+        r.result = Some(if rep.stage.is_empty() {
+            rep.message
+        } else {
+            format!("{}: {}", rep.stage, rep.message)
+        });
+        let r = r.clone();
+        self.revoke_recovery_tokens(id);
+        self.save_requests()?;
+        self.save_tokens()?;
+        Ok(r)
+    }
+
+    /// An operator cancels an armed or running request; its token ends.
+    pub fn cancel(&mut self, id: &str, now: &str) -> Result<RecoveryRequest, ApiError> {
+        let r = self
+            .request_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?;
+        if !r.state.is_active() {
+            return Err(ApiError::Conflict(format!(
+                "request {id} is already {}",
+                r.state
+            )));
+        }
+        r.state = RequestState::Cancelled;
+        r.updated = now.to_string();
+        r.result = Some("cancelled by an operator".into());
+        let r = r.clone();
+        self.revoke_recovery_tokens(id);
+        self.save_requests()?;
+        self.save_tokens()?;
+        Ok(r)
+    }
+
+    /// A request the image may still report on.
+    fn active_mut(&mut self, id: &str) -> Result<&mut RecoveryRequest, ApiError> {
+        let r = self
+            .request_mut(id)
+            .ok_or_else(|| ApiError::NotFound("no such request".into()))?;
+        if !r.state.is_active() {
+            return Err(ApiError::Conflict(format!("request {id} is {}", r.state)));
+        }
+        Ok(r)
     }
 }
 
@@ -136,33 +244,162 @@ fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
-    write_atomic(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+    crate::util::fs::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Write a file so that a reader (and a crash) sees the old or the whole new
-/// content: a temporary file unique to this write, fsync, rename, fsync of
-/// the directory. Parents are created.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: &str = "2026-11-25T14:00:00Z";
+    const T1: &str = "2026-11-25T14:00:10Z";
+
+    fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::load(dir.path()).unwrap();
+        (dir, cat)
     }
-    result
+
+    fn request(id: &str, host: &str) -> RecoveryRequest {
+        RecoveryRequest {
+            id: id.into(),
+            host: host.into(),
+            at: "latest".into(),
+            snapshot: "s1".into(),
+            snapshot_time: "2026-11-24T06:00:00Z".into(),
+            created: T0.into(),
+            updated: T0.into(),
+            ..RecoveryRequest::default()
+        }
+    }
+
+    fn progress(stage: &str, done: u64) -> ProgressReport {
+        ProgressReport {
+            stage: stage.into(),
+            bytes_done: done,
+            bytes_total: 1000,
+            message: String::new(),
+        }
+    }
+
+    fn recovery_tokens(cat: &Catalog, id: &str) -> usize {
+        cat.tokens
+            .iter()
+            .filter(|t| matches!(&t.scope, Scope::Recovery { request, .. } if request == id))
+            .count()
+    }
+
+    #[test]
+    fn arm_replaces_an_armed_request_and_is_saved() {
+        let (dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        cat.mint_recovery_token("r1").unwrap();
+        cat.arm(request("o1", "other")).unwrap();
+        let r2 = cat.arm(request("r2", "web1")).unwrap();
+        assert_eq!(r2.state, RequestState::Armed);
+        let r1 = cat.request("r1").unwrap();
+        assert_eq!(r1.state, RequestState::Cancelled);
+        assert_eq!(r1.result.as_deref(), Some("replaced by a newer request"));
+        assert_eq!(recovery_tokens(&cat, "r1"), 0, "its token is revoked");
+        assert_eq!(cat.active_request("web1").unwrap().id, "r2");
+        assert_eq!(cat.active_request("other").unwrap().id, "o1");
+        let again = Catalog::load(dir.path()).unwrap();
+        assert_eq!(again.requests, cat.requests);
+    }
+
+    #[test]
+    fn arm_is_refused_while_one_runs() {
+        let (_dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        cat.report_progress("r1", progress("fetch", 0), T0).unwrap();
+        let e = cat.arm(request("r2", "web1")).unwrap_err();
+        assert!(matches!(e, ApiError::Conflict(_)), "{e}");
+        assert!(cat.request("r2").is_none());
+        assert_eq!(cat.request("r1").unwrap().state, RequestState::Running);
+    }
+
+    #[test]
+    fn minting_replaces_the_earlier_token() {
+        let (_dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        let a = cat.mint_recovery_token("r1").unwrap();
+        let b = cat.mint_recovery_token("r1").unwrap();
+        assert_eq!(recovery_tokens(&cat, "r1"), 1);
+        assert!(auth::verify(&cat.tokens, &a).is_none());
+        assert!(auth::verify(&cat.tokens, &b).is_some());
+        assert!(matches!(
+            cat.mint_recovery_token("nope"),
+            Err(ApiError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn progress_runs_the_request_and_computes_the_rate() {
+        let (_dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        let r = cat
+            .report_progress("r1", progress("restore", 0), T0)
+            .unwrap();
+        assert_eq!(r.state, RequestState::Running);
+        let r = cat
+            .report_progress("r1", progress("restore", 500), T1)
+            .unwrap();
+        let p = r.progress.unwrap();
+        assert_eq!((p.stage_started.as_str(), p.time.as_str()), (T0, T1));
+        assert_eq!(p.rate, 50.0, "500 bytes in 10 s");
+        assert_eq!(r.updated, T1);
+        // A new stage starts its own clock.
+        let r = cat
+            .report_progress("r1", progress("configure", 0), T1)
+            .unwrap();
+        assert_eq!(r.progress.unwrap().stage_started, T1);
+    }
+
+    #[test]
+    fn finish_ends_the_request_and_its_token() {
+        let (_dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        cat.mint_recovery_token("r1").unwrap();
+        let fail = ResultReport {
+            ok: false,
+            stage: "format".into(),
+            message: "mkfs failed".into(),
+        };
+        let r = cat.finish("r1", fail, T1).unwrap();
+        assert_eq!(r.state, RequestState::Failed);
+        assert_eq!(r.result.as_deref(), Some("format: mkfs failed"));
+        assert_eq!(recovery_tokens(&cat, "r1"), 0);
+        assert!(!cat.is_active("r1"));
+        // Over: no more reports.
+        assert!(matches!(
+            cat.report_progress("r1", progress("restore", 1), T1),
+            Err(ApiError::Conflict(_))
+        ));
+        cat.arm(request("r2", "web1")).unwrap();
+        let ok = ResultReport {
+            ok: true,
+            stage: String::new(),
+            message: "recovered".into(),
+        };
+        let r = cat.finish("r2", ok, T1).unwrap();
+        assert_eq!(r.state, RequestState::Succeeded);
+        assert_eq!(r.result.as_deref(), Some("recovered"));
+    }
+
+    #[test]
+    fn cancel_only_what_is_active() {
+        let (_dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        cat.mint_recovery_token("r1").unwrap();
+        let r = cat.cancel("r1", T1).unwrap();
+        assert_eq!(r.state, RequestState::Cancelled);
+        assert_eq!(r.result.as_deref(), Some("cancelled by an operator"));
+        assert_eq!(recovery_tokens(&cat, "r1"), 0);
+        match cat.cancel("r1", T1) {
+            Err(ApiError::Conflict(m)) => assert_eq!(m, "request r1 is already cancelled"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(cat.cancel("nope", T1), Err(ApiError::NotFound(_))));
+    }
 }

@@ -1,6 +1,6 @@
 //! TLS for the server (rustls with ring): certificate files, or a
-//! self-signed pair generated once (rcgen) and kept in DIR/tls; and the
-//! certificate's SHA-256, which clients pin.
+//! self-signed pair generated once (rcgen) and kept in DIR/tls. The
+//! certificate's SHA-256, which clients pin, is `crate::api::fingerprint`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,11 +37,15 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
         let pair = rcgen::generate_simple_self_signed(names)
             .context("cannot generate a self-signed certificate")?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        super::state::write_atomic(&key, pair.signing_key.serialize_pem().as_bytes())
-            .with_context(|| format!("cannot write {}", key.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        super::state::write_atomic(&cert, pair.cert.pem().as_bytes())
+        // The key is private from its first byte: 0600 before it is written.
+        crate::util::fs::write_atomic_with(&key, |f| {
+            use std::io::Write;
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(pair.signing_key.serialize_pem().as_bytes())
+        })
+        .with_context(|| format!("cannot write {}", key.display()))?;
+        crate::util::fs::write_atomic(&cert, pair.cert.pem().as_bytes())
             .with_context(|| format!("cannot write {}", cert.display()))?;
         eprintln!(
             "rewind: generated a self-signed certificate in {}",
@@ -49,11 +53,6 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
         );
     }
     load_pem(&cert, &key)
-}
-
-/// SHA-256 of a certificate (DER), lowercase hex.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    crate::util::hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }
 
 pub fn server_config(

@@ -34,7 +34,7 @@ use crate::repo::Repo;
 use crate::repo::pack::{PackBuilder, PackEntry};
 use crate::tree::{ChunkId, Kind};
 
-use super::state::write_atomic;
+use crate::util::fs::write_atomic;
 
 /// Repack a pack when less than this share of its bytes is used.
 const REPACK_BELOW: f64 = 0.5;

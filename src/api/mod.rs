@@ -1,0 +1,34 @@
+//! The recovery server's HTTP contract (docs/api.md) as types: every JSON
+//! body the server answers or accepts is a struct or an enum here, with
+//! serde on both sides, so that the server, the client, the recovery image
+//! (and later a dashboard) cannot disagree about a field's name or type: a
+//! renamed field fails to compile or to parse instead of silently becoming
+//! zero. The JSON is the one the untyped code spoke (golden fixtures in
+//! tests/fixtures/api/ keep it so).
+//!
+//! This module knows nothing of HTTP libraries: the server turns
+//! [`ApiError`] into a response, the client turns a response into one.
+
+mod error;
+mod repository;
+mod requests;
+mod tokens;
+mod version;
+
+pub use error::{ApiError, ErrorBody};
+pub use repository::{
+    DEFAULT_GRACE, ForgetAnswer, ForgetRequest, FsSummary, HostSummary, PruneAnswer, PruneRequest,
+    SnapshotSummary, Stats, Stored,
+};
+pub use requests::{
+    CreatedRequest, Identified, NewRequest, ProgressReport, RecoveryProgress, RecoveryRequest,
+    RequestState, ResultReport,
+};
+pub use tokens::{CreatedToken, NewToken, Scope, TokenInfo, TokenKind, WhoAmI};
+pub use version::{API_VERSION, REPOSITORY_FORMAT, Versions};
+
+/// The identity of a TLS certificate that clients pin: SHA-256 of its DER
+/// bytes, lowercase hex (what `rewind serve` prints and `--pin` takes).
+pub fn fingerprint(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
+    crate::util::hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
+}

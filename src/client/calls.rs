@@ -1,0 +1,119 @@
+//! The API's calls (docs/api.md), typed with `crate::api`: what the
+//! operator commands and the recovery image ask the server.
+
+use anyhow::Result;
+
+use super::{Client, Failure, accept, query_escape};
+use crate::api::{
+    CreatedRequest, CreatedToken, ForgetAnswer, ForgetRequest, Identified, NewRequest, NewToken,
+    ProgressReport, PruneAnswer, PruneRequest, RecoveryRequest, ResultReport, Stats, TokenInfo,
+    Versions, WhoAmI,
+};
+
+impl Client {
+    /// The formats the server speaks (no token needed).
+    pub fn versions(&self) -> Result<Versions> {
+        self.get("/v1/version")
+    }
+
+    /// Who this token is and what it may do.
+    pub fn whoami(&self) -> Result<WhoAmI> {
+        self.get("/v1/whoami")
+    }
+
+    /// Which host has these MAC addresses, and its armed request if any
+    /// (`ApiError::NotFound` when no host has them).
+    pub fn identify(&self, macs: &[String]) -> Result<Identified> {
+        self.get(&format!("/v1/identify?mac={}", macs.join(",")))
+    }
+
+    /// Recovery requests, oldest first: a host's, or all (admin).
+    pub fn requests(&self, host: Option<&str>) -> Result<Vec<RecoveryRequest>> {
+        match host {
+            Some(h) => self.get(&format!("/v1/requests?host={}", query_escape(h))),
+            None => self.get("/v1/requests"),
+        }
+    }
+
+    /// Arm a recovery of `host` (admin).
+    pub fn create_request(&self, host: &str, req: &NewRequest) -> Result<CreatedRequest> {
+        self.post(&format!("/v1/hosts/{host}/requests"), req)
+    }
+
+    /// Cancel an armed or running request (admin).
+    pub fn cancel_request(&self, id: &str) -> Result<RecoveryRequest> {
+        self.delete(&format!("/v1/requests/{id}"))
+    }
+
+    /// The recovery token's own request.
+    pub fn my_request(&self) -> Result<RecoveryRequest> {
+        self.get("/v1/recovery")
+    }
+
+    /// Report a recovery's progress (recovery token).
+    pub fn report_progress(
+        &self,
+        stage: &str,
+        bytes_done: u64,
+        bytes_total: u64,
+        message: &str,
+    ) -> Result<()> {
+        let report = ProgressReport {
+            stage: stage.to_string(),
+            bytes_done,
+            bytes_total,
+            message: message.to_string(),
+        };
+        self.post::<_, RecoveryRequest>("/v1/recovery/progress", &report)
+            .map(|_| ())
+    }
+
+    /// Report how a recovery ended (recovery token); the token stops working.
+    pub fn report_result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
+        let report = ResultReport {
+            ok,
+            stage: stage.to_string(),
+            message: message.to_string(),
+        };
+        self.post::<_, RecoveryRequest>("/v1/recovery/result", &report)
+            .map(|_| ())
+    }
+
+    /// The iPXE script the server makes for these MAC addresses, with this
+    /// client's token as the boot token (`?token=`, as iPXE sends it).
+    pub fn boot_script(&self, macs: &[String]) -> Result<String> {
+        let url = self.url(&format!(
+            "/boot/ipxe?mac={}&token={}",
+            macs.join(","),
+            query_escape(&self.token)
+        ));
+        self.retrying("boot script", |http| {
+            let resp = accept(http.get(&url).send()?, &[])?;
+            resp.text().map_err(Failure::from)
+        })
+    }
+
+    pub fn create_token(&self, req: &NewToken) -> Result<CreatedToken> {
+        self.post("/v1/tokens", req)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.get("/v1/tokens")
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        self.delete(&format!("/v1/tokens/{id}"))
+    }
+
+    pub fn forget(&self, req: &ForgetRequest) -> Result<ForgetAnswer> {
+        self.post("/v1/forget", req)
+    }
+
+    pub fn prune(&self, req: &PruneRequest) -> Result<PruneAnswer> {
+        self.post("/v1/prune", req)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        self.get("/v1/stats")
+    }
+}

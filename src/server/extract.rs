@@ -1,0 +1,250 @@
+//! Who is asking, as axum extractors: a handler names the token it needs
+//! in its signature — [`Admin`], [`ReadHost`] / [`WriteHost`] (the
+//! `{host}` of the path), [`RecoveryToken`], [`BootToken`], or [`Caller`]
+//! for any valid token — and the extractor answers 400 (a bad host name),
+//! 401 or 403 before the handler runs. [`JsonBody`] reads a JSON body
+//! with the API's size limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+
+use super::Server;
+use super::auth::{self, Access, Scope};
+use super::error::ApiResult;
+use super::files;
+use crate::api::ApiError;
+
+type Shared = Arc<Server>;
+
+/// Largest JSON body.
+pub const MAX_JSON: usize = 64 << 10;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// `?token=` (boot routes: iPXE cannot send headers).
+fn query_token(parts: &Parts) -> Option<String> {
+    Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|Query(mut q)| q.remove("token"))
+}
+
+impl Server {
+    /// Who is asking: the bearer token, else `query_token`. A recovery
+    /// token works only while its request is armed or running.
+    fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> ApiResult<Caller> {
+        let Some(token) = bearer(headers).or(query_token) else {
+            return Err(ApiError::Unauthorized(
+                "missing bearer token (Authorization: Bearer rwd_...)".into(),
+            ));
+        };
+        let cat = self.catalog();
+        let rec = auth::verify(&cat.tokens, token)
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+        if let Scope::Recovery { request, .. } = &rec.scope
+            && !cat.is_active(request)
+        {
+            return Err(ApiError::Unauthorized(format!(
+                "recovery request {request} is over: its token no longer works"
+            )));
+        }
+        Ok(Caller {
+            id: rec.id.clone(),
+            scope: rec.scope.clone(),
+        })
+    }
+
+    fn authorize(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+        access: Access<'_>,
+    ) -> ApiResult<Scope> {
+        let Caller { scope, .. } = self.authenticate(headers, query_token)?;
+        if auth::allows(&scope, access) {
+            return Ok(scope);
+        }
+        let what = match access {
+            Access::Admin => "do this (admin only)".to_string(),
+            Access::Read(h) => format!("read host {h}"),
+            Access::Write(h) => format!("write to host {h}"),
+            Access::Boot => "fetch boot scripts".to_string(),
+        };
+        Err(ApiError::Forbidden(format!(
+            "this token ({}) may not {what}",
+            scope.describe()
+        )))
+    }
+}
+
+/// Any valid token.
+pub struct Caller {
+    pub id: String,
+    pub scope: Scope,
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<Caller> {
+        s.authenticate(&parts.headers, None)
+    }
+}
+
+/// An admin token.
+pub struct Admin;
+
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<Admin> {
+        s.authorize(&parts.headers, None, Access::Admin)?;
+        Ok(Admin)
+    }
+}
+
+/// The `{host}` of the path, checked to be a valid host name.
+async fn path_host(parts: &mut Parts, s: &Shared) -> ApiResult<String> {
+    let params = RawPathParams::from_request_parts(parts, s)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let host = params
+        .iter()
+        .find_map(|(k, v)| (k == "host").then(|| v.to_string()))
+        .ok_or_else(|| ApiError::Internal("this route has no {host}".into()))?;
+    check_host(&host)?;
+    Ok(host)
+}
+
+pub fn check_host(host: &str) -> ApiResult<()> {
+    if files::valid_host(host) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{host:?} is not a valid host name"
+        )))
+    }
+}
+
+/// The `{host}` of the path, a valid host name (no token check: an
+/// [`Admin`] after it).
+pub struct PathHost(pub String);
+
+impl FromRequestParts<Shared> for PathHost {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<PathHost> {
+        path_host(parts, s).await.map(PathHost)
+    }
+}
+
+/// A token that may read the path's host: admin, its host token, or its
+/// recovery token.
+pub struct ReadHost(pub String);
+
+impl FromRequestParts<Shared> for ReadHost {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<ReadHost> {
+        let host = path_host(parts, s).await?;
+        s.authorize(&parts.headers, None, Access::Read(&host))?;
+        Ok(ReadHost(host))
+    }
+}
+
+/// A token that may write to the path's host: admin or its host token.
+pub struct WriteHost(pub String);
+
+impl FromRequestParts<Shared> for WriteHost {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<WriteHost> {
+        let host = path_host(parts, s).await?;
+        s.authorize(&parts.headers, None, Access::Write(&host))?;
+        Ok(WriteHost(host))
+    }
+}
+
+/// A recovery token (of an armed or running request): the request's id.
+pub struct RecoveryToken {
+    pub request: String,
+}
+
+impl FromRequestParts<Shared> for RecoveryToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<RecoveryToken> {
+        match s.authenticate(&parts.headers, None)?.scope {
+            Scope::Recovery { request, .. } => Ok(RecoveryToken { request }),
+            scope => Err(ApiError::Forbidden(format!(
+                "this token ({}) is not a recovery token",
+                scope.describe()
+            ))),
+        }
+    }
+}
+
+/// A token that may boot (boot or admin), as a bearer token or `?token=`;
+/// `token` is the one to put in the URLs of a boot script.
+pub struct BootToken {
+    pub token: String,
+}
+
+impl FromRequestParts<Shared> for BootToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<BootToken> {
+        let query = query_token(parts);
+        s.authorize(&parts.headers, query.as_deref(), Access::Boot)?;
+        let token = query
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        Ok(BootToken { token })
+    }
+}
+
+/// A JSON body of at most [`MAX_JSON`] bytes; an empty body is `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: Request, s: &Shared) -> Result<JsonBody<T>, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let body = Bytes::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        json_body(&body)
+            .map(JsonBody)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.len() > MAX_JSON {
+        return Err(ApiError::TooLarge(format!(
+            "request body over {MAX_JSON} bytes"
+        )));
+    }
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}

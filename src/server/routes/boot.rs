@@ -1,0 +1,91 @@
+//! Netboot: the iPXE script of a machine (by its MAC addresses) and the
+//! boot assets of DIR/boot/.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use super::hosts::{host_by_mac, macs_of};
+use crate::api::ApiError;
+use crate::server::error::ApiResult;
+use crate::server::extract::BootToken;
+use crate::server::ipxe;
+
+/// A script that boots the recovery image with a fresh recovery token when
+/// the machine's host has an armed or running request; else one that exits
+/// (the firmware boots the local disk).
+pub(super) async fn boot_script(
+    State(s): State<Shared>,
+    boot: BootToken,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let text = |body: String| {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    };
+    let macs = macs_of(&q);
+    if macs.is_empty() {
+        return Ok(text(ipxe::exit_script(
+            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
+        )));
+    }
+    let host = s.blocking(move |s| host_by_mac(s, &macs, None)).await?;
+    let Some(host) = host else {
+        return Ok(text(ipxe::exit_script(
+            "this machine is not known to the recovery server",
+        )));
+    };
+    let Some(req) = s.catalog().active_request(&host).cloned() else {
+        return Ok(text(ipxe::exit_script(&format!(
+            "no recovery is armed for {host}"
+        ))));
+    };
+    let base = s.base_url(&headers);
+    let id = req.id.clone();
+    let recovery_token = s
+        .with_catalog(move |cat| cat.mint_recovery_token(&id))
+        .await?;
+    let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
+    let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);
+    let initrd_url = format!("{base}/boot/initrd.img?token={}", boot.token);
+    let script = ipxe::recovery_script(&ipxe::BootParams {
+        server: &base,
+        token: &recovery_token,
+        host: &host,
+        at: &req.snapshot_time,
+        pin: s.fingerprint.as_deref(),
+        kernel_url: &kernel_url,
+        initrd_url: &initrd_url,
+        extra: extra.lines().next().unwrap_or(""),
+    })
+    .ok_or_else(|| {
+        ApiError::Internal(
+            "a boot setting cannot go on a kernel command line (spaces in --public-url?)".into(),
+        )
+    })?;
+    Ok(text(script))
+}
+
+pub(super) async fn boot_file(
+    State(s): State<Shared>,
+    _: BootToken,
+    Path(file): Path<String>,
+) -> ApiResult<Response> {
+    if file.starts_with('.') || file.contains('/') || file == "cmdline" {
+        return Err(ApiError::BadRequest("not a boot asset name".into()));
+    }
+    let path = s.data.join("boot").join(&file);
+    let bytes = s
+        .blocking(move |_| match std::fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::NotFound(format!(
+                "no boot asset {file} (put it in DIR/boot/)"
+            ))),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

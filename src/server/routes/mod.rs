@@ -1,0 +1,161 @@
+//! The HTTP API's routes (docs/api.md), one module per resource. Handlers
+//! state the token they need with an extractor (super::extract), do their
+//! file work on the blocking pool through [`Server::blocking`] (or
+//! [`Server::with_catalog`], [`Server::host_shared`], [`Server::host_alone`])
+//! and answer the types of `crate::api`. Nothing here calls a blocking HTTP
+//! client.
+
+mod boot;
+mod files;
+mod hosts;
+mod meta;
+mod requests;
+mod retention;
+mod snapshots;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+
+use super::Server;
+use super::error::ApiResult;
+use super::state::Catalog;
+use crate::api::ApiError;
+
+/// Largest upload: a pack closes at 16 MiB, plus at most one blob (4 MiB
+/// plain, compressed) and its index.
+pub const MAX_UPLOAD: usize = 64 << 20;
+
+type Shared = Arc<Server>;
+
+pub fn router(server: Shared) -> Router {
+    Router::new()
+        .route("/v1/version", get(meta::version))
+        .route("/v1/whoami", get(tokens::whoami))
+        .route("/v1/hosts", get(hosts::list_hosts))
+        .route("/v1/hosts/{host}/files", get(files::list_files))
+        .route(
+            "/v1/hosts/{host}/files/{*name}",
+            get(files::get_file)
+                .head(files::head_file)
+                .put(files::put_file)
+                .delete(files::delete_file),
+        )
+        .route("/v1/hosts/{host}/snapshots", get(snapshots::list_snapshots))
+        .route("/v1/hosts/{host}/manifest", get(snapshots::get_manifest))
+        .route("/v1/hosts/{host}/requests", post(requests::create_request))
+        .route("/v1/identify", get(hosts::identify))
+        .route("/v1/requests", get(requests::list_requests))
+        .route(
+            "/v1/requests/{id}",
+            get(requests::get_request).delete(requests::cancel_request),
+        )
+        .route("/v1/recovery", get(requests::my_recovery))
+        .route("/v1/recovery/progress", post(requests::report_progress))
+        .route("/v1/recovery/result", post(requests::report_result))
+        .route(
+            "/v1/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/v1/tokens/{id}", delete(tokens::revoke_token))
+        .route("/v1/forget", post(retention::forget))
+        .route("/v1/prune", post(retention::prune))
+        .route("/v1/stats", get(meta::stats))
+        .route("/boot/ipxe", get(boot::boot_script))
+        .route("/boot/{file}", get(boot::boot_file))
+        .fallback(|| async {
+            ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
+        })
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(axum::middleware::from_fn(log))
+        .with_state(server)
+}
+
+/// Log changes and errors (paths only: boot routes carry tokens in queries).
+async fn log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let quiet = (method == Method::GET || method == Method::HEAD)
+        && (status.is_success() || status == StatusCode::NOT_FOUND);
+    if !quiet {
+        eprintln!(
+            "rewind: {method} {path} -> {} ({} ms)",
+            status.as_u16(),
+            started.elapsed().as_millis()
+        );
+    }
+    resp
+}
+
+impl Server {
+    /// Run file work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Server) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(|e| ApiError::Internal(format!("internal error: {e}")))?
+    }
+
+    /// Read or change the catalog (its changes write files: blocking pool).
+    async fn with_catalog<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Catalog) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.blocking(move |s| f(&mut s.catalog())).await
+    }
+
+    /// File work on a host's repository that may run beside uploads and
+    /// commits (its lock shared).
+    async fn host_shared<T: Send + 'static>(
+        self: &Arc<Self>,
+        host: &str,
+        f: impl FnOnce(&Server) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let lock = self.host_lock(host);
+        let _shared = lock.read().await;
+        self.blocking(f).await
+    }
+
+    /// File work on a host's repository that runs alone (forget, prune,
+    /// removals).
+    async fn host_alone<T: Send + 'static>(
+        self: &Arc<Self>,
+        host: &str,
+        f: impl FnOnce(&Server) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let lock = self.host_lock(host);
+        let _alone = lock.write().await;
+        self.blocking(f).await
+    }
+
+    /// The URL machines reach this server at: `--public-url`, else from
+    /// the request's Host header.
+    fn base_url(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = if self.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}")
+    }
+}

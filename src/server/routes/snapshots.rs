@@ -1,0 +1,60 @@
+//! A host's snapshots and manifests.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use crate::api::{ApiError, SnapshotSummary};
+use crate::server::error::ApiResult;
+use crate::server::extract::ReadHost;
+use crate::server::files;
+
+pub(super) async fn list_snapshots(
+    State(s): State<Shared>,
+    ReadHost(host): ReadHost,
+) -> ApiResult<axum::Json<Vec<SnapshotSummary>>> {
+    let snaps = s
+        .blocking(move |s| Ok(files::snapshots(&files::host_dir(&s.data, &host))?))
+        .await?;
+    Ok(axum::Json(snaps.iter().map(SnapshotSummary::of).collect()))
+}
+
+/// The manifest at `?at=` (default `latest`) or of `?snapshot=ID`, as XML;
+/// its id in `X-Rewind-Snapshot`.
+pub(super) async fn get_manifest(
+    State(s): State<Shared>,
+    ReadHost(host): ReadHost,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let m = s
+        .blocking(move |s| {
+            let dir = files::host_dir(&s.data, &host);
+            if let Some(id) = q.get("snapshot") {
+                let all = files::snapshots(&dir)?;
+                return all
+                    .into_iter()
+                    .find(|m| &m.snapshot.id == id)
+                    .ok_or_else(|| ApiError::NotFound(format!("no snapshot {id}")));
+            }
+            let at = q.get("at").map(String::as_str).unwrap_or("latest");
+            files::snapshot_at(&dir, at)
+        })
+        .await?;
+    let xml = crate::manifest::to_xml(&m).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = HeaderValue::from_str(&m.snapshot.id).unwrap_or(HeaderValue::from_static("?"));
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            ),
+            (header::HeaderName::from_static("x-rewind-snapshot"), id),
+        ],
+        xml,
+    )
+        .into_response())
+}

@@ -1,0 +1,102 @@
+//! Tokens: who am I, create, list, revoke.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::Shared;
+use crate::api::{ApiError, CreatedToken, NewToken, Scope, TokenInfo, WhoAmI};
+use crate::server::auth;
+use crate::server::error::ApiResult;
+use crate::server::extract::{Admin, Caller, JsonBody, check_host};
+use crate::server::files;
+
+pub(super) async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
+    axum::Json(WhoAmI {
+        id: caller.id,
+        scope: caller.scope,
+    })
+}
+
+pub(super) async fn create_token(
+    State(s): State<Shared>,
+    _: Admin,
+    JsonBody(req): JsonBody<NewToken>,
+) -> ApiResult<(StatusCode, axum::Json<CreatedToken>)> {
+    let scope = match (req.host, req.boot) {
+        (Some(h), false) => {
+            check_host(&h)?;
+            Scope::Host { host: h }
+        }
+        (None, true) => Scope::Boot,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either \"host\" or \"boot\": true".into(),
+            ));
+        }
+    };
+    let note = req.note;
+    let created = s
+        .blocking(move |s| {
+            // A host token comes with the host's (empty) repository.
+            if let Scope::Host { host } = &scope {
+                files::ensure_repo(&files::host_dir(&s.data, host))?;
+            }
+            let (token, rec) = auth::generate(scope, &note);
+            let id = rec.id.clone();
+            let mut cat = s.catalog();
+            cat.tokens.push(rec);
+            cat.save_tokens()?;
+            Ok(CreatedToken { id, token })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+pub(super) async fn list_tokens(
+    State(s): State<Shared>,
+    _: Admin,
+) -> ApiResult<axum::Json<Vec<TokenInfo>>> {
+    let list = s
+        .with_catalog(|cat| {
+            Ok(cat
+                .tokens
+                .iter()
+                .map(|t| TokenInfo {
+                    id: t.id.clone(),
+                    scope: t.scope.clone(),
+                    created: t.created.clone(),
+                    note: t.note.clone(),
+                })
+                .collect())
+        })
+        .await?;
+    Ok(axum::Json(list))
+}
+
+/// The last admin token cannot be revoked.
+pub(super) async fn revoke_token(
+    State(s): State<Shared>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.with_catalog(move |cat| {
+        let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
+            return Err(ApiError::NotFound(format!("no token {id}")));
+        };
+        let admins = cat
+            .tokens
+            .iter()
+            .filter(|t| t.scope == Scope::Admin)
+            .count();
+        if cat.tokens[i].scope == Scope::Admin && admins == 1 {
+            return Err(ApiError::Conflict(
+                "this is the only admin token (`rewind serve --new-admin-token` replaces it)"
+                    .into(),
+            ));
+        }
+        cat.tokens.remove(i);
+        cat.save_tokens()?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
