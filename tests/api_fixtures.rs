@@ -309,19 +309,24 @@ fn fake_token() -> String {
 fn client_bodies(book: &mut Book) {
     let r = Recorder::start(recorded_replies());
     let c = rewind::client::Client::new(&r.url, &fake_token(), None, None).unwrap();
-    c.report_progress("restore", 3 << 30, 8 << 30, "/ (ext4)")
+    c.report_progress(rewind::stage::Stage::Restore, 3 << 30, 8 << 30, "/ (ext4)")
         .unwrap();
     book.json(
         "requests/recovery_progress",
         r.body("POST", "/v1/recovery/progress"),
     );
-    c.report_result(false, "format", "mkfs.xfs /dev/sda2: exit status 1")
-        .unwrap();
+    c.report_result(
+        false,
+        rewind::stage::Stage::Format,
+        "mkfs.xfs /dev/sda2: exit status 1",
+    )
+    .unwrap();
     book.json(
         "requests/recovery_result_failed",
         r.body("POST", "/v1/recovery/result"),
     );
-    c.report_result(true, "finish", "recovered web1").unwrap();
+    c.report_result(true, rewind::stage::Stage::Finish, "recovered web1")
+        .unwrap();
     book.json(
         "requests/recovery_result_ok",
         r.body("POST", "/v1/recovery/result"),

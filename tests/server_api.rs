@@ -519,13 +519,15 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
     assert!(rc.manifest_at("other", "latest").is_err());
 
     // Progress shows in `rewind status`; the result ends the token.
-    rc.report_progress("restore", 3 << 30, 8 << 30, "").unwrap();
+    rc.report_progress(rewind::stage::Stage::Restore, 3 << 30, 8 << 30, "")
+        .unwrap();
     let status = rewind_ok(&s, &s.admin, &["status"]);
     assert!(
         status.contains("running") && status.contains("restore 3.0 GiB / 8.0 GiB (37%)"),
         "{status}"
     );
-    rc.report_result(true, "finish", "recovered in 2m").unwrap();
+    rc.report_result(true, rewind::stage::Stage::Finish, "recovered in 2m")
+        .unwrap();
     let status = rewind_ok(&s, &s.admin, &["status"]);
     assert!(
         status.contains("succeeded") && status.contains("recovered in 2m"),

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stage::Stage;
+
 /// Where a recovery request is. In JSON, lowercase: `"armed"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,10 +45,10 @@ impl fmt::Display for RequestState {
 }
 
 /// The last progress report of a recovery, as the server keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryProgress {
-    /// The recovery's stage (`fetch`, `plan`, ..., `finish`).
-    pub stage: String,
+    /// The recovery's stage.
+    pub stage: Stage,
     #[serde(default)]
     pub bytes_done: u64,
     #[serde(default)]
@@ -132,11 +134,11 @@ pub struct Identified {
 }
 
 /// `POST /v1/recovery/progress`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressReport {
-    /// 1 to 64 bytes. A `String` on the wire; the stage names are the
-    /// recovery's.
-    pub stage: String,
+    /// A stage's lowercase name on the wire (`restore`); an unknown name
+    /// is refused with 400.
+    pub stage: Stage,
     #[serde(default)]
     pub bytes_done: u64,
     #[serde(default)]
@@ -147,12 +149,11 @@ pub struct ProgressReport {
 }
 
 /// `POST /v1/recovery/result`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultReport {
     pub ok: bool,
     /// The stage that failed (or `finish`).
-    #[serde(default)]
-    pub stage: String,
+    pub stage: Stage,
     /// At most 16384 bytes.
     #[serde(default)]
     pub message: String,

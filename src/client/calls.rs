@@ -9,6 +9,7 @@ use crate::api::{
     ProgressReport, PruneAnswer, PruneRequest, RecoveryRequest, ResultReport, Stats, TokenInfo,
     Versions, WhoAmI,
 };
+use crate::stage::Stage;
 
 impl Client {
     /// The formats the server speaks (no token needed).
@@ -53,13 +54,13 @@ impl Client {
     /// Report a recovery's progress (recovery token).
     pub fn report_progress(
         &self,
-        stage: &str,
+        stage: Stage,
         bytes_done: u64,
         bytes_total: u64,
         message: &str,
     ) -> Result<()> {
         let report = ProgressReport {
-            stage: stage.to_string(),
+            stage,
             bytes_done,
             bytes_total,
             message: message.to_string(),
@@ -69,10 +70,10 @@ impl Client {
     }
 
     /// Report how a recovery ended (recovery token); the token stops working.
-    pub fn report_result(&self, ok: bool, stage: &str, message: &str) -> Result<()> {
+    pub fn report_result(&self, ok: bool, stage: Stage, message: &str) -> Result<()> {
         let report = ResultReport {
             ok,
-            stage: stage.to_string(),
+            stage,
             message: message.to_string(),
         };
         self.post::<_, RecoveryRequest>("/v1/recovery/result", &report)

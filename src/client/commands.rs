@@ -164,7 +164,7 @@ fn describe_progress(r: &RecoveryRequest) -> String {
         return String::new();
     };
     let (done, total) = (p.bytes_done, p.bytes_total);
-    let mut s = p.stage.clone();
+    let mut s = p.stage.to_string();
     if total > 0 {
         s.push_str(&format!(
             " {} / {} ({}%)",

@@ -90,7 +90,7 @@ impl Reporter {
             st.stop = true;
         }
         self.0.changed.notify_all();
-        self.0.client.report_result(ok, stage.as_str(), message)
+        self.0.client.report_result(ok, stage, message)
     }
 }
 
@@ -119,9 +119,7 @@ fn run(inner: &Inner) {
         let Some(stage) = stage else {
             continue;
         };
-        if let Err(e) = inner
-            .client
-            .report_progress(stage.as_str(), done, total, &message)
+        if let Err(e) = inner.client.report_progress(stage, done, total, &message)
             && let Ok(mut st) = inner.state.lock()
             && !st.warned
         {

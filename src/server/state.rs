@@ -187,11 +187,7 @@ impl Catalog {
             RequestState::Failed
         };
         r.updated = now.to_string();
-        r.result = Some(if rep.stage.is_empty() {
-            rep.message
-        } else {
-            format!("{}: {}", rep.stage, rep.message)
-        });
+        r.result = Some(format!("{}: {}", rep.stage, rep.message));
         let r = r.clone();
         self.revoke_recovery_tokens(id);
         self.save_requests()?;
@@ -251,6 +247,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::Stage;
 
     const T0: &str = "2026-11-25T14:00:00Z";
     const T1: &str = "2026-11-25T14:00:10Z";
@@ -276,7 +273,7 @@ mod tests {
 
     fn progress(stage: &str, done: u64) -> ProgressReport {
         ProgressReport {
-            stage: stage.into(),
+            stage: stage.parse().unwrap(),
             bytes_done: done,
             bytes_total: 1000,
             message: String::new(),
@@ -363,7 +360,7 @@ mod tests {
         cat.mint_recovery_token("r1").unwrap();
         let fail = ResultReport {
             ok: false,
-            stage: "format".into(),
+            stage: Stage::Format,
             message: "mkfs failed".into(),
         };
         let r = cat.finish("r1", fail, T1).unwrap();
@@ -379,12 +376,12 @@ mod tests {
         cat.arm(request("r2", "web1")).unwrap();
         let ok = ResultReport {
             ok: true,
-            stage: String::new(),
+            stage: Stage::Finish,
             message: "recovered".into(),
         };
         let r = cat.finish("r2", ok, T1).unwrap();
         assert_eq!(r.state, RequestState::Succeeded);
-        assert_eq!(r.result.as_deref(), Some("recovered"));
+        assert_eq!(r.result.as_deref(), Some("finish: recovered"));
     }
 
     #[test]
