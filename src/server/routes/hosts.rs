@@ -32,17 +32,12 @@ pub(super) async fn list_hosts(
     Ok(axum::Json(hosts))
 }
 
-pub(super) fn normalize_mac(m: &str) -> String {
-    m.trim().to_ascii_lowercase().replace('-', ":")
-}
-
 /// The `mac=` of a query: comma-separated, normalized.
 pub(super) fn macs_of(q: &HashMap<String, String>) -> Vec<String> {
     q.get("mac")
         .map(|m| {
             m.split(',')
-                .map(normalize_mac)
-                .filter(|m| !m.is_empty())
+                .filter_map(crate::util::mac::normalize)
                 .collect()
         })
         .unwrap_or_default()
@@ -65,7 +60,8 @@ pub(super) fn host_by_mac(
             .interfaces
             .iter()
             .filter_map(|i| i.mac.as_deref())
-            .any(|mac| macs.contains(&normalize_mac(mac)));
+            .filter_map(crate::util::mac::normalize)
+            .any(|mac| macs.contains(&mac));
         if found {
             return Ok(Some(h));
         }
