@@ -101,7 +101,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
             .and_then(|p| {
                 p.filesystems
                     .iter()
-                    .find(|f| f.uuid == fs.uuid && f.fs_type == fs.fs_type)
+                    .find(|f| f.uuid == fs.uuid && f.fs_type.same_kind(&fs.fs_type))
             })
             .and_then(|f| f.data.clone());
         let previous_files = match previous {

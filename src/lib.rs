@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod fs;
 pub mod init;
 pub mod layout;
 pub mod manifest;

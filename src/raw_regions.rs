@@ -323,7 +323,9 @@ mod tests {
             first_lba,
             last_lba,
             type_guid: ty.into(),
-            guid: format!("11111111-2222-4333-8444-55555555550{number}"),
+            guid: format!("11111111-2222-4333-8444-55555555550{number}")
+                .as_str()
+                .into(),
             name: String::new(),
             attributes: 0,
         }
