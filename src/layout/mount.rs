@@ -10,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::plan::MountStep;
 // Pure rules of the plan, still reachable here where they were first.
-pub use super::plan::{order_key, recovery_options};
+pub use super::plan::order_key;
 use crate::probe::fs::parse_mountinfo;
 
 /// Split fstab options into mount(2) flags and the filesystem's data string.

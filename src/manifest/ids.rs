@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::tree::ChunkId;
+
 /// A GPT GUID (disk, partition type, partition): 8-4-4-4-12 hex digits.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Guid {
@@ -123,6 +125,95 @@ impl From<u8> for MbrType {
     }
 }
 
+/// A tree in the repository (BLAKE3 of its chunk list): 64 hex digits.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TreeId {
+    value: ChunkId,
+    text: String,
+}
+
+impl TreeId {
+    pub fn id(&self) -> ChunkId {
+        self.value
+    }
+}
+
+impl FromStr for TreeId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ChunkId::from_hex(s)
+            .map(|value| TreeId {
+                value,
+                text: s.to_string(),
+            })
+            .ok_or_else(|| format!("\"{s}\" is not a 64-hex-digit tree id"))
+    }
+}
+
+impl From<ChunkId> for TreeId {
+    fn from(value: ChunkId) -> Self {
+        TreeId {
+            value,
+            text: value.to_hex(),
+        }
+    }
+}
+
+/// A point in time, RFC 3339 (`2026-11-25T06:00:00Z`; capture writes UTC).
+/// Ordered as text, as snapshots always were: UTC times sort by their text.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    secs: i64,
+    text: String,
+}
+
+impl Timestamp {
+    /// Now, in UTC.
+    pub fn now() -> Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Timestamp::from_unix(secs)
+    }
+
+    pub fn from_unix(secs: i64) -> Timestamp {
+        Timestamp {
+            secs,
+            text: crate::time::format_utc(secs),
+        }
+    }
+
+    /// Seconds since the epoch.
+    pub fn unix(&self) -> i64 {
+        self.secs
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::time::parse_rfc3339(s)
+            .map(|secs| Timestamp {
+                secs,
+                text: s.to_string(),
+            })
+            .ok_or_else(|| format!("\"{s}\" is not an RFC 3339 time (2026-11-25T06:00:00Z)"))
+    }
+}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
 /// The hex digits after `0x`, when there are exactly `digits` of them.
 fn prefixed_hex(s: &str, digits: usize) -> Option<&str> {
     s.strip_prefix("0x")
@@ -197,6 +288,8 @@ macro_rules! text_form {
 text_form!(Guid);
 text_form!(MbrSignature);
 text_form!(MbrType);
+text_form!(TreeId);
+text_form!(Timestamp);
 
 #[cfg(test)]
 mod tests {
@@ -235,5 +328,23 @@ mod tests {
         assert_eq!(MbrType::from(5).as_str(), "0x05");
         assert!("83".parse::<MbrType>().is_err());
         assert!("0x083".parse::<MbrType>().is_err());
+    }
+
+    #[test]
+    fn trees_and_times() {
+        let hex = "5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e";
+        let t: TreeId = hex.parse().unwrap();
+        assert_eq!(TreeId::from(t.id()), t);
+        let e = "abc".parse::<TreeId>().unwrap_err();
+        assert_eq!(e, "\"abc\" is not a 64-hex-digit tree id");
+
+        let a: Timestamp = "2026-11-25T06:00:00Z".parse().unwrap();
+        assert_eq!(Timestamp::from_unix(a.unix()), a);
+        let b: Timestamp = "2026-11-25T07:00:00+01:00".parse().unwrap();
+        assert_eq!(a.unix(), b.unix());
+        assert_eq!(b.as_str(), "2026-11-25T07:00:00+01:00");
+        assert!(a < b, "ordered as text");
+        assert!("yesterday".parse::<Timestamp>().is_err());
+        assert!(Timestamp::now().unix() > a.unix() - 86_400 * 365 * 100);
     }
 }

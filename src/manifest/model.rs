@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::ids::{Guid, MbrSignature, MbrType};
+pub use super::ids::{Guid, MbrSignature, MbrType, Timestamp, TreeId};
 pub use crate::fs::{BtrfsParams, ExtParams, FsType, VfatParams, XfsParams};
 
 /// The schema version this build writes and reads.
@@ -41,7 +41,7 @@ pub struct Snapshot {
     pub host: String,
     /// When the snapshot was taken, RFC 3339 in UTC (`2026-11-25T06:00:00Z`).
     #[serde(rename = "@time")]
-    pub time: String,
+    pub time: Timestamp,
     #[serde(rename = "@parent", skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// The rewind version that wrote the manifest.
@@ -219,7 +219,7 @@ pub struct RawData {
     pub region: String,
     /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
     #[serde(rename = "@tree")]
-    pub tree: String,
+    pub tree: TreeId,
     /// The region's size in bytes (all of it is stored).
     #[serde(rename = "@bytes")]
     pub bytes: u64,
@@ -426,7 +426,7 @@ pub struct Filesystem {
 pub struct FsData {
     /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
     #[serde(rename = "@tree")]
-    pub tree: String,
+    pub tree: TreeId,
     /// The mount point that was backed up.
     #[serde(rename = "@from")]
     pub from: String,
@@ -517,7 +517,7 @@ pub struct EfiEntry {
     pub active: bool,
     /// The GPT partition (by unique GUID) and its number that the entry boots from.
     #[serde(rename = "@partition-guid", skip_serializing_if = "Option::is_none")]
-    pub partition_guid: Option<String>,
+    pub partition_guid: Option<Guid>,
     #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
     pub partition_number: Option<u32>,
     /// The loader's path on that partition, with backslashes (`\EFI\debian\shimx64.efi`).

@@ -573,10 +573,6 @@ fn other_checks_name_their_paths() {
     type Edit = fn(&mut Manifest);
     let cases: Vec<(Edit, &str)> = vec![
         (
-            |m| m.snapshot.time = "yesterday".into(),
-            "/manifest/snapshot/@time",
-        ),
-        (
             |m| m.system.hostname = "bad host".into(),
             "/manifest/system/hostname",
         ),
@@ -640,10 +636,6 @@ fn other_checks_name_their_paths() {
         (
             |m| m.disks[0].raw = m.disks[1].raw.clone(),
             "/manifest/disk[1]/raw[1]/@region",
-        ),
-        (
-            |m| m.disks[1].raw[0].tree = "abc".into(),
-            "/manifest/disk[2]/raw[1]/@tree",
         ),
         (
             |m| {
@@ -710,6 +702,35 @@ fn checks_done_while_reading_name_their_paths() {
     let ext = &xml[xml.find("<ext ").unwrap()..];
     let ext = &ext[..ext.find("/>").unwrap() + 2];
     let cases: Vec<(String, &str, &str)> = vec![
+        (
+            xml.replace("time=\"2026-11-25T06:00:00Z\"", "time=\"yesterday\""),
+            "/manifest/snapshot/@time",
+            "\"yesterday\" is not an RFC 3339 time (2026-11-25T06:00:00Z)",
+        ),
+        (
+            xml.replace(
+                "tree=\"9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7\"",
+                "tree=\"abc\"",
+            ),
+            "/manifest/disk[2]/raw[1]/@tree",
+            "\"abc\" is not a 64-hex-digit tree id",
+        ),
+        (
+            xml.replace(
+                "tree=\"5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e\"",
+                "tree=\"abc\"",
+            ),
+            "/manifest/filesystem[2]/data/@tree",
+            "\"abc\" is not a 64-hex-digit tree id",
+        ),
+        (
+            xml.replace(
+                "partition-guid=\"11111111-2222-4333-8444-555555555501\"",
+                "partition-guid=\"nope\"",
+            ),
+            "/manifest/boot/efi/entry[1]/@partition-guid",
+            "malformed GUID \"nope\"",
+        ),
         (
             xml.replace("signature=\"0x1a2b3c4d\"", "signature=\"1a2b3c4d\""),
             "/manifest/disk[2]/mbr/@signature",

@@ -195,7 +195,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             .context("cannot read the EFI boot entries")?,
         Firmware::Bios => None,
     };
-    let time = crate::time::now_utc();
+    let time = crate::manifest::Timestamp::now();
     let host = opts.host.clone().unwrap_or_else(|| system.hostname.clone());
     let manifest = Manifest {
         schema: SCHEMA_VERSION,

@@ -684,7 +684,7 @@ async fn create_request(
             host: host.clone(),
             at,
             snapshot: m.snapshot.id.clone(),
-            snapshot_time: m.snapshot.time.clone(),
+            snapshot_time: m.snapshot.time.to_string(),
             state: RequestState::Armed,
             created: now.clone(),
             updated: now.clone(),
