@@ -44,7 +44,8 @@ pub enum FsType {
 pub const NAMES: &[&str] = &["ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"];
 
 /// The manifest elements that hold a kind's parameters (`<ext>` for all
-/// three ext kinds).
+/// three ext kinds). The manifest's `<filesystem>` field list names each
+/// (a test there checks it).
 pub const PARAMS_ELEMENTS: &[&str] = &["ext", "xfs", "vfat", "btrfs"];
 
 impl FsType {
@@ -90,18 +91,6 @@ impl FsType {
             FsType::Xfs(p) => p.is_some(),
             FsType::Vfat(p) => p.is_some(),
             FsType::Btrfs(p) => p.is_some(),
-        }
-    }
-
-    /// The same kind without parameters.
-    pub fn kind(&self) -> FsType {
-        match self {
-            FsType::Ext2(_) => FsType::Ext2(None),
-            FsType::Ext3(_) => FsType::Ext3(None),
-            FsType::Ext4(_) => FsType::Ext4(None),
-            FsType::Xfs(_) => FsType::Xfs(None),
-            FsType::Vfat(_) => FsType::Vfat(None),
-            FsType::Btrfs(_) => FsType::Btrfs(None),
         }
     }
 
