@@ -39,7 +39,7 @@ pub fn tree_of(fs: &Filesystem) -> Result<ChunkId> {
         .data
         .as_ref()
         .context("this filesystem has no data in the snapshot")?;
-    ChunkId::from_hex(&data.tree).context("malformed tree id")
+    Ok(data.tree.id())
 }
 
 /// `ls -l`-style line.

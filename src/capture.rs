@@ -100,7 +100,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
             .and_then(|p| {
                 p.filesystems
                     .iter()
-                    .find(|f| f.uuid == fs.uuid && f.fs_type == fs.fs_type)
+                    .find(|f| f.uuid == fs.uuid && f.fs_type.same_kind(&fs.fs_type))
             })
             .and_then(|f| f.data.clone());
         let previous_files = match previous {
@@ -117,7 +117,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
                 .with_context(|| format!("cannot back up {}", mount.point))?;
         progress.finish();
         fs.data = Some(FsData {
-            tree: tree_id.to_hex(),
+            tree: tree_id.into(),
             from: mount.point.clone(),
             entries: report.entries,
             bytes: report.bytes,
@@ -135,7 +135,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
 
 /// The regular files of a previous tree, by path, for change detection.
 fn load_files(repo: &Repo, data: &FsData) -> Result<HashMap<Vec<u8>, Entry>> {
-    let id = tree::ChunkId::from_hex(&data.tree).context("bad tree id")?;
+    let id = data.tree.id();
     let mut out = HashMap::new();
     for e in repo.tree_entries(&id)? {
         let e = e?;

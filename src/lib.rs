@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod console;
+pub mod fs;
 pub mod init;
 pub mod kmod;
 pub mod layout;

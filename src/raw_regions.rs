@@ -118,7 +118,7 @@ pub fn capture_raw_regions(repo: &mut Repo, m: &mut Manifest, warnings: &mut Vec
             match store_region(repo, &mut dev, region, offset, len) {
                 Ok(tree) => stored.push(RawData {
                     region: region.to_string(),
-                    tree: tree.to_hex(),
+                    tree: tree.into(),
                     bytes: len,
                 }),
                 Err(e) => warnings.push(format!(
@@ -194,7 +194,7 @@ impl RawSource for RepoRaw<'_> {
 
 /// The bytes of a stored region, streamed and verified chunk by chunk.
 pub fn open_region<'a>(repo: &'a Repo, raw: &RawData) -> Result<Box<dyn Read + 'a>> {
-    let tree = ChunkId::from_hex(&raw.tree).context("malformed tree id")?;
+    let tree = raw.tree.id();
     let mut entries = repo.tree_entries(&tree)?;
     let entry = match entries.next() {
         Some(e) => e?,
@@ -323,7 +323,9 @@ mod tests {
             first_lba,
             last_lba,
             type_guid: ty.into(),
-            guid: format!("11111111-2222-4333-8444-55555555550{number}"),
+            guid: format!("11111111-2222-4333-8444-55555555550{number}")
+                .as_str()
+                .into(),
             name: String::new(),
             attributes: 0,
         }
@@ -379,7 +381,7 @@ mod tests {
         });
         d.raw = vec![RawData {
             region: "boot-gap".into(),
-            tree: tree.to_hex(),
+            tree: tree.into(),
             bytes: 2_999_000 - 512,
         }];
         let mut m = crate::manifest::tests::sample();

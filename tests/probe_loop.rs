@@ -289,7 +289,7 @@ fn probe_records_what_was_created() {
         .map(|f| {
             (
                 f.device.as_str(),
-                f.fs_type.as_str(),
+                f.fs_type.name(),
                 f.uuid.as_str(),
                 f.label.as_deref(),
             )
@@ -325,7 +325,7 @@ fn probe_records_what_was_created() {
         ]
     );
 
-    let esp = m.filesystems[0].vfat.as_ref().expect("vfat parameters");
+    let esp = m.filesystems[0].fs_type.vfat().expect("vfat parameters");
     assert_eq!(
         (
             esp.fat_size,
@@ -337,9 +337,9 @@ fn probe_records_what_was_created() {
         ),
         (32, 512, 1, 32, 2, 0)
     );
-    assert_eq!(m.filesystems[4].vfat.as_ref().unwrap().fat_size, 16);
+    assert_eq!(m.filesystems[4].fs_type.vfat().unwrap().fat_size, 16);
 
-    let root = m.filesystems[1].ext.as_ref().expect("ext parameters");
+    let root = m.filesystems[1].fs_type.ext().expect("ext parameters");
     assert_eq!((root.block_size, root.inode_size), (4096, 256));
     assert_eq!(root.block_count, 409600 * 512 / 4096);
     for f in ["has_journal", "extent", "dir_index"] {
@@ -353,15 +353,15 @@ fn probe_records_what_was_created() {
         !root.features.iter().any(|x| x == "metadata_csum"),
         "made with ^metadata_csum"
     );
-    let boot = m.filesystems[3].ext.as_ref().unwrap();
+    let boot = m.filesystems[3].fs_type.ext().unwrap();
     assert_eq!((boot.block_size, boot.inode_size), (1024, 128));
-    let scratch = m.filesystems[5].ext.as_ref().unwrap();
+    let scratch = m.filesystems[5].fs_type.ext().unwrap();
     assert!(
         !scratch.features.iter().any(|x| x == "has_journal"),
         "ext2 has no journal"
     );
 
-    let data = m.filesystems[2].xfs.as_ref().expect("xfs parameters");
+    let data = m.filesystems[2].fs_type.xfs().expect("xfs parameters");
     assert_eq!(
         (data.block_size, data.inode_size, data.ag_count),
         (4096, 512, 4)

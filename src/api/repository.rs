@@ -49,7 +49,7 @@ impl SnapshotSummary {
         SnapshotSummary {
             id: m.snapshot.id.clone(),
             host: m.snapshot.host.clone(),
-            time: m.snapshot.time.clone(),
+            time: m.snapshot.time.to_string(),
             parent: m.snapshot.parent.clone(),
             filesystems: m
                 .filesystems

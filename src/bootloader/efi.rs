@@ -382,7 +382,7 @@ mod tests {
             number: number.into(),
             description: format!("entry {number}"),
             active: true,
-            partition_guid: guid.map(str::to_string),
+            partition_guid: guid.map(Into::into),
             partition_number: guid.map(|_| 1),
             path: guid.map(|_| "\\EFI\\debian\\shimx64.efi".to_string()),
             raw: raw.into(),

@@ -9,55 +9,9 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::plan::MountStep;
+// Pure rules of the plan, still reachable here where they were first.
+pub use super::plan::order_key;
 use crate::probe::fs::parse_mountinfo;
-
-/// The captured fstab options, made fit for a restore: `ro` goes (the
-/// restore writes), options only mount(8) or systemd understand go, and a
-/// btrfs subvolume is named by path (`subvol=`), never by its old id.
-pub fn recovery_options(captured: &str, fs_type: &str, root: &str) -> String {
-    let mut out: Vec<String> = Vec::new();
-    for o in captured.split(',') {
-        let key = o.split('=').next().unwrap_or_default();
-        let userspace = matches!(
-            key,
-            "defaults"
-                | "auto"
-                | "noauto"
-                | "user"
-                | "nouser"
-                | "users"
-                | "owner"
-                | "group"
-                | "nofail"
-                | "_netdev"
-                | "comment"
-                | "loop"
-        ) || key.starts_with("x-")
-            || key.starts_with("X-");
-        let stale = fs_type == "btrfs" && matches!(key, "subvolid" | "subvol");
-        if o.is_empty()
-            || o == "ro"
-            || o == "rw"
-            || userspace
-            || stale
-            || out.iter().any(|x| x == o)
-        {
-            continue;
-        }
-        out.push(o.to_string());
-    }
-    if fs_type == "btrfs" && root != "/" {
-        out.push(format!("subvol={root}"));
-    }
-    out.insert(0, "rw".to_string());
-    out.join(",")
-}
-
-/// Sort key that puts a mount point after every mount point above it.
-pub fn order_key(point: &str) -> (usize, String) {
-    let depth = point.split('/').filter(|c| !c.is_empty()).count();
-    (depth, point.to_string())
-}
 
 /// Split fstab options into mount(2) flags and the filesystem's data string.
 pub fn split_options(options: &str) -> (MsFlags, String) {
@@ -252,27 +206,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_for_recovery() {
-        assert_eq!(
-            recovery_options("ro,relatime,errors=remount-ro", "ext4", "/"),
-            "rw,relatime,errors=remount-ro"
-        );
-        assert_eq!(
-            recovery_options(
-                "rw,noatime,nofail,x-systemd.automount,subvolid=257,subvol=/@home,compress=zstd:3",
-                "btrfs",
-                "/@home"
-            ),
-            "rw,noatime,compress=zstd:3,subvol=/@home"
-        );
-        assert_eq!(recovery_options("", "xfs", "/"), "rw");
-        assert_eq!(
-            recovery_options("rw,relatime,fmask=0077,dmask=0077", "vfat", "/"),
-            "rw,relatime,fmask=0077,dmask=0077"
-        );
-    }
-
-    #[test]
     fn flags_and_data() {
         let (f, d) = split_options("rw,nosuid,nodev,relatime,errors=remount-ro,noatime");
         assert_eq!(
@@ -283,12 +216,5 @@ mod tests {
         let (f, d) = split_options("ro,rw,subvol=/@");
         assert_eq!(f, MsFlags::empty());
         assert_eq!(d, "subvol=/@");
-    }
-
-    #[test]
-    fn parents_first() {
-        let mut v = vec!["/boot/efi", "/home", "/", "/boot", "/srv/data/x"];
-        v.sort_by_key(|p| order_key(p));
-        assert_eq!(v, ["/", "/boot", "/home", "/boot/efi", "/srv/data/x"]);
     }
 }

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use super::format::{self, Tools};
-use super::mount;
 use super::present::{PresentDisk, partition_path};
 use super::table::{GptEntry, GptLayout, MbrEntry, MbrLayout};
 use crate::cmd::display_argv;
+use crate::fs::{FsType, MkfsTarget, Tools};
 use crate::manifest::{BootGap, Disk, Filesystem, Manifest, MbrKind};
 
 /// What the operator asked for besides the manifest.
@@ -416,29 +415,19 @@ fn disk_plan(
             Table::Gpt(layout)
         }
         (None, Some(mbr)) => {
-            let signature = parse_hex_u32(&mbr.signature).with_context(|| {
-                format!("MBR signature {:?} is not 0x + 8 hex digits", mbr.signature)
-            })?;
-            let mut parts = Vec::new();
-            for p in &mbr.partitions {
-                let type_byte = parse_hex_u32(&p.type_byte)
-                    .and_then(|t| u8::try_from(t).ok())
-                    .with_context(|| {
-                        format!(
-                            "partition {} type {:?} is not a byte",
-                            p.number, p.type_byte
-                        )
-                    })?;
-                parts.push(MbrEntry {
+            let mut parts: Vec<MbrEntry> = mbr
+                .partitions
+                .iter()
+                .map(|p| MbrEntry {
                     number: p.number,
                     kind: p.kind,
-                    type_byte,
+                    type_byte: p.type_byte.value(),
                     boot: p.boot,
                     start_lba: p.start_lba,
                     sectors: p.sectors,
                     ebr_lba: p.ebr_lba,
-                });
-            }
+                })
+                .collect();
             if grow {
                 grown = grow_mbr(&mut parts, delta, sectors);
                 if grown.is_none() {
@@ -449,7 +438,7 @@ fn disk_plan(
                 }
             }
             let layout = MbrLayout {
-                signature,
+                signature: mbr.signature.value(),
                 partitions: parts,
             };
             layout.check(sectors)?;
@@ -488,20 +477,26 @@ fn disk_plan(
             .find(|s| s.disk.as_deref() == Some(&d.name) && s.partition == number);
         (fs, swap)
     };
-    let mut content_of = |number: Option<u32>,
-                          device: &str,
-                          is_grown: bool|
-     -> Result<Option<Content>> {
-        Ok(match on_disk(number) {
+    let mut content_of = |number: Option<u32>, device: &str, is_grown: bool| -> Option<Content> {
+        match on_disk(number) {
             (Some(fs), _) => Some(Content::Filesystem {
-                fs_type: fs.fs_type.clone(),
+                fs_type: fs.fs_type.name().to_string(),
                 uuid: fs.uuid.clone(),
                 label: fs.label.clone(),
-                commands: format::filesystem_commands(fs, device, is_grown, &opts.tools, notes)?,
+                commands: fs.fs_type.mkfs_commands(
+                    &MkfsTarget {
+                        device,
+                        uuid: &fs.uuid,
+                        label: fs.label.as_deref(),
+                        grow: is_grown,
+                        tools: &opts.tools,
+                    },
+                    notes,
+                ),
                 subvolumes: fs
                     .mounts
                     .iter()
-                    .filter(|mt| fs.fs_type == "btrfs" && mt.root != "/")
+                    .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
                     .map(|mt| mt.root.clone())
                     .collect(),
                 grown: is_grown,
@@ -509,13 +504,13 @@ fn disk_plan(
             }),
             (None, Some(sw)) => Some(Content::Swap {
                 uuid: sw.uuid.clone(),
-                commands: format::swap_commands(sw, device),
+                commands: crate::fs::swap::commands(&sw.uuid, sw.label.as_deref(), device),
             }),
             (None, None) => None,
-        })
+        }
     };
     if matches!(table, Table::None)
-        && let Some(content) = content_of(None, &target.path, grow)?
+        && let Some(content) = content_of(None, &target.path, grow)
     {
         volumes.push(Volume {
             device: target.path.clone(),
@@ -528,7 +523,7 @@ fn disk_plan(
     for (number, first_lba, n) in parts {
         let device = partition_path(&target.path, number);
         let is_grown = grown.as_ref().is_some_and(|g| g.partition == number);
-        let content = content_of(Some(number), &device, is_grown)?.unwrap_or(Content::Raw);
+        let content = content_of(Some(number), &device, is_grown).unwrap_or(Content::Raw);
         volumes.push(Volume {
             device,
             partition: Some(number),
@@ -602,10 +597,6 @@ fn grow_mbr(parts: &mut [MbrEntry], delta: u64, sectors: u64) -> Option<Grown> {
     })
 }
 
-fn parse_hex_u32(s: &str) -> Option<u32> {
-    u32::from_str_radix(s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?, 16).ok()
-}
-
 /// Mounts of the recreated filesystems, parents first.
 fn mount_steps(disks: &[DiskPlan], opts: &PlanOptions) -> Vec<MountStep> {
     let mut steps = Vec::new();
@@ -628,14 +619,62 @@ fn mount_steps(disks: &[DiskPlan], opts: &PlanOptions) -> Vec<MountStep> {
                     fs_type: fs_type.clone(),
                     point: mt.point.clone(),
                     target: under(&opts.target_root, &mt.point).display().to_string(),
-                    options: mount::recovery_options(&mt.options, fs_type, &mt.root),
+                    options: recovery_options(&mt.options, fs_type, &mt.root),
                     skipped,
                 });
             }
         }
     }
-    steps.sort_by_key(|s| mount::order_key(&s.point));
+    steps.sort_by_key(|s| order_key(&s.point));
     steps
+}
+
+/// The captured fstab options, made fit for a restore: `ro` goes (the
+/// restore writes), options only mount(8) or systemd understand go, and a
+/// btrfs subvolume is named by path (`subvol=`), never by its old id.
+pub fn recovery_options(captured: &str, fs_type: &str, root: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for o in captured.split(',') {
+        let key = o.split('=').next().unwrap_or_default();
+        let userspace = matches!(
+            key,
+            "defaults"
+                | "auto"
+                | "noauto"
+                | "user"
+                | "nouser"
+                | "users"
+                | "owner"
+                | "group"
+                | "nofail"
+                | "_netdev"
+                | "comment"
+                | "loop"
+        ) || key.starts_with("x-")
+            || key.starts_with("X-");
+        let stale = fs_type == "btrfs" && matches!(key, "subvolid" | "subvol");
+        if o.is_empty()
+            || o == "ro"
+            || o == "rw"
+            || userspace
+            || stale
+            || out.iter().any(|x| x == o)
+        {
+            continue;
+        }
+        out.push(o.to_string());
+    }
+    if fs_type == "btrfs" && root != "/" {
+        out.push(format!("subvol={root}"));
+    }
+    out.insert(0, "rw".to_string());
+    out.join(",")
+}
+
+/// Sort key that puts a mount point after every mount point above it.
+pub fn order_key(point: &str) -> (usize, String) {
+    let depth = point.split('/').filter(|c| !c.is_empty()).count();
+    (depth, point.to_string())
 }
 
 /// `point` (absolute, captured) placed under `root`.

@@ -11,13 +11,13 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use crate::manifest::MbrKind;
+use crate::manifest::{Guid, MbrKind};
 
 /// A GPT as it will be written to the target disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GptLayout {
-    pub disk_guid: String,
+    pub disk_guid: Guid,
     pub first_usable_lba: u64,
     pub last_usable_lba: u64,
     /// Entries in the partition entry array.
@@ -34,8 +34,8 @@ pub struct GptEntry {
     pub number: u32,
     pub first_lba: u64,
     pub last_lba: u64,
-    pub type_guid: String,
-    pub guid: String,
+    pub type_guid: Guid,
+    pub guid: Guid,
     pub name: String,
     pub attributes: u64,
 }
@@ -73,10 +73,6 @@ fn lb_size(sector_size: u32) -> Result<gpt::disk::LogicalBlockSize> {
     }
 }
 
-fn parse_guid(s: &str, what: &str) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(s).with_context(|| format!("{what} \"{s}\" is not a GUID"))
-}
-
 impl GptLayout {
     /// Sectors taken by one copy of the entry array.
     pub fn array_sectors(&self, sector_size: u32) -> u64 {
@@ -87,7 +83,6 @@ impl GptLayout {
     /// check runs when planning, so bad input is refused before writing.
     pub fn check(&self, sectors: u64, sector_size: u32) -> Result<()> {
         lb_size(sector_size)?;
-        parse_guid(&self.disk_guid, "disk GUID")?;
         let array = self.array_sectors(sector_size);
         ensure!(self.entries > 0, "a GPT needs at least one entry");
         ensure!(
@@ -127,8 +122,6 @@ impl GptLayout {
                 self.first_usable_lba,
                 self.last_usable_lba
             );
-            parse_guid(&p.type_guid, "type GUID")?;
-            parse_guid(&p.guid, "partition GUID")?;
             ensure!(
                 p.name.encode_utf16().count() <= 36,
                 "partition {} name is longer than 36 UTF-16 units",
@@ -173,10 +166,10 @@ where
         for p in &g.partitions {
             let entry = gpt::partition::Partition {
                 part_type_guid: gpt::partition_types::Type {
-                    guid: parse_guid(&p.type_guid, "type GUID")?,
+                    guid: p.type_guid.uuid(),
                     os: gpt::partition_types::OperatingSystem::None,
                 },
-                part_guid: parse_guid(&p.guid, "partition GUID")?,
+                part_guid: p.guid.uuid(),
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
                 flags: p.attributes,
@@ -198,7 +191,7 @@ where
         backup_lba: last,
         first_usable: g.first_usable_lba,
         last_usable: g.last_usable_lba,
-        disk_guid: parse_guid(&g.disk_guid, "disk GUID")?,
+        disk_guid: g.disk_guid.uuid(),
         part_start: 2,
         num_parts: g.entries,
         part_size: ENTRY_SIZE,

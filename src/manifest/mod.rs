@@ -1,5 +1,6 @@
 //! The manifest: the XML contract between capture and recovery.
 
+mod ids;
 mod model;
 mod validate;
 mod xml;

@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ids::{Guid, MbrSignature, MbrType, Timestamp, TreeId};
+pub use crate::fs::{BtrfsParams, ExtParams, FsType, VfatParams, XfsParams};
+
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -38,7 +41,7 @@ pub struct Snapshot {
     pub host: String,
     /// When the snapshot was taken, RFC 3339 in UTC (`2026-11-25T06:00:00Z`).
     #[serde(rename = "@time")]
-    pub time: String,
+    pub time: Timestamp,
     #[serde(rename = "@parent", skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// The rewind version that wrote the manifest.
@@ -216,7 +219,7 @@ pub struct RawData {
     pub region: String,
     /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
     #[serde(rename = "@tree")]
-    pub tree: String,
+    pub tree: TreeId,
     /// The region's size in bytes (all of it is stored).
     #[serde(rename = "@bytes")]
     pub bytes: u64,
@@ -320,7 +323,7 @@ pub struct BootGap {
 #[serde(deny_unknown_fields)]
 pub struct Gpt {
     #[serde(rename = "@disk-guid")]
-    pub disk_guid: String,
+    pub disk_guid: Guid,
     #[serde(rename = "@first-usable-lba")]
     pub first_usable_lba: u64,
     #[serde(rename = "@last-usable-lba")]
@@ -343,9 +346,9 @@ pub struct GptPartition {
     #[serde(rename = "@last-lba")]
     pub last_lba: u64,
     #[serde(rename = "@type-guid")]
-    pub type_guid: String,
+    pub type_guid: Guid,
     #[serde(rename = "@guid")]
-    pub guid: String,
+    pub guid: Guid,
     #[serde(rename = "@name", default)]
     pub name: String,
     /// The 64 attribute bits (bit 0 required, bit 2 legacy BIOS bootable, ...).
@@ -358,7 +361,7 @@ pub struct GptPartition {
 pub struct Mbr {
     /// Disk signature at offset 440, as 8 hex digits (`0x1a2b3c4d`).
     #[serde(rename = "@signature")]
-    pub signature: String,
+    pub signature: MbrSignature,
     #[serde(rename = "partition", default)]
     pub partitions: Vec<MbrPartition>,
 }
@@ -381,7 +384,7 @@ pub struct MbrPartition {
     pub kind: MbrKind,
     /// Partition type byte, `0x83`.
     #[serde(rename = "@type")]
-    pub type_byte: String,
+    pub type_byte: MbrType,
     #[serde(rename = "@boot", default)]
     pub boot: bool,
     /// Absolute first sector.
@@ -394,38 +397,26 @@ pub struct MbrPartition {
     pub ebr_lba: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A filesystem: `<filesystem type="...">` with its kind's parameters
+/// element (`<ext>`, `<xfs>`, ...) inside. Its serde form is written by hand
+/// in xml.rs, since the kind decides which parameters element it may have.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Filesystem {
     /// Device path at capture time (`/dev/sda2`).
-    #[serde(rename = "@device")]
     pub device: String,
     /// The disk (by `name`) holding it, and its partition number (absent for a
     /// filesystem on a whole disk).
-    #[serde(rename = "@disk", skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
-    #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
-    /// `ext2`, `ext3`, `ext4`, `xfs`, `vfat`, `btrfs`.
-    #[serde(rename = "@type")]
-    pub fs_type: String,
+    /// The kind (`type`: `ext2`, `ext3`, `ext4`, `xfs`, `vfat`, `btrfs`)
+    /// and its mkfs parameters (the `<ext>`, `<xfs>`, `<vfat>` or `<btrfs>`
+    /// element), when capture could read them.
+    pub fs_type: FsType,
     /// The filesystem UUID as blkid shows it (vfat: `ABCD-1234`).
-    #[serde(rename = "@uuid")]
     pub uuid: String,
-    #[serde(rename = "@label", skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ext: Option<ExtParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub xfs: Option<XfsParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vfat: Option<VfatParams>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub btrfs: Option<BtrfsParams>,
-    #[serde(rename = "mount", default)]
     pub mounts: Vec<Mount>,
     /// The filesystem's files in the repository, when the snapshot has data.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<FsData>,
 }
 
@@ -435,7 +426,7 @@ pub struct Filesystem {
 pub struct FsData {
     /// The tree's id (BLAKE3 of its chunk list), 64 hex digits.
     #[serde(rename = "@tree")]
-    pub tree: String,
+    pub tree: TreeId,
     /// The mount point that was backed up.
     #[serde(rename = "@from")]
     pub from: String,
@@ -445,73 +436,6 @@ pub struct FsData {
     /// Bytes of file content (apparent size, holes excluded).
     #[serde(rename = "@bytes")]
     pub bytes: u64,
-}
-
-/// What mke2fs needs to make the same ext2/3/4 filesystem.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtParams {
-    #[serde(rename = "@block-size")]
-    pub block_size: u32,
-    #[serde(rename = "@inode-size")]
-    pub inode_size: u32,
-    #[serde(rename = "@inode-count")]
-    pub inode_count: u64,
-    #[serde(rename = "@block-count")]
-    pub block_count: u64,
-    #[serde(rename = "@reserved-blocks")]
-    pub reserved_blocks: u64,
-    /// Feature names as mke2fs -O takes them (`has_journal extent 64bit ...`).
-    #[serde(rename = "@features", default)]
-    pub features: Vec<String>,
-}
-
-/// What mkfs.xfs needs to make the same xfs filesystem.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct XfsParams {
-    #[serde(rename = "@block-size")]
-    pub block_size: u32,
-    #[serde(rename = "@sector-size")]
-    pub sector_size: u32,
-    #[serde(rename = "@inode-size")]
-    pub inode_size: u32,
-    #[serde(rename = "@ag-count")]
-    pub ag_count: u32,
-    #[serde(rename = "@log-blocks")]
-    pub log_blocks: u64,
-    /// Feature switches as `name=0|1` (`crc=1 finobt=1 reflink=1 ...`).
-    #[serde(rename = "@features", default)]
-    pub features: Vec<String>,
-}
-
-/// What mkfs.fat needs to make the same FAT filesystem.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VfatParams {
-    /// 12, 16 or 32.
-    #[serde(rename = "@fat-size")]
-    pub fat_size: u8,
-    #[serde(rename = "@sector-size")]
-    pub sector_size: u16,
-    #[serde(rename = "@sectors-per-cluster")]
-    pub sectors_per_cluster: u8,
-    #[serde(rename = "@reserved-sectors")]
-    pub reserved_sectors: u16,
-    #[serde(rename = "@fat-count")]
-    pub fat_count: u8,
-    /// Root directory entries (0 on FAT32).
-    #[serde(rename = "@root-entries")]
-    pub root_entries: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BtrfsParams {
-    #[serde(rename = "@node-size")]
-    pub node_size: u32,
-    #[serde(rename = "@sector-size")]
-    pub sector_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -593,7 +517,7 @@ pub struct EfiEntry {
     pub active: bool,
     /// The GPT partition (by unique GUID) and its number that the entry boots from.
     #[serde(rename = "@partition-guid", skip_serializing_if = "Option::is_none")]
-    pub partition_guid: Option<String>,
+    pub partition_guid: Option<Guid>,
     #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
     pub partition_number: Option<u32>,
     /// The loader's path on that partition, with backslashes (`\EFI\debian\shimx64.efi`).

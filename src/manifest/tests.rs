@@ -186,20 +186,16 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vda1".into(),
                 disk: Some("vda".into()),
                 partition: Some(1),
-                fs_type: "vfat".into(),
-                uuid: "1234-ABCD".into(),
-                label: Some("ESP".into()),
-                ext: None,
-                xfs: None,
-                vfat: Some(VfatParams {
+                fs_type: FsType::Vfat(Some(VfatParams {
                     fat_size: 32,
                     sector_size: 512,
                     sectors_per_cluster: 8,
                     reserved_sectors: 32,
                     fat_count: 2,
                     root_entries: 0,
-                }),
-                btrfs: None,
+                })),
+                uuid: "1234-ABCD".into(),
+                label: Some("ESP".into()),
                 mounts: vec![Mount {
                     point: "/boot/efi".into(),
                     options: "rw,relatime,fmask=0077,dmask=0077".into(),
@@ -211,10 +207,7 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vda2".into(),
                 disk: Some("vda".into()),
                 partition: Some(2),
-                fs_type: "ext4".into(),
-                uuid: "0a1b2c3d-1111-4222-8333-444455556666".into(),
-                label: Some("root".into()),
-                ext: Some(ExtParams {
+                fs_type: FsType::Ext4(Some(ExtParams {
                     block_size: 4096,
                     inode_size: 256,
                     inode_count: 720_896,
@@ -223,10 +216,9 @@ pub(crate) fn sample() -> Manifest {
                     features: ["has_journal", "ext_attr", "resize_inode", "dir_index", "filetype", "extent", "64bit", "flex_bg", "sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize", "metadata_csum"]
                         .map(String::from)
                         .to_vec(),
-                }),
-                xfs: None,
-                vfat: None,
-                btrfs: None,
+                })),
+                uuid: "0a1b2c3d-1111-4222-8333-444455556666".into(),
+                label: Some("root".into()),
                 mounts: vec![Mount {
                     point: "/".into(),
                     options: "rw,relatime,errors=remount-ro".into(),
@@ -243,11 +235,7 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vdb1".into(),
                 disk: Some("vdb".into()),
                 partition: Some(1),
-                fs_type: "xfs".into(),
-                uuid: "5e6f7a8b-2222-4333-8444-555566667777".into(),
-                label: None,
-                ext: None,
-                xfs: Some(XfsParams {
+                fs_type: FsType::Xfs(Some(XfsParams {
                     block_size: 4096,
                     sector_size: 512,
                     inode_size: 512,
@@ -256,9 +244,9 @@ pub(crate) fn sample() -> Manifest {
                     features: ["crc=1", "finobt=1", "sparse=1", "rmapbt=0", "reflink=1"]
                         .map(String::from)
                         .to_vec(),
-                }),
-                vfat: None,
-                btrfs: None,
+                })),
+                uuid: "5e6f7a8b-2222-4333-8444-555566667777".into(),
+                label: None,
                 mounts: vec![Mount {
                     point: "/srv/data".into(),
                     options: "rw,noatime".into(),
@@ -270,16 +258,12 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vdb5".into(),
                 disk: Some("vdb".into()),
                 partition: Some(5),
-                fs_type: "btrfs".into(),
-                uuid: "9a8b7c6d-3333-4444-8555-666677778888".into(),
-                label: Some("home".into()),
-                ext: None,
-                xfs: None,
-                vfat: None,
-                btrfs: Some(BtrfsParams {
+                fs_type: FsType::Btrfs(Some(BtrfsParams {
                     node_size: 16384,
                     sector_size: 4096,
-                }),
+                })),
+                uuid: "9a8b7c6d-3333-4444-8555-666677778888".into(),
+                label: Some("home".into()),
                 mounts: vec![Mount {
                     point: "/home".into(),
                     options: "rw,relatime,subvol=/@home".into(),
@@ -589,10 +573,6 @@ fn other_checks_name_their_paths() {
     type Edit = fn(&mut Manifest);
     let cases: Vec<(Edit, &str)> = vec![
         (
-            |m| m.snapshot.time = "yesterday".into(),
-            "/manifest/snapshot/@time",
-        ),
-        (
             |m| m.system.hostname = "bad host".into(),
             "/manifest/system/hostname",
         ),
@@ -630,14 +610,6 @@ fn other_checks_name_their_paths() {
             "/manifest/disk[1]/gpt/@last-usable-lba",
         ),
         (
-            |m| m.disks[1].mbr.as_mut().unwrap().signature = "1a2b3c4d".into(),
-            "/manifest/disk[2]/mbr/@signature",
-        ),
-        (
-            |m| m.disks[1].mbr.as_mut().unwrap().partitions[0].type_byte = "83".into(),
-            "/manifest/disk[2]/mbr/partition[1]/@type",
-        ),
-        (
             |m| m.disks[1].mbr.as_mut().unwrap().partitions[2].number = 3,
             "/manifest/disk[2]/mbr/partition[3]/@number",
         ),
@@ -666,10 +638,6 @@ fn other_checks_name_their_paths() {
             "/manifest/disk[1]/raw[1]/@region",
         ),
         (
-            |m| m.disks[1].raw[0].tree = "abc".into(),
-            "/manifest/disk[2]/raw[1]/@tree",
-        ),
-        (
             |m| {
                 let r = m.disks[1].raw[0].clone();
                 m.disks[1].raw.push(r);
@@ -679,10 +647,6 @@ fn other_checks_name_their_paths() {
         (
             |m| m.filesystems[0].uuid = "1234ABCD".into(),
             "/manifest/filesystem[1]/@uuid",
-        ),
-        (
-            |m| m.filesystems[1].fs_type = "reiserfs".into(),
-            "/manifest/filesystem[2]/@type",
         ),
         (
             |m| m.filesystems[1].disk = Some("sdz".into()),
@@ -695,10 +659,6 @@ fn other_checks_name_their_paths() {
         (
             |m| m.filesystems[1].partition = None,
             "/manifest/filesystem[2]/@partition",
-        ),
-        (
-            |m| m.filesystems[2].ext = m.filesystems[1].ext.clone(),
-            "/manifest/filesystem[3]/ext",
         ),
         (
             |m| m.filesystems[2].mounts[0].point = "/".into(),
@@ -731,6 +691,92 @@ fn other_checks_name_their_paths() {
         edit(&mut m);
         let e = validate(&m).expect_err(&format!("case {i} ({path}) accepted"));
         assert!(e.mentions(path), "case {i}: expected {path} in:\n{e}");
+    }
+}
+
+/// What the model's types rule out is refused as the XML is read, at the
+/// same element path and with the same message as the semantic checks.
+#[test]
+fn checks_done_while_reading_name_their_paths() {
+    let xml = sample_xml();
+    let ext = &xml[xml.find("<ext ").unwrap()..];
+    let ext = &ext[..ext.find("/>").unwrap() + 2];
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            xml.replace("time=\"2026-11-25T06:00:00Z\"", "time=\"yesterday\""),
+            "/manifest/snapshot/@time",
+            "\"yesterday\" is not an RFC 3339 time (2026-11-25T06:00:00Z)",
+        ),
+        (
+            xml.replace(
+                "tree=\"9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7\"",
+                "tree=\"abc\"",
+            ),
+            "/manifest/disk[2]/raw[1]/@tree",
+            "\"abc\" is not a 64-hex-digit tree id",
+        ),
+        (
+            xml.replace(
+                "tree=\"5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e\"",
+                "tree=\"abc\"",
+            ),
+            "/manifest/filesystem[2]/data/@tree",
+            "\"abc\" is not a 64-hex-digit tree id",
+        ),
+        (
+            xml.replace(
+                "partition-guid=\"11111111-2222-4333-8444-555555555501\"",
+                "partition-guid=\"nope\"",
+            ),
+            "/manifest/boot/efi/entry[1]/@partition-guid",
+            "malformed GUID \"nope\"",
+        ),
+        (
+            xml.replace("signature=\"0x1a2b3c4d\"", "signature=\"1a2b3c4d\""),
+            "/manifest/disk[2]/mbr/@signature",
+            "\"1a2b3c4d\" is not 0x followed by 8 hex digits",
+        ),
+        (
+            xml.replacen("type=\"0x83\"", "type=\"83\"", 1),
+            "/manifest/disk[2]/mbr/partition[1]/@type",
+            "\"83\" is not a type byte like 0x83",
+        ),
+        (
+            xml.replace("type=\"ext4\"", "type=\"reiserfs\""),
+            "/manifest/filesystem[2]/@type",
+            "unknown filesystem type \"reiserfs\" (ext2, ext3, ext4, xfs, vfat, btrfs)",
+        ),
+        (
+            xml.replace("<xfs ", &format!("{ext}<xfs ")),
+            "/manifest/filesystem[3]/ext",
+            "<ext> parameters on a xfs filesystem",
+        ),
+    ];
+    for (i, (xml, path, message)) in cases.into_iter().enumerate() {
+        let e = refused(&xml);
+        assert!(e.mentions(path), "case {i}: expected {path} in:\n{e}");
+        assert!(e.to_string().contains(message), "case {i}: {e}");
+    }
+}
+
+#[test]
+fn filesystem_element_keeps_serde_rules() {
+    let xml = sample_xml();
+    let e = refused(&xml.replace(
+        "<filesystem device=\"/dev/vda1\"",
+        "<filesystem colour=\"red\" device=\"/dev/vda1\"",
+    ));
+    assert_eq!(e.problems[0].path, "/manifest/filesystem[1]/@colour", "{e}");
+    let e = refused(&xml.replacen(" type=\"vfat\"", "", 1));
+    assert_eq!(e.problems[0].path, "/manifest/filesystem[1]", "{e}");
+    assert!(e.to_string().contains("@type"), "{e}");
+    let e = refused(&xml.replace("sectors-per-cluster=\"8\"", "sectors-per-cluster=\"many\""));
+    assert_eq!(
+        e.problems[0].path, "/manifest/filesystem[1]/vfat/@sectors-per-cluster",
+        "{e}"
+    );
+    for name in crate::fs::PARAMS_ELEMENTS {
+        assert!(super::xml::FILESYSTEM_FIELDS.contains(name), "{name}");
     }
 }
 

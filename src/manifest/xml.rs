@@ -1,9 +1,13 @@
 //! The manifest's XML form: write, and read with validation.
 
-use quick_xml::events::Event;
-use serde::Serialize;
+use std::fmt;
 
-use super::model::{Manifest, SCHEMA_VERSION};
+use quick_xml::events::Event;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::model::{Filesystem, FsData, FsType, Manifest, Mount, SCHEMA_VERSION};
 use super::validate::{ManifestError, Problem, validate};
 
 /// Serialize a manifest to an indented XML document.
@@ -120,5 +124,195 @@ impl ManifestError {
                 message: message.into(),
             }],
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// <filesystem>: its `type` decides which parameters element it may hold, so
+// the model keeps both in one `FsType` and its serde form is written here.
+
+/// Attributes and child elements of `<filesystem>`, in the order written.
+pub(super) const FILESYSTEM_FIELDS: &[&str] = &[
+    "@device",
+    "@disk",
+    "@partition",
+    "@type",
+    "@uuid",
+    "@label",
+    "ext",
+    "xfs",
+    "vfat",
+    "btrfs",
+    "mount",
+    "data",
+];
+
+impl Serialize for Filesystem {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn optional<S: SerializeStruct, T: Serialize>(
+            st: &mut S,
+            key: &'static str,
+            value: &Option<T>,
+        ) -> Result<(), S::Error> {
+            match value {
+                Some(v) => st.serialize_field(key, v),
+                None => st.skip_field(key),
+            }
+        }
+        let mut st = s.serialize_struct("Filesystem", FILESYSTEM_FIELDS.len())?;
+        st.serialize_field("@device", &self.device)?;
+        optional(&mut st, "@disk", &self.disk)?;
+        optional(&mut st, "@partition", &self.partition)?;
+        st.serialize_field("@type", self.fs_type.name())?;
+        st.serialize_field("@uuid", &self.uuid)?;
+        optional(&mut st, "@label", &self.label)?;
+        self.fs_type.serialize_params(&mut st)?;
+        st.serialize_field("mount", &self.mounts)?;
+        optional(&mut st, "data", &self.data)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Filesystem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("Filesystem", FILESYSTEM_FIELDS, FilesystemVisitor)
+    }
+}
+
+/// A key of `<filesystem>`; a parameters element by its name.
+enum Field {
+    Device,
+    Disk,
+    Partition,
+    Type,
+    Uuid,
+    Label,
+    Params(&'static str),
+    Mount,
+    Data,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a <filesystem> attribute or element")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "@device" => Field::Device,
+                    "@disk" => Field::Disk,
+                    "@partition" => Field::Partition,
+                    "@type" => Field::Type,
+                    "@uuid" => Field::Uuid,
+                    "@label" => Field::Label,
+                    "mount" => Field::Mount,
+                    "data" => Field::Data,
+                    other => match crate::fs::PARAMS_ELEMENTS.iter().find(|e| **e == other) {
+                        Some(element) => Field::Params(element),
+                        None => return Err(E::unknown_field(other, FILESYSTEM_FIELDS)),
+                    },
+                })
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Field, E> {
+                match std::str::from_utf8(v) {
+                    Ok(s) => self.visit_str(s),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+                }
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// `type`: a kind rewind recreates.
+struct TypeName(FsType);
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        FsType::from_name(&name).map(TypeName).ok_or_else(|| {
+            de::Error::custom(format!(
+                "unknown filesystem type \"{name}\" ({})",
+                crate::fs::NAMES.join(", ")
+            ))
+        })
+    }
+}
+
+/// Fails as the value of a key, so that the error names that element.
+struct Refuse(String);
+
+impl<'de> DeserializeSeed<'de> for Refuse {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(de::Error::custom(self.0))
+    }
+}
+
+struct FilesystemVisitor;
+
+impl<'de> Visitor<'de> for FilesystemVisitor {
+    type Value = Filesystem;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct Filesystem")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Filesystem, A::Error> {
+        fn once<T, E: de::Error>(slot: &mut Option<T>, key: &'static str, v: T) -> Result<(), E> {
+            if slot.is_some() {
+                return Err(E::duplicate_field(key));
+            }
+            *slot = Some(v);
+            Ok(())
+        }
+        let mut device: Option<String> = None;
+        let mut disk: Option<Option<String>> = None;
+        let mut partition: Option<Option<u32>> = None;
+        let mut fs_type: Option<FsType> = None;
+        let mut uuid: Option<String> = None;
+        let mut label: Option<Option<String>> = None;
+        let mut mounts: Option<Vec<Mount>> = None;
+        let mut data: Option<Option<FsData>> = None;
+        while let Some(key) = map.next_key::<Field>()? {
+            match key {
+                Field::Device => once(&mut device, "@device", map.next_value()?)?,
+                Field::Disk => once(&mut disk, "@disk", map.next_value()?)?,
+                Field::Partition => once(&mut partition, "@partition", map.next_value()?)?,
+                Field::Type => {
+                    let TypeName(t) = map.next_value()?;
+                    once(&mut fs_type, "@type", t)?;
+                }
+                Field::Uuid => once(&mut uuid, "@uuid", map.next_value()?)?,
+                Field::Label => once(&mut label, "@label", map.next_value()?)?,
+                Field::Params(element) => match &mut fs_type {
+                    Some(t) if t.params_element() != element => {
+                        let why = format!("<{element}> parameters on a {t} filesystem");
+                        map.next_value_seed(Refuse(why))?;
+                    }
+                    Some(t) if t.has_params() => return Err(de::Error::duplicate_field(element)),
+                    Some(t) => t.deserialize_params(&mut map)?,
+                    // Attributes come first: no type at all, refused below.
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
+                Field::Mount => once(&mut mounts, "mount", map.next_value()?)?,
+                Field::Data => once(&mut data, "data", map.next_value()?)?,
+            }
+        }
+        Ok(Filesystem {
+            device: device.ok_or_else(|| de::Error::missing_field("@device"))?,
+            disk: disk.flatten(),
+            partition: partition.flatten(),
+            fs_type: fs_type.ok_or_else(|| de::Error::missing_field("@type"))?,
+            uuid: uuid.ok_or_else(|| de::Error::missing_field("@uuid"))?,
+            label: label.flatten(),
+            mounts: mounts.unwrap_or_default(),
+            data: data.flatten(),
+        })
     }
 }

@@ -262,7 +262,7 @@ fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<
     let parts = gpt::partition::file_read_partitions(dev, &header, lb)
         .map_err(|e| anyhow::anyhow!("GPT partition entries: {e}"))?;
     Ok(Gpt {
-        disk_guid: header.disk_guid.to_string(),
+        disk_guid: header.disk_guid.into(),
         first_usable_lba: header.first_usable,
         last_usable_lba: header.last_usable,
         entries: header.num_parts,
@@ -272,8 +272,8 @@ fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<
                 number,
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
-                type_guid: p.part_type_guid.guid.to_string(),
-                guid: p.part_guid.to_string(),
+                type_guid: p.part_type_guid.guid.into(),
+                guid: p.part_guid.into(),
                 name: p.name.clone(),
                 attributes: p.flags,
             })
@@ -294,7 +294,7 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
             } else {
                 MbrKind::Primary
             },
-            type_byte: format!("0x{:02x}", p.sys),
+            type_byte: p.sys.into(),
             boot: p.is_active(),
             start_lba: u64::from(p.starting_lba),
             sectors: u64::from(p.sectors),
@@ -310,7 +310,7 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
         partitions.push(MbrPartition {
             number: 5 + i as u32,
             kind: MbrKind::Logical,
-            type_byte: format!("0x{:02x}", l.partition.sys),
+            type_byte: l.partition.sys.into(),
             boot: l.partition.is_active(),
             start_lba: u64::from(l.partition.starting_lba),
             sectors: u64::from(l.partition.sectors),
@@ -318,7 +318,7 @@ fn mbr_model(mbr: &mbrman::MBR) -> Mbr {
         });
     }
     Mbr {
-        signature: format!("0x{:08x}", u32::from_le_bytes(mbr.header.disk_signature)),
+        signature: u32::from_le_bytes(mbr.header.disk_signature).into(),
         partitions,
     }
 }

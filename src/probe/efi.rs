@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::manifest::{Efi, EfiEntry};
+use crate::manifest::{Efi, EfiEntry, Guid};
 
 /// EFI_GLOBAL_VARIABLE: the vendor GUID of the Boot* variables.
 pub const GLOBAL_VARIABLE_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -210,7 +210,7 @@ pub fn parse_load_option(number: &str, data: &[u8]) -> Result<EfiEntry> {
     })
 }
 
-type DevicePathFacts = (Option<String>, Option<u32>, Option<String>);
+type DevicePathFacts = (Option<Guid>, Option<u32>, Option<String>);
 
 fn walk_device_path(list: &[u8]) -> Result<DevicePathFacts> {
     let mut guid = None;
@@ -249,7 +249,7 @@ fn walk_device_path(list: &[u8]) -> Result<DevicePathFacts> {
                 let sig_type = node[41];
                 if format == PART_FORMAT_GPT && sig_type == SIGNATURE_TYPE_GUID {
                     let sig: &[u8; 16] = node[24..40].try_into().expect("16 bytes");
-                    guid = Some(guid_from_le_bytes(sig));
+                    guid = Some(Guid::from(uuid::Uuid::from_bytes_le(*sig)));
                 }
             }
             (DP_TYPE_MEDIA, DP_SUBTYPE_FILE_PATH) => {

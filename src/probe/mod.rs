@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::manifest::{
-    Boot, Filesystem, Firmware, Manifest, Mount, SCHEMA_VERSION, Snapshot, Swap,
+    Boot, Filesystem, Firmware, FsType, Manifest, Mount, SCHEMA_VERSION, Snapshot, Swap,
 };
 use disks::FoundDisk;
-use fs::{FsParams, MountInfo};
+use fs::MountInfo;
 
 /// Where to read the system from, and what to cover.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub struct Probed {
 }
 
 /// Filesystem types rewind recreates; anything else found is reported.
-const KNOWN_FS: &[&str] = &["ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"];
+const KNOWN_FS: &[&str] = crate::fs::NAMES;
 
 pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
     let mut warnings = Vec::new();
@@ -156,30 +156,21 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
                 ));
                 continue;
             }
-            let mut fs = Filesystem {
+            let Some(kind) = FsType::read(fs_type, &path)
+                .with_context(|| format!("cannot read the {fs_type} parameters of {device}"))?
+            else {
+                continue;
+            };
+            filesystems.push(Filesystem {
                 device: device.clone(),
                 disk: disk_name,
                 partition,
-                fs_type: fs_type.clone(),
+                fs_type: kind,
                 uuid,
                 label,
-                ext: None,
-                xfs: None,
-                vfat: None,
-                btrfs: None,
                 mounts: mounts_of(&mountinfo, dev, &path, fs_type),
                 data: None,
-            };
-            match fs::read_fs_params(&path, fs_type)
-                .with_context(|| format!("cannot read the {fs_type} parameters of {device}"))?
-            {
-                FsParams::Ext(p) => fs.ext = Some(p),
-                FsParams::Xfs(p) => fs.xfs = Some(p),
-                FsParams::Vfat(p) => fs.vfat = Some(p),
-                FsParams::Btrfs(p) => fs.btrfs = Some(p),
-                FsParams::None => {}
-            }
-            filesystems.push(fs);
+            });
         }
     }
     for mi in &mountinfo {
@@ -204,7 +195,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             .context("cannot read the EFI boot entries")?,
         Firmware::Bios => None,
     };
-    let time = crate::time::now_utc();
+    let time = crate::manifest::Timestamp::now();
     let host = opts.host.clone().unwrap_or_else(|| system.hostname.clone());
     let manifest = Manifest {
         schema: SCHEMA_VERSION,
@@ -301,13 +292,9 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
         device: disk.path.clone(),
         disk: Some(disk.name.clone()),
         partition: None,
-        fs_type: mi.fs_type.clone(),
+        fs_type: FsType::from_name(&mi.fs_type)?,
         uuid,
         label,
-        ext: None,
-        xfs: None,
-        vfat: None,
-        btrfs: None,
         mounts: vec![Mount {
             point: mi.mount_point.clone(),
             options: fs::fstab_options(mi),

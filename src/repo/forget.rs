@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::repo::Repo;
@@ -111,12 +111,7 @@ pub fn forget(
         if host.is_some_and(|h| h != m.snapshot.host) {
             continue;
         }
-        let secs = crate::time::parse_rfc3339(&m.snapshot.time).with_context(|| {
-            format!(
-                "snapshot {} has a malformed time {:?}",
-                m.snapshot.id, m.snapshot.time
-            )
-        })?;
+        let secs = m.snapshot.time.unix();
         by_host
             .entry(m.snapshot.host.clone())
             .or_default()

@@ -340,12 +340,7 @@ pub fn snapshot_at(dir: &Path, at: &str) -> Result<Manifest, ApiError> {
     let all = snapshots(dir)?;
     let keyed: Vec<(i64, &str)> = all
         .iter()
-        .map(|m| {
-            (
-                crate::time::parse_rfc3339(&m.snapshot.time).unwrap_or(i64::MIN),
-                m.snapshot.id.as_str(),
-            )
-        })
+        .map(|m| (m.snapshot.time.unix(), m.snapshot.id.as_str()))
         .collect();
     match select_at(&keyed, at_secs) {
         Some(i) => Ok(all[i].clone()),

@@ -650,3 +650,33 @@ fn json_plan_is_complete() {
     );
     assert_eq!(v["mounts"][0]["target"], "/target");
 }
+
+// -- mount options and order (moved from mount.rs with the rules) --
+
+#[test]
+fn options_for_recovery() {
+    assert_eq!(
+        recovery_options("ro,relatime,errors=remount-ro", "ext4", "/"),
+        "rw,relatime,errors=remount-ro"
+    );
+    assert_eq!(
+        recovery_options(
+            "rw,noatime,nofail,x-systemd.automount,subvolid=257,subvol=/@home,compress=zstd:3",
+            "btrfs",
+            "/@home"
+        ),
+        "rw,noatime,compress=zstd:3,subvol=/@home"
+    );
+    assert_eq!(recovery_options("", "xfs", "/"), "rw");
+    assert_eq!(
+        recovery_options("rw,relatime,fmask=0077,dmask=0077", "vfat", "/"),
+        "rw,relatime,fmask=0077,dmask=0077"
+    );
+}
+
+#[test]
+fn parents_first() {
+    let mut v = vec!["/boot/efi", "/home", "/", "/boot", "/srv/data/x"];
+    v.sort_by_key(|p| order_key(p));
+    assert_eq!(v, ["/", "/boot", "/home", "/boot/efi", "/srv/data/x"]);
+}

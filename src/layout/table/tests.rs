@@ -109,14 +109,14 @@ fn gpt_layout_of(img: &Path) -> GptLayout {
 fn mbr_layout_of(img: &Path) -> MbrLayout {
     let m = read_back(img).mbr.expect("an MBR");
     MbrLayout {
-        signature: u32::from_str_radix(&m.signature[2..], 16).unwrap(),
+        signature: m.signature.value(),
         partitions: m
             .partitions
             .into_iter()
             .map(|p| MbrEntry {
                 number: p.number,
                 kind: p.kind,
-                type_byte: u8::from_str_radix(&p.type_byte[2..], 16).unwrap(),
+                type_byte: p.type_byte.value(),
                 boot: p.boot,
                 start_lba: p.start_lba,
                 sectors: p.sectors,

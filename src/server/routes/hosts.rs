@@ -21,7 +21,7 @@ pub(super) async fn list_hosts(
             for host in s.hosts() {
                 let snaps = files::snapshots(&files::host_dir(&s.data, &host))?;
                 out.push(HostSummary {
-                    latest: snaps.last().map(|m| m.snapshot.time.clone()),
+                    latest: snaps.last().map(|m| m.snapshot.time.to_string()),
                     snapshots: snaps.len(),
                     host,
                 });

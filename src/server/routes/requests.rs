@@ -47,7 +47,7 @@ pub(super) async fn create_request(
                 host,
                 at,
                 snapshot: m.snapshot.id.clone(),
-                snapshot_time: m.snapshot.time.clone(),
+                snapshot_time: m.snapshot.time.to_string(),
                 state: RequestState::Armed,
                 created: now.clone(),
                 updated: now,

@@ -1,0 +1,218 @@
+//! btrfs: parameters from the primary superblock, made again with
+//! mkfs.btrfs (same node and sector size; the device UUID cannot be set).
+//! Subvolumes are the layout's business: they come from the mounts.
+
+use std::path::Path;
+
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+
+use super::{Difference, Differences, MkfsTarget, argv, read_at};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtrfsParams {
+    #[serde(rename = "@node-size")]
+    pub node_size: u32,
+    #[serde(rename = "@sector-size")]
+    pub sector_size: u32,
+}
+
+/// The parameters of the btrfs filesystem on `dev`, from its superblock.
+pub fn read_params(dev: &Path) -> Result<BtrfsParams> {
+    let sb = read_at(dev, BTRFS_SUPER_OFFSET, BTRFS_SUPER_SIZE)?;
+    parse_btrfs_super(&sb)
+}
+
+/// mkfs.btrfs with the captured UUID, label, node and sector size.
+pub fn command(
+    params: Option<&BtrfsParams>,
+    t: &MkfsTarget,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let mut a = argv(&["mkfs.btrfs", "-q", "-f", "-U", t.uuid]);
+    if let Some(l) = t.label {
+        a.extend(argv(&["-L", l]));
+    }
+    if let Some(p) = params {
+        a.extend([
+            "-n".into(),
+            p.node_size.to_string(),
+            "-s".into(),
+            p.sector_size.to_string(),
+        ]);
+    }
+    a.push(t.device.into());
+    notes.push(format!(
+        "btrfs on {}: the device UUID (blkid UUID_SUB) is new; mkfs.btrfs cannot set it",
+        t.device
+    ));
+    a
+}
+
+/// All parameters at once.
+pub fn differences(want: &BtrfsParams, got: &BtrfsParams) -> Vec<Difference> {
+    let mut d = Differences::default();
+    d.cmp("parameters", format!("{want:?}"), format!("{got:?}"));
+    d.0
+}
+
+/// Byte offset of the primary btrfs superblock.
+pub const BTRFS_SUPER_OFFSET: u64 = 64 * 1024;
+/// Size of a btrfs superblock.
+pub const BTRFS_SUPER_SIZE: usize = 4096;
+const BTRFS_MAGIC: &[u8; 8] = b"_BHRfS_M";
+const BTRFS_CSUM_TYPE_CRC32C: u16 = 0;
+
+/// Parse the primary btrfs superblock: `buf` is the 4096 bytes read at
+/// [`BTRFS_SUPER_OFFSET`]. A crc32c checksum (the default) is verified; other
+/// checksum types are not.
+pub fn parse_btrfs_super(buf: &[u8]) -> Result<BtrfsParams> {
+    ensure!(
+        buf.len() >= BTRFS_SUPER_SIZE,
+        "btrfs superblock is {} bytes, need {BTRFS_SUPER_SIZE}",
+        buf.len()
+    );
+    ensure!(
+        &buf[0x40..0x48] == BTRFS_MAGIC,
+        "no btrfs magic _BHRfS_M at superblock offset 0x40"
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
+
+    // The primary copy records its own offset; anything else means we were
+    // handed a mirror copy or the wrong bytes.
+    let bytenr = u64_at(0x30);
+    ensure!(
+        bytenr == BTRFS_SUPER_OFFSET,
+        "btrfs superblock says it lives at {bytenr}, not {BTRFS_SUPER_OFFSET}"
+    );
+    if u16_at(0xc4) == BTRFS_CSUM_TYPE_CRC32C {
+        let want = u32_at(0);
+        let got = crc32c(&buf[0x20..BTRFS_SUPER_SIZE]);
+        ensure!(
+            want == got,
+            "btrfs superblock checksum mismatch (stored {want:#010x}, computed {got:#010x})"
+        );
+    }
+    let sector_size = u32_at(0x90);
+    let node_size = u32_at(0x94);
+    ensure!(
+        sector_size.is_power_of_two() && (512..=65536).contains(&sector_size),
+        "btrfs sectorsize {sector_size} is implausible"
+    );
+    ensure!(
+        node_size.is_power_of_two() && node_size >= sector_size && node_size <= 65536,
+        "btrfs nodesize {node_size} is implausible (sectorsize {sector_size})"
+    );
+    Ok(BtrfsParams {
+        node_size,
+        sector_size,
+    })
+}
+
+/// CRC-32C (Castagnoli), bitwise: only ever run over one 4 KiB superblock.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_images::{have, image, make};
+    use super::super::{FsType, Tools};
+    use super::*;
+
+    fn btrfs_super(sector: u32, node: u32) -> Vec<u8> {
+        let mut sb = vec![0u8; BTRFS_SUPER_SIZE];
+        sb[0x20..0x30].copy_from_slice(&[0x74; 16]); // fsid
+        sb[0x30..0x38].copy_from_slice(&BTRFS_SUPER_OFFSET.to_le_bytes());
+        sb[0x40..0x48].copy_from_slice(BTRFS_MAGIC);
+        sb[0x90..0x94].copy_from_slice(&sector.to_le_bytes());
+        sb[0x94..0x98].copy_from_slice(&node.to_le_bytes());
+        sb[0x98..0x9c].copy_from_slice(&node.to_le_bytes()); // leafsize
+        let csum = crc32c(&sb[0x20..]);
+        sb[0..4].copy_from_slice(&csum.to_le_bytes());
+        sb
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn btrfs_constructed_superblock() {
+        let p = parse_btrfs_super(&btrfs_super(4096, 16384)).unwrap();
+        assert_eq!(
+            p,
+            BtrfsParams {
+                node_size: 16384,
+                sector_size: 4096
+            }
+        );
+        let mut bad = btrfs_super(4096, 16384);
+        bad[0x40] = b'x';
+        assert!(format!("{:#}", parse_btrfs_super(&bad).unwrap_err()).contains("magic"));
+        let mut bad = btrfs_super(4096, 16384);
+        bad[0x100] ^= 1;
+        assert!(format!("{:#}", parse_btrfs_super(&bad).unwrap_err()).contains("checksum"));
+        assert!(parse_btrfs_super(&btrfs_super(4096, 2048)).is_err());
+        assert!(parse_btrfs_super(&btrfs_super(3000, 16384)).is_err());
+        assert!(parse_btrfs_super(&btrfs_super(4096, 16384)[..512]).is_err());
+    }
+
+    #[test]
+    fn btrfs_real_image() {
+        if !have("mkfs.btrfs") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), "btrfs.img", 128 << 20);
+        make(
+            "mkfs.btrfs",
+            &["-q", "-f", "-n", "32768", img.to_str().unwrap()],
+        );
+        assert_eq!(
+            FsType::read("btrfs", &img).unwrap(),
+            Some(FsType::Btrfs(Some(BtrfsParams {
+                node_size: 32768,
+                sector_size: 4096
+            })))
+        );
+    }
+
+    #[test]
+    fn btrfs_command() {
+        let tools = Tools::default();
+        let t = MkfsTarget {
+            device: "/dev/sdb5",
+            uuid: "9a8b7c6d-3333-4444-8555-666677778888",
+            label: Some("home"),
+            grow: false,
+            tools: &tools,
+        };
+        let fs = FsType::Btrfs(Some(BtrfsParams {
+            node_size: 16384,
+            sector_size: 4096,
+        }));
+        let mut notes = vec![];
+        let c = fs.mkfs_commands(&t, &mut notes);
+        assert_eq!(
+            c[0].join(" "),
+            "mkfs.btrfs -q -f -U 9a8b7c6d-3333-4444-8555-666677778888 -L home -n 16384 -s 4096 /dev/sdb5"
+        );
+        assert_eq!(notes.len(), 1);
+    }
+}
