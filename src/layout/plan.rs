@@ -14,6 +14,7 @@ use super::table::{GptEntry, GptLayout, MbrEntry, MbrLayout};
 use crate::cmd::display_argv;
 use crate::fs::{FsType, MkfsTarget, Tools};
 use crate::manifest::{BootGap, Disk, Filesystem, Manifest, MbrKind};
+use crate::util::size::human_bytes;
 
 /// What the operator asked for besides the manifest.
 #[derive(Debug, Clone, Default)]
@@ -279,7 +280,7 @@ pub fn map_disks(
                 } else {
                     unfit(d, p).unwrap_or_default()
                 };
-                format!("{} ({}): {reason}", p.path, human(p.size))
+                format!("{} ({}): {reason}", p.path, human_bytes(p.size))
             })
             .collect();
         if why.is_empty() {
@@ -288,7 +289,7 @@ pub fn map_disks(
         problems.push(format!(
             "no disk for captured disk {} ({}, {} bytes, {}-byte sectors): {}",
             d.name,
-            human(d.size),
+            human_bytes(d.size),
             d.size,
             d.logical_sector_size,
             why.join("; ")
@@ -339,10 +340,10 @@ fn map_explicitly(
             bail!(
                 "captured disk {} ({}, {} bytes) does not fit on {} ({}, {} bytes): {why}",
                 d.name,
-                human(d.size),
+                human_bytes(d.size),
                 d.size,
                 t.path,
-                human(t.size),
+                human_bytes(t.size),
                 t.size
             );
         }
@@ -687,22 +688,6 @@ pub fn under(root: &Path, point: &str) -> PathBuf {
     }
 }
 
-/// Bytes in binary units, one decimal: `8.0 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// An argv as a shell line.
 pub fn argv_line(a: &[String]) -> String {
     let (p, rest) = a
@@ -729,9 +714,9 @@ impl fmt::Display for Plan {
                 f,
                 "disk {} ({}) -> {} ({}{}): {}",
                 d.captured,
-                human(d.captured_size),
+                human_bytes(d.captured_size),
                 t.path,
-                human(t.size),
+                human_bytes(t.size),
                 t.serial
                     .as_ref()
                     .map(|s| format!(", serial {s}"))
@@ -758,7 +743,7 @@ impl fmt::Display for Plan {
                             p.number,
                             p.first_lba,
                             p.last_lba,
-                            human((p.last_lba - p.first_lba + 1) * ss),
+                            human_bytes((p.last_lba - p.first_lba + 1) * ss),
                             p.type_guid,
                             p.guid,
                             p.name,
@@ -780,7 +765,7 @@ impl fmt::Display for Plan {
                             p.number,
                             p.start_lba,
                             p.sectors,
-                            human(p.sectors * ss),
+                            human_bytes(p.sectors * ss),
                             p.type_byte,
                             if p.boot { ", bootable" } else { "" },
                             p.ebr_lba
@@ -798,8 +783,8 @@ impl fmt::Display for Plan {
                     g.partition,
                     g.from_sectors,
                     g.to_sectors,
-                    human(g.from_sectors * ss),
-                    human(g.to_sectors * ss)
+                    human_bytes(g.from_sectors * ss),
+                    human_bytes(g.to_sectors * ss)
                 )?;
             }
             if d.boot_code.is_some() {
@@ -838,7 +823,7 @@ impl fmt::Display for Plan {
                         f,
                         "  raw {} ({}): its bytes from the snapshot",
                         v.device,
-                        human(v.sectors * ss)
+                        human_bytes(v.sectors * ss)
                     )?,
                 }
             }
