@@ -11,6 +11,7 @@ pub mod init;
 pub mod layout;
 pub mod manifest;
 pub mod netcfg;
+pub mod netconf;
 pub mod probe;
 pub mod progress;
 pub mod raw_regions;
