@@ -7,15 +7,15 @@
 //! running system is configured, and `retarget`, to find the files of a
 //! restored root that name the old hardware. Both see the files under a root
 //! (`/` on a live system, `/target` after a restore, a fixture tree in tests)
-//! and must never be led out of it by a symlink: [`root`] resolves paths
+//! and must never be led out of it by a symlink: `root` resolves paths
 //! inside it. Parsing here is read-only; `retarget` edits the files it finds
 //! as text, so that comments and order stay as they were.
 //!
-//! - [`root`]: paths resolved inside the root, optional reads, listings.
-//! - [`ifupdown`]: /etc/network/interfaces and the files it includes.
-//! - [`ini`]: systemd-networkd `.network` files and NetworkManager keyfiles.
-//! - [`netplan`]: netplan YAML, read with a YAML parser.
-//! - [`resolv`]: resolv.conf, behind systemd-resolved's stub.
+//! - `root`: paths resolved inside the root, optional reads, listings.
+//! - `ifupdown`: /etc/network/interfaces and the files it includes.
+//! - `ini`: systemd-networkd `.network` files and NetworkManager keyfiles.
+//! - `netplan`: netplan YAML, read with a YAML parser.
+//! - `resolv`: resolv.conf, behind systemd-resolved's stub.
 
 pub(crate) mod ifupdown;
 pub(crate) mod ini;
