@@ -329,6 +329,30 @@ network:
     }
 
     #[test]
+    fn the_retarget_fixtures_read() {
+        let fixture = |rel: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/retarget")
+                .join(rel);
+            parse_netplan(&std::fs::read_to_string(path).unwrap())
+        };
+        let cfgs = fixture("netplan/root/etc/netplan/01-netcfg.yaml");
+        assert_eq!(cfgs.len(), 2);
+        assert_eq!(cfgs[0].names, ["lan0"]);
+        assert_eq!(cfgs[0].v4.addresses, vec![ip("192.0.2.10")]);
+        assert_eq!(cfgs[0].v6.addresses, vec![ip("2001:db8::10")]);
+        assert_eq!(cfgs[1].names, ["lan1"]);
+        assert!(cfgs[1].v4.dhcp);
+
+        let cfgs = fixture("netplan-block/root/etc/netplan/50-cloud-init.yaml");
+        assert_eq!(cfgs.len(), 1);
+        assert_eq!(cfgs[0].names, ["lan0"]);
+        assert_eq!(cfgs[0].v4.addresses, vec![ip("192.0.2.10")]);
+        // `- 2001:db8::10/64:` with options below: a one-key mapping.
+        assert_eq!(cfgs[0].v6.addresses, vec![ip("2001:db8::10")]);
+    }
+
+    #[test]
     fn not_yaml_is_an_error() {
         assert!(super::parse_netplan("network: [unclosed\n").is_err());
         assert!(super::parse_netplan("network:\n  a: b\n c: d\n").is_err());
