@@ -15,6 +15,7 @@ pub mod kmod;
 pub mod layout;
 pub mod manifest;
 pub mod netcfg;
+pub mod netconf;
 pub mod probe;
 pub mod progress;
 pub mod raw_regions;

@@ -12,10 +12,9 @@ use anyhow::Result;
 use super::AddressOverride;
 use super::configs;
 use super::files::Workspace;
-use super::text::{
-    Ini, in_network, ini_line, replace_ips, splice, split_eol, yaml_line, yaml_paths,
-};
+use super::text::{in_network, replace_ips, splice, split_eol, yaml_line, yaml_paths};
 use crate::manifest::{AddressMethod, Network};
+use crate::netconf::ini::{Ini, ini_line};
 
 /// What the override replaces.
 struct Target<'a> {

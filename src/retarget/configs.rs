@@ -2,13 +2,12 @@
 //! brings back. Only /etc: /run is not restored, and /lib and /usr hold the
 //! packages' defaults, which name no particular machine.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use super::files::Workspace;
-use crate::probe::net::{IfupdownInclude, glob_match, list_dir, parse_ifupdown};
+use crate::netconf;
 
 pub(super) const NETWORKD_DIR: &str = "/etc/systemd/network";
 const NM_DIR: &str = "/etc/NetworkManager/system-connections";
@@ -53,47 +52,10 @@ pub(super) fn udev_rules(ws: &Workspace) -> Result<Vec<PathBuf>> {
 /// /etc/network/interfaces and what it includes (`source`,
 /// `source-directory`), as ifupdown reads them.
 pub(super) fn ifupdown(ws: &mut Workspace) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut pending = vec![PathBuf::from("/etc/network/interfaces")];
-    while let Some(path) = pending.pop() {
-        if seen.len() > 64 || !seen.insert(path.clone()) {
-            continue;
-        }
-        let Some(text) = ws.text(&path)? else {
-            continue;
-        };
-        out.push(path.clone());
-        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let mut found = Vec::new();
-        for include in parse_ifupdown(&text).includes {
-            let (pattern, dir_only) = match &include {
-                IfupdownInclude::Source(p) => (base.join(p), false),
-                IfupdownInclude::Directory(d) => (base.join(d).join("*"), true),
-            };
-            let Some(file_pattern) = pattern.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let dir = pattern.parent().unwrap_or(Path::new("/"));
-            if !file_pattern.contains(['*', '?', '[']) {
-                found.push(pattern.clone());
-                continue;
-            }
-            for name in list_dir(ws.root(), dir)? {
-                let wanted = if dir_only {
-                    name.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                } else {
-                    glob_match(file_pattern, &name)
-                        && (!name.starts_with('.') || file_pattern.starts_with('.'))
-                };
-                if wanted {
-                    found.push(dir.join(&name));
-                }
-            }
-        }
-        // Depth first, in the order the including file names them.
-        pending.extend(found.into_iter().rev());
-    }
-    Ok(out)
+    let root = ws.root();
+    let files =
+        netconf::ifupdown::walk(root, Path::new(netconf::ifupdown::INTERFACES), &mut |p| {
+            ws.text(p)
+        })?;
+    Ok(files.into_iter().map(|(path, _)| path).collect())
 }

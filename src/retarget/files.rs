@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use rustix::io::Errno;
 
 use super::{Change, ChangeKind};
-use crate::probe::net::{list_dir, resolve_in_root};
+use crate::netconf::root::{list_dir, resolve_in_root};
 
 /// One file the rewriters looked at.
 struct Entry {
@@ -40,7 +40,7 @@ impl<'a> Workspace<'a> {
         }
     }
 
-    pub(super) fn root(&self) -> &Path {
+    pub(super) fn root(&self) -> &'a Path {
         self.root
     }
 

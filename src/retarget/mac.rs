@@ -15,7 +15,8 @@ use anyhow::Result;
 use super::NicMatch;
 use super::configs;
 use super::files::Workspace;
-use super::text::{Ini, ini_line, replace_macs, split_eol, yaml_line, yaml_paths};
+use super::text::{replace_macs, split_eol, yaml_line, yaml_paths};
+use crate::netconf::ini::{Ini, ini_line};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {

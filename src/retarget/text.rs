@@ -10,32 +10,6 @@ pub(super) fn split_eol(line: &str) -> (&str, &str) {
     (body, &line[body.len()..])
 }
 
-/// What a line of a systemd unit-style or GLib keyfile is.
-pub(super) enum Ini<'a> {
-    Section(&'a str),
-    /// `key = value`: the key, and the byte range of the value in the line.
-    Key(&'a str, std::ops::Range<usize>),
-    Other,
-}
-
-pub(super) fn ini_line(line: &str) -> Ini<'_> {
-    let (body, _) = split_eol(line);
-    let t = body.trim();
-    if t.starts_with('#') || t.starts_with(';') || t.is_empty() {
-        return Ini::Other;
-    }
-    if let Some(name) = t.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-        return Ini::Section(name.trim());
-    }
-    let Some(eq) = body.find('=') else {
-        return Ini::Other;
-    };
-    let key = body[..eq].trim();
-    let lead = body[eq + 1..].len() - body[eq + 1..].trim_start().len();
-    let end = body.trim_end().len().max(eq + 1 + lead);
-    Ini::Key(key, eq + 1 + lead..end)
-}
-
 /// `line` with the byte range `r` replaced by `new`.
 pub(super) fn splice(line: &str, r: std::ops::Range<usize>, new: &str) -> String {
     format!("{}{}{}", &line[..r.start], new, &line[r.end..])
@@ -183,7 +157,7 @@ pub(super) struct YamlLine<'a> {
 /// Parse one netplan line; `None` for blank and comment lines.
 pub(super) fn yaml_line(line: &str) -> Option<YamlLine<'_>> {
     let (body, _) = split_eol(line);
-    let body = crate::probe::net::strip_yaml_comment(body).trim_end();
+    let body = strip_yaml_comment(body).trim_end();
     let indent = body.len() - body.trim_start().len();
     let mut rest = &body[indent..];
     if rest.trim().is_empty() {
@@ -217,6 +191,22 @@ pub(super) fn yaml_line(line: &str) -> Option<YamlLine<'_>> {
             value: col.min(end)..end,
         }),
     }
+}
+
+/// Cut a `#` comment: at line start or after whitespace, outside quotes.
+fn strip_yaml_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '#') if prev_space => return &line[..i],
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line
 }
 
 /// The byte index of a mapping colon in `text` (followed by a space or the
