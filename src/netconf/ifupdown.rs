@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::IfaceConfig;
 use super::root::{list_dir, read_optional, resolve_in_root};
-use crate::probe::net::glob_match;
+use crate::util::glob::matches_str as glob_match;
 
 /// Where ifupdown starts reading.
 pub(crate) const INTERFACES: &str = "/etc/network/interfaces";

@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::{IfaceConfig, parse_bool};
-use crate::probe::net::normalize_mac;
+use crate::util::mac::normalize as normalize_mac;
 
 /// What a line of a systemd unit-style or GLib keyfile is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use anyhow::Result;
 
 // The one way in which this module depends on probe: the shared glob
 // matcher lives there until the utility layer takes it.
-use crate::probe::net::glob_match;
+use crate::util::glob::matches_str as glob_match;
 
 /// What one configuration system says about one address family of an interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

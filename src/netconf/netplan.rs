@@ -12,7 +12,7 @@ use saphyr::{ScanError, Yaml as Node, YamlLoader};
 use saphyr_parser::Parser;
 
 use super::{IfaceConfig, parse_bool};
-use crate::probe::net::normalize_mac;
+use crate::util::mac::normalize as normalize_mac;
 
 /// A YAML node as this reader uses it: mappings in document order, and
 /// every scalar as its text.

@@ -160,7 +160,7 @@ pub(crate) fn read_sysfs_links(dir: &Path) -> Result<Vec<Link>> {
         };
         let kind = read_sysfs_number(&base.join("type"))?;
         let mac = match fs::read_to_string(base.join("address")) {
-            Ok(s) => normalize_mac(&s),
+            Ok(s) => crate::util::mac::normalize(&s),
             Err(_) => None, // some link types (e.g. wireguard, tun) have none readable
         };
         let device = base.join("device");
@@ -191,16 +191,6 @@ fn read_sysfs_number(path: &Path) -> Result<Option<u32>> {
             .with_context(|| format!("{}: not a number: {:?}", path.display(), s.trim())),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Lowercase colon form; `None` for an empty or all-zero address (lo, tun).
-pub(crate) fn normalize_mac(raw: &str) -> Option<String> {
-    let mac = raw.trim().to_ascii_lowercase().replace('-', ":");
-    if mac.is_empty() || mac.chars().all(|c| c == '0' || c == ':') {
-        None
-    } else {
-        Some(mac)
     }
 }
 
@@ -454,63 +444,6 @@ fn config_method(family: &FamilyConfig, addr: &KernelAddress) -> Option<AddressM
 // ---------------------------------------------------------------------------
 // Globs
 
-/// fnmatch(3)-style match of `*`, `?`, `[...]` (with `!`/`^` negation and
-/// ranges) and `\` escapes, as networkd and shell globs use.
-pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    glob_at(&p, &n)
-}
-
-fn glob_at(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|i| glob_at(&p[1..], &n[i..])),
-        Some('?') => !n.is_empty() && glob_at(&p[1..], &n[1..]),
-        Some('[') => match (glob_class(&p[1..]), n.first()) {
-            (Some((members, negated, rest)), Some(&c)) => {
-                class_contains(members, c) != negated && glob_at(rest, &n[1..])
-            }
-            (Some(_), None) => false,
-            // No closing bracket: a literal '['.
-            (None, _) => n.first() == Some(&'[') && glob_at(&p[1..], &n[1..]),
-        },
-        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && glob_at(&p[2..], &n[1..]),
-        Some(c) => n.first() == Some(c) && glob_at(&p[1..], &n[1..]),
-    }
-}
-
-/// Split a bracket expression (the pattern after its `[`) into its members,
-/// whether it is negated, and the pattern after its `]`.
-fn glob_class(p: &[char]) -> Option<(&[char], bool, &[char])> {
-    let (negated, body) = match p.first() {
-        Some('!' | '^') => (true, &p[1..]),
-        _ => (false, p),
-    };
-    // A ']' right after the opening bracket is a member, not the end.
-    let close = body.iter().skip(1).position(|&c| c == ']')? + 1;
-    Some((&body[..close], negated, &body[close + 1..]))
-}
-
-/// Whether `c` is one of `members` (single characters and `a-z` ranges).
-fn class_contains(members: &[char], c: char) -> bool {
-    let mut i = 0;
-    while i < members.len() {
-        if i + 2 < members.len() && members[i + 1] == '-' {
-            if members[i] <= c && c <= members[i + 2] {
-                return true;
-            }
-            i += 3;
-        } else {
-            if members[i] == c {
-                return true;
-            }
-            i += 1;
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,16 +466,6 @@ mod tests {
             valid_lifetime: valid,
             from_ra: false,
         }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("en*", "enp0s3"));
-        assert!(glob_match("eth?", "eth0") && !glob_match("eth?", "eth10"));
-        assert!(glob_match("eth[0-2]", "eth1") && !glob_match("eth[0-2]", "eth3"));
-        assert!(glob_match("eth[!0]", "eth1") && !glob_match("eth[!0]", "eth0"));
-        assert!(glob_match("*", "") && glob_match("a\\*", "a*") && !glob_match("a\\*", "ab"));
-        assert!(glob_match("x[", "x["));
     }
 
     // --- method decision ---

@@ -236,8 +236,17 @@ fn ifupdown(lines: &mut [String], t: &Target, whats: &mut Vec<String>) -> (bool,
                     s.addr = Some((i, !value.contains('/')));
                 }
             }
-            "netmask" => stanzas.last_mut().unwrap().netmask = Some(i),
-            "gateway" => stanzas.last_mut().unwrap().gateways.push(i),
+            // `current` means an iface stanza was opened: there is a last one.
+            "netmask" => {
+                if let Some(s) = stanzas.last_mut() {
+                    s.netmask = Some(i);
+                }
+            }
+            "gateway" => {
+                if let Some(s) = stanzas.last_mut() {
+                    s.gateways.push(i);
+                }
+            }
             _ => {}
         }
     }
