@@ -3,10 +3,10 @@
 //! in memory by every step, then each changed file written once, atomically.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, Permissions};
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -172,57 +172,30 @@ impl<'a> Workspace<'a> {
 /// one. A new file gets mode 0644. Returns a warning when xattrs could not
 /// all be copied.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<Option<String>> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.rewind-tmp"));
     let old = match fs::symlink_metadata(path) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
     };
-    if old.is_none() {
-        // /etc/systemd/network does not exist on every system.
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> Result<Option<String>> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        let mut warning = None;
-        match &old {
+    // The temporary file stays 0600 until it has the old file's owner and
+    // mode: a keyfile's secrets are never readable by others on the way.
+    crate::util::fs::write_atomic_with(path, |f| {
+        f.write_all(data)?;
+        Ok(match &old {
             Some(m) => {
-                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))
-                    .with_context(|| format!("cannot chown {}", tmp.display()))?;
-                f.set_permissions(Permissions::from_mode(m.mode() & 0o7777))
-                    .with_context(|| format!("cannot chmod {}", tmp.display()))?;
-                if let Err(e) = copy_xattrs(path, &f) {
-                    warning = Some(format!("extended attributes not all kept: {e}"));
-                }
+                std::os::unix::fs::fchown(&*f, Some(m.uid()), Some(m.gid()))?;
+                f.set_permissions(Permissions::from_mode(m.mode() & 0o7777))?;
+                copy_xattrs(path, f)
+                    .err()
+                    .map(|e| format!("extended attributes not all kept: {e}"))
             }
-            None => f
-                .set_permissions(Permissions::from_mode(0o644))
-                .with_context(|| format!("cannot chmod {}", tmp.display()))?,
-        }
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        Ok(warning)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    let warning = result?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(warning)
+            None => {
+                f.set_permissions(Permissions::from_mode(0o644))?;
+                None
+            }
+        })
+    })
+    .with_context(|| format!("cannot replace {}", path.display()))
 }
 
 fn copy_xattrs(from: &Path, to: &File) -> rustix::io::Result<()> {

@@ -1,9 +1,10 @@
 //! Writing a file so that a reader, or a crash, sees the old content or
 //! the whole new content, never a part.
 
+use std::fs::Permissions;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,13 +31,18 @@ pub fn temp_beside(path: &Path) -> PathBuf {
 /// Write `bytes` to `path` atomically and durably: a temporary file beside
 /// it, fsync, rename over `path`, fsync of the directory (without it the
 /// rename itself may not survive a power cut). Parent directories are
-/// created. A new file gets mode 0644 less the umask.
+/// created. The file gets mode 0644.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_with(path, |f| f.write_all(bytes))
+    write_atomic_with(path, |f| {
+        f.set_permissions(Permissions::from_mode(0o644))?;
+        f.write_all(bytes)
+    })
 }
 
-/// [`write_atomic`] where `fill` writes the content (and may set the
-/// temporary file's owner, mode or xattrs before it is renamed into place).
+/// [`write_atomic`] where `fill` writes the content and gives the file its
+/// mode (and owner, xattrs) before it is renamed into place. The temporary
+/// file is created with mode 0600, so that nothing is readable by others
+/// before `fill` decides it may be (a key, a keyfile with a password).
 pub fn write_atomic_with<T>(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<T>,
@@ -48,7 +54,7 @@ pub fn write_atomic_with<T>(
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&tmp)?;
         let value = fill(&mut f)?;
         f.sync_all()?;
@@ -94,6 +100,23 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn modes_are_0644_or_what_fill_sets() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("plain");
+        write_atomic(&p, b"x").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let k = d.path().join("key");
+        write_atomic_with(&k, |f| f.write_all(b"secret")).unwrap();
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
