@@ -222,7 +222,7 @@ impl Source {
         m.network
             .interfaces
             .iter()
-            .filter_map(|i| i.mac.clone())
+            .filter_map(|i| i.mac.as_ref().map(|m| m.to_string()))
             .find(|mac| {
                 mac != "00:00:00:00:00:00"
                     && u8::from_str_radix(&mac[..2], 16).is_ok_and(|b| b & 1 == 0)

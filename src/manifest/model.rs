@@ -111,9 +111,10 @@ pub struct Network {
 pub struct Interface {
     #[serde(rename = "@name")]
     pub name: String,
-    /// Hardware address, lowercase colon-separated (`52:54:00:12:34:56`).
+    /// Hardware address, lowercase colon-separated (`52:54:00:12:34:56`);
+    /// a malformed one is refused while the XML is read.
     #[serde(rename = "@mac", skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub mac: Option<crate::util::mac::Mac>,
     #[serde(rename = "@mtu")]
     pub mtu: u32,
     /// Kernel driver bound to the device (`virtio_net`, `e1000e`), when it has one.

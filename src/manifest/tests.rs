@@ -33,7 +33,7 @@ pub(crate) fn sample() -> Manifest {
         network: Network {
             interfaces: vec![Interface {
                 name: "enp1s0".into(),
-                mac: Some("52:54:00:12:34:56".into()),
+                mac: Some("52:54:00:12:34:56".parse().unwrap()),
                 mtu: 1500,
                 driver: Some("virtio_net".into()),
                 addresses: vec![
@@ -784,7 +784,7 @@ fn filesystem_element_keeps_serde_rules() {
 fn all_problems_are_reported_together() {
     let mut m = sample();
     m.system.hostname = String::new();
-    m.network.interfaces[0].mac = Some("nope".into());
+    m.network.interfaces[0].addresses[0].cidr = "nope".into();
     let e = validate(&m).unwrap_err();
     assert_eq!(e.problems.len(), 2, "{e}");
     assert!(e.to_string().starts_with("2 problems:"), "{e}");

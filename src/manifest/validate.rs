@@ -175,14 +175,6 @@ impl Checker {
                     format!("interface {} listed twice", itf.name),
                 );
             }
-            if let Some(mac) = &itf.mac
-                && !crate::util::mac::is_mac(mac)
-            {
-                self.fail(
-                    format!("{p}/@mac"),
-                    format!("malformed MAC address \"{mac}\" (expected 52:54:00:12:34:56)"),
-                );
-            }
             for (j, a) in itf.addresses.iter().enumerate() {
                 if parse_cidr(&a.cidr).is_none() {
                     self.fail(

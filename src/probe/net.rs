@@ -95,7 +95,7 @@ fn assemble(
         kept.insert(link.index, link.name.clone());
         interfaces.push(Interface {
             name: link.name.clone(),
-            mac: link.mac.clone(),
+            mac: link.mac.as_deref().and_then(|m| m.parse().ok()),
             mtu: link.mtu,
             driver: link.driver.clone(),
             addresses,

@@ -86,7 +86,7 @@ pub fn match_nics(captured: &[Interface], present: &[PresentNic]) -> (Vec<NicMat
             let nic = free.remove(k);
             out.push(NicMatch {
                 captured: i.name.clone(),
-                old_mac: i.mac.as_deref().map(str::to_ascii_lowercase),
+                old_mac: i.mac.as_ref().map(|m| m.to_string()),
                 new: nic.clone(),
                 how,
             });
@@ -95,8 +95,8 @@ pub fn match_nics(captured: &[Interface], present: &[PresentNic]) -> (Vec<NicMat
     };
     pair(&mut want, &mut free, MatchHow::Mac, &|i, n| {
         i.mac
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case(&n.mac))
+            .as_ref()
+            .is_some_and(|m| m.as_str().eq_ignore_ascii_case(&n.mac))
     });
     pair(&mut want, &mut free, MatchHow::Driver, &|i, n| {
         i.driver.is_some() && i.driver == n.driver
@@ -109,7 +109,7 @@ pub fn match_nics(captured: &[Interface], present: &[PresentNic]) -> (Vec<NicMat
             format!(
                 "{} ({}) has no NIC left on this machine: its configuration is left as is",
                 i.name,
-                i.mac.as_deref().unwrap_or("-")
+                i.mac.as_ref().map_or("-", |m| m.as_str())
             )
         })
         .collect();

@@ -20,7 +20,7 @@ const NEW_MAC: &str = "52:54:00:ab:cd:ef";
 fn iface(name: &str, mac: Option<&str>, driver: Option<&str>) -> Interface {
     Interface {
         name: name.into(),
-        mac: mac.map(Into::into),
+        mac: mac.map(|m| m.parse().unwrap()),
         mtu: 1500,
         driver: driver.map(Into::into),
         addresses: Vec::new(),

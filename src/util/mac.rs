@@ -41,30 +41,24 @@ impl std::error::Error for BadMac {}
 impl FromStr for Mac {
     type Err = BadMac;
 
-    /// Accepts either case and `-` separators (`52-54-00-...`, as Windows
-    /// and some DHCP tools write them).
+    /// Strict: colon-separated hex pairs, either case (stored lowercase).
+    /// Text from configuration files goes through [`normalize`] first.
     fn from_str(s: &str) -> Result<Self, BadMac> {
-        let canon = s.trim().to_ascii_lowercase().replace('-', ":");
-        if is_canonical(&canon) {
-            Ok(Mac(canon))
+        if is_mac(s) {
+            Ok(Mac(s.to_ascii_lowercase()))
         } else {
             Err(BadMac(s.to_string()))
         }
     }
 }
 
-/// Whether `s` is already in canonical form (lowercase is not required:
-/// the manifest's validation accepts either case).
+/// Whether `s` is colon-separated hex pairs, 6 to 20 of them, either case.
 pub fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
     (6..=20).contains(&parts.len())
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
-}
-
-fn is_canonical(s: &str) -> bool {
-    is_mac(s) && !s.bytes().any(|c| c.is_ascii_uppercase())
 }
 
 /// The canonical spelling of an address read from sysfs or a
@@ -98,9 +92,14 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        let m: Mac = "52-54-00-AB-cd-01".parse().unwrap();
+        let m: Mac = "52:54:00:AB:cd:01".parse().unwrap();
         assert_eq!(m.as_str(), "52:54:00:ab:cd:01");
         assert_eq!(m, "52:54:00:ab:cd:01".parse().unwrap());
+        assert!(
+            "52-54-00-ab-cd-01".parse::<Mac>().is_err(),
+            "normalize() first"
+        );
+        assert!("".parse::<Mac>().is_err());
         assert!("52:54:00:ab:cd".parse::<Mac>().is_err());
         assert!("52:54:00:ab:cd:0g".parse::<Mac>().is_err());
         let ib = ["80"; 20].join(":");

@@ -59,9 +59,8 @@ pub(super) fn host_by_mac(
             .network
             .interfaces
             .iter()
-            .filter_map(|i| i.mac.as_deref())
-            .filter_map(crate::util::mac::normalize)
-            .any(|mac| macs.contains(&mac));
+            .filter_map(|i| i.mac.as_ref())
+            .any(|mac| macs.iter().any(|m| m == mac.as_str()));
         if found {
             return Ok(Some(h));
         }
