@@ -413,20 +413,6 @@ impl Api {
     }
 }
 
-fn a_pack() -> (String, Vec<u8>) {
-    let mut b = rewind::repo::pack::PackBuilder::new();
-    let data = b"some chunk";
-    let stored = zstd::bulk::compress(data, 3).unwrap();
-    b.add(
-        rewind::tree::ChunkId::of(data),
-        rewind::repo::pack::BlobKind::Data,
-        data.len() as u32,
-        &stored,
-    );
-    let (name, bytes, _, _) = b.finish();
-    (name, bytes)
-}
-
 fn token_of(v: &Value) -> String {
     v["token"].as_str().unwrap().to_string()
 }
@@ -467,7 +453,7 @@ fn server_answers(book: &mut Book) {
     );
 
     // A capture's uploads and commits.
-    let (pack, bytes) = a_pack();
+    let (pack, bytes, _) = server_util::a_pack();
     let put = |name: &str, body: Vec<u8>| {
         let resp = api
             .http

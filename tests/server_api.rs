@@ -41,21 +41,6 @@ fn commit(
     (resp.status(), resp.text().unwrap())
 }
 
-/// A real pack, to upload.
-fn a_pack() -> (String, Vec<u8>, Vec<u8>) {
-    let mut b = rewind::repo::pack::PackBuilder::new();
-    let data = b"some chunk";
-    let stored = zstd::bulk::compress(data, 3).unwrap();
-    b.add(
-        rewind::tree::ChunkId::of(data),
-        rewind::repo::pack::BlobKind::Data,
-        data.len() as u32,
-        &stored,
-    );
-    let (name, bytes, index, _) = b.finish();
-    (name, bytes, index)
-}
-
 #[test]
 fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +58,7 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
         let (st, body) = commit(&s, &tb, "b", id, time, MAC_B);
         assert_eq!(st, StatusCode::CREATED, "{body}");
     }
-    let (pack, pack_bytes, index) = a_pack();
+    let (pack, pack_bytes, index) = server_util::a_pack();
     let pack_path = format!("packs/{}/{pack}.pack", &pack[..2]);
     let put = |token: &str, name: &str, body: Vec<u8>| {
         h.put(format!("{}/v1/hosts/b/files/{name}", s.url))

@@ -243,3 +243,18 @@ pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// A real pack, to upload: its name, bytes and index.
+pub fn a_pack() -> (String, Vec<u8>, Vec<u8>) {
+    let mut b = rewind::repo::pack::PackBuilder::new();
+    let data = b"some chunk";
+    let stored = zstd::bulk::compress(data, 3).unwrap();
+    b.add(
+        rewind::tree::ChunkId::of(data),
+        rewind::repo::pack::BlobKind::Data,
+        data.len() as u32,
+        &stored,
+    );
+    let (name, bytes, index, _) = b.finish();
+    (name, bytes, index)
+}
