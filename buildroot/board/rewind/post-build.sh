@@ -21,16 +21,19 @@ if [ ! -L "$target/usr/bin/rewind" ]; then
 	mv "$target/usr/bin/rewind" "$target/init"
 fi
 chmod 0755 "$target/init"
-ln -sf /init "$target/usr/bin/rewind"
+# Relative links: on the build host they stay inside TARGET_DIR (a package
+# reinstalled over them writes there, never to the host's /init).
+pid1=../../init
+ln -sf "$pid1" "$target/usr/bin/rewind"
 # Busybox's module tools and init would shadow rewind's.
 for applet in init linuxrc modprobe insmod rmmod depmod modinfo lsmod; do
 	for dir in "$target" "$target/usr/bin" "$target/usr/sbin"; do
-		if [ -L "$dir/$applet" ] && [ "$(readlink "$dir/$applet")" != /init ]; then
+		if [ -L "$dir/$applet" ] && [ "$(readlink "$dir/$applet")" != "$pid1" ]; then
 			rm -f "$dir/$applet"
 		fi
 	done
 done
-ln -sf /init "$target/usr/sbin/modprobe"
+ln -sf "$pid1" "$target/usr/sbin/modprobe"
 
 settings "$image/preload" > "$target/etc/rewind-preload"
 mkdir -p "$target/target" "$target/run" "$target/root"
