@@ -126,7 +126,7 @@ impl ConfigSource {
 /// Read every configuration system's files under `root`, in the order they
 /// speak for an address: netplan first (it generates networkd and NM files),
 /// then ifupdown, systemd-networkd, NetworkManager.
-pub(crate) fn load_configs(root: &Path) -> Result<Vec<ConfigSource>> {
+pub(crate) fn load_configs(root: &Path, warnings: &mut Vec<String>) -> Result<Vec<ConfigSource>> {
     let mut netplan = Vec::new();
     // netplan: /run shadows /etc shadows /lib for a file of the same name.
     for path in root::list_config_files(
@@ -135,8 +135,15 @@ pub(crate) fn load_configs(root: &Path) -> Result<Vec<ConfigSource>> {
         ".yaml",
     )? {
         if let Some(text) = root::read_optional(root, &path)? {
-            // A file netplan itself could not parse configures nothing.
-            netplan.extend(netplan::parse_netplan(&text).unwrap_or_default());
+            // A file netplan itself could not parse configures nothing;
+            // the capture says so rather than guessing what it meant.
+            match netplan::parse_netplan(&text) {
+                Ok(configs) => netplan.extend(configs),
+                Err(e) => warnings.push(format!(
+                    "{}: not valid netplan YAML, ignored as netplan ignores it: {e:#}",
+                    path.display()
+                )),
+            }
         }
     }
 
@@ -249,7 +256,7 @@ mod tests {
             "/run/systemd/network/20-wired.network",
             "[Match]\nName=eth*\n[Network]\nAddress=10.9.9.9/8\n",
         );
-        let sources = load_configs(root).unwrap();
+        let sources = load_configs(root, &mut Vec::new()).unwrap();
         let networkd = sources.iter().find(|s| s.name == "networkd").unwrap();
         assert_eq!(networkd.configs.len(), 2);
         let eth0 = networkd.family("eth0", None, false).unwrap();
@@ -257,5 +264,26 @@ mod tests {
         assert!(!eth0.dhcp, "only the first matching file applies");
         assert!(networkd.family("eth1", None, false).unwrap().dhcp);
         assert_eq!(networkd.family("wlan0", None, false), None);
+    }
+
+    #[test]
+    fn malformed_netplan_is_a_warning_not_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "/etc/netplan/01-bad.yaml", "network: [unclosed\n");
+        write(
+            root,
+            "/etc/netplan/02-good.yaml",
+            "network:\n  ethernets:\n    eth0:\n      dhcp4: true\n",
+        );
+        let mut warnings = Vec::new();
+        let sources = load_configs(root, &mut warnings).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("/etc/netplan/01-bad.yaml"),
+            "{warnings:?}"
+        );
+        let netplan = sources.iter().find(|s| s.name == "netplan").unwrap();
+        assert!(netplan.family("eth0", None, false).unwrap().dhcp);
     }
 }

@@ -188,8 +188,8 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         }
     }
 
-    let network =
-        net::probe_network(&opts.root).context("cannot read the network configuration")?;
+    let network = net::probe_network(&opts.root, &mut warnings)
+        .context("cannot read the network configuration")?;
     let efi = match system.firmware {
         Firmware::Uefi => efi::probe_efi(&opts.sys.join("firmware/efi/efivars"))
             .context("cannot read the EFI boot entries")?,

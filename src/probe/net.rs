@@ -45,10 +45,12 @@ const ARPHRD_LOOPBACK: u32 = 772;
 /// speaks for it — netplan, ifupdown, systemd-networkd, NetworkManager, in
 /// that order (netplan first because it generates networkd/NM files) — and
 /// otherwise from the kernel's view of the address (source `kernel`).
-pub fn probe_network(root: &Path) -> Result<Network> {
+/// A configuration file that cannot be read as its system reads it adds a
+/// warning to `warnings`.
+pub fn probe_network(root: &Path, warnings: &mut Vec<String>) -> Result<Network> {
     let links = read_sysfs_links(Path::new(SYS_CLASS_NET))?;
     let (addresses, routes) = dump_kernel()?;
-    let sources = netconf::load_configs(root)?;
+    let sources = netconf::load_configs(root, warnings)?;
     let resolv = netconf::resolv::read(root)?;
     let dns = Dns {
         nameservers: resolv.nameservers,
@@ -844,7 +846,7 @@ mod tests {
 
     #[test]
     fn probe_this_machine() {
-        let net = probe_network(Path::new("/")).unwrap();
+        let net = probe_network(Path::new("/"), &mut Vec::new()).unwrap();
         assert!(net.interfaces.iter().all(|i| i.mtu > 0));
         assert!(net.interfaces.iter().all(|i| i.name != "lo"));
         for route in &net.routes {
