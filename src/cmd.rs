@@ -1,6 +1,7 @@
 //! The one command runner: every external tool goes through here so that a
 //! failure names the full command line, its exit status and its stderr.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -89,6 +90,50 @@ pub fn run_chroot(root: &std::path::Path, program: &str, args: &[&str]) -> Resul
         bail!("`{line}` failed ({}): {}", out.status, stderr.trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Bind /dev, /proc and /sys into `root` for `f`, and unmount them after,
+/// whatever `f` returned.
+pub fn with_chroot_binds<T>(root: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use nix::mount::{MntFlags, MsFlags};
+    let mut bound: Vec<PathBuf> = Vec::new();
+    let mut failed = None;
+    for d in ["dev", "proc", "sys"] {
+        let target = root.join(d);
+        let r = std::fs::create_dir_all(&target)
+            .with_context(|| format!("cannot create {}", target.display()))
+            .and_then(|_| {
+                nix::mount::mount(
+                    Some(Path::new("/").join(d).as_path()),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("cannot bind-mount /{d} on {}", target.display()))
+            });
+        match r {
+            Ok(()) => bound.push(target),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let result = match failed {
+        Some(e) => Err(e),
+        None => f(),
+    };
+    for target in bound.iter().rev() {
+        // Recursive binds carry submounts (/dev/pts, efivarfs): detach them all.
+        if let Err(e) = nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            crate::console::say(&format!(
+                "warning: cannot unmount {}: {e}",
+                target.display()
+            ));
+        }
+    }
+    result
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod console;
 pub mod fs;
 pub mod init;
+pub mod initramfs;
 pub mod kmod;
 pub mod layout;
 pub mod manifest;

@@ -15,7 +15,7 @@
 //! --target=x86_64-efi --efi-directory=ESP --bootloader-id=ID --no-nvram`
 //! (the entries themselves are written by efi.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -322,7 +322,7 @@ pub fn execute(decision: &Decision, m: &Manifest, root: &Path) -> Result<()> {
         "i386" | "i686" => "i386-efi",
         _ => "x86_64-efi",
     };
-    with_chroot(root, || {
+    crate::cmd::with_chroot_binds(root, || {
         for b in &decision.bios {
             run_chroot(root, &tools.install, &["--target=i386-pc", &b.disk])?;
         }
@@ -351,49 +351,6 @@ pub fn execute(decision: &Decision, m: &Manifest, root: &Path) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// Bind /dev, /proc and /sys into `root` for `f`, and unmount them after,
-/// whatever `f` returned.
-fn with_chroot(root: &Path, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    use nix::mount::{MntFlags, MsFlags};
-    let mut bound: Vec<PathBuf> = Vec::new();
-    let mut result = Ok(());
-    for d in ["dev", "proc", "sys"] {
-        let target = root.join(d);
-        let r = std::fs::create_dir_all(&target)
-            .with_context(|| format!("cannot create {}", target.display()))
-            .and_then(|_| {
-                nix::mount::mount(
-                    Some(Path::new("/").join(d).as_path()),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .with_context(|| format!("cannot bind-mount /{d} on {}", target.display()))
-            });
-        match r {
-            Ok(()) => bound.push(target),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    if result.is_ok() {
-        result = f();
-    }
-    for target in bound.iter().rev() {
-        // Recursive binds carry submounts (/dev/pts, efivarfs): detach them all.
-        if let Err(e) = nix::mount::umount2(target, MntFlags::MNT_DETACH) {
-            say(&format!(
-                "warning: cannot unmount {}: {e}",
-                target.display()
-            ));
-        }
-    }
-    result
 }
 
 /// Run `program` (a path inside `root`) chrooted into `root`, logging the

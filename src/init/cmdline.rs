@@ -69,6 +69,9 @@ pub struct Settings {
     /// `rewind.grub=reinstall`: GRUB reinstalled in a chroot of the restored
     /// system rather than its captured boot code written back.
     pub reinstall_grub: bool,
+    /// `rewind.initramfs=regenerate|auto|keep`: when the restored system's
+    /// initramfs is rebuilt for this machine's hardware.
+    pub initramfs: crate::initramfs::Mode,
     /// Settings that were not understood, for the console.
     pub warnings: Vec<String>,
 }
@@ -93,6 +96,7 @@ impl Default for Settings {
             modules: Vec::new(),
             overrides: Default::default(),
             reinstall_grub: false,
+            initramfs: crate::initramfs::Mode::Auto,
             warnings: Vec::new(),
         }
     }
@@ -218,6 +222,10 @@ pub fn parse(cmdline: &str) -> Settings {
                 _ => w.push(format!(
                     "rewind.grub={v}: give reinstall or restore; the captured boot code is restored"
                 )),
+            },
+            "rewind.initramfs" => match v.parse() {
+                Ok(mode) => s.initramfs = mode,
+                Err(e) => w.push(format!("rewind.initramfs={e}")),
             },
             "rewind.hostname" => match crate::retarget::parse_hostname(&v) {
                 Ok(h) => s.overrides.hostname = Some(h),
@@ -371,6 +379,16 @@ mod tests {
         assert_eq!(s.poll, Duration::from_secs(10));
         assert_eq!(s.warnings.len(), 4, "{:?}", s.warnings);
         assert!(s.warnings[2].contains("unknown setting"));
+    }
+
+    #[test]
+    fn initramfs_mode() {
+        use crate::initramfs::Mode;
+        assert_eq!(parse("").initramfs, Mode::Auto);
+        assert_eq!(parse("rewind.initramfs=keep").initramfs, Mode::Keep);
+        let s = parse("rewind.initramfs=maybe");
+        assert_eq!(s.initramfs, Mode::Auto);
+        assert!(s.warnings[0].contains("regenerate, auto or keep"), "{:?}", s.warnings);
     }
 
     #[test]

@@ -11,11 +11,17 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::console::say;
+use crate::initramfs;
 use crate::layout::plan;
-use crate::manifest::Manifest;
+use crate::manifest::{Firmware, Manifest};
 use crate::retarget::{self, ChangeKind, Overrides};
 
-pub(super) fn configure(m: &Manifest, the_plan: &plan::Plan, overrides: &Overrides) -> Result<()> {
+pub(super) fn configure(
+    m: &Manifest,
+    the_plan: &plan::Plan,
+    overrides: &Overrides,
+    initramfs_mode: initramfs::Mode,
+) -> Result<()> {
     let Some(root) = the_plan
         .mounts
         .iter()
@@ -81,7 +87,57 @@ pub(super) fn configure(m: &Manifest, the_plan: &plan::Plan, overrides: &Overrid
     if overrides.hostname.is_none() {
         check_hostname(root, &m.system.hostname);
     }
-    Ok(())
+    regenerate_initramfs(root, m, the_plan, &present, initramfs_mode)
+}
+
+/// Rebuild the restored system's initramfs when this machine's hardware
+/// is not what it was built for (or when asked), saying which drivers
+/// changed and what was done.
+fn regenerate_initramfs(
+    root: &Path,
+    m: &Manifest,
+    the_plan: &plan::Plan,
+    present: &[retarget::PresentNic],
+    mode: initramfs::Mode,
+) -> Result<()> {
+    let sys = Path::new("/sys");
+    let now = initramfs::Hardware {
+        firmware: Some(if sys.join("firmware/efi").is_dir() {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        }),
+        nic_drivers: present.iter().filter_map(|n| n.driver.clone()).collect(),
+        disks: the_plan
+            .disks
+            .iter()
+            .map(|d| (d.captured.clone(), d.target.name.clone()))
+            .collect(),
+    };
+    let changes = initramfs::hardware_changes(m, &now);
+    let (regenerate, why) = initramfs::decide(mode, &changes);
+    let Some(tool) = initramfs::Tool::detect(root) else {
+        say(&format!(
+            "initramfs: no update-initramfs, dracut or mkinitcpio in the restored system; {}",
+            if regenerate {
+                "nothing to regenerate with"
+            } else {
+                "kept as restored"
+            }
+        ));
+        return Ok(());
+    };
+    say(&format!("initramfs ({tool:?}): {why}"));
+    if !regenerate {
+        return Ok(());
+    }
+    let mut drivers: Vec<String> = now.nic_drivers.clone();
+    for (_, disk) in &now.disks {
+        drivers.extend(initramfs::disk_drivers(sys, disk));
+    }
+    drivers.sort_unstable();
+    drivers.dedup();
+    initramfs::regenerate(root, tool, &drivers)
 }
 
 /// The restore brought /etc/hostname back; say so, or write it if a

@@ -74,6 +74,11 @@ pub struct RecoverArgs {
     /// captured boot code and core image could be written back as they were.
     #[arg(long)]
     pub reinstall_grub: bool,
+    /// Rebuild the restored system's initramfs with its own tool:
+    /// regenerate, auto (when disk controllers, NIC drivers or the
+    /// firmware mode differ from the captured ones) or keep.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub initramfs: crate::initramfs::Mode,
     /// The recovered machine's host name, when not the captured one.
     #[arg(long, value_name = "NAME", value_parser = crate::retarget::parse_hostname)]
     pub hostname: Option<String>,
@@ -145,6 +150,7 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         grow: args.grow,
         poll: Duration::from_secs(args.poll.max(1)),
         reinstall_grub: args.reinstall_grub,
+        initramfs: args.initramfs,
         overrides: crate::retarget::Overrides {
             hostname: args.hostname.clone(),
             addresses: args.addresses.clone(),
@@ -502,7 +508,12 @@ impl Recovery {
             r.restore(repo.as_ref(), &manifest, &the_plan)
         })?;
         self.stage(Stage::Configure, |r| {
-            configure::configure(&manifest, &the_plan, &r.settings.overrides)
+            configure::configure(
+                &manifest,
+                &the_plan,
+                &r.settings.overrides,
+                r.settings.initramfs,
+            )
         })?;
         self.stage(Stage::Bootloader, |r| {
             crate::bootloader::run(
