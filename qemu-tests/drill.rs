@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use qemu_util::{Boot, Disk, Firmware, Image, Qemu, fresh_ovmf_vars, stages};
+use qemu_util::{Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_ovmf_vars, stages};
 use rewind::manifest::Manifest;
 use rewind::stage::Stage;
 use server_util::{BIN, ServerProc};
@@ -87,6 +87,11 @@ struct Variant {
     pxe: bool,
     target_mib: u64,
     new_mac: bool,
+    /// The recovery target's disk on an NVMe controller and its NIC an
+    /// e1000e, where the source had virtio for both (and an initramfs that
+    /// only carries virtio drivers, `MODULES=list`): the initramfs must be
+    /// regenerated for the recovered machine to find its root.
+    new_hardware: bool,
 }
 
 #[test]
@@ -98,6 +103,7 @@ fn bios_mbr_pxe() {
         pxe: true,
         target_mib: SOURCE_MIB,
         new_mac: false,
+        new_hardware: false,
     });
 }
 
@@ -110,6 +116,7 @@ fn uefi_gpt_iso_new_hardware() {
         pxe: false,
         target_mib: SOURCE_MIB + 1024,
         new_mac: true,
+        new_hardware: true,
     });
 }
 
@@ -422,6 +429,18 @@ fn drill(v: &Variant) {
     );
     let recovery_mac = if v.new_mac { NEW_MAC } else { SOURCE_MAC };
     rep.fact("NIC", format!("{SOURCE_MAC} -> {recovery_mac}"));
+    let (target_bus, recovery_nic) = if v.new_hardware {
+        rep.fact("hardware", "virtio disk and NIC -> NVMe disk, e1000e NIC");
+        (
+            Bus::Nvme,
+            Nic {
+                mac: recovery_mac,
+                model: "e1000e",
+            },
+        )
+    } else {
+        (Bus::Virtio, Nic::virtio(recovery_mac))
+    };
 
     // 1. The source machine.
     let t = Instant::now();
@@ -479,8 +498,9 @@ fn drill(v: &Variant) {
         &[Disk {
             path: &source,
             serial: Some(SOURCE_SERIAL),
+            bus: Bus::Virtio,
         }],
-        SOURCE_MAC,
+        Nic::virtio(SOURCE_MAC),
         &logs.join(format!("drill-{}-source.log", v.name)),
     );
     vm.expect(&format!("DRILL-READY host={}", v.hostname), BOOT);
@@ -593,6 +613,7 @@ fn drill(v: &Variant) {
         let disks = [Disk {
             path: &target,
             serial: Some(NEW_SERIAL),
+            bus: target_bus,
         }];
         let tftp = dir.path().join("tftp");
         let iso = dir.path().join("rewind.iso");
@@ -648,7 +669,7 @@ fn drill(v: &Variant) {
             boot,
             firmware(v.uefi, &recovery_vars),
             &disks,
-            recovery_mac,
+            recovery_nic,
             &log,
         );
         for stage in Stage::ALL {
@@ -683,6 +704,18 @@ fn drill(v: &Variant) {
             !console.contains("FAILED"),
             "the recovery console says FAILED"
         );
+        if let Some(line) = console.lines().find(|l| l.contains("rewind: initramfs")) {
+            rep.fact(
+                &format!("initramfs{label}"),
+                line.split("rewind: ").nth(1).unwrap_or(line).trim(),
+            );
+        }
+        if v.new_hardware {
+            assert!(
+                console.contains("rewind: initramfs (InitramfsTools): regenerated"),
+                "the initramfs was not regenerated for the new hardware"
+            );
+        }
         // Stage marks count from the kernel's start, as does the last line.
         let finished = console
             .lines()
@@ -729,7 +762,7 @@ fn drill(v: &Variant) {
             Boot::Disk,
             firmware(v.uefi, &recovery_vars),
             &disks,
-            recovery_mac,
+            recovery_nic,
             &logs.join(format!("drill-{}-recovered{suffix}.log", v.name)),
         );
         vm.expect("GNU GRUB", BOOT);

@@ -204,10 +204,67 @@ pub fn disk_drivers(sys: &Path, disk: &str) -> Vec<String> {
     out
 }
 
+/// Where the tool's configuration must name `drivers` so that this and
+/// every later initramfs carries them (a kernel update rebuilds it too),
+/// and that file's new text; `None` when nothing needs adding.
+/// initramfs-tools in `MODULES=list` or `dep` mode, and dracut in host-only
+/// mode, would otherwise leave out the drivers of hardware they did not see.
+pub fn config_update(root: &Path, tool: Tool, drivers: &[String]) -> Option<(String, String)> {
+    if drivers.is_empty() {
+        return None;
+    }
+    match tool {
+        Tool::InitramfsTools => {
+            let rel = "etc/initramfs-tools/modules";
+            let old = std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+            let listed: Vec<&str> = old
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|w| !w.starts_with('#'))
+                .collect();
+            let missing: Vec<&String> = drivers
+                .iter()
+                .filter(|d| !listed.contains(&d.as_str()))
+                .collect();
+            if missing.is_empty() {
+                return None;
+            }
+            let mut text = old.clone();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(
+                "# Added by rewind's recovery: drivers of the machine it was recovered onto.\n",
+            );
+            for d in missing {
+                text.push_str(d);
+                text.push('\n');
+            }
+            Some((rel.to_string(), text))
+        }
+        Tool::Dracut => Some((
+            "etc/dracut.conf.d/50-rewind-recovered-hardware.conf".to_string(),
+            format!(
+                "# Written by rewind's recovery: drivers of the machine it was recovered onto.\nadd_drivers+=\" {} \"\n",
+                drivers.join(" ")
+            ),
+        )),
+        // mkinitcpio's autodetect hook reads /sys, which shows this machine.
+        Tool::Mkinitcpio => None,
+    }
+}
+
 /// Rebuild the initramfs of every kernel installed in `root` with its own
 /// tool, in a chroot with /dev, /proc and /sys of this machine, showing the
-/// tool's output. A failure carries the command line and its stderr.
+/// tool's output, after making its configuration name `drivers`. A failure
+/// carries the command line and its stderr.
 pub fn regenerate(root: &Path, tool: Tool, drivers: &[String]) -> Result<()> {
+    if let Some((rel, text)) = config_update(root, tool, drivers) {
+        let path = root.join(&rel);
+        crate::util::fs::write_atomic(&path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        say(&format!("/{rel}: now names {}", drivers.join(", ")));
+    }
     let (program, args) = tool.argv(drivers);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let line = format!(
@@ -307,6 +364,36 @@ mod tests {
             )
         );
         assert_eq!(Tool::Mkinitcpio.argv(&[]).1, ["-P"]);
+    }
+
+    #[test]
+    fn configurations_name_the_new_drivers_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("etc/initramfs-tools")).unwrap();
+        std::fs::write(
+            root.join("etc/initramfs-tools/modules"),
+            "# comment\nvirtio_blk\next4",
+        )
+        .unwrap();
+        let drivers = vec!["nvme".to_string(), "virtio_blk".to_string()];
+        let (rel, text) = config_update(root, Tool::InitramfsTools, &drivers).unwrap();
+        assert_eq!(rel, "etc/initramfs-tools/modules");
+        assert!(
+            text.starts_with("# comment\nvirtio_blk\next4\n# Added by rewind"),
+            "{text}"
+        );
+        assert!(text.ends_with("\nnvme\n"), "{text}");
+        std::fs::write(root.join(&rel), &text).unwrap();
+        assert_eq!(config_update(root, Tool::InitramfsTools, &drivers), None);
+        let (rel, text) = config_update(root, Tool::Dracut, &drivers).unwrap();
+        assert_eq!(rel, "etc/dracut.conf.d/50-rewind-recovered-hardware.conf");
+        assert!(
+            text.contains("add_drivers+=\" nvme virtio_blk \""),
+            "{text}"
+        );
+        assert_eq!(config_update(root, Tool::Mkinitcpio, &drivers), None);
+        assert_eq!(config_update(root, Tool::Dracut, &[]), None);
     }
 
     #[test]

@@ -388,7 +388,11 @@ mod tests {
         assert_eq!(parse("rewind.initramfs=keep").initramfs, Mode::Keep);
         let s = parse("rewind.initramfs=maybe");
         assert_eq!(s.initramfs, Mode::Auto);
-        assert!(s.warnings[0].contains("regenerate, auto or keep"), "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("regenerate, auto or keep"),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

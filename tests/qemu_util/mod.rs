@@ -127,10 +127,37 @@ fn ovmf() -> (PathBuf, PathBuf) {
 }
 
 /// A disk of the VM: an image file, with a serial number when the test
-/// needs /dev/disk/by-id names.
+/// needs /dev/disk/by-id names, on a controller.
 pub struct Disk<'a> {
     pub path: &'a Path,
     pub serial: Option<&'a str>,
+    pub bus: Bus,
+}
+
+/// The disk controller a [`Disk`] hangs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk: `/dev/vda`.
+    Virtio,
+    /// An NVMe controller per disk: `/dev/nvme0n1` (a serial is required).
+    Nvme,
+}
+
+/// The VM's NIC: its MAC address and QEMU device model
+/// (`virtio-net-pci`, `e1000e`, `e1000`, `rtl8139`).
+#[derive(Clone, Copy)]
+pub struct Nic<'a> {
+    pub mac: &'a str,
+    pub model: &'a str,
+}
+
+impl<'a> Nic<'a> {
+    pub fn virtio(mac: &'a str) -> Nic<'a> {
+        Nic {
+            mac,
+            model: "virtio-net-pci",
+        }
+    }
 }
 
 /// The firmware: SeaBIOS, or OVMF with a variable store that outlives the
@@ -157,9 +184,10 @@ impl Qemu {
             .map(|p| Disk {
                 path: p,
                 serial: None,
+                bus: Bus::Virtio,
             })
             .collect();
-        Self::start_with(boot, firmware, &disks, mac, log)
+        Self::start_with(boot, firmware, &disks, Nic::virtio(mac), log)
     }
 
     /// [`Qemu::start`] with the firmware chosen and disks with serials.
@@ -168,7 +196,7 @@ impl Qemu {
         boot: Boot<'_>,
         firmware: Firmware<'_>,
         disks: &[Disk<'_>],
-        mac: &str,
+        nic: Nic<'_>,
         log: &Path,
     ) -> Qemu {
         let mut args: Vec<String> = [
@@ -237,7 +265,10 @@ impl Qemu {
                     d.path.display()
                 ),
                 "-device",
-                &format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
+                &match d.bus {
+                    Bus::Virtio => format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
+                    Bus::Nvme => format!("nvme,drive=disk{i}{serial}{bootindex}"),
+                },
             ]);
         }
         let tftp = match &boot {
@@ -247,7 +278,10 @@ impl Qemu {
             _ => String::new(),
         };
         push(&["-netdev", &format!("user,id=n0{tftp}")]);
-        push(&["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+        push(&[
+            "-device",
+            &format!("{},netdev=n0,mac={}", nic.model, nic.mac),
+        ]);
         if let Boot::Pxe { .. } = &boot {
             // iPXE writes to the screen only: the network traffic shows
             // what it was told.
