@@ -144,6 +144,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
                     device,
                     disk: disk_name,
                     partition,
+                    volume: None,
                     uuid,
                     label,
                     active: active_swaps.contains(&dev),
@@ -165,11 +166,14 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
                 device: device.clone(),
                 disk: disk_name,
                 partition,
+                volume: None,
                 fs_type: kind,
                 uuid,
                 label,
                 mounts: mounts_of(&mountinfo, dev, &path, fs_type),
                 data: None,
+                members: Vec::new(),
+                subvolumes: Vec::new(),
             });
         }
     }
@@ -197,7 +201,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
     };
     let time = crate::manifest::Timestamp::now();
     let host = opts.host.clone().unwrap_or_else(|| system.hostname.clone());
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema: SCHEMA_VERSION,
         snapshot: Snapshot {
             id: format!("{}-{host}", time.replace(['-', ':'], "")),
@@ -209,6 +213,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         system,
         network,
         disks: found.into_iter().map(|d| d.disk).collect(),
+        md_arrays: Vec::new(),
+        luks: Vec::new(),
+        volume_groups: Vec::new(),
         filesystems,
         swaps,
         boot: Boot {
@@ -216,6 +223,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             efi,
         },
     };
+    manifest.schema = crate::manifest::required_schema(&manifest);
     crate::manifest::validate(&manifest).context(
         "the probe produced an invalid manifest (a rewind bug: please report it with this output)",
     )?;
@@ -292,6 +300,7 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
         device: disk.path.clone(),
         disk: Some(disk.name.clone()),
         partition: None,
+        volume: None,
         fs_type: FsType::from_name(&mi.fs_type)?,
         uuid,
         label,
@@ -301,6 +310,8 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
             root: mi.root.clone(),
         }],
         data: None,
+        members: Vec::new(),
+        subvolumes: Vec::new(),
     })
 }
 
