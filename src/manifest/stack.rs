@@ -352,7 +352,7 @@ pub struct PhysicalVolume {
     pub device: StackRef,
     #[serde(rename = "@uuid")]
     pub uuid: String,
-    /// The device's size in bytes as LVM saw it (`pv_size`).
+    /// The device's size in bytes as LVM saw it (`dev_size`).
     #[serde(rename = "@size")]
     pub size: u64,
     /// Where the first extent starts, in bytes (`pe_start`).

@@ -146,7 +146,7 @@ pub fn to_element(
                     )
                 })?,
                 uuid: p.pv_uuid.clone(),
-                size: number("pv_size", &p.pv_size)?,
+                size: number("dev_size", &p.dev_size)?,
                 pe_start: number("pe_start", &p.pe_start)?,
                 extents: number("pv_pe_count", &p.pv_pe_count)?,
             })
@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(pv.uuid, "Tq5wEr-Yu7i-Op9a-Sd2f-Gh4j-Kl6z-Xc8vBn");
         assert_eq!(
             (pv.size, pv.pe_start, pv.extents),
-            (2_143_289_344, 1 << 20, 511)
+            (2_147_483_648, 1 << 20, 511)
         );
         let names: Vec<(&str, &str)> = vg
             .lvs

@@ -13,6 +13,7 @@ pub mod md;
 /// A command line: the program, then its arguments.
 pub type Argv = Vec<String>;
 
-fn argv(parts: &[&str]) -> Argv {
+/// A command line from its words.
+pub(crate) fn argv(parts: &[&str]) -> Argv {
     parts.iter().map(|s| s.to_string()).collect()
 }
