@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 use super::{Difference, Differences, MkfsTarget, argv, read_at};
@@ -79,6 +79,96 @@ pub fn differences(want: &BtrfsParams, got: &BtrfsParams) -> Vec<Difference> {
         ),
     );
     d.0
+}
+
+/// Subvolumes of a mounted btrfs: `btrfs subvolume list -a` (all of them)
+/// and `list -a -r` (the read-only ones), with the default subvolume's id
+/// (`get-default`; 5, the top level, is none). `list -a` prints some paths
+/// with a `<FS_TREE>/` prefix and others without, depending on where the
+/// filesystem is mounted; both are paths from the top level.
+pub fn parse_subvolumes(
+    list: &str,
+    read_only: &str,
+    default_id: Option<u64>,
+) -> Result<Vec<crate::manifest::Subvolume>> {
+    let ro: Vec<u64> = parse_list(read_only)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut out: Vec<crate::manifest::Subvolume> = parse_list(list)?
+        .into_iter()
+        .map(|(id, path)| crate::manifest::Subvolume {
+            id,
+            read_only: ro.contains(&id),
+            default: default_id == Some(id),
+            path,
+        })
+        .collect();
+    out.sort_by_key(|s| s.id);
+    Ok(out)
+}
+
+/// `ID 258 gen 7 top level 257 path <FS_TREE>/@snapshots/1/snapshot` lines.
+fn parse_list(text: &str) -> Result<Vec<(u64, String)>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let id = line
+                .strip_prefix("ID ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("btrfs subvolume list line without an ID: {line:?}"))?;
+            let path = line
+                .split_once(" path ")
+                .map(|(_, p)| p)
+                .with_context(|| format!("btrfs subvolume list line without a path: {line:?}"))?;
+            let path = path.strip_prefix("<FS_TREE>/").unwrap_or(path);
+            Ok((id, path.to_string()))
+        })
+        .collect()
+}
+
+/// `btrfs subvolume get-default`: `ID 256 gen 7 top level 5 path @data`, or
+/// `ID 5 (FS_TREE)` for the top level (no default subvolume).
+pub fn parse_get_default(text: &str) -> Result<Option<u64>> {
+    let id: u64 = text
+        .trim()
+        .strip_prefix("ID ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("btrfs subvolume get-default said {:?}", text.trim()))?;
+    Ok((id != 5).then_some(id))
+}
+
+/// `btrfs filesystem show --raw`: each device's id and path.
+pub fn parse_devices(text: &str) -> Result<Vec<(u64, String)>> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("devid"))
+        .map(|rest| {
+            let id = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("btrfs filesystem show: devid in {rest:?}"))?;
+            let path = rest
+                .split_once(" path ")
+                .map(|(_, p)| p.trim().to_string())
+                .with_context(|| format!("btrfs filesystem show: path in {rest:?}"))?;
+            Ok((id, path))
+        })
+        .collect()
+}
+
+/// `btrfs filesystem df --raw`: the data and metadata profiles, lowercase
+/// as mkfs.btrfs takes them (`Data, RAID1: ...` → `raid1`).
+pub fn parse_profiles(text: &str) -> (Option<String>, Option<String>) {
+    let profile = |kind: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(kind)?.strip_prefix(", ")?;
+            Some(rest.split(':').next()?.trim().to_ascii_lowercase())
+        })
+    };
+    (profile("Data"), profile("Metadata"))
 }
 
 /// Byte offset of the primary btrfs superblock.
@@ -246,5 +336,50 @@ mod tests {
             "mkfs.btrfs -q -f -U 9a8b7c6d-3333-4444-8555-666677778888 -L home -n 16384 -s 4096 /dev/sdb5"
         );
         assert_eq!(notes.len(), 1);
+    }
+
+    fn stack_fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/stack")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn subvolumes_devices_and_profiles_of_a_real_btrfs() {
+        let default = parse_get_default(&stack_fixture("btrfs-get-default.txt")).unwrap();
+        assert_eq!(default, Some(256));
+        assert_eq!(parse_get_default("ID 5 (FS_TREE)\n").unwrap(), None);
+        let ro = stack_fixture("btrfs-list-a-r.txt");
+        // The same subvolumes, whether mounted at the default subvolume or the top.
+        for list in ["btrfs-list-a.txt", "btrfs-list-a-top.txt"] {
+            let subs = parse_subvolumes(&stack_fixture(list), &ro, default).unwrap();
+            let got: Vec<(u64, &str, bool, bool)> = subs
+                .iter()
+                .map(|s| (s.id, s.path.as_str(), s.read_only, s.default))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (256, "@data", false, true),
+                    (257, "@snapshots", false, false),
+                    (258, "@snapshots/1/snapshot", true, false),
+                    (259, "@data/nested", false, false),
+                ],
+                "{list}"
+            );
+        }
+        let devs = parse_devices(&stack_fixture("btrfs-show.txt")).unwrap();
+        assert_eq!(
+            devs,
+            [(1, "/dev/loop2".to_string()), (2, "/dev/loop3".to_string())]
+        );
+        assert_eq!(
+            parse_profiles(&stack_fixture("btrfs-df.txt")),
+            (Some("raid1".into()), Some("raid1".into()))
+        );
+        assert!(parse_list("garbage").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! tables, filesystems with their mkfs parameters and mounts, swap, network,
 //! boot loader and EFI entries.
 
+pub mod btrfs;
 pub mod disks;
 pub mod efi;
 pub mod fs;
@@ -223,6 +224,11 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             subvolumes: Vec::new(),
         });
     }
+    let run_btrfs = |args: &[&str]| crate::cmd::run("btrfs", args);
+    warnings.extend(
+        btrfs::complete(&mut filesystems, &run_btrfs)
+            .context("cannot read the subvolumes and devices of a btrfs filesystem")?,
+    );
     for mi in &mountinfo {
         let on_captured = captured_devs.contains(&(mi.major, mi.minor))
             || filesystems
