@@ -17,6 +17,7 @@ pub mod partition;
 pub mod plan;
 pub mod present;
 pub mod raw;
+pub mod stack;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,13 @@ pub fn recreate_command(args: RecreateArgs) -> Result<()> {
 /// Check what can be checked before the first byte is written: every tool
 /// the plan runs is installed, and the target root is free.
 pub fn preflight(plan: &Plan) -> Result<()> {
+    if let Some(step) = plan.stack.first() {
+        bail!(
+            "nothing was written: the plan recreates a storage stack ({} and {} more layer(s)), which this build plans and checks but does not yet execute (issue 13)",
+            step.layer,
+            plan.stack.len() - 1
+        );
+    }
     let mut programs = vec!["wipefs".to_string()];
     for d in &plan.disks {
         for v in &d.volumes {

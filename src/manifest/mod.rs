@@ -19,6 +19,6 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Manifest> {
     from_xml(&text).with_context(|| format!("{} is not a valid rewind manifest", path.display()))
 }
 #[cfg(test)]
-mod stack_tests;
+pub(crate) mod stack_tests;
 #[cfg(test)]
 pub(crate) mod tests;

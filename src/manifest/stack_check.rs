@@ -93,7 +93,9 @@ impl StackChecker<'_> {
         }
         for (i, s) in m.swaps.iter().enumerate() {
             let p = format!("/manifest/swap[{}]", i + 1);
-            if let Some(v) = &s.volume {
+            if let Some(v) = &s.volume
+                && self.stack_volume(&p, v)
+            {
                 if s.disk.is_some() || s.partition.is_some() {
                     self.fail(
                         format!("{p}/@volume"),
@@ -586,8 +588,23 @@ impl StackChecker<'_> {
         }
     }
 
+    /// `@volume` names a device of the stack; a disk or partition is named
+    /// by `@disk`/`@partition`, so that each has one spelling.
+    fn stack_volume(&mut self, p: &str, v: &StackRef) -> bool {
+        if matches!(v, StackRef::Disk(_) | StackRef::Partition(..)) {
+            self.fail(
+                format!("{p}/@volume"),
+                format!("{v} is a disk or partition: name it with disk= and partition="),
+            );
+            return false;
+        }
+        true
+    }
+
     fn filesystem(&mut self, p: &str, fs: &Filesystem, users: &mut Users) {
-        if let Some(v) = &fs.volume {
+        if let Some(v) = &fs.volume
+            && self.stack_volume(p, v)
+        {
             if fs.disk.is_some() || fs.partition.is_some() {
                 self.fail(
                     format!("{p}/@volume"),

@@ -335,6 +335,8 @@ pub(crate) fn sample_stack() -> Manifest {
         "/srv/data",
     );
     data.device = "/dev/vdc".into();
+    data.volume = None;
+    data.disk = Some("vdc".into());
     data.label = Some("data".into());
     data.mounts[0].options = "rw,relatime,subvol=/@data".into();
     data.mounts[0].root = "/@data".into();
@@ -530,6 +532,11 @@ fn references_must_resolve_and_devices_hold_one_thing() {
             |m| m.filesystems[1].disk = Some("vda".into()),
             "/manifest/filesystem[2]/@volume",
             "not both",
+        ),
+        (
+            |m| m.swaps[0].volume = Some("disk/vdc".into()),
+            "/manifest/swap[1]/@volume",
+            "name it with disk= and partition=",
         ),
         (
             |m| m.filesystems[4].members[0].device = "disk/vdc".into(),
