@@ -33,8 +33,40 @@ pub struct StackStep {
     pub device: String,
     /// The block devices it is built on: reference and device path.
     pub on: Vec<(String, String)>,
+    /// Files written before the commands run (LVM metadata for
+    /// `pvcreate --restorefile` and `vgcfgrestore`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StackFile>,
     /// In order, each an argv.
     pub commands: Vec<Vec<String>>,
+    /// Thin pools: the file `vgcfgbackup` writes of the group lvcreate
+    /// made (`from`) becomes `to`, with the captured LV UUIDs, before the
+    /// command that reads `to` runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lv_ids: Option<(String, String)>,
+    /// What the layer must be once made, checked by [`super::stack_run::verify`].
+    #[serde(skip)]
+    pub expect: Expect,
+}
+
+/// A file the stack's commands read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StackFile {
+    pub path: String,
+    #[serde(skip)]
+    pub text: String,
+    pub bytes: usize,
+}
+
+/// The captured element a layer is made from.
+#[derive(Debug, Clone, Default)]
+pub enum Expect {
+    #[default]
+    Nothing,
+    Md(crate::manifest::MdArray),
+    Luks(crate::manifest::Luks),
+    Vg(crate::manifest::VolumeGroup),
 }
 
 /// A filesystem or swap area on a block device of the stack.
@@ -160,7 +192,10 @@ pub fn plan_stack(
                     layer: name,
                     device: device.clone(),
                     on,
+                    files: Vec::new(),
                     commands: vec![md::create_command(a, &paths)],
+                    lv_ids: None,
+                    expect: Expect::Md(a.clone()),
                 });
                 made.insert(r, (device, a.size));
             }
@@ -215,7 +250,10 @@ pub fn plan_stack(
                     layer: name,
                     device: device.clone(),
                     on,
+                    files: Vec::new(),
                     commands,
+                    lv_ids: None,
+                    expect: Expect::Luks(l.clone()),
                 });
                 made.insert(r, (device, l.size));
             }
@@ -233,6 +271,12 @@ pub fn plan_stack(
                     }
                 }
                 let file = format!("{WORK_DIR}/{}.vg", g.name);
+                let mut files = vec![StackFile {
+                    path: file.clone(),
+                    text: g.metadata.clone(),
+                    bytes: g.metadata.len(),
+                }];
+                let mut lv_ids = None;
                 let mut commands: Vec<Vec<String>> = g
                     .pvs
                     .iter()
@@ -242,6 +286,15 @@ pub fn plan_stack(
                     let without = format!("{WORK_DIR}/{}.without-thin.vg", g.name);
                     let remade = format!("{WORK_DIR}/{}.remade.vg", g.name);
                     let with_ids = format!("{WORK_DIR}/{}.ids.vg", g.name);
+                    match lvm::metadata_without_thin(g) {
+                        Ok(text) => files.push(StackFile {
+                            path: without.clone(),
+                            bytes: text.len(),
+                            text,
+                        }),
+                        Err(e) => problems.push(format!("{name}: {e:#}")),
+                    }
+                    lv_ids = Some((remade.clone(), with_ids.clone()));
                     commands.push(lvm::vgcfgrestore_command(&g.name, &without, false));
                     commands.extend(lvm::thin_commands(g));
                     commands.push(argv(&["vgchange", "--activate", "n", &g.name]));
@@ -264,7 +317,10 @@ pub fn plan_stack(
                     layer: name,
                     device: g.name.clone(),
                     on,
+                    files,
                     commands,
+                    lv_ids,
+                    expect: Expect::Vg(g.clone()),
                 });
             }
         }
