@@ -244,6 +244,21 @@ pub fn probe_stack(
                     ]))?;
                     let export = md::parse_export(&text)
                         .with_context(|| format!("cannot read mdadm's report of {device}"))?;
+                    let firmware = export.container.is_some()
+                        || export.level == "container"
+                        || !crate::manifest::MD_METADATA.contains(&export.metadata.as_str());
+                    if firmware {
+                        anyhow::bail!(
+                            "{device} is firmware RAID ({}{}) on {}: rewind cannot recreate it and will not half-recreate it; switch the controller to AHCI and use Linux software RAID, or leave these disks out of the capture with --disk",
+                            export.metadata,
+                            export
+                                .container
+                                .as_deref()
+                                .map(|c| format!(" in container {c}"))
+                                .unwrap_or_default(),
+                            b.slaves.join(", ")
+                        );
+                    }
                     let base_dir = sys.join("class/block").join(&b.name).join("md");
                     let sysfs = md::MdSysfs {
                         size: b.size,

@@ -18,6 +18,34 @@ fn fixture_text(name: &str) -> String {
 
 struct FakeTools;
 
+/// mdadm reports the array as an Intel IMSM volume.
+struct FirmwareRaid;
+
+impl StackTools for FirmwareRaid {
+    fn run(&self, _argv: &[String]) -> Result<String> {
+        Ok(fixture_text("md-imsm-volume.export"))
+    }
+    fn vgcfgbackup(&self, _vg: &str) -> Result<String> {
+        unreachable!()
+    }
+    fn read_head(&self, _dev: &Path, _len: usize) -> Result<Vec<u8>> {
+        unreachable!()
+    }
+    fn has_lvm(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn firmware_raid_is_refused_at_capture() {
+    let t = fake_sys();
+    let e = probe_stack(t.path(), &base(), &FirmwareRaid).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/dev/md127 is firmware RAID (external in container /dev/md/imsm0) on vda2, vdb2, vdc2: rewind cannot recreate it"),
+        "{e}"
+    );
+}
+
 impl StackTools for FakeTools {
     fn run(&self, argv: &[String]) -> Result<String> {
         Ok(match argv[0].as_str() {
