@@ -255,6 +255,12 @@ pub fn format_command(l: &Luks, device: &str, volume_key_file: &str, key_file: &
         volume_key_file,
         "--key-file",
         key_file,
+        // The only keyslot opens with the volume key file itself: a slow
+        // key derivation would protect nothing.
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
     ]);
     if l.version == 2 {
         cmd.extend(argv(&["--sector-size", &l.sector_size.to_string()]));
@@ -335,7 +341,8 @@ mod tests {
             format_command(&l, "/dev/md/root", "/run/vk", "/run/kf").join(" "),
             "cryptsetup luksFormat --batch-mode --type luks2 --uuid c0ffee00-1234-4abc-8def-0123456789ab \
              --cipher aes-xts-plain64 --key-size 512 --offset 32768 --volume-key-file /run/vk \
-             --key-file /run/kf --sector-size 4096 --label root --hash sha256 /dev/md/root"
+             --key-file /run/kf --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --sector-size 4096 \
+             --label root --hash sha256 /dev/md/root"
         );
         assert_eq!(
             open_command(&l, "/dev/md/root", "/run/vk").join(" "),

@@ -39,7 +39,9 @@ impl StackTools for FirmwareRaid {
 #[test]
 fn firmware_raid_is_refused_at_capture() {
     let t = fake_sys();
-    let e = probe_stack(t.path(), &base(), &FirmwareRaid).unwrap_err().to_string();
+    let e = probe_stack(t.path(), &base(), &FirmwareRaid)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("/dev/md127 is firmware RAID (external in container /dev/md/imsm0) on vda2, vdb2, vdc2: rewind cannot recreate it"),
         "{e}"
