@@ -90,14 +90,14 @@ pub fn parse_subvolumes(
     list: &str,
     read_only: &str,
     default_id: Option<u64>,
-) -> Result<Vec<crate::manifest::Subvolume>> {
+) -> Result<Vec<ListedSubvolume>> {
     let ro: Vec<u64> = parse_list(read_only)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let mut out: Vec<crate::manifest::Subvolume> = parse_list(list)?
+    let mut out: Vec<ListedSubvolume> = parse_list(list)?
         .into_iter()
-        .map(|(id, path)| crate::manifest::Subvolume {
+        .map(|(id, path)| ListedSubvolume {
             id,
             read_only: ro.contains(&id),
             default: default_id == Some(id),
@@ -106,6 +106,16 @@ pub fn parse_subvolumes(
         .collect();
     out.sort_by_key(|s| s.id);
     Ok(out)
+}
+
+/// A subvolume as btrfs-progs lists it (the manifest's `<subvolume>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSubvolume {
+    pub id: u64,
+    /// From the top level, without a leading slash.
+    pub path: String,
+    pub read_only: bool,
+    pub default: bool,
 }
 
 /// `ID 258 gen 7 top level 257 path <FS_TREE>/@snapshots/1/snapshot` lines.

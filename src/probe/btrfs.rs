@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 
 use crate::fs::btrfs;
-use crate::manifest::{BtrfsMember, Filesystem, FsType, StackRef};
+use crate::manifest::{BtrfsMember, Filesystem, FsType, StackRef, Subvolume};
 
 /// Runs a btrfs-progs command (`btrfs subvolume list -a MOUNT`, ...).
 pub type Run<'a> = &'a dyn Fn(&[&str]) -> Result<String>;
@@ -101,7 +101,15 @@ pub fn complete(filesystems: &mut Vec<Filesystem>, run: Run<'_>) -> Result<Vec<S
             &run(&["subvolume", "list", "-a", "-r", &mount])?,
             default,
         )
-        .with_context(|| format!("cannot read the subvolumes of the btrfs at {mount}"))?;
+        .with_context(|| format!("cannot read the subvolumes of the btrfs at {mount}"))?
+        .into_iter()
+        .map(|s| Subvolume {
+            id: s.id,
+            path: s.path,
+            read_only: s.read_only,
+            default: s.default,
+        })
+        .collect();
         own.members = members;
         // The entry of the filesystem's first device stands for all of them.
         let at = filesystems
