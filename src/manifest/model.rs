@@ -310,7 +310,7 @@ impl Disk {
 impl Manifest {
     /// Every tree the snapshot references, with what it is (for prune,
     /// check and the server's commit check): filesystems' data, then raw
-    /// regions.
+    /// regions, then LUKS headers.
     pub fn trees(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> = self
             .filesystems
@@ -321,6 +321,11 @@ impl Manifest {
         for d in &self.disks {
             for r in &d.raw {
                 out.push((format!("{} {}", d.name, r.region), r.tree.as_str()));
+            }
+        }
+        for l in &self.luks {
+            if let Some(h) = &l.header {
+                out.push((format!("luks/{} header", l.name), h.tree.as_str()));
             }
         }
         out
