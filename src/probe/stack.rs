@@ -328,11 +328,22 @@ pub fn probe_stack(
         if lvm_present {
             if lvm_reports.is_none() {
                 let run = |t: &str| tools.run(&lvm::report_command(t));
-                lvm_reports = Some((
-                    lvm::parse_vgs(&run("vgs")?)?,
-                    lvm::parse_pvs(&run("pvs")?)?,
-                    lvm::parse_lvs(&run("lvs")?)?,
-                ));
+                let reports = (|| -> Result<_> {
+                    Ok((
+                        lvm::parse_vgs(&run("vgs")?)?,
+                        lvm::parse_pvs(&run("pvs")?)?,
+                        lvm::parse_lvs(&run("lvs")?)?,
+                    ))
+                })();
+                lvm_reports = Some(match reports {
+                    Ok(r) => r,
+                    Err(e) => {
+                        found.warnings.push(format!(
+                            "not captured: LVM's reports failed ({e:#}); no LVM volume group is recorded"
+                        ));
+                        (Vec::new(), Vec::new(), Vec::new())
+                    }
+                });
             }
             if let Some((vgs, pvs, lvs)) = &lvm_reports {
                 for vg in vgs {
