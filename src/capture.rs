@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::manifest::{FsData, Manifest};
+use crate::manifest::{FsData, Manifest, StackRef};
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
 use crate::repo::{Repo, WriteStats, chunker};
@@ -76,6 +76,8 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
 
     // Boot gap, BIOS boot partition, small unknown partitions: byte for byte.
     crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
+    // LUKS headers: byte for byte, for luksHeaderRestore.
+    capture_luks_headers(repo, &mut manifest, &mut warnings);
 
     let mut reports = Vec::new();
     for fs in manifest.filesystems.iter_mut() {
@@ -134,6 +136,86 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
 }
 
 /// The regular files of a previous tree, by path, for change detection.
+/// The device a LUKS volume's header is on, as the running system names it.
+fn luks_backing_path(m: &Manifest, on: &StackRef) -> Option<PathBuf> {
+    Some(PathBuf::from(match on {
+        StackRef::Disk(d) => m.disks.iter().find(|x| &x.name == d)?.path.clone(),
+        StackRef::Partition(d, n) => {
+            crate::layout::present::partition_path(&m.disks.iter().find(|x| &x.name == d)?.path, *n)
+        }
+        StackRef::Md(n) => m.md_arrays.iter().find(|a| &a.name == n)?.device.clone(),
+        StackRef::Luks(n) => format!("/dev/mapper/{n}"),
+        StackRef::Lv(..) => crate::layout::stack::device_path(on)?,
+    }))
+}
+
+/// Store each LUKS volume's header — everything before its data, what
+/// `cryptsetup luksHeaderBackup` saves — as a tree of one file, and record
+/// it as the volume's `<header>`. A header that cannot be read is a warning:
+/// recovery then needs a new header made with the escrowed key.
+fn capture_luks_headers(repo: &mut Repo, m: &mut Manifest, warnings: &mut Vec<String>) {
+    for i in 0..m.luks.len() {
+        let (name, len) = (m.luks[i].name.clone(), m.luks[i].data_offset);
+        let Some(path) = luks_backing_path(m, &m.luks[i].on) else {
+            continue;
+        };
+        match store_luks_header(repo, &path, len) {
+            Ok(tree) => {
+                m.luks[i].header = Some(crate::manifest::LuksHeader {
+                    tree: tree.into(),
+                    bytes: len,
+                })
+            }
+            Err(e) => warnings.push(format!(
+                "the LUKS header of {name} on {} was not stored: {e:#}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// The first `len` bytes of `dev` as a tree of one file, `luks-header`.
+pub fn store_luks_header(repo: &mut Repo, dev: &Path, len: u64) -> Result<crate::tree::ChunkId> {
+    let file = File::open(dev).with_context(|| format!("cannot open {}", dev.display()))?;
+    let mut magic = [0u8; 6];
+    file.read_exact_at(&mut magic, 0)
+        .with_context(|| format!("cannot read {}", dev.display()))?;
+    anyhow::ensure!(
+        &magic == b"LUKS\xba\xbe",
+        "{} holds no LUKS header",
+        dev.display()
+    );
+    let (chunks, total) = repo
+        .store_stream(&mut chunker::StreamChunker::new(), file.take(len))
+        .with_context(|| format!("cannot read {len} bytes of {}", dev.display()))?;
+    anyhow::ensure!(
+        total == len,
+        "{} is {len} bytes of header but only {total} could be read",
+        dev.display()
+    );
+    let entry = Entry {
+        path: b"luks-header".to_vec(),
+        kind: Kind::File,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        atime: crate::tree::Time::default(),
+        mtime: crate::tree::Time::default(),
+        ctime: crate::tree::Time::default(),
+        ino: 0,
+        size: len,
+        rdev: 0,
+        link_target: Vec::new(),
+        hardlink_to: None,
+        xattrs: Vec::new(),
+        extents: vec![Extent { offset: 0, len }],
+        chunks,
+    };
+    let mut stream = Vec::new();
+    tree::write_entry(&mut stream, &entry)?;
+    repo.add_tree(&stream)
+}
+
 fn load_files(repo: &Repo, data: &FsData) -> Result<HashMap<Vec<u8>, Entry>> {
     let id = data.tree.id();
     let mut out = HashMap::new();
@@ -276,6 +358,36 @@ impl Read for ExtentReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_luks_header_is_stored_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stack/luks2-header.bin");
+        let header = std::fs::read(&fixture).unwrap();
+        let tree = store_luks_header(&mut repo, &fixture, header.len() as u64).unwrap();
+        repo.flush().unwrap();
+        let raw = crate::manifest::RawData {
+            region: "luks-header".into(),
+            tree: tree.into(),
+            bytes: header.len() as u64,
+        };
+        let mut back = Vec::new();
+        crate::raw_regions::open_region(&repo, &raw)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, header);
+        // Not a LUKS device: refused, naming it.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, [0u8; 8192]).unwrap();
+        let e = store_luks_header(&mut repo, &plain, 4096).unwrap_err();
+        assert!(e.to_string().ends_with("plain holds no LUKS header"), "{e}");
+        // Longer than the device: refused.
+        let e = store_luks_header(&mut repo, &fixture, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("only 16384 could be read"), "{e}");
+    }
 
     #[test]
     fn extent_reader_reads_regions_in_order() {

@@ -26,6 +26,7 @@ pub mod restore;
 pub mod retarget;
 mod rtnetlink;
 pub mod server;
+pub mod stack;
 pub mod stage;
 pub mod time;
 pub mod tree;

@@ -27,7 +27,7 @@ impl Versions {
         Versions {
             api: vec![API_VERSION],
             repository: vec![REPOSITORY_FORMAT],
-            manifest: vec![crate::manifest::SCHEMA_VERSION],
+            manifest: crate::manifest::SCHEMA_VERSIONS.to_vec(),
         }
     }
 
@@ -53,7 +53,7 @@ mod tests {
         assert!(Versions::this_build().compatible());
         assert_eq!(
             serde_json::to_string(&Versions::this_build()).unwrap(),
-            r#"{"api":[1],"repository":[1],"manifest":[1]}"#
+            r#"{"api":[1],"repository":[1],"manifest":[1,2]}"#
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 use super::{Difference, Differences, MkfsTarget, argv, read_at};
@@ -16,6 +16,13 @@ pub struct BtrfsParams {
     pub node_size: u32,
     #[serde(rename = "@sector-size")]
     pub sector_size: u32,
+    /// Data block group profile across several devices (`raid1`, `single`,
+    /// ...; `mkfs.btrfs -d`), when the filesystem spans several devices.
+    #[serde(rename = "@data-profile", skip_serializing_if = "Option::is_none")]
+    pub data_profile: Option<String>,
+    /// Metadata profile (`mkfs.btrfs -m`), likewise.
+    #[serde(rename = "@metadata-profile", skip_serializing_if = "Option::is_none")]
+    pub metadata_profile: Option<String>,
 }
 
 /// The parameters of the btrfs filesystem on `dev`, from its superblock.
@@ -41,6 +48,12 @@ pub fn command(
             "-s".into(),
             p.sector_size.to_string(),
         ]);
+        if let Some(profile) = &p.data_profile {
+            a.extend(argv(&["-d", profile]));
+        }
+        if let Some(profile) = &p.metadata_profile {
+            a.extend(argv(&["-m", profile]));
+        }
     }
     a.push(t.device.into());
     notes.push(format!(
@@ -50,11 +63,122 @@ pub fn command(
     a
 }
 
-/// All parameters at once.
+/// The node and sector size (the superblock does not record the profiles;
+/// the block groups do, and the stack's verification reads them).
 pub fn differences(want: &BtrfsParams, got: &BtrfsParams) -> Vec<Difference> {
     let mut d = Differences::default();
-    d.cmp("parameters", format!("{want:?}"), format!("{got:?}"));
+    d.cmp(
+        "parameters",
+        format!(
+            "node size {}, sector size {}",
+            want.node_size, want.sector_size
+        ),
+        format!(
+            "node size {}, sector size {}",
+            got.node_size, got.sector_size
+        ),
+    );
     d.0
+}
+
+/// Subvolumes of a mounted btrfs: `btrfs subvolume list -a` (all of them)
+/// and `list -a -r` (the read-only ones), with the default subvolume's id
+/// (`get-default`; 5, the top level, is none). `list -a` prints some paths
+/// with a `<FS_TREE>/` prefix and others without, depending on where the
+/// filesystem is mounted; both are paths from the top level.
+pub fn parse_subvolumes(
+    list: &str,
+    read_only: &str,
+    default_id: Option<u64>,
+) -> Result<Vec<ListedSubvolume>> {
+    let ro: Vec<u64> = parse_list(read_only)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut out: Vec<ListedSubvolume> = parse_list(list)?
+        .into_iter()
+        .map(|(id, path)| ListedSubvolume {
+            id,
+            read_only: ro.contains(&id),
+            default: default_id == Some(id),
+            path,
+        })
+        .collect();
+    out.sort_by_key(|s| s.id);
+    Ok(out)
+}
+
+/// A subvolume as btrfs-progs lists it (the manifest's `<subvolume>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSubvolume {
+    pub id: u64,
+    /// From the top level, without a leading slash.
+    pub path: String,
+    pub read_only: bool,
+    pub default: bool,
+}
+
+/// `ID 258 gen 7 top level 257 path <FS_TREE>/@snapshots/1/snapshot` lines.
+fn parse_list(text: &str) -> Result<Vec<(u64, String)>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let id = line
+                .strip_prefix("ID ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("btrfs subvolume list line without an ID: {line:?}"))?;
+            let path = line
+                .split_once(" path ")
+                .map(|(_, p)| p)
+                .with_context(|| format!("btrfs subvolume list line without a path: {line:?}"))?;
+            let path = path.strip_prefix("<FS_TREE>/").unwrap_or(path);
+            Ok((id, path.to_string()))
+        })
+        .collect()
+}
+
+/// `btrfs subvolume get-default`: `ID 256 gen 7 top level 5 path @data`, or
+/// `ID 5 (FS_TREE)` for the top level (no default subvolume).
+pub fn parse_get_default(text: &str) -> Result<Option<u64>> {
+    let id: u64 = text
+        .trim()
+        .strip_prefix("ID ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("btrfs subvolume get-default said {:?}", text.trim()))?;
+    Ok((id != 5).then_some(id))
+}
+
+/// `btrfs filesystem show --raw`: each device's id and path.
+pub fn parse_devices(text: &str) -> Result<Vec<(u64, String)>> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("devid"))
+        .map(|rest| {
+            let id = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("btrfs filesystem show: devid in {rest:?}"))?;
+            let path = rest
+                .split_once(" path ")
+                .map(|(_, p)| p.trim().to_string())
+                .with_context(|| format!("btrfs filesystem show: path in {rest:?}"))?;
+            Ok((id, path))
+        })
+        .collect()
+}
+
+/// `btrfs filesystem df --raw`: the data and metadata profiles, lowercase
+/// as mkfs.btrfs takes them (`Data, RAID1: ...` → `raid1`).
+pub fn parse_profiles(text: &str) -> (Option<String>, Option<String>) {
+    let profile = |kind: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(kind)?.strip_prefix(", ")?;
+            Some(rest.split(':').next()?.trim().to_ascii_lowercase())
+        })
+    };
+    (profile("Data"), profile("Metadata"))
 }
 
 /// Byte offset of the primary btrfs superblock.
@@ -109,6 +233,8 @@ pub fn parse_btrfs_super(buf: &[u8]) -> Result<BtrfsParams> {
     Ok(BtrfsParams {
         node_size,
         sector_size,
+        data_profile: None,
+        metadata_profile: None,
     })
 }
 
@@ -159,7 +285,9 @@ mod tests {
             p,
             BtrfsParams {
                 node_size: 16384,
-                sector_size: 4096
+                sector_size: 4096,
+                data_profile: None,
+                metadata_profile: None,
             }
         );
         let mut bad = btrfs_super(4096, 16384);
@@ -188,7 +316,9 @@ mod tests {
             FsType::read("btrfs", &img).unwrap(),
             Some(FsType::Btrfs(Some(BtrfsParams {
                 node_size: 32768,
-                sector_size: 4096
+                sector_size: 4096,
+                data_profile: None,
+                metadata_profile: None,
             })))
         );
     }
@@ -206,6 +336,8 @@ mod tests {
         let fs = FsType::Btrfs(Some(BtrfsParams {
             node_size: 16384,
             sector_size: 4096,
+            data_profile: None,
+            metadata_profile: None,
         }));
         let mut notes = vec![];
         let c = fs.mkfs_commands(&t, &mut notes);
@@ -214,5 +346,50 @@ mod tests {
             "mkfs.btrfs -q -f -U 9a8b7c6d-3333-4444-8555-666677778888 -L home -n 16384 -s 4096 /dev/sdb5"
         );
         assert_eq!(notes.len(), 1);
+    }
+
+    fn stack_fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/stack")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn subvolumes_devices_and_profiles_of_a_real_btrfs() {
+        let default = parse_get_default(&stack_fixture("btrfs-get-default.txt")).unwrap();
+        assert_eq!(default, Some(256));
+        assert_eq!(parse_get_default("ID 5 (FS_TREE)\n").unwrap(), None);
+        let ro = stack_fixture("btrfs-list-a-r.txt");
+        // The same subvolumes, whether mounted at the default subvolume or the top.
+        for list in ["btrfs-list-a.txt", "btrfs-list-a-top.txt"] {
+            let subs = parse_subvolumes(&stack_fixture(list), &ro, default).unwrap();
+            let got: Vec<(u64, &str, bool, bool)> = subs
+                .iter()
+                .map(|s| (s.id, s.path.as_str(), s.read_only, s.default))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (256, "@data", false, true),
+                    (257, "@snapshots", false, false),
+                    (258, "@snapshots/1/snapshot", true, false),
+                    (259, "@data/nested", false, false),
+                ],
+                "{list}"
+            );
+        }
+        let devs = parse_devices(&stack_fixture("btrfs-show.txt")).unwrap();
+        assert_eq!(
+            devs,
+            [(1, "/dev/loop2".to_string()), (2, "/dev/loop3".to_string())]
+        );
+        assert_eq!(
+            parse_profiles(&stack_fixture("btrfs-df.txt")),
+            (Some("raid1".into()), Some("raid1".into()))
+        );
+        assert!(parse_list("garbage").is_err());
     }
 }

@@ -17,6 +17,8 @@ pub mod partition;
 pub mod plan;
 pub mod present;
 pub mod raw;
+pub mod stack;
+pub mod stack_run;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +165,13 @@ pub fn recreate_command(args: RecreateArgs) -> Result<()> {
 /// Check what can be checked before the first byte is written: every tool
 /// the plan runs is installed, and the target root is free.
 pub fn preflight(plan: &Plan) -> Result<()> {
+    if let Some(step) = plan.stack.first() {
+        bail!(
+            "nothing was written: the plan recreates a storage stack ({} and {} more layer(s)), which this build plans and checks but does not yet execute (issue 13)",
+            step.layer,
+            plan.stack.len() - 1
+        );
+    }
     let mut programs = vec!["wipefs".to_string()];
     for d in &plan.disks {
         for v in &d.volumes {
@@ -182,6 +191,14 @@ pub fn preflight(plan: &Plan) -> Result<()> {
                 }
                 Content::Raw => {}
             }
+        }
+    }
+    for step in &plan.stack {
+        programs.extend(step.commands.iter().filter_map(|c| c.first().cloned()));
+    }
+    for v in &plan.stack_volumes {
+        if let Content::Filesystem { commands, .. } | Content::Swap { commands, .. } = &v.content {
+            programs.extend(commands.iter().filter_map(|c| c.first().cloned()));
         }
     }
     let mut missing: Vec<String> = programs.into_iter().filter(|p| !on_path(p)).collect();
@@ -273,7 +290,9 @@ pub fn partition_disks(plan: &Plan, sys: &Path) -> Result<()> {
 }
 
 /// The format stage: filesystems and swap made, raw regions (BIOS boot
-/// partitions, the boot gap) written from `raw`.
+/// partitions, the boot gap) written from `raw`; then the storage stack
+/// (MD, LUKS, LVM) made on the partitions and verified against the
+/// manifest, and the filesystems and swap on it made.
 pub fn format_disks(plan: &Plan, raw: &mut dyn RawSource) -> Result<()> {
     for d in &plan.disks {
         for v in &d.volumes {
@@ -283,6 +302,49 @@ pub fn format_disks(plan: &Plan, raw: &mut dyn RawSource) -> Result<()> {
         if let Some(gap) = &d.boot_gap {
             boot_gap(d, gap, raw)
                 .with_context(|| format!("format stage failed on {} (boot gap)", d.target.path))?;
+        }
+    }
+    if !plan.stack.is_empty() {
+        let mut runner = stack_run::SystemRunner;
+        stack_run::run(plan, &mut runner)
+            .context("format stage failed making the storage stack")?;
+        stack_run::verify(plan, &mut runner).context("format stage failed")?;
+    }
+    for v in &plan.stack_volumes {
+        format_stack_volume(v)
+            .with_context(|| format!("format stage failed on {} ({})", v.device, v.reference))?;
+    }
+    Ok(())
+}
+
+/// A filesystem or swap area on a device of the stack.
+fn format_stack_volume(v: &stack::StackVolume) -> Result<()> {
+    let (commands, subvolumes) = match &v.content {
+        Content::Filesystem {
+            commands,
+            subvolumes,
+            ..
+        } => (commands, subvolumes.as_slice()),
+        Content::Swap { commands, .. } => (commands, &[][..]),
+        Content::Raw => return Ok(()),
+    };
+    for c in commands {
+        println!("  {}", plan::argv_line(c));
+        format::run_argv(c)?;
+    }
+    if !subvolumes.is_empty() {
+        format::create_subvolumes(&v.device, subvolumes)?;
+    }
+    if let Content::Filesystem {
+        fs_type, captured, ..
+    } = &v.content
+    {
+        match format::verify(captured, &v.device, false) {
+            Ok(diffs) => diffs.iter().for_each(|w| warn(w)),
+            Err(e) => warn(&format!(
+                "cannot check the {fs_type} made on {}: {e:#}",
+                v.device
+            )),
         }
     }
     Ok(())

@@ -62,6 +62,13 @@ pub struct Plan {
     pub host: String,
     pub target_root: String,
     pub disks: Vec<DiskPlan>,
+    /// The storage stack (MD, LUKS, LVM) in creation order, after the
+    /// partitions and before any filesystem.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<super::stack::StackStep>,
+    /// Filesystems and swap on the stack's devices.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack_volumes: Vec<super::stack::StackVolume>,
     /// In mounting order: parents first.
     pub mounts: Vec<MountStep>,
     /// What will not be exactly as captured, and why.
@@ -174,12 +181,16 @@ pub fn plan(m: &Manifest, present: &[PresentDisk], opts: &PlanOptions) -> Result
                 .with_context(|| format!("cannot plan captured disk {}", m.disks[ci].name))?,
         );
     }
-    let mounts = mount_steps(&disks, opts);
+    let (stack, stack_volumes) = super::stack::plan_stack(m, &mut disks, opts, &mut notes)
+        .context("cannot plan the storage stack")?;
+    let mounts = mount_steps(&disks, &stack_volumes, opts);
     Ok(Plan {
         snapshot: m.snapshot.id.clone(),
         host: m.snapshot.host.clone(),
         target_root: opts.target_root.display().to_string(),
         disks,
+        stack,
+        stack_volumes,
         mounts,
         notes,
     })
@@ -494,12 +505,20 @@ fn disk_plan(
                     },
                     notes,
                 ),
-                subvolumes: fs
-                    .mounts
-                    .iter()
-                    .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
-                    .map(|mt| mt.root.clone())
-                    .collect(),
+                // Every subvolume the manifest lists (schema 2), in id
+                // order; otherwise those the mounts name.
+                subvolumes: if fs.subvolumes.is_empty() {
+                    fs.mounts
+                        .iter()
+                        .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
+                        .map(|mt| mt.root.clone())
+                        .collect()
+                } else {
+                    fs.subvolumes
+                        .iter()
+                        .map(|s| format!("/{}", s.path))
+                        .collect()
+                },
                 grown: is_grown,
                 captured: Box::new(fs.clone()),
             }),
@@ -599,13 +618,21 @@ fn grow_mbr(parts: &mut [MbrEntry], delta: u64, sectors: u64) -> Option<Grown> {
 }
 
 /// Mounts of the recreated filesystems, parents first.
-fn mount_steps(disks: &[DiskPlan], opts: &PlanOptions) -> Vec<MountStep> {
+fn mount_steps(
+    disks: &[DiskPlan],
+    stack_volumes: &[super::stack::StackVolume],
+    opts: &PlanOptions,
+) -> Vec<MountStep> {
     let mut steps = Vec::new();
-    for dp in disks {
-        for v in &dp.volumes {
+    let on_disks = disks
+        .iter()
+        .flat_map(|d| d.volumes.iter().map(|v| (&v.device, &v.content)));
+    let on_stack = stack_volumes.iter().map(|v| (&v.device, &v.content));
+    {
+        for (device, content) in on_disks.chain(on_stack) {
             let Content::Filesystem {
                 fs_type, captured, ..
-            } = &v.content
+            } = content
             else {
                 continue;
             };
@@ -616,7 +643,7 @@ fn mount_steps(disks: &[DiskPlan], opts: &PlanOptions) -> Vec<MountStep> {
                     .any(|t| t == fs_type)
                     .then(|| format!("{fs_type} is in --skip-mount"));
                 steps.push(MountStep {
-                    device: v.device.clone(),
+                    device: device.clone(),
                     fs_type: fs_type.clone(),
                     point: mt.point.clone(),
                     target: under(&opts.target_root, &mt.point).display().to_string(),
@@ -826,6 +853,47 @@ impl fmt::Display for Plan {
                         human_bytes(v.sectors * ss)
                     )?,
                 }
+            }
+        }
+        if !self.stack.is_empty() {
+            writeln!(f, "storage stack, in this order:")?;
+        }
+        for step in &self.stack {
+            let on: Vec<String> = step.on.iter().map(|(r, p)| format!("{r} = {p}")).collect();
+            writeln!(
+                f,
+                "  {} -> {} on {}:",
+                step.layer,
+                step.device,
+                on.join(", ")
+            )?;
+            for c in &step.commands {
+                writeln!(f, "    {}", argv_line(c))?;
+            }
+        }
+        for v in &self.stack_volumes {
+            match &v.content {
+                Content::Filesystem {
+                    fs_type,
+                    commands,
+                    subvolumes,
+                    ..
+                } => {
+                    writeln!(f, "  {fs_type} on {} ({}):", v.reference, v.device)?;
+                    for c in commands {
+                        writeln!(f, "    {}", argv_line(c))?;
+                    }
+                    for s in subvolumes {
+                        writeln!(f, "    btrfs subvolume create {s}")?;
+                    }
+                }
+                Content::Swap { commands, .. } => {
+                    writeln!(f, "  swap on {} ({}):", v.reference, v.device)?;
+                    for c in commands {
+                        writeln!(f, "    {}", argv_line(c))?;
+                    }
+                }
+                Content::Raw => {}
             }
         }
         if !self.mounts.is_empty() {

@@ -2,6 +2,8 @@
 
 mod ids;
 mod model;
+mod stack;
+mod stack_check;
 mod validate;
 mod xml;
 
@@ -16,5 +18,7 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Manifest> {
         .with_context(|| format!("cannot read manifest {}", path.display()))?;
     from_xml(&text).with_context(|| format!("{} is not a valid rewind manifest", path.display()))
 }
+#[cfg(test)]
+pub(crate) mod stack_tests;
 #[cfg(test)]
 pub(crate) mod tests;

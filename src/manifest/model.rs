@@ -6,10 +6,17 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::ids::{Guid, MbrSignature, MbrType, Timestamp, TreeId};
+pub use super::stack::*;
 pub use crate::fs::{BtrfsParams, ExtParams, FsType, VfatParams, XfsParams};
 
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema version this build writes and reads: 2 adds the
+/// storage stack (`<md>`, `<luks>`, `<vg>`, `@volume`, btrfs members and
+/// subvolumes). A manifest without a stack element is written as schema 1
+/// ([`required_schema`]).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Every schema version this build reads, oldest first.
+pub const SCHEMA_VERSIONS: &[u32] = &[1, 2];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename = "manifest", deny_unknown_fields)]
@@ -22,6 +29,15 @@ pub struct Manifest {
     pub network: Network,
     #[serde(rename = "disk", default)]
     pub disks: Vec<Disk>,
+    /// MD RAID arrays (schema 2).
+    #[serde(rename = "md", default, skip_serializing_if = "Vec::is_empty")]
+    pub md_arrays: Vec<MdArray>,
+    /// LUKS volumes (schema 2).
+    #[serde(rename = "luks", default, skip_serializing_if = "Vec::is_empty")]
+    pub luks: Vec<Luks>,
+    /// LVM volume groups (schema 2).
+    #[serde(rename = "vg", default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_groups: Vec<VolumeGroup>,
     #[serde(rename = "filesystem", default)]
     pub filesystems: Vec<Filesystem>,
     #[serde(rename = "swap", default)]
@@ -294,7 +310,7 @@ impl Disk {
 impl Manifest {
     /// Every tree the snapshot references, with what it is (for prune,
     /// check and the server's commit check): filesystems' data, then raw
-    /// regions.
+    /// regions, then LUKS headers.
     pub fn trees(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> = self
             .filesystems
@@ -305,6 +321,11 @@ impl Manifest {
         for d in &self.disks {
             for r in &d.raw {
                 out.push((format!("{} {}", d.name, r.region), r.tree.as_str()));
+            }
+        }
+        for l in &self.luks {
+            if let Some(h) = &l.header {
+                out.push((format!("luks/{} header", l.name), h.tree.as_str()));
             }
         }
         out
@@ -409,6 +430,8 @@ pub struct Filesystem {
     /// filesystem on a whole disk).
     pub disk: Option<String>,
     pub partition: Option<u32>,
+    /// Or the stack's block device it is on (`lv/vg0/root`; schema 2).
+    pub volume: Option<StackRef>,
     /// The kind (`type`: `ext2`, `ext3`, `ext4`, `xfs`, `vfat`, `btrfs`)
     /// and its mkfs parameters (the `<ext>`, `<xfs>`, `<vfat>` or `<btrfs>`
     /// element), when capture could read them.
@@ -419,6 +442,10 @@ pub struct Filesystem {
     pub mounts: Vec<Mount>,
     /// The filesystem's files in the repository, when the snapshot has data.
     pub data: Option<FsData>,
+    /// btrfs: the other devices it spans (schema 2).
+    pub members: Vec<BtrfsMember>,
+    /// btrfs: its subvolumes (schema 2).
+    pub subvolumes: Vec<Subvolume>,
 }
 
 /// A reference to a filesystem's file tree in the repository.
@@ -474,6 +501,9 @@ pub struct Swap {
     pub disk: Option<String>,
     #[serde(rename = "@partition", skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
+    /// Or the stack's block device it is on (`lv/vg0/swap`; schema 2).
+    #[serde(rename = "@volume", skip_serializing_if = "Option::is_none")]
+    pub volume: Option<StackRef>,
     #[serde(rename = "@uuid")]
     pub uuid: String,
     #[serde(rename = "@label", skip_serializing_if = "Option::is_none")]

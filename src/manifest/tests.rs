@@ -6,7 +6,7 @@ use super::*;
 /// MBR disk with logical partitions.
 pub(crate) fn sample() -> Manifest {
     Manifest {
-        schema: SCHEMA_VERSION,
+        schema: 1,
         snapshot: Snapshot {
             id: "20261125T060000Z-web1".into(),
             host: "web1".into(),
@@ -181,11 +181,15 @@ pub(crate) fn sample() -> Manifest {
                 }],
             },
         ],
+        md_arrays: vec![],
+        luks: vec![],
+        volume_groups: vec![],
         filesystems: vec![
             Filesystem {
                 device: "/dev/vda1".into(),
                 disk: Some("vda".into()),
                 partition: Some(1),
+                volume: None,
                 fs_type: FsType::Vfat(Some(VfatParams {
                     fat_size: 32,
                     sector_size: 512,
@@ -202,11 +206,14 @@ pub(crate) fn sample() -> Manifest {
                     root: "/".into(),
                 }],
                 data: None,
+                members: vec![],
+                subvolumes: vec![],
             },
             Filesystem {
                 device: "/dev/vda2".into(),
                 disk: Some("vda".into()),
                 partition: Some(2),
+                volume: None,
                 fs_type: FsType::Ext4(Some(ExtParams {
                     block_size: 4096,
                     inode_size: 256,
@@ -230,11 +237,14 @@ pub(crate) fn sample() -> Manifest {
                     entries: 48_213,
                     bytes: 2_147_483_648,
                 }),
+                members: vec![],
+                subvolumes: vec![],
             },
             Filesystem {
                 device: "/dev/vdb1".into(),
                 disk: Some("vdb".into()),
                 partition: Some(1),
+                volume: None,
                 fs_type: FsType::Xfs(Some(XfsParams {
                     block_size: 4096,
                     sector_size: 512,
@@ -253,14 +263,19 @@ pub(crate) fn sample() -> Manifest {
                     root: "/".into(),
                 }],
                 data: None,
+                members: vec![],
+                subvolumes: vec![],
             },
             Filesystem {
                 device: "/dev/vdb5".into(),
                 disk: Some("vdb".into()),
                 partition: Some(5),
+                volume: None,
                 fs_type: FsType::Btrfs(Some(BtrfsParams {
                     node_size: 16384,
                     sector_size: 4096,
+                    data_profile: None,
+                    metadata_profile: None,
                 })),
                 uuid: "9a8b7c6d-3333-4444-8555-666677778888".into(),
                 label: Some("home".into()),
@@ -270,6 +285,8 @@ pub(crate) fn sample() -> Manifest {
                     root: "/@home".into(),
                 }],
                 data: None,
+                members: vec![],
+                subvolumes: vec![],
             },
         ],
         swaps: vec![
@@ -277,6 +294,7 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vda4".into(),
                 disk: Some("vda".into()),
                 partition: Some(4),
+                volume: None,
                 uuid: "deadbeef-0000-4000-8000-000000000001".into(),
                 label: Some("swap".into()),
                 active: true,
@@ -285,6 +303,7 @@ pub(crate) fn sample() -> Manifest {
                 device: "/dev/vdb6".into(),
                 disk: Some("vdb".into()),
                 partition: Some(6),
+                volume: None,
                 uuid: "deadbeef-0000-4000-8000-000000000002".into(),
                 label: None,
                 active: false,
@@ -377,11 +396,11 @@ fn example_in_docs_is_the_sample() {
 
 #[test]
 fn unknown_schema_version_is_refused() {
-    let xml = sample_xml().replace("<manifest schema=\"1\">", "<manifest schema=\"2\">");
+    let xml = sample_xml().replace("<manifest schema=\"1\">", "<manifest schema=\"3\">");
     let e = refused(&xml);
     assert!(e.mentions("/manifest/@schema"), "{e}");
     assert!(
-        e.to_string().contains("unsupported schema version \"2\""),
+        e.to_string().contains("unsupported schema version \"3\""),
         "{e}"
     );
     let xml = sample_xml().replace("<manifest schema=\"1\">", "<manifest>");

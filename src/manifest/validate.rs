@@ -82,7 +82,7 @@ impl Checker {
     }
 
     fn manifest(&mut self, m: &Manifest) {
-        if m.schema != SCHEMA_VERSION {
+        if !SCHEMA_VERSIONS.contains(&m.schema) {
             self.fail(
                 "/manifest/@schema",
                 format!("unsupported schema version {}", m.schema),
@@ -120,6 +120,7 @@ impl Checker {
             self.guid(format!("{p}/@uuid"), &s.uuid);
             self.placement(&p, s.disk.as_deref(), s.partition, &m.disks);
         }
+        self.problems.extend(super::stack_check::check(m));
         if let Some(efi) = &m.boot.efi {
             if m.system.firmware != Firmware::Uefi {
                 self.fail(

@@ -7,7 +7,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::model::{Filesystem, FsData, FsType, Manifest, Mount, SCHEMA_VERSION};
+use super::model::{
+    BtrfsMember, Filesystem, FsData, FsType, Manifest, Mount, SCHEMA_VERSIONS, StackRef, Subvolume,
+};
 use super::validate::{ManifestError, Problem, validate};
 
 /// Serialize a manifest to an indented XML document.
@@ -74,13 +76,19 @@ fn check_schema(text: &str) -> Result<(), ManifestError> {
                             "missing schema version",
                         ));
                     }
-                    Some(v) if v.trim() == SCHEMA_VERSION.to_string() => {}
+                    Some(v)
+                        if SCHEMA_VERSIONS
+                            .iter()
+                            .any(|known| v.trim() == known.to_string()) => {}
                     Some(v) => {
+                        let known: Vec<String> =
+                            SCHEMA_VERSIONS.iter().map(u32::to_string).collect();
                         return Err(ManifestError::one(
                             "/manifest/@schema",
                             format!(
-                                "unsupported schema version \"{v}\": this rewind ({}) reads schema {SCHEMA_VERSION}; use a rewind that matches the capture agent",
-                                env!("CARGO_PKG_VERSION")
+                                "unsupported schema version \"{v}\": this rewind ({}) reads schema {}; use a rewind that matches the capture agent",
+                                env!("CARGO_PKG_VERSION"),
+                                known.join(" and ")
                             ),
                         ));
                     }
@@ -136,6 +144,7 @@ pub(super) const FILESYSTEM_FIELDS: &[&str] = &[
     "@device",
     "@disk",
     "@partition",
+    "@volume",
     "@type",
     "@uuid",
     "@label",
@@ -145,6 +154,8 @@ pub(super) const FILESYSTEM_FIELDS: &[&str] = &[
     "btrfs",
     "mount",
     "data",
+    "member",
+    "subvolume",
 ];
 
 impl Serialize for Filesystem {
@@ -163,12 +174,23 @@ impl Serialize for Filesystem {
         st.serialize_field("@device", &self.device)?;
         optional(&mut st, "@disk", &self.disk)?;
         optional(&mut st, "@partition", &self.partition)?;
+        optional(&mut st, "@volume", &self.volume)?;
         st.serialize_field("@type", self.fs_type.name())?;
         st.serialize_field("@uuid", &self.uuid)?;
         optional(&mut st, "@label", &self.label)?;
         self.fs_type.serialize_params(&mut st)?;
         st.serialize_field("mount", &self.mounts)?;
         optional(&mut st, "data", &self.data)?;
+        if self.members.is_empty() {
+            st.skip_field("member")?;
+        } else {
+            st.serialize_field("member", &self.members)?;
+        }
+        if self.subvolumes.is_empty() {
+            st.skip_field("subvolume")?;
+        } else {
+            st.serialize_field("subvolume", &self.subvolumes)?;
+        }
         st.end()
     }
 }
@@ -184,12 +206,15 @@ enum Field {
     Device,
     Disk,
     Partition,
+    Volume,
     Type,
     Uuid,
     Label,
     Params(&'static str),
     Mount,
     Data,
+    Member,
+    Subvolume,
 }
 
 impl<'de> Deserialize<'de> for Field {
@@ -205,11 +230,14 @@ impl<'de> Deserialize<'de> for Field {
                     "@device" => Field::Device,
                     "@disk" => Field::Disk,
                     "@partition" => Field::Partition,
+                    "@volume" => Field::Volume,
                     "@type" => Field::Type,
                     "@uuid" => Field::Uuid,
                     "@label" => Field::Label,
                     "mount" => Field::Mount,
                     "data" => Field::Data,
+                    "member" => Field::Member,
+                    "subvolume" => Field::Subvolume,
                     other => match crate::fs::PARAMS_ELEMENTS.iter().find(|e| **e == other) {
                         Some(element) => Field::Params(element),
                         None => return Err(E::unknown_field(other, FILESYSTEM_FIELDS)),
@@ -272,16 +300,20 @@ impl<'de> Visitor<'de> for FilesystemVisitor {
         let mut device: Option<String> = None;
         let mut disk: Option<Option<String>> = None;
         let mut partition: Option<Option<u32>> = None;
+        let mut volume: Option<Option<StackRef>> = None;
         let mut fs_type: Option<FsType> = None;
         let mut uuid: Option<String> = None;
         let mut label: Option<Option<String>> = None;
         let mut mounts: Option<Vec<Mount>> = None;
         let mut data: Option<Option<FsData>> = None;
+        let mut members: Option<Vec<BtrfsMember>> = None;
+        let mut subvolumes: Option<Vec<Subvolume>> = None;
         while let Some(key) = map.next_key::<Field>()? {
             match key {
                 Field::Device => once(&mut device, "@device", map.next_value()?)?,
                 Field::Disk => once(&mut disk, "@disk", map.next_value()?)?,
                 Field::Partition => once(&mut partition, "@partition", map.next_value()?)?,
+                Field::Volume => once(&mut volume, "@volume", map.next_value()?)?,
                 Field::Type => {
                     let TypeName(t) = map.next_value()?;
                     once(&mut fs_type, "@type", t)?;
@@ -302,17 +334,22 @@ impl<'de> Visitor<'de> for FilesystemVisitor {
                 },
                 Field::Mount => once(&mut mounts, "mount", map.next_value()?)?,
                 Field::Data => once(&mut data, "data", map.next_value()?)?,
+                Field::Member => once(&mut members, "member", map.next_value()?)?,
+                Field::Subvolume => once(&mut subvolumes, "subvolume", map.next_value()?)?,
             }
         }
         Ok(Filesystem {
             device: device.ok_or_else(|| de::Error::missing_field("@device"))?,
             disk: disk.flatten(),
             partition: partition.flatten(),
+            volume: volume.flatten(),
             fs_type: fs_type.ok_or_else(|| de::Error::missing_field("@type"))?,
             uuid: uuid.ok_or_else(|| de::Error::missing_field("@uuid"))?,
             label: label.flatten(),
             mounts: mounts.unwrap_or_default(),
             data: data.flatten(),
+            members: members.unwrap_or_default(),
+            subvolumes: subvolumes.unwrap_or_default(),
         })
     }
 }

@@ -2,10 +2,12 @@
 //! tables, filesystems with their mkfs parameters and mounts, swap, network,
 //! boot loader and EFI entries.
 
+pub mod btrfs;
 pub mod disks;
 pub mod efi;
 pub mod fs;
 pub mod net;
+pub mod stack;
 pub mod system;
 
 use std::os::unix::fs::MetadataExt;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::manifest::{
-    Boot, Filesystem, Firmware, FsType, Manifest, Mount, SCHEMA_VERSION, Snapshot, Swap,
+    Boot, Filesystem, Firmware, FsType, Manifest, Mount, SCHEMA_VERSION, Snapshot, StackRef, Swap,
 };
 use disks::FoundDisk;
 use fs::MountInfo;
@@ -49,6 +51,13 @@ impl Default for ProbeOptions {
 pub struct Probed {
     pub manifest: Manifest,
     pub warnings: Vec<String>,
+}
+
+/// Where a filesystem or swap area found is: a disk (and partition) or a
+/// block device of the stack.
+enum Placement {
+    Disk(String, Option<u32>),
+    Volume(StackRef),
 }
 
 /// Filesystem types rewind recreates; anything else found is reported.
@@ -118,61 +127,108 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             }
         }
     });
+    // The storage stack on the captured disks (MD, LUKS, LVM), found before
+    // the filesystems so that its members are not reported as unknown.
+    let base: Vec<(String, StackRef, (u32, u32))> = found
+        .iter()
+        .filter(|d| d.unreadable.is_none())
+        .flat_map(|d| {
+            let whole = (
+                d.disk.name.clone(),
+                StackRef::Disk(d.disk.name.clone()),
+                d.dev,
+            );
+            let parts = d.partitions.iter().filter_map(|p| {
+                let name = p.path.file_name()?.to_string_lossy().into_owned();
+                Some((
+                    name,
+                    StackRef::Partition(d.disk.name.clone(), p.number),
+                    p.dev,
+                ))
+            });
+            std::iter::once(whole).chain(parts).collect::<Vec<_>>()
+        })
+        .collect();
+    let stack = stack::probe_stack(&opts.sys, &base, &stack::SystemTools)
+        .context("cannot read the storage stack (MD RAID, LUKS, LVM) on the captured disks")?;
+    warnings.extend(stack.warnings.iter().cloned());
+
+    let mut volumes: Vec<(Placement, PathBuf, PathBuf, (u32, u32))> = Vec::new();
     for disk in found.iter().filter(|d| d.unreadable.is_none()) {
         // A disk without a partition table may hold a filesystem itself.
         let has_table = disk.disk.gpt.is_some() || disk.disk.mbr.is_some();
-        let mut volumes: Vec<(Option<u32>, PathBuf, (u32, u32))> = disk
-            .partitions
-            .iter()
-            .map(|p| (Some(p.number), p.path.clone(), p.dev))
-            .collect();
-        if !has_table {
-            volumes.push((None, disk.disk.path.clone().into(), disk.dev));
+        for p in &disk.partitions {
+            let at = Placement::Disk(disk.disk.name.clone(), Some(p.number));
+            volumes.push((at, p.path.clone(), p.path.clone(), p.dev));
         }
-        for (partition, path, dev) in volumes {
-            captured_devs.push(dev);
-            let tags = fs::blkid(&path)?;
-            let Some(fs_type) = tags.get("TYPE") else {
-                continue;
-            };
-            let uuid = tags.get("UUID").cloned().unwrap_or_default();
-            let label = tags.get("LABEL").cloned().filter(|l| !l.is_empty());
-            let device = path.display().to_string();
-            let disk_name = Some(disk.disk.name.clone());
-            if fs_type == "swap" {
-                swaps.push(Swap {
-                    device,
-                    disk: disk_name,
-                    partition,
-                    uuid,
-                    label,
-                    active: active_swaps.contains(&dev),
-                });
-                continue;
-            }
-            if !KNOWN_FS.contains(&fs_type.as_str()) {
-                warnings.push(format!(
-                    "not captured: {device} holds {fs_type}, which rewind does not recreate yet"
-                ));
-                continue;
-            }
-            let Some(kind) = FsType::read(fs_type, &path)
-                .with_context(|| format!("cannot read the {fs_type} parameters of {device}"))?
-            else {
-                continue;
-            };
-            filesystems.push(Filesystem {
-                device: device.clone(),
-                disk: disk_name,
-                partition,
-                fs_type: kind,
-                uuid,
-                label,
-                mounts: mounts_of(&mountinfo, dev, &path, fs_type),
-                data: None,
-            });
+        if !has_table {
+            let path: PathBuf = disk.disk.path.clone().into();
+            let at = Placement::Disk(disk.disk.name.clone(), None);
+            volumes.push((at, path.clone(), path, disk.dev));
         }
     }
+    for v in &stack.volumes {
+        let at = Placement::Volume(v.reference.clone());
+        volumes.push((at, v.path.clone(), v.node.clone(), v.dev));
+    }
+    for (at, path, node, dev) in volumes {
+        captured_devs.push(dev);
+        if stack.consumed.contains(&dev) {
+            continue;
+        }
+        let tags = fs::blkid(&node)?;
+        let Some(fs_type) = tags.get("TYPE") else {
+            continue;
+        };
+        let uuid = tags.get("UUID").cloned().unwrap_or_default();
+        let label = tags.get("LABEL").cloned().filter(|l| !l.is_empty());
+        let device = path.display().to_string();
+        let (disk_name, partition, volume) = match at {
+            Placement::Disk(d, p) => (Some(d), p, None),
+            Placement::Volume(r) => (None, None, Some(r)),
+        };
+        if fs_type == "swap" {
+            swaps.push(Swap {
+                device,
+                disk: disk_name,
+                partition,
+                volume,
+                uuid,
+                label,
+                active: active_swaps.contains(&dev),
+            });
+            continue;
+        }
+        if !KNOWN_FS.contains(&fs_type.as_str()) {
+            warnings.push(format!(
+                "not captured: {device} holds {fs_type}, which rewind does not recreate yet"
+            ));
+            continue;
+        }
+        let Some(kind) = FsType::read(fs_type, &node)
+            .with_context(|| format!("cannot read the {fs_type} parameters of {device}"))?
+        else {
+            continue;
+        };
+        filesystems.push(Filesystem {
+            device: device.clone(),
+            disk: disk_name,
+            partition,
+            volume,
+            fs_type: kind,
+            uuid,
+            label,
+            mounts: mounts_of(&mountinfo, dev, &node, fs_type),
+            data: None,
+            members: Vec::new(),
+            subvolumes: Vec::new(),
+        });
+    }
+    let run_btrfs = |args: &[&str]| crate::cmd::run("btrfs", args);
+    warnings.extend(
+        btrfs::complete(&mut filesystems, &run_btrfs)
+            .context("cannot read the subvolumes and devices of a btrfs filesystem")?,
+    );
     for mi in &mountinfo {
         let on_captured = captured_devs.contains(&(mi.major, mi.minor))
             || filesystems
@@ -197,7 +253,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
     };
     let time = crate::manifest::Timestamp::now();
     let host = opts.host.clone().unwrap_or_else(|| system.hostname.clone());
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema: SCHEMA_VERSION,
         snapshot: Snapshot {
             id: format!("{}-{host}", time.replace(['-', ':'], "")),
@@ -209,6 +265,9 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         system,
         network,
         disks: found.into_iter().map(|d| d.disk).collect(),
+        md_arrays: stack.md_arrays,
+        luks: stack.luks,
+        volume_groups: stack.volume_groups,
         filesystems,
         swaps,
         boot: Boot {
@@ -216,6 +275,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
             efi,
         },
     };
+    manifest.schema = crate::manifest::required_schema(&manifest);
     crate::manifest::validate(&manifest).context(
         "the probe produced an invalid manifest (a rewind bug: please report it with this output)",
     )?;
@@ -292,6 +352,7 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
         device: disk.path.clone(),
         disk: Some(disk.name.clone()),
         partition: None,
+        volume: None,
         fs_type: FsType::from_name(&mi.fs_type)?,
         uuid,
         label,
@@ -301,6 +362,8 @@ fn from_mount(mi: &MountInfo, disk: &crate::manifest::Disk) -> Option<Filesystem
             root: mi.root.clone(),
         }],
         data: None,
+        members: Vec::new(),
+        subvolumes: Vec::new(),
     })
 }
 

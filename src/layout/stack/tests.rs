@@ -1,0 +1,298 @@
+//! The stack's plan on the manifest's stack sample: order, command lines,
+//! mounts, and every refusal naming its device.
+
+use crate::layout::plan::{Content, Plan, PlanOptions, plan};
+use crate::layout::present::PresentDisk;
+use crate::manifest::stack_tests::sample_stack;
+use crate::manifest::{LuksEscrow, Manifest, validate};
+
+const GIB: u64 = 1 << 30;
+
+fn disk(name: &str, size: u64) -> PresentDisk {
+    PresentDisk {
+        name: name.into(),
+        path: format!("/dev/{name}"),
+        size,
+        logical_sector_size: 512,
+        model: None,
+        serial: None,
+        wwn: None,
+        removable: false,
+        in_use: None,
+    }
+}
+
+fn present() -> Vec<PresentDisk> {
+    vec![
+        disk("sda", 8 * GIB),
+        disk("sdb", 8 * GIB),
+        disk("sdc", 4 * GIB),
+        disk("sdd", 4 * GIB),
+    ]
+}
+
+fn opts() -> PlanOptions {
+    PlanOptions {
+        target_root: "/target".into(),
+        ..PlanOptions::default()
+    }
+}
+
+/// The sample, with a key escrowed for each LUKS volume.
+fn escrowed() -> Manifest {
+    let mut m = sample_stack();
+    m.luks[1].escrow = Some(LuksEscrow {
+        kind: "volume-key".into(),
+        key_id: "web1-5ec2e700-1".into(),
+    });
+    validate(&m).unwrap();
+    m
+}
+
+fn refused(m: &Manifest, present: &[PresentDisk], o: &PlanOptions) -> String {
+    match plan(m, present, o) {
+        Ok(p) => panic!("plan accepted:\n{p}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn the_whole_stack_in_order_with_its_commands() {
+    let p: Plan = plan(&escrowed(), &present(), &opts()).unwrap();
+    let layers: Vec<(&str, &str)> = p
+        .stack
+        .iter()
+        .map(|s| (s.layer.as_str(), s.device.as_str()))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("md/esp", "/dev/md/esp"),
+            ("md/root", "/dev/md/root"),
+            ("luks/cryptroot", "/dev/mapper/cryptroot"),
+            ("vg vg0", "vg0"),
+            ("luks/secret", "/dev/mapper/secret"),
+        ]
+    );
+    let lines =
+        |i: usize| -> Vec<String> { p.stack[i].commands.iter().map(|c| c.join(" ")).collect() };
+    assert_eq!(
+        lines(0),
+        [
+            "mdadm --create /dev/md/esp --run --metadata 1.0 --level raid1 --raid-devices 2 \
+          --uuid 5d3c1e7a:90b2f4d6:1a2b3c4d:5e6f7a8b --homehost <ignore> --name web1:esp \
+          --bitmap none --size=524224K /dev/sda1 /dev/sdb1"
+        ]
+    );
+    assert!(
+        lines(1)[0].ends_with("/dev/sda2 /dev/sdb2"),
+        "{:?}",
+        lines(1)
+    );
+    assert_eq!(
+        lines(2),
+        [
+            "cryptsetup luksHeaderRestore --batch-mode /dev/md/root --header-backup-file /run/rewind/stack/cryptroot.header",
+            "cryptsetup open --type luks2 --volume-key-file /run/rewind/stack/cryptroot.key /dev/md/root cryptroot",
+        ]
+    );
+    assert_eq!(
+        lines(3),
+        [
+            "pvcreate --yes --force --uuid Tq5wEr-Yu7i-Op9a-Sd2f-Gh4j-Kl6z-Xc8vBn --restorefile /run/rewind/stack/vg0.vg /dev/mapper/cryptroot",
+            "vgcfgrestore --file /run/rewind/stack/vg0.without-thin.vg vg0",
+            "lvcreate --yes --type thin-pool --name pool --size 2147483648b --chunksize 64k --poolmetadatasize 4194304b vg0",
+            "lvcreate --yes --thin --name home --virtualsize 10737418240b vg0/pool",
+            "vgchange --activate n vg0",
+            "vgcfgbackup --file /run/rewind/stack/vg0.remade.vg vg0",
+            "vgcfgrestore --file /run/rewind/stack/vg0.ids.vg --force vg0",
+            "vgchange --activate y vg0",
+        ]
+    );
+    // LUKS1 on an LV, without a captured header: made again with the key.
+    assert!(
+        lines(4)[0].starts_with("cryptsetup luksFormat --batch-mode --type luks1 --uuid 5ec2e700"),
+        "{:?}",
+        lines(4)
+    );
+    assert_eq!(
+        p.stack[4].on,
+        [(
+            "lv/vg0/secret".to_string(),
+            "/dev/mapper/vg0-secret".to_string()
+        )]
+    );
+    // Filesystems and swap on the stack, and where they are mounted.
+    let vols: Vec<(&str, &str)> = p
+        .stack_volumes
+        .iter()
+        .map(|v| (v.reference.as_str(), v.device.as_str()))
+        .collect();
+    assert_eq!(
+        vols,
+        [
+            ("md/esp", "/dev/md/esp"),
+            ("lv/vg0/root", "/dev/mapper/vg0-root"),
+            ("lv/vg0/home", "/dev/mapper/vg0-home"),
+            ("luks/secret", "/dev/mapper/secret"),
+            ("lv/vg0/swap", "/dev/mapper/vg0-swap"),
+        ]
+    );
+    let mounts: Vec<(&str, &str)> = p
+        .mounts
+        .iter()
+        .map(|m| (m.point.as_str(), m.device.as_str()))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/", "/dev/mapper/vg0-root"),
+            ("/home", "/dev/mapper/vg0-home"),
+            ("/boot/efi", "/dev/md/esp"),
+            ("/srv/data", "/dev/sdc"),
+            ("/srv/vault", "/dev/mapper/secret"),
+        ]
+    );
+    // The btrfs across two whole disks gets every subvolume.
+    let btrfs = p
+        .disks
+        .iter()
+        .flat_map(|d| &d.volumes)
+        .find_map(|v| match &v.content {
+            Content::Filesystem {
+                subvolumes,
+                fs_type,
+                ..
+            } if fs_type == "btrfs" => Some(subvolumes.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(btrfs, ["/@data", "/@snapshots/1/snapshot"]);
+    let mkfs = p
+        .disks
+        .iter()
+        .flat_map(|d| &d.volumes)
+        .find_map(|v| match &v.content {
+            Content::Filesystem {
+                commands, fs_type, ..
+            } if fs_type == "btrfs" => Some(commands[0].join(" ")),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        mkfs.starts_with("mkfs.btrfs -q -f -U 9a8b7c6d-3333-4444-8555-666677778888 -L data"),
+        "{mkfs}"
+    );
+    assert!(
+        mkfs.ends_with("-d raid1 -m raid1 /dev/sdc /dev/sdd"),
+        "{mkfs}"
+    );
+    let text = p.to_string();
+    assert!(text.contains("storage stack, in this order:\n  md/esp -> /dev/md/esp on disk/vda/1 = /dev/sda1, disk/vdb/1 = /dev/sdb1:"), "{text}");
+    assert!(
+        text.contains("keyslot 1 is bound to a systemd-tpm2 token"),
+        "{text}"
+    );
+    // Nothing of it runs in this build: refused before any write.
+    let e = crate::layout::preflight(&p).unwrap_err().to_string();
+    assert!(
+        e.starts_with("nothing was written: the plan recreates a storage stack (md/esp"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_raid_member_on_a_disk_not_recreated_is_refused_naming_it() {
+    let mut o = opts();
+    o.mapping = vec![
+        ("vda".into(), "/dev/sda".into()),
+        ("vdc".into(), "/dev/sdc".into()),
+        ("vdd".into(), "/dev/sdd".into()),
+    ];
+    let e = refused(&escrowed(), &present(), &o);
+    assert!(
+        e.contains("md/esp cannot be recreated: disk/vdb/1 is not on a recreated disk"),
+        "{e}"
+    );
+    assert!(
+        e.contains("md/root cannot be recreated: disk/vdb/2 is not on a recreated disk"),
+        "{e}"
+    );
+}
+
+#[test]
+fn layers_wholly_on_other_disks_are_left_out_with_a_note() {
+    let mut o = opts();
+    o.mapping = vec![
+        ("vdc".into(), "/dev/sdc".into()),
+        ("vdd".into(), "/dev/sdd".into()),
+    ];
+    let p = plan(&escrowed(), &present(), &o).unwrap();
+    assert!(p.stack.is_empty() && p.stack_volumes.is_empty());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.starts_with("md/root is not recreated")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.starts_with("luks/cryptroot is not recreated")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(p.mounts.len(), 1);
+}
+
+#[test]
+fn a_btrfs_member_on_a_disk_not_recreated_is_refused() {
+    let mut o = opts();
+    o.mapping = vec![
+        ("vda".into(), "/dev/sda".into()),
+        ("vdb".into(), "/dev/sdb".into()),
+        ("vdc".into(), "/dev/sdc".into()),
+    ];
+    let e = refused(&escrowed(), &present(), &o);
+    assert!(
+        e.contains("its device disk/vdd (devid 2) is not on a recreated disk"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_pv_too_small_is_refused_naming_it() {
+    let mut m = escrowed();
+    // A PV that was bigger than what its LUKS volume now gives.
+    m.volume_groups[0].pvs[0].size = 9_000_000_000;
+    m.volume_groups[0].pvs[0].extents = 2100;
+    validate(&m).unwrap();
+    let e = refused(&m, &present(), &opts());
+    assert!(
+        e.contains("vg vg0 cannot be recreated: its PV Tq5wEr-Yu7i-Op9a-Sd2f-Gh4j-Kl6z-Xc8vBn on luks/cryptroot is 8017412096 bytes, the PV needs 8809086976 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_array_member_too_small_is_refused_naming_it() {
+    let mut m = escrowed();
+    m.md_arrays[1].size = 9 * GIB;
+    let e = refused(&m, &present(), &opts());
+    assert!(
+        e.contains("md/root cannot be recreated: its member disk/vda/2 is"),
+        "{e}"
+    );
+}
+
+#[test]
+fn luks_without_an_escrowed_key_is_refused_before_any_write() {
+    let e = refused(&sample_stack(), &present(), &opts());
+    assert!(
+        e.contains(
+            "luks/secret cannot be opened without a passphrase: the manifest holds no escrowed key"
+        ),
+        "{e}"
+    );
+}
