@@ -98,7 +98,8 @@ pub enum Command {
     Serve(crate::server::ServeArgs),
     /// Arm (or cancel) a recovery of a host to a point in time.
     Request(crate::client::commands::RequestArgs),
-    /// Show recovery requests: armed, running (stage, bytes, rate), finished.
+    /// Show whether each host is recoverable, and recovery requests: armed,
+    /// running (stage, bytes, rate), finished; `--check` for monitoring.
     Status(crate::client::commands::StatusArgs),
     /// Create, list and revoke the server's tokens.
     #[command(subcommand)]
@@ -107,6 +108,12 @@ pub enum Command {
     Forget(crate::client::commands::ForgetArgs),
     /// Remove the data no snapshot references.
     Prune(crate::client::commands::PruneArgs),
+    /// Have the server read every pack of every host back and check every
+    /// hash now (it also does so on a schedule: `serve --verify-every`).
+    Verify(crate::client::ops::VerifyArgs),
+    /// Show the server's audit log: tokens, recovery requests, forget,
+    /// prune, verification; who did what, when.
+    Audit(crate::client::ops::AuditArgs),
 }
 
 /// A repository directory, or a host's repository on a server.
@@ -215,6 +222,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => crate::client::commands::token_command(cmd),
         Command::Forget(args) => crate::client::commands::forget_command(args),
         Command::Prune(args) => crate::client::commands::prune_command(args),
+        Command::Verify(args) => crate::client::ops::verify_command(args),
+        Command::Audit(args) => crate::client::ops::audit_command(args),
         Command::Check { repo } => {
             let repo = repo.open()?;
             let report = check::check(&repo, |done, total| {
@@ -268,6 +277,11 @@ fn capture(args: CaptureArgs) -> Result<()> {
         true => None,
         false => crate::client::capture_repo(args.repo.as_deref(), &args.server, &mut host)?,
     };
+    // A capture to a server reports how it went, failures included.
+    let report_to = match (&args.repo, &host) {
+        (None, Some(h)) if args.server.server.is_some() => Some(h.clone()),
+        _ => None,
+    };
     let probe_opts = ProbeOptions {
         disks: args.disks,
         host,
@@ -275,14 +289,26 @@ fn capture(args: CaptureArgs) -> Result<()> {
     };
     if let Some(mut repo) = repo {
         let started = std::time::Instant::now();
-        let report = crate::capture::capture(
+        let started_at = crate::time::now_utc();
+        let captured = crate::capture::capture(
             &mut repo,
             &CaptureOptions {
                 probe: probe_opts,
                 only: args.only,
                 progress: true,
             },
-        )?;
+        );
+        let report = match captured {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(h) = &report_to {
+                    let secs = started.elapsed().as_secs_f64();
+                    let failed = crate::capture::failed_report(&e, &started_at, secs);
+                    crate::client::report_capture(&args.server, h, &failed);
+                }
+                return Err(e);
+            }
+        };
         for w in &report.warnings {
             eprintln!("rewind: warning: {w}");
         }
@@ -305,6 +331,10 @@ fn capture(args: CaptureArgs) -> Result<()> {
             human_bytes(s.bytes_new_stored),
             s.blobs_dedup
         );
+        if let Some(h) = &report_to {
+            let sent = report.to_api(&started_at, started.elapsed().as_secs_f64());
+            crate::client::report_capture(&args.server, h, &sent);
+        }
         return Ok(());
     }
     if !args.only.is_empty() {
