@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::api::SnapshotSummary;
 use crate::browse;
 use crate::capture::CaptureOptions;
+use crate::client::ops::print_json;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
@@ -48,6 +50,9 @@ pub enum Command {
     Snapshots {
         #[command(flatten)]
         repo: RepoArg,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// List a directory (or show a file) of a snapshot.
     Ls {
@@ -58,6 +63,9 @@ pub enum Command {
         /// Absolute path on the captured machine.
         #[arg(default_value = "/")]
         path: String,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Find which snapshots hold a path: a pattern with `/` matches whole
     /// paths, one without matches names; `*` and `?` are wildcards.
@@ -65,6 +73,9 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArg,
         pattern: String,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Restore a filesystem of a snapshot, or some of its files, into a directory.
     #[command(after_help = "Examples:\n  \
@@ -90,6 +101,9 @@ pub enum Command {
     Check {
         #[command(flatten)]
         repo: RepoArg,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Recover this machine from a recovery server: fetch the manifest,
     /// plan, partition, format, mount, restore (only with an armed request).
@@ -166,7 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Capture(args) => capture(args),
         Command::Plan(args) => crate::layout::plan_command(args),
         Command::Recreate(args) => crate::layout::recreate_command(args),
-        Command::Snapshots { repo } => {
+        Command::Snapshots { repo, json } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let snaps = repo.snapshots()?;
@@ -174,6 +188,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .filter(|m| host.as_deref().is_none_or(|h| m.snapshot.host == h))
                 .collect();
+            if json {
+                let list: Vec<_> = shown.into_iter().map(SnapshotSummary::of).collect();
+                return print_json(&list);
+            }
             if shown.is_empty() {
                 eprintln!("rewind: no snapshots in {}", repo.describe());
             }
@@ -186,23 +204,43 @@ pub fn run(cli: Cli) -> Result<()> {
             repo,
             snapshot,
             path,
+            json,
         } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let m = repo.find_snapshot(&snapshot, host.as_deref())?;
-            let listed = browse::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
+            let mut entries = Vec::new();
+            let listed = browse::ls(&repo, &m, &path, &mut |l| match json {
+                true => entries.push(l.json()),
+                false => println!("{}", l.line()),
+            })?;
             if listed.is_none() {
                 bail!(
                     "{path}: no such file or directory in snapshot {}",
                     m.snapshot.id
                 );
             }
+            if json {
+                print_json(&entries)?;
+            }
             Ok(())
         }
-        Command::Find { repo, pattern } => {
+        Command::Find {
+            repo,
+            pattern,
+            json,
+        } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
-            let n = browse::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
+            let mut entries = Vec::new();
+            let n = browse::find(&repo, &pattern, host.as_deref(), &mut |l| match json {
+                true => entries.push(l.json()),
+                false => println!("{}", l.line()),
+            })?;
+            if json {
+                // An empty list is an answer too: tools need no error for it.
+                return print_json(&entries);
+            }
             if n == 0 {
                 bail!("no snapshot holds a path matching {pattern:?}");
             }
@@ -224,7 +262,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => crate::client::commands::prune_command(args),
         Command::Verify(args) => crate::client::ops::verify_command(args),
         Command::Audit(args) => crate::client::ops::audit_command(args),
-        Command::Check { repo } => {
+        Command::Check { repo, json } => {
             let repo = repo.open()?;
             let report = check::check(&repo, |done, total| {
                 if total > 0 && (done % 64 == 0 || done == total) {
@@ -232,6 +270,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             })?;
             eprintln!();
+            if json {
+                print_json(&serde_json::json!({
+                    "repository": repo.describe(),
+                    "clean": report.is_clean(),
+                    "packs": report.packs,
+                    "chunks": report.blobs,
+                    "snapshots": report.snapshots,
+                    "damage": report.damage,
+                    "affected": report.affected,
+                }))?;
+                anyhow::ensure!(report.is_clean(), "{} is damaged", repo.describe());
+                return Ok(());
+            }
             for d in &report.damage {
                 println!("damaged: {d}");
             }
