@@ -128,6 +128,17 @@ pub enum Command {
     /// Show the server's audit log: tokens, recovery requests, forget,
     /// prune, verification; who did what, when.
     Audit(crate::client::ops::AuditArgs),
+    /// Print the shell completion script for a shell.
+    #[command(after_help = "Examples:\n  \
+        rewind completions bash > /usr/share/bash-completion/completions/rewind\n  \
+        rewind completions zsh > /usr/share/zsh/vendor-completions/_rewind")]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (rewind.1, rewind-COMMAND.1, ...) into a directory.
+    ManPages {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// A repository directory, or a host's repository on a server.
@@ -262,6 +273,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => crate::client::commands::prune_command(args),
         Command::Verify(args) => crate::client::ops::verify_command(args),
         Command::Audit(args) => crate::client::ops::audit_command(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "rewind", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ManPages { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out)
+                .with_context(|| format!("cannot write the man pages into {}", out.display()))?;
+            Ok(())
+        }
         Command::Check { repo, json } => {
             let repo = repo.open()?;
             let report = check::check(&repo, |done, total| {
