@@ -218,12 +218,23 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
     }
     let client = args.server.client()?;
     let all = client.requests(args.host.as_deref())?;
-    let health = super::ops::hosts_health(
+    // A host with requests but no repository any more has no health.
+    let health = match super::ops::hosts_health(
         &client,
         args.host.as_deref(),
         &args.max_age,
         args.critical_age.as_deref(),
-    )?;
+    ) {
+        Err(e)
+            if matches!(
+                super::api_error(&e),
+                Some(crate::api::ApiError::NotFound(_))
+            ) =>
+        {
+            Vec::new()
+        }
+        other => other?,
+    };
     // By default: every active request, and the last finished one of each host.
     let shown: Vec<&RecoveryRequest> = all
         .iter()
