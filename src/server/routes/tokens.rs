@@ -88,29 +88,28 @@ pub(super) async fn revoke_token(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let target = id.clone();
-    let answer = s
-        .with_catalog(move |cat| {
-            let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
-                return Err(ApiError::NotFound(format!("no token {id}")));
-            };
-            let admins = cat
-                .tokens
-                .iter()
-                .filter(|t| t.scope == Scope::Admin)
-                .count();
-            if cat.tokens[i].scope == Scope::Admin && admins == 1 {
-                return Err(ApiError::Conflict(
-                    "this is the only admin token (`rewind serve --new-admin-token` replaces it)"
-                        .into(),
-                ));
-            }
-            let gone = cat.tokens.remove(i);
-            cat.save_tokens()?;
-            Ok(gone.scope.describe())
-        })
-        .await?;
-    audit::record(&s, AuditAction::TokenRevoked, &target, &answer).await;
+    let (target, scope) = (id.clone(), note_of(&s, &id));
+    s.with_catalog(move |cat| {
+        let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
+            return Err(ApiError::NotFound(format!("no token {id}")));
+        };
+        let admins = cat
+            .tokens
+            .iter()
+            .filter(|t| t.scope == Scope::Admin)
+            .count();
+        if cat.tokens[i].scope == Scope::Admin && admins == 1 {
+            return Err(ApiError::Conflict(
+                "this is the only admin token (`rewind serve --new-admin-token` replaces it)"
+                    .into(),
+            ));
+        }
+        cat.tokens.remove(i);
+        cat.save_tokens()?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await?;
+    audit::record(&s, AuditAction::TokenRevoked, &target, &scope).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
