@@ -96,13 +96,81 @@ pub fn format_entry(e: &Entry, shown: &str) -> String {
     line
 }
 
-/// Print the entries directly under `path` (or the entry itself if it is
-/// not a directory); `None` when the snapshot has no such path.
+/// An entry `ls` or `find` found: its line for people, its JSON for tools.
+pub struct Listed<'a> {
+    /// The snapshot it is in (`find` only).
+    pub snapshot: Option<&'a str>,
+    pub entry: &'a Entry,
+    /// Its absolute path on the captured machine.
+    pub path: String,
+}
+
+/// An entry in `ls --json` and `find --json` (a stable interface:
+/// docs/api.md, "JSON output").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `fifo`, `char`, `block`, `socket`.
+    pub kind: String,
+    /// Permission bits, octal (`0644`, `4755`).
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// RFC 3339, UTC, with nanoseconds.
+    pub mtime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink_to: Option<String>,
+}
+
+impl Listed<'_> {
+    pub fn line(&self) -> String {
+        let l = format_entry(self.entry, &self.path);
+        match self.snapshot {
+            Some(s) => format!("{s}  {l}"),
+            None => l,
+        }
+    }
+
+    pub fn json(&self) -> EntryJson {
+        let e = self.entry;
+        let kind = match e.kind {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::CharDevice => "char",
+            Kind::BlockDevice => "block",
+            Kind::Socket => "socket",
+        };
+        let secs = crate::time::format_utc(e.mtime.sec);
+        EntryJson {
+            snapshot: self.snapshot.map(str::to_string),
+            path: self.path.clone(),
+            kind: kind.into(),
+            mode: format!("{:04o}", e.mode),
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            mtime: format!("{}.{:09}Z", secs.trim_end_matches('Z'), e.mtime.nsec),
+            link_target: (e.kind == Kind::Symlink)
+                .then(|| crate::tree::display_bytes(&e.link_target)),
+            hardlink_to: e.hardlink_to.as_deref().map(crate::tree::display_bytes),
+        }
+    }
+}
+
+/// Give the entries directly under `path` (or the entry itself if it is
+/// not a directory) to `out`; `None` when the snapshot has no such path.
 pub fn ls(
     repo: &Repo,
     m: &Manifest,
     path: &str,
-    out: &mut dyn FnMut(String),
+    out: &mut dyn FnMut(Listed<'_>),
 ) -> Result<Option<usize>> {
     let (fs, rel) = locate(m, path)?;
     let from = &fs
@@ -122,7 +190,11 @@ pub fn ls(
                 .is_some_and(|r| r.first() == Some(&b'/') && !r[1..].contains(&b'/') && r.len() > 1)
         };
         if is_child || (e.path == rel && e.kind != Kind::Dir) {
-            out(format_entry(&e, &join_path(from, &e.path)));
+            out(Listed {
+                snapshot: None,
+                entry: &e,
+                path: join_path(from, &e.path),
+            });
             n += 1;
         } else if e.path == rel {
             found_dir = true;
@@ -142,7 +214,7 @@ pub fn find(
     repo: &Repo,
     pattern: &str,
     host: Option<&str>,
-    out: &mut dyn FnMut(String),
+    out: &mut dyn FnMut(Listed<'_>),
 ) -> Result<usize> {
     let whole = pattern.contains('/');
     let mut n = 0;
@@ -161,7 +233,11 @@ pub fn find(
                     e.path.rsplit(|&b| b == b'/').next().unwrap_or(&[])
                 };
                 if crate::util::glob::matches(pattern.as_bytes(), subject) {
-                    out(format!("{}  {}", m.snapshot.id, format_entry(&e, &full)));
+                    out(Listed {
+                        snapshot: Some(&m.snapshot.id),
+                        entry: &e,
+                        path: full,
+                    });
                     n += 1;
                 }
             }

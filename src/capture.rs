@@ -46,6 +46,60 @@ pub struct CaptureReport {
     pub warnings: Vec<String>,
 }
 
+/// Warnings of a live system that do not make a capture partial: a file
+/// that changed or vanished while it was read is captured as it was, or
+/// not at all because it no longer exists.
+fn is_benign(warning: &str) -> bool {
+    warning.contains("changed while it was read")
+        || warning.ends_with(": vanished; skipped")
+        || warning.contains(": vanished or changed")
+}
+
+impl CaptureReport {
+    /// What `rewind capture --server` reports to the server after its
+    /// commit: partial when anything was skipped or cannot be recreated.
+    pub fn to_api(&self, started: &str, duration_secs: f64) -> crate::api::CaptureReport {
+        let warnings: Vec<String> = self
+            .warnings
+            .iter()
+            .filter(|w| !is_benign(w))
+            .cloned()
+            .collect();
+        crate::api::CaptureReport {
+            outcome: if warnings.is_empty() {
+                crate::api::CaptureOutcome::Success
+            } else {
+                crate::api::CaptureOutcome::Partial
+            },
+            snapshot: Some(self.manifest.snapshot.id.clone()),
+            started: started.to_string(),
+            duration_secs,
+            bytes: self.filesystems.iter().map(|f| f.bytes).sum(),
+            bytes_stored: self.stored.bytes_new_stored,
+            warnings,
+            error: None,
+        }
+    }
+}
+
+/// The report of a capture that committed nothing.
+pub fn failed_report(
+    error: &anyhow::Error,
+    started: &str,
+    duration_secs: f64,
+) -> crate::api::CaptureReport {
+    crate::api::CaptureReport {
+        outcome: crate::api::CaptureOutcome::Failed,
+        snapshot: None,
+        started: started.to_string(),
+        duration_secs,
+        bytes: 0,
+        bytes_stored: 0,
+        warnings: Vec::new(),
+        error: Some(format!("{error:#}")),
+    }
+}
+
 pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> {
     let probed = probe::probe(&opts.probe)?;
     let mut warnings = probed.warnings;
@@ -411,6 +465,19 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, b"ef");
+    }
+
+    #[test]
+    fn benign_warnings_do_not_make_a_capture_partial() {
+        assert!(is_benign(
+            "/var/log/syslog changed while it was read; its backup holds what was read"
+        ));
+        assert!(is_benign("/tmp/x: vanished; skipped"));
+        assert!(!is_benign("/srv/x: unknown file type; skipped"));
+        assert!(!is_benign(
+            "no data for /dev/vg0/data (xfs): it is not mounted"
+        ));
+        assert!(!is_benign("/dev/md0: RAID is not recorded"));
     }
 
     #[test]

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::api::SnapshotSummary;
 use crate::browse;
 use crate::capture::CaptureOptions;
+use crate::client::ops::print_json;
 use crate::manifest;
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
@@ -48,6 +50,9 @@ pub enum Command {
     Snapshots {
         #[command(flatten)]
         repo: RepoArg,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// List a directory (or show a file) of a snapshot.
     Ls {
@@ -58,6 +63,9 @@ pub enum Command {
         /// Absolute path on the captured machine.
         #[arg(default_value = "/")]
         path: String,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Find which snapshots hold a path: a pattern with `/` matches whole
     /// paths, one without matches names; `*` and `?` are wildcards.
@@ -65,6 +73,9 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArg,
         pattern: String,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Restore a filesystem of a snapshot, or some of its files, into a directory.
     #[command(after_help = "Examples:\n  \
@@ -90,6 +101,9 @@ pub enum Command {
     Check {
         #[command(flatten)]
         repo: RepoArg,
+        /// Print JSON (docs/api.md, "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Recover this machine from a recovery server: fetch the manifest,
     /// plan, partition, format, mount, restore (only with an armed request).
@@ -98,7 +112,8 @@ pub enum Command {
     Serve(crate::server::ServeArgs),
     /// Arm (or cancel) a recovery of a host to a point in time.
     Request(crate::client::commands::RequestArgs),
-    /// Show recovery requests: armed, running (stage, bytes, rate), finished.
+    /// Show whether each host is recoverable, and recovery requests: armed,
+    /// running (stage, bytes, rate), finished; `--check` for monitoring.
     Status(crate::client::commands::StatusArgs),
     /// Create, list and revoke the server's tokens.
     #[command(subcommand)]
@@ -107,6 +122,23 @@ pub enum Command {
     Forget(crate::client::commands::ForgetArgs),
     /// Remove the data no snapshot references.
     Prune(crate::client::commands::PruneArgs),
+    /// Have the server read every pack of every host back and check every
+    /// hash now (it also does so on a schedule: `serve --verify-every`).
+    Verify(crate::client::ops::VerifyArgs),
+    /// Show the server's audit log: tokens, recovery requests, forget,
+    /// prune, verification; who did what, when.
+    Audit(crate::client::ops::AuditArgs),
+    /// Print the shell completion script for a shell.
+    #[command(after_help = "Examples:\n  \
+        rewind completions bash > /usr/share/bash-completion/completions/rewind\n  \
+        rewind completions zsh > /usr/share/zsh/vendor-completions/_rewind")]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (rewind.1, rewind-COMMAND.1, ...) into a directory.
+    ManPages {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// A repository directory, or a host's repository on a server.
@@ -159,7 +191,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Capture(args) => capture(args),
         Command::Plan(args) => crate::layout::plan_command(args),
         Command::Recreate(args) => crate::layout::recreate_command(args),
-        Command::Snapshots { repo } => {
+        Command::Snapshots { repo, json } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let snaps = repo.snapshots()?;
@@ -167,6 +199,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .filter(|m| host.as_deref().is_none_or(|h| m.snapshot.host == h))
                 .collect();
+            if json {
+                let list: Vec<_> = shown.into_iter().map(SnapshotSummary::of).collect();
+                return print_json(&list);
+            }
             if shown.is_empty() {
                 eprintln!("rewind: no snapshots in {}", repo.describe());
             }
@@ -179,23 +215,43 @@ pub fn run(cli: Cli) -> Result<()> {
             repo,
             snapshot,
             path,
+            json,
         } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
             let m = repo.find_snapshot(&snapshot, host.as_deref())?;
-            let listed = browse::ls(&repo, &m, &path, &mut |l| println!("{l}"))?;
+            let mut entries = Vec::new();
+            let listed = browse::ls(&repo, &m, &path, &mut |l| match json {
+                true => entries.push(l.json()),
+                false => println!("{}", l.line()),
+            })?;
             if listed.is_none() {
                 bail!(
                     "{path}: no such file or directory in snapshot {}",
                     m.snapshot.id
                 );
             }
+            if json {
+                print_json(&entries)?;
+            }
             Ok(())
         }
-        Command::Find { repo, pattern } => {
+        Command::Find {
+            repo,
+            pattern,
+            json,
+        } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
-            let n = browse::find(&repo, &pattern, host.as_deref(), &mut |l| println!("{l}"))?;
+            let mut entries = Vec::new();
+            let n = browse::find(&repo, &pattern, host.as_deref(), &mut |l| match json {
+                true => entries.push(l.json()),
+                false => println!("{}", l.line()),
+            })?;
+            if json {
+                // An empty list is an answer too: tools need no error for it.
+                return print_json(&entries);
+            }
             if n == 0 {
                 bail!("no snapshot holds a path matching {pattern:?}");
             }
@@ -215,7 +271,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => crate::client::commands::token_command(cmd),
         Command::Forget(args) => crate::client::commands::forget_command(args),
         Command::Prune(args) => crate::client::commands::prune_command(args),
-        Command::Check { repo } => {
+        Command::Verify(args) => crate::client::ops::verify_command(args),
+        Command::Audit(args) => crate::client::ops::audit_command(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "rewind", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ManPages { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out)
+                .with_context(|| format!("cannot write the man pages into {}", out.display()))?;
+            Ok(())
+        }
+        Command::Check { repo, json } => {
             let repo = repo.open()?;
             let report = check::check(&repo, |done, total| {
                 if total > 0 && (done % 64 == 0 || done == total) {
@@ -223,6 +294,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             })?;
             eprintln!();
+            if json {
+                print_json(&serde_json::json!({
+                    "repository": repo.describe(),
+                    "clean": report.is_clean(),
+                    "packs": report.packs,
+                    "chunks": report.blobs,
+                    "snapshots": report.snapshots,
+                    "damage": report.damage,
+                    "affected": report.affected,
+                }))?;
+                anyhow::ensure!(report.is_clean(), "{} is damaged", repo.describe());
+                return Ok(());
+            }
             for d in &report.damage {
                 println!("damaged: {d}");
             }
@@ -268,6 +352,11 @@ fn capture(args: CaptureArgs) -> Result<()> {
         true => None,
         false => crate::client::capture_repo(args.repo.as_deref(), &args.server, &mut host)?,
     };
+    // A capture to a server reports how it went, failures included.
+    let report_to = match (&args.repo, &host) {
+        (None, Some(h)) if args.server.server.is_some() => Some(h.clone()),
+        _ => None,
+    };
     let probe_opts = ProbeOptions {
         disks: args.disks,
         host,
@@ -275,14 +364,26 @@ fn capture(args: CaptureArgs) -> Result<()> {
     };
     if let Some(mut repo) = repo {
         let started = std::time::Instant::now();
-        let report = crate::capture::capture(
+        let started_at = crate::time::now_utc();
+        let captured = crate::capture::capture(
             &mut repo,
             &CaptureOptions {
                 probe: probe_opts,
                 only: args.only,
                 progress: true,
             },
-        )?;
+        );
+        let report = match captured {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(h) = &report_to {
+                    let secs = started.elapsed().as_secs_f64();
+                    let failed = crate::capture::failed_report(&e, &started_at, secs);
+                    crate::client::report_capture(&args.server, h, &failed);
+                }
+                return Err(e);
+            }
+        };
         for w in &report.warnings {
             eprintln!("rewind: warning: {w}");
         }
@@ -305,6 +406,10 @@ fn capture(args: CaptureArgs) -> Result<()> {
             human_bytes(s.bytes_new_stored),
             s.blobs_dedup
         );
+        if let Some(h) = &report_to {
+            let sent = report.to_api(&started_at, started.elapsed().as_secs_f64());
+            crate::client::report_capture(&args.server, h, &sent);
+        }
         return Ok(());
     }
     if !args.only.is_empty() {

@@ -10,12 +10,17 @@
 //! [`ApiError`] into a response, the client turns a response into one.
 
 mod error;
+mod ops;
 mod repository;
 mod requests;
 mod tokens;
 mod version;
 
 pub use error::{ApiError, ErrorBody};
+pub use ops::{
+    AuditAction, AuditEvent, CaptureOutcome, CaptureReport, DEFAULT_MAX_AGE, HostHealth, Problem,
+    ReceivedCapture, Severity, VerifyRequest, VerifyResult, human_age,
+};
 pub use repository::{
     DEFAULT_GRACE, ForgetAnswer, ForgetRequest, FsSummary, HostSummary, PruneAnswer, PruneRequest,
     SnapshotSummary, Stats, Stored,

@@ -17,6 +17,9 @@ pub enum Scope {
     Recovery { host: String, request: String },
     /// Fetch boot scripts and boot assets, identify hosts by MAC address.
     Boot,
+    /// Read every host's health and the server's metrics; nothing else
+    /// (for Nagios/Icinga checks and Prometheus).
+    Monitor,
 }
 
 /// The kind of a scope, without its host or request.
@@ -27,6 +30,7 @@ pub enum TokenKind {
     Host,
     Recovery,
     Boot,
+    Monitor,
 }
 
 impl TokenKind {
@@ -36,6 +40,7 @@ impl TokenKind {
             TokenKind::Host => "host",
             TokenKind::Recovery => "recovery",
             TokenKind::Boot => "boot",
+            TokenKind::Monitor => "monitor",
         }
     }
 }
@@ -53,6 +58,7 @@ impl Scope {
             Scope::Host { .. } => TokenKind::Host,
             Scope::Recovery { .. } => TokenKind::Recovery,
             Scope::Boot => TokenKind::Boot,
+            Scope::Monitor => TokenKind::Monitor,
         }
     }
 
@@ -63,6 +69,7 @@ impl Scope {
             Scope::Host { host } => format!("host {host}"),
             Scope::Recovery { host, request } => format!("recovery of {host} ({request})"),
             Scope::Boot => "boot".into(),
+            Scope::Monitor => "monitor".into(),
         }
     }
 }
@@ -74,13 +81,16 @@ pub struct WhoAmI {
     pub scope: Scope,
 }
 
-/// `POST /v1/tokens`: `{"host": "web1", "note": ""}` or `{"boot": true, "note": ""}`.
+/// `POST /v1/tokens`: `{"host": "web1", "note": ""}`, `{"boot": true, "note": ""}`
+/// or `{"monitor": true, "note": ""}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boot: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor: bool,
     #[serde(default)]
     pub note: String,
 }

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::{Client, Failure, accept, query_escape};
+use crate::api::{AuditEvent, CaptureReport, HostHealth, VerifyRequest, VerifyResult};
 use crate::api::{
     CreatedRequest, CreatedToken, ForgetAnswer, ForgetRequest, Identified, NewRequest, NewToken,
     ProgressReport, PruneAnswer, PruneRequest, RecoveryRequest, ResultReport, Stats, TokenInfo,
@@ -116,5 +117,72 @@ impl Client {
 
     pub fn stats(&self) -> Result<Stats> {
         self.get("/v1/stats")
+    }
+
+    /// Report how a capture went (the host's token).
+    pub fn report_capture(&self, host: &str, report: &CaptureReport) -> Result<()> {
+        self.post(&format!("/v1/hosts/{host}/captures"), report)
+    }
+
+    /// Every host's health, judged with these age limits (`26h`, `2d`;
+    /// `None`: the server's defaults).
+    pub fn health(
+        &self,
+        max_age: Option<&str>,
+        critical_age: Option<&str>,
+    ) -> Result<Vec<HostHealth>> {
+        self.get(&format!("/v1/health{}", age_query(max_age, critical_age)))
+    }
+
+    /// One host's health.
+    pub fn host_health(
+        &self,
+        host: &str,
+        max_age: Option<&str>,
+        critical_age: Option<&str>,
+    ) -> Result<HostHealth> {
+        self.get(&format!(
+            "/v1/hosts/{host}/health{}",
+            age_query(max_age, critical_age)
+        ))
+    }
+
+    /// Verify one host's packs on the server now, or every host's (admin).
+    pub fn verify(&self, host: Option<&str>) -> Result<Vec<VerifyResult>> {
+        self.post(
+            "/v1/verify",
+            &VerifyRequest {
+                host: host.map(str::to_string),
+            },
+        )
+    }
+
+    /// The audit log, oldest first (admin).
+    pub fn audit(&self) -> Result<Vec<AuditEvent>> {
+        self.get("/v1/audit")
+    }
+
+    /// `/metrics`, as text.
+    pub fn metrics(&self) -> Result<String> {
+        let url = self.url("/metrics");
+        self.retrying("metrics", |http| {
+            let resp = accept(self.auth(http.get(&url)).send()?, &[])?;
+            resp.text().map_err(Failure::from)
+        })
+    }
+}
+
+fn age_query(max_age: Option<&str>, critical_age: Option<&str>) -> String {
+    let mut q = Vec::new();
+    if let Some(a) = max_age {
+        q.push(format!("max_age={}", query_escape(a)));
+    }
+    if let Some(a) = critical_age {
+        q.push(format!("critical_age={}", query_escape(a)));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
     }
 }

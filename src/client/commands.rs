@@ -55,6 +55,19 @@ pub struct StatusArgs {
     /// Also show finished requests older than the last of each host.
     #[arg(long)]
     pub all: bool,
+    /// Check the hosts' health as a Nagios/Icinga plugin: one line, and
+    /// exit 0 OK, 1 WARNING, 2 CRITICAL (a host not recoverable), 3 UNKNOWN.
+    #[arg(long)]
+    pub check: bool,
+    /// Warn when a host's last good capture is older than this (90s, 30m, 26h, 2d).
+    #[arg(long, value_name = "DURATION", default_value = crate::api::DEFAULT_MAX_AGE)]
+    pub max_age: String,
+    /// Critical when it is older than this (default: twice --max-age).
+    #[arg(long, value_name = "DURATION")]
+    pub critical_age: Option<String>,
+    /// Print JSON: `{"hosts": [...], "requests": [...]}` (docs/api.md).
+    #[arg(long, conflicts_with = "check")]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,12 +78,16 @@ pub enum TokenCommand {
         #[command(flatten)]
         server: ServerArgs,
         /// The host the token is for.
-        #[arg(required_unless_present = "boot")]
+        #[arg(required_unless_present_any = ["boot", "monitor"])]
         host: Option<String>,
         /// A boot token: fetches iPXE scripts and boot assets, identifies
         /// hosts by MAC address.
-        #[arg(long, conflicts_with = "host")]
+        #[arg(long, conflicts_with_all = ["host", "monitor"])]
         boot: bool,
+        /// A monitor token: reads every host's health and /metrics, nothing
+        /// else (for `status --check` and Prometheus).
+        #[arg(long, conflicts_with = "host")]
+        monitor: bool,
         /// A note kept with the token.
         #[arg(long, default_value = "")]
         note: String,
@@ -79,6 +96,9 @@ pub enum TokenCommand {
     List {
         #[command(flatten)]
         server: ServerArgs,
+        /// Print JSON: the list of `GET /v1/tokens` (docs/api.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a token by id.
     Revoke {
@@ -185,8 +205,36 @@ fn describe_progress(r: &RecoveryRequest) -> String {
 }
 
 pub fn status_command(args: StatusArgs) -> Result<()> {
+    if args.check {
+        let code = super::ops::check(
+            &args.server,
+            args.host.as_deref(),
+            &args.max_age,
+            args.critical_age.as_deref(),
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
     let client = args.server.client()?;
     let all = client.requests(args.host.as_deref())?;
+    // A host with requests but no repository any more has no health.
+    let health = match super::ops::hosts_health(
+        &client,
+        args.host.as_deref(),
+        &args.max_age,
+        args.critical_age.as_deref(),
+    ) {
+        Err(e)
+            if matches!(
+                super::api_error(&e),
+                Some(crate::api::ApiError::NotFound(_))
+            ) =>
+        {
+            Vec::new()
+        }
+        other => other?,
+    };
     // By default: every active request, and the last finished one of each host.
     let shown: Vec<&RecoveryRequest> = all
         .iter()
@@ -198,6 +246,13 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
         })
         .map(|(_, r)| r)
         .collect();
+    if args.json {
+        return super::ops::print_json(&serde_json::json!({
+            "hosts": health,
+            "requests": shown,
+        }));
+    }
+    super::ops::print_health(&health);
     if shown.is_empty() {
         println!("no recovery requests");
         return Ok(());
@@ -229,19 +284,21 @@ pub fn token_command(cmd: TokenCommand) -> Result<()> {
             server,
             host,
             boot,
+            monitor,
             note,
         } => {
             let client = server.client()?;
             let req = match host {
-                Some(h) if !boot => NewToken {
+                Some(h) if !boot && !monitor => NewToken {
                     host: Some(h),
-                    boot: false,
                     note,
+                    ..NewToken::default()
                 },
                 _ => NewToken {
-                    host: None,
-                    boot: true,
+                    boot: !monitor,
+                    monitor,
                     note,
+                    ..NewToken::default()
                 },
             };
             let answer = client.create_token(&req)?;
@@ -249,8 +306,12 @@ pub fn token_command(cmd: TokenCommand) -> Result<()> {
             eprintln!("rewind: token {} created; it is shown only now", answer.id);
             Ok(())
         }
-        TokenCommand::List { server } => {
-            for t in server.client()?.tokens()? {
+        TokenCommand::List { server, json } => {
+            let tokens = server.client()?.tokens()?;
+            if json {
+                return super::ops::print_json(&tokens);
+            }
+            for t in tokens {
                 let what = match &t.scope {
                     Scope::Host { host } => format!("host {host}"),
                     Scope::Recovery { host, request } => format!("recovery {request} of {host}"),

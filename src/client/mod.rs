@@ -9,6 +9,7 @@
 
 mod calls;
 pub mod commands;
+pub mod ops;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,6 +145,19 @@ pub fn capture_repo(
         backend.put("config", crate::repo::CONFIG_TEXT.as_bytes())?;
     }
     Repo::open_backend(Arc::new(backend)).map(Some)
+}
+
+/// Tell the server how a capture went (`POST /v1/hosts/{host}/captures`),
+/// retrying briefly; a report that does not arrive is a warning, never the
+/// capture's failure.
+pub fn report_capture(server: &ServerArgs, host: &str, report: &crate::api::CaptureReport) {
+    let sent = server.client().and_then(|mut c| {
+        c.retry_for = Duration::from_secs(30);
+        c.report_capture(host, report)
+    });
+    if let Err(e) = sent {
+        eprintln!("rewind: warning: the capture report did not reach the server: {e:#}");
+    }
 }
 
 /// Why an attempt failed.

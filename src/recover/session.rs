@@ -186,7 +186,7 @@ impl Session {
         let token = match self.kind {
             TokenKind::Recovery => self.token.clone(),
             TokenKind::Boot | TokenKind::Admin => self.fetch_recovery_token(req)?,
-            TokenKind::Host => return Ok(None),
+            TokenKind::Host | TokenKind::Monitor => return Ok(None),
         };
         let mut c = Client::new(
             &self.server,

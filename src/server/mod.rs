@@ -3,15 +3,19 @@
 //! DIR/catalog/, boot assets under DIR/boot/, an HTTP(S) API (docs/api.md)
 //! on axum over tokio. Design notes: docs/server.md.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod health;
 pub mod ipxe;
 pub mod listen;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 pub mod tls;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +66,10 @@ pub struct ServeArgs {
     /// Replace the admin token with a new one (printed once).
     #[arg(long)]
     pub new_admin_token: bool,
+    /// Read every pack of every host back and check every hash this often
+    /// (90s, 30m, 6h, 2d; `0` never); `rewind verify` runs one now.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub verify_every: String,
 }
 
 #[derive(Default)]
@@ -85,6 +93,7 @@ pub struct Server {
     /// SHA-256 of the certificate, hex, when serving TLS.
     pub fingerprint: Option<String>,
     pub stats: Stats,
+    pub latencies: metrics::Latencies,
 }
 
 impl Server {
@@ -119,6 +128,8 @@ impl Server {
 
 pub fn serve_command(args: ServeArgs) -> Result<()> {
     let data = args.data.clone();
+    let verify_every = crate::repo::prune::parse_duration(&args.verify_every)
+        .with_context(|| format!("--verify-every {:?}", args.verify_every))?;
     for sub in ["hosts", "boot", "catalog"] {
         std::fs::create_dir_all(data.join(sub))
             .with_context(|| format!("cannot create {}", data.join(sub).display()))?;
@@ -165,6 +176,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         public_url: args.public_url.map(|u| u.trim_end_matches('/').to_string()),
         fingerprint,
         stats: Stats::default(),
+        latencies: metrics::Latencies::default(),
     });
     let tls_config = tls
         .map(|(certs, key)| tls::server_config(certs, key))
@@ -175,5 +187,8 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         .thread_name("rewind-server")
         .build()
         .context("cannot start the async runtime")?;
+    if !verify_every.is_zero() {
+        runtime.spawn(verify::schedule(server.clone(), verify_every));
+    }
     runtime.block_on(listen::run(server, args.listen, tls_config))
 }

@@ -30,6 +30,17 @@ impl ServerProc {
     /// Start a server on `listen`; `admin` is the admin token of an earlier
     /// run on the same data (it is printed only on the first start).
     pub fn start_on(data: &Path, listen: &str, tls: bool, admin: Option<&str>) -> ServerProc {
+        Self::start_with(data, listen, tls, admin, &[])
+    }
+
+    /// Start a server with more `rewind serve` arguments.
+    pub fn start_with(
+        data: &Path,
+        listen: &str,
+        tls: bool,
+        admin: Option<&str>,
+        extra: &[&str],
+    ) -> ServerProc {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
@@ -47,6 +58,7 @@ impl ServerProc {
         if tls {
             args.push("--tls-self-signed");
         }
+        args.extend_from_slice(extra);
         let mut child = Command::new(BIN)
             .args(&args)
             .stdin(Stdio::null())

@@ -79,6 +79,11 @@ pub(super) async fn identify(
     let only = match caller.scope {
         Scope::Admin | Scope::Boot => None,
         Scope::Host { host } | Scope::Recovery { host, .. } => Some(host),
+        Scope::Monitor => {
+            return Err(ApiError::Forbidden(
+                "a monitor token identifies no host".into(),
+            ));
+        }
     };
     let macs = macs_of(&q);
     if macs.is_empty() {

@@ -9,6 +9,7 @@ mod boot;
 mod files;
 mod hosts;
 mod meta;
+mod ops;
 mod requests;
 mod retention;
 mod snapshots;
@@ -68,6 +69,12 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/forget", post(retention::forget))
         .route("/v1/prune", post(retention::prune))
         .route("/v1/stats", get(meta::stats))
+        .route("/v1/hosts/{host}/captures", post(ops::report_capture))
+        .route("/v1/hosts/{host}/health", get(ops::host_health))
+        .route("/v1/health", get(ops::all_health))
+        .route("/v1/verify", post(ops::verify_now))
+        .route("/v1/audit", get(ops::audit_log))
+        .route("/metrics", get(ops::metrics))
         .route("/boot/ipxe", get(boot::boot_script))
         .route("/boot/{file}", get(boot::boot_file))
         .fallback(|| async {
@@ -75,6 +82,11 @@ pub fn router(server: Shared) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn(log))
+        .layer(axum::middleware::from_fn(super::audit::actor_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            super::metrics::observe,
+        ))
         .with_state(server)
 }
 

@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
 use super::Shared;
+use crate::api::AuditAction;
 use crate::api::{
     ApiError, CreatedRequest, NewRequest, ProgressReport, RecoveryRequest, RequestState,
     ResultReport, Scope,
 };
-use crate::server::auth;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, Caller, JsonBody, PathHost, RecoveryToken};
 use crate::server::files;
+use crate::server::{audit, auth};
 
 type Answer = ApiResult<axum::Json<RecoveryRequest>>;
 
@@ -62,6 +63,14 @@ pub(super) async fn create_request(
             Ok(CreatedRequest { request, token })
         })
         .await?;
+    let r = &created.request;
+    audit::record(
+        &s,
+        AuditAction::RequestArmed,
+        &r.id,
+        &format!("{} to {}", r.host, r.snapshot),
+    )
+    .await;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -116,8 +125,9 @@ pub(super) async fn cancel_request(
     Path(id): Path<String>,
 ) -> Answer {
     let now = crate::time::now_utc();
-    s.with_catalog(move |cat| cat.cancel(&id, &now).map(axum::Json))
-        .await
+    let r = s.with_catalog(move |cat| cat.cancel(&id, &now)).await?;
+    audit::record(&s, AuditAction::RequestCancelled, &r.id, &r.host).await;
+    Ok(axum::Json(r))
 }
 
 /// The recovery token's own request.
@@ -153,6 +163,15 @@ pub(super) async fn report_result(
         return Err(ApiError::BadRequest("message over 16384 bytes".into()));
     }
     let now = crate::time::now_utc();
-    s.with_catalog(move |cat| cat.finish(&me.request, rep, &now).map(axum::Json))
-        .await
+    let r = s
+        .with_catalog(move |cat| cat.finish(&me.request, rep, &now))
+        .await?;
+    let detail = format!(
+        "{} {}: {}",
+        r.host,
+        r.state,
+        r.result.as_deref().unwrap_or("")
+    );
+    audit::record(&s, AuditAction::RequestFinished, &r.id, &detail).await;
+    Ok(axum::Json(r))
 }

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 
 use super::Shared;
+use crate::api::AuditAction;
 use crate::api::{ApiError, DEFAULT_GRACE, ForgetAnswer, ForgetRequest, PruneAnswer, PruneRequest};
 use crate::repo::{forget, prune};
-use crate::server::Server;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, JsonBody, check_host};
 use crate::server::files;
+use crate::server::{Server, audit};
 
 /// The hosts a retention request is about: one (that exists), or all.
 fn target_hosts(s: &Server, host: Option<String>) -> ApiResult<Vec<String>> {
@@ -38,6 +39,7 @@ pub(super) async fn forget(
         ));
     }
     let mut hosts = BTreeMap::new();
+    let target = req.host.clone().unwrap_or_else(|| "*".into());
     for h in target_hosts(&s, req.host)? {
         let (policy, dry_run) = (req.policy, req.dry_run);
         let host = h.clone();
@@ -50,6 +52,16 @@ pub(super) async fn forget(
             .await?;
         hosts.insert(h, decisions);
     }
+    if !req.dry_run {
+        let gone: usize = hosts.values().flatten().filter(|d| !d.keep).count();
+        audit::record(
+            &s,
+            AuditAction::Forget,
+            &target,
+            &format!("{gone} snapshots forgotten"),
+        )
+        .await;
+    }
     Ok(axum::Json(ForgetAnswer { hosts }))
 }
 
@@ -61,6 +73,7 @@ pub(super) async fn prune(
     let grace = prune::parse_duration(req.grace.as_deref().unwrap_or(DEFAULT_GRACE))
         .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
     let mut hosts = BTreeMap::new();
+    let target = req.host.clone().unwrap_or_else(|| "*".into());
     for h in target_hosts(&s, req.host)? {
         let dry_run = req.dry_run;
         let host = h.clone();
@@ -74,6 +87,16 @@ pub(super) async fn prune(
             })
             .await?;
         hosts.insert(h, report);
+    }
+    if !req.dry_run {
+        let retired: usize = hosts.values().map(|r| r.packs_retired).sum();
+        audit::record(
+            &s,
+            AuditAction::Prune,
+            &target,
+            &format!("{retired} packs retired"),
+        )
+        .await;
     }
     Ok(axum::Json(PruneAnswer { hosts }))
 }

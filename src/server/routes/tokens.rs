@@ -4,11 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::Shared;
+use crate::api::AuditAction;
 use crate::api::{ApiError, CreatedToken, NewToken, Scope, TokenInfo, WhoAmI};
-use crate::server::auth;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, Caller, JsonBody, check_host};
 use crate::server::files;
+use crate::server::{audit, auth};
 
 pub(super) async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
     axum::Json(WhoAmI {
@@ -22,15 +23,16 @@ pub(super) async fn create_token(
     _: Admin,
     JsonBody(req): JsonBody<NewToken>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedToken>)> {
-    let scope = match (req.host, req.boot) {
-        (Some(h), false) => {
+    let scope = match (req.host, req.boot, req.monitor) {
+        (Some(h), false, false) => {
             check_host(&h)?;
             Scope::Host { host: h }
         }
-        (None, true) => Scope::Boot,
+        (None, true, false) => Scope::Boot,
+        (None, false, true) => Scope::Monitor,
         _ => {
             return Err(ApiError::BadRequest(
-                "give either \"host\" or \"boot\": true".into(),
+                "give one of \"host\", \"boot\": true or \"monitor\": true".into(),
             ));
         }
     };
@@ -49,6 +51,13 @@ pub(super) async fn create_token(
             Ok(CreatedToken { id, token })
         })
         .await?;
+    audit::record(
+        &s,
+        AuditAction::TokenCreated,
+        &created.id,
+        &note_of(&s, &created.id),
+    )
+    .await;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -79,6 +88,7 @@ pub(super) async fn revoke_token(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let (target, scope) = (id.clone(), note_of(&s, &id));
     s.with_catalog(move |cat| {
         let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
             return Err(ApiError::NotFound(format!("no token {id}")));
@@ -98,5 +108,17 @@ pub(super) async fn revoke_token(
         cat.save_tokens()?;
         Ok(StatusCode::NO_CONTENT)
     })
-    .await
+    .await?;
+    audit::record(&s, AuditAction::TokenRevoked, &target, &scope).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the audit log says of a token: its scope.
+fn note_of(s: &Shared, id: &str) -> String {
+    s.catalog()
+        .tokens
+        .iter()
+        .find(|t| t.id == id)
+        .map(|t| t.scope.describe())
+        .unwrap_or_default()
 }
