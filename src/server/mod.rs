@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 
 use auth::Scope;
-use state::Catalog;
+use state::{Catalog, CatalogCell};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -78,7 +78,7 @@ pub struct Stats {
 
 pub struct Server {
     pub data: PathBuf,
-    pub catalog: Mutex<Catalog>,
+    pub catalog: CatalogCell,
     /// Per host: uploads and commits share it, forget and prune take it alone.
     locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     pub public_url: Option<String>,
@@ -97,8 +97,10 @@ impl Server {
             .clone()
     }
 
-    pub fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    /// The current catalog (a snapshot: changes go through
+    /// [`CatalogCell::change`]).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read()
     }
 
     /// Hosts with a repository, sorted.
@@ -160,7 +162,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     }
     let server = Arc::new(Server {
         data,
-        catalog: Mutex::new(catalog),
+        catalog: CatalogCell::new(catalog),
         locks: Mutex::new(HashMap::new()),
         public_url: args.public_url.map(|u| u.trim_end_matches('/').to_string()),
         fingerprint,

@@ -46,7 +46,7 @@ pub(super) async fn boot_script(
     let base = s.base_url(&headers);
     let id = req.id.clone();
     let recovery_token = s
-        .with_catalog(move |cat| cat.mint_recovery_token(&id))
+        .change_catalog(move |cat| cat.mint_recovery_token(&id))
         .await?;
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
     let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);

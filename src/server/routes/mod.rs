@@ -1,7 +1,7 @@
 //! The HTTP API's routes (docs/api.md), one module per resource. Handlers
 //! state the token they need with an extractor (super::extract), do their
 //! file work on the blocking pool through [`Server::blocking`] (or
-//! [`Server::with_catalog`], [`Server::host_shared`], [`Server::host_alone`])
+//! [`Server::change_catalog`], [`Server::host_shared`], [`Server::host_alone`])
 //! and answer the types of `crate::api`. Nothing here calls a blocking HTTP
 //! client.
 
@@ -109,12 +109,13 @@ impl Server {
             .map_err(|e| ApiError::Internal(format!("internal error: {e}")))?
     }
 
-    /// Read or change the catalog (its changes write files: blocking pool).
-    async fn with_catalog<T: Send + 'static>(
+    /// Change the catalog: on a copy, saved, then swapped in (its saves
+    /// write and fsync files: blocking pool).
+    async fn change_catalog<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Catalog) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
-        self.blocking(move |s| f(&mut s.catalog())).await
+        self.blocking(move |s| s.catalog.change(f)).await
     }
 
     /// File work on a host's repository that may run beside uploads and
