@@ -2,6 +2,7 @@
 
 mod ids;
 mod model;
+mod paths;
 mod validate;
 mod xml;
 
