@@ -66,7 +66,7 @@ fn file_age(path: &Path) -> Result<Duration> {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
+    let mut total: u64 = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
@@ -77,7 +77,7 @@ fn dir_bytes(dir: &Path) -> u64 {
             if m.is_dir() {
                 stack.push(e.path());
             } else {
-                total += m.len();
+                total = total.saturating_add(m.len());
             }
         }
     }
@@ -139,7 +139,9 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
         }
         let size = std::fs::metadata(&path)?.len();
         let blobs = by_pack.remove(&p).unwrap_or_default();
-        let used_bytes: u64 = blobs.iter().map(|(_, l)| u64::from(l.stored_len)).sum();
+        let used_bytes = blobs.iter().fold(0u64, |sum, (_, l)| {
+            sum.saturating_add(u64::from(l.stored_len))
+        });
         if blobs.is_empty() {
             to_retire.push(name);
         } else if (used_bytes as f64) < REPACK_BELOW * size as f64 {
@@ -163,10 +165,15 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         for (id, loc) in blobs {
-            let start = loc.offset as usize;
-            let stored = bytes
-                .get(start..start + loc.stored_len as usize)
-                .with_context(|| format!("{} is truncated", path.display()))?;
+            let stored = crate::repo::pack::blob_range(loc.offset, loc.stored_len)
+                .and_then(|range| bytes.get(range))
+                .with_context(|| {
+                    format!(
+                        "{}: blob {} lies past the end (truncated or damaged index)",
+                        path.display(),
+                        id.to_hex()
+                    )
+                })?;
             builder.add(id, loc.kind, loc.plain_len, stored);
             if builder.len() >= PACK_TARGET {
                 write_pack(dir, std::mem::take(&mut builder))?;
