@@ -121,3 +121,173 @@ fn lying_and_damaged_packs_never_take_the_server_down() {
     alive(&s);
     assert!(s.log_text().contains("refused"), "{}", s.log_text());
 }
+
+/// Six concurrent 64 MiB uploads, without a token and then with a valid
+/// one to a name they do not match: how much the server's peak memory
+/// (VmHWM) grows. Unauthenticated bodies are never read; authenticated
+/// ones are bounded by the upload concurrency limit. Figures in
+/// docs/security.md.
+#[test]
+fn big_uploads_do_not_grow_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let token = s.host_token("web1");
+    alive(&s);
+    let base = s.status_kib("VmHWM");
+    let body = std::sync::Arc::new(vec![7u8; 64 << 20]);
+    let name = "packs/ab/ab00000000000000000000000000000000000000000000000000000000000000.pack";
+    let upload_all = |token: Option<&str>| {
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, body) = (
+                    format!("{}/v1/hosts/web1/files/{name}", s.url),
+                    body.clone(),
+                );
+                let token = token.map(str::to_string);
+                std::thread::spawn(move || {
+                    let mut req = http().put(url).body(body.to_vec());
+                    if let Some(t) = token {
+                        req = req.bearer_auth(t);
+                    }
+                    // A server that refuses before reading may close early.
+                    req.send().map(|r| r.status()).ok()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let answers = upload_all(None);
+    let unauthenticated = s.status_kib("VmHWM").saturating_sub(base);
+    for a in answers.iter().flatten() {
+        assert_eq!(*a, StatusCode::UNAUTHORIZED);
+    }
+    alive(&s);
+    let answers = upload_all(Some(&token));
+    let authenticated = s.status_kib("VmHWM").saturating_sub(base);
+    for a in answers.iter().flatten() {
+        assert_eq!(*a, StatusCode::BAD_REQUEST, "not its name");
+    }
+    alive(&s);
+    eprintln!(
+        "server peak memory growth: unauthenticated {} MiB, authenticated {} MiB",
+        unauthenticated / 1024,
+        authenticated / 1024
+    );
+    assert!(unauthenticated < 32 << 10, "{unauthenticated} KiB");
+    // At most --max-uploads (4) bodies of 64 MiB are held at once.
+    assert!(authenticated < 300 << 10, "{authenticated} KiB");
+}
+
+/// Send raw bytes on a new connection and return what the server answers
+/// (its status line), waiting at most `wait`.
+fn raw(s: &ServerProc, request: &[u8], wait: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    c.write_all(request).unwrap();
+    let mut buf = [0u8; 512];
+    let n = c.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn bodies_are_limited_per_route_and_may_not_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = ServerProc::start_with(&data, "127.0.0.1:0", false, None, &["--body-timeout", "2"]);
+    let token = s.host_token("web1");
+
+    // Declared too large for its kind: refused before a byte is read.
+    let (status, body) = put(&s, &token, "web1", "config", vec![b'x'; 5000]);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // The headers alone get the answer: the body is never awaited.
+    let req = format!(
+        "PUT /v1/hosts/web1/files/snapshots/s1.xml HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        17 << 20
+    );
+    let answer = raw(&s, req.as_bytes(), std::time::Duration::from_secs(5));
+    assert!(answer.contains(" 413 "), "{answer}");
+
+    // Not declared (chunked): refused as soon as it passes the JSON limit.
+    let chunk = vec![b' '; 40 << 10];
+    let mut req = format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        s.admin
+    )
+    .into_bytes();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(&s, &req, std::time::Duration::from_secs(10));
+    assert!(answer.contains(" 413 "), "{answer}");
+
+    // A body that stops coming (slowloris): 408 after --body-timeout.
+    let started = std::time::Instant::now();
+    let req = format!(
+        "PUT /v1/hosts/web1/files/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 100\r\n\r\nabc"
+    );
+    let answer = raw(&s, req.as_bytes(), std::time::Duration::from_secs(20));
+    assert!(answer.contains(" 408 "), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    alive(&s);
+}
+
+#[test]
+fn a_host_over_its_quota_gets_507_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = ServerProc::start_with(&data, "127.0.0.1:0", false, None, &["--quota", "2K"]);
+    let web1 = s.host_token("web1");
+    let web2 = s.host_token("web2");
+    let (name, bytes, _) = a_pack();
+    let pack_file = format!("packs/{}/{name}.pack", &name[..2]);
+    let (status, body) = put(&s, &web1, "web1", &pack_file, bytes.clone());
+    assert!(status.is_success(), "{body}");
+    // web1's repository now takes more than 2 KiB? Fill it with packs
+    // until the quota answers.
+    let mut refused = None;
+    for i in 0..64u32 {
+        let mut b = rewind::repo::pack::PackBuilder::new();
+        let data = format!("chunk {i} {}", "x".repeat(200));
+        let stored = zstd::bulk::compress(data.as_bytes(), 1).unwrap();
+        b.add(
+            rewind::tree::ChunkId::of(data.as_bytes()),
+            rewind::repo::pack::BlobKind::Data,
+            data.len() as u32,
+            &stored,
+        );
+        let (name, bytes, _, _) = b.finish();
+        let (status, body) = put(
+            &s,
+            &web1,
+            "web1",
+            &format!("packs/{}/{name}.pack", &name[..2]),
+            bytes,
+        );
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            refused = Some(body);
+            break;
+        }
+        assert!(status.is_success(), "{body}");
+    }
+    let body = refused.expect("the quota never answered 507");
+    assert!(body.contains("host web1 is at its quota"), "{body}");
+    assert!(body.contains("--quota"), "{body}");
+    // Another host is not affected; the server serves on.
+    let (status, body) = put(&s, &web2, "web2", &pack_file, bytes);
+    assert!(status.is_success(), "{body}");
+    alive(&s);
+}

@@ -197,7 +197,7 @@ pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
 /// Commit a snapshot: parse and validate it, check that it is this host's,
 /// that its name is its id and that everything it references is stored,
 /// then write it. Committing the same bytes again is a no-op.
-pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<(), ApiError> {
+pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<Manifest, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| refused(400, format!("snapshot {id} refused: not UTF-8")))?;
     let m = manifest::from_xml(text)
@@ -223,7 +223,7 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
     let path = dir.join(format!("snapshots/{id}.xml"));
     if let Ok(existing) = std::fs::read(&path) {
         return if existing == bytes {
-            Ok(())
+            Ok(m)
         } else {
             Err(refused(
                 409,
@@ -234,7 +234,7 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
     let repo = Repo::open(dir).map_err(|e| refused(500, format!("{e:#}")))?;
     check_references(&repo, &m)?;
     write_atomic(&path, bytes)?;
-    Ok(())
+    Ok(m)
 }
 
 /// Every tree of the snapshot reads, and every chunk its files name is

@@ -1,5 +1,6 @@
 //! The listener: TCP (and TLS) connections served by the router, one task
-//! each, with timeouts for slow handshakes and headers.
+//! each, at most `--max-connections` at once (the next wait in the
+//! kernel's backlog), with timeouts for slow handshakes and headers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +24,13 @@ pub async fn run(
     println!("rewind: listening on {scheme}://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     let app = router(server);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -39,6 +44,7 @@ pub async fn run(
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper_util::service::TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

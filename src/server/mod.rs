@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod index;
 pub mod ipxe;
 pub mod listen;
 pub mod routes;
@@ -62,6 +63,37 @@ pub struct ServeArgs {
     /// Replace the admin token with a new one (printed once).
     #[arg(long)]
     pub new_admin_token: bool,
+    /// Most bytes one host's repository may take (`500G`, `2T`, bytes
+    /// without a suffix); an upload past it is refused with 507. Default:
+    /// no quota.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub quota: Option<u64>,
+    /// Uploads read at once (each may hold a 64 MiB pack in memory).
+    #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_UPLOADS)]
+    pub max_uploads: usize,
+    /// Seconds a request body may stall before the request is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = crate::api::limits::BODY_IDLE_SECS)]
+    pub body_timeout: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+/// `123`, `500M`, `2G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (give bytes, or a number with K, M, G or T)"))
 }
 
 #[derive(Default)]
@@ -85,6 +117,15 @@ pub struct Server {
     /// SHA-256 of the certificate, hex, when serving TLS.
     pub fingerprint: Option<String>,
     pub stats: Stats,
+    /// Each host's latest MACs and its bytes on disk.
+    pub index: index::HostIndex,
+    /// Most bytes per host (`--quota`).
+    pub quota: Option<u64>,
+    /// Uploads being read (`--max-uploads` permits).
+    pub uploads: tokio::sync::Semaphore,
+    pub max_connections: usize,
+    /// How long a body may stall (`--body-timeout`).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -116,6 +157,17 @@ impl Server {
             .unwrap_or_default();
         out.sort();
         out
+    }
+
+    /// A host's snapshots changed (forget, a removal): read its latest MACs
+    /// and its size again.
+    pub fn host_changed(&self, host: &str) {
+        let dir = files::host_dir(&self.data, host);
+        match files::snapshots(&dir) {
+            Ok(snaps) => self.index.set_snapshots(host, &snaps),
+            Err(e) => eprintln!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+        }
+        self.index.recount(host);
     }
 }
 
@@ -167,7 +219,19 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         public_url: args.public_url.map(|u| u.trim_end_matches('/').to_string()),
         fingerprint,
         stats: Stats::default(),
+        index: index::HostIndex::default(),
+        quota: args.quota,
+        uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
+        max_connections: args.max_connections.max(1),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
     });
+    // Each host's latest MACs: the one time the server reads every manifest.
+    for host in server.hosts() {
+        match files::snapshots(&files::host_dir(&server.data, &host)) {
+            Ok(snaps) => server.index.set_snapshots(&host, &snaps),
+            Err(e) => eprintln!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+        }
+    }
     let tls_config = tls
         .map(|(certs, key)| tls::server_config(certs, key))
         .transpose()?;
@@ -178,4 +242,19 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(listen::run(server, args.listen, tls_config))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        use super::parse_size;
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow");
+        assert!(parse_size("-1").is_err());
+    }
 }

@@ -30,6 +30,17 @@ impl ServerProc {
     /// Start a server on `listen`; `admin` is the admin token of an earlier
     /// run on the same data (it is printed only on the first start).
     pub fn start_on(data: &Path, listen: &str, tls: bool, admin: Option<&str>) -> ServerProc {
+        Self::start_with(data, listen, tls, admin, &[])
+    }
+
+    /// [`ServerProc::start_on`] with more `rewind serve` arguments.
+    pub fn start_with(
+        data: &Path,
+        listen: &str,
+        tls: bool,
+        admin: Option<&str>,
+        extra: &[&str],
+    ) -> ServerProc {
         std::fs::create_dir_all(data).unwrap();
         let log = data.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
@@ -47,6 +58,7 @@ impl ServerProc {
         if tls {
             args.push("--tls-self-signed");
         }
+        args.extend_from_slice(extra);
         let mut child = Command::new(BIN)
             .args(&args)
             .stdin(Stdio::null())
@@ -95,6 +107,20 @@ impl ServerProc {
             tls,
             log,
         }
+    }
+
+    /// The server process's id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// A line of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/{}/status", self.pid()))
     }
 
     /// SIGKILL, as a crash would.

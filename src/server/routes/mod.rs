@@ -15,7 +15,7 @@ mod snapshots;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -27,15 +27,15 @@ use axum::routing::{delete, get, post};
 use super::Server;
 use super::error::ApiResult;
 use super::state::Catalog;
-use crate::api::ApiError;
+use crate::api::{ApiError, limits};
 
-/// Largest upload: a pack closes at 16 MiB, plus at most one blob (4 MiB
-/// plain, compressed) and its index.
-pub const MAX_UPLOAD: usize = 64 << 20;
+/// Largest body of any route; each route reads less (api::limits).
+pub const MAX_UPLOAD: usize = crate::api::limits::MAX_PACK;
 
 type Shared = Arc<Server>;
 
 pub fn router(server: Shared) -> Router {
+    let body_timeout = server.body_timeout;
     Router::new()
         .route("/v1/version", get(meta::version))
         .route("/v1/whoami", get(tokens::whoami))
@@ -74,6 +74,18 @@ pub fn router(server: Shared) -> Router {
             ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
         })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        // A body that stalls, a request that never ends (slowloris), too
+        // many at once: refused or queued before they cost memory.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits::REQUEST_SECS),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits::MAX_IN_FLIGHT,
+        ))
         .layer(axum::middleware::from_fn(log))
         .with_state(server)
 }
