@@ -34,7 +34,7 @@ use crate::repo::Repo;
 use crate::repo::pack::{PackBuilder, PackEntry};
 use crate::tree::{ChunkId, Kind};
 
-use crate::util::fs::write_atomic;
+use crate::util::fs::{sync_dir, write_atomic};
 
 /// Repack a pack when less than this share of its bytes is used.
 const REPACK_BELOW: f64 = 0.5;
@@ -215,11 +215,25 @@ fn write_pack(dir: &Path, builder: PackBuilder) -> Result<()> {
         .with_context(|| format!("cannot write pack {name}"))
 }
 
-/// Move a pack out of sight: index first (a pack without index would be
-/// re-indexed from its trailer by the next open, so the pack moves next).
+/// Move a pack out of sight: its index first, durably, then the pack.
+/// A power cut between the two leaves a pack without index, which the
+/// next open re-indexes from its trailer (the pack is back, and the next
+/// prune retires it again). The other order could leave an index naming a
+/// retired pack: a capture would then skip uploading a chunk that only a
+/// pack about to be deleted holds.
 fn retire(dir: &Path, name: &str) -> Result<()> {
+    let idx = dir.join(format!("index/{name}.idx"));
+    match std::fs::remove_file(&idx) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot remove {}: {e}", idx.display()),
+    }
+    sync_dir(&dir.join("index")).context("cannot sync index/")?;
     let retired = dir.join("retired");
-    std::fs::create_dir_all(&retired)?;
+    if !retired.exists() {
+        std::fs::create_dir_all(&retired)?;
+        sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
     let from = dir.join(Repo::pack_path(name));
     let to = retired.join(format!("{name}.pack"));
     std::fs::rename(&from, &to)
@@ -230,15 +244,9 @@ fn retire(dir: &Path, name: &str) -> Result<()> {
         .open(&to)
         .and_then(|f| f.set_modified(SystemTime::now()))
         .with_context(|| format!("cannot touch {}", to.display()))?;
-    let idx = dir.join(format!("index/{name}.idx"));
-    match std::fs::remove_file(&idx) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bail!("cannot remove {}: {e}", idx.display()),
-    }
-    std::fs::File::open(&retired)?.sync_all()?;
+    sync_dir(&retired).context("cannot sync retired/")?;
     if let Some(parent) = from.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+        sync_dir(parent).with_context(|| format!("cannot sync {}", parent.display()))?;
     }
     Ok(())
 }
