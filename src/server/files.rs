@@ -178,7 +178,7 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
                     write_atomic(&idx, &index)?;
                     written += 1;
                 }
-                Err(r) => eprintln!("rewind: warning: {}: {}", e.path().display(), r.message()),
+                Err(r) => log_line!("rewind: warning: {}: {}", e.path().display(), r.message()),
             }
         }
     }
@@ -297,7 +297,7 @@ pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
         let text = std::fs::read_to_string(sdir.join(&name))?;
         match manifest::from_xml(&text) {
             Ok(m) => out.push(m),
-            Err(e) => eprintln!("rewind: warning: {}: {e}", sdir.join(&name).display()),
+            Err(e) => log_line!("rewind: warning: {}: {e}", sdir.join(&name).display()),
         }
     }
     out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));

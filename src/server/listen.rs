@@ -35,7 +35,7 @@ pub async fn run(
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
-                eprintln!("rewind: accept failed: {e}");
+                log_line!("rewind: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -61,7 +61,7 @@ pub async fn run(
                                 .await
                         }
                         Ok(Err(e)) => {
-                            eprintln!("rewind: TLS handshake with {peer} failed: {e}");
+                            log_line!("rewind: TLS handshake with {peer} failed: {e}");
                             return;
                         }
                         Err(_) => return,
@@ -76,7 +76,7 @@ pub async fn run(
             if let Err(e) = result
                 && !e.is_incomplete_message()
             {
-                eprintln!("rewind: connection from {peer}: {e}");
+                log_line!("rewind: connection from {peer}: {e}");
             }
         });
     }

@@ -3,6 +3,16 @@
 //! DIR/catalog/, boot assets under DIR/boot/, an HTTP(S) API (docs/api.md)
 //! on axum over tokio. Design notes: docs/server.md.
 
+/// A line on the server's log (stderr). Unlike `eprintln!`, a log that
+/// cannot be written (stderr redirected to a file on a full disk, a closed
+/// pipe) is skipped instead of panicking the request that logs.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -165,7 +175,7 @@ impl Server {
         let dir = files::host_dir(&self.data, host);
         match files::snapshots(&dir) {
             Ok(snaps) => self.index.set_snapshots(host, &snaps),
-            Err(e) => eprintln!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+            Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
         self.index.recount(host);
     }
@@ -198,7 +208,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     if let Some(fp) = &fingerprint {
         println!("rewind: certificate sha256 fingerprint (for --pin): {fp}");
     } else {
-        eprintln!(
+        log_line!(
             "rewind: warning: serving plain HTTP: tokens and data cross the network in clear (use --tls-self-signed or --cert/--key)"
         );
     }
@@ -206,7 +216,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         let n = files::repair_indexes(&host.path())
             .with_context(|| format!("cannot check {}", host.path().display()))?;
         if n > 0 {
-            eprintln!(
+            log_line!(
                 "rewind: {}: indexed {n} packs whose index was missing",
                 host.path().display()
             );
@@ -229,7 +239,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     for host in server.hosts() {
         match files::snapshots(&files::host_dir(&server.data, &host)) {
             Ok(snaps) => server.index.set_snapshots(&host, &snaps),
-            Err(e) => eprintln!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+            Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
     }
     let tls_config = tls

@@ -265,7 +265,7 @@ pub(super) async fn put_file(
                     s.index.committed(&host, &m);
                     s.index.add_usage(&host, body.len() as u64);
                     s.stats.snapshots_committed.fetch_add(1, Relaxed);
-                    eprintln!("rewind: committed snapshot {id} of {host}");
+                    log_line!("rewind: committed snapshot {id} of {host}");
                     true
                 }
             })

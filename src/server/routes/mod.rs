@@ -100,7 +100,7 @@ async fn log(req: Request, next: Next) -> Response {
     let quiet = (method == Method::GET || method == Method::HEAD)
         && (status.is_success() || status == StatusCode::NOT_FOUND);
     if !quiet {
-        eprintln!(
+        log_line!(
             "rewind: {method} {path} -> {} ({} ms)",
             status.as_u16(),
             started.elapsed().as_millis()
