@@ -214,6 +214,14 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
         table.gpt = Some(read_gpt(dev, sector_size, size)?);
         return Ok(table);
     }
+    // mbrman panics on a used record starting at LBA 0 (found by
+    // tests/fuzz_decoders.rs): refuse it first.
+    for i in 0..4 {
+        let rec = &lba0[446 + i * 16..462 + i * 16];
+        if rec[4] != 0 && rec[8..12] == [0, 0, 0, 0] {
+            bail!("invalid MBR: partition {} starts at LBA 0", i + 1);
+        }
+    }
     let mbr = mbrman::MBR::read_from(dev, sector_size)
         .map_err(|e| anyhow::anyhow!("invalid MBR: {e}"))?;
     let parsed = mbr_model(&mbr);

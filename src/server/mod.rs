@@ -20,6 +20,7 @@ pub mod files;
 pub mod index;
 pub mod ipxe;
 pub mod listen;
+pub mod range;
 pub mod routes;
 pub mod state;
 pub mod tls;

@@ -22,6 +22,7 @@ use crate::server::Server;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, PathHost, ReadHost, WriteHost, read_body};
 use crate::server::files::{self, RepoFile};
+use crate::server::range::parse_range;
 
 pub(super) async fn list_files(
     State(s): State<Shared>,
@@ -80,20 +81,6 @@ fn open_file(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// `bytes=START-END` (END inclusive, optional; past the end of the file it
-/// is clipped, as RFC 9110 says: clients read aligned windows of packs).
-fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
-    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
-    let start: u64 = a.trim().parse().ok()?;
-    let last = size.checked_sub(1)?;
-    let end: u64 = if b.trim().is_empty() {
-        last
-    } else {
-        b.trim().parse::<u64>().ok()?.min(last)
-    };
-    (start <= end).then_some((start, end))
 }
 
 pub(super) async fn get_file(
@@ -301,19 +288,4 @@ pub(super) async fn delete_file(
         removed
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ranges() {
-        use super::parse_range;
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=90-100", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=100-200", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
-        assert_eq!(parse_range("bytes=5-4", 100), None);
-        assert_eq!(parse_range("lines=1-2", 100), None);
-    }
 }
