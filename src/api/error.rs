@@ -28,6 +28,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413: a body over the limit.
     TooLarge(String),
+    /// 507: the host's quota or the server's disk is full.
+    InsufficientStorage(String),
     /// 500: the server failed.
     Internal(String),
     /// Any other status.
@@ -44,6 +46,7 @@ impl ApiError {
             404 => ApiError::NotFound(m),
             409 => ApiError::Conflict(m),
             413 => ApiError::TooLarge(m),
+            507 => ApiError::InsufficientStorage(m),
             500 => ApiError::Internal(m),
             s => ApiError::Other(s, m),
         }
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::TooLarge(_) => 413,
+            ApiError::InsufficientStorage(_) => 507,
             ApiError::Internal(_) => 500,
             ApiError::Other(s, _) => *s,
         }
@@ -70,6 +74,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::TooLarge(m)
+            | ApiError::InsufficientStorage(m)
             | ApiError::Internal(m)
             | ApiError::Other(_, m) => m,
         }
@@ -81,10 +86,11 @@ impl ApiError {
         }
     }
 
-    /// Worth trying again: the server failed or is overloaded.
+    /// Worth trying again: the server failed or is overloaded (not a
+    /// full quota or disk: that stays full until an operator acts).
     pub fn is_transient(&self) -> bool {
         let s = self.status();
-        s >= 500 || s == 429
+        (s >= 500 && s != 507) || s == 429
     }
 }
 
@@ -103,6 +109,7 @@ fn reason(status: u16) -> Option<&'static str> {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        507 => "Insufficient Storage",
         _ => return None,
     })
 }
@@ -119,14 +126,33 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A full filesystem (ENOSPC, EDQUOT) among an error's causes.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+const DISK_FULL: &str =
+    "the recovery server's disk is full: nothing was stored (free space or prune, then retry)";
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if e.chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(is_disk_full))
+        {
+            return ApiError::InsufficientStorage(format!("{DISK_FULL} ({e:#})"));
+        }
         ApiError::Internal(format!("{e:#}"))
     }
 }
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> ApiError {
+        if is_disk_full(&e) {
+            return ApiError::InsufficientStorage(format!("{DISK_FULL} ({e})"));
+        }
         ApiError::Internal(format!("storage error: {e}"))
     }
 }
@@ -137,7 +163,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_and_read_like_a_status_line() {
-        for s in [400, 401, 403, 404, 409, 413, 416, 500, 503] {
+        for s in [400, 401, 403, 404, 409, 413, 416, 500, 503, 507] {
             assert_eq!(ApiError::from_status(s, "m").status(), s);
         }
         let e = ApiError::from_status(404, "no such file");
@@ -146,6 +172,14 @@ mod tests {
         assert_eq!(ApiError::from_status(418, "x").to_string(), "418: x");
         assert!(ApiError::from_status(503, "").is_transient());
         assert!(!ApiError::from_status(409, "").is_transient());
+        assert!(
+            !ApiError::from_status(507, "").is_transient(),
+            "full stays full"
+        );
+        let full = std::io::Error::from_raw_os_error(28); // ENOSPC
+        assert_eq!(ApiError::from(full).status(), 507);
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("writing");
+        assert_eq!(ApiError::from(full).status(), 507);
         assert_eq!(
             serde_json::to_string(&e.body()).unwrap(),
             r#"{"error":"no such file"}"#

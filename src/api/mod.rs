@@ -10,6 +10,7 @@
 //! [`ApiError`] into a response, the client turns a response into one.
 
 mod error;
+pub mod limits;
 mod ops;
 mod repository;
 mod requests;

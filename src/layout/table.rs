@@ -86,23 +86,23 @@ impl GptLayout {
         let array = self.array_sectors(sector_size);
         ensure!(self.entries > 0, "a GPT needs at least one entry");
         ensure!(
-            self.backup_lba == sectors - 1,
+            Some(self.backup_lba) == sectors.checked_sub(1),
             "backup header at LBA {} but the disk ends at LBA {}",
             self.backup_lba,
-            sectors - 1
+            sectors.saturating_sub(1)
         );
         ensure!(
-            self.first_usable_lba >= 2 + array,
+            self.first_usable_lba >= array.saturating_add(2),
             "first usable LBA {} overlaps the primary entry array (LBA 2..{})",
             self.first_usable_lba,
             1 + array
         );
         ensure!(
-            self.last_usable_lba + array < self.backup_lba
+            self.last_usable_lba.saturating_add(array) < self.backup_lba
                 && self.first_usable_lba <= self.last_usable_lba,
             "last usable LBA {} overlaps the backup entry array (from LBA {})",
             self.last_usable_lba,
-            self.backup_lba - array
+            self.backup_lba.saturating_sub(array)
         );
         for p in &self.partitions {
             ensure!(
@@ -232,7 +232,11 @@ impl MbrLayout {
         ensure!(extended.len() <= 1, "more than one extended partition");
         for p in &self.partitions {
             ensure!(
-                p.sectors > 0 && p.start_lba > 0 && p.start_lba + p.sectors <= limit,
+                p.sectors > 0
+                    && p.start_lba > 0
+                    && p.start_lba
+                        .checked_add(p.sectors)
+                        .is_some_and(|end| end <= limit),
                 "partition {} (start {}, {} sectors) does not fit the disk's first {limit} sectors",
                 p.number,
                 p.start_lba,
@@ -254,7 +258,9 @@ impl MbrLayout {
                     ensure!(
                         ebr >= ext.start_lba
                             && ebr < p.start_lba
-                            && p.start_lba + p.sectors <= ext.start_lba + ext.sectors,
+                            && p.start_lba.checked_add(p.sectors).is_some_and(|end| {
+                                Some(end) <= ext.start_lba.checked_add(ext.sectors)
+                            }),
                         "logical partition {} (EBR at {ebr}) is not inside the extended partition",
                         p.number
                     );

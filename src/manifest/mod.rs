@@ -2,6 +2,7 @@
 
 mod ids;
 mod model;
+mod paths;
 mod stack;
 mod stack_check;
 mod validate;

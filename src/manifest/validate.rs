@@ -91,6 +91,7 @@ impl Checker {
         self.snapshot(&m.snapshot);
         self.system(&m.system);
         self.network(&m.network);
+        self.problems.extend(super::paths::problems(m));
         let mut names = HashSet::new();
         for (i, d) in m.disks.iter().enumerate() {
             let p = format!("/manifest/disk[{}]", i + 1);

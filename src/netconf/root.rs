@@ -17,9 +17,23 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Map an absolute path on the examined system to the host path under
 /// `root`, following symlinks inside `root`; `..` stops at the root.
+///
+/// Past [`MAX_SYMLINK_HOPS`] (a loop, or a chain made to be long) the
+/// answer is a path that every system call refuses (it holds a NUL byte):
+/// falling back to the link itself would let the running system's kernel
+/// follow it, out of the root (a restored `/etc/x` → `/etc/shadow`).
+/// [`try_resolve_in_root`] says so as an error.
 pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
+    try_resolve_in_root(root, path).unwrap_or_else(|_| {
+        use std::os::unix::ffi::OsStrExt;
+        root.join(std::ffi::OsStr::from_bytes(b"symlink loop\0"))
+    })
+}
+
+/// [`resolve_in_root`], failing past the hop limit.
+pub(crate) fn try_resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     if root == Path::new("/") {
-        return path.to_path_buf();
+        return Ok(path.to_path_buf());
     }
     let mut resolved = PathBuf::from("/");
     let mut pending: VecDeque<OsString> = components(path);
@@ -32,7 +46,12 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
         let candidate = resolved.join(&part);
         let host = root.join(candidate.strip_prefix("/").unwrap_or(&candidate));
         match fs::read_link(&host) {
-            Ok(target) if hops < MAX_SYMLINK_HOPS => {
+            Ok(_) if hops == MAX_SYMLINK_HOPS => anyhow::bail!(
+                "{}: more than {MAX_SYMLINK_HOPS} symlinks to follow inside {} (a loop?)",
+                path.display(),
+                root.display()
+            ),
+            Ok(target) => {
                 hops += 1;
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
@@ -44,7 +63,7 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
             _ => resolved = candidate,
         }
     }
-    root.join(resolved.strip_prefix("/").unwrap_or(&resolved))
+    Ok(root.join(resolved.strip_prefix("/").unwrap_or(&resolved)))
 }
 
 fn components(path: &Path) -> VecDeque<OsString> {
@@ -59,7 +78,7 @@ fn components(path: &Path) -> VecDeque<OsString> {
 
 /// The text of `path` (absolute on the examined system); `None` when absent.
 pub(crate) fn read_optional(root: &Path, path: &Path) -> Result<Option<String>> {
-    let host = resolve_in_root(root, path);
+    let host = try_resolve_in_root(root, path)?;
     match fs::read(&host) {
         // Configuration files are text; a stray non-UTF-8 byte (a comment in
         // Latin-1) must not make the whole probe fail.
@@ -72,7 +91,7 @@ pub(crate) fn read_optional(root: &Path, path: &Path) -> Result<Option<String>> 
 /// Names in directory `dir` (absolute on the examined system), sorted; empty
 /// when it does not exist.
 pub(crate) fn list_dir(root: &Path, dir: &Path) -> Result<Vec<String>> {
-    let host = resolve_in_root(root, dir);
+    let host = try_resolve_in_root(root, dir)?;
     let entries = match fs::read_dir(&host) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -140,6 +159,44 @@ mod tests {
         symlink("/etc/loop", root.join("etc/loop")).unwrap();
         assert!(resolve_in_root(root, Path::new("/etc/loop")).starts_with(root));
         assert_eq!(read_optional(root, Path::new("/etc/none")).unwrap(), None);
+    }
+
+    /// A chain one hop longer than the limit whose last link names a file
+    /// of the running system: resolution fails, and nothing reads the
+    /// running system's file (the old fallback returned the link itself,
+    /// which the kernel then followed out of the root).
+    #[test]
+    fn past_the_hop_limit_resolution_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "the running system's\n").unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        for i in 0..=MAX_SYMLINK_HOPS {
+            symlink(format!("/etc/l{}", i + 1), root.join(format!("etc/l{i}"))).unwrap();
+        }
+        // The last link points at an absolute path of the running system.
+        symlink(&secret, root.join(format!("etc/l{}", MAX_SYMLINK_HOPS + 1))).unwrap();
+        let e = try_resolve_in_root(root, Path::new("/etc/l0")).unwrap_err();
+        assert!(e.to_string().contains("more than 40 symlinks"), "{e}");
+        assert!(read_optional(root, Path::new("/etc/l0")).is_err());
+        let host = resolve_in_root(root, Path::new("/etc/l0"));
+        assert!(fs::read(&host).is_err(), "{}", host.display());
+        assert!(!host.exists());
+        // Exactly the limit is followed: l1 → … → l41, now a file inside.
+        fs::remove_file(root.join(format!("etc/l{}", MAX_SYMLINK_HOPS + 1))).unwrap();
+        fs::write(
+            root.join(format!("etc/l{}", MAX_SYMLINK_HOPS + 1)),
+            "inside",
+        )
+        .unwrap();
+        assert_eq!(
+            read_optional(root, Path::new("/etc/l1"))
+                .unwrap()
+                .as_deref(),
+            Some("inside")
+        );
     }
 
     #[test]

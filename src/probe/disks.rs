@@ -94,7 +94,7 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
     let physical: u32 = read_attr(&base, "queue/physical_block_size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(logical);
-    let size = sectors * 512; // sysfs counts 512-byte units whatever the sector size
+    let size = sectors.saturating_mul(512); // sysfs counts 512-byte units whatever the sector size
     let (table, unreadable) = match File::open(dev_path) {
         Ok(mut file) => {
             let table = read_table(&mut file, logical, size).with_context(|| {
@@ -191,6 +191,9 @@ pub fn parse_dev(s: &str) -> Option<(u32, u32)> {
 
 /// Read the partition table of a disk (or disk image) of `size` bytes.
 pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<DiskTables> {
+    if !(512..=65536).contains(&sector_size) || !sector_size.is_power_of_two() {
+        bail!("unsupported logical sector size {sector_size}");
+    }
     let ss = u64::from(sector_size);
     let mut lba0 = vec![0u8; sector_size as usize];
     dev.seek(SeekFrom::Start(0))?;
@@ -211,6 +214,14 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
         table.gpt = Some(read_gpt(dev, sector_size, size)?);
         return Ok(table);
     }
+    // mbrman panics on a used record starting at LBA 0 (found by
+    // tests/fuzz_decoders.rs): refuse it first.
+    for i in 0..4 {
+        let rec = &lba0[446 + i * 16..462 + i * 16];
+        if rec[4] != 0 && rec[8..12] == [0, 0, 0, 0] {
+            bail!("invalid MBR: partition {} starts at LBA 0", i + 1);
+        }
+    }
     let mbr = mbrman::MBR::read_from(dev, sector_size)
         .map_err(|e| anyhow::anyhow!("invalid MBR: {e}"))?;
     let parsed = mbr_model(&mbr);
@@ -218,7 +229,7 @@ pub fn read_table<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> R
     if let Some(first) = parsed.partitions.iter().map(|p| p.start_lba).min()
         && first > 1
     {
-        let gap_end = (first - 1).min(size / ss - 1);
+        let gap_end = (first - 1).min((size / ss).saturating_sub(1));
         let len = ((gap_end * ss) as usize).min(32 << 20);
         let mut buf = vec![0u8; len];
         dev.seek(SeekFrom::Start(ss))?;
@@ -252,7 +263,9 @@ fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u32, size: u64) -> Result<
             header.part_size
         );
     }
-    let last_lba = size / u64::from(sector_size) - 1;
+    let last_lba = (size / u64::from(sector_size))
+        .checked_sub(1)
+        .context("the disk is smaller than one sector")?;
     if header.last_usable >= last_lba {
         bail!(
             "GPT says its last usable LBA is {}, but the disk ends at LBA {last_lba}",

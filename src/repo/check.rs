@@ -53,10 +53,9 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
         }
         for (id, loc) in blobs {
             report.blobs += 1;
-            let start = loc.offset as usize;
-            let end = start + loc.stored_len as usize;
-            let ok = bytes
-                .get(start..end)
+            let ok = super::pack::blob_range(loc.offset, loc.stored_len)
+                .filter(|_| loc.plain_len <= super::pack::MAX_PLAIN_LEN)
+                .and_then(|range| bytes.get(range))
                 .and_then(|stored| zstd::bulk::decompress(stored, loc.plain_len as usize).ok())
                 .is_some_and(|plain| ChunkId::of(&plain) == *id);
             if !ok {

@@ -34,7 +34,7 @@ use crate::repo::Repo;
 use crate::repo::pack::{PackBuilder, PackEntry};
 use crate::tree::{ChunkId, Kind};
 
-use crate::util::fs::write_atomic;
+use crate::util::fs::{sync_dir, write_atomic};
 
 /// Repack a pack when less than this share of its bytes is used.
 const REPACK_BELOW: f64 = 0.5;
@@ -66,7 +66,7 @@ fn file_age(path: &Path) -> Result<Duration> {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
+    let mut total: u64 = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
@@ -77,7 +77,7 @@ fn dir_bytes(dir: &Path) -> u64 {
             if m.is_dir() {
                 stack.push(e.path());
             } else {
-                total += m.len();
+                total = total.saturating_add(m.len());
             }
         }
     }
@@ -139,7 +139,9 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
         }
         let size = std::fs::metadata(&path)?.len();
         let blobs = by_pack.remove(&p).unwrap_or_default();
-        let used_bytes: u64 = blobs.iter().map(|(_, l)| u64::from(l.stored_len)).sum();
+        let used_bytes = blobs.iter().fold(0u64, |sum, (_, l)| {
+            sum.saturating_add(u64::from(l.stored_len))
+        });
         if blobs.is_empty() {
             to_retire.push(name);
         } else if (used_bytes as f64) < REPACK_BELOW * size as f64 {
@@ -163,10 +165,15 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         for (id, loc) in blobs {
-            let start = loc.offset as usize;
-            let stored = bytes
-                .get(start..start + loc.stored_len as usize)
-                .with_context(|| format!("{} is truncated", path.display()))?;
+            let stored = crate::repo::pack::blob_range(loc.offset, loc.stored_len)
+                .and_then(|range| bytes.get(range))
+                .with_context(|| {
+                    format!(
+                        "{}: blob {} lies past the end (truncated or damaged index)",
+                        path.display(),
+                        id.to_hex()
+                    )
+                })?;
             builder.add(id, loc.kind, loc.plain_len, stored);
             if builder.len() >= PACK_TARGET {
                 write_pack(dir, std::mem::take(&mut builder))?;
@@ -208,11 +215,25 @@ fn write_pack(dir: &Path, builder: PackBuilder) -> Result<()> {
         .with_context(|| format!("cannot write pack {name}"))
 }
 
-/// Move a pack out of sight: index first (a pack without index would be
-/// re-indexed from its trailer by the next open, so the pack moves next).
+/// Move a pack out of sight: its index first, durably, then the pack.
+/// A power cut between the two leaves a pack without index, which the
+/// next open re-indexes from its trailer (the pack is back, and the next
+/// prune retires it again). The other order could leave an index naming a
+/// retired pack: a capture would then skip uploading a chunk that only a
+/// pack about to be deleted holds.
 fn retire(dir: &Path, name: &str) -> Result<()> {
+    let idx = dir.join(format!("index/{name}.idx"));
+    match std::fs::remove_file(&idx) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot remove {}: {e}", idx.display()),
+    }
+    sync_dir(&dir.join("index")).context("cannot sync index/")?;
     let retired = dir.join("retired");
-    std::fs::create_dir_all(&retired)?;
+    if !retired.exists() {
+        std::fs::create_dir_all(&retired)?;
+        sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
     let from = dir.join(Repo::pack_path(name));
     let to = retired.join(format!("{name}.pack"));
     std::fs::rename(&from, &to)
@@ -223,15 +244,9 @@ fn retire(dir: &Path, name: &str) -> Result<()> {
         .open(&to)
         .and_then(|f| f.set_modified(SystemTime::now()))
         .with_context(|| format!("cannot touch {}", to.display()))?;
-    let idx = dir.join(format!("index/{name}.idx"));
-    match std::fs::remove_file(&idx) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bail!("cannot remove {}: {e}", idx.display()),
-    }
-    std::fs::File::open(&retired)?.sync_all()?;
+    sync_dir(&retired).context("cannot sync retired/")?;
     if let Some(parent) = from.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+        sync_dir(parent).with_context(|| format!("cannot sync {}", parent.display()))?;
     }
     Ok(())
 }

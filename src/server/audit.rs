@@ -77,8 +77,8 @@ pub async fn record(s: &Arc<Server>, action: AuditAction, target: &str, detail: 
     let written = tokio::task::spawn_blocking(move || append(&data, &event)).await;
     match written {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("rewind: warning: audit log: {e}"),
-        Err(e) => eprintln!("rewind: warning: audit log: {e}"),
+        Ok(Err(e)) => log_line!("rewind: warning: audit log: {e}"),
+        Err(e) => log_line!("rewind: warning: audit log: {e}"),
     }
 }
 
@@ -118,7 +118,7 @@ pub fn read(data: &Path) -> Result<Vec<AuditEvent>, ApiError> {
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         match serde_json::from_str(line) {
             Ok(ev) => out.push(ev),
-            Err(e) => eprintln!("rewind: warning: {} line {}: {e}", path.display(), n + 1),
+            Err(e) => log_line!("rewind: warning: {} line {}: {e}", path.display(), n + 1),
         }
     }
     Ok(out)

@@ -2,8 +2,9 @@
 //! in its signature — [`Admin`], [`ReadHost`] / [`WriteHost`] (the
 //! `{host}` of the path), [`RecoveryToken`], [`BootToken`], or [`Caller`]
 //! for any valid token — and the extractor answers 400 (a bad host name),
-//! 401 or 403 before the handler runs. [`JsonBody`] reads a JSON body
-//! with the API's size limit.
+//! 401 or 403 before the handler runs, so before any body is read (axum
+//! runs the body's extractor last). [`JsonBody`] reads a JSON body with
+//! the API's size limit, stopping as soon as it passes it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +23,7 @@ use crate::api::ApiError;
 
 type Shared = Arc<Server>;
 
-/// Largest JSON body.
-pub const MAX_JSON: usize = 64 << 10;
+pub use crate::api::limits::MAX_JSON;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -229,13 +229,32 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
 
     async fn from_request(req: Request, s: &Shared) -> Result<JsonBody<T>, Self::Rejection> {
         use axum::response::IntoResponse;
-        let body = Bytes::from_request(req, s)
+        let _ = s;
+        let body = read_body(req.into_body(), MAX_JSON, "a JSON body")
             .await
             .map_err(IntoResponse::into_response)?;
         json_body(&body)
             .map(JsonBody)
             .map_err(IntoResponse::into_response)
     }
+}
+
+/// Read a body up to `limit` bytes: past it 413, as soon as it passes; a
+/// body that stalls past `--body-timeout` 408.
+pub async fn read_body(body: axum::body::Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return ApiError::TooLarge(format!("{what} over {limit} bytes refused"));
+            }
+            if c.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::Other(408, format!("{what} stalled: the upload timed out"));
+            }
+            cause = c.source();
+        }
+        ApiError::BadRequest(format!("{what} broke off: {e}"))
+    })
 }
 
 fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {

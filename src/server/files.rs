@@ -97,18 +97,9 @@ pub fn verify_pack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     if bytes.len() < 20 || &bytes[..8] != pack::PACK_MAGIC {
         return Err(bad("not a rewind pack"));
     }
-    let tail = pack::index_tail_len(&bytes[bytes.len() - 12..]).map_err(|e| bad(&e.to_string()))?;
-    if tail + 8 > bytes.len() {
-        return Err(bad("index longer than the pack"));
-    }
-    let index = &bytes[bytes.len() - tail..];
+    let (body_end, index) = pack::split_pack(bytes).map_err(|e| bad(&format!("{e:#}")))?;
     let entries = pack::decode_index(index).map_err(|e| bad(&format!("{e:#}")))?;
-    let body_end = (bytes.len() - tail) as u64;
-    for e in &entries {
-        if e.offset < 8 || e.offset + u64::from(e.stored_len) > body_end {
-            return Err(bad("an index entry points outside the pack"));
-        }
-    }
+    pack::check_entries(&entries, body_end).map_err(|e| bad(&format!("{e:#}")))?;
     Ok(index.to_vec())
 }
 
@@ -134,9 +125,9 @@ pub fn put_index(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ApiError> {
     let pack_path = dir.join(format!("packs/{}/{name}.pack", &name[..2]));
     let pack_bytes = std::fs::read(&pack_path)
         .map_err(|_| refused(409, format!("index {name} refused: upload its pack first")))?;
-    let tail = pack::index_tail_len(&pack_bytes[pack_bytes.len().saturating_sub(12)..])
-        .map_err(|e| refused(500, format!("stored pack {name} is damaged: {e}")))?;
-    if pack_bytes[pack_bytes.len() - tail..] != *bytes {
+    let (_, stored_index) = pack::split_pack(&pack_bytes)
+        .map_err(|e| refused(500, format!("stored pack {name} is damaged: {e:#}")))?;
+    if stored_index != bytes {
         return Err(refused(
             400,
             format!("index {name} refused: it is not the index its pack ends with"),
@@ -169,7 +160,11 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
         return Ok(0);
     };
     for sub in rd.flatten() {
-        for e in std::fs::read_dir(sub.path())?.flatten() {
+        // A stray file under packs/ is not a reason to refuse to start.
+        let Ok(packs) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for e in packs.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
             let Some(name) = file.strip_suffix(".pack").filter(|n| is_hex64(n)) else {
                 continue;
@@ -183,7 +178,7 @@ pub fn repair_indexes(dir: &Path) -> std::io::Result<usize> {
                     write_atomic(&idx, &index)?;
                     written += 1;
                 }
-                Err(r) => eprintln!("rewind: warning: {}: {}", e.path().display(), r.message()),
+                Err(r) => log_line!("rewind: warning: {}: {}", e.path().display(), r.message()),
             }
         }
     }
@@ -202,7 +197,7 @@ pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
 /// Commit a snapshot: parse and validate it, check that it is this host's,
 /// that its name is its id and that everything it references is stored,
 /// then write it. Committing the same bytes again is a no-op.
-pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<(), ApiError> {
+pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<Manifest, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| refused(400, format!("snapshot {id} refused: not UTF-8")))?;
     let m = manifest::from_xml(text)
@@ -228,7 +223,7 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
     let path = dir.join(format!("snapshots/{id}.xml"));
     if let Ok(existing) = std::fs::read(&path) {
         return if existing == bytes {
-            Ok(())
+            Ok(m)
         } else {
             Err(refused(
                 409,
@@ -239,7 +234,7 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<()
     let repo = Repo::open(dir).map_err(|e| refused(500, format!("{e:#}")))?;
     check_references(&repo, &m)?;
     write_atomic(&path, bytes)?;
-    Ok(())
+    Ok(m)
 }
 
 /// Every tree of the snapshot reads, and every chunk its files name is
@@ -302,7 +297,7 @@ pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
         let text = std::fs::read_to_string(sdir.join(&name))?;
         match manifest::from_xml(&text) {
             Ok(m) => out.push(m),
-            Err(e) => eprintln!("rewind: warning: {}: {e}", sdir.join(&name).display()),
+            Err(e) => log_line!("rewind: warning: {}: {e}", sdir.join(&name).display()),
         }
     }
     out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));

@@ -1,5 +1,6 @@
 //! The listener: TCP (and TLS) connections served by the router, one task
-//! each, with timeouts for slow handshakes and headers.
+//! each, at most `--max-connections` at once (the next wait in the
+//! kernel's backlog), with timeouts for slow handshakes and headers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,14 +24,18 @@ pub async fn run(
     println!("rewind: listening on {scheme}://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     let app = router(server);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
-                eprintln!("rewind: accept failed: {e}");
+                log_line!("rewind: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -39,6 +44,7 @@ pub async fn run(
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper_util::service::TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -55,7 +61,7 @@ pub async fn run(
                                 .await
                         }
                         Ok(Err(e)) => {
-                            eprintln!("rewind: TLS handshake with {peer} failed: {e}");
+                            log_line!("rewind: TLS handshake with {peer} failed: {e}");
                             return;
                         }
                         Err(_) => return,
@@ -70,7 +76,7 @@ pub async fn run(
             if let Err(e) = result
                 && !e.is_incomplete_message()
             {
-                eprintln!("rewind: connection from {peer}: {e}");
+                log_line!("rewind: connection from {peer}: {e}");
             }
         });
     }

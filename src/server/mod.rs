@@ -3,15 +3,27 @@
 //! DIR/catalog/, boot assets under DIR/boot/, an HTTP(S) API (docs/api.md)
 //! on axum over tokio. Design notes: docs/server.md.
 
+/// A line on the server's log (stderr). Unlike `eprintln!`, a log that
+/// cannot be written (stderr redirected to a file on a full disk, a closed
+/// pipe) is skipped instead of panicking the request that logs.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod index;
 pub mod ipxe;
 pub mod listen;
 pub mod metrics;
+pub mod range;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -26,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 
 use auth::Scope;
-use state::Catalog;
+use state::{Catalog, CatalogCell};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -70,6 +82,37 @@ pub struct ServeArgs {
     /// (90s, 30m, 6h, 2d; `0` never); `rewind verify` runs one now.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub verify_every: String,
+    /// Most bytes one host's repository may take (`500G`, `2T`, bytes
+    /// without a suffix); an upload past it is refused with 507. Default:
+    /// no quota.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub quota: Option<u64>,
+    /// Uploads read at once (each may hold a 64 MiB pack in memory).
+    #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_UPLOADS)]
+    pub max_uploads: usize,
+    /// Seconds a request body may stall before the request is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = crate::api::limits::BODY_IDLE_SECS)]
+    pub body_timeout: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+/// `123`, `500M`, `2G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (give bytes, or a number with K, M, G or T)"))
 }
 
 #[derive(Default)]
@@ -86,7 +129,7 @@ pub struct Stats {
 
 pub struct Server {
     pub data: PathBuf,
-    pub catalog: Mutex<Catalog>,
+    pub catalog: CatalogCell,
     /// Per host: uploads and commits share it, forget and prune take it alone.
     locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     pub public_url: Option<String>,
@@ -94,6 +137,15 @@ pub struct Server {
     pub fingerprint: Option<String>,
     pub stats: Stats,
     pub latencies: metrics::Latencies,
+    /// Each host's latest MACs and its bytes on disk.
+    pub index: index::HostIndex,
+    /// Most bytes per host (`--quota`).
+    pub quota: Option<u64>,
+    /// Uploads being read (`--max-uploads` permits).
+    pub uploads: tokio::sync::Semaphore,
+    pub max_connections: usize,
+    /// How long a body may stall (`--body-timeout`).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -106,8 +158,10 @@ impl Server {
             .clone()
     }
 
-    pub fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    /// The current catalog (a snapshot: changes go through
+    /// [`CatalogCell::change`]).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read()
     }
 
     /// Hosts with a repository, sorted.
@@ -123,6 +177,17 @@ impl Server {
             .unwrap_or_default();
         out.sort();
         out
+    }
+
+    /// A host's snapshots changed (forget, a removal): read its latest MACs
+    /// and its size again.
+    pub fn host_changed(&self, host: &str) {
+        let dir = files::host_dir(&self.data, host);
+        match files::snapshots(&dir) {
+            Ok(snaps) => self.index.set_snapshots(host, &snaps),
+            Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+        }
+        self.index.recount(host);
     }
 }
 
@@ -155,7 +220,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     if let Some(fp) = &fingerprint {
         println!("rewind: certificate sha256 fingerprint (for --pin): {fp}");
     } else {
-        eprintln!(
+        log_line!(
             "rewind: warning: serving plain HTTP: tokens and data cross the network in clear (use --tls-self-signed or --cert/--key)"
         );
     }
@@ -163,7 +228,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         let n = files::repair_indexes(&host.path())
             .with_context(|| format!("cannot check {}", host.path().display()))?;
         if n > 0 {
-            eprintln!(
+            log_line!(
                 "rewind: {}: indexed {n} packs whose index was missing",
                 host.path().display()
             );
@@ -171,13 +236,25 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     }
     let server = Arc::new(Server {
         data,
-        catalog: Mutex::new(catalog),
+        catalog: CatalogCell::new(catalog),
         locks: Mutex::new(HashMap::new()),
         public_url: args.public_url.map(|u| u.trim_end_matches('/').to_string()),
         fingerprint,
         stats: Stats::default(),
         latencies: metrics::Latencies::default(),
+        index: index::HostIndex::default(),
+        quota: args.quota,
+        uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
+        max_connections: args.max_connections.max(1),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
     });
+    // Each host's latest MACs: the one time the server reads every manifest.
+    for host in server.hosts() {
+        match files::snapshots(&files::host_dir(&server.data, &host)) {
+            Ok(snaps) => server.index.set_snapshots(&host, &snaps),
+            Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
+        }
+    }
     let tls_config = tls
         .map(|(certs, key)| tls::server_config(certs, key))
         .transpose()?;
@@ -191,4 +268,19 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         runtime.spawn(verify::schedule(server.clone(), verify_every));
     }
     runtime.block_on(listen::run(server, args.listen, tls_config))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        use super::parse_size;
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow");
+        assert!(parse_size("-1").is_err());
+    }
 }

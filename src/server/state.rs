@@ -11,8 +11,15 @@
 //! [`Catalog::finish`] (→ succeeded or failed) and [`Catalog::cancel`]
 //! (→ cancelled). The last three revoke nothing the next one needs: a
 //! request that is over has no recovery token left.
+//!
+//! The server holds it in a [`CatalogCell`]: a change is made on a copy,
+//! saved, and only then swapped in, so a failed save (a full disk) changes
+//! nothing, in memory or on disk. Readers take the current version (an
+//! `Arc`) under a lock held for a pointer copy, never across a write or an
+//! fsync: token checks on the async threads never wait for the disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -22,7 +29,7 @@ use crate::api::{
     ApiError, ProgressReport, RecoveryProgress, RecoveryRequest, RequestState, ResultReport,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     dir: PathBuf,
     pub tokens: Vec<TokenRecord>,
@@ -228,6 +235,43 @@ impl Catalog {
     }
 }
 
+/// The server's catalog: the saved version readers see, and the lock that
+/// orders changes.
+#[derive(Debug)]
+pub struct CatalogCell {
+    current: Mutex<Arc<Catalog>>,
+    /// Held by one change at a time, across its save (blocking threads only).
+    changing: Mutex<()>,
+}
+
+impl CatalogCell {
+    pub fn new(catalog: Catalog) -> CatalogCell {
+        CatalogCell {
+            current: Mutex::new(Arc::new(catalog)),
+            changing: Mutex::new(()),
+        }
+    }
+
+    /// The current (saved) catalog.
+    pub fn read(&self) -> Arc<Catalog> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Change a copy with `f` (which saves what it changes); on success the
+    /// copy becomes the current catalog, on failure nothing changed. Blocks
+    /// on the disk: call it on the blocking pool.
+    pub fn change<T, E>(&self, f: impl FnOnce(&mut Catalog) -> Result<T, E>) -> Result<T, E> {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut copy = Catalog::clone(&self.read());
+        let out = f(&mut copy)?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
+        Ok(out)
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -382,6 +426,38 @@ mod tests {
         let r = cat.finish("r2", ok, T1).unwrap();
         assert_eq!(r.state, RequestState::Succeeded);
         assert_eq!(r.result.as_deref(), Some("finish: recovered"));
+    }
+
+    /// A save that fails (here: requests.json cannot be replaced, as on a
+    /// full disk) leaves the catalog as it was, in memory and on disk: a
+    /// cancelled request does not come back armed after a restart.
+    #[test]
+    fn a_failed_save_changes_nothing() {
+        let (dir, mut cat) = catalog();
+        cat.arm(request("r1", "web1")).unwrap();
+        let token = cat.mint_recovery_token("r1").unwrap();
+        let cell = CatalogCell::new(cat);
+        let path = dir.path().join(REQUESTS);
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap(); // a rename over it fails
+        let e = cell.change(|c| c.cancel("r1", T1)).unwrap_err();
+        assert!(matches!(e, ApiError::Internal(_)), "{e}");
+        let now = cell.read();
+        assert_eq!(now.request("r1").unwrap().state, RequestState::Armed);
+        assert!(auth::verify(&now.tokens, &token).is_some(), "token kept");
+        // What a restart reads agrees with memory.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, saved).unwrap();
+        let again = Catalog::load(dir.path()).unwrap();
+        assert_eq!(again.requests, now.requests);
+        // And a change that succeeds is seen by readers.
+        cell.change(|c| c.cancel("r1", T1)).unwrap();
+        assert_eq!(
+            cell.read().request("r1").unwrap().state,
+            RequestState::Cancelled
+        );
+        assert!(auth::verify(&cell.read().tokens, &token).is_none());
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Pair> {
         .with_context(|| format!("cannot write {}", key.display()))?;
         crate::util::fs::write_atomic(&cert, pair.cert.pem().as_bytes())
             .with_context(|| format!("cannot write {}", cert.display()))?;
-        eprintln!(
+        log_line!(
             "rewind: generated a self-signed certificate in {}",
             cert.display()
         );

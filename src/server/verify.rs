@@ -52,11 +52,11 @@ pub async fn verify_hosts(s: &Arc<Server>, hosts: Vec<String>) -> Vec<VerifyResu
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                eprintln!("rewind: verification of {host}: {}", e.message());
+                log_line!("rewind: verification of {host}: {}", e.message());
                 continue;
             }
             Err(e) => {
-                eprintln!("rewind: verification of {host}: {e}");
+                log_line!("rewind: verification of {host}: {e}");
                 continue;
             }
         };
@@ -70,7 +70,7 @@ pub async fn verify_hosts(s: &Arc<Server>, hosts: Vec<String>) -> Vec<VerifyResu
             )
         };
         if !result.is_clean() {
-            eprintln!("rewind: verification of {host}: {detail}");
+            log_line!("rewind: verification of {host}: {detail}");
         }
         super::audit::record(s, AuditAction::Verify, &host, &detail).await;
         results.push(result);
@@ -87,7 +87,7 @@ pub async fn schedule(s: Arc<Server>, every: Duration) {
         let hosts = s.hosts();
         let results = verify_hosts(&s, hosts).await;
         let damaged = results.iter().filter(|r| !r.is_clean()).count();
-        eprintln!(
+        log_line!(
             "rewind: scheduled verification: {} hosts, {damaged} with damage",
             results.len()
         );

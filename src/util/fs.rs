@@ -31,7 +31,7 @@ pub fn temp_beside(path: &Path) -> PathBuf {
 /// Write `bytes` to `path` atomically and durably: a temporary file beside
 /// it, fsync, rename over `path`, fsync of the directory (without it the
 /// rename itself may not survive a power cut). Parent directories are
-/// created. The file gets mode 0644.
+/// created durably ([`create_dir_durable`]). The file gets mode 0644.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, |f| {
         f.set_permissions(Permissions::from_mode(0o644))?;
@@ -48,7 +48,7 @@ pub fn write_atomic_with<T>(
     fill: impl FnOnce(&mut File) -> io::Result<T>,
 ) -> io::Result<T> {
     let dir = dir_of(path);
-    std::fs::create_dir_all(dir)?;
+    create_dir_durable(dir)?;
     let tmp = temp_beside(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -68,6 +68,33 @@ pub fn write_atomic_with<T>(
     result
 }
 
+/// Create `dir` and its missing parents so that they survive a power cut:
+/// each new directory's entry is fsynced in its parent (a file fsynced in
+/// a directory whose own entry was lost is lost with it).
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        sync_dir(dir_of(d))?;
+    }
+    Ok(())
+}
+
 /// fsync a directory, so that entries created or renamed in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -76,6 +103,17 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_directories_are_created_durably() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("hosts/web1/packs/ab");
+        create_dir_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_durable(&deep).unwrap(); // again: nothing to do
+        write_atomic(&d.path().join("x/y/f"), b"1").unwrap();
+        assert_eq!(std::fs::read(d.path().join("x/y/f")).unwrap(), b"1");
+    }
 
     #[test]
     fn replaces_whole_and_leaves_no_temporary() {

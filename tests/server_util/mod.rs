@@ -33,7 +33,7 @@ impl ServerProc {
         Self::start_with(data, listen, tls, admin, &[])
     }
 
-    /// Start a server with more `rewind serve` arguments.
+    /// [`ServerProc::start_on`] with more `rewind serve` arguments.
     pub fn start_with(
         data: &Path,
         listen: &str,
@@ -107,6 +107,20 @@ impl ServerProc {
             tls,
             log,
         }
+    }
+
+    /// The server process's id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// A line of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/{}/status", self.pid()))
     }
 
     /// SIGKILL, as a crash would.

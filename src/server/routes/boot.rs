@@ -32,7 +32,7 @@ pub(super) async fn boot_script(
             "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
         )));
     }
-    let host = s.blocking(move |s| host_by_mac(s, &macs, None)).await?;
+    let host = host_by_mac(&s, &macs, None);
     let Some(host) = host else {
         return Ok(text(ipxe::exit_script(
             "this machine is not known to the recovery server",
@@ -46,7 +46,7 @@ pub(super) async fn boot_script(
     let base = s.base_url(&headers);
     let id = req.id.clone();
     let recovery_token = s
-        .with_catalog(move |cat| cat.mint_recovery_token(&id))
+        .change_catalog(move |cat| cat.mint_recovery_token(&id))
         .await?;
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
     let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);
@@ -78,14 +78,21 @@ pub(super) async fn boot_file(
         return Err(ApiError::BadRequest("not a boot asset name".into()));
     }
     let path = s.data.join("boot").join(&file);
-    let bytes = s
-        .blocking(move |_| match std::fs::read(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::NotFound(format!(
-                "no boot asset {file} (put it in DIR/boot/)"
-            ))),
-            Err(e) => Err(e.into()),
+    // Streamed: a 100 MiB initrd per booting machine is not read into memory.
+    let (f, size) = s
+        .blocking(move |_| {
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(ApiError::NotFound(format!(
+                        "no boot asset {file} (put it in DIR/boot/)"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let size = f.metadata()?.len();
+            Ok((f, size))
         })
         .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok(super::files::stream_file(f, size))
 }

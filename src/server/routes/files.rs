@@ -1,21 +1,28 @@
-//! Repository files: list, download (whole or a range), exists, upload
-//! (checked by super::super::files), remove.
+//! Repository files: list, download (whole, streamed, or a range), exists,
+//! upload (checked by super::super::files), remove.
+//!
+//! An upload is refused before its body is read when its name is wrong,
+//! when the host is over its quota (507), and it waits for one of the
+//! server's upload permits; its body is then read up to the limit of its
+//! kind (api::limits) and refused (413) as soon as it passes it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
+use crate::api::limits::{MAX_CONFIG, MAX_INDEX, MAX_PACK, MAX_SNAPSHOT};
 use crate::api::{ApiError, ErrorBody, Stored};
 use crate::server::Server;
 use crate::server::error::ApiResult;
-use crate::server::extract::{Admin, PathHost, ReadHost, WriteHost};
+use crate::server::extract::{Admin, PathHost, ReadHost, WriteHost, read_body};
 use crate::server::files::{self, RepoFile};
+use crate::server::range::parse_range;
 
 pub(super) async fn list_files(
     State(s): State<Shared>,
@@ -76,20 +83,6 @@ fn open_file(
     }
 }
 
-/// `bytes=START-END` (END inclusive, optional; past the end of the file it
-/// is clipped, as RFC 9110 says: clients read aligned windows of packs).
-fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
-    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
-    let start: u64 = a.trim().parse().ok()?;
-    let last = size.checked_sub(1)?;
-    let end: u64 = if b.trim().is_empty() {
-        last
-    } else {
-        b.trim().parse::<u64>().ok()?.min(last)
-    };
-    (start <= end).then_some((start, end))
-}
-
 pub(super) async fn get_file(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
@@ -106,15 +99,8 @@ pub(super) async fn get_file(
         let f = open_file(&path, fallback.as_deref())?;
         let size = f.metadata()?.len();
         let Some(range) = range else {
-            let mut bytes = Vec::with_capacity(size as usize);
-            std::io::Read::read_to_end(&mut &f, &mut bytes)?;
-            s.stats.bytes_sent.fetch_add(bytes.len() as u64, Relaxed);
-            return Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                bytes,
-            )
-                .into_response());
+            s.stats.bytes_sent.fetch_add(size, Relaxed);
+            return Ok(stream_file(f, size));
         };
         let Some((start, end)) = parse_range(&range, size) else {
             let error = format!("range {range:?} is not within the file's {size} bytes");
@@ -125,7 +111,10 @@ pub(super) async fn get_file(
             )
                 .into_response());
         };
-        let mut buf = vec![0u8; (end - start + 1) as usize];
+        // parse_range keeps end < size: the length fits what was stored.
+        let len = usize::try_from(end - start + 1)
+            .map_err(|_| ApiError::BadRequest("range too large".into()))?;
+        let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, start)?;
         s.stats.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
         Ok((
@@ -139,6 +128,21 @@ pub(super) async fn get_file(
             .into_response())
     })
     .await
+}
+
+/// A whole file as a streamed body (its memory is one buffer, whatever
+/// its size).
+pub(super) fn stream_file(f: std::fs::File, size: u64) -> Response {
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 pub(super) async fn head_file(
@@ -160,13 +164,62 @@ pub(super) async fn head_file(
     }
 }
 
+/// Refuse an upload of `incoming` bytes that would take a host past its
+/// quota, before its body is read.
+fn check_quota(s: &Server, host: &str, incoming: u64) -> ApiResult<()> {
+    let Some(quota) = s.quota else {
+        return Ok(());
+    };
+    let used = s.index.usage(host, &files::host_dir(&s.data, host));
+    if used.saturating_add(incoming) > quota {
+        return Err(ApiError::InsufficientStorage(format!(
+            "host {host} is at its quota: it uses {} of {}, and this upload is {} \
+             (forget old snapshots and prune, or raise `rewind serve --quota`)",
+            crate::util::size::human_bytes(used),
+            crate::util::size::human_bytes(quota),
+            crate::util::size::human_bytes(incoming),
+        )));
+    }
+    Ok(())
+}
+
 pub(super) async fn put_file(
     State(s): State<Shared>,
     WriteHost(host): WriteHost,
     Path((_, name)): Path<(String, String)>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<(StatusCode, axum::Json<Stored>)> {
     let parsed = parse_name(&name)?;
+    let limit = match parsed {
+        RepoFile::Config => MAX_CONFIG,
+        RepoFile::Pack(_) => MAX_PACK,
+        RepoFile::Index(_) => MAX_INDEX,
+        RepoFile::Snapshot(_) => MAX_SNAPSHOT,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(format!(
+            "{name}: {} bytes is over the limit of {limit}",
+            declared.unwrap_or_default()
+        )));
+    }
+    {
+        let (s, host) = (s.clone(), host.clone());
+        let incoming = declared.unwrap_or(limit as u64);
+        s.clone()
+            .blocking(move |_| check_quota(&s, &host, incoming))
+            .await?;
+    }
+    let _permit = s
+        .uploads
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("the server is stopping".into()))?;
+    let body = read_body(body, limit, &name).await?;
     let lock_host = host.clone();
     let stored = s
         .host_shared(&lock_host, move |s| {
@@ -185,6 +238,8 @@ pub(super) async fn put_file(
                     let new = files::put_pack(&dir, &p, &body)?;
                     if new {
                         s.stats.packs_stored.fetch_add(1, Relaxed);
+                        // The pack and its index.
+                        s.index.add_usage(&host, 2 * body.len() as u64);
                     }
                     new
                 }
@@ -193,9 +248,11 @@ pub(super) async fn put_file(
                     false
                 }
                 RepoFile::Snapshot(id) => {
-                    files::put_snapshot(&dir, &host, &id, &body)?;
+                    let m = files::put_snapshot(&dir, &host, &id, &body)?;
+                    s.index.committed(&host, &m);
+                    s.index.add_usage(&host, body.len() as u64);
                     s.stats.snapshots_committed.fetch_add(1, Relaxed);
-                    eprintln!("rewind: committed snapshot {id} of {host}");
+                    log_line!("rewind: committed snapshot {id} of {host}");
                     true
                 }
             })
@@ -218,27 +275,17 @@ pub(super) async fn delete_file(
     Path((_, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let (path, _) = file_path(&s, &host, &name)?;
-    s.host_alone(&host, move |_| match std::fs::remove_file(&path) {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::NotFound("no such file".into()))
-        }
-        Err(e) => Err(e.into()),
+    let changed = host.clone();
+    s.host_alone(&host, move |s| {
+        let removed = match std::fs::remove_file(&path) {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ApiError::NotFound("no such file".into()))
+            }
+            Err(e) => Err(e.into()),
+        };
+        s.host_changed(&changed);
+        removed
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ranges() {
-        use super::parse_range;
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=90-100", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=100-200", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
-        assert_eq!(parse_range("bytes=5-4", 100), None);
-        assert_eq!(parse_range("lines=1-2", 100), None);
-    }
 }

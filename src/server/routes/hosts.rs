@@ -43,29 +43,11 @@ pub(super) fn macs_of(q: &HashMap<String, String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The host whose latest manifest has one of these MAC addresses.
-pub(super) fn host_by_mac(
-    s: &Server,
-    macs: &[String],
-    only: Option<&str>,
-) -> ApiResult<Option<String>> {
-    for h in s.hosts() {
-        if only.is_some_and(|o| o != h) {
-            continue;
-        }
-        let snaps = files::snapshots(&files::host_dir(&s.data, &h))?;
-        let Some(m) = snaps.last() else { continue };
-        let found = m
-            .network
-            .interfaces
-            .iter()
-            .filter_map(|i| i.mac.as_ref())
-            .any(|mac| macs.iter().any(|m| m == mac.as_str()));
-        if found {
-            return Ok(Some(h));
-        }
-    }
-    Ok(None)
+/// The host whose latest manifest has one of these MAC addresses (from
+/// the server's index, kept up to date at each commit: no manifest is read
+/// here).
+pub(super) fn host_by_mac(s: &Server, macs: &[String], only: Option<&str>) -> Option<String> {
+    s.index.host_by_mac(macs, only)
 }
 
 /// Admin and boot tokens search every host; host and recovery tokens only
@@ -91,9 +73,7 @@ pub(super) async fn identify(
             "give mac=aa:bb:cc:dd:ee:ff[,...]".into(),
         ));
     }
-    let host = s
-        .blocking(move |s| host_by_mac(s, &macs, only.as_deref()))
-        .await?;
+    let host = host_by_mac(&s, &macs, only.as_deref());
     let Some(host) = host else {
         return Err(ApiError::NotFound(
             "no host's latest snapshot has these MAC addresses".into(),

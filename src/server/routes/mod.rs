@@ -1,7 +1,7 @@
 //! The HTTP API's routes (docs/api.md), one module per resource. Handlers
 //! state the token they need with an extractor (super::extract), do their
 //! file work on the blocking pool through [`Server::blocking`] (or
-//! [`Server::with_catalog`], [`Server::host_shared`], [`Server::host_alone`])
+//! [`Server::change_catalog`], [`Server::host_shared`], [`Server::host_alone`])
 //! and answer the types of `crate::api`. Nothing here calls a blocking HTTP
 //! client.
 
@@ -16,7 +16,7 @@ mod snapshots;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -28,15 +28,15 @@ use axum::routing::{delete, get, post};
 use super::Server;
 use super::error::ApiResult;
 use super::state::Catalog;
-use crate::api::ApiError;
+use crate::api::{ApiError, limits};
 
-/// Largest upload: a pack closes at 16 MiB, plus at most one blob (4 MiB
-/// plain, compressed) and its index.
-pub const MAX_UPLOAD: usize = 64 << 20;
+/// Largest body of any route; each route reads less (api::limits).
+pub const MAX_UPLOAD: usize = crate::api::limits::MAX_PACK;
 
 type Shared = Arc<Server>;
 
 pub fn router(server: Shared) -> Router {
+    let body_timeout = server.body_timeout;
     Router::new()
         .route("/v1/version", get(meta::version))
         .route("/v1/whoami", get(tokens::whoami))
@@ -81,6 +81,18 @@ pub fn router(server: Shared) -> Router {
             ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
         })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        // A body that stalls, a request that never ends (slowloris), too
+        // many at once: refused or queued before they cost memory.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits::REQUEST_SECS),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits::MAX_IN_FLIGHT,
+        ))
         .layer(axum::middleware::from_fn(log))
         .layer(axum::middleware::from_fn(super::audit::actor_layer))
         .layer(axum::middleware::from_fn_with_state(
@@ -100,7 +112,7 @@ async fn log(req: Request, next: Next) -> Response {
     let quiet = (method == Method::GET || method == Method::HEAD)
         && (status.is_success() || status == StatusCode::NOT_FOUND);
     if !quiet {
-        eprintln!(
+        log_line!(
             "rewind: {method} {path} -> {} ({} ms)",
             status.as_u16(),
             started.elapsed().as_millis()
@@ -121,12 +133,13 @@ impl Server {
             .map_err(|e| ApiError::Internal(format!("internal error: {e}")))?
     }
 
-    /// Read or change the catalog (its changes write files: blocking pool).
-    async fn with_catalog<T: Send + 'static>(
+    /// Change the catalog: on a copy, saved, then swapped in (its saves
+    /// write and fsync files: blocking pool).
+    async fn change_catalog<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Catalog) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
-        self.blocking(move |s| f(&mut s.catalog())).await
+        self.blocking(move |s| s.catalog.change(f)).await
     }
 
     /// File work on a host's repository that may run beside uploads and

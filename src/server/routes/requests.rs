@@ -57,10 +57,11 @@ pub(super) async fn create_request(
                 hostname,
                 addresses,
             };
-            let mut cat = s.catalog();
-            let request = cat.arm(req)?;
-            let token = cat.mint_recovery_token(&request.id)?;
-            Ok(CreatedRequest { request, token })
+            s.catalog.change(|cat| {
+                let request = cat.arm(req)?;
+                let token = cat.mint_recovery_token(&request.id)?;
+                Ok(CreatedRequest { request, token })
+            })
         })
         .await?;
     let r = &created.request;
@@ -81,15 +82,12 @@ pub(super) async fn list_requests(
 ) -> ApiResult<axum::Json<Vec<RecoveryRequest>>> {
     let host = q.get("host").cloned();
     let list = s
-        .with_catalog(move |cat| {
-            Ok(cat
-                .requests
-                .iter()
-                .filter(|r| host.as_ref().is_none_or(|h| &r.host == h))
-                .cloned()
-                .collect())
-        })
-        .await?;
+        .catalog()
+        .requests
+        .iter()
+        .filter(|r| host.as_ref().is_none_or(|h| &r.host == h))
+        .cloned()
+        .collect();
     Ok(axum::Json(list))
 }
 
@@ -110,13 +108,11 @@ pub(super) async fn get_request(
             caller.scope.describe()
         )));
     }
-    s.with_catalog(move |cat| {
-        cat.request(&id)
-            .cloned()
-            .map(axum::Json)
-            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
-    })
-    .await
+    s.catalog()
+        .request(&id)
+        .cloned()
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))
 }
 
 pub(super) async fn cancel_request(
@@ -125,20 +121,18 @@ pub(super) async fn cancel_request(
     Path(id): Path<String>,
 ) -> Answer {
     let now = crate::time::now_utc();
-    let r = s.with_catalog(move |cat| cat.cancel(&id, &now)).await?;
+    let r = s.change_catalog(move |cat| cat.cancel(&id, &now)).await?;
     audit::record(&s, AuditAction::RequestCancelled, &r.id, &r.host).await;
     Ok(axum::Json(r))
 }
 
 /// The recovery token's own request.
 pub(super) async fn my_recovery(State(s): State<Shared>, me: RecoveryToken) -> Answer {
-    s.with_catalog(move |cat| {
-        cat.request(&me.request)
-            .cloned()
-            .map(axum::Json)
-            .ok_or_else(|| ApiError::NotFound("no such request".into()))
-    })
-    .await
+    s.catalog()
+        .request(&me.request)
+        .cloned()
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound("no such request".into()))
 }
 
 pub(super) async fn report_progress(
@@ -150,7 +144,7 @@ pub(super) async fn report_progress(
         return Err(ApiError::BadRequest("message over 4096 bytes".into()));
     }
     let now = crate::time::now_utc();
-    s.with_catalog(move |cat| cat.report_progress(&me.request, p, &now).map(axum::Json))
+    s.change_catalog(move |cat| cat.report_progress(&me.request, p, &now).map(axum::Json))
         .await
 }
 
@@ -164,7 +158,7 @@ pub(super) async fn report_result(
     }
     let now = crate::time::now_utc();
     let r = s
-        .with_catalog(move |cat| cat.finish(&me.request, rep, &now))
+        .change_catalog(move |cat| cat.finish(&me.request, rep, &now))
         .await?;
     let detail = format!(
         "{} {}: {}",

@@ -47,6 +47,7 @@ pub(super) async fn forget(
             .host_alone(&h, move |s| {
                 let repo = crate::repo::Repo::open(&files::host_dir(&s.data, &host))?;
                 let mut by_host = forget::forget(&repo, &policy, Some(&host), dry_run)?;
+                s.host_changed(&host);
                 Ok(by_host.remove(&host).unwrap_or_default())
             })
             .await?;
@@ -79,11 +80,9 @@ pub(super) async fn prune(
         let host = h.clone();
         let report = s
             .host_alone(&h, move |s| {
-                Ok(prune::prune(
-                    &files::host_dir(&s.data, &host),
-                    grace,
-                    dry_run,
-                )?)
+                let report = prune::prune(&files::host_dir(&s.data, &host), grace, dry_run);
+                s.index.recount(&host);
+                Ok(report?)
             })
             .await?;
         hosts.insert(h, report);

@@ -45,10 +45,11 @@ pub(super) async fn create_token(
             }
             let (token, rec) = auth::generate(scope, &note);
             let id = rec.id.clone();
-            let mut cat = s.catalog();
-            cat.tokens.push(rec);
-            cat.save_tokens()?;
-            Ok(CreatedToken { id, token })
+            s.catalog.change(|cat| {
+                cat.tokens.push(rec);
+                cat.save_tokens()?;
+                Ok(CreatedToken { id, token })
+            })
         })
         .await?;
     audit::record(
@@ -66,19 +67,16 @@ pub(super) async fn list_tokens(
     _: Admin,
 ) -> ApiResult<axum::Json<Vec<TokenInfo>>> {
     let list = s
-        .with_catalog(|cat| {
-            Ok(cat
-                .tokens
-                .iter()
-                .map(|t| TokenInfo {
-                    id: t.id.clone(),
-                    scope: t.scope.clone(),
-                    created: t.created.clone(),
-                    note: t.note.clone(),
-                })
-                .collect())
+        .catalog()
+        .tokens
+        .iter()
+        .map(|t| TokenInfo {
+            id: t.id.clone(),
+            scope: t.scope.clone(),
+            created: t.created.clone(),
+            note: t.note.clone(),
         })
-        .await?;
+        .collect();
     Ok(axum::Json(list))
 }
 
@@ -89,7 +87,7 @@ pub(super) async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let (target, scope) = (id.clone(), note_of(&s, &id));
-    s.with_catalog(move |cat| {
+    s.change_catalog(move |cat| {
         let Some(i) = cat.tokens.iter().position(|t| t.id == id) else {
             return Err(ApiError::NotFound(format!("no token {id}")));
         };

@@ -1,0 +1,196 @@
+//! What the server keeps in memory about each host so that no request has
+//! to walk the disk for it: the MAC addresses of its latest snapshot (for
+//! identify and boot scripts, which any booting machine may ask for) and
+//! the bytes its repository takes (for quotas).
+//!
+//! Both are built once at start and kept up to date where the data change:
+//! a commit adds its manifest's MACs when it is the newest; forget, prune
+//! and removals recompute their host. Readers never parse a manifest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::manifest::Manifest;
+
+/// The MACs of one host's newest snapshot.
+#[derive(Debug, Clone, Default)]
+struct Latest {
+    /// (time, id) of the snapshot, to tell whether a commit is newer.
+    key: (String, String),
+    macs: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct HostIndex {
+    /// By host name (sorted: the first host that matches wins, as before).
+    latest: Mutex<BTreeMap<String, Latest>>,
+    /// Bytes under each host's directory; absent: not counted yet.
+    usage: Mutex<HashMap<String, u64>>,
+}
+
+fn key_of(m: &Manifest) -> (String, String) {
+    (m.snapshot.time.to_string(), m.snapshot.id.clone())
+}
+
+fn macs_of(m: &Manifest) -> Vec<String> {
+    m.network
+        .interfaces
+        .iter()
+        .filter_map(|i| i.mac.as_ref())
+        .map(|mac| mac.as_str().to_string())
+        .collect()
+}
+
+impl HostIndex {
+    /// A host's snapshots (oldest first) changed as a whole: forget, a
+    /// removal, or the server's start.
+    pub fn set_snapshots(&self, host: &str, snapshots: &[Manifest]) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        match snapshots.last() {
+            Some(m) => {
+                latest.insert(
+                    host.to_string(),
+                    Latest {
+                        key: key_of(m),
+                        macs: macs_of(m),
+                    },
+                );
+            }
+            None => {
+                latest.remove(host);
+            }
+        }
+    }
+
+    /// A snapshot was committed: it is the host's latest if it is newer.
+    pub fn committed(&self, host: &str, m: &Manifest) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = latest.entry(host.to_string()).or_default();
+        if key_of(m) >= entry.key {
+            *entry = Latest {
+                key: key_of(m),
+                macs: macs_of(m),
+            };
+        }
+    }
+
+    /// The first host (by name) whose latest snapshot has one of `macs`
+    /// (normalized), among `only` when given.
+    pub fn host_by_mac(&self, macs: &[String], only: Option<&str>) -> Option<String> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest
+            .iter()
+            .filter(|(h, _)| only.is_none_or(|o| o == h.as_str()))
+            .find(|(_, l)| l.macs.iter().any(|m| macs.contains(m)))
+            .map(|(h, _)| h.clone())
+    }
+
+    /// Bytes a host's repository takes, counted from `dir` the first time.
+    pub fn usage(&self, host: &str, dir: &Path) -> u64 {
+        if let Some(n) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+        {
+            return *n;
+        }
+        let n = dir_bytes(dir);
+        self.usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), n);
+        n
+    }
+
+    /// `bytes` more are stored for a host.
+    pub fn add_usage(&self, host: &str, bytes: u64) {
+        if let Some(n) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(host)
+        {
+            *n = n.saturating_add(bytes);
+        }
+    }
+
+    /// A host's files were removed (forget, prune, delete): count again.
+    pub fn recount(&self, host: &str) {
+        self.usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host);
+    }
+}
+
+/// Bytes of the regular files under `dir` (retired packs included: they
+/// take the disk until prune deletes them).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total: u64 = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total = total.saturating_add(m.len());
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+
+    #[test]
+    fn the_newest_commit_names_the_macs() {
+        let idx = HostIndex::default();
+        let old = sample();
+        let mac = macs_of(&old)[0].clone();
+        idx.committed("web1", &old);
+        assert_eq!(
+            idx.host_by_mac(std::slice::from_ref(&mac), None).as_deref(),
+            Some("web1")
+        );
+        assert_eq!(
+            idx.host_by_mac(std::slice::from_ref(&mac), Some("web2")),
+            None
+        );
+        // An older commit does not replace the newest one's MACs.
+        let mut older = old.clone();
+        older.snapshot.id = "0-older".into();
+        older.snapshot.time = "2000-01-01T00:00:00Z".parse().unwrap();
+        older.network.interfaces.clear();
+        idx.committed("web1", &older);
+        assert_eq!(
+            idx.host_by_mac(std::slice::from_ref(&mac), None).as_deref(),
+            Some("web1")
+        );
+        // Forget left only the older one.
+        idx.set_snapshots("web1", &[older]);
+        assert_eq!(idx.host_by_mac(&[mac], None), None);
+    }
+
+    #[test]
+    fn usage_is_counted_once_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
+        let idx = HostIndex::default();
+        assert_eq!(idx.usage("h", dir.path()), 100);
+        std::fs::write(dir.path().join("b"), [0u8; 50]).unwrap();
+        assert_eq!(idx.usage("h", dir.path()), 100, "cached");
+        idx.add_usage("h", 50);
+        assert_eq!(idx.usage("h", dir.path()), 150);
+        idx.recount("h");
+        assert_eq!(idx.usage("h", dir.path()), 150);
+    }
+}
