@@ -240,21 +240,37 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
 }
 
 /// Read a body up to `limit` bytes: past it 413, as soon as it passes; a
-/// body that stalls past `--body-timeout` 408.
+/// body that stalls past `--body-timeout` 408. The bytes go straight into
+/// one buffer sized from the declared length, so a body costs its size in
+/// memory once (collecting frames and then joining them costs it twice).
 pub async fn read_body(body: axum::body::Body, limit: usize, what: &str) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            if c.is::<http_body_util::LengthLimitError>() {
-                return ApiError::TooLarge(format!("{what} over {limit} bytes refused"));
+    use http_body_util::BodyExt;
+    let too_large = || ApiError::TooLarge(format!("{what} over {limit} bytes refused"));
+    let declared = axum::body::HttpBody::size_hint(&body).exact();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<tower_http::timeout::TimeoutError>() {
+                    return ApiError::Other(408, format!("{what} stalled: the upload timed out"));
+                }
+                cause = c.source();
             }
-            if c.is::<tower_http::timeout::TimeoutError>() {
-                return ApiError::Other(408, format!("{what} stalled: the upload timed out"));
+            ApiError::BadRequest(format!("{what} broke off: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
             }
-            cause = c.source();
+            buf.extend_from_slice(&data);
         }
-        ApiError::BadRequest(format!("{what} broke off: {e}"))
-    })
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {

@@ -81,6 +81,7 @@ pub fn router(server: Shared) -> Router {
             ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
         })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(axum::middleware::from_fn(drain_unread_bodies))
         // A body that stalls, a request that never ends (slowloris), too
         // many at once: refused or queued before they cost memory.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -100,6 +101,89 @@ pub fn router(server: Shared) -> Router {
             super::metrics::observe,
         ))
         .with_state(server)
+}
+
+/// Most bytes of a refused request's body read and thrown away so that
+/// its client can read the answer (past it the connection is just closed).
+const DRAIN_LIMIT: usize = 128 << 20;
+
+/// A handler that refuses a request before reading its body (a token for
+/// another host, a declared size over the limit) would make the server
+/// close the connection with the body unread: the kernel then resets it,
+/// and a client still sending sees a broken pipe instead of the answer.
+/// So the body is fed to the handler through a one-frame channel, and what
+/// the handler did not read is read and thrown away (never kept: memory
+/// stays one frame) before the answer goes out, up to [`DRAIN_LIMIT`] and
+/// within `--body-timeout` (this layer sits inside the timeout layers):
+/// what web servers call a lingering close.
+async fn drain_unread_bodies(req: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let empty = axum::body::HttpBody::size_hint(req.body()).exact() == Some(0);
+    if empty {
+        return next.run(req).await;
+    }
+    let (parts, mut body) = req.into_parts();
+    let size = axum::body::HttpBody::size_hint(&body);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let pump = tokio::spawn(async move {
+        let mut handler = Some(tx);
+        let mut drained = 0usize;
+        while let Some(frame) = body.frame().await {
+            match handler.as_ref() {
+                Some(h) => {
+                    let failed = frame.is_err();
+                    if h.send(frame).await.is_err() {
+                        // The handler stopped reading: discard from here.
+                        handler = None;
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+                None => match frame.map(|f| f.into_data()) {
+                    Ok(Ok(data)) => {
+                        drained += data.len();
+                        if drained > DRAIN_LIMIT {
+                            break;
+                        }
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+    });
+    let resp = next
+        .run(Request::from_parts(
+            parts,
+            axum::body::Body::new(ChannelBody { rx, size }),
+        ))
+        .await;
+    let _ = pump.await;
+    resp
+}
+
+/// A request body whose frames arrive through a channel; its size hint is
+/// the original body's (the declared length sizes the reader's buffer).
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<hyper::body::Frame<axum::body::Bytes>, axum::Error>>,
+    size: hyper::body::SizeHint,
+}
+
+impl axum::body::HttpBody for ChannelBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.rx.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.size
+    }
 }
 
 /// Log changes and errors (paths only: boot routes carry tokens in queries).
