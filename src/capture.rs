@@ -247,27 +247,7 @@ pub fn store_luks_header(repo: &mut Repo, dev: &Path, len: u64) -> Result<crate:
         "{} is {len} bytes of header but only {total} could be read",
         dev.display()
     );
-    let entry = Entry {
-        path: b"luks-header".to_vec(),
-        kind: Kind::File,
-        mode: 0o600,
-        uid: 0,
-        gid: 0,
-        atime: crate::tree::Time::default(),
-        mtime: crate::tree::Time::default(),
-        ctime: crate::tree::Time::default(),
-        ino: 0,
-        size: len,
-        rdev: 0,
-        link_target: Vec::new(),
-        hardlink_to: None,
-        xattrs: Vec::new(),
-        extents: vec![Extent { offset: 0, len }],
-        chunks,
-    };
-    let mut stream = Vec::new();
-    tree::write_entry(&mut stream, &entry)?;
-    repo.add_tree(&stream)
+    repo.add_one_file_tree(b"luks-header", chunks, len)
 }
 
 fn load_files(repo: &Repo, data: &FsData) -> Result<HashMap<Vec<u8>, Entry>> {

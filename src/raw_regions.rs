@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::layout::raw::{RawRegion, RawSource};
 use crate::manifest::{Disk, Manifest, RawData, RegionName};
 use crate::repo::{Repo, chunker};
-use crate::tree::{self, ChunkId, ChunkRef, Entry, Extent, Kind, Time};
+use crate::tree::{ChunkId, ChunkRef, Extent, Kind};
 
 /// GPT type of a BIOS boot partition (GRUB's core.img on a GPT disk).
 pub const BIOS_BOOT_TYPE: &str = "21686148-6449-6e6f-744e-656564454649";
@@ -149,27 +149,7 @@ pub fn store_region<R: Read + Seek>(
         total == len,
         "the {region} is {len} bytes but only {total} could be read"
     );
-    let entry = Entry {
-        path: region.to_string().into_bytes(),
-        kind: Kind::File,
-        mode: 0o600,
-        uid: 0,
-        gid: 0,
-        atime: Time::default(),
-        mtime: Time::default(),
-        ctime: Time::default(),
-        ino: 0,
-        size: len,
-        rdev: 0,
-        link_target: Vec::new(),
-        hardlink_to: None,
-        xattrs: Vec::new(),
-        extents: vec![Extent { offset: 0, len }],
-        chunks,
-    };
-    let mut stream = Vec::new();
-    tree::write_entry(&mut stream, &entry)?;
-    repo.add_tree(&stream)
+    repo.add_one_file_tree(&region.to_string().into_bytes(), chunks, len)
 }
 
 /// The raw regions a snapshot holds, read from its repository.

@@ -231,6 +231,39 @@ impl Repo {
         Ok((chunks, total))
     }
 
+    /// Store a tree of one regular file, `name` (mode 0600, owned by
+    /// root), whose content is `chunks` (`len` bytes): how raw regions of
+    /// disks and LUKS headers are kept, so that they are chunked,
+    /// deduplicated, checked and pruned like any file.
+    pub fn add_one_file_tree(
+        &mut self,
+        name: &[u8],
+        chunks: Vec<ChunkRef>,
+        len: u64,
+    ) -> Result<ChunkId> {
+        let entry = crate::tree::Entry {
+            path: name.to_vec(),
+            kind: crate::tree::Kind::File,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            atime: crate::tree::Time::default(),
+            mtime: crate::tree::Time::default(),
+            ctime: crate::tree::Time::default(),
+            ino: 0,
+            size: len,
+            rdev: 0,
+            link_target: Vec::new(),
+            hardlink_to: None,
+            xattrs: Vec::new(),
+            extents: vec![crate::tree::Extent { offset: 0, len }],
+            chunks,
+        };
+        let mut stream = Vec::new();
+        crate::tree::write_entry(&mut stream, &entry)?;
+        self.add_tree(&stream)
+    }
+
     /// Write every pending blob to packs and index them. Blobs are only
     /// referenced by a snapshot committed after this returns.
     pub fn flush(&mut self) -> Result<()> {

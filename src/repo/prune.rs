@@ -65,25 +65,6 @@ fn file_age(path: &Path) -> Result<Duration> {
         .unwrap_or(Duration::ZERO))
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total: u64 = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total = total.saturating_add(m.len());
-            }
-        }
-    }
-    total
-}
-
 /// Every blob the repository's snapshots reference.
 pub fn used_blobs(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
     let mut used = HashSet::new();
@@ -111,7 +92,7 @@ pub fn used_blobs(repo: &Repo) -> Result<(HashSet<ChunkId>, usize)> {
 pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> {
     let repo = Repo::open(dir)?;
     let mut report = PruneReport {
-        bytes_before: dir_bytes(dir),
+        bytes_before: crate::util::fs::dir_bytes(dir),
         packs_before: repo.pack_count(),
         ..PruneReport::default()
     };
@@ -204,7 +185,7 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
             }
         }
     }
-    report.bytes_after = dir_bytes(dir);
+    report.bytes_after = crate::util::fs::dir_bytes(dir);
     Ok(report)
 }
 

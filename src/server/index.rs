@@ -96,7 +96,7 @@ impl HostIndex {
         {
             return *n;
         }
-        let n = dir_bytes(dir);
+        let n = crate::util::fs::dir_bytes(dir);
         self.usage
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -123,27 +123,6 @@ impl HostIndex {
             .unwrap_or_else(|e| e.into_inner())
             .remove(host);
     }
-}
-
-/// Bytes of the regular files under `dir` (retired packs included: they
-/// take the disk until prune deletes them).
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total: u64 = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total = total.saturating_add(m.len());
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]
