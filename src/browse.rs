@@ -248,16 +248,9 @@ pub fn find(
 
 pub fn describe_snapshot(m: &Manifest) -> String {
     let (files, bytes) = m
-        .filesystems
-        .iter()
-        .filter_map(|f| f.data.as_ref())
+        .backed_up()
         .fold((0, 0), |(n, b), d| (n + d.entries, b + d.bytes));
-    let mounts: Vec<&str> = m
-        .filesystems
-        .iter()
-        .filter_map(|f| f.data.as_ref())
-        .map(|d| d.from.as_str())
-        .collect();
+    let mounts: Vec<&str> = m.backed_up().map(|d| d.from.as_str()).collect();
     format!(
         "{:<32} {:<16} {}  {:>9} entries {:>10}  {}",
         m.snapshot.id,

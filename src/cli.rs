@@ -458,12 +458,7 @@ fn restore_cmd(
         .iter()
         .find(|f| f.data.as_ref().is_some_and(|d| d.from == fs_mount))
         .with_context(|| {
-            let have: Vec<&str> = m
-                .filesystems
-                .iter()
-                .filter_map(|f| f.data.as_ref())
-                .map(|d| d.from.as_str())
-                .collect();
+            let have: Vec<&str> = m.backed_up().map(|d| d.from.as_str()).collect();
             format!(
                 "snapshot {} has no data for a filesystem mounted at {fs_mount} (it has: {})",
                 m.snapshot.id,

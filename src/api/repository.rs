@@ -52,9 +52,7 @@ impl SnapshotSummary {
             time: m.snapshot.time.to_string(),
             parent: m.snapshot.parent.clone(),
             filesystems: m
-                .filesystems
-                .iter()
-                .filter_map(|f| f.data.as_ref())
+                .backed_up()
                 .map(|d| FsSummary {
                     from: d.from.clone(),
                     entries: d.entries,

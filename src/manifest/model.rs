@@ -308,14 +308,17 @@ impl Disk {
 }
 
 impl Manifest {
+    /// The data references of the filesystems this snapshot backed up.
+    pub fn backed_up(&self) -> impl Iterator<Item = &FsData> {
+        self.filesystems.iter().filter_map(|f| f.data.as_ref())
+    }
+
     /// Every tree the snapshot references, with what it is (for prune,
     /// check and the server's commit check): filesystems' data, then raw
     /// regions, then LUKS headers.
     pub fn trees(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> = self
-            .filesystems
-            .iter()
-            .filter_map(|f| f.data.as_ref())
+            .backed_up()
             .map(|d| (d.from.clone(), d.tree.as_str()))
             .collect();
         for d in &self.disks {

@@ -789,12 +789,7 @@ struct Restored {
 }
 
 fn describe(m: &Manifest, req: Option<&RequestInfo>) {
-    let data: u64 = m
-        .filesystems
-        .iter()
-        .filter_map(|f| f.data.as_ref())
-        .map(|d| d.bytes)
-        .sum();
+    let data: u64 = m.backed_up().map(|d| d.bytes).sum();
     say(&format!(
         "snapshot {} of {} taken {}: {} disk(s), {} filesystem(s), {} of data{}",
         m.snapshot.id,
