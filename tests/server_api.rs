@@ -9,37 +9,10 @@
 mod server_util;
 
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
 use server_util::*;
-
-fn http() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().build().unwrap()
-}
 
 const MAC_A: &str = "52:54:00:00:00:0a";
 const MAC_B: &str = "52:54:00:00:00:0b";
-
-fn commit(
-    s: &ServerProc,
-    token: &str,
-    host: &str,
-    id: &str,
-    time: &str,
-    mac: &str,
-) -> (StatusCode, String) {
-    let xml = example_manifest(host, id, time, mac);
-    let resp = http()
-        .put(format!(
-            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
-            s.url
-        ))
-        .bearer_auth(token)
-        .body(xml)
-        .send()
-        .unwrap();
-    (resp.status(), resp.text().unwrap())
-}
 
 #[test]
 fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
@@ -47,7 +20,7 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
     let s = ServerProc::start(&dir.path().join("data"), false);
     let ta = s.host_token("a");
     let tb = s.host_token("b");
-    let h = http();
+    let h = http_client();
 
     // Host b's data: three snapshots and a pack.
     for (id, time) in [
@@ -55,7 +28,7 @@ fn tokens_scope_every_endpoint_and_bad_input_is_refused() {
         ("b2", "2026-11-25T06:00:00Z"),
         ("b3", "2026-11-26T06:00:00Z"),
     ] {
-        let (st, body) = commit(&s, &tb, "b", id, time, MAC_B);
+        let (st, body) = put_snapshot(&s, &tb, "b", id, time, MAC_B);
         assert_eq!(st, StatusCode::CREATED, "{body}");
     }
     let (pack, pack_bytes, index) = server_util::a_pack();
@@ -315,7 +288,7 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         ("s2", "2026-11-25T06:00:00Z"),
         ("s3", "2026-11-26T06:00:00Z"),
     ] {
-        let (st, body) = commit(&s, &tb, "web1", id, time, MAC_A);
+        let (st, body) = put_snapshot(&s, &tb, "web1", id, time, MAC_A);
         assert_eq!(st, StatusCode::CREATED, "{body}");
     }
     let c = s.client(&tb);
@@ -351,7 +324,7 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         .find(|l| l.starts_with("rwd_"))
         .unwrap()
         .to_string();
-    let h = http();
+    let h = http_client();
     let script = |mac: &str| {
         h.get(format!("{}/boot/ipxe?mac={mac}&token={boot}", s.url))
             .send()
@@ -482,7 +455,7 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
             .0,
         "s2"
     );
-    let (st, _) = commit(
+    let (st, _) = put_snapshot(
         &s,
         &boot_recovery,
         "web1",
@@ -492,7 +465,7 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
     );
     assert_eq!(st, StatusCode::FORBIDDEN);
     let other = s.host_token("other");
-    let (st, _) = commit(
+    let (st, _) = put_snapshot(
         &s,
         &other,
         "other",

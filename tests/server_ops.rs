@@ -15,13 +15,7 @@ mod server_util;
 use std::process::Command;
 
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
 use server_util::*;
-
-fn http() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().build().unwrap()
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -33,26 +27,12 @@ fn now() -> i64 {
 /// Commit a data-less snapshot of `host` taken `hours_ago`.
 fn commit(s: &ServerProc, token: &str, host: &str, id: &str, hours_ago: i64) {
     let time = rewind::time::format_utc(now() - hours_ago * 3600);
-    let xml = example_manifest(host, id, &time, "52:54:00:00:00:0a");
-    let resp = http()
-        .put(format!(
-            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
-            s.url
-        ))
-        .bearer_auth(token)
-        .body(xml)
-        .send()
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{}",
-        resp.text().unwrap()
-    );
+    let (status, text) = put_snapshot(s, token, host, id, &time, "52:54:00:00:00:0a");
+    assert_eq!(status, StatusCode::CREATED, "{text}");
 }
 
 fn report(s: &ServerProc, token: &str, host: &str, body: serde_json::Value) -> StatusCode {
-    http()
+    http_client()
         .post(format!("{}/v1/hosts/{host}/captures", s.url))
         .bearer_auth(token)
         .header("content-type", "application/json")
@@ -73,7 +53,7 @@ fn check(s: &ServerProc, token: &str, args: &[&str]) -> (i32, String) {
 }
 
 fn get(s: &ServerProc, token: &str, path: &str) -> (StatusCode, String) {
-    let resp = http()
+    let resp = http_client()
         .get(format!("{}{path}", s.url))
         .bearer_auth(token)
         .send()
@@ -351,7 +331,7 @@ fn verification_finds_a_flipped_byte_and_marks_the_host() {
     let s = ServerProc::start_with(&data, "127.0.0.1:0", false, None, &["--verify-every", "2s"]);
     let t = s.host_token("rot");
     let (pack, bytes, index) = server_util::a_pack();
-    let h = http();
+    let h = http_client();
     for (name, body) in [
         (format!("packs/{}/{pack}.pack", &pack[..2]), bytes),
         (format!("index/{pack}.idx"), index),
@@ -507,7 +487,7 @@ fn the_audit_log_records_each_action_and_cannot_be_rewritten() {
     // Nothing rewrites it through the API.
     let log = data.join("audit/audit.jsonl");
     let before = std::fs::read(&log).unwrap();
-    let h = http();
+    let h = http_client();
     let url = |p: &str| format!("{}{p}", s.url);
     for (method, path) in [
         (reqwest::Method::PUT, "/v1/audit"),

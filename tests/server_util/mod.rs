@@ -284,3 +284,31 @@ pub fn a_pack() -> (String, Vec<u8>, Vec<u8>) {
     let (name, bytes, index, _) = b.finish();
     (name, bytes, index)
 }
+
+/// An HTTP client for the tests (rustls with ring).
+pub fn http_client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder().build().unwrap()
+}
+
+/// PUT `example_manifest(host, id, time, mac)` as snapshot `id` of `host`.
+pub fn put_snapshot(
+    s: &ServerProc,
+    token: &str,
+    host: &str,
+    id: &str,
+    time: &str,
+    mac: &str,
+) -> (reqwest::StatusCode, String) {
+    let xml = example_manifest(host, id, time, mac);
+    let resp = http_client()
+        .put(format!(
+            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
+            s.url
+        ))
+        .bearer_auth(token)
+        .body(xml)
+        .send()
+        .unwrap();
+    (resp.status(), resp.text().unwrap())
+}
