@@ -9,7 +9,7 @@ mod validate;
 mod xml;
 
 pub use model::*;
-pub use validate::{ManifestError, Problem, validate};
+pub use validate::{ManifestError, Problem, is_dmi_text, is_guid, validate};
 pub use xml::{from_xml, to_xml};
 
 /// Read and validate a manifest file.

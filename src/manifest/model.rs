@@ -84,6 +84,46 @@ pub struct System {
     pub firmware: Firmware,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The machine's firmware identity (SMBIOS/DMI), when it has a usable
+    /// one: what a recovery claim is bound to by default, and how a
+    /// recovery knows it runs on other hardware.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dmi: Option<Dmi>,
+}
+
+/// SMBIOS/DMI identity as the kernel shows it in /sys/class/dmi/id.
+/// Placeholder values vendors ship ("To Be Filled By O.E.M.", an all-zero
+/// UUID) are left out when read, so that two machines never share an
+/// identity by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dmi {
+    /// The system UUID, lowercase.
+    #[serde(rename = "@system-uuid", skip_serializing_if = "Option::is_none")]
+    pub system_uuid: Option<String>,
+    #[serde(rename = "@serial", skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(rename = "@vendor", skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(rename = "@product", skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+}
+
+impl Dmi {
+    /// Whether it names a machine at all (a system UUID or a serial).
+    pub fn identifies(&self) -> bool {
+        self.system_uuid.is_some() || self.serial.is_some()
+    }
+
+    /// Whether `other` is the same machine: the same system UUID when both
+    /// have one, else the same serial when both have one; never from
+    /// vendor or product alone.
+    pub fn same_machine(&self, other: &Dmi) -> bool {
+        match (&self.system_uuid, &other.system_uuid) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => matches!((&self.serial, &other.serial), (Some(a), Some(b)) if a == b),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,12 @@ pub(crate) fn sample() -> Manifest {
             },
             firmware: Firmware::Uefi,
             timezone: Some("Europe/Paris".into()),
+            dmi: Some(Dmi {
+                system_uuid: Some("4c4c4544-0042-3510-8051-b7c04f4e4a31".into()),
+                serial: Some("CZ1234567".into()),
+                vendor: Some("Dell Inc.".into()),
+                product: None,
+            }),
         },
         network: Network {
             interfaces: vec![Interface {
@@ -807,4 +813,18 @@ fn all_problems_are_reported_together() {
     let e = validate(&m).unwrap_err();
     assert_eq!(e.problems.len(), 2, "{e}");
     assert!(e.to_string().starts_with("2 problems:"), "{e}");
+}
+
+#[test]
+fn dmi_text_is_checked() {
+    let mut m = sample();
+    m.system.dmi = Some(Dmi {
+        system_uuid: Some("not-a-uuid".into()),
+        serial: Some("CZ1\u{1b}[2J".into()),
+        vendor: None,
+        product: None,
+    });
+    let err = validate(&m).unwrap_err().to_string();
+    assert!(err.contains("/manifest/system/dmi/@system-uuid"), "{err}");
+    assert!(err.contains("/manifest/system/dmi/@serial"), "{err}");
 }

@@ -160,6 +160,39 @@ impl Checker {
         if s.kernel.release.is_empty() {
             self.fail("/manifest/system/kernel/@release", "empty kernel release");
         }
+        if let Some(dmi) = &s.dmi {
+            self.dmi(dmi);
+        }
+    }
+
+    /// DMI strings are matched against what a booting machine reports, so
+    /// they must be short printable text (no control characters to spoof a
+    /// console line), and the UUID a UUID.
+    fn dmi(&mut self, d: &Dmi) {
+        let fields = [
+            ("system-uuid", &d.system_uuid),
+            ("serial", &d.serial),
+            ("vendor", &d.vendor),
+            ("product", &d.product),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value
+                && !is_dmi_text(v)
+            {
+                self.fail(
+                    format!("/manifest/system/dmi/@{name}"),
+                    format!("{v:?} is not 1 to 128 printable characters"),
+                );
+            }
+        }
+        if let Some(u) = &d.system_uuid
+            && !is_guid(u)
+        {
+            self.fail(
+                "/manifest/system/dmi/@system-uuid",
+                format!("\"{u}\" is not a UUID"),
+            );
+        }
     }
 
     fn network(&mut self, n: &Network) {
@@ -620,12 +653,19 @@ impl Checker {
     }
 }
 
-pub(crate) fn is_guid(s: &str) -> bool {
+pub fn is_guid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
+}
+
+/// 1 to 128 printable ASCII characters, not only spaces.
+pub fn is_dmi_text(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes().all(|c| (0x20..0x7f).contains(&c))
+        && !s.trim().is_empty()
 }
 
 fn is_boot_number(s: &str) -> bool {

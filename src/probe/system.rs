@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::manifest::{Firmware, Kernel, OsRelease, System};
+use crate::manifest::{Dmi, Firmware, Kernel, OsRelease, System};
 
 /// Read the system rooted at `root` (`/` normally; tests pass a fixture tree).
 /// `proc` and `sys` are where procfs and sysfs are mounted.
@@ -33,7 +33,57 @@ pub fn probe_system(root: &Path, proc: &Path, sys: &Path) -> Result<System> {
             Firmware::Bios
         },
         timezone: timezone(root),
+        dmi: read_dmi(sys),
     })
+}
+
+/// The SMBIOS identity from `sys`/class/dmi/id (the UUID and serial are
+/// readable by root only), placeholders left out; `None` when nothing
+/// usable is there (no DMI on this platform, or only placeholders).
+pub fn read_dmi(sys: &Path) -> Option<Dmi> {
+    let dir = sys.join("class/dmi/id");
+    let field = |name: &str| read_trimmed(&dir.join(name)).and_then(|v| usable_dmi(&v));
+    let dmi = Dmi {
+        system_uuid: field("product_uuid")
+            .map(|u| u.to_ascii_lowercase())
+            .filter(|u| crate::manifest::is_guid(u) && !placeholder_uuid(u)),
+        serial: field("product_serial"),
+        vendor: field("sys_vendor"),
+        product: field("product_name"),
+    };
+    (dmi != Dmi::default()).then_some(dmi)
+}
+
+/// A DMI string worth recording: printable, and not one of the fillers
+/// firmware ships when nobody set the field.
+fn usable_dmi(v: &str) -> Option<String> {
+    const FILLERS: [&str; 12] = [
+        "to be filled by o.e.m.",
+        "to be filled by oem",
+        "default string",
+        "not specified",
+        "not applicable",
+        "none",
+        "system serial number",
+        "system product name",
+        "system manufacturer",
+        "0123456789",
+        "123456789",
+        "n/a",
+    ];
+    let v = v.trim();
+    let lower = v.to_ascii_lowercase();
+    let filler = FILLERS.contains(&lower.as_str()) || v.bytes().all(|c| c == b'0' || c == b' ');
+    (crate::manifest::is_dmi_text(v) && !filler).then(|| v.to_string())
+}
+
+/// UUIDs that firmware uses for "unset": all zeros, all ones, and the
+/// well-known 03000200-0400-0500-0006-000700080009 of many boards.
+fn placeholder_uuid(u: &str) -> bool {
+    let hex: String = u.chars().filter(|c| *c != '-').collect();
+    hex.chars().all(|c| c == '0')
+        || hex.chars().all(|c| c == 'f')
+        || u == "03000200-0400-0500-0006-000700080009"
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -171,5 +221,46 @@ HOME_URL="https://www.debian.org/"
         assert_eq!(s.firmware, Firmware::Uefi);
         assert_eq!(s.timezone.as_deref(), Some("Europe/Paris"));
         assert!(!s.kernel.release.is_empty());
+        assert_eq!(s.dmi, None, "no DMI in the fixture");
+    }
+
+    #[test]
+    fn dmi_identity_without_placeholders() {
+        let sys = tempfile::tempdir().unwrap();
+        let dir = sys.path().join("class/dmi/id");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("product_uuid"),
+            "4C4C4544-0042-3510-8051-B7C04F4E4A31\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("product_serial"), "To Be Filled By O.E.M.\n").unwrap();
+        std::fs::write(dir.join("sys_vendor"), "Dell Inc.\n").unwrap();
+        std::fs::write(dir.join("product_name"), "PowerEdge R640\n").unwrap();
+        let d = read_dmi(sys.path()).unwrap();
+        assert_eq!(
+            d.system_uuid.as_deref(),
+            Some("4c4c4544-0042-3510-8051-b7c04f4e4a31")
+        );
+        assert_eq!(d.serial, None, "a placeholder is not a serial");
+        assert_eq!(d.vendor.as_deref(), Some("Dell Inc."));
+        assert_eq!(d.product.as_deref(), Some("PowerEdge R640"));
+        assert!(d.identifies());
+
+        std::fs::write(
+            dir.join("product_uuid"),
+            "00000000-0000-0000-0000-000000000000\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("product_serial"), "CZ1234567\n").unwrap();
+        let d = read_dmi(sys.path()).unwrap();
+        assert_eq!(d.system_uuid, None, "the all-zero UUID means unset");
+        assert_eq!(d.serial.as_deref(), Some("CZ1234567"));
+        let other = Dmi {
+            serial: Some("CZ7654321".into()),
+            ..Dmi::default()
+        };
+        assert!(!d.same_machine(&other));
+        assert!(d.same_machine(&d.clone()));
     }
 }

@@ -73,6 +73,7 @@ fn manifest() -> Manifest {
             },
             firmware: Firmware::Bios,
             timezone: None,
+            dmi: None,
         },
         network: Network {
             interfaces: vec![lan0, lan1],
