@@ -9,7 +9,7 @@
 //! | drill | firmware, table | image booted by | hardware after the loss |
 //! |---|---|---|---|
 //! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk |
-//! | `uefi_gpt_iso_new_hardware` | OVMF (fresh NVRAM), GPT + ESP | ISO | new NIC (MAC), bigger new disk |
+//! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
 //! bytes restored, throughput) to target/drill/<drill>.{txt,json}.
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use qemu_util::{Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_ovmf_vars, stages};
+use qemu_util::{Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_secure_boot_vars, stages};
 use rewind::manifest::Manifest;
 use rewind::stage::Stage;
 use server_util::{BIN, ServerProc};
@@ -245,7 +245,10 @@ fn stage_times(console: &str, end: f64) -> Vec<(Stage, f64)> {
 
 fn firmware(uefi: bool, vars: &Path) -> Firmware<'_> {
     if uefi {
-        Firmware::Uefi { vars }
+        // Secure Boot enforced with Microsoft's keys, as PCs ship: the
+        // source boots through Debian's signed shim, the recovery ISO too,
+        // and the recovered machine must again.
+        Firmware::UefiSecureBoot { vars }
     } else {
         Firmware::Bios
     }
@@ -489,7 +492,7 @@ fn drill(v: &Variant) {
     // 2. It runs, captures itself, changes, captures again.
     let source_vars = dir.path().join("source-vars.fd");
     if v.uefi {
-        fresh_ovmf_vars(&source_vars);
+        fresh_secure_boot_vars(&source_vars);
     }
     let t = Instant::now();
     let mut vm = Qemu::start_with(
@@ -508,8 +511,13 @@ fn drill(v: &Variant) {
     if v.uefi {
         // What the installer does: an NVRAM entry for the OS's loader.
         vm.run_ok(
-            r"efibootmgr -q -c -d /dev/vda -p 1 -L debian -l '\EFI\debian\grubx64.efi'",
+            r"efibootmgr -q -c -d /dev/vda -p 1 -L debian -l '\EFI\debian\shimx64.efi'",
             COMMAND,
+        );
+        let sb = vm.run_ok("mokutil --sb-state", COMMAND);
+        assert!(
+            sb.contains("SecureBoot enabled"),
+            "the source machine does not run with Secure Boot on: {sb}"
         );
     }
     assert_eq!(
@@ -607,7 +615,7 @@ fn drill(v: &Variant) {
         let recovery_vars = dir.path().join("recovery-vars.fd");
         if v.uefi {
             // The new machine's NVRAM knows no OS.
-            fresh_ovmf_vars(&recovery_vars);
+            fresh_secure_boot_vars(&recovery_vars);
         }
         let log = logs.join(format!("drill-{}-recovery{suffix}.log", v.name));
         let disks = [Disk {
@@ -710,6 +718,12 @@ fn drill(v: &Variant) {
                 line.split("rewind: ").nth(1).unwrap_or(line).trim(),
             );
         }
+        if v.uefi {
+            assert!(
+                console.contains("rewind: firmware: UEFI, Secure Boot on"),
+                "the recovery image did not run with Secure Boot on"
+            );
+        }
         if v.new_hardware {
             assert!(
                 console.contains("rewind: initramfs (InitramfsTools): regenerated"),
@@ -809,9 +823,15 @@ fn drill(v: &Variant) {
                 .find(|l| l.starts_with(&format!("Boot{current}")))
                 .unwrap_or_else(|| panic!("no entry {current}:\n{efi}"));
             assert!(
-                entry.contains("debian") && entry.contains(r"\EFI\debian\grubx64.efi"),
-                "booted through {entry:?}, not the recreated debian entry:\n{efi}"
+                entry.contains("debian") && entry.contains(r"\EFI\debian\shimx64.efi"),
+                "booted through {entry:?}, not the recreated debian entry (shim):\n{efi}"
             );
+            let sb = vm.run_ok("mokutil --sb-state", COMMAND);
+            assert!(
+                sb.contains("SecureBoot enabled"),
+                "the recovered machine does not run with Secure Boot on: {sb}"
+            );
+            rep.fact(&format!("Secure Boot{label}"), sb.trim().to_string());
             assert_eq!(
                 efi.lines().filter(|l| l.contains("debian")).count(),
                 1,

@@ -596,7 +596,9 @@ fn iso_recovers_under_seabios_and_ovmf() {
     };
     let _vm_lock = qemu_util::one_vm();
     let src = Source::new("iso");
-    for (firmware, uefi) in [("seabios", false), ("ovmf", true)] {
+    // OVMF with Secure Boot enforced and Microsoft's keys, as PCs ship:
+    // the ISO's shim, GRUB and kernel are Debian's signed ones.
+    for (firmware, uefi) in [("seabios", false), ("ovmf-secureboot", true)] {
         let token = src.arm();
         let iso = src.dir.path().join(format!("{firmware}.iso"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image");
@@ -620,7 +622,7 @@ fn iso_recovers_under_seabios_and_ovmf() {
         let disk = src.blank_disk(&format!("{firmware}.img"));
         let log = logs_dir().join(format!("iso-{firmware}.log"));
         let boot = if uefi {
-            Boot::IsoUefi(&iso)
+            Boot::IsoUefiSecureBoot(&iso)
         } else {
             Boot::IsoBios(&iso)
         };
@@ -628,6 +630,16 @@ fn iso_recovers_under_seabios_and_ovmf() {
         let (fetch, total) = follow_recovery(&mut vm);
         eprintln!(
             "ISO under {firmware}: fetch stage after {fetch:.1} s, powered off after {total:.1} s"
+        );
+        let expected = if uefi {
+            "rewind: firmware: UEFI, Secure Boot on"
+        } else {
+            "rewind: firmware: BIOS"
+        };
+        assert!(
+            vm.console().contains(expected),
+            "the console does not say {expected:?} (log: {})",
+            log.display()
         );
         src.check_recovered(&disk);
         assert_eq!(src.last_request()["state"], "succeeded");

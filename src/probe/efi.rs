@@ -109,6 +109,16 @@ fn read_optional_var(efivars: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     read_var(&path).map(Some)
 }
 
+/// Whether the firmware enforces Secure Boot: the `SecureBoot` variable
+/// (one byte, 1 = on) in `efivars`; `None` when it cannot be read (no
+/// efivarfs, or firmware without the variable).
+pub fn secure_boot(efivars: &Path) -> Option<bool> {
+    match read_optional_var(efivars, "SecureBoot") {
+        Ok(Some(v)) if v.len() == 1 => Some(v[0] == 1),
+        _ => None,
+    }
+}
+
 /// A UINT16 array (BootOrder, BootCurrent) as 4-uppercase-hex-digit numbers.
 fn parse_u16_list(data: &[u8]) -> Result<Vec<String>> {
     ensure!(
@@ -504,5 +514,20 @@ mod tests {
     fn missing_directory_means_bios() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(probe_efi(&dir.path().join("efivars")).unwrap(), None);
+    }
+
+    #[test]
+    fn secure_boot_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(secure_boot(dir.path()), None, "no variable");
+        let var = dir
+            .path()
+            .join(format!("SecureBoot-{GLOBAL_VARIABLE_GUID}"));
+        std::fs::write(&var, [6, 0, 0, 0, 1]).unwrap();
+        assert_eq!(secure_boot(dir.path()), Some(true));
+        std::fs::write(&var, [6, 0, 0, 0, 0]).unwrap();
+        assert_eq!(secure_boot(dir.path()), Some(false));
+        std::fs::write(&var, [6, 0, 0, 0]).unwrap();
+        assert_eq!(secure_boot(dir.path()), None, "no value byte");
     }
 }

@@ -248,6 +248,7 @@ fn hardware(settings: &Settings) -> Result<()> {
     for (m, why) in &loader.failed {
         say(&format!("warning: module {m}: {why}"));
     }
+    say(&firmware_line());
     settle_disks(Duration::from_secs(10));
     let disks = crate::probe::disks::list_disks(Path::new("/sys")).unwrap_or_default();
     say(&format!(
@@ -259,6 +260,24 @@ fn hardware(settings: &Settings) -> Result<()> {
         }
     ));
     Ok(())
+}
+
+/// How the image was booted: BIOS, or UEFI with Secure Boot on or off (the
+/// drills and an operator reading the console check it).
+fn firmware_line() -> String {
+    let efivars = Path::new("/sys/firmware/efi/efivars");
+    if !Path::new("/sys/firmware/efi").is_dir() {
+        return "firmware: BIOS".into();
+    }
+    let state = match crate::bootloader::efi::ensure_efivarfs(efivars)
+        .ok()
+        .and_then(|()| crate::probe::efi::secure_boot(efivars))
+    {
+        Some(true) => "Secure Boot on",
+        Some(false) => "Secure Boot off",
+        None => "Secure Boot state unknown (no SecureBoot variable)",
+    };
+    format!("firmware: UEFI, {state}")
 }
 
 /// Wait until the list of block devices has not changed for a second.

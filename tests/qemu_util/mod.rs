@@ -82,6 +82,9 @@ pub enum Boot<'a> {
     IsoBios(&'a Path),
     /// An ISO as a CD-ROM, under OVMF (UEFI).
     IsoUefi(&'a Path),
+    /// An ISO as a CD-ROM, under OVMF with Secure Boot enforced and
+    /// Microsoft's keys enrolled (as PCs ship).
+    IsoUefiSecureBoot(&'a Path),
     /// The network, under SeaBIOS: QEMU's iPXE option ROM gets `bootfile`
     /// from the TFTP directory `tftp` of the user network.
     Pxe { tftp: &'a Path, bootfile: &'a str },
@@ -105,6 +108,27 @@ pub struct Qemu {
 pub fn fresh_ovmf_vars(path: &Path) {
     let (_, vars) = ovmf();
     std::fs::copy(&vars, path).unwrap();
+}
+
+/// A variable store with Secure Boot on: Microsoft's keys enrolled, no
+/// boot entries.
+pub fn fresh_secure_boot_vars(path: &Path) {
+    let (_, vars) = ovmf_secure_boot();
+    std::fs::copy(&vars, path).unwrap();
+}
+
+/// OVMF built with Secure Boot (needs SMM), and Debian's variable store
+/// template with Microsoft's keys enrolled.
+fn ovmf_secure_boot() -> (PathBuf, PathBuf) {
+    let code = PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
+    let vars = PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+    assert!(
+        code.exists() && vars.exists(),
+        "OVMF with Secure Boot is not installed ({} and {}: apt-get install ovmf)",
+        code.display(),
+        vars.display()
+    );
+    (code, vars)
 }
 
 /// The OVMF firmware files (code, and a variables template).
@@ -164,7 +188,14 @@ impl<'a> Nic<'a> {
 /// VM (the drills boot the recovered disk with the store the recovery wrote).
 pub enum Firmware<'a> {
     Bios,
-    Uefi { vars: &'a Path },
+    Uefi {
+        vars: &'a Path,
+    },
+    /// OVMF with Secure Boot enforced (the store from
+    /// [`fresh_secure_boot_vars`], or one a recovery wrote).
+    UefiSecureBoot {
+        vars: &'a Path,
+    },
 }
 
 impl Qemu {
@@ -176,6 +207,10 @@ impl Qemu {
             Boot::IsoUefi(_) => {
                 fresh_ovmf_vars(&vars);
                 Firmware::Uefi { vars: &vars }
+            }
+            Boot::IsoUefiSecureBoot(_) => {
+                fresh_secure_boot_vars(&vars);
+                Firmware::UefiSecureBoot { vars: &vars }
             }
             _ => Firmware::Bios,
         };
@@ -220,8 +255,22 @@ impl Qemu {
         .map(|s| s.to_string())
         .collect();
         let mut push = |a: &[&str]| args.extend(a.iter().map(|s| s.to_string()));
-        if let Firmware::Uefi { vars } = &firmware {
-            let (code, _) = ovmf();
+        let pflash = match &firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi { vars } => Some((ovmf().0, *vars)),
+            Firmware::UefiSecureBoot { vars } => {
+                // Secure Boot firmware keeps its variables in SMM: the
+                // machine needs SMM and a pflash only SMM code may write.
+                push(&[
+                    "-machine",
+                    "q35,smm=on",
+                    "-global",
+                    "driver=cfi.pflash01,property=secure,value=on",
+                ]);
+                Some((ovmf_secure_boot().0, *vars))
+            }
+        };
+        if let Some((code, vars)) = pflash {
             push(&[
                 "-drive",
                 &format!(
@@ -241,13 +290,13 @@ impl Qemu {
                 "-append",
                 cmdline,
             ]),
-            Boot::IsoBios(iso) | Boot::IsoUefi(iso) => {
+            Boot::IsoBios(iso) | Boot::IsoUefi(iso) | Boot::IsoUefiSecureBoot(iso) => {
                 push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"])
             }
             Boot::Pxe { .. } => push(&["-boot", "n"]),
             // Under OVMF the variable store's BootOrder decides, as on a
             // real machine (QEMU's boot order would reorder it).
-            Boot::Disk if matches!(firmware, Firmware::Uefi { .. }) => {}
+            Boot::Disk if !matches!(firmware, Firmware::Bios) => {}
             Boot::Disk => {} // bootindex on the first disk
         }
         let bios_disk_boot = matches!(boot, Boot::Disk) && matches!(firmware, Firmware::Bios);
