@@ -128,6 +128,25 @@ pub fn escrow_luks_keys(
     }
 }
 
+/// [`escrow_luks_keys`] on the running system, its notes on stderr; without
+/// the operator's consent, a warning for each LUKS volume.
+pub fn escrow_captured(m: &mut Manifest, opts: Option<&EscrowOptions>, warnings: &mut Vec<String>) {
+    let Some(opts) = opts else {
+        for l in &m.luks {
+            warnings.push(format!(
+                "LUKS volume {}: no key escrowed, so its recovery will stop at the plan (recovery never waits at a passphrase prompt): capture to the server with --escrow-luks-keys (REWIND_ESCROW_LUKS_KEYS=1 for the capture service)",
+                l.name
+            ));
+        }
+        return;
+    };
+    let mut notes = Vec::new();
+    escrow_luks_keys(m, opts, &mut SystemMappings, warnings, &mut notes);
+    for n in notes {
+        eprintln!("rewind: note: {n}");
+    }
+}
+
 /// The volume key of mapping `name`: from `--luks-volume-key`, else from
 /// its table; `None` when it is in the kernel keyring.
 fn volume_key(

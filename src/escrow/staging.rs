@@ -20,6 +20,7 @@ use crate::layout::plan::Plan;
 use crate::layout::stack::Expect;
 use crate::manifest::RawData;
 use crate::repo::Repo;
+use crate::stack::luks;
 
 /// The files staged for the stack; removed on drop.
 #[derive(Debug, Default)]
@@ -38,12 +39,12 @@ impl Drop for Staged {
 /// The volume key file of mapping `name` under `dir` (what the plan's
 /// `cryptsetup` commands name).
 pub fn key_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.key"))
+    PathBuf::from(luks::key_file(&dir.to_string_lossy(), name))
 }
 
 /// The header file of mapping `name` under `dir`.
 pub fn header_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.header"))
+    PathBuf::from(luks::header_file(&dir.to_string_lossy(), name))
 }
 
 /// Stage the key and header of every LUKS volume of `plan` under `dir`.

@@ -207,6 +207,17 @@ pub fn to_element(name: &str, on: StackRef, size: u64, h: &Header) -> Result<Luk
     })
 }
 
+/// The file the recovery puts mapping `name`'s escrowed volume key in,
+/// under `dir` (mode 0600, removed once the volume is open).
+pub fn key_file(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}.key")
+}
+
+/// The file the recovery puts mapping `name`'s captured header in.
+pub fn header_file(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}.header")
+}
+
 /// Write the captured header back onto `device` (same UUID, keyslots and
 /// volume key: the machine's passphrases keep working).
 pub fn header_restore_command(device: &str, header_file: &str) -> Argv {
