@@ -115,16 +115,21 @@ impl MasterKey {
             )
         })?;
         ensure!(meta.is_file(), "{} is not a file", path.display());
+        // A systemd credential (LoadCredential=) is readable only by the
+        // service's user, which systemd may grant by an ACL on a root-owned
+        // file: its mode bits then say nothing; its directory is the proof.
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .is_some_and(|d| !d.is_empty() && path.starts_with(&d));
         let mode = meta.permissions().mode() & 0o777;
         ensure!(
-            mode & 0o077 == 0,
+            credential || mode & 0o077 == 0,
             "the master key file {} has mode {mode:04o}: group or others may read it; chmod 600 {} (and keep it outside the data directory)",
             path.display(),
             path.display()
         );
         let me = nix::unistd::geteuid().as_raw();
         ensure!(
-            meta.uid() == me,
+            credential || meta.uid() == me,
             "the master key file {} belongs to uid {}, not to the server's user (uid {me}): chown it",
             path.display(),
             meta.uid()
