@@ -44,11 +44,14 @@ struct Console<'a>(&'a mut Qemu);
 
 impl StackRunner for Console<'_> {
     fn run(&mut self, argv: &[String]) -> Result<String> {
+        // Standard input is /dev/null, as `crate::cmd` gives it: with the
+        // console as its input, `cryptsetup luksHeaderRestore` waits on it
+        // (found here: 300 s, then this test failed).
         let program = quote(&argv[0]);
         let args: Vec<String> = argv[1..].iter().map(|a| quote(a)).collect();
         let (out, status) = self.0.run(
             &format!(
-                "p=/usr/sbin/{program}; [ -x \"$p\" ] || p=/usr/bin/{program}; \"$p\" {} 2>/tmp/stack.err || {{ cat /tmp/stack.err; false; }}",
+                "p=/usr/sbin/{program}; [ -x \"$p\" ] || p=/usr/bin/{program}; \"$p\" {} </dev/null 2>/tmp/stack.err || {{ cat /tmp/stack.err; false; }}",
                 args.join(" ")
             ),
             Duration::from_secs(300),
