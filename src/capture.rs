@@ -25,6 +25,8 @@ pub struct CaptureOptions {
     pub only: Vec<PathBuf>,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Escrow LUKS volume keys with the server (`--escrow-luks-keys`).
+    pub escrow: Option<crate::escrow::source::EscrowOptions>,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,7 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
     crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
     // LUKS headers: byte for byte, for luksHeaderRestore.
     capture_luks_headers(repo, &mut manifest, &mut warnings);
+    crate::escrow::source::escrow_captured(&mut manifest, opts.escrow.as_ref(), &mut warnings);
 
     let mut reports = Vec::new();
     for fs in manifest.filesystems.iter_mut() {

@@ -174,6 +174,27 @@ pub struct CaptureArgs {
     /// Or back up to a recovery server (into the host's repository there).
     #[command(flatten)]
     pub server: crate::client::ServerArgs,
+    /// Escrow each captured LUKS volume's volume key with the recovery
+    /// server (your consent: the server then holds, wrapped, what opens the
+    /// volume, and releases it to an armed recovery of this host or an
+    /// admin; docs/security.md). Without it a LUKS volume's recovery stops
+    /// at the plan, since recovery never waits at a passphrase prompt.
+    #[arg(long, env = "REWIND_ESCROW_LUKS_KEYS")]
+    pub escrow_luks_keys: bool,
+    /// The volume key of LUKS mapping NAME from FILE (as `cryptsetup
+    /// luksDump --dump-volume-key --volume-key-file FILE` writes it), for a
+    /// mapping whose key is in the kernel keyring; repeatable.
+    #[arg(long = "luks-volume-key", value_name = "NAME=FILE", requires = "escrow_luks_keys", value_parser = parse_key_file)]
+    pub luks_volume_keys: Vec<(String, PathBuf)>,
+}
+
+fn parse_key_file(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, f)) if !n.is_empty() && !f.is_empty() => Ok((n.to_string(), PathBuf::from(f))),
+        _ => Err(format!(
+            "{s:?} is not NAME=FILE (e.g. cryptroot=/root/cryptroot.vk)"
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -357,6 +378,19 @@ fn capture(args: CaptureArgs) -> Result<()> {
         (None, Some(h)) if args.server.server.is_some() => Some(h.clone()),
         _ => None,
     };
+    let escrow = match (&report_to, args.escrow_luks_keys) {
+        (Some(h), true) => Some(crate::escrow::source::EscrowOptions {
+            vault: std::sync::Arc::new(crate::client::ServerVault {
+                client: std::sync::Arc::new(args.server.client()?),
+                host: h.clone(),
+            }),
+            key_files: args.luks_volume_keys.clone(),
+        }),
+        (None, true) => bail!(
+            "--escrow-luks-keys escrows keys with a recovery server: give --server URL --token TOKEN (not --repo or --manifest-only)"
+        ),
+        _ => None,
+    };
     let probe_opts = ProbeOptions {
         disks: args.disks,
         host,
@@ -371,6 +405,7 @@ fn capture(args: CaptureArgs) -> Result<()> {
                 probe: probe_opts,
                 only: args.only,
                 progress: true,
+                escrow,
             },
         );
         let report = match captured {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod console;
+pub mod escrow;
 pub mod fs;
 pub mod init;
 pub mod initramfs;

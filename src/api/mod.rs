@@ -10,6 +10,7 @@
 //! [`ApiError`] into a response, the client turns a response into one.
 
 mod error;
+mod keys;
 pub mod limits;
 mod ops;
 mod repository;
@@ -18,6 +19,9 @@ mod tokens;
 mod version;
 
 pub use error::{ApiError, ErrorBody};
+pub use keys::{
+    EscrowKey, EscrowedKey, KIND_VOLUME_KEY, KeyInfo, MAX_KEY_BYTES, ReleasedKey, valid_key_id,
+};
 pub use ops::{
     AuditAction, AuditEvent, CaptureOutcome, CaptureReport, DEFAULT_MAX_AGE, HostHealth, Problem,
     ReceivedCapture, Severity, VerifyRequest, VerifyResult, human_age,

@@ -10,6 +10,7 @@ use crate::api::{
     ProgressReport, PruneAnswer, PruneRequest, RecoveryRequest, ResultReport, Stats, TokenInfo,
     Versions, WhoAmI,
 };
+use crate::api::{EscrowKey, EscrowedKey, KeyInfo, ReleasedKey};
 use crate::stage::Stage;
 
 impl Client {
@@ -162,6 +163,25 @@ impl Client {
         self.get("/v1/audit")
     }
 
+    /// Escrow a LUKS volume's key with the server (the host's token).
+    pub fn escrow_key(&self, host: &str, key: &EscrowKey) -> Result<EscrowedKey> {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/v1/hosts/{host}/keys"),
+            Some(key),
+        )
+    }
+
+    /// The keys escrowed for a host, without the keys.
+    pub fn escrowed_keys(&self, host: &str) -> Result<Vec<KeyInfo>> {
+        self.get(&format!("/v1/hosts/{host}/keys"))
+    }
+
+    /// An escrowed key (a recovery token of the host's armed request, or admin).
+    pub fn escrowed_key(&self, host: &str, key_id: &str) -> Result<ReleasedKey> {
+        self.get(&format!("/v1/hosts/{host}/keys/{key_id}"))
+    }
+
     /// `/metrics`, as text.
     pub fn metrics(&self) -> Result<String> {
         let url = self.url("/metrics");
@@ -184,5 +204,27 @@ fn age_query(max_age: Option<&str>, critical_age: Option<&str>) -> String {
         String::new()
     } else {
         format!("?{}", q.join("&"))
+    }
+}
+
+/// The server as the capture's [`crate::escrow::source::KeyVault`].
+pub struct ServerVault {
+    pub client: std::sync::Arc<Client>,
+    pub host: String,
+}
+
+impl std::fmt::Debug for ServerVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerVault({} for {})", self.client.base, self.host)
+    }
+}
+
+impl crate::escrow::source::KeyVault for ServerVault {
+    fn escrow(&self, key: &EscrowKey) -> Result<EscrowedKey> {
+        self.client.escrow_key(&self.host, key)
+    }
+
+    fn escrowed(&self) -> Result<Vec<KeyInfo>> {
+        self.client.escrowed_keys(&self.host)
     }
 }

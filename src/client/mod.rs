@@ -8,6 +8,7 @@
 //! called from async code (the server never does).
 
 mod calls;
+pub use calls::ServerVault;
 pub mod commands;
 pub mod ops;
 

@@ -218,11 +218,11 @@ pub fn plan_stack(
                     ));
                     continue;
                 };
-                let key = format!("{WORK_DIR}/{}.key", l.name);
+                let key = luks::key_file(WORK_DIR, &l.name);
                 let mut commands = Vec::new();
                 match &l.header {
                     Some(_) => {
-                        let header = format!("{WORK_DIR}/{}.header", l.name);
+                        let header = luks::header_file(WORK_DIR, &l.name);
                         commands.push(luks::header_restore_command(&backing, &header));
                     }
                     None => {

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, bail};
 
 use super::plan::Plan;
-use super::stack::{Expect, StackStep};
+use super::stack::{Expect, StackStep, WORK_DIR};
 use crate::stack::{luks, lvm, md};
 
 /// What running the stack needs from the system.
@@ -19,6 +19,13 @@ pub trait StackRunner {
     fn read(&mut self, path: &str) -> Result<String>;
     /// The first `len` bytes of a device.
     fn read_head(&mut self, device: &str, len: usize) -> Result<Vec<u8>>;
+    /// Remove a file the stack's commands read (a LUKS volume's key once
+    /// the volume is open). Runners whose files live elsewhere (a guest's
+    /// console) clean up their own way; the system's removes it.
+    fn remove(&mut self, path: &str) -> Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// The system's tools and files.
@@ -45,6 +52,15 @@ impl StackRunner for SystemRunner {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
     }
 
+    fn remove(&mut self, path: &str) -> Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {path}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn read_head(&mut self, device: &str, len: usize) -> Result<Vec<u8>> {
         use std::io::Read;
         let mut buf = Vec::with_capacity(len);
@@ -66,6 +82,26 @@ pub fn run(plan: &Plan, r: &mut dyn StackRunner) -> Result<()> {
 }
 
 fn run_step(step: &StackStep, r: &mut dyn StackRunner) -> Result<()> {
+    let made = run_commands(step, r);
+    let Expect::Luks(l) = &step.expect else {
+        return made;
+    };
+    // The escrowed key stays on the image's tmpfs only as long as
+    // cryptsetup needs it, whatever happened.
+    let key = luks::key_file(WORK_DIR, &l.name);
+    let removed = r
+        .remove(&key)
+        .and_then(|()| r.remove(&luks::header_file(WORK_DIR, &l.name)));
+    made.with_context(|| {
+        format!(
+            "{} is opened with the escrowed volume key in {key}, which `rewind recover` fetches from the server (for `rewind recreate`, put the volume key there yourself, mode 0600)",
+            step.layer
+        )
+    })?;
+    removed
+}
+
+fn run_commands(step: &StackStep, r: &mut dyn StackRunner) -> Result<()> {
     for f in &step.files {
         r.write(&f.path, &f.text)?;
     }

@@ -495,9 +495,18 @@ impl Recovery {
                 )?)
             };
             layout::preflight(&the_plan).context("preflight check failed")?;
-            Ok(Some((the_plan, repo)))
+            // LUKS volumes: their escrowed keys and headers on the tmpfs,
+            // or no write at all (removed when `staged` is dropped).
+            let staged = crate::escrow::staging::stage(
+                &the_plan,
+                repo.as_ref(),
+                &|id| session.escrowed_key(&target.host, id),
+                Path::new(layout::stack::WORK_DIR),
+            )
+            .context("nothing was written")?;
+            Ok(Some((the_plan, repo, staged)))
         })?;
-        let Some((the_plan, repo)) = prepared else {
+        let Some((the_plan, repo, staged)) = prepared else {
             say("plan only (rewind.action=plan): nothing was written");
             return Ok(Outcome::Planned);
         };
@@ -516,6 +525,7 @@ impl Recovery {
         self.stage(Stage::Format, |_| {
             layout::format_disks(&the_plan, raw.as_mut())
         })?;
+        drop(staged);
         self.stage(Stage::Mount, |_| {
             let mounted = layout::mount_filesystems(&the_plan)?;
             println!("{}", layout::recreated(&the_plan, mounted));

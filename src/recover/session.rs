@@ -251,6 +251,12 @@ impl Session {
         }
     }
 
+    /// An escrowed LUKS key of the host, with the recovery token (the
+    /// server releases it only while the request is armed or running).
+    pub(super) fn escrowed_key(&self, host: &str, key_id: &str) -> Result<crate::api::ReleasedKey> {
+        self.data_client().escrowed_key(host, key_id)
+    }
+
     /// The host's repository on the server.
     pub(super) fn repository(&self, host: &str) -> Result<Repo> {
         let backend = HttpBackend::new(self.data_client(), host);

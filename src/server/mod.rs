@@ -96,6 +96,16 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's backlog.
     #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// The master key escrowed LUKS keys are wrapped with: a file of 64 hex
+    /// digits outside --data, readable only by the server's user (refused
+    /// otherwise). Without it, keys cannot be escrowed or released. Losing
+    /// it loses every escrowed key (docs/security.md).
+    #[arg(long, env = "REWIND_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Create --key-file (mode 0600, random) if it does not exist; an
+    /// existing file is never replaced.
+    #[arg(long, requires = "key_file")]
+    pub create_key_file: bool,
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -146,6 +156,8 @@ pub struct Server {
     pub max_connections: usize,
     /// How long a body may stall (`--body-timeout`).
     pub body_timeout: std::time::Duration,
+    /// The escrow master key (`--key-file`).
+    pub master_key: Option<Arc<crate::escrow::MasterKey>>,
 }
 
 impl Server {
@@ -208,6 +220,15 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         println!("rewind: admin token (printed once, keep it safe): {token}");
     }
 
+    let master_key = args
+        .key_file
+        .as_deref()
+        .map(|f| crate::escrow::MasterKey::load(f, &data, args.create_key_file))
+        .transpose()?
+        .map(Arc::new);
+    if let Some(k) = &master_key {
+        println!("rewind: escrow master key {}", k.fingerprint);
+    }
     let tls = match (&args.cert, &args.key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Some(tls::load_pem(cert, key)?),
         (None, None, true) => Some(tls::self_signed(&data.join("tls"), &args.tls_names)?),
@@ -247,6 +268,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
         max_connections: args.max_connections.max(1),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+        master_key,
     });
     // Each host's latest MACs: the one time the server reads every manifest.
     for host in server.hosts() {

@@ -207,6 +207,17 @@ pub fn to_element(name: &str, on: StackRef, size: u64, h: &Header) -> Result<Luk
     })
 }
 
+/// The file the recovery puts mapping `name`'s escrowed volume key in,
+/// under `dir` (mode 0600, removed once the volume is open).
+pub fn key_file(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}.key")
+}
+
+/// The file the recovery puts mapping `name`'s captured header in.
+pub fn header_file(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}.header")
+}
+
 /// Write the captured header back onto `device` (same UUID, keyslots and
 /// volume key: the machine's passphrases keep working).
 pub fn header_restore_command(device: &str, header_file: &str) -> Argv {
@@ -232,6 +243,73 @@ pub fn open_command(l: &Luks, device: &str, volume_key_file: &str) -> Argv {
         device,
         &l.name,
     ])
+}
+
+/// `dmsetup table --showkeys NAME`: the open mapping's table, the crypt
+/// target's key included (it goes to rewind's pipe, never to a terminal).
+pub fn show_keys_command(mapping: &str) -> Argv {
+    argv(&["dmsetup", "table", "--showkeys", mapping])
+}
+
+/// The key of a dm-crypt mapping, as its table gives it.
+#[derive(PartialEq, Eq)]
+pub enum MappingKey {
+    /// The volume key itself (LUKS1, and LUKS2 opened without the kernel
+    /// keyring).
+    Volume(Vec<u8>),
+    /// A reference to a key in the kernel keyring (`:64:logon:cryptsetup:
+    /// UUID-d0`, LUKS2's default): a logon key no program can read back.
+    Keyring(String),
+}
+
+impl std::fmt::Debug for MappingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never a key in a log or a panic message.
+            MappingKey::Volume(k) => write!(f, "Volume({} bytes)", k.len()),
+            MappingKey::Keyring(d) => write!(f, "Keyring({d})"),
+        }
+    }
+}
+
+/// The key of a dm-crypt mapping from `dmsetup table --showkeys`: each
+/// line `START LEN crypt CIPHER KEY IV_OFFSET DEVICE OFFSET [OPTIONS]`;
+/// every crypt line of the table must carry the same key.
+pub fn parse_crypt_table(text: &str) -> Result<MappingKey> {
+    let mut found: Option<MappingKey> = None;
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.get(2) != Some(&"crypt") {
+            bail!(
+                "line {} of the table is a {} target, not crypt",
+                n + 1,
+                words.get(2).unwrap_or(&"empty")
+            );
+        }
+        let key = *words
+            .get(4)
+            .with_context(|| format!("line {} of the crypt table has no key", n + 1))?;
+        let this = if let Some(reference) = key.strip_prefix(':') {
+            MappingKey::Keyring(reference.to_string())
+        } else if key == "-" || key.chars().all(|c| c == '0') {
+            bail!(
+                "the crypt table shows no key (dmsetup table without --showkeys, or cipher_null)"
+            );
+        } else {
+            MappingKey::Volume(crate::util::hex::decode(key).with_context(|| {
+                format!("line {} of the crypt table: the key is not hex", n + 1)
+            })?)
+        };
+        match &found {
+            Some(k) if *k != this => bail!("the crypt table's lines carry different keys"),
+            _ => found = Some(this),
+        }
+    }
+    found.context("the mapping's table is empty")
 }
 
 /// A new header with the captured UUID, label, cipher and geometry and
@@ -379,6 +457,61 @@ mod tests {
         );
         assert_eq!(h.keyslots.iter().map(|k| k.id).collect::<Vec<_>>(), [0]);
         assert_eq!(h.label, None);
+    }
+
+    #[test]
+    fn the_volume_key_is_read_from_a_crypt_table() {
+        let key = "a0".repeat(32) + &"5b".repeat(32);
+        let table =
+            format!("0 376832 crypt aes-xts-plain64 {key} 0 9:127 32768 1 allow_discards\n");
+        assert_eq!(
+            parse_crypt_table(&table).unwrap(),
+            MappingKey::Volume(crate::util::hex::decode(&key).unwrap())
+        );
+        // LUKS2's default: the key stays in the kernel keyring.
+        let keyring = "0 376832 crypt aes-xts-plain64 :64:logon:cryptsetup:c0ffee00-1234-4abc-8def-0123456789ab-d0 0 253:0 32768\n";
+        assert_eq!(
+            parse_crypt_table(keyring).unwrap(),
+            MappingKey::Keyring(
+                "64:logon:cryptsetup:c0ffee00-1234-4abc-8def-0123456789ab-d0".into()
+            )
+        );
+        // Without --showkeys dmsetup prints zeros; a linear target is not crypt.
+        let hidden = format!(
+            "0 8 crypt aes-xts-plain64 {} 0 9:127 32768\n",
+            "0".repeat(128)
+        );
+        assert!(
+            parse_crypt_table(&hidden)
+                .unwrap_err()
+                .to_string()
+                .contains("--showkeys")
+        );
+        assert!(
+            parse_crypt_table("0 8 linear 8:1 0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("linear")
+        );
+        assert!(parse_crypt_table("").is_err());
+        assert!(parse_crypt_table("0 8 crypt aes-xts-plain64 zz 0 9:1 0\n").is_err());
+        let two = format!(
+            "{table}0 8 crypt aes-xts-plain64 {} 0 9:127 32768\n",
+            "11".repeat(64)
+        );
+        assert!(
+            parse_crypt_table(&two)
+                .unwrap_err()
+                .to_string()
+                .contains("different keys")
+        );
+        // The key never shows in a debug print.
+        let shown = format!("{:?}", parse_crypt_table(&table).unwrap());
+        assert_eq!(shown, "Volume(64 bytes)");
+        assert_eq!(
+            show_keys_command("cryptroot").join(" "),
+            "dmsetup table --showkeys cryptroot"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ struct Fake {
     ran: Vec<String>,
     files: HashMap<String, String>,
     md_uuid_override: Option<String>,
+    removed: Vec<String>,
 }
 
 impl StackRunner for Fake {
@@ -123,6 +124,10 @@ impl StackRunner for Fake {
             t.replace(&lv.uuid, &format!("NEW{}", &lv.uuid[3..]))
         }))
     }
+    fn remove(&mut self, path: &str) -> Result<()> {
+        self.removed.push(path.into());
+        Ok(())
+    }
     fn read_head(&mut self, device: &str, _len: usize) -> Result<Vec<u8>> {
         Ok(match device {
             "/dev/md/root" => fixture("luks2-header.bin"),
@@ -138,6 +143,7 @@ fn fake(m: &Manifest) -> Fake {
         ran: Vec::new(),
         files: HashMap::new(),
         md_uuid_override: None,
+        removed: Vec::new(),
     }
 }
 
@@ -180,6 +186,16 @@ fn every_layer_is_made_in_order_then_verified() {
     assert_eq!(r.files["/run/rewind/stack/vg0.vg"], vg.metadata);
     assert_eq!(r.files["/run/rewind/stack/vg0.ids.vg"], vg.metadata);
     assert!(!r.files["/run/rewind/stack/vg0.without-thin.vg"].contains("thin-pool"));
+    // Each LUKS volume's key (and header) is removed once it is open.
+    assert_eq!(
+        r.removed,
+        [
+            "/run/rewind/stack/cryptroot.key",
+            "/run/rewind/stack/cryptroot.header",
+            "/run/rewind/stack/secret.key",
+            "/run/rewind/stack/secret.header",
+        ]
+    );
     super::verify(&p, &mut r).unwrap();
 }
 

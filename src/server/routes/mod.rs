@@ -8,6 +8,7 @@
 mod boot;
 mod files;
 mod hosts;
+mod keys;
 mod meta;
 mod ops;
 mod requests;
@@ -52,6 +53,11 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/hosts/{host}/snapshots", get(snapshots::list_snapshots))
         .route("/v1/hosts/{host}/manifest", get(snapshots::get_manifest))
         .route("/v1/hosts/{host}/requests", post(requests::create_request))
+        .route(
+            "/v1/hosts/{host}/keys",
+            get(keys::list_keys).put(keys::escrow_key),
+        )
+        .route("/v1/hosts/{host}/keys/{key_id}", get(keys::release_key))
         .route("/v1/identify", get(hosts::identify))
         .route("/v1/requests", get(requests::list_requests))
         .route(
