@@ -24,6 +24,15 @@
 //!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
 //!   visitor left in the first path's entry, so a subset restore that does not
 //!   include the first path can still write the content.
+//! - [`Exclusions`] leave things out: a file or other non-directory that is
+//!   excluded has no entry; an excluded directory keeps its entry (metadata,
+//!   xattrs) but none of its children, so that restore recreates it empty and
+//!   the services that expect it still start. A directory is excluded by a
+//!   pattern, by the `nodump` attribute (`chattr +d`, read from `statx`'s
+//!   `STATX_ATTR_NODUMP`, which is `FS_NODUMP_FL` without opening anything),
+//!   or by holding a valid `CACHEDIR.TAG`; names in
+//!   [`Exclusions::hidden_at_root`] have no entry at all (the capture's own
+//!   snapshot directories).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -34,7 +43,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
 use crate::tree::{ChunkRef, Entry, Extent, Kind, Time, display_bytes};
@@ -54,6 +63,72 @@ pub struct WalkStats {
     pub mount_points: Vec<Vec<u8>>,
     /// Paths that vanished or changed type during the walk and were skipped.
     pub warnings: Vec<String>,
+    /// Entries [`Exclusions`] left out (non-directories), and directories
+    /// kept empty.
+    pub excluded_entries: u64,
+    pub emptied_dirs: u64,
+}
+
+/// What a walk leaves out; nothing by default. See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct Exclusions {
+    /// The walked root's path on the captured machine (`/`, `/home`): the
+    /// walk may read a snapshot mounted elsewhere, patterns name the paths
+    /// as the machine sees them.
+    pub mount_point: Vec<u8>,
+    /// [`crate::util::glob`] patterns: one starting with `/` is matched
+    /// against the whole path (`/var/tmp/*`: `*` matches `/` too), any other
+    /// against the name alone, at any depth (`*.pyc`, `node_modules`).
+    pub patterns: Vec<String>,
+    /// Leave out directories holding a valid `CACHEDIR.TAG`
+    /// (<https://bford.info/cachedir/>), keeping the directory itself.
+    pub cachedir_tag: bool,
+    /// Leave out files and directories with the `nodump` attribute.
+    pub nodump: bool,
+    /// Name patterns of the root's children that get no entry at all.
+    pub hidden_at_root: Vec<String>,
+}
+
+/// The first bytes of a valid `CACHEDIR.TAG`.
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Exclusions {
+    fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && !self.cachedir_tag && !self.nodump
+    }
+
+    /// Whether a pattern excludes `path` (relative to the root; never the
+    /// root itself) whose last component is `name`.
+    pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        if path.is_empty() || self.patterns.is_empty() {
+            return false;
+        }
+        let mut full = Vec::with_capacity(self.mount_point.len() + path.len() + 1);
+        full.extend_from_slice(
+            self.mount_point
+                .strip_suffix(b"/")
+                .unwrap_or(&self.mount_point),
+        );
+        full.push(b'/');
+        full.extend_from_slice(path);
+        self.patterns.iter().any(|p| {
+            if p.starts_with('/') {
+                crate::util::glob::matches(p.as_bytes(), &full)
+            } else {
+                crate::util::glob::matches(p.as_bytes(), name)
+            }
+        })
+    }
+}
+
+/// Whether `dir` holds a `CACHEDIR.TAG` that starts with the signature.
+fn has_cachedir_tag(dir: BorrowedFd<'_>) -> bool {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(fd) = rustix::fs::openat(dir, c"CACHEDIR.TAG", flags, Mode::empty()) else {
+        return false;
+    };
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    File::from(fd).read_exact_at(&mut head, 0).is_ok() && head == CACHEDIR_SIGNATURE
 }
 
 /// The error [`FileContent::open`] returns when the file was removed or
@@ -221,6 +296,15 @@ type Visit<'v> = dyn FnMut(&mut Entry, &FileContent) -> Result<()> + 'v;
 /// returns ends the walk, unless it carries [`Vanished`]. `root` itself may
 /// be a symlink to a directory.
 pub fn walk(root: &Path, visit: &mut Visit<'_>) -> Result<WalkStats> {
+    walk_excluding(root, &Exclusions::default(), visit)
+}
+
+/// [`walk`], leaving out what `exclude` names.
+pub fn walk_excluding(
+    root: &Path,
+    exclude: &Exclusions,
+    visit: &mut Visit<'_>,
+) -> Result<WalkStats> {
     let shown = || root.display().to_string();
     let fd = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), true)
         .with_context(|| format!("cannot open directory {}", shown()))?;
@@ -238,6 +322,7 @@ pub fn walk(root: &Path, visit: &mut Visit<'_>) -> Result<WalkStats> {
         value_buf: vec![0; XATTR_MAX],
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
+        exclude: (!exclude.is_empty() || !exclude.hidden_at_root.is_empty()).then_some(exclude),
     };
     let xattrs = read_xattrs(XattrOf::Fd(fd.as_fd()), &mut w.list_buf, &mut w.value_buf)
         .with_context(|| format!("cannot read the xattrs of {}", shown()))?;
@@ -272,6 +357,8 @@ struct Meta {
     /// Mount id, or the device number where statx cannot tell it.
     mount: (bool, u64),
     dev: u64,
+    /// The `nodump` attribute (`chattr +d`), where statx reports it.
+    nodump: bool,
 }
 
 impl Meta {
@@ -326,7 +413,10 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Resu
             let dev = rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor);
             let has_mnt = s.stx_mask & StatxFlags::MNT_ID.bits() != 0;
             let mode = u32::from(s.stx_mode);
+            let nodump = s.stx_attributes_mask.contains(StatxAttributes::NODUMP)
+                && s.stx_attributes.contains(StatxAttributes::NODUMP);
             Ok(Meta {
+                nodump,
                 kind: kind_of(mode),
                 mode: mode & 0o7777,
                 nlink: s.stx_nlink,
@@ -374,6 +464,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Resu
                 rdev: s.st_rdev,
                 mount: (false, s.st_dev),
                 dev: s.st_dev,
+                nodump: false,
             })
         }
         Err(e) => Err(e),
@@ -459,6 +550,8 @@ struct Walker<'v, 'w> {
     value_buf: Vec<u8>,
     dirent_buf: Vec<u8>,
     xattr_path: Vec<u8>,
+    /// None when nothing is excluded: no per-entry work.
+    exclude: Option<&'w Exclusions>,
 }
 
 impl Walker<'_, '_> {
@@ -518,9 +611,33 @@ impl Walker<'_, '_> {
         CString::new(p.as_slice()).expect("no NUL in a path")
     }
 
+    /// Whether an entry (not the root) is excluded by a pattern or `nodump`.
+    fn is_excluded(&self, name: &CStr, meta: &Meta) -> bool {
+        self.exclude
+            .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
+    }
+
     fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
-        let names = self.read_names(dir)?;
+        let mut names = self.read_names(dir)?;
         let base = self.path.len();
+        if let Some(x) = self.exclude {
+            if base == 0 && !x.hidden_at_root.is_empty() {
+                names.retain(|n| {
+                    let n = n.to_bytes();
+                    !x.hidden_at_root
+                        .iter()
+                        .any(|p| crate::util::glob::matches(p.as_bytes(), n))
+                });
+            }
+            if base > 0
+                && x.cachedir_tag
+                && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
+                && has_cachedir_tag(dir.as_fd())
+            {
+                self.stats.emptied_dirs += 1;
+                return Ok(());
+            }
+        }
         for name in &names {
             self.path.truncate(base);
             if base > 0 {
@@ -548,6 +665,10 @@ impl Walker<'_, '_> {
         };
         if kind == Kind::Dir {
             return self.child_dir(dir, name, meta);
+        }
+        if self.is_excluded(name, &meta) {
+            self.stats.excluded_entries += 1;
+            return Ok(());
         }
         let xpath = self.xattr_path(dir.as_fd(), name);
         let xattrs = match read_xattrs(
@@ -677,7 +798,12 @@ impl Walker<'_, '_> {
             ino: meta.ino,
             size: meta.size,
         };
-        if self.visited(&mut entry, &content)? {
+        if self.is_excluded(name, &meta) {
+            // Kept, empty: restore recreates it with its metadata.
+            if self.visited(&mut entry, &content)? {
+                self.stats.emptied_dirs += 1;
+            }
+        } else if self.visited(&mut entry, &content)? {
             self.walk_dir(&fd)?;
         }
         Ok(())
