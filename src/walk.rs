@@ -818,3 +818,77 @@ pub fn join(root: &Path, path: &[u8]) -> PathBuf {
         root.join(OsStr::from_bytes(path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(mount_point: &str) -> Exclusions {
+        Exclusions {
+            mount_point: mount_point.as_bytes().to_vec(),
+            patterns: [
+                "/tmp/*",
+                "/var/tmp/*",
+                "/var/cache/apt/archives/*.deb",
+                "*.pyc",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Exclusions::default()
+        }
+    }
+
+    #[test]
+    fn patterns_match_the_path_on_the_machine_or_the_name() {
+        let root = defaults("/");
+        assert!(root.matches(b"tmp/x", b"x"));
+        assert!(root.matches(
+            b"var/cache/apt/archives/bash_5.2_amd64.deb",
+            b"bash_5.2_amd64.deb"
+        ));
+        assert!(!root.matches(b"var/cache/apt/archives/lock", b"lock"));
+        assert!(
+            !root.matches(b"tmp", b"tmp"),
+            "the directory itself is kept"
+        );
+        assert!(root.matches(b"srv/app/m.pyc", b"m.pyc"));
+        assert!(!root.matches(b"", b""), "never the root");
+        // The same patterns on the filesystem mounted at /var.
+        let var = defaults("/var");
+        assert!(var.matches(b"tmp/x", b"x"));
+        assert!(!var.matches(b"lib/tmp/x", b"x"));
+    }
+
+    #[test]
+    fn excluded_directories_are_kept_empty_and_hidden_names_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for f in [
+            "a/keep",
+            "a/drop.pyc",
+            "cache/blob",
+            "cache/sub/x",
+            "skip/y",
+            ".rewind-snap-7/z",
+        ] {
+            std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
+            std::fs::write(p.join(f), b"x").unwrap();
+        }
+        std::fs::write(p.join("cache/CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        let x = Exclusions {
+            mount_point: b"/srv".to_vec(),
+            patterns: vec!["/srv/skip".into(), "*.pyc".into()],
+            cachedir_tag: true,
+            hidden_at_root: vec![".rewind-snap-*".into()],
+            ..Exclusions::default()
+        };
+        let mut paths = Vec::new();
+        let stats = walk_excluding(p, &x, &mut |e: &mut Entry, _: &FileContent| {
+            paths.push(String::from_utf8(e.path.clone()).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(paths, ["", "a", "a/keep", "cache", "skip"]);
+        assert_eq!((stats.excluded_entries, stats.emptied_dirs), (1, 2));
+    }
+}
