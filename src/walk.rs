@@ -78,7 +78,10 @@ pub struct Exclusions {
     pub mount_point: Vec<u8>,
     /// [`crate::util::glob`] patterns: one starting with `/` is matched
     /// against the whole path (`/var/tmp/*`: `*` matches `/` too), any other
-    /// against the name alone, at any depth (`*.pyc`, `node_modules`).
+    /// against the name alone, at any depth (`*.pyc`, `node_modules`). A
+    /// whole-path pattern that matches the mount point itself is not applied
+    /// (a filesystem mounted at `/tmp/build` is captured whole despite
+    /// `/tmp/*`: not capturing it is what `--only` is for).
     pub patterns: Vec<String>,
     /// Leave out directories holding a valid `CACHEDIR.TAG`
     /// (<https://bford.info/cachedir/>), keeping the directory itself.
@@ -93,6 +96,16 @@ pub struct Exclusions {
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 impl Exclusions {
+    /// These exclusions without the whole-path patterns that match the
+    /// mount point itself.
+    fn for_this_mount(&self) -> Exclusions {
+        let mut x = self.clone();
+        let point = x.mount_point.clone();
+        x.patterns
+            .retain(|p| !(p.starts_with('/') && crate::util::glob::matches(p.as_bytes(), &point)));
+        x
+    }
+
     fn is_empty(&self) -> bool {
         self.patterns.is_empty() && !self.cachedir_tag && !self.nodump
     }
@@ -306,6 +319,7 @@ pub fn walk_excluding(
     visit: &mut Visit<'_>,
 ) -> Result<WalkStats> {
     let shown = || root.display().to_string();
+    let exclude = &exclude.for_this_mount();
     let fd = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), true)
         .with_context(|| format!("cannot open directory {}", shown()))?;
     let st = stat_fd(&fd).with_context(|| format!("cannot stat {}", shown()))?;
@@ -857,6 +871,10 @@ mod tests {
         let var = defaults("/var");
         assert!(var.matches(b"tmp/x", b"x"));
         assert!(!var.matches(b"lib/tmp/x", b"x"));
+        // A filesystem mounted below /tmp: /tmp/* is not applied inside it.
+        let below = defaults("/tmp/build").for_this_mount();
+        assert!(!below.matches(b"x", b"x"));
+        assert!(below.matches(b"m.pyc", b"m.pyc"));
     }
 
     #[test]

@@ -65,8 +65,8 @@ fn capture(dir: &Path, disk: &LoopDisk, point: &Path, config: &str, extra: &[&st
         point.to_str().unwrap(),
         "--config",
         file.to_str().unwrap(),
-        // The defaults exclude /tmp/*, where these filesystems are mounted.
-        "--no-default-excludes",
+        // The defaults (/tmp/* among them) apply: not inside a filesystem
+        // mounted below /tmp, as these are.
     ];
     args.extend_from_slice(extra);
     let out = rewind(&args);
@@ -515,7 +515,6 @@ fn snapshots_left_behind_are_removed_by_the_next_capture() {
             point.to_str().unwrap(),
             "--config",
             file.to_str().unwrap(),
-            "--no-default-excludes",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -370,18 +370,8 @@ fn take_lvm(vg: &str, lv: &str, fs_type: &FsType, percent: u32) -> Result<Taken>
         .with_context(|| format!("lvs does not know {origin}"))?;
     let pid = std::process::id();
     let name = format!("{LVM_PREFIX}{pid}-{lv}");
-    let pid_tag = format!("rewind-pid-{pid}");
     let thin = row.segtype == "thin";
-    let mut args = vec![
-        "--snapshot",
-        "--name",
-        &name,
-        "--addtag",
-        LVM_TAG,
-        "--addtag",
-        &pid_tag,
-        "--yes",
-    ];
+    let mut args = vec!["--snapshot", "--name", &name, "--addtag", LVM_TAG, "--yes"];
     let extents;
     let read = if thin {
         // Thin snapshots skip activation unless told otherwise.
@@ -495,7 +485,7 @@ pub fn remove_leftovers(
         }
     }
     if lvm {
-        let rows = match lvs(&["--select", &format!("lv_tags={LVM_TAG}")]) {
+        let rows = match lvs(&[&format!("@{LVM_TAG}")]) {
             Ok(r) => r,
             Err(e) => {
                 warnings.push(format!("cannot look for leftover snapshot LVs: {e:#}"));
