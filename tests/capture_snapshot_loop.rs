@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -562,6 +562,49 @@ fn snapshots_left_behind_are_removed_by_the_next_capture() {
         "{:?}",
         snapshots_in(&point)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
-    let _: PathBuf = point;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&expected), "{stderr}");
+    // Read from a snapshot, an unchanged file is still not read again.
+    assert!(stderr.contains("(0 files read, 1 unchanged)"), "{stderr}");
+}
+
+#[test]
+fn a_mounted_subvolume_is_captured_with_its_nested_subvolumes() {
+    if !root_or_skip("a_mounted_subvolume_is_captured_with_its_nested_subvolumes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, top) = btrfs(dir.path(), "top");
+    let t = top.point.clone();
+    for sub in ["@root", "@root/inner", "@root/d", "@root/d/deep", "other"] {
+        if sub == "@root/d" {
+            std::fs::create_dir(t.join(sub)).unwrap();
+            continue;
+        }
+        sh(
+            "btrfs",
+            &["subvolume", "create", t.join(sub).to_str().unwrap()],
+        );
+    }
+    std::fs::write(t.join("@root/inner/a"), b"inner").unwrap();
+    std::fs::write(t.join("@root/d/deep/b"), b"deep").unwrap();
+    std::fs::write(t.join("other/c"), b"not below @root").unwrap();
+    // Only the subvolume is mounted (as / would be), not the top level.
+    drop(top);
+    let m = Mounted::new(&disk.part(1), &dir.path().join("root"), &["subvol=@root"]);
+    let point = m.point.clone();
+    let out = capture(dir.path(), &disk, &point, "", &[]);
+    ok(&out);
+    assert_eq!(
+        read_mode(&latest(dir.path()), &point),
+        Some(ReadMode::BtrfsSnapshot)
+    );
+    let target = dir.path().join("restored");
+    restore(dir.path(), &point, &target);
+    assert_eq!(std::fs::read(target.join("inner/a")).unwrap(), b"inner");
+    assert_eq!(std::fs::read(target.join("d/deep/b")).unwrap(), b"deep");
+    assert!(!target.join("other").exists());
+    assert!(snapshots_in(&point).is_empty());
+    let list = sh("btrfs", &["subvolume", "list", point.to_str().unwrap()]);
+    assert!(!list.contains(".rewind-snap"), "{list}");
 }

@@ -61,13 +61,6 @@ pub fn run_stage(
     }
 }
 
-/// Whether any hook of `when` applies (to `point` for snapshot hooks).
-pub fn any(config: &Config, when: When, point: Option<&str>) -> bool {
-    config
-        .hooks(when)
-        .any(|h| point.is_none_or(|p| h.applies_to(p)))
-}
-
 /// Run one hook to completion within `limit`; its output goes to stderr as
 /// `rewind: hook NAME: LINE`. An error names the hook, its file, its exit
 /// status and its last output lines.

@@ -247,7 +247,10 @@ fn delete_btrfs(subvolumes: &[PathBuf]) -> Result<()> {
 }
 
 /// Every subvolume below the one mounted at `point`, as paths relative to
-/// it, sorted (a parent before its children).
+/// it, sorted (a parent before its children). `btrfs subvolume list` prints
+/// paths from the top level, or (btrfs-progs 6, for those below a mounted
+/// subvolume) from the mount: both readings are tried, and a path is kept
+/// only if it is a subvolume's root below `point` (inode 256).
 fn subvolumes_below(point: &Path) -> Result<Vec<String>> {
     let p = point.to_string_lossy();
     let show = cmd::run("btrfs", &["subvolume", "show", &p])?;
@@ -258,19 +261,33 @@ fn subvolumes_below(point: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = list
         .lines()
         .filter_map(|l| l.split_once(" path ").map(|(_, path)| path.trim()))
-        .filter_map(|path| {
-            if mounted.is_empty() {
-                Some(path.to_string())
-            } else {
-                path.strip_prefix(mounted)?
-                    .strip_prefix('/')
-                    .map(str::to_string)
-            }
+        .flat_map(|path| {
+            let below = match mounted {
+                "" => None,
+                m => path
+                    .strip_prefix(m)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .map(str::to_string),
+            };
+            [Some(path.to_string()), below]
         })
-        .filter(|rel| !rel.is_empty())
+        .flatten()
+        .filter(|rel| !rel.is_empty() && is_subvolume_root(&point.join(rel)))
         .collect();
     out.sort();
+    out.dedup();
     Ok(out)
+}
+
+/// A btrfs subvolume's root directory is always inode 256.
+fn is_subvolume_root(path: &Path) -> bool {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::TYPE,
+    )
+    .is_ok_and(|s| s.stx_ino == 256 && u32::from(s.stx_mode) & 0o170000 == 0o040000)
 }
 
 fn is_mount_point(path: &Path) -> bool {
