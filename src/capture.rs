@@ -2,6 +2,15 @@
 //! repository (incrementally against the host's previous snapshot), and
 //! commit the manifest as the snapshot, last, so that an interrupted capture
 //! leaves the repository as it was.
+//!
+//! Each filesystem is read from a snapshot where its storage allows one
+//! ([`snapshot`]), between the admin's hooks ([`hooks`]), leaving out what
+//! the configuration excludes ([`config`], [`crate::walk::Exclusions`]).
+//! docs/capture.md is the admin's side of all this.
+
+pub mod config;
+pub mod hooks;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,12 +20,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::manifest::{FsData, Manifest, StackRef};
+use crate::manifest::{Filesystem, FsData, Manifest, Mount, ReadMode, StackRef};
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
 use crate::repo::{Repo, WriteStats, chunker};
 use crate::tree::{self, ChunkRef, Entry, Extent, Kind};
 use crate::walk;
+
+use config::{Config, When};
+use hooks::HookEnv;
+use snapshot::SnapshotOptions;
 
 #[derive(Debug, Clone, Default)]
 pub struct CaptureOptions {
@@ -27,11 +40,23 @@ pub struct CaptureOptions {
     pub progress: bool,
     /// Escrow LUKS volume keys with the server (`--escrow-luks-keys`).
     pub escrow: Option<crate::escrow::source::EscrowOptions>,
+    /// Snapshots, or live reads.
+    pub snapshots: SnapshotOptions,
+    /// What every walk leaves out (`mount_point` is set per filesystem).
+    pub exclude: walk::Exclusions,
+    /// The hooks to run (the rest of the configuration is already merged
+    /// into the other options).
+    pub hooks: Config,
 }
 
 #[derive(Debug, Default)]
 pub struct FsReport {
     pub mount_point: String,
+    /// From a snapshot (which kind), or live.
+    pub read: Option<ReadMode>,
+    /// Entries the exclusions left out, and directories kept empty.
+    pub excluded: u64,
+    pub emptied_dirs: u64,
     pub entries: u64,
     pub bytes: u64,
     /// Files whose content was read.
@@ -130,20 +155,84 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
         );
     }
 
+    remove_leftover_snapshots(&manifest, &mut warnings);
     // Boot gap, BIOS boot partition, small unknown partitions: byte for byte.
     crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
     // LUKS headers: byte for byte, for luksHeaderRestore.
     capture_luks_headers(repo, &mut manifest, &mut warnings);
     crate::escrow::source::escrow_captured(&mut manifest, opts.escrow.as_ref(), &mut warnings);
 
+    hooks::run_stage(
+        &opts.hooks,
+        When::BeforeCapture,
+        &HookEnv::default(),
+        &mut warnings,
+    )
+    .map_err(|e| {
+        run_after_capture(opts, false, &mut Vec::new());
+        e.context("the capture was not started")
+    })?;
+    let backed_up = back_up_filesystems(repo, &mut manifest, parent.as_ref(), opts, &mut warnings)
+        .and_then(|reports| {
+            // <data read> needs schema 2.
+            manifest.schema = manifest
+                .schema
+                .max(crate::manifest::required_schema(&manifest));
+            repo.commit_snapshot(&manifest)?;
+            Ok(reports)
+        });
+    run_after_capture(opts, backed_up.is_ok(), &mut warnings);
+    Ok(CaptureReport {
+        manifest,
+        filesystems: backed_up?,
+        stored: repo.stats,
+        warnings,
+    })
+}
+
+fn run_after_capture(opts: &CaptureOptions, ok: bool, warnings: &mut Vec<String>) {
+    let env = HookEnv {
+        outcome: Some(if ok { "success" } else { "failed" }.into()),
+        ..HookEnv::default()
+    };
+    // Post-hooks report failures as warnings; they never fail the capture.
+    let _ = hooks::run_stage(&opts.hooks, When::AfterCapture, &env, warnings);
+}
+
+/// The mount a filesystem's data is read from: its root mount, or its first.
+fn data_mount(fs: &Filesystem) -> Option<&Mount> {
+    fs.mounts
+        .iter()
+        .find(|m| m.root == "/")
+        .or(fs.mounts.first())
+}
+
+/// Snapshots that earlier captures, killed, left behind.
+fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) {
+    let btrfs_points: Vec<PathBuf> = m
+        .filesystems
+        .iter()
+        .filter(|f| matches!(f.fs_type, crate::manifest::FsType::Btrfs(_)))
+        .flat_map(|f| f.mounts.iter().map(|m| PathBuf::from(&m.point)))
+        .collect();
+    let lvm = !m.volume_groups.is_empty();
+    for gone in snapshot::remove_leftovers(&btrfs_points, lvm, warnings) {
+        eprintln!("rewind: removed {gone}, a snapshot left by an earlier capture");
+    }
+}
+
+/// Back up every mounted filesystem (those of `--only`), each from a
+/// snapshot where one can be taken, and record its `<data>`.
+fn back_up_filesystems(
+    repo: &mut Repo,
+    manifest: &mut Manifest,
+    parent: Option<&Manifest>,
+    opts: &CaptureOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FsReport>> {
     let mut reports = Vec::new();
     for fs in manifest.filesystems.iter_mut() {
-        let Some(mount) = fs
-            .mounts
-            .iter()
-            .find(|m| m.root == "/")
-            .or(fs.mounts.first())
-        else {
+        let Some(mount) = data_mount(fs) else {
             warnings.push(format!(
                 "no data for {} ({}): it is not mounted",
                 fs.device, fs.fs_type
@@ -155,7 +244,6 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
             continue;
         }
         let previous = parent
-            .as_ref()
             .and_then(|p| {
                 p.filesystems
                     .iter()
@@ -166,30 +254,85 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
             Some(data) => load_files(repo, &data)?,
             None => HashMap::new(),
         };
-        let progress = if opts.progress {
-            Progress::new(format!("rewind: backing up {}", mount.point), None)
-        } else {
-            Progress::quiet()
-        };
-        let (tree_id, report) =
-            backup_tree(repo, &point, &previous_files, &mut warnings, &progress)
-                .with_context(|| format!("cannot back up {}", mount.point))?;
-        progress.finish();
-        fs.data = Some(FsData {
-            tree: tree_id.into(),
-            from: mount.point.clone(),
-            entries: report.entries,
-            bytes: report.bytes,
-        });
+        let report = back_up_filesystem(repo, fs, &point, &previous_files, opts, warnings)
+            .with_context(|| format!("cannot back up {}", point.display()))?;
         reports.push(report);
     }
-    repo.commit_snapshot(&manifest)?;
-    Ok(CaptureReport {
-        manifest,
-        filesystems: reports,
-        stored: repo.stats,
+    Ok(reports)
+}
+
+/// One filesystem: its pre-snapshot hooks, its snapshot, its post-snapshot
+/// hooks (after the snapshot is taken; after the read when it is read live),
+/// the walk, and the snapshot removed.
+fn back_up_filesystem(
+    repo: &mut Repo,
+    fs: &mut Filesystem,
+    point: &Path,
+    previous_files: &HashMap<Vec<u8>, Entry>,
+    opts: &CaptureOptions,
+    warnings: &mut Vec<String>,
+) -> Result<FsReport> {
+    let Some(mount) = data_mount(fs).cloned() else {
+        anyhow::bail!("{} is not mounted", fs.device);
+    };
+    let mut env = HookEnv {
+        mount_point: Some(mount.point.clone()),
+        ..HookEnv::default()
+    };
+    if let Err(e) = hooks::run_stage(&opts.hooks, When::BeforeSnapshot, &env, warnings) {
+        let _ = hooks::run_stage(&opts.hooks, When::AfterSnapshot, &env, warnings);
+        return Err(e);
+    }
+    let read_only = mount.options.split(',').any(|o| o == "ro");
+    let taken = snapshot::take(fs, point, read_only, &opts.snapshots, warnings);
+    env.read = Some(taken.read.name().to_string());
+    let live = taken.read == ReadMode::Live;
+    if !live {
+        let _ = hooks::run_stage(&opts.hooks, When::AfterSnapshot, &env, warnings);
+    }
+    let progress = if opts.progress {
+        let from = if live {
+            String::new()
+        } else {
+            format!(" (from its {})", taken.read.name())
+        };
+        Progress::new(format!("rewind: backing up {}{from}", mount.point), None)
+    } else {
+        Progress::quiet()
+    };
+    let exclude = walk::Exclusions {
+        mount_point: mount.point.as_bytes().to_vec(),
+        // The capture's own btrfs snapshots, under every btrfs mount.
+        hidden_at_root: vec![format!("{}*", snapshot::BTRFS_PREFIX)],
+        ..opts.exclude.clone()
+    };
+    let backed = backup_tree_excluding(
+        repo,
+        &taken.root,
+        &exclude,
+        previous_files,
         warnings,
-    })
+        &progress,
+    );
+    progress.finish();
+    if live {
+        let _ = hooks::run_stage(&opts.hooks, When::AfterSnapshot, &env, warnings);
+    }
+    let read = taken.read;
+    if let Err(e) = taken.remove() {
+        warnings.push(format!("{e:#}"));
+    }
+    let (tree_id, mut report) = backed?;
+    report.mount_point = mount.point.clone();
+    report.read = Some(read);
+    fs.data = Some(FsData {
+        tree: tree_id.into(),
+        from: mount.point.clone(),
+        entries: report.entries,
+        bytes: report.bytes,
+        read: Some(read),
+    });
+    Ok(report)
 }
 
 /// The regular files of a previous tree, by path, for change detection.
@@ -273,14 +416,28 @@ pub fn backup_tree(
     warnings: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<(tree::ChunkId, FsReport)> {
+    let nothing = walk::Exclusions::default();
+    backup_tree_excluding(repo, root, &nothing, previous, warnings, progress)
+}
+
+/// [`backup_tree`], leaving out what `exclude` names.
+pub fn backup_tree_excluding(
+    repo: &mut Repo,
+    root: &Path,
+    exclude: &walk::Exclusions,
+    previous: &HashMap<Vec<u8>, Entry>,
+    warnings: &mut Vec<String>,
+    progress: &Progress,
+) -> Result<(tree::ChunkId, FsReport)> {
     let mut report = FsReport {
         mount_point: root.display().to_string(),
         ..FsReport::default()
     };
     let mut stream = Vec::new();
     let mut chunker = chunker::StreamChunker::new();
-    let stats = walk::walk(
+    let stats = walk::walk_excluding(
         root,
+        exclude,
         &mut |entry: &mut Entry, content: &walk::FileContent| {
             if entry.kind == Kind::File && entry.hardlink_to.is_none() && entry.size > 0 {
                 match previous.get(&entry.path) {
@@ -317,6 +474,8 @@ pub fn backup_tree(
         },
     )?;
     warnings.extend(stats.warnings);
+    report.excluded = stats.excluded_entries;
+    report.emptied_dirs = stats.emptied_dirs;
     let id = repo.add_tree(&stream)?;
     Ok((id, report))
 }

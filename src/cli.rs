@@ -171,6 +171,22 @@ pub struct CaptureArgs {
     /// The host name the snapshot is filed under (default: the system's).
     #[arg(long)]
     pub host: Option<String>,
+    /// The capture's configuration file (default: /etc/rewind/capture.toml
+    /// if it exists); flags override it. See docs/capture.md.
+    #[arg(long, value_name = "FILE", env = "REWIND_CAPTURE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read every filesystem live, taking no snapshot.
+    #[arg(long)]
+    pub live: bool,
+    /// Leave out paths matching this pattern (`/srv/cache/*`: the whole
+    /// path; `*.tmp`: a name at any depth); an excluded directory is kept
+    /// empty. Repeatable; adds to the configuration's patterns.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Do not apply the default exclusions (/tmp/*, /var/tmp/*, apt's
+    /// downloaded packages, swap files...).
+    #[arg(long)]
+    pub no_default_excludes: bool,
     /// Or back up to a recovery server (into the host's repository there).
     #[command(flatten)]
     pub server: crate::client::ServerArgs,
@@ -367,7 +383,18 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn capture(args: CaptureArgs) -> Result<()> {
+fn capture(mut args: CaptureArgs) -> Result<()> {
+    let config = crate::capture::config::Config::load(args.config.as_deref())?;
+    // The configuration fills what the command line does not say.
+    if args.host.is_none() {
+        args.host = config.capture.host.clone();
+    }
+    if args.disks.is_empty() {
+        args.disks = config.capture.disks.clone();
+    }
+    if args.only.is_empty() && !args.manifest_only {
+        args.only = config.capture.only.clone();
+    }
     let mut host = args.host;
     let repo = match args.manifest_only {
         true => None,
@@ -406,6 +433,17 @@ fn capture(args: CaptureArgs) -> Result<()> {
                 only: args.only,
                 progress: true,
                 escrow,
+                snapshots: crate::capture::snapshot::SnapshotOptions {
+                    live: args.live || config.capture.live,
+                    lvm_percent: config.capture.lvm_snapshot_percent.unwrap_or(100),
+                },
+                exclude: crate::walk::Exclusions {
+                    patterns: config.exclude_patterns(&args.exclude, args.no_default_excludes),
+                    cachedir_tag: config.exclude.cachedir_tag,
+                    nodump: config.exclude.nodump,
+                    ..Default::default()
+                },
+                hooks: config.clone(),
             },
         );
         let report = match captured {
@@ -423,8 +461,9 @@ fn capture(args: CaptureArgs) -> Result<()> {
             eprintln!("rewind: warning: {w}");
         }
         for fs in &report.filesystems {
+            let read = fs.read.map_or("", |r| r.describe());
             eprintln!(
-                "rewind: {}: {} entries, {} of content ({} files read, {} unchanged)",
+                "rewind: {}: {} entries, {} of content ({} files read, {} unchanged){read}",
                 fs.mount_point,
                 fs.entries,
                 human_bytes(fs.bytes),

@@ -24,6 +24,15 @@
 //!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
 //!   visitor left in the first path's entry, so a subset restore that does not
 //!   include the first path can still write the content.
+//! - [`Exclusions`] leave things out: a file or other non-directory that is
+//!   excluded has no entry; an excluded directory keeps its entry (metadata,
+//!   xattrs) but none of its children, so that restore recreates it empty and
+//!   the services that expect it still start. A directory is excluded by a
+//!   pattern, by the `nodump` attribute (`chattr +d`, read from `statx`'s
+//!   `STATX_ATTR_NODUMP`, which is `FS_NODUMP_FL` without opening anything),
+//!   or by holding a valid `CACHEDIR.TAG`; names in
+//!   [`Exclusions::hidden_at_root`] have no entry at all (the capture's own
+//!   snapshot directories).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -34,7 +43,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
 use crate::tree::{ChunkRef, Entry, Extent, Kind, Time, display_bytes};
@@ -54,6 +63,85 @@ pub struct WalkStats {
     pub mount_points: Vec<Vec<u8>>,
     /// Paths that vanished or changed type during the walk and were skipped.
     pub warnings: Vec<String>,
+    /// Entries [`Exclusions`] left out (non-directories), and directories
+    /// kept empty.
+    pub excluded_entries: u64,
+    pub emptied_dirs: u64,
+}
+
+/// What a walk leaves out; nothing by default. See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct Exclusions {
+    /// The walked root's path on the captured machine (`/`, `/home`): the
+    /// walk may read a snapshot mounted elsewhere, patterns name the paths
+    /// as the machine sees them.
+    pub mount_point: Vec<u8>,
+    /// [`crate::util::glob`] patterns: one starting with `/` is matched
+    /// against the whole path (`/var/tmp/*`: `*` matches `/` too), any other
+    /// against the name alone, at any depth (`*.pyc`, `node_modules`). A
+    /// whole-path pattern that matches the mount point itself is not applied
+    /// (a filesystem mounted at `/tmp/build` is captured whole despite
+    /// `/tmp/*`: not capturing it is what `--only` is for).
+    pub patterns: Vec<String>,
+    /// Leave out directories holding a valid `CACHEDIR.TAG`
+    /// (<https://bford.info/cachedir/>), keeping the directory itself.
+    pub cachedir_tag: bool,
+    /// Leave out files and directories with the `nodump` attribute.
+    pub nodump: bool,
+    /// Name patterns of the root's children that get no entry at all.
+    pub hidden_at_root: Vec<String>,
+}
+
+/// The first bytes of a valid `CACHEDIR.TAG`.
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Exclusions {
+    /// These exclusions without the whole-path patterns that match the
+    /// mount point itself.
+    fn for_this_mount(&self) -> Exclusions {
+        let mut x = self.clone();
+        let point = x.mount_point.clone();
+        x.patterns
+            .retain(|p| !(p.starts_with('/') && crate::util::glob::matches(p.as_bytes(), &point)));
+        x
+    }
+
+    fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && !self.cachedir_tag && !self.nodump
+    }
+
+    /// Whether a pattern excludes `path` (relative to the root; never the
+    /// root itself) whose last component is `name`.
+    pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        if path.is_empty() || self.patterns.is_empty() {
+            return false;
+        }
+        let mut full = Vec::with_capacity(self.mount_point.len() + path.len() + 1);
+        full.extend_from_slice(
+            self.mount_point
+                .strip_suffix(b"/")
+                .unwrap_or(&self.mount_point),
+        );
+        full.push(b'/');
+        full.extend_from_slice(path);
+        self.patterns.iter().any(|p| {
+            if p.starts_with('/') {
+                crate::util::glob::matches(p.as_bytes(), &full)
+            } else {
+                crate::util::glob::matches(p.as_bytes(), name)
+            }
+        })
+    }
+}
+
+/// Whether `dir` holds a `CACHEDIR.TAG` that starts with the signature.
+fn has_cachedir_tag(dir: BorrowedFd<'_>) -> bool {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(fd) = rustix::fs::openat(dir, c"CACHEDIR.TAG", flags, Mode::empty()) else {
+        return false;
+    };
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    File::from(fd).read_exact_at(&mut head, 0).is_ok() && head == CACHEDIR_SIGNATURE
 }
 
 /// The error [`FileContent::open`] returns when the file was removed or
@@ -221,7 +309,17 @@ type Visit<'v> = dyn FnMut(&mut Entry, &FileContent) -> Result<()> + 'v;
 /// returns ends the walk, unless it carries [`Vanished`]. `root` itself may
 /// be a symlink to a directory.
 pub fn walk(root: &Path, visit: &mut Visit<'_>) -> Result<WalkStats> {
+    walk_excluding(root, &Exclusions::default(), visit)
+}
+
+/// [`walk`], leaving out what `exclude` names.
+pub fn walk_excluding(
+    root: &Path,
+    exclude: &Exclusions,
+    visit: &mut Visit<'_>,
+) -> Result<WalkStats> {
     let shown = || root.display().to_string();
+    let exclude = &exclude.for_this_mount();
     let fd = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), true)
         .with_context(|| format!("cannot open directory {}", shown()))?;
     let st = stat_fd(&fd).with_context(|| format!("cannot stat {}", shown()))?;
@@ -238,6 +336,7 @@ pub fn walk(root: &Path, visit: &mut Visit<'_>) -> Result<WalkStats> {
         value_buf: vec![0; XATTR_MAX],
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
+        exclude: (!exclude.is_empty() || !exclude.hidden_at_root.is_empty()).then_some(exclude),
     };
     let xattrs = read_xattrs(XattrOf::Fd(fd.as_fd()), &mut w.list_buf, &mut w.value_buf)
         .with_context(|| format!("cannot read the xattrs of {}", shown()))?;
@@ -272,6 +371,8 @@ struct Meta {
     /// Mount id, or the device number where statx cannot tell it.
     mount: (bool, u64),
     dev: u64,
+    /// The `nodump` attribute (`chattr +d`), where statx reports it.
+    nodump: bool,
 }
 
 impl Meta {
@@ -326,7 +427,10 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Resu
             let dev = rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor);
             let has_mnt = s.stx_mask & StatxFlags::MNT_ID.bits() != 0;
             let mode = u32::from(s.stx_mode);
+            let nodump = s.stx_attributes_mask.contains(StatxAttributes::NODUMP)
+                && s.stx_attributes.contains(StatxAttributes::NODUMP);
             Ok(Meta {
+                nodump,
                 kind: kind_of(mode),
                 mode: mode & 0o7777,
                 nlink: s.stx_nlink,
@@ -374,6 +478,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Resu
                 rdev: s.st_rdev,
                 mount: (false, s.st_dev),
                 dev: s.st_dev,
+                nodump: false,
             })
         }
         Err(e) => Err(e),
@@ -459,6 +564,8 @@ struct Walker<'v, 'w> {
     value_buf: Vec<u8>,
     dirent_buf: Vec<u8>,
     xattr_path: Vec<u8>,
+    /// None when nothing is excluded: no per-entry work.
+    exclude: Option<&'w Exclusions>,
 }
 
 impl Walker<'_, '_> {
@@ -518,9 +625,33 @@ impl Walker<'_, '_> {
         CString::new(p.as_slice()).expect("no NUL in a path")
     }
 
+    /// Whether an entry (not the root) is excluded by a pattern or `nodump`.
+    fn is_excluded(&self, name: &CStr, meta: &Meta) -> bool {
+        self.exclude
+            .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
+    }
+
     fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
-        let names = self.read_names(dir)?;
+        let mut names = self.read_names(dir)?;
         let base = self.path.len();
+        if let Some(x) = self.exclude {
+            if base == 0 && !x.hidden_at_root.is_empty() {
+                names.retain(|n| {
+                    let n = n.to_bytes();
+                    !x.hidden_at_root
+                        .iter()
+                        .any(|p| crate::util::glob::matches(p.as_bytes(), n))
+                });
+            }
+            if base > 0
+                && x.cachedir_tag
+                && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
+                && has_cachedir_tag(dir.as_fd())
+            {
+                self.stats.emptied_dirs += 1;
+                return Ok(());
+            }
+        }
         for name in &names {
             self.path.truncate(base);
             if base > 0 {
@@ -548,6 +679,10 @@ impl Walker<'_, '_> {
         };
         if kind == Kind::Dir {
             return self.child_dir(dir, name, meta);
+        }
+        if self.is_excluded(name, &meta) {
+            self.stats.excluded_entries += 1;
+            return Ok(());
         }
         let xpath = self.xattr_path(dir.as_fd(), name);
         let xattrs = match read_xattrs(
@@ -677,7 +812,12 @@ impl Walker<'_, '_> {
             ino: meta.ino,
             size: meta.size,
         };
-        if self.visited(&mut entry, &content)? {
+        if self.is_excluded(name, &meta) {
+            // Kept, empty: restore recreates it with its metadata.
+            if self.visited(&mut entry, &content)? {
+                self.stats.emptied_dirs += 1;
+            }
+        } else if self.visited(&mut entry, &content)? {
             self.walk_dir(&fd)?;
         }
         Ok(())
@@ -690,5 +830,83 @@ pub fn join(root: &Path, path: &[u8]) -> PathBuf {
         root.to_path_buf()
     } else {
         root.join(OsStr::from_bytes(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(mount_point: &str) -> Exclusions {
+        Exclusions {
+            mount_point: mount_point.as_bytes().to_vec(),
+            patterns: [
+                "/tmp/*",
+                "/var/tmp/*",
+                "/var/cache/apt/archives/*.deb",
+                "*.pyc",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Exclusions::default()
+        }
+    }
+
+    #[test]
+    fn patterns_match_the_path_on_the_machine_or_the_name() {
+        let root = defaults("/");
+        assert!(root.matches(b"tmp/x", b"x"));
+        assert!(root.matches(
+            b"var/cache/apt/archives/bash_5.2_amd64.deb",
+            b"bash_5.2_amd64.deb"
+        ));
+        assert!(!root.matches(b"var/cache/apt/archives/lock", b"lock"));
+        assert!(
+            !root.matches(b"tmp", b"tmp"),
+            "the directory itself is kept"
+        );
+        assert!(root.matches(b"srv/app/m.pyc", b"m.pyc"));
+        assert!(!root.matches(b"", b""), "never the root");
+        // The same patterns on the filesystem mounted at /var.
+        let var = defaults("/var");
+        assert!(var.matches(b"tmp/x", b"x"));
+        assert!(!var.matches(b"lib/tmp/x", b"x"));
+        // A filesystem mounted below /tmp: /tmp/* is not applied inside it.
+        let below = defaults("/tmp/build").for_this_mount();
+        assert!(!below.matches(b"x", b"x"));
+        assert!(below.matches(b"m.pyc", b"m.pyc"));
+    }
+
+    #[test]
+    fn excluded_directories_are_kept_empty_and_hidden_names_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for f in [
+            "a/keep",
+            "a/drop.pyc",
+            "cache/blob",
+            "cache/sub/x",
+            "skip/y",
+            ".rewind-snap-7/z",
+        ] {
+            std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
+            std::fs::write(p.join(f), b"x").unwrap();
+        }
+        std::fs::write(p.join("cache/CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        let x = Exclusions {
+            mount_point: b"/srv".to_vec(),
+            patterns: vec!["/srv/skip".into(), "*.pyc".into()],
+            cachedir_tag: true,
+            hidden_at_root: vec![".rewind-snap-*".into()],
+            ..Exclusions::default()
+        };
+        let mut paths = Vec::new();
+        let stats = walk_excluding(p, &x, &mut |e: &mut Entry, _: &FileContent| {
+            paths.push(String::from_utf8(e.path.clone()).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(paths, ["", "a", "a/keep", "cache", "skip"]);
+        assert_eq!((stats.excluded_entries, stats.emptied_dirs), (1, 2));
     }
 }

@@ -507,6 +507,45 @@ pub struct FsData {
     /// Bytes of file content (apparent size, holes excluded).
     #[serde(rename = "@bytes")]
     pub bytes: u64,
+    /// How the files were read: from a snapshot of which kind, or live
+    /// (schema 2; absent in older captures).
+    #[serde(rename = "@read", default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadMode>,
+}
+
+/// How a capture read a filesystem's files (`<data read>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    /// Read while in use: files may come from different instants.
+    Live,
+    /// From a read-only btrfs snapshot.
+    BtrfsSnapshot,
+    /// From a classic LVM snapshot of its logical volume.
+    LvmSnapshot,
+    /// From a thin LVM snapshot of its thin volume.
+    LvmThinSnapshot,
+}
+
+impl ReadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadMode::Live => "live",
+            ReadMode::BtrfsSnapshot => "btrfs-snapshot",
+            ReadMode::LvmSnapshot => "lvm-snapshot",
+            ReadMode::LvmThinSnapshot => "lvm-thin-snapshot",
+        }
+    }
+
+    /// How a capture's summary says it (`, read live`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReadMode::Live => ", read live",
+            ReadMode::BtrfsSnapshot => ", read from a btrfs snapshot",
+            ReadMode::LvmSnapshot => ", read from an LVM snapshot",
+            ReadMode::LvmThinSnapshot => ", read from a thin LVM snapshot",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

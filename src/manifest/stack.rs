@@ -467,6 +467,9 @@ pub fn required_schema(m: &super::Manifest) -> u32 {
         || m.filesystems
             .iter()
             .any(|f| f.volume.is_some() || !f.members.is_empty() || !f.subvolumes.is_empty())
+        || m.filesystems
+            .iter()
+            .any(|f| f.data.as_ref().is_some_and(|d| d.read.is_some()))
         || m.swaps.iter().any(|s| s.volume.is_some())
         || m.filesystems
             .iter()

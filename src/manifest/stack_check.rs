@@ -40,7 +40,7 @@ impl StackChecker<'_> {
         if m.schema < 2 && required_schema(m) >= 2 {
             self.fail(
                 "/manifest/@schema",
-                "schema 1 has no storage stack (<md>, <luks>, <vg>, @volume, btrfs members, subvolumes and profiles): this manifest needs schema=\"2\"",
+                "schema 1 has no storage stack (<md>, <luks>, <vg>, @volume, btrfs members, subvolumes and profiles) and no <data read>: this manifest needs schema=\"2\"",
             );
         }
         let mut users = Users::new();

@@ -242,6 +242,7 @@ pub(crate) fn sample() -> Manifest {
                     from: "/".into(),
                     entries: 48_213,
                     bytes: 2_147_483_648,
+                    read: None,
                 }),
                 members: vec![],
                 subvolumes: vec![],
@@ -827,4 +828,41 @@ fn dmi_text_is_checked() {
     let err = validate(&m).unwrap_err().to_string();
     assert!(err.contains("/manifest/system/dmi/@system-uuid"), "{err}");
     assert!(err.contains("/manifest/system/dmi/@serial"), "{err}");
+}
+
+#[test]
+fn how_a_filesystem_was_read_is_recorded_in_schema_2() {
+    let mut m = sample();
+    let fs = m.filesystems.iter().position(|f| f.data.is_some()).unwrap();
+    m.filesystems[fs].data.as_mut().unwrap().read = Some(ReadMode::Live);
+    // Schema 1 has no <data read>: refused, saying which schema is needed.
+    let e = validate(&m).unwrap_err();
+    assert!(e.mentions("/manifest/@schema"), "{e}");
+    m.schema = 2;
+    validate(&m).unwrap();
+    let xml = to_xml(&m).unwrap();
+    assert!(xml.contains(r#"bytes="2147483648" read="live"/>"#), "{xml}");
+    assert_eq!(from_xml(&xml).unwrap(), m);
+    // Every kind reads back.
+    for r in [
+        ReadMode::BtrfsSnapshot,
+        ReadMode::LvmSnapshot,
+        ReadMode::LvmThinSnapshot,
+    ] {
+        let text = xml.replace(r#"read="live""#, &format!(r#"read="{}""#, r.name()));
+        assert!(text.contains(&format!(r#"read="{}""#, r.name())));
+        // An ext4 on a partition cannot have been read from a btrfs or LVM snapshot.
+        let e = from_xml(&text).unwrap_err();
+        assert!(
+            e.mentions(&format!("/manifest/filesystem[{}]/data/@read", fs + 1)),
+            "{e}"
+        );
+    }
+    let e = from_xml(&xml.replace(r#"read="live""#, r#"read="sometimes""#)).unwrap_err();
+    assert!(e.to_string().contains("sometimes"), "{e}");
+    // Without it, schema 1 as before.
+    m.filesystems[fs].data.as_mut().unwrap().read = None;
+    m.schema = 1;
+    validate(&m).unwrap();
+    assert!(!to_xml(&m).unwrap().contains("read="));
 }

@@ -583,6 +583,25 @@ impl Checker {
             );
         }
         self.placement(p, fs.disk.as_deref(), fs.partition, disks);
+        let read = fs.data.as_ref().and_then(|d| d.read);
+        let fits = match read {
+            None | Some(ReadMode::Live) => true,
+            Some(ReadMode::BtrfsSnapshot) => matches!(fs.fs_type, FsType::Btrfs(_)),
+            Some(ReadMode::LvmSnapshot | ReadMode::LvmThinSnapshot) => {
+                matches!(fs.volume, Some(crate::manifest::StackRef::Lv(..)))
+            }
+        };
+        if let Some(r) = read.filter(|_| !fits) {
+            self.fail(
+                format!("{p}/data/@read"),
+                format!(
+                    "the {} filesystem on {} cannot have been read from a {}",
+                    fs.fs_type.name(),
+                    fs.device,
+                    r.name()
+                ),
+            );
+        }
     }
 
     /// A filesystem or swap area names the disk and partition it lives on;
