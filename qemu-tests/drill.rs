@@ -634,7 +634,7 @@ fn drill(v: &Variant) {
                 std::fs::write(
                     boot.join("cmdline"),
                     format!(
-                        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}\n"
+                        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff {extra}\n"
                     ),
                 )
                 .unwrap();

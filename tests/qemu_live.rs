@@ -662,7 +662,7 @@ fn pxe_boots_through_the_servers_ipxe_script() {
     std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
     std::fs::write(
         boot.join("cmdline"),
-        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff\n",
+        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff\n",
     )
     .unwrap();
     let boot_token = src.boot_token();

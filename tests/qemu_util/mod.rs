@@ -282,13 +282,15 @@ impl Qemu {
             ]);
         }
         match &boot {
+            // no_timer_check: under TCG on a loaded machine the kernel's
+            // IO-APIC timer check can fail and panic (image/cmdline says more).
             Boot::Direct(img, cmdline) => push(&[
                 "-kernel",
                 img.kernel.to_str().unwrap(),
                 "-initrd",
                 img.initrd.to_str().unwrap(),
                 "-append",
-                cmdline,
+                &format!("{cmdline} no_timer_check"),
             ]),
             Boot::IsoBios(iso) | Boot::IsoUefi(iso) | Boot::IsoUefiSecureBoot(iso) => {
                 push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"])
