@@ -1,8 +1,13 @@
 //! Restore with read-ahead: a feeder thread reads the tree and queues each
 //! entry's chunks; fetcher threads (one per core) read, decompress and
-//! verify them; the restore engine, on the caller's thread, writes files
-//! while the next chunks are being prepared. A bounded window keeps memory
-//! flat.
+//! verify them; the restore engine's writer threads write files while the
+//! next chunks are being prepared. A bounded window keeps memory flat.
+//!
+//! Entries are numbered from 1 in stream order, here and in the restore
+//! engine; a ready chunk is kept until the last entry that needs it takes
+//! it, or until the engine says every entry before that one is finished
+//! ([`ChunkSource::finished_below`]): with several writers, the entries
+//! being written are a range, not one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::sync_channel;
@@ -30,7 +35,7 @@ struct State {
     ready: HashMap<ChunkId, (u64, Fetched)>,
     /// Plain bytes queued, being fetched or ready.
     window: u64,
-    /// The entry the writer is on; chunks of earlier entries are dropped.
+    /// Every entry before this one is finished; their chunks are dropped.
     current: u64,
     /// Every chunk of the entries up to this one has been queued.
     queued_through: u64,
@@ -88,26 +93,9 @@ pub fn restore_with_progress(
             shared: &shared,
             progress,
         };
-        let ordered = rx.into_iter().map(|(seq, entry)| {
-            let mut st = shared.lock();
-            st.current = seq;
-            // Whatever earlier entries did not use (refused entries, a
-            // subset restore) is released here.
-            let before = st.ready.len();
-            let mut freed = 0;
-            st.ready.retain(|_, (last, data)| {
-                let keep = *last >= seq;
-                if !keep {
-                    freed += data.as_ref().map_or(0, |d| d.len() as u64);
-                }
-                keep
-            });
-            if st.ready.len() != before {
-                st.window -= freed;
-                shared.changed.notify_all();
-            }
-            entry
-        });
+        // The feeder numbers entries as the engine does (from 1, in
+        // order); the numbers need not travel with them.
+        let ordered = rx.into_iter().map(|(_, entry)| entry);
         let result = crate::restore::restore(ordered, &source, opts);
         {
             let mut st = shared.lock();
@@ -202,20 +190,46 @@ struct Prefetched<'a> {
 
 impl ChunkSource for Prefetched<'_> {
     fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
-        let data = self.fetch_ahead(chunk)?;
+        let data = self.repo.fetch_verified(chunk)?;
         self.progress.add(data.len() as u64, false);
         Ok(data)
+    }
+
+    fn fetch_for(&self, seq: u64, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        let data = self.fetch_ahead(seq, chunk)?;
+        self.progress.add(data.len() as u64, false);
+        Ok(data)
+    }
+
+    fn finished_below(&self, seq: u64) {
+        let mut st = self.shared.lock();
+        st.current = seq;
+        // Whatever earlier entries did not use (refused entries, a subset
+        // restore, a file that failed) is released here.
+        let mut freed = 0;
+        st.ready.retain(|_, (last, data)| {
+            let keep = *last >= seq;
+            if !keep {
+                freed += data.as_ref().map_or(0, |d| d.len() as u64);
+            }
+            keep
+        });
+        if freed > 0 {
+            st.window -= freed;
+            self.shared.changed.notify_all();
+        }
     }
 }
 
 impl Prefetched<'_> {
-    fn fetch_ahead(&self, chunk: &ChunkRef) -> Result<Vec<u8>> {
+    /// Chunk `chunk` for entry `seq`.
+    fn fetch_ahead(&self, seq: u64, chunk: &ChunkRef) -> Result<Vec<u8>> {
         let mut st = self.shared.lock();
         loop {
             if let Some((last, data)) = st.ready.get(&chunk.id) {
                 let data = data.clone();
-                if *last <= st.current {
-                    // Its last user is this entry: hand it over.
+                if *last <= seq {
+                    // No later entry needs it: hand it over.
                     st.ready.remove(&chunk.id);
                     st.window -= u64::from(chunk.len);
                     self.shared.changed.notify_all();
@@ -226,10 +240,11 @@ impl Prefetched<'_> {
                     Err(e) => Err(anyhow!(e)),
                 };
             }
-            let queued = st.queued_through >= st.current || st.feeding_done;
+            let queued = st.queued_through >= seq || st.feeding_done;
             if !st.pending.contains_key(&chunk.id) && queued {
                 // Not read ahead (a hard link's content restored from an
-                // earlier entry): read it now.
+                // earlier entry, a chunk a parallel writer took first): read
+                // it now.
                 drop(st);
                 return self.repo.fetch_verified(chunk);
             }
