@@ -9,7 +9,7 @@
 //! ([`ChunkSource::finished_below`]): with several writers, the entries
 //! being written are a range, not one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -33,6 +33,10 @@ struct State {
     /// Queued or being fetched.
     pending: HashMap<ChunkId, u64>,
     ready: HashMap<ChunkId, (u64, Fetched)>,
+    /// The ready chunks by the last entry that needs them, to release
+    /// those of finished entries without a pass over all of `ready` (that
+    /// pass, once per entry, was 8% of a restore's instructions).
+    by_last: BTreeSet<(u64, ChunkId)>,
     /// Plain bytes queued, being fetched or ready.
     window: u64,
     /// Every entry before this one is finished; their chunks are dropped.
@@ -126,7 +130,9 @@ fn feed(
                 continue;
             }
             if let Some((last, _)) = st.ready.get_mut(&c.id) {
-                *last = seq;
+                let before = std::mem::replace(last, seq);
+                st.by_last.remove(&(before, c.id));
+                st.by_last.insert((seq, c.id));
                 continue;
             }
             while st.window + u64::from(c.len) > WINDOW && st.window > 0 && !st.stop {
@@ -177,6 +183,7 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
             st.window -= u64::from(chunk.len);
         } else {
             st.ready.insert(chunk.id, (last, data));
+            st.by_last.insert((last, chunk.id));
         }
         shared.changed.notify_all();
     }
@@ -207,13 +214,14 @@ impl ChunkSource for Prefetched<'_> {
         // Whatever earlier entries did not use (refused entries, a subset
         // restore, a file that failed) is released here.
         let mut freed = 0;
-        st.ready.retain(|_, (last, data)| {
-            let keep = *last >= seq;
-            if !keep {
+        while let Some(&(last, id)) = st.by_last.first()
+            && last < seq
+        {
+            st.by_last.pop_first();
+            if let Some((_, data)) = st.ready.remove(&id) {
                 freed += data.as_ref().map_or(0, |d| d.len() as u64);
             }
-            keep
-        });
+        }
         if freed > 0 {
             st.window -= freed;
             self.shared.changed.notify_all();
@@ -230,6 +238,8 @@ impl Prefetched<'_> {
                 let data = data.clone();
                 if *last <= seq {
                     // No later entry needs it: hand it over.
+                    let last = *last;
+                    st.by_last.remove(&(last, chunk.id));
                     st.ready.remove(&chunk.id);
                     st.window -= u64::from(chunk.len);
                     self.shared.changed.notify_all();
