@@ -73,9 +73,11 @@ pub trait ChunkSource: Sync {
         self.fetch(chunk)
     }
 
-    /// Every entry before `seq` is finished: none of them asks for a chunk
-    /// any more.
-    fn finished_below(&self, seq: u64) {
+    /// Entry `seq` is finished (restored, refused, failed or left out): it
+    /// asks for no chunk any more. Called once per entry, by the thread that
+    /// finished it, so that a read-ahead source can release what the
+    /// finished entries did not use even while the engine waits.
+    fn finished(&self, seq: u64) {
         let _ = seq;
     }
 }
@@ -203,12 +205,9 @@ pub fn restore(
             jobs,
             done: done_rx,
             in_flight: BTreeMap::new(),
-            finished_below: 0,
         };
         let mut fatal = None;
-        let mut next = 1;
         for (seq, entry) in (1u64..).zip(entries) {
-            next = seq + 1;
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -220,7 +219,7 @@ pub fn restore(
                 fatal = Some(e);
                 break;
             }
-            if let Err(e) = r.collect(false, next) {
+            if let Err(e) = r.collect(false) {
                 fatal = Some(e);
                 break;
             }
@@ -229,7 +228,7 @@ pub fn restore(
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         r.jobs = None; // the writers end when the queue is empty
-        if let Err(e) = r.collect(true, next) {
+        if let Err(e) = r.collect(true) {
             fatal.get_or_insert(e);
         }
         r.errors.sort_by_key(|(seq, _)| *seq);
@@ -282,6 +281,7 @@ fn writer_loop(
         } else {
             write_job(source, &job)
         };
+        source.finished(job.seq);
         let path = job.entry.path;
         if done
             .send(FileDone {
@@ -423,8 +423,6 @@ struct Restorer<'s> {
     done: Receiver<FileDone>,
     /// Files handed to the writers and not done yet, by entry number.
     in_flight: BTreeMap<u64, Vec<u8>>,
-    /// What [`ChunkSource::finished_below`] was last told.
-    finished_below: u64,
 }
 
 /// Where an object is: its parent directory and its name there.
@@ -469,11 +467,14 @@ impl<'s> Restorer<'s> {
             let busy = |p: &[u8]| self.in_flight.values().any(|f| f == p);
             if busy(&e.path) || e.hardlink_to.as_deref().is_some_and(busy) {
                 // Its path, or the file it links to, is being written.
-                self.collect(true, seq)?;
+                self.collect(true)?;
             }
         }
         match self.prepare(seq, &e) {
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                self.source.finished(seq);
+                Ok(())
+            }
             Ok(Some((dir, inherits))) => {
                 let job = FileJob {
                     seq,
@@ -489,6 +490,7 @@ impl<'s> Restorer<'s> {
                     }
                     None => {
                         let result = write_job(self.source, &job);
+                        self.source.finished(seq);
                         self.file_done(FileDone {
                             seq,
                             path: job.entry.path,
@@ -497,7 +499,10 @@ impl<'s> Restorer<'s> {
                     }
                 }
             }
-            Err(err) => self.failed(seq, &e.path, err),
+            Err(err) => {
+                self.source.finished(seq);
+                self.failed(seq, &e.path, err)
+            }
         }
     }
 
@@ -523,11 +528,9 @@ impl<'s> Restorer<'s> {
         }
     }
 
-    /// Take the writers' results (all of them, waiting, with `all`) and
-    /// tell the source which entries are finished; `next` is the first
-    /// entry not handed out yet. The first fatal error is returned after
-    /// the wait.
-    fn collect(&mut self, all: bool, next: u64) -> Result<()> {
+    /// Take the writers' results (all of them, waiting, with `all`). The
+    /// first fatal error is returned after the wait.
+    fn collect(&mut self, all: bool) -> Result<()> {
         let mut fatal = None;
         loop {
             let done = if all && !self.in_flight.is_empty() {
@@ -547,11 +550,6 @@ impl<'s> Restorer<'s> {
                     break;
                 }
             }
-        }
-        let low = self.in_flight.keys().next().copied().unwrap_or(next);
-        if low != self.finished_below {
-            self.finished_below = low;
-            self.source.finished_below(low);
         }
         fatal.map_or(Ok(()), Err)
     }

@@ -5,9 +5,10 @@
 //!
 //! Entries are numbered from 1 in stream order, here and in the restore
 //! engine; a ready chunk is kept until the last entry that needs it takes
-//! it, or until the engine says every entry before that one is finished
-//! ([`ChunkSource::finished_below`]): with several writers, the entries
-//! being written are a range, not one.
+//! it, or until every entry up to that one is finished (the engine reports
+//! each, [`ChunkSource::finished`], from whichever thread finished it): with
+//! several writers, the entries being written are a range, not one, and
+//! they finish out of order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::sync_channel;
@@ -41,6 +42,9 @@ struct State {
     window: u64,
     /// Every entry before this one is finished; their chunks are dropped.
     current: u64,
+    /// Entries after `current` already finished (writers finish out of
+    /// order).
+    finished: BTreeSet<u64>,
     /// Every chunk of the entries up to this one has been queued.
     queued_through: u64,
     feeding_done: bool,
@@ -75,7 +79,10 @@ pub fn restore_with_progress(
     progress: &Progress,
 ) -> Result<RestoreStats> {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            current: 1,
+            ..State::default()
+        }),
         changed: Condvar::new(),
     });
     let fetchers = std::thread::available_parallelism()
@@ -208,9 +215,24 @@ impl ChunkSource for Prefetched<'_> {
         Ok(data)
     }
 
-    fn finished_below(&self, seq: u64) {
+    fn finished(&self, seq: u64) {
         let mut st = self.shared.lock();
-        st.current = seq;
+        if seq < st.current {
+            return;
+        }
+        st.finished.insert(seq);
+        let before = st.current;
+        loop {
+            let at = st.current;
+            if !st.finished.remove(&at) {
+                break;
+            }
+            st.current += 1;
+        }
+        if st.current == before {
+            return;
+        }
+        let seq = st.current;
         // Whatever earlier entries did not use (refused entries, a subset
         // restore, a file that failed) is released here.
         let mut freed = 0;
@@ -335,5 +357,68 @@ mod tests {
         assert_eq!(progress.bytes(), 2 * size);
         assert!(std::fs::read(target.join("a")).unwrap() == expected);
         assert!(std::fs::read(target.join("b")).unwrap() == expected);
+    }
+
+    /// A subset restore with several writers: the chunks of the files left
+    /// out (more than the window) are released as entries finish, while
+    /// the engine may be waiting, so the restore neither stalls nor holds
+    /// them; the selected files are exact.
+    #[test]
+    fn subset_restore_with_writers_releases_unused_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let file = |name: &str| Entry {
+            path: name.as_bytes().to_vec(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            ino: 1,
+            size: 0,
+            rdev: 0,
+            link_target: Vec::new(),
+            hardlink_to: None,
+            xattrs: Vec::new(),
+            extents: Vec::new(),
+            chunks: Vec::new(),
+        };
+        let mut root = file("");
+        root.kind = Kind::Dir;
+        root.mode = 0o755;
+        let mut entries = vec![root];
+        let mut contents = Vec::new();
+        for i in 0..40u32 {
+            let data: Vec<u8> = (0..(2u32 << 20) + i)
+                .map(|j| (j.wrapping_mul(2 * i + 3) >> 5) as u8 ^ i as u8)
+                .collect();
+            let id = repo.add_blob(BlobKind::Data, &data).unwrap();
+            let mut e = file(&format!("f{i}"));
+            e.size = data.len() as u64;
+            e.extents = vec![Extent {
+                offset: 0,
+                len: e.size,
+            }];
+            e.chunks = vec![ChunkRef {
+                id,
+                len: data.len() as u32,
+            }];
+            entries.push(e);
+            contents.push(data);
+        }
+        repo.flush().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            only: vec![b"f38".to_vec(), b"f39".to_vec()],
+        };
+        let stats = restore(&repo, entries.into_iter().map(Ok), &opts).unwrap();
+        assert_eq!(stats.files, 2);
+        assert!(std::fs::read(target.join("f38")).unwrap() == contents[38]);
+        assert!(std::fs::read(target.join("f39")).unwrap() == contents[39]);
+        assert!(!target.join("f0").exists());
     }
 }
