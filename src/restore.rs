@@ -29,28 +29,76 @@
 //!   directories); their ancestor directories are created with their own
 //!   metadata. A hard link whose first path is not among them is restored as
 //!   a copy from the chunk list that the walk copies into later links.
+//! - Regular files are written by a few writer threads at once (creating a
+//!   file, writing it and setting its metadata are syscalls that wait on the
+//!   filesystem; one thread left the disk and the other cores idle, most of
+//!   all with many small files). Everything else (directories, links,
+//!   specials, the path checks and opening the parents) stays on the
+//!   caller's thread, in stream order; a file's parent directory is opened
+//!   there and handed to the writer, so the no-escape rules are the same. An
+//!   entry whose path, or whose hard link target, is a file still being
+//!   written waits for the writers to finish first. Errors are reported in
+//!   stream order whichever thread met them.
+//! - A file's data extents are preallocated (`fallocate`) before its chunks
+//!   are written, so the filesystem allocates each extent once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{
+    AtFlags, FallocateFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
 use rustix::io::Errno;
 
 use crate::tree::{ChunkRef, Entry, Kind, Time, display_bytes};
 
-/// Where restore gets file data from.
-pub trait ChunkSource {
+/// Where restore gets file data from; the writer threads share it.
+pub trait ChunkSource: Sync {
     /// The plain content of a chunk, verified against its hash (restore
     /// checks the length).
     fn fetch(&self, chunk: &ChunkRef) -> Result<Vec<u8>>;
+
+    /// A chunk for entry `seq` of the stream (numbered from 1 in stream
+    /// order): a read-ahead source knows from it which entry's chunk this is.
+    fn fetch_for(&self, seq: u64, chunk: &ChunkRef) -> Result<Vec<u8>> {
+        let _ = seq;
+        self.fetch(chunk)
+    }
+
+    /// Entry `seq` is finished (restored, refused, failed or left out): it
+    /// asks for no chunk any more. Called once per entry, by the thread that
+    /// finished it, so that a read-ahead source can release what the
+    /// finished entries did not use even while the engine waits.
+    fn finished(&self, seq: u64) {
+        let _ = seq;
+    }
 }
+
+/// Writer threads: `REWIND_RESTORE_WRITERS` (1 writes on the caller's
+/// thread alone, as a baseline for docs/performance.md), else two per core,
+/// at least 2 and at most 8 (the writers mostly wait on the filesystem).
+fn writer_count() -> usize {
+    if let Some(n) = std::env::var("REWIND_RESTORE_WRITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.clamp(1, 64);
+    }
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() * 2)
+        .clamp(2, 8)
+}
+
+/// Files at least this big get their extents preallocated.
+const PREALLOCATE_FROM: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -125,46 +173,138 @@ pub fn restore(
         only.push(p.to_vec());
     }
     let root_inherits = inherits_acl(root.as_fd());
-    let mut r = Restorer {
-        source,
-        root: Rc::new(root),
-        root_inherits,
-        only,
-        proc_fd: rustix::fs::stat("/proc/self/fd").is_ok(),
-        target: target.clone(),
-        stack: Vec::new(),
-        dirs: Vec::new(),
-        stats: RestoreStats::default(),
-        xattr_path: Vec::new(),
-        seen_dirs: HashSet::new(),
-    };
-    let mut fatal = None;
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                fatal = Some(e.context("cannot read the tree to restore"));
+    let writers = writer_count();
+    let (jobs, job_rx) = sync_channel::<FileJob>(writers);
+    let job_rx = Mutex::new(job_rx);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = channel();
+        let jobs = if writers > 1 {
+            for _ in 0..writers {
+                let (job_rx, done_tx, stop) = (&job_rx, done_tx.clone(), &stop);
+                s.spawn(move || writer_loop(source, job_rx, &done_tx, stop));
+            }
+            Some(jobs)
+        } else {
+            None
+        };
+        drop(done_tx);
+        let mut r = Restorer {
+            source,
+            root: Arc::new(root),
+            root_inherits,
+            only,
+            proc_fd: rustix::fs::stat("/proc/self/fd").is_ok(),
+            target: target.clone(),
+            stack: Vec::new(),
+            dirs: Vec::new(),
+            stats: RestoreStats::default(),
+            errors: Vec::new(),
+            xattr_path: Vec::new(),
+            seen_dirs: HashSet::new(),
+            jobs,
+            done: done_rx,
+            in_flight: BTreeMap::new(),
+        };
+        let mut fatal = None;
+        for (seq, entry) in (1u64..).zip(entries) {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    fatal = Some(e.context("cannot read the tree to restore"));
+                    break;
+                }
+            };
+            if let Err(e) = r.entry(seq, entry) {
+                fatal = Some(e);
                 break;
+            }
+            if let Err(e) = r.collect(false) {
+                fatal = Some(e);
+                break;
+            }
+        }
+        if fatal.is_some() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r.jobs = None; // the writers end when the queue is empty
+        if let Err(e) = r.collect(true) {
+            fatal.get_or_insert(e);
+        }
+        r.errors.sort_by_key(|(seq, _)| *seq);
+        r.stats.errors = std::mem::take(&mut r.errors)
+            .into_iter()
+            .map(|(_, msg)| msg)
+            .collect();
+        r.finish_dirs();
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if !r.stats.errors.is_empty() {
+            return Err(RestoreFailed(std::mem::take(&mut r.stats)).into());
+        }
+        Ok(std::mem::take(&mut r.stats))
+    })
+}
+
+/// A regular file for a writer thread: its parent is open already.
+struct FileJob {
+    seq: u64,
+    entry: Entry,
+    dir: Arc<OwnedFd>,
+    inherits: bool,
+}
+
+/// What a writer did with a [`FileJob`]: the data bytes written.
+struct FileDone {
+    seq: u64,
+    path: Vec<u8>,
+    result: Result<u64>,
+}
+
+fn writer_loop(
+    source: &dyn ChunkSource,
+    jobs: &Mutex<Receiver<FileJob>>,
+    done: &Sender<FileDone>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    loop {
+        let job = {
+            let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return, // no more files
             }
         };
-        if let Err(e) = r.entry(&entry) {
-            if is_fatal(&e) {
-                fatal = Some(e.context(format!("cannot restore {}", entry.display_path())));
-                break;
-            }
-            r.stats
-                .errors
-                .push(format!("{}: {e:#}", entry.display_path()));
+        let result = if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(anyhow!("not restored: the restore stopped"))
+        } else {
+            write_job(source, &job)
+        };
+        source.finished(job.seq);
+        let path = job.entry.path;
+        if done
+            .send(FileDone {
+                seq: job.seq,
+                path,
+                result,
+            })
+            .is_err()
+        {
+            return;
         }
     }
-    r.finish_dirs();
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    if !r.stats.errors.is_empty() {
-        return Err(RestoreFailed(r.stats).into());
-    }
-    Ok(r.stats)
+}
+
+fn write_job(source: &dyn ChunkSource, job: &FileJob) -> Result<u64> {
+    let (_, name) = split(&job.entry.path);
+    let name = cstr(name);
+    let at = At {
+        dir: job.dir.as_fd(),
+        name: &name,
+        inherits: job.inherits,
+    };
+    write_file(source, job.seq, &job.entry, &at)
 }
 
 /// Errors after which going on is pointless.
@@ -263,19 +403,26 @@ struct DirMeta {
 
 struct Restorer<'s> {
     source: &'s dyn ChunkSource,
-    root: Rc<OwnedFd>,
+    root: Arc<OwnedFd>,
     root_inherits: bool,
     only: Vec<Vec<u8>>,
     proc_fd: bool,
     target: PathBuf,
     /// Open directories from the root down to the last parent used, each
     /// with its name and whether its children inherit ACLs.
-    stack: Vec<(Vec<u8>, OwnedFd, bool)>,
+    stack: Vec<(Vec<u8>, Arc<OwnedFd>, bool)>,
     dirs: Vec<DirMeta>,
     stats: RestoreStats,
+    /// Entry errors with the entry's number, sorted at the end.
+    errors: Vec<(u64, String)>,
     xattr_path: Vec<u8>,
     /// Directories made or kept in this restore, to report duplicates.
     seen_dirs: HashSet<Vec<u8>>,
+    /// The writers' queue (none: files are written on this thread).
+    jobs: Option<SyncSender<FileJob>>,
+    done: Receiver<FileDone>,
+    /// Files handed to the writers and not done yet, by entry number.
+    in_flight: BTreeMap<u64, Vec<u8>>,
 }
 
 /// Where an object is: its parent directory and its name there.
@@ -313,9 +460,105 @@ impl<'s> Restorer<'s> {
             })
     }
 
-    fn entry(&mut self, e: &Entry) -> Result<()> {
+    /// Restore one entry, or hand it to a writer. Its error is recorded
+    /// with its path; only a fatal one is returned.
+    fn entry(&mut self, seq: u64, e: Entry) -> Result<()> {
+        if !self.in_flight.is_empty() {
+            let busy = |p: &[u8]| self.in_flight.values().any(|f| f == p);
+            if busy(&e.path) || e.hardlink_to.as_deref().is_some_and(busy) {
+                // Its path, or the file it links to, is being written.
+                self.collect(true)?;
+            }
+        }
+        match self.prepare(seq, &e) {
+            Ok(None) => {
+                self.source.finished(seq);
+                Ok(())
+            }
+            Ok(Some((dir, inherits))) => {
+                let job = FileJob {
+                    seq,
+                    entry: e,
+                    dir,
+                    inherits,
+                };
+                match &self.jobs {
+                    Some(jobs) => {
+                        self.in_flight.insert(seq, job.entry.path.clone());
+                        jobs.send(job)
+                            .map_err(|_| anyhow!("the restore's writer threads stopped"))
+                    }
+                    None => {
+                        let result = write_job(self.source, &job);
+                        self.source.finished(seq);
+                        self.file_done(FileDone {
+                            seq,
+                            path: job.entry.path,
+                            result,
+                        })
+                    }
+                }
+            }
+            Err(err) => {
+                self.source.finished(seq);
+                self.failed(seq, &e.path, err)
+            }
+        }
+    }
+
+    /// Record an entry's error; a fatal one is returned.
+    fn failed(&mut self, seq: u64, path: &[u8], err: anyhow::Error) -> Result<()> {
+        if is_fatal(&err) {
+            return Err(err.context(format!("cannot restore {}", display_bytes(path))));
+        }
+        self.errors
+            .push((seq, format!("{}: {err:#}", display_bytes(path))));
+        Ok(())
+    }
+
+    fn file_done(&mut self, done: FileDone) -> Result<()> {
+        self.in_flight.remove(&done.seq);
+        match done.result {
+            Ok(bytes) => {
+                self.stats.files += 1;
+                self.stats.bytes += bytes;
+                Ok(())
+            }
+            Err(err) => self.failed(done.seq, &done.path, err),
+        }
+    }
+
+    /// Take the writers' results (all of them, waiting, with `all`). The
+    /// first fatal error is returned after the wait.
+    fn collect(&mut self, all: bool) -> Result<()> {
+        let mut fatal = None;
+        loop {
+            let done = if all && !self.in_flight.is_empty() {
+                match self.done.recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            } else {
+                match self.done.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            };
+            if let Err(e) = self.file_done(done) {
+                fatal.get_or_insert(e);
+                if !all {
+                    break;
+                }
+            }
+        }
+        fatal.map_or(Ok(()), Err)
+    }
+
+    /// Check an entry and open its parents; restore it unless it is a
+    /// regular file, which is returned with where it goes.
+    fn prepare(&mut self, seq: u64, e: &Entry) -> Result<Option<(Arc<OwnedFd>, bool)>> {
         if self.selected(e) == Selected::No {
-            return Ok(());
+            return Ok(None);
         }
         if e.path.is_empty() {
             if e.kind != Kind::Dir {
@@ -327,42 +570,37 @@ impl<'s> Restorer<'s> {
                 inherited: false,
             });
             self.stats.dirs += 1;
-            return Ok(());
+            return Ok(None);
         }
         check_path(&e.path).map_err(|why| anyhow!(why))?;
         if let Some(to) = &e.hardlink_to {
             check_path(to).map_err(|why| anyhow!("hard link to {}: {why}", display_bytes(to)))?;
         }
         let (parents, name) = split(&e.path);
-        let name = cstr(name);
         self.open_parents(&parents)?;
-        // The parent stays open (owned by the stack, moved out meanwhile)
-        // while the entry is written.
-        let stack = std::mem::take(&mut self.stack);
-        let root = Rc::clone(&self.root);
-        let (dir, inherits) = match stack.last() {
-            Some((_, fd, inh)) => (fd.as_fd(), *inh),
-            None => (root.as_fd(), self.root_inherits),
+        let (dir, inherits) = match self.stack.last() {
+            Some((_, fd, inh)) => (Arc::clone(fd), *inh),
+            None => (Arc::clone(&self.root), self.root_inherits),
         };
+        let name = cstr(name);
         let at = At {
-            dir,
+            dir: dir.as_fd(),
             name: &name,
             inherits,
         };
-        let r = match e.kind {
+        match e.kind {
             Kind::Dir if e.hardlink_to.is_some() => {
                 Err(anyhow!("corrupt entry: a hard-linked directory"))
             }
-            _ if e.hardlink_to.is_some() => self.hardlink(e, &at),
+            _ if e.hardlink_to.is_some() => self.hardlink(seq, e, &at),
+            Kind::File => return Ok(Some((dir, inherits))),
             Kind::Dir => self.make_dir(e, &at),
-            Kind::File => self.file(e, &at),
             Kind::Symlink => self.symlink(e, &at),
             Kind::Fifo | Kind::CharDevice | Kind::BlockDevice | Kind::Socket => {
                 self.special(e, &at)
             }
-        };
-        self.stack = stack;
-        r
+        }
+        .map(|()| None)
     }
 
     /// Make the stack hold the open directories `comps`, opening each one
@@ -393,26 +631,9 @@ impl<'s> Restorer<'s> {
             // A directory made in this restore has no default ACL yet; one
             // that was there may have.
             let inherits = inh || inherits_acl(fd.as_fd());
-            self.stack.push((c.to_vec(), fd, inherits));
+            self.stack.push((c.to_vec(), Arc::new(fd), inherits));
         }
         Ok(())
-    }
-
-    /// Create an object with `make`; something already at its name (other
-    /// than a directory) is removed first.
-    fn create(
-        &self,
-        e: &Entry,
-        at: &At<'_>,
-        mut make: impl FnMut() -> rustix::io::Result<()>,
-    ) -> Result<()> {
-        match make() {
-            Err(Errno::EXIST) => {
-                remove_existing(at)?;
-                make().with_context(|| format!("cannot create {}", e.display_path()))
-            }
-            r => r.with_context(|| format!("cannot create {}", e.display_path())),
-        }
     }
 
     fn make_dir(&mut self, e: &Entry, at: &At<'_>) -> Result<()> {
@@ -444,7 +665,7 @@ impl<'s> Restorer<'s> {
 
     /// A later path of an inode: a hard link to its first path, or where
     /// that is not restored, a copy made from the entry itself.
-    fn hardlink(&mut self, e: &Entry, at: &At<'_>) -> Result<()> {
+    fn hardlink(&mut self, seq: u64, e: &Entry, at: &At<'_>) -> Result<()> {
         let to = e.hardlink_to.as_deref().expect("a later link");
         if self.path_selected(to) {
             match self.link(e, to, at) {
@@ -462,87 +683,15 @@ impl<'s> Restorer<'s> {
             display_bytes(to)
         ));
         match e.kind {
-            Kind::File => self.file(e, at),
+            Kind::File => {
+                let bytes = write_file(self.source, seq, e, at)?;
+                self.stats.files += 1;
+                self.stats.bytes += bytes;
+                Ok(())
+            }
             Kind::Symlink => self.symlink(e, at),
             _ => self.special(e, at),
         }
-    }
-
-    fn file(&mut self, e: &Entry, at: &At<'_>) -> Result<()> {
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut fd = None;
-        self.create(e, at, || {
-            fd = Some(rustix::fs::openat(
-                at.dir,
-                at.name,
-                flags,
-                Mode::from_raw_mode(0o600),
-            )?);
-            Ok(())
-        })?;
-        let file = File::from(fd.expect("created"));
-        if let Err(err) = self.write_content(e, &file) {
-            drop(file);
-            let _ = rustix::fs::unlinkat(at.dir, at.name, AtFlags::empty());
-            return Err(err);
-        }
-        rustix::fs::fchown(&file, Some(uid(e)), Some(gid(e))).context("cannot chown")?;
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(e.mode & 0o7777)).context("cannot chmod")?;
-        set_xattrs(XattrOn::Fd(file.as_fd()), e, at.inherits, false)?;
-        rustix::fs::futimens(&file, &times(e)).context("cannot set times")?;
-        self.stats.files += 1;
-        Ok(())
-    }
-
-    fn write_content(&mut self, e: &Entry, file: &File) -> Result<()> {
-        let data_len: u64 = e.extents.iter().map(|x| x.len).sum();
-        let chunk_len: u64 = e.chunks.iter().map(|c| u64::from(c.len)).sum();
-        if data_len != chunk_len {
-            bail!("corrupt entry: its extents hold {data_len} bytes, its chunks {chunk_len}");
-        }
-        let mut end = 0;
-        for x in &e.extents {
-            if x.offset < end || x.offset.checked_add(x.len).is_none_or(|xe| xe > e.size) {
-                bail!("corrupt entry: extents out of order or past the size");
-            }
-            end = x.offset + x.len;
-        }
-        let mut extents = e.extents.iter().filter(|x| x.len > 0);
-        let mut cur = extents.next().copied();
-        let mut done_in_cur = 0u64;
-        for chunk in &e.chunks {
-            let data = self
-                .source
-                .fetch(chunk)
-                .with_context(|| format!("chunk {:?}", chunk.id))?;
-            if data.len() != chunk.len as usize {
-                bail!(
-                    "chunk {:?} holds {} bytes, the tree says {}",
-                    chunk.id,
-                    data.len(),
-                    chunk.len
-                );
-            }
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let x = cur.expect("lengths were checked");
-                let n = rest.len().min((x.len - done_in_cur) as usize);
-                file.write_all_at(&rest[..n], x.offset + done_in_cur)
-                    .context("cannot write")?;
-                rest = &rest[n..];
-                done_in_cur += n as u64;
-                self.stats.bytes += n as u64;
-                if done_in_cur == x.len {
-                    cur = extents.next().copied();
-                    done_in_cur = 0;
-                }
-            }
-        }
-        if end < e.size {
-            file.set_len(e.size).context("cannot set the size")?;
-        }
-        Ok(())
     }
 
     /// Hard-link `at` to the already restored path `to`.
@@ -589,7 +738,7 @@ impl<'s> Restorer<'s> {
         if e.link_target.contains(&0) || e.link_target.is_empty() {
             bail!("corrupt entry: invalid symlink target");
         }
-        self.create(e, at, || rustix::fs::symlinkat(target, at.dir, at.name))?;
+        create(e, at, || rustix::fs::symlinkat(target, at.dir, at.name))?;
         rustix::fs::chownat(
             at.dir,
             at.name,
@@ -620,7 +769,7 @@ impl<'s> Restorer<'s> {
             Kind::BlockDevice => (FileType::BlockDevice, e.rdev),
             _ => (FileType::Socket, 0),
         };
-        self.create(e, at, || {
+        create(e, at, || {
             rustix::fs::mknodat(at.dir, at.name, ft, Mode::from_raw_mode(0o600), dev)
         })?;
         rustix::fs::chownat(
@@ -700,6 +849,119 @@ impl<'s> Restorer<'s> {
         rustix::fs::futimens(&fd, &times(e)).context("cannot set times")?;
         Ok(())
     }
+}
+
+/// Create an object with `make`; something already at its name (other
+/// than a directory) is removed first.
+fn create(e: &Entry, at: &At<'_>, mut make: impl FnMut() -> rustix::io::Result<()>) -> Result<()> {
+    match make() {
+        Err(Errno::EXIST) => {
+            remove_existing(at)?;
+            make().with_context(|| format!("cannot create {}", e.display_path()))
+        }
+        r => r.with_context(|| format!("cannot create {}", e.display_path())),
+    }
+}
+
+/// Create a regular file at `at` and write it whole: content, then owner,
+/// mode, xattrs and times. Returns the data bytes written; a file whose
+/// content cannot be written is removed.
+fn write_file(source: &dyn ChunkSource, seq: u64, e: &Entry, at: &At<'_>) -> Result<u64> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = None;
+    create(e, at, || {
+        fd = Some(rustix::fs::openat(
+            at.dir,
+            at.name,
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?);
+        Ok(())
+    })?;
+    let file = File::from(fd.context("the file was not created")?);
+    let bytes = match write_content(source, seq, e, &file) {
+        Ok(n) => n,
+        Err(err) => {
+            drop(file);
+            let _ = rustix::fs::unlinkat(at.dir, at.name, AtFlags::empty());
+            return Err(err);
+        }
+    };
+    rustix::fs::fchown(&file, Some(uid(e)), Some(gid(e))).context("cannot chown")?;
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(e.mode & 0o7777)).context("cannot chmod")?;
+    set_xattrs(XattrOn::Fd(file.as_fd()), e, at.inherits, false)?;
+    rustix::fs::futimens(&file, &times(e)).context("cannot set times")?;
+    Ok(bytes)
+}
+
+/// Write a file's chunks at its extents' offsets (holes stay holes); the
+/// data bytes written.
+fn write_content(source: &dyn ChunkSource, seq: u64, e: &Entry, file: &File) -> Result<u64> {
+    let data_len: u64 = e.extents.iter().map(|x| x.len).sum();
+    let chunk_len: u64 = e.chunks.iter().map(|c| u64::from(c.len)).sum();
+    if data_len != chunk_len {
+        bail!("corrupt entry: its extents hold {data_len} bytes, its chunks {chunk_len}");
+    }
+    let mut end = 0;
+    for x in &e.extents {
+        if x.offset < end || x.offset.checked_add(x.len).is_none_or(|xe| xe > e.size) {
+            bail!("corrupt entry: extents out of order or past the size");
+        }
+        end = x.offset + x.len;
+    }
+    if data_len >= PREALLOCATE_FROM {
+        preallocate(file, e)?;
+    }
+    let mut written = 0;
+    let mut extents = e.extents.iter().filter(|x| x.len > 0);
+    let mut cur = extents.next().copied();
+    let mut done_in_cur = 0u64;
+    for chunk in &e.chunks {
+        let data = source
+            .fetch_for(seq, chunk)
+            .with_context(|| format!("chunk {:?}", chunk.id))?;
+        if data.len() != chunk.len as usize {
+            bail!(
+                "chunk {:?} holds {} bytes, the tree says {}",
+                chunk.id,
+                data.len(),
+                chunk.len
+            );
+        }
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let x = cur.context("corrupt entry: more data than extents")?;
+            let n = rest.len().min((x.len - done_in_cur) as usize);
+            file.write_all_at(&rest[..n], x.offset + done_in_cur)
+                .context("cannot write")?;
+            rest = &rest[n..];
+            done_in_cur += n as u64;
+            written += n as u64;
+            if done_in_cur == x.len {
+                cur = extents.next().copied();
+                done_in_cur = 0;
+            }
+        }
+    }
+    if end < e.size {
+        file.set_len(e.size).context("cannot set the size")?;
+    }
+    Ok(written)
+}
+
+/// Allocate a file's data extents before writing them: the filesystem
+/// places each extent once instead of growing it chunk by chunk, and a full
+/// disk shows before any data is written. Holes are left out. A filesystem
+/// without `fallocate` is written as it comes.
+fn preallocate(file: &File, e: &Entry) -> Result<()> {
+    for x in e.extents.iter().filter(|x| x.len > 0) {
+        match rustix::fs::fallocate(file, FallocateFlags::KEEP_SIZE, x.offset, x.len) {
+            Ok(()) => {}
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => return Ok(()),
+            Err(err) => return Err(err).context("cannot allocate the file's space"),
+        }
+    }
+    Ok(())
 }
 
 enum LinkError {

@@ -2,7 +2,6 @@
 //! the server and object stores implement the same small trait.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -75,13 +74,28 @@ impl Backend for LocalDir {
 
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let f = self.file(name)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset).with_context(|| {
+        // Read into the buffer's spare capacity: zeroing it first (`vec![0;
+        // len]`) cost 3% of a restore's instructions under callgrind.
+        let context = || {
             format!(
                 "cannot read {len} bytes at offset {offset} of {}",
                 self.path(name).display()
             )
-        })?;
+        };
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&*f, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => {
+                    return Err(anyhow::anyhow!("the file ends at byte {at}"))
+                        .with_context(context);
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e).with_context(context),
+            }
+        }
+        // The capacity may exceed what was asked for.
+        buf.truncate(len);
         Ok(buf)
     }
 
