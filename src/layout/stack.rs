@@ -23,6 +23,28 @@ use crate::util::size::human_bytes;
 /// LUKS headers, escrowed keys), on the live image's tmpfs.
 pub const WORK_DIR: &str = "/run/rewind/stack";
 
+/// Where the escrowed key of LUKS volume `name` must be before its layer
+/// is made (the recovery fetches it).
+pub fn luks_key_file(name: &str) -> String {
+    format!("{WORK_DIR}/{name}.key")
+}
+
+/// Where the captured LUKS header of volume `name` must be before its
+/// layer is made.
+pub fn luks_header_file(name: &str) -> String {
+    format!("{WORK_DIR}/{name}.header")
+}
+
+/// The files a LUKS layer reads that the plan does not write: what each
+/// is and its path.
+pub fn luks_files(l: &crate::manifest::Luks) -> Vec<(&'static str, String)> {
+    let mut v = vec![("escrowed key", luks_key_file(&l.name))];
+    if l.header.is_some() {
+        v.push(("captured header", luks_header_file(&l.name)));
+    }
+    v
+}
+
 /// One layer of the stack, as it will be made.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -218,11 +240,11 @@ pub fn plan_stack(
                     ));
                     continue;
                 };
-                let key = format!("{WORK_DIR}/{}.key", l.name);
+                let key = luks_key_file(&l.name);
                 let mut commands = Vec::new();
                 match &l.header {
                     Some(_) => {
-                        let header = format!("{WORK_DIR}/{}.header", l.name);
+                        let header = luks_header_file(&l.name);
                         commands.push(luks::header_restore_command(&backing, &header));
                     }
                     None => {

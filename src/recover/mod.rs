@@ -526,6 +526,7 @@ impl Recovery {
         self.stage(Stage::Finish, |r| {
             layout::mount::unmount_below(&r.target_root)
                 .context("cannot unmount the recovered filesystems")?;
+            layout::take_down_stack(&the_plan);
             nix::unistd::sync();
             Ok(())
         })?;
