@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk |
 //! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
+//! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
 //! bytes restored, throughput) to target/drill/<drill>.{txt,json}.
@@ -40,6 +41,9 @@ const SOURCE_MAC: &str = "52:54:00:d1:00:01";
 const NEW_MAC: &str = "52:54:00:d1:00:99";
 const SOURCE_SERIAL: &str = "DRILLSRC0001";
 const NEW_SERIAL: &str = "DRILLNEW0002";
+/// The stack drill's second disks.
+const SOURCE_SERIAL_2: &str = "DRILLSRC0003";
+const NEW_SERIAL_2: &str = "DRILLNEW0004";
 const ADDRESS: &str = "10.0.2.50/24";
 const GATEWAY: &str = "10.0.2.2";
 const SOURCE_MIB: u64 = 2048;
@@ -92,6 +96,10 @@ struct Variant {
     /// only carries virtio drivers, `MODULES=list`): the initramfs must be
     /// regenerated for the recovered machine to find its root.
     new_hardware: bool,
+    /// Two source disks with MD RAID1 + LVM (qemu-tests/guest/build-stack),
+    /// recovered onto two new disks (`target_mib` and 512 MiB more) on
+    /// SATA instead of virtio.
+    stack: bool,
 }
 
 #[test]
@@ -104,6 +112,7 @@ fn bios_mbr_pxe() {
         target_mib: SOURCE_MIB,
         new_mac: false,
         new_hardware: false,
+        stack: false,
     });
 }
 
@@ -117,6 +126,22 @@ fn uefi_gpt_iso_new_hardware() {
         target_mib: SOURCE_MIB + 1024,
         new_mac: true,
         new_hardware: true,
+        stack: false,
+    });
+}
+
+#[test]
+#[ignore = "not yet run to the end (issue 13): run it with scripts/drill stack"]
+fn bios_md_raid1_lvm_thin_sata() {
+    drill(&Variant {
+        name: "bios-md-lvm",
+        hostname: "drill-stack",
+        uefi: false,
+        pxe: true,
+        target_mib: SOURCE_MIB + 512,
+        new_mac: false,
+        new_hardware: false,
+        stack: true,
     });
 }
 
@@ -370,6 +395,167 @@ fn identity(vm: &mut Qemu, uefi: bool) -> String {
     )
 }
 
+/// The stack as the machine reports it, to compare before the capture and
+/// after the recovery: each array's metadata version, level, size, member
+/// count, name and UUID; each PV's, VG's and LV's UUID and size.
+fn stack_state(vm: &mut Qemu) -> String {
+    vm.run_ok(
+        "for a in /dev/md/boot /dev/md/pv; do echo \"$a\"; mdadm --detail \"$a\" | \
+         grep -E '^ *(Version|Raid Level|Array Size|Raid Devices|Name|UUID) :'; done; \
+         pvs --noheadings --units b -o pv_uuid,pv_size,vg_name; \
+         vgs --noheadings --units b -o vg_name,vg_uuid,vg_size,vg_extent_size; \
+         lvs --noheadings --units b -o lv_name,lv_uuid,lv_size,segtype,pool_lv vg0",
+        COMMAND,
+    )
+}
+
+/// Both members of both arrays in sync (waiting for a resync to end).
+fn arrays_in_sync(vm: &mut Qemu) -> String {
+    vm.run(
+        "mdadm --wait /dev/md/boot /dev/md/pv",
+        Duration::from_secs(1200),
+    );
+    let mdstat = vm.run_ok("cat /proc/mdstat", COMMAND);
+    let arrays = mdstat.lines().filter(|l| l.starts_with("md")).count();
+    let synced = mdstat.matches("[2/2] [UU]").count();
+    assert!(
+        arrays == 2 && synced == 2 && !mdstat.contains("resync") && !mdstat.contains("recovery"),
+        "the arrays are not both in sync:\n{mdstat}"
+    );
+    mdstat
+}
+
+/// `systemctl is-system-running` once the boot is over: `running`, or the
+/// failed units.
+fn system_running(vm: &mut Qemu) {
+    let (state, _) = vm.run(
+        "timeout 300 systemctl is-system-running --wait",
+        Duration::from_secs(320),
+    );
+    if state.trim() != "running" {
+        let failed = vm.run_ok("systemctl --failed --no-legend --plain; journalctl -b -p err -o cat --no-pager | tail -n 20", COMMAND);
+        panic!("the system is {state:?}, not running:\n{failed}");
+    }
+}
+
+/// The stack drill's two source disks, built from the recovery image's
+/// shell (this host's kernel has no md or dm) and cached under
+/// target/drill-cache/stack-source, keyed by a hash of everything they are
+/// made from. Copied (sparse) into `dir` for the drill to boot and change.
+fn stack_source(img: &Image, v: &Variant, dir: &Path, logs: &Path) -> [PathBuf; 2] {
+    let cache = repo_dir().join("target/drill-cache/stack-source");
+    std::fs::create_dir_all(&cache).unwrap();
+    let root_tar = repo_dir().join("target/drill-cache/root-stack.tar");
+    script(
+        "build-source-root-stack",
+        &["--out", root_tar.to_str().unwrap()],
+    );
+    let rewind_bin = static_rewind();
+    let mut h = blake3::Hasher::new();
+    for f in [
+        repo_dir().join("qemu-tests/make-source-disk"),
+        repo_dir().join("qemu-tests/guest/build-stack"),
+        repo_dir().join("qemu-tests/guest/drill-guest"),
+        root_tar.with_extension("tar.stamp"),
+        rewind_bin.clone(),
+    ] {
+        h.update(&std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+    }
+    h.update(
+        format!(
+            "{} {SOURCE_MAC} {ADDRESS} {GATEWAY} {SOURCE_MIB}",
+            v.hostname
+        )
+        .as_bytes(),
+    );
+    let stamp = h.finalize().to_hex()[..16].to_string();
+    let cached = [cache.join("a.img"), cache.join("b.img")];
+    let stamp_file = cache.join("stamp");
+    if std::fs::read_to_string(&stamp_file).ok().as_deref() != Some(stamp.as_str()) {
+        let _ = std::fs::remove_file(&stamp_file);
+        let payload = dir.join("stack-payload.img");
+        script(
+            "make-source-disk",
+            &[
+                "--variant",
+                "bios-stack",
+                "--out",
+                payload.to_str().unwrap(),
+                "--root-tar",
+                root_tar.to_str().unwrap(),
+                "--hostname",
+                v.hostname,
+                "--mac",
+                SOURCE_MAC,
+                "--address",
+                ADDRESS,
+                "--gateway",
+                GATEWAY,
+                "--rewind",
+                rewind_bin.to_str().unwrap(),
+            ],
+        );
+        for p in &cached {
+            let _ = std::fs::remove_file(p);
+            std::fs::File::create(p)
+                .unwrap()
+                .set_len(SOURCE_MIB << 20)
+                .unwrap();
+        }
+        let mut vm = Qemu::start_with(
+            Boot::Direct(
+                img,
+                "console=ttyS0,115200 rewind.action=shell rewind.done=poweroff rewind.onfail=poweroff"
+                    .into(),
+            ),
+            Firmware::Bios,
+            &[
+                Disk {
+                    path: &cached[0],
+                    serial: Some(SOURCE_SERIAL),
+                    bus: Bus::Virtio,
+                },
+                Disk {
+                    path: &cached[1],
+                    serial: Some(SOURCE_SERIAL_2),
+                    bus: Bus::Virtio,
+                },
+                Disk {
+                    path: &payload,
+                    serial: None,
+                    bus: Bus::Virtio,
+                },
+            ],
+            Nic::virtio(SOURCE_MAC),
+            &logs.join(format!("drill-{}-build.log", v.name)),
+        );
+        vm.expect("emergency shell on /dev/ttyS0", BOOT);
+        std::thread::sleep(Duration::from_secs(2));
+        vm.run_ok(
+            "head -c 65536 /dev/vdc | tr -d '\\000' >/tmp/build-stack && sh /tmp/build-stack",
+            Duration::from_secs(2400),
+        );
+        vm.type_line("exit");
+        vm.expect("starting another", Duration::from_secs(30));
+        vm.type_line("poweroff");
+        vm.expect("rewind: powering off", Duration::from_secs(60));
+        assert!(vm.wait_exit(Duration::from_secs(60)).success());
+        std::fs::remove_file(&payload).unwrap();
+        std::fs::write(&stamp_file, &stamp).unwrap();
+    }
+    let copies = [dir.join("source.img"), dir.join("source-2.img")];
+    for (from, to) in cached.iter().zip(&copies) {
+        let st = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cp {}: {st}", from.display());
+    }
+    copies
+}
+
 fn capture(vm: &mut Qemu, rep: &mut Report, what: &str) {
     let t = Instant::now();
     let (out, status) = vm.run("systemctl start rewind-capture.service", CAPTURE);
@@ -413,7 +599,16 @@ fn drill(v: &Variant) {
             "BIOS (SeaBIOS)"
         },
     );
-    rep.fact("partition table", if v.uefi { "GPT" } else { "MBR" });
+    rep.fact(
+        "partition table",
+        match (v.uefi, v.stack) {
+            (true, _) => "GPT",
+            (false, false) => "MBR",
+            (false, true) => {
+                "MBR on two disks; /boot ext4 on MD RAID1 (metadata 1.0); MD RAID1 (1.2) -> LVM vg0: root ext4, swap, thin pool -> /home xfs"
+            }
+        },
+    );
     rep.fact(
         "recovery image booted by",
         if v.pxe {
@@ -422,14 +617,29 @@ fn drill(v: &Variant) {
             "ISO"
         },
     );
-    rep.fact(
-        "source disk",
-        format!("{SOURCE_MIB} MiB, serial {SOURCE_SERIAL}"),
-    );
-    rep.fact(
-        "target disk",
-        format!("{} MiB, serial {NEW_SERIAL} (blank)", v.target_mib),
-    );
+    if v.stack {
+        rep.fact(
+            "source disks",
+            format!("2 x {SOURCE_MIB} MiB virtio, serials {SOURCE_SERIAL}, {SOURCE_SERIAL_2}"),
+        );
+        rep.fact(
+            "target disks",
+            format!(
+                "{} and {} MiB SATA (AHCI), serials {NEW_SERIAL}, {NEW_SERIAL_2} (blank)",
+                v.target_mib,
+                v.target_mib + 512
+            ),
+        );
+    } else {
+        rep.fact(
+            "source disk",
+            format!("{SOURCE_MIB} MiB, serial {SOURCE_SERIAL}"),
+        );
+        rep.fact(
+            "target disk",
+            format!("{} MiB, serial {NEW_SERIAL} (blank)", v.target_mib),
+        );
+    }
     let recovery_mac = if v.new_mac { NEW_MAC } else { SOURCE_MAC };
     rep.fact("NIC", format!("{SOURCE_MAC} -> {recovery_mac}"));
     let (target_bus, recovery_nic) = if v.new_hardware {
@@ -441,53 +651,69 @@ fn drill(v: &Variant) {
                 model: "e1000e",
             },
         )
+    } else if v.stack {
+        rep.fact(
+            "hardware",
+            "virtio disks -> SATA (AHCI) disks of other sizes",
+        );
+        (Bus::Sata, Nic::virtio(recovery_mac))
     } else {
         (Bus::Virtio, Nic::virtio(recovery_mac))
     };
 
     // 1. The source machine.
-    let t = Instant::now();
-    let root_tar = repo_dir().join("target/drill-cache/root.tar");
-    script("build-source-root", &["--out", root_tar.to_str().unwrap()]);
-    rep.step(
-        "the Debian root (debootstrap, cached in target/drill-cache)",
-        t,
-    );
-    let t = Instant::now();
     let source = dir.path().join("source.img");
-    let rewind_bin = static_rewind();
-    script(
-        "make-source-disk",
-        &[
-            "--variant",
-            if v.uefi { "uefi" } else { "bios" },
-            "--out",
-            source.to_str().unwrap(),
-            "--root-tar",
-            root_tar.to_str().unwrap(),
-            "--hostname",
-            v.hostname,
-            "--mac",
-            SOURCE_MAC,
-            "--address",
-            ADDRESS,
-            "--gateway",
-            GATEWAY,
-            "--server",
-            &guest_url,
-            "--token",
-            &token,
-            "--rewind",
-            rewind_bin.to_str().unwrap(),
-            "--disk-serial",
-            SOURCE_SERIAL,
-            "--size",
-            &SOURCE_MIB.to_string(),
-            "--pin",
-            server.pin.as_deref().unwrap_or(""),
-        ],
-    );
-    rep.step("install the source machine's disk", t);
+    let source_2 = dir.path().join("source-2.img");
+    if v.stack {
+        let t = Instant::now();
+        stack_source(&img, v, dir.path(), &logs);
+        rep.step(
+            "the source machine's two disks (built in the recovery image's shell, cached in target/drill-cache)",
+            t,
+        );
+    } else {
+        let t = Instant::now();
+        let root_tar = repo_dir().join("target/drill-cache/root.tar");
+        script("build-source-root", &["--out", root_tar.to_str().unwrap()]);
+        rep.step(
+            "the Debian root (debootstrap, cached in target/drill-cache)",
+            t,
+        );
+        let t = Instant::now();
+        let rewind_bin = static_rewind();
+        script(
+            "make-source-disk",
+            &[
+                "--variant",
+                if v.uefi { "uefi" } else { "bios" },
+                "--out",
+                source.to_str().unwrap(),
+                "--root-tar",
+                root_tar.to_str().unwrap(),
+                "--hostname",
+                v.hostname,
+                "--mac",
+                SOURCE_MAC,
+                "--address",
+                ADDRESS,
+                "--gateway",
+                GATEWAY,
+                "--server",
+                &guest_url,
+                "--token",
+                &token,
+                "--rewind",
+                rewind_bin.to_str().unwrap(),
+                "--disk-serial",
+                SOURCE_SERIAL,
+                "--size",
+                &SOURCE_MIB.to_string(),
+                "--pin",
+                server.pin.as_deref().unwrap_or(""),
+            ],
+        );
+        rep.step("install the source machine's disk", t);
+    }
 
     // 2. It runs, captures itself, changes, captures again.
     let source_vars = dir.path().join("source-vars.fd");
@@ -495,19 +721,46 @@ fn drill(v: &Variant) {
         fresh_secure_boot_vars(&source_vars);
     }
     let t = Instant::now();
+    let mut source_disks = vec![Disk {
+        path: &source,
+        serial: Some(SOURCE_SERIAL),
+        bus: Bus::Virtio,
+    }];
+    if v.stack {
+        source_disks.push(Disk {
+            path: &source_2,
+            serial: Some(SOURCE_SERIAL_2),
+            bus: Bus::Virtio,
+        });
+    }
     let mut vm = Qemu::start_with(
         Boot::Disk,
         firmware(v.uefi, &source_vars),
-        &[Disk {
-            path: &source,
-            serial: Some(SOURCE_SERIAL),
-            bus: Bus::Virtio,
-        }],
+        &source_disks,
         Nic::virtio(SOURCE_MAC),
         &logs.join(format!("drill-{}-source.log", v.name)),
     );
     vm.expect(&format!("DRILL-READY host={}", v.hostname), BOOT);
     rep.step("boot the source machine (GRUB, kernel, systemd)", t);
+    let mut stack_first = String::new();
+    if v.stack {
+        // The cached disks carry no token: the capture's settings now.
+        let pin = server
+            .pin
+            .as_deref()
+            .map(|p| format!("REWIND_PIN={p}\\n"))
+            .unwrap_or_default();
+        vm.run_ok(
+            &format!(
+                "install -d -m 0700 /etc/rewind && printf 'REWIND_SERVER={guest_url}\\nREWIND_TOKEN={token}\\n{pin}' >/etc/rewind/capture.env && chmod 0600 /etc/rewind/capture.env"
+            ),
+            COMMAND,
+        );
+        system_running(&mut vm);
+        stack_first = stack_state(&mut vm);
+        eprintln!("drill: the source's stack:\n{stack_first}");
+        arrays_in_sync(&mut vm);
+    }
     if v.uefi {
         // What the installer does: an NVRAM entry for the OS's loader.
         vm.run_ok(
@@ -579,7 +832,7 @@ fn drill(v: &Variant) {
     // The BIOS drill recovers a second time with GRUB reinstalled by the
     // restored system's grub-install (the path taken when the captured boot
     // code cannot be reused).
-    let rounds: &[&str] = if v.uefi || server.local.is_none() {
+    let rounds: &[&str] = if v.uefi || v.stack || server.local.is_none() {
         &[""]
     } else {
         &["", "rewind.grub=reinstall"]
@@ -601,6 +854,13 @@ fn drill(v: &Variant) {
             .unwrap()
             .set_len(v.target_mib << 20)
             .unwrap();
+        let target_2 = dir.path().join(format!("target-2{suffix}.img"));
+        if v.stack {
+            std::fs::File::create(&target_2)
+                .unwrap()
+                .set_len((v.target_mib + 512) << 20)
+                .unwrap();
+        }
 
         // 4. A recovery to the first point in time, armed on the server.
         let out = server.cli(&["request", v.hostname, "--at", &first.snapshot.time]);
@@ -618,11 +878,18 @@ fn drill(v: &Variant) {
             fresh_secure_boot_vars(&recovery_vars);
         }
         let log = logs.join(format!("drill-{}-recovery{suffix}.log", v.name));
-        let disks = [Disk {
+        let mut disks = vec![Disk {
             path: &target,
             serial: Some(NEW_SERIAL),
             bus: target_bus,
         }];
+        if v.stack {
+            disks.push(Disk {
+                path: &target_2,
+                serial: Some(NEW_SERIAL_2),
+                bus: target_bus,
+            });
+        }
         let tftp = dir.path().join("tftp");
         let iso = dir.path().join("rewind.iso");
         let boot = if v.pxe {
@@ -724,10 +991,27 @@ fn drill(v: &Variant) {
                 "the recovery image did not run with Secure Boot on"
             );
         }
-        if v.new_hardware {
+        if v.new_hardware || v.stack {
             assert!(
                 console.contains("rewind: initramfs (InitramfsTools): regenerated"),
                 "the initramfs was not regenerated for the new hardware"
+            );
+        }
+        if v.stack {
+            for line in console.lines().filter(|l| {
+                l.contains("mdadm --create")
+                    || l.contains("grub-install")
+                    || l.contains("mdadm.conf")
+            }) {
+                eprintln!("drill: {}", line.trim());
+            }
+            rep.fact(
+                "GRUB on the new disks",
+                if console.contains("grub-install --target=i386-pc") {
+                    "reinstalled by the restored system's grub-install"
+                } else {
+                    "the captured boot code and core image of each disk, restored byte for byte"
+                },
             );
         }
         // Stage marks count from the kernel's start, as does the last line.
@@ -846,9 +1130,54 @@ fn drill(v: &Variant) {
                     .join(" "),
             );
         }
+        if v.stack {
+            system_running(&mut vm);
+            assert_eq!(
+                stack_state(&mut vm),
+                stack_first,
+                "the recovered stack differs from the source's"
+            );
+            let mdstat = arrays_in_sync(&mut vm);
+            rep.fact(
+                "arrays after the recovery",
+                mdstat
+                    .lines()
+                    .filter(|l| l.starts_with("md"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            rep.fact(
+                "stack compared",
+                "mdadm --detail, pvs, vgs, lvs (UUIDs, names, sizes, levels): equal",
+            );
+        }
         rep.step(&format!("checks on the recovered machine{label}"), t);
         vm.type_line("poweroff");
         vm.wait_exit(Duration::from_secs(180));
+        drop(vm);
+        if v.stack {
+            // The second new disk alone (its first disk failed) starts
+            // GRUB, which reads /boot from its half of the mirror: GRUB is
+            // on every member of /boot's array.
+            let t = Instant::now();
+            let mut vm = Qemu::start_with(
+                Boot::Disk,
+                Firmware::Bios,
+                &[Disk {
+                    path: &target_2,
+                    serial: Some(NEW_SERIAL_2),
+                    bus: target_bus,
+                }],
+                recovery_nic,
+                &logs.join(format!("drill-{}-recovered-second-disk.log", v.name)),
+            );
+            vm.expect("GNU GRUB", BOOT);
+            rep.step(
+                "the second new disk alone: its GRUB reads /boot from its half of the mirror",
+                t,
+            );
+            vm.kill();
+        }
     }
     rep.fact(
         "drill total",

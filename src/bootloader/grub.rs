@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 
 use super::say;
 use crate::layout::plan::{Plan, Table};
-use crate::manifest::{Disk, Firmware, Manifest, RegionName};
+use crate::manifest::{Disk, Firmware, Manifest, RegionName, StackRef, producer};
 use crate::raw_regions::BIOS_BOOT_TYPE;
 
 /// What the GRUB step will do.
@@ -171,6 +171,7 @@ pub fn decide_with(m: &Manifest, plan: &Plan, reinstall: bool) -> Decision {
             });
         }
     }
+    bios_on_every_member(m, plan, &mut out);
     if m.system.firmware == Firmware::Uefi
         && m.boot.loader.as_deref() == Some("grub")
         && let Some(efi) = &m.boot.efi
@@ -198,6 +199,61 @@ pub fn decide_with(m: &Manifest, plan: &Plan, reinstall: bool) -> Decision {
             });
         }
     }
+    out
+}
+
+/// BIOS with /boot on the storage stack (an MD mirror, LVM on one): the
+/// firmware may boot from any member disk, so every recreated disk under
+/// /boot's device gets GRUB — reinstalled where no GRUB boot code of its
+/// own was captured (a disk added to the mirror later, or GRUB installed on
+/// one disk only).
+fn bios_on_every_member(m: &Manifest, plan: &Plan, out: &mut Decision) {
+    if m.system.firmware != Firmware::Bios || m.boot.loader.as_deref() != Some("grub") {
+        return;
+    }
+    let Some(volume) = boot_fs(m).and_then(|fs| fs.volume.as_ref()) else {
+        return;
+    };
+    for name in disks_under(m, volume) {
+        let Some(dp) = plan.disks.iter().find(|d| d.captured == name) else {
+            continue;
+        };
+        let path = &dp.target.path;
+        if out.reused.contains(path) || out.bios.iter().any(|b| &b.disk == path) {
+            continue;
+        }
+        out.bios.push(BiosInstall {
+            disk: path.clone(),
+            captured: name.clone(),
+            reasons: vec![format!(
+                "it holds a member of {volume}, which holds /boot, and no GRUB boot code was captured on it"
+            )],
+        });
+    }
+}
+
+/// The captured disks a block device of the stack is built on, in
+/// manifest order of the layers (each once).
+pub fn disks_under(m: &Manifest, r: &StackRef) -> Vec<String> {
+    fn walk(m: &Manifest, r: &StackRef, depth: usize, out: &mut Vec<String>) {
+        match r {
+            StackRef::Disk(d) | StackRef::Partition(d, _) => {
+                if !out.contains(d) {
+                    out.push(d.clone());
+                }
+            }
+            _ if depth > 16 => {}
+            _ => {
+                if let Some(layer) = producer(m, r) {
+                    for below in layer.needs(m) {
+                        walk(m, below, depth + 1, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(m, r, 0, &mut out);
     out
 }
 
@@ -268,8 +324,14 @@ fn tools(root: &Path) -> Result<Tools> {
 /// grub-mkconfig writes `root=/dev/sda2` instead of `root=UUID=...`.
 pub fn link_by_uuid(plan: &Plan, dir: &Path) {
     use crate::layout::plan::Content;
-    for v in plan.disks.iter().flat_map(|d| &d.volumes) {
-        let uuid = match &v.content {
+    let on_disks = plan
+        .disks
+        .iter()
+        .flat_map(|d| &d.volumes)
+        .map(|v| (&v.device, &v.content));
+    let on_stack = plan.stack_volumes.iter().map(|v| (&v.device, &v.content));
+    for (device, content) in on_disks.chain(on_stack) {
+        let uuid = match content {
             Content::Filesystem { uuid, .. } | Content::Swap { uuid, .. } => uuid,
             Content::Raw => continue,
         };
@@ -278,7 +340,7 @@ pub fn link_by_uuid(plan: &Plan, dir: &Path) {
             continue;
         }
         if let Err(e) =
-            std::fs::create_dir_all(dir).and_then(|_| std::os::unix::fs::symlink(&v.device, &link))
+            std::fs::create_dir_all(dir).and_then(|_| std::os::unix::fs::symlink(device, &link))
         {
             say(&format!("warning: cannot link {}: {e}", link.display()));
         }
@@ -556,5 +618,67 @@ mod tests {
                 loader: "\\EFI\\debian\\shimx64.efi".into(),
             }]
         );
+    }
+
+    #[test]
+    fn every_member_disk_of_the_boot_array_gets_grub() {
+        let mut m = crate::manifest::stack_tests::sample_stack();
+        m.system.firmware = Firmware::Bios;
+        m.boot.loader = Some("grub".into());
+        m.boot.efi = None;
+        // /boot on the mirror (metadata 1.0), the root on LVM on LUKS on
+        // the second mirror.
+        m.filesystems[0].mounts[0].point = "/boot".into();
+        m.luks[1].escrow = Some(crate::manifest::LuksEscrow {
+            kind: "volume-key".into(),
+            key_id: "web1-5ec2e700-1".into(),
+        });
+        let root: StackRef = "lv/vg0/root".into();
+        assert_eq!(disks_under(&m, &root), ["vda", "vdb"]);
+        let present: Vec<PresentDisk> = [
+            ("sda", 8u64 << 30),
+            ("sdb", 9 << 30),
+            ("sdc", 4 << 30),
+            ("sdd", 4 << 30),
+        ]
+        .iter()
+        .map(|(n, size)| PresentDisk {
+            name: n.to_string(),
+            path: format!("/dev/{n}"),
+            size: *size,
+            logical_sector_size: 512,
+            model: None,
+            serial: None,
+            wwn: None,
+            removable: false,
+            in_use: None,
+        })
+        .collect();
+        let p = plan(
+            &m,
+            &present,
+            &PlanOptions {
+                target_root: "/target".into(),
+                tools: MkfsTools::default(),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let d = decide(&m, &p);
+        let disks: Vec<(&str, &str)> = d
+            .bios
+            .iter()
+            .map(|b| (b.disk.as_str(), b.captured.as_str()))
+            .collect();
+        assert_eq!(disks, [("/dev/sda", "vda"), ("/dev/sdb", "vdb")]);
+        assert_eq!(
+            d.bios[0].reasons,
+            [
+                "it holds a member of md/esp, which holds /boot, and no GRUB boot code was captured on it"
+            ]
+        );
+        // UEFI: the ESP's mirror is not a BIOS matter.
+        m.system.firmware = Firmware::Uefi;
+        assert!(decide(&m, &p).bios.is_empty());
     }
 }

@@ -7,11 +7,14 @@
 //!    reinstalled from the restored system in a chroot (grub.rs).
 //! 2. UEFI: the captured boot entries that point at recreated partitions
 //!    are written to NVRAM, BootOrder merged (efi.rs).
+//!    With the ESP mirrored on MD RAID1, every member gets an entry
+//!    (mirror.rs).
 //! 3. When no entry could be written, `\EFI\BOOT\BOOTX64.EFI` on the
 //!    restored ESP is made to boot the system (removable-media path).
 
 pub mod efi;
 pub mod grub;
+pub mod mirror;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -66,6 +69,12 @@ pub fn uefi(m: &Manifest, plan: &Plan, efivars: &Path) {
         say("no EFI boot entries were captured");
         return;
     };
+    // A mirrored ESP: an entry for every member.
+    let (with_members, notes) = mirror::with_member_entries(m, plan, captured);
+    for n in &notes {
+        say(n);
+    }
+    let captured = &with_members;
     let guids = recreated_guids(plan);
     let outcome = match efi::ensure_efivarfs(efivars) {
         Ok(()) => efi::recreate_entries(efivars, captured, &guids),

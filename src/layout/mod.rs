@@ -165,12 +165,19 @@ pub fn recreate_command(args: RecreateArgs) -> Result<()> {
 /// Check what can be checked before the first byte is written: every tool
 /// the plan runs is installed, and the target root is free.
 pub fn preflight(plan: &Plan) -> Result<()> {
-    if let Some(step) = plan.stack.first() {
-        bail!(
-            "nothing was written: the plan recreates a storage stack ({} and {} more layer(s)), which this build plans and checks but does not yet execute (issue 13)",
-            step.layer,
-            plan.stack.len() - 1
-        );
+    // The seam with LUKS key escrow: a LUKS layer is opened with the key
+    // the recovery fetched beforehand; without it, stop before any write.
+    for step in &plan.stack {
+        if let stack::Expect::Luks(l) = &step.expect {
+            for (what, file) in stack::luks_files(l) {
+                if !Path::new(&file).is_file() {
+                    bail!(
+                        "nothing was written: {} needs its {what} at {file}, which this recovery has not fetched from the server (LUKS key escrow)",
+                        step.layer
+                    );
+                }
+            }
+        }
     }
     let mut programs = vec!["wipefs".to_string()];
     for d in &plan.disks {
@@ -206,7 +213,7 @@ pub fn preflight(plan: &Plan) -> Result<()> {
     missing.dedup();
     if !missing.is_empty() {
         bail!(
-            "nothing was written: {} not found on PATH (install them: e2fsprogs, xfsprogs, dosfstools, btrfs-progs, util-linux)",
+            "nothing was written: {} not found on PATH (install them: e2fsprogs, xfsprogs, dosfstools, btrfs-progs, util-linux, mdadm, lvm2, cryptsetup)",
             missing.join(", ")
         );
     }
@@ -315,6 +322,17 @@ pub fn format_disks(plan: &Plan, raw: &mut dyn RawSource) -> Result<()> {
             .with_context(|| format!("format stage failed on {} ({})", v.device, v.reference))?;
     }
     Ok(())
+}
+
+/// Once the filesystems are unmounted: the storage stack taken down, top
+/// layer first (see [`stack_run::deactivate`]); failures are warnings.
+pub fn take_down_stack(plan: &Plan) {
+    if plan.stack.is_empty() {
+        return;
+    }
+    for w in stack_run::deactivate(plan, &mut stack_run::SystemRunner) {
+        warn(&w);
+    }
 }
 
 /// A filesystem or swap area on a device of the stack.

@@ -23,6 +23,28 @@ use crate::util::size::human_bytes;
 /// LUKS headers, escrowed keys), on the live image's tmpfs.
 pub const WORK_DIR: &str = "/run/rewind/stack";
 
+/// Where the escrowed key of LUKS volume `name` must be before its layer
+/// is made (the recovery fetches it).
+pub fn luks_key_file(name: &str) -> String {
+    luks::key_file(WORK_DIR, name)
+}
+
+/// Where the captured LUKS header of volume `name` must be before its
+/// layer is made.
+pub fn luks_header_file(name: &str) -> String {
+    luks::header_file(WORK_DIR, name)
+}
+
+/// The files a LUKS layer reads that the plan does not write: what each
+/// is and its path.
+pub fn luks_files(l: &crate::manifest::Luks) -> Vec<(&'static str, String)> {
+    let mut v = vec![("escrowed key", luks_key_file(&l.name))];
+    if l.header.is_some() {
+        v.push(("captured header", luks_header_file(&l.name)));
+    }
+    v
+}
+
 /// One layer of the stack, as it will be made.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]

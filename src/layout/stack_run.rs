@@ -119,6 +119,28 @@ fn run_commands(step: &StackStep, r: &mut dyn StackRunner) -> Result<()> {
     Ok(())
 }
 
+/// Take the stack down once its filesystems are unmounted, top layer
+/// first, so that everything written reaches the disks and the arrays are
+/// left clean for the first boot: volume groups deactivated, LUKS volumes
+/// closed, arrays stopped (an array still resyncing resumes where it was,
+/// from its bitmap). Each failure is a warning, returned.
+pub fn deactivate(plan: &Plan, r: &mut dyn StackRunner) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for step in plan.stack.iter().rev() {
+        let cmd = match &step.expect {
+            Expect::Vg(g) => argv(&["vgchange", "--activate", "n", &g.name]),
+            Expect::Luks(l) => argv(&["cryptsetup", "close", &l.name]),
+            Expect::Md(_) => argv(&["mdadm", "--stop", &step.device]),
+            Expect::Nothing => continue,
+        };
+        println!("  {}", super::plan::argv_line(&cmd));
+        if let Err(e) = r.run(&cmd) {
+            warnings.push(format!("cannot take {} down: {e:#}", step.layer));
+        }
+    }
+    warnings
+}
+
 /// Read every layer back and compare it with what was captured. All
 /// differences are reported at once.
 pub fn verify(plan: &Plan, r: &mut dyn StackRunner) -> Result<()> {

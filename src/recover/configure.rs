@@ -87,7 +87,22 @@ pub(super) fn configure(
     if overrides.hostname.is_none() {
         check_hostname(root, &m.system.hostname);
     }
-    regenerate_initramfs(root, m, the_plan, &present, initramfs_mode)
+    let stack_files = stack_boot_files(&changes);
+    regenerate_initramfs(root, m, the_plan, &present, initramfs_mode, &stack_files)
+}
+
+/// The storage stack's files that the initramfs carries a copy of
+/// (mdadm.conf, the LVM devices file) and that were changed: the copy in
+/// the initramfs must change with them.
+fn stack_boot_files(changes: &[retarget::Change]) -> Vec<String> {
+    let mut files: Vec<String> = changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Warning)
+        .map(|c| format!("/{}", c.file.display()))
+        .filter(|f| retarget::IN_INITRAMFS.contains(&f.as_str()))
+        .collect();
+    files.dedup();
+    files
 }
 
 /// Rebuild the restored system's initramfs when this machine's hardware
@@ -99,6 +114,7 @@ fn regenerate_initramfs(
     the_plan: &plan::Plan,
     present: &[retarget::PresentNic],
     mode: initramfs::Mode,
+    stack_files: &[String],
 ) -> Result<()> {
     let sys = Path::new("/sys");
     let now = initramfs::Hardware {
@@ -114,7 +130,13 @@ fn regenerate_initramfs(
             .map(|d| (d.captured.clone(), d.target.name.clone()))
             .collect(),
     };
-    let changes = initramfs::hardware_changes(m, &now);
+    let mut changes = initramfs::hardware_changes(m, &now);
+    if !stack_files.is_empty() {
+        changes.push(format!(
+            "the storage stack's {} changed, and the initramfs holds a copy",
+            stack_files.join(", ")
+        ));
+    }
     let (regenerate, why) = initramfs::decide(mode, &changes);
     let Some(tool) = initramfs::Tool::detect(root) else {
         say(&format!(

@@ -494,9 +494,9 @@ impl Recovery {
                     "cannot open the host's repository on the server; nothing was written",
                 )?)
             };
-            layout::preflight(&the_plan).context("preflight check failed")?;
             // LUKS volumes: their escrowed keys and headers on the tmpfs,
-            // or no write at all (removed when `staged` is dropped).
+            // or no write at all (removed when `staged` is dropped); before
+            // the preflight check, which refuses a LUKS layer without them.
             let staged = crate::escrow::staging::stage(
                 &the_plan,
                 repo.as_ref(),
@@ -504,6 +504,7 @@ impl Recovery {
                 Path::new(layout::stack::WORK_DIR),
             )
             .context("nothing was written")?;
+            layout::preflight(&the_plan).context("preflight check failed")?;
             Ok(Some((the_plan, repo, staged)))
         })?;
         let Some((the_plan, repo, staged)) = prepared else {
@@ -555,6 +556,7 @@ impl Recovery {
         self.stage(Stage::Finish, |r| {
             layout::mount::unmount_below(&r.target_root)
                 .context("cannot unmount the recovered filesystems")?;
+            layout::take_down_stack(&the_plan);
             nix::unistd::sync();
             Ok(())
         })?;

@@ -29,6 +29,8 @@ pub(super) struct Workspace<'a> {
     /// By host path, so two names of one file (symlinks) are one entry.
     files: BTreeMap<PathBuf, Entry>,
     changes: Vec<Change>,
+    /// Files renamed at commit: host path, new host path, why.
+    asides: Vec<(PathBuf, PathBuf, String)>,
 }
 
 impl<'a> Workspace<'a> {
@@ -37,6 +39,7 @@ impl<'a> Workspace<'a> {
             root,
             files: BTreeMap::new(),
             changes: Vec::new(),
+            asides: Vec::new(),
         }
     }
 
@@ -142,6 +145,15 @@ impl<'a> Workspace<'a> {
         });
     }
 
+    /// Rename `abs` to its name with `suffix` appended at commit (kept for
+    /// the operator, out of the way of what reads `abs`), recording `what`.
+    pub(super) fn move_aside(&mut self, abs: &Path, suffix: &str, what: String) {
+        let host = self.host(abs);
+        let mut to = host.clone().into_os_string();
+        to.push(suffix);
+        self.asides.push((host, PathBuf::from(to), what));
+    }
+
     /// Write every file whose text changed; the changes, in the order made.
     pub(super) fn commit(mut self) -> Result<Vec<Change>> {
         let mut unchanged = Vec::new();
@@ -162,6 +174,15 @@ impl<'a> Workspace<'a> {
         // Edits that undid each other wrote nothing and are not reported.
         self.changes
             .retain(|c| c.kind == ChangeKind::Warning || !unchanged.contains(&c.file));
+        for (from, to, what) in std::mem::take(&mut self.asides) {
+            fs::rename(&from, &to)
+                .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
+            self.changes.push(Change {
+                file: self.rel(&from),
+                what,
+                kind: ChangeKind::Edited,
+            });
+        }
         Ok(self.changes)
     }
 }

@@ -43,6 +43,9 @@
 //!    configures it.
 //! 5. [`fstab`]: `/dev/disk/by-id/` device names in `/etc/fstab` and
 //!    `/etc/crypttab`, old disk → new disk.
+//! 6. [`stack`]: mdadm.conf (`ARRAY devices=` dropped, old disks' by-id
+//!    names renamed, arrays checked against the snapshot's) and the LVM
+//!    devices file (moved aside when it names the old disks).
 //!
 //! Files are edited as text, line by line: everything not changed stays
 //! byte-identical, a file whose text does not change is not written, and a
@@ -60,6 +63,7 @@ mod host;
 mod mac;
 mod names;
 mod nics;
+mod stack;
 mod text;
 
 #[cfg(test)]
@@ -73,6 +77,15 @@ use anyhow::Result;
 use crate::manifest::Manifest;
 
 pub use nics::{MatchHow, NicMatch, PresentNic, match_nics, present_nics};
+
+/// Files [`retarget`] may change that an initramfs carries a copy of (the
+/// stack's: mdadm.conf, the LVM devices file): changed, the initramfs must
+/// be made again.
+pub const IN_INITRAMFS: [&str; 3] = [
+    "/etc/mdadm/mdadm.conf",
+    "/etc/mdadm.conf",
+    stack::LVM_DEVICES,
+];
 
 /// One thing [`retarget`] did (or declined to do) to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,5 +210,6 @@ pub fn retarget(
         addresses::apply(&mut ws, &m.network, a)?;
     }
     fstab::rewrite(&mut ws, disk_ids)?;
+    stack::rewrite(&mut ws, m, disk_ids)?;
     ws.commit()
 }

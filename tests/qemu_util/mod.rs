@@ -165,6 +165,9 @@ pub enum Bus {
     Virtio,
     /// An NVMe controller per disk: `/dev/nvme0n1` (a serial is required).
     Nvme,
+    /// The q35 machine's AHCI controller (SATA): `/dev/sda`, one port per
+    /// disk in order.
+    Sata,
 }
 
 /// The VM's NIC: its MAC address and QEMU device model
@@ -302,6 +305,7 @@ impl Qemu {
             Boot::Disk => {} // bootindex on the first disk
         }
         let bios_disk_boot = matches!(boot, Boot::Disk) && matches!(firmware, Firmware::Bios);
+        let mut sata_port = 0;
         for (i, d) in disks.iter().enumerate() {
             let serial = d.serial.map(|s| format!(",serial={s}")).unwrap_or_default();
             let bootindex = if i == 0 && bios_disk_boot {
@@ -319,6 +323,13 @@ impl Qemu {
                 &match d.bus {
                     Bus::Virtio => format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
                     Bus::Nvme => format!("nvme,drive=disk{i}{serial}{bootindex}"),
+                    Bus::Sata => {
+                        sata_port += 1;
+                        format!(
+                            "ide-hd,drive=disk{i},bus=ide.{}{serial}{bootindex}",
+                            sata_port - 1
+                        )
+                    }
                 },
             ]);
         }

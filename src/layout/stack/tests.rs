@@ -193,12 +193,44 @@ fn the_whole_stack_in_order_with_its_commands() {
         text.contains("keyslot 1 is bound to a systemd-tpm2 token"),
         "{text}"
     );
-    // Nothing of it runs in this build: refused before any write.
+    // The LUKS layers need their escrowed keys fetched first: refused
+    // before any write, naming the layer and the file.
     let e = crate::layout::preflight(&p).unwrap_err().to_string();
     assert!(
-        e.starts_with("nothing was written: the plan recreates a storage stack (md/esp"),
+        e.starts_with("nothing was written: luks/")
+            && e.contains("needs its escrowed key at /run/rewind/stack/"),
         "{e}"
     );
+}
+
+#[test]
+fn an_md_and_lvm_stack_passes_the_preflight_stack_gate() {
+    let mut m = escrowed();
+    // Only MD and LVM: no LUKS layer, so nothing to fetch.
+    m.luks.clear();
+    m.volume_groups.clear();
+    m.filesystems.retain(|f| {
+        !matches!(
+            &f.volume,
+            Some(crate::manifest::StackRef::Luks(_) | crate::manifest::StackRef::Lv(..))
+        )
+    });
+    m.swaps.retain(|s| {
+        !matches!(
+            &s.volume,
+            Some(crate::manifest::StackRef::Luks(_) | crate::manifest::StackRef::Lv(..))
+        )
+    });
+    validate(&m).unwrap_or_else(|e| panic!("{e}"));
+    let p = plan(&m, &present(), &opts()).unwrap();
+    assert!(p.stack.iter().any(|s| s.layer.starts_with("md/")));
+    // Whatever else this host lacks (mdadm, mkfs tools), the stack itself
+    // is no longer a reason to refuse.
+    if let Err(e) = crate::layout::preflight(&p) {
+        let e = e.to_string();
+        assert!(e.contains("not found on PATH"), "{e}");
+        assert!(!e.contains("storage stack"), "{e}");
+    }
 }
 
 #[test]

@@ -220,3 +220,23 @@ fn a_difference_read_back_stops_the_recovery_naming_it() {
     let e = super::verify(&p2, &mut fake(&m)).unwrap_err().to_string();
     assert!(e.contains("vg vg0: LV root's UUID is t5J1qJ-d67J-cZwy-ayIk-on0B-7Gq1-t3dceA, the capture had Zzzzzz"), "{e}");
 }
+
+#[test]
+fn the_stack_is_taken_down_top_layer_first() {
+    let m = manifest();
+    let p = plan(&m, &present(), &PlanOptions::default()).unwrap();
+    let mut r = fake(&m);
+    assert!(super::deactivate(&p, &mut r).is_empty());
+    // The reverse of the creation order: luks/secret (on an LV), vg0,
+    // luks/cryptroot (its PV), then the arrays.
+    assert_eq!(
+        r.ran,
+        [
+            "cryptsetup close secret",
+            "vgchange --activate n vg0",
+            "cryptsetup close cryptroot",
+            "mdadm --stop /dev/md/root",
+            "mdadm --stop /dev/md/esp",
+        ]
+    );
+}
