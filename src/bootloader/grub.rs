@@ -394,6 +394,7 @@ mod tests {
                 wwn: d.wwn.clone(),
                 removable: false,
                 in_use: None,
+                ..Default::default()
             })
             .collect()
     }

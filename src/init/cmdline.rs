@@ -55,6 +55,12 @@ pub struct Settings {
     /// `rewind.disk=CAPTURED=PRESENT`, repeatable or comma-separated.
     pub disks: Vec<(String, String)>,
     pub grow: bool,
+    /// `rewind.overwrite=any`: any disk that is not blank may be chosen
+    /// (otherwise only one matched by serial or WWN, or named).
+    pub overwrite_non_blank: bool,
+    /// `rewind.shrink=1`: on a smaller disk, shrink the partitions whose
+    /// filesystems are restored file by file.
+    pub shrink: bool,
     /// How long to wait for a network link.
     pub link_wait: Duration,
     /// How often to ask the server whether a recovery is armed.
@@ -90,6 +96,8 @@ impl Default for Settings {
             ip: Ip::default(),
             disks: Vec::new(),
             grow: false,
+            overwrite_non_blank: false,
+            shrink: false,
             link_wait: Duration::from_secs(30),
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(120),
@@ -198,6 +206,15 @@ pub fn parse(cmdline: &str) -> Settings {
                 }
             }
             "rewind.grow" => s.grow = !matches!(v.as_str(), "0" | "no" | "off"),
+            "rewind.shrink" => s.shrink = !matches!(v.as_str(), "0" | "no" | "off"),
+            "rewind.overwrite" => match v.as_str() {
+                "any" => s.overwrite_non_blank = true,
+                "blank" => s.overwrite_non_blank = false,
+                _ => w.push(format!(
+                    "rewind.overwrite={v}: give any (any non-blank disk may be overwritten) or \
+                     blank; only blank or identified disks are chosen"
+                )),
+            },
             "rewind.linkwait" => {
                 if let Some(d) = seconds(&key, &v, w) {
                     s.link_wait = d;
