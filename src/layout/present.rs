@@ -488,7 +488,16 @@ fn blkid(dev: &str) -> Result<Option<String>> {
     if code == 2 {
         return Ok(None);
     }
-    let kv: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+    // On a partition blkid also reports the entry itself (PART_ENTRY_*):
+    // that is the table's, not what the partition holds.
+    let kv: BTreeMap<&str, &str> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.starts_with("PART_ENTRY_") && *k != "DEVNAME")
+        .collect();
+    if kv.is_empty() {
+        return Ok(None);
+    }
     let mut parts = Vec::new();
     if let Some(pt) = kv.get("PTTYPE") {
         parts.push(format!("{pt} partition table"));
@@ -502,7 +511,10 @@ fn blkid(dev: &str) -> Result<Option<String>> {
     if parts.is_empty() {
         parts.push(format!(
             "a signature ({})",
-            out.lines().collect::<Vec<_>>().join(" ")
+            kv.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
     }
     Ok(Some(parts.join(", ")))

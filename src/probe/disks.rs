@@ -114,6 +114,7 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
             });
         }
     };
+    let hw = disk_hardware(sys, name);
     let disk = Disk {
         name: name.to_string(),
         path: dev_path.display().to_string(),
@@ -123,6 +124,9 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
         model: read_attr(&base, "device/model"),
         serial: serial(&base),
         wwn: read_attr(&base, "wwid").or_else(|| read_attr(&base, "device/wwid")),
+        driver: hw.driver,
+        controller: hw.controller,
+        transport: hw.transport,
         gpt: table.gpt,
         mbr: table.mbr,
         boot_code: table.boot_code,

@@ -141,6 +141,9 @@ pub enum Bus {
     Virtio,
     /// An NVMe controller per disk: `/dev/nvme0n1` (a serial is required).
     Nvme,
+    /// A SCSI disk on one virtio-scsi controller: `/dev/sda`, with a WWN
+    /// when given (two disks with one WWN are two paths to one LUN).
+    Scsi(Option<u64>),
 }
 
 /// The VM's NIC: its MAC address and QEMU device model
@@ -251,6 +254,9 @@ impl Qemu {
             Boot::Disk => {} // bootindex on the first disk
         }
         let bios_disk_boot = matches!(boot, Boot::Disk) && matches!(firmware, Firmware::Bios);
+        if disks.iter().any(|d| matches!(d.bus, Bus::Scsi(_))) {
+            push(&["-device", "virtio-scsi-pci,id=scsi0"]);
+        }
         for (i, d) in disks.iter().enumerate() {
             let serial = d.serial.map(|s| format!(",serial={s}")).unwrap_or_default();
             let bootindex = if i == 0 && bios_disk_boot {
@@ -268,6 +274,10 @@ impl Qemu {
                 &match d.bus {
                     Bus::Virtio => format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
                     Bus::Nvme => format!("nvme,drive=disk{i}{serial}{bootindex}"),
+                    Bus::Scsi(wwn) => format!(
+                        "scsi-hd,bus=scsi0.0,drive=disk{i}{serial}{bootindex}{}",
+                        wwn.map(|w| format!(",wwn=0x{w:016x}")).unwrap_or_default()
+                    ),
                 },
             ]);
         }
