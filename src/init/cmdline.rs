@@ -58,9 +58,6 @@ pub struct Settings {
     /// `rewind.overwrite=any`: any disk that is not blank may be chosen
     /// (otherwise only one matched by serial or WWN, or named).
     pub overwrite_non_blank: bool,
-    /// `rewind.shrink=1`: on a smaller disk, shrink the partitions whose
-    /// filesystems are restored file by file.
-    pub shrink: bool,
     /// How long to wait for a network link.
     pub link_wait: Duration,
     /// How often to ask the server whether a recovery is armed.
@@ -97,7 +94,6 @@ impl Default for Settings {
             disks: Vec::new(),
             grow: false,
             overwrite_non_blank: false,
-            shrink: false,
             link_wait: Duration::from_secs(30),
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(120),
@@ -206,7 +202,6 @@ pub fn parse(cmdline: &str) -> Settings {
                 }
             }
             "rewind.grow" => s.grow = !matches!(v.as_str(), "0" | "no" | "off"),
-            "rewind.shrink" => s.shrink = !matches!(v.as_str(), "0" | "no" | "off"),
             "rewind.overwrite" => match v.as_str() {
                 "any" => s.overwrite_non_blank = true,
                 "blank" => s.overwrite_non_blank = false,
@@ -342,6 +337,20 @@ pub fn read() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overwrite_any_or_blank() {
+        assert!(!parse("").overwrite_non_blank);
+        assert!(parse("rewind.overwrite=any").overwrite_non_blank);
+        assert!(!parse("rewind.overwrite=any rewind.overwrite=blank").overwrite_non_blank);
+        let s = parse("rewind.overwrite=yes");
+        assert!(!s.overwrite_non_blank);
+        assert!(
+            s.warnings[0].starts_with("rewind.overwrite=yes: give any"),
+            "{:?}",
+            s.warnings
+        );
+    }
 
     #[test]
     fn words_and_quotes() {
