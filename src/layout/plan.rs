@@ -955,5 +955,7 @@ impl fmt::Display for Plan {
     }
 }
 
+pub mod rescale;
+
 #[cfg(test)]
 pub(crate) mod tests;
