@@ -273,6 +273,9 @@ mod tests {
             model: None,
             serial: None,
             wwn: None,
+            driver: None,
+            controller: None,
+            transport: None,
             gpt: Some(Gpt {
                 disk_guid: "a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f".into(),
                 first_usable_lba: 34,

@@ -1056,3 +1056,53 @@ fn a_failure_halfway_names_stage_device_and_stderr() {
         Some("ext4")
     );
 }
+
+/// What the plan says is on a disk, on real loop devices: blank (zeros and
+/// no signature), unrecognised data at either end, a partition table and
+/// each partition's filesystem as blkid sees it.
+#[test]
+fn a_disk_is_blank_or_says_what_it_holds() {
+    use rewind::layout::present::{Contents, describe, examine};
+    if !root_or_skip("a_disk_is_blank_or_says_what_it_holds") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let sys = Path::new("/sys");
+    let img = t.path().join("blank.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let blank = LoopDisk::attach(&img);
+    let d = describe(sys, &blank.name()).unwrap();
+    assert_eq!(d.transport.as_deref(), Some("loop"));
+    assert_eq!(examine(sys, &d), Contents::Blank);
+    // One byte in the last MiB, nothing blkid knows.
+    write_at(&blank.dev, (64 << 20) - 100, b"x");
+    assert_eq!(
+        examine(sys, &d),
+        Contents::Holds(vec![format!(
+            "data blkid does not recognise (a byte that is not zero at offset {})",
+            (64u64 << 20) - 100
+        )])
+    );
+    drop(blank);
+
+    let used = LoopDisk::new(
+        t.path(),
+        "used.img",
+        64,
+        &format!("label: gpt\nstart=2048, size=32768, type={LINUX}\nstart=34816, type={LINUX}\n"),
+    );
+    sh("mkfs.ext4", &["-q", "-F", "-L", "data", &used.part(1)]);
+    let d = describe(sys, &used.name()).unwrap();
+    let name = used.name();
+    assert_eq!(
+        examine(sys, &d),
+        Contents::Holds(vec![
+            "gpt partition table".to_string(),
+            format!("{name}p1 (16.0 MiB): ext4, label \"data\""),
+            format!("{name}p2 (46.0 MiB): no filesystem blkid knows"),
+        ])
+    );
+}

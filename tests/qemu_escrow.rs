@@ -293,6 +293,7 @@ fn an_escrowed_volume_key_opens_the_restored_header_with_no_passphrase() {
         wwn: None,
         removable: false,
         in_use: None,
+        ..Default::default()
     }];
     let the_plan = plan(
         &m,

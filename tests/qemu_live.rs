@@ -712,3 +712,134 @@ fn pxe_boots_through_the_servers_ipxe_script() {
         "a recovered machine booted the recovery image again"
     );
 }
+
+/// Choosing disks unattended, in the live image: with the recovery ISO
+/// written to a second virtual disk, a disk holding a filesystem and two
+/// SCSI disks with one WWN (two paths to one LUN), every disk is big
+/// enough and none may be chosen: the plan stage stops, names each disk
+/// and why, and nothing is written. With `rewind.overwrite=any` the plan
+/// takes the disk that is not blank, and still none of the others.
+#[test]
+fn the_plan_never_takes_the_boot_medium_a_lun_twice_or_a_used_disk() {
+    use qemu_util::{Bus, Disk, Firmware, Nic};
+    let Some(img) = Image::get("the_plan_never_takes_the_boot_medium_a_lun_twice_or_a_used_disk")
+    else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::new("choose");
+    let iso = src.dir.path().join("iso-disk.img");
+    std::fs::copy(img.dir.join("rewind.iso"), &iso).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&iso)
+        .unwrap()
+        .set_len(DISK_MIB << 20)
+        .unwrap();
+    let used = src.blank_disk("used.img");
+    sh(
+        "mkfs.ext4",
+        &["-q", "-F", "-L", "old-data", used.to_str().unwrap()],
+    );
+    let lun_a = src.blank_disk("lun-a.img");
+    let lun_b = src.blank_disk("lun-b.img");
+    let files = [&iso, &used, &lun_a, &lun_b];
+    let before: Vec<blake3::Hash> = files
+        .iter()
+        .map(|f| blake3::hash(&std::fs::read(f).unwrap()))
+        .collect();
+    let wwn = Some(0x5000_c500_a1b2_c3d4);
+    let disks = [
+        Disk {
+            path: &iso,
+            serial: None,
+            bus: Bus::Virtio,
+        },
+        Disk {
+            path: &used,
+            serial: None,
+            bus: Bus::Virtio,
+        },
+        Disk {
+            path: &lun_a,
+            serial: None,
+            bus: Bus::Scsi(wwn),
+        },
+        Disk {
+            path: &lun_b,
+            serial: None,
+            bus: Bus::Scsi(wwn),
+        },
+    ];
+
+    let token = src.arm();
+    let log = logs_dir().join("choose-refused.log");
+    let t = Instant::now();
+    let mut vm = Qemu::start_with(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token={token}",
+                src.guest_url()
+            )),
+        ),
+        Firmware::Bios,
+        &disks,
+        Nic::virtio(OTHER_MAC),
+        &log,
+    );
+    vm.expect("recovery FAILED in stage plan", BOOT);
+    vm.expect("rewind: powering off", Duration::from_secs(60));
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    let console = vm.console();
+    eprintln!("refused in {:.1} s", t.elapsed().as_secs_f64());
+    let image_id = std::fs::read_to_string(img.dir.join("image-id")).unwrap();
+    for want in [
+        format!(
+            "/dev/vda (640.0 MiB): in use: it holds the recovery image this machine booted from \
+             (/dev/vda: ISO 9660 volume set {}, this image's identity)",
+            image_id.trim()
+        ),
+        "/dev/vdb (640.0 MiB): not blank (ext4, label \"old-data\") and not matched by serial or WWN"
+            .to_string(),
+        "/dev/sda (640.0 MiB): in use: one of 2 paths to one LUN (WWN ".to_string(),
+        "/dev/sdb (640.0 MiB): in use: one of 2 paths to one LUN (WWN ".to_string(),
+        ": /dev/sda, /dev/sdb) with no multipath device over them".to_string(),
+    ] {
+        assert!(console.contains(&want), "missing {want:?} in:\n{console}");
+    }
+    assert!(!console.contains("== stage partition =="));
+    drop(vm);
+    let after: Vec<blake3::Hash> = files
+        .iter()
+        .map(|f| blake3::hash(&std::fs::read(f).unwrap()))
+        .collect();
+    assert_eq!(before, after, "a disk was written");
+
+    // With the switch the disk holding a filesystem may be taken; the plan
+    // is shown and nothing written (rewind.action=plan).
+    let token = src.arm();
+    let log = logs_dir().join("choose-overwrite.log");
+    let mut vm = Qemu::start_with(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token={token} rewind.action=plan rewind.overwrite=any",
+                src.guest_url()
+            )),
+        ),
+        Firmware::Bios,
+        &disks,
+        Nic::virtio(OTHER_MAC),
+        &log,
+    );
+    vm.expect("-> /dev/vdb (640.0 MiB): same size", BOOT);
+    vm.expect("plan only (rewind.action=plan): nothing was written", BOOT);
+    eprintln!("both boots in {:.1} s", t.elapsed().as_secs_f64());
+    drop(vm);
+    let after: Vec<blake3::Hash> = files
+        .iter()
+        .map(|f| blake3::hash(&std::fs::read(f).unwrap()))
+        .collect();
+    assert_eq!(before, after, "a disk was written by a plan");
+}

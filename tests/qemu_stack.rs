@@ -183,6 +183,7 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
             wwn: None,
             removable: false,
             in_use: None,
+            ..Default::default()
         })
         .collect();
     let the_plan = plan(&m, &present, &PlanOptions::default()).unwrap();

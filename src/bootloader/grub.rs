@@ -456,6 +456,7 @@ mod tests {
                 wwn: d.wwn.clone(),
                 removable: false,
                 in_use: None,
+                ..Default::default()
             })
             .collect()
     }
@@ -652,6 +653,7 @@ mod tests {
             wwn: None,
             removable: false,
             in_use: None,
+            ..Default::default()
         })
         .collect();
         let p = plan(

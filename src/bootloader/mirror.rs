@@ -246,6 +246,7 @@ mod tests {
                 wwn: None,
                 removable: false,
                 in_use: None,
+                ..Default::default()
             })
             .collect();
         let p = plan(&m, &present, &PlanOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));

@@ -55,6 +55,9 @@ pub struct Settings {
     /// `rewind.disk=CAPTURED=PRESENT`, repeatable or comma-separated.
     pub disks: Vec<(String, String)>,
     pub grow: bool,
+    /// `rewind.overwrite=any`: any disk that is not blank may be chosen
+    /// (otherwise only one matched by serial or WWN, or named).
+    pub overwrite_non_blank: bool,
     /// How long to wait for a network link.
     pub link_wait: Duration,
     /// How often to ask the server whether a recovery is armed.
@@ -90,6 +93,7 @@ impl Default for Settings {
             ip: Ip::default(),
             disks: Vec::new(),
             grow: false,
+            overwrite_non_blank: false,
             link_wait: Duration::from_secs(30),
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(120),
@@ -198,6 +202,14 @@ pub fn parse(cmdline: &str) -> Settings {
                 }
             }
             "rewind.grow" => s.grow = !matches!(v.as_str(), "0" | "no" | "off"),
+            "rewind.overwrite" => match v.as_str() {
+                "any" => s.overwrite_non_blank = true,
+                "blank" => s.overwrite_non_blank = false,
+                _ => w.push(format!(
+                    "rewind.overwrite={v}: give any (any non-blank disk may be overwritten) or \
+                     blank; only blank or identified disks are chosen"
+                )),
+            },
             "rewind.linkwait" => {
                 if let Some(d) = seconds(&key, &v, w) {
                     s.link_wait = d;
@@ -325,6 +337,20 @@ pub fn read() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overwrite_any_or_blank() {
+        assert!(!parse("").overwrite_non_blank);
+        assert!(parse("rewind.overwrite=any").overwrite_non_blank);
+        assert!(!parse("rewind.overwrite=any rewind.overwrite=blank").overwrite_non_blank);
+        let s = parse("rewind.overwrite=yes");
+        assert!(!s.overwrite_non_blank);
+        assert!(
+            s.warnings[0].starts_with("rewind.overwrite=yes: give any"),
+            "{:?}",
+            s.warnings
+        );
+    }
 
     #[test]
     fn words_and_quotes() {

@@ -46,6 +46,12 @@ pub struct LayoutArgs {
     /// keep the captured distance to the disk's end, and its filesystem.
     #[arg(long)]
     pub grow: bool,
+    /// Any disk that is not blank may be chosen automatically. Without it,
+    /// a disk holding anything (a partition table, a filesystem, data) is
+    /// used only when its serial or WWN is the captured disk's, or when
+    /// named with --disk.
+    #[arg(long)]
+    pub overwrite_non_blank: bool,
     /// Make filesystems of this type but do not mount them (repeatable),
     /// e.g. `vfat` on a kernel without it.
     #[arg(long = "skip-mount", value_name = "FSTYPE")]
@@ -99,36 +105,21 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
 }
 
 const SYS: &str = "/sys";
-const PROC: &str = "/proc";
 
 /// Load the manifest, look at the disks present and plan.
 pub fn make_plan(args: &LayoutArgs, target_root: &Path) -> Result<Plan> {
     let m = manifest::load(&args.manifest)?;
-    let sys = Path::new(SYS);
-    let mut mapping = Vec::new();
-    let mut extra = Vec::new();
-    for (c, p) in &args.disks {
-        let p = if p.starts_with('/') {
-            let name = crate::probe::disks::disk_name(sys, Path::new(p))
-                .with_context(|| format!("--disk {c}={p}"))?;
-            extra.push(name.clone());
-            format!("/dev/{name}")
-        } else {
-            p.clone()
-        };
-        mapping.push((c.clone(), p));
-    }
-    let present = present::present_disks(sys, Path::new(PROC), &extra)?;
-    plan::plan(
+    plan::plan_here(
         &m,
-        &present,
         &PlanOptions {
-            mapping,
+            mapping: args.disks.clone(),
             grow: args.grow,
+            overwrite_non_blank: args.overwrite_non_blank,
             target_root: target_root.to_path_buf(),
             skip_mount: args.skip_mount.clone(),
             tools: Tools::detect(),
         },
+        &present::BootMedium::running(),
     )
 }
 

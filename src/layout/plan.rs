@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use super::present::{PresentDisk, partition_path};
+use super::present::{BootMedium, PresentDisk, partition_path, survey};
 use super::table::{GptEntry, GptLayout, MbrEntry, MbrLayout};
 use crate::cmd::display_argv;
 use crate::fs::{FsType, MkfsTarget, Tools};
@@ -25,6 +25,10 @@ pub struct PlanOptions {
     pub mapping: Vec<(String, String)>,
     /// On a bigger disk, grow the last partition (and its filesystem).
     pub grow: bool,
+    /// Any disk that is not blank may be chosen automatically
+    /// (`--overwrite-non-blank`, `rewind.overwrite=any`); without it only a
+    /// disk matched by serial or WWN, or named in `mapping`, may be.
+    pub overwrite_non_blank: bool,
     /// Where the recreated filesystems are mounted.
     pub target_root: PathBuf,
     /// Filesystem types formatted but not mounted.
@@ -172,7 +176,7 @@ pub struct MountStep {
 
 /// Plan the recreation of `m` on the disks `present`.
 pub fn plan(m: &Manifest, present: &[PresentDisk], opts: &PlanOptions) -> Result<Plan> {
-    let pairs = map_disks(&m.disks, present, &opts.mapping)?;
+    let pairs = map_disks(&m.disks, present, &opts.mapping, opts.overwrite_non_blank)?;
     let mut notes = Vec::new();
     let mut disks = Vec::new();
     for (ci, pi, by) in pairs {
@@ -196,6 +200,21 @@ pub fn plan(m: &Manifest, present: &[PresentDisk], opts: &PlanOptions) -> Result
     })
 }
 
+/// Plan `m` on this machine's disks: [`survey`] them (sysfs, the boot
+/// medium, what each holds), then [`plan`]. `rewind plan`, `rewind
+/// recreate` and the recovery all choose their disks here.
+pub fn plan_here(m: &Manifest, opts: &PlanOptions, boot: &BootMedium) -> Result<Plan> {
+    let (present, mapping) = survey(Path::new("/sys"), Path::new("/proc"), &opts.mapping, boot)?;
+    plan(
+        m,
+        &present,
+        &PlanOptions {
+            mapping,
+            ..opts.clone()
+        },
+    )
+}
+
 /// Why `p` cannot take captured disk `d`, if it cannot.
 fn unfit(d: &Disk, p: &PresentDisk) -> Option<String> {
     if p.logical_sector_size != d.logical_sector_size {
@@ -212,11 +231,15 @@ fn unfit(d: &Disk, p: &PresentDisk) -> Option<String> {
 
 /// Pair captured disks (by index in `disks`) with present ones (by index in
 /// `present`). Explicit pairs when given; otherwise serial or WWN first,
-/// then the same size, then the smallest disk that fits, never a disk in use.
+/// then the same size, then the smallest disk that fits; never a disk in
+/// use, never a removable, SAN or multipath disk unless named, and a disk
+/// that is not blank only when matched by serial or WWN, or when
+/// `overwrite_non_blank` says any may be overwritten.
 pub fn map_disks(
     disks: &[Disk],
     present: &[PresentDisk],
     mapping: &[(String, String)],
+    overwrite_non_blank: bool,
 ) -> Result<Vec<(usize, usize, MatchedBy)>> {
     if !mapping.is_empty() {
         return map_explicitly(disks, present, mapping);
@@ -225,9 +248,11 @@ pub fn map_disks(
     let mut taken: Vec<Option<(usize, MatchedBy)>> = vec![None; disks.len()];
     let free = |taken: &[Option<(usize, MatchedBy)>], pi: usize| {
         present[pi].in_use.is_none()
-            && !present[pi].removable
+            && present[pi].named_only().is_none()
             && !taken.iter().flatten().any(|(t, _)| *t == pi)
     };
+    // A disk not matched by identity must be blank, unless told otherwise.
+    let writable = |pi: usize| overwrite_non_blank || present[pi].contents.is_blank();
 
     // 1. The same disk, by identity.
     for (ci, d) in disks.iter().enumerate() {
@@ -253,7 +278,10 @@ pub fn map_disks(
         }
         let mut same: Vec<usize> = (0..present.len())
             .filter(|&pi| {
-                free(&taken, pi) && present[pi].size == d.size && unfit(d, &present[pi]).is_none()
+                free(&taken, pi)
+                    && writable(pi)
+                    && present[pi].size == d.size
+                    && unfit(d, &present[pi]).is_none()
             })
             .collect();
         same.sort_by(|&a, &b| present[a].name.cmp(&present[b].name));
@@ -266,7 +294,7 @@ pub fn map_disks(
     for ci in order {
         let d = &disks[ci];
         let best = (0..present.len())
-            .filter(|&pi| free(&taken, pi) && unfit(d, &present[pi]).is_none())
+            .filter(|&pi| free(&taken, pi) && writable(pi) && unfit(d, &present[pi]).is_none())
             .min_by(|&a, &b| {
                 (present[a].size, &present[a].name).cmp(&(present[b].size, &present[b].name))
             });
@@ -284,12 +312,21 @@ pub fn map_disks(
             .map(|(pi, p)| {
                 let reason = if let Some(u) = &p.in_use {
                     format!("in use: {u}")
-                } else if p.removable {
-                    "removable media, never chosen automatically (name it with --disk)".to_string()
+                } else if let Some(why) = p.named_only() {
+                    format!("{why} (name it with --disk)")
                 } else if let Some(c) = taken.iter().position(|t| t.is_some_and(|(t, _)| t == pi)) {
                     format!("taken by captured disk {}", disks[c].name)
+                } else if let Some(why) = unfit(d, p) {
+                    why
+                } else if !writable(pi) {
+                    format!(
+                        "not blank ({}) and not matched by serial or WWN: to overwrite it, name \
+                         it with --disk {}={} or allow any non-blank disk with \
+                         --overwrite-non-blank (rewind.overwrite=any)",
+                        p.contents, d.name, p.path
+                    )
                 } else {
-                    unfit(d, p).unwrap_or_default()
+                    String::new()
                 };
                 format!("{} ({}): {reason}", p.path, human_bytes(p.size))
             })
@@ -917,6 +954,8 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+pub mod rescale;
 
 #[cfg(test)]
 pub(crate) mod tests;

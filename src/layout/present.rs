@@ -1,27 +1,34 @@
 //! The disks present on this machine, read from sysfs, and whether each one
-//! is in use. A disk in use (it holds a mounted filesystem, active swap, a
-//! device-mapper or md member, or backs a loop device) is never written: it
-//! is the running system or the medium it booted from.
+//! may be written. A disk in use (it holds a mounted filesystem, active swap,
+//! a device-mapper or md member, or backs a loop device) is never written: it
+//! is the running system. Neither is the medium the recovery image booted
+//! from, found by the image's identity (not its label), nor one path of a
+//! LUN reached by several (multipath): such a LUN is written through its
+//! multipath device, or not at all.
 //!
-//! Only sysfs and /proc are read here; no disk is opened.
+//! [`present_disks`] reads only sysfs and /proc; [`survey`] then opens each
+//! free disk read-only to say what is on it ([`Contents`]): the plan writes a
+//! disk that is not blank only when told to.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::probe::disks::{list_disks, read_attr};
+use crate::probe::disks::{disk_hardware, list_disks, read_attr};
 use crate::probe::fs::{parse_mountinfo, parse_proc_swaps};
+use crate::util::size::human_bytes;
 
 /// A disk recovery could write to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PresentDisk {
-    /// Kernel name (`sdb`, `nvme0n1`, `loop3`).
+    /// Kernel name (`sdb`, `nvme0n1`, `loop3`, `dm-2` for a multipath LUN).
     pub name: String,
-    /// `/dev/NAME`.
+    /// `/dev/NAME` (`/dev/mapper/MAP` for a multipath LUN).
     pub path: String,
     /// Bytes.
     pub size: u64,
@@ -32,34 +39,195 @@ pub struct PresentDisk {
     pub serial: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wwn: Option<String>,
+    /// `sata`, `sas`, `nvme`, `usb`, `fc`, `iscsi`, `virtio`, `scsi`,
+    /// `mmc`, `multipath`, `loop` (see [`crate::probe::disks::DiskHardware`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// The disk's kernel driver (`sd`, `virtio_blk`, `nvme`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The controller's driver (`ahci`, `virtio_scsi`, `nvme`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
     /// Removable media (a USB stick, perhaps the one recovery booted from):
     /// never chosen automatically, only when named with `--disk`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removable: bool,
-    /// Why the disk must not be written, when it is in use.
+    /// Why the disk must not be written, even when named: in use, the boot
+    /// medium, one path of a multipath LUN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_use: Option<String>,
+    /// For a multipath device: the kernel names of its paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// What is on it.
+    pub contents: Contents,
 }
 
-/// Every disk a capture would cover (hardware-backed disks), plus the
-/// disks named in `extra` (kernel names, e.g. loop devices named in an
-/// explicit mapping), each with its in-use state.
+impl Default for PresentDisk {
+    /// A free, blank 512-byte-sector disk with no name: a base for test
+    /// fixtures (`PresentDisk { name, path, size, ..Default::default() }`).
+    fn default() -> Self {
+        PresentDisk {
+            name: String::new(),
+            path: String::new(),
+            size: 0,
+            logical_sector_size: 512,
+            model: None,
+            serial: None,
+            wwn: None,
+            transport: None,
+            driver: None,
+            controller: None,
+            removable: false,
+            in_use: None,
+            paths: Vec::new(),
+            contents: Contents::Blank,
+        }
+    }
+}
+
+impl PresentDisk {
+    /// Why the disk is chosen only when named (`--disk`), if it is: a
+    /// removable medium, a SAN LUN (FC, iSCSI) or a multipath device, which
+    /// other machines may share.
+    pub fn named_only(&self) -> Option<String> {
+        if self.removable {
+            return Some("removable media, never chosen automatically".to_string());
+        }
+        match self.transport.as_deref() {
+            Some("fc") => Some("a Fibre Channel LUN, never chosen automatically".to_string()),
+            Some("iscsi") => Some("an iSCSI LUN, never chosen automatically".to_string()),
+            Some("multipath") => Some(format!(
+                "a multipath LUN ({} paths: {}), never chosen automatically",
+                self.paths.len(),
+                self.paths.join(", ")
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// What a disk holds, as far as recovery can tell without writing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "what", rename_all = "kebab-case")]
+pub enum Contents {
+    /// No signature blkid knows, and only zeros in its first and last MiB.
+    Blank,
+    /// What is on it: its partition table, each partition's filesystem and
+    /// label, or unrecognised data.
+    Holds(Vec<String>),
+    /// Not examined (in use), or it could not be read: treated as not blank.
+    Unknown(String),
+}
+
+impl Contents {
+    pub fn is_blank(&self) -> bool {
+        matches!(self, Contents::Blank)
+    }
+}
+
+impl std::fmt::Display for Contents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Contents::Blank => f.write_str("blank"),
+            Contents::Holds(what) => f.write_str(&what.join("; ")),
+            Contents::Unknown(why) => write!(f, "contents unknown ({why})"),
+        }
+    }
+}
+
+/// Every disk a capture would cover (hardware-backed disks), every
+/// multipath device, plus the disks named in `extra` (kernel names, e.g.
+/// loop devices named in an explicit mapping), each with its in-use state.
+/// Reads sysfs and /proc only: [`Contents`] is left `Unknown`.
 pub fn present_disks(sys: &Path, proc: &Path, extra: &[String]) -> Result<Vec<PresentDisk>> {
     let mut names = list_disks(sys)?;
-    for name in extra {
+    let multipath = multipath_devices(sys);
+    for name in multipath.keys().chain(extra) {
         if !names.contains(name) {
             names.push(name.clone());
         }
     }
     let usage = usage(sys, proc)?;
-    names
+    let mut disks: Vec<PresentDisk> = names
         .iter()
         .map(|name| {
             let mut d = describe(sys, name)?;
             d.in_use = usage.get(name).cloned();
+            if let Some((map, paths)) = multipath.get(name) {
+                d.path = format!("/dev/mapper/{map}");
+                d.paths = paths.clone();
+            }
             Ok(d)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    mark_lun_paths(&mut disks);
+    Ok(disks)
+}
+
+/// The multipath devices: `dm-N` → (map name, its paths' kernel names).
+fn multipath_devices(sys: &Path) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for name in entries(&sys.join("block")) {
+        let base = sys.join("block").join(&name);
+        if !read_attr(&base, "dm/uuid").is_some_and(|u| u.starts_with("mpath-")) {
+            continue;
+        }
+        let map = read_attr(&base, "dm/name").unwrap_or_else(|| name.clone());
+        let mut paths = entries(&base.join("slaves"));
+        paths.sort();
+        out.insert(name, (map, paths));
+    }
+    out
+}
+
+/// Paths to one LUN are one disk: the members of a multipath device are
+/// written only through it, and several disks with one WWN (or one serial,
+/// at one size) and no multipath device over them are never written.
+fn mark_lun_paths(disks: &mut [PresentDisk]) {
+    let members: Vec<(String, String, usize)> = disks
+        .iter()
+        .filter(|d| !d.paths.is_empty())
+        .flat_map(|d| {
+            d.paths
+                .iter()
+                .map(|p| (p.clone(), d.path.clone(), d.paths.len()))
+        })
+        .collect();
+    for (member, via, n) in &members {
+        if let Some(d) = disks.iter_mut().find(|d| &d.name == member) {
+            d.in_use = Some(format!(
+                "one of {n} paths to the multipath LUN {via}: written only through {via}"
+            ));
+        }
+    }
+    let mut groups: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    for (i, d) in disks.iter().enumerate() {
+        if !d.paths.is_empty() || members.iter().any(|(m, _, _)| *m == d.name) {
+            continue;
+        }
+        let key = match (&d.wwn, &d.serial) {
+            (Some(w), _) => format!("WWN {w}"),
+            (None, Some(s)) => format!("serial {s}"),
+            (None, None) => continue,
+        };
+        groups.entry((key, d.size)).or_default().push(i);
+    }
+    for ((key, _), idx) in groups.into_iter().filter(|(_, v)| v.len() > 1) {
+        let names: Vec<String> = idx.iter().map(|&i| disks[i].path.clone()).collect();
+        for &i in &idx {
+            // A disk in use keeps that reason; the others learn why too.
+            if disks[i].in_use.is_none() {
+                disks[i].in_use = Some(format!(
+                    "one of {} paths to one LUN ({key}: {}) with no multipath device over them: \
+                     never written (set up multipath and name its device with --disk)",
+                    idx.len(),
+                    names.join(", ")
+                ));
+            }
+        }
+    }
 }
 
 /// Identity and geometry of one disk from /sys/block/NAME.
@@ -71,6 +239,12 @@ pub fn describe(sys: &Path, name: &str) -> Result<PresentDisk> {
     let logical = read_attr(&base, "queue/logical_block_size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(512);
+    let hw = disk_hardware(sys, name);
+    let wwn = read_attr(&base, "wwid")
+        .or_else(|| read_attr(&base, "device/wwid"))
+        .or_else(|| {
+            read_attr(&base, "dm/uuid").and_then(|u| u.strip_prefix("mpath-").map(str::to_string))
+        });
     Ok(PresentDisk {
         name: name.to_string(),
         path: format!("/dev/{name}"),
@@ -78,9 +252,14 @@ pub fn describe(sys: &Path, name: &str) -> Result<PresentDisk> {
         logical_sector_size: logical,
         model: read_attr(&base, "device/model"),
         serial: serial(&base),
-        wwn: read_attr(&base, "wwid").or_else(|| read_attr(&base, "device/wwid")),
+        wwn,
+        transport: hw.transport,
+        driver: hw.driver,
+        controller: hw.controller,
         removable: read_attr(&base, "removable").as_deref() == Some("1"),
         in_use: None,
+        paths: Vec::new(),
+        contents: Contents::Unknown("not examined".to_string()),
     })
 }
 
@@ -96,6 +275,279 @@ fn serial(base: &Path) -> Option<String> {
                 .to_string();
             (!s.is_empty()).then_some(s)
         })
+}
+
+// -- what recovery booted from -------------------------------------------------
+
+/// Where scripts/build-image puts the image's identity in the initrd; the
+/// same text is the ISO's volume set identifier (`-volset`), so the disk
+/// the image was written to (a CD, a USB stick, a virtual disk) is known by
+/// what it holds, whatever its label.
+pub const IMAGE_ID_FILE: &str = "/etc/rewind-image-id";
+
+/// What the running recovery image knows about the medium it booted from.
+#[derive(Debug, Clone, Default)]
+pub struct BootMedium {
+    /// The image's identity ([`IMAGE_ID_FILE`]); none outside the image.
+    pub image_id: Option<String>,
+    /// The kernel command line: a boot loader that booted the image from
+    /// a file (GRUB loopback) names the device with `img_dev=`.
+    pub cmdline: String,
+}
+
+impl BootMedium {
+    /// The running system's: [`IMAGE_ID_FILE`] and /proc/cmdline.
+    pub fn running() -> BootMedium {
+        BootMedium {
+            image_id: std::fs::read_to_string(IMAGE_ID_FILE)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        }
+    }
+}
+
+/// Mark the disks the image booted from as in use: a disk (or one of its
+/// partitions) whose ISO 9660 volume set identifier is the image's
+/// identity, and the disk holding the `img_dev=` device.
+pub fn mark_boot_medium(sys: &Path, disks: &mut [PresentDisk], boot: &BootMedium) {
+    let img_dev = boot
+        .cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("img_dev="))
+        .and_then(resolve_device)
+        .and_then(|p| disk_of_node(sys, &p));
+    for d in disks.iter_mut().filter(|d| d.in_use.is_none()) {
+        if img_dev.as_deref() == Some(d.name.as_str()) {
+            d.in_use = Some(
+                "it holds the recovery image this machine booted from (img_dev= on the kernel \
+                 command line)"
+                    .to_string(),
+            );
+            continue;
+        }
+        let mut devices = vec![d.path.clone()];
+        devices.extend(
+            partition_names(sys, &d.name)
+                .into_iter()
+                .map(|p| format!("/dev/{p}")),
+        );
+        let by_identity = boot.image_id.as_ref().and_then(|id| {
+            devices
+                .iter()
+                .find(|dev| iso_volume_set(Path::new(dev)).as_deref() == Some(id.as_str()))
+                .map(|dev| format!("{dev}: ISO 9660 volume set {id}, this image's identity"))
+        });
+        // An image without an identity (or another build of it): its label.
+        let by_label = || {
+            holds_recovery_image(Path::new(&d.path))
+                .then(|| format!("ISO 9660 volume {:?}", String::from_utf8_lossy(IMAGE_LABEL)))
+        };
+        if let Some(how) = by_identity.or_else(by_label) {
+            d.in_use = Some(format!(
+                "it holds the recovery image this machine booted from ({how})"
+            ));
+        }
+    }
+}
+
+/// The volume label scripts/build-image gives the ISO.
+const IMAGE_LABEL: &[u8] = b"REWIND";
+
+/// Whether a disk starts like the recovery ISO: an ISO 9660 primary volume
+/// descriptor (sector 16) whose volume identifier is REWIND.
+pub fn holds_recovery_image(dev: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(dev) else {
+        return false;
+    };
+    let mut pvd = [0u8; 72];
+    if f.seek(SeekFrom::Start(16 * 2048)).is_err() || f.read_exact(&mut pvd).is_err() {
+        return false;
+    }
+    is_recovery_pvd(&pvd)
+}
+
+fn is_recovery_pvd(pvd: &[u8; 72]) -> bool {
+    pvd[0] == 1 && &pvd[1..6] == b"CD001" && pvd[40..72].trim_ascii_end() == IMAGE_LABEL
+}
+
+/// `UUID=`, `LABEL=`, `/dev/disk/by-uuid/...` or a device path, as a path.
+fn resolve_device(spec: &str) -> Option<std::path::PathBuf> {
+    let (flag, value) = if let Some(u) = spec
+        .strip_prefix("UUID=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-uuid/"))
+    {
+        ("-U", u)
+    } else if let Some(l) = spec
+        .strip_prefix("LABEL=")
+        .or_else(|| spec.strip_prefix("/dev/disk/by-label/"))
+    {
+        ("-L", l)
+    } else {
+        return Some(spec.into());
+    };
+    let out = crate::cmd::run("blkid", &[flag, value]).ok()?;
+    Some(out.trim().into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty())
+}
+
+/// The volume set identifier of an ISO 9660 primary volume descriptor at
+/// sector 16 of `dev`, trimmed; `None` when there is none.
+pub fn iso_volume_set(dev: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(dev).ok()?;
+    let mut pvd = [0u8; 2048];
+    f.seek(SeekFrom::Start(16 * 2048)).ok()?;
+    f.read_exact(&mut pvd).ok()?;
+    volume_set_of(&pvd)
+}
+
+fn volume_set_of(pvd: &[u8; 2048]) -> Option<String> {
+    if pvd[0] != 1 || &pvd[1..6] != b"CD001" {
+        return None;
+    }
+    let s = String::from_utf8_lossy(pvd[190..318].trim_ascii()).into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+// -- what is on a disk -------------------------------------------------------
+
+/// `CAPTURED=PRESENT` pairs.
+pub type Mapping = Vec<(String, String)>;
+
+/// The present disks as the plan needs them: [`present_disks`] with the
+/// disks named in `mapping` (paths resolved to kernel names), the boot
+/// medium marked, and what each free disk holds. Returns the disks and the
+/// mapping with every PRESENT side a `/dev/NAME` path.
+pub fn survey(
+    sys: &Path,
+    proc: &Path,
+    mapping: &[(String, String)],
+    boot: &BootMedium,
+) -> Result<(Vec<PresentDisk>, Mapping)> {
+    let mut resolved = Vec::new();
+    let mut extra = Vec::new();
+    for (c, p) in mapping {
+        let p = if p.starts_with('/') {
+            let name = crate::probe::disks::disk_name(sys, Path::new(p))
+                .with_context(|| format!("--disk {c}={p}"))?;
+            extra.push(name.clone());
+            format!("/dev/{name}")
+        } else {
+            p.clone()
+        };
+        resolved.push((c.clone(), p));
+    }
+    let mut disks = present_disks(sys, proc, &extra)?;
+    mark_boot_medium(sys, &mut disks, boot);
+    for d in disks.iter_mut() {
+        d.contents = match &d.in_use {
+            Some(_) => Contents::Unknown("in use: not examined".to_string()),
+            None => examine(sys, d),
+        };
+    }
+    Ok((disks, resolved))
+}
+
+/// What disk `d` holds: blkid's signatures on the disk and each partition,
+/// else any byte that is not zero in its first or last MiB.
+pub fn examine(sys: &Path, d: &PresentDisk) -> Contents {
+    let mut what = Vec::new();
+    match blkid(&d.path) {
+        Ok(Some(found)) => what.push(found),
+        Ok(None) => {}
+        Err(e) => return Contents::Unknown(format!("{e:#}")),
+    }
+    for part in partition_names(sys, &d.name) {
+        let dev = format!("/dev/{part}");
+        let size = read_attr(&sys.join("block").join(&d.name).join(&part), "size")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|s| human_bytes(s * 512))
+            .unwrap_or_default();
+        match blkid(&dev) {
+            Ok(Some(found)) => what.push(format!("{part} ({size}): {found}")),
+            Ok(None) => what.push(format!("{part} ({size}): no filesystem blkid knows")),
+            Err(e) => what.push(format!("{part}: {e:#}")),
+        }
+    }
+    if !what.is_empty() {
+        return Contents::Holds(what);
+    }
+    match nonzero_ends(Path::new(&d.path), d.size) {
+        Ok(None) => Contents::Blank,
+        Ok(Some(at)) => Contents::Holds(vec![format!(
+            "data blkid does not recognise (a byte that is not zero at offset {at})"
+        )]),
+        Err(e) => Contents::Unknown(format!("{e:#}")),
+    }
+}
+
+/// `blkid -p` (low-level probing, no cache) of one device: its partition
+/// table or filesystem type, label and usage, as one line.
+fn blkid(dev: &str) -> Result<Option<String>> {
+    let (code, out) = crate::cmd::run_allowing("blkid", &["-p", "-o", "export", dev], &[2])?;
+    if code == 2 {
+        return Ok(None);
+    }
+    // On a partition blkid also reports the entry itself (PART_ENTRY_*):
+    // that is the table's, not what the partition holds.
+    let kv: BTreeMap<&str, &str> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.starts_with("PART_ENTRY_") && *k != "DEVNAME")
+        .collect();
+    if kv.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    if let Some(pt) = kv.get("PTTYPE") {
+        parts.push(format!("{pt} partition table"));
+    }
+    if let Some(t) = kv.get("TYPE") {
+        parts.push(t.to_string());
+    }
+    if let Some(l) = kv.get("LABEL") {
+        parts.push(format!("label {l:?}"));
+    }
+    if parts.is_empty() {
+        parts.push(format!(
+            "a signature ({})",
+            kv.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    Ok(Some(parts.join(", ")))
+}
+
+/// The offset of the first byte that is not zero in the first or last MiB
+/// of the device at `path`, of `size` bytes.
+pub fn nonzero_ends(path: &Path, size: u64) -> Result<Option<u64>> {
+    const MIB: u64 = 1 << 20;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open {} to look at it", path.display()))?;
+    let mut buf = vec![0u8; MIB as usize];
+    for start in [0, size.saturating_sub(MIB)] {
+        let len = MIB.min(size.saturating_sub(start)) as usize;
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_exact(&mut buf[..len]))
+            .with_context(|| format!("cannot read {} at offset {start}", path.display()))?;
+        if let Some(i) = buf[..len].iter().position(|&b| b != 0) {
+            return Ok(Some(start + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// The kernel names of a disk's partitions, sorted.
+fn partition_names(sys: &Path, disk: &str) -> Vec<String> {
+    let base = sys.join("block").join(disk);
+    let mut v: Vec<String> = entries(&base)
+        .into_iter()
+        .filter(|p| base.join(p).join("partition").exists())
+        .collect();
+    v.sort();
+    v
 }
 
 /// Disk name → why it is in use, for every disk in use on this system.
@@ -303,5 +755,292 @@ mod tests {
         if !root {
             eprintln!("note: / is not on a block device here: {u:?}");
         }
+    }
+
+    #[test]
+    fn the_recovery_iso_is_recognised() {
+        let mut pvd = [b' '; 72];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[40..46].copy_from_slice(b"REWIND");
+        assert!(is_recovery_pvd(&pvd));
+        pvd[40..46].copy_from_slice(b"DEBIAN");
+        assert!(!is_recovery_pvd(&pvd));
+        let t = tempfile::NamedTempFile::new().unwrap();
+        assert!(!holds_recovery_image(t.path()), "too short");
+        let mut img = vec![0u8; 17 * 2048];
+        pvd[40..46].copy_from_slice(b"REWIND");
+        img[16 * 2048..16 * 2048 + 72].copy_from_slice(&pvd);
+        std::fs::write(t.path(), &img).unwrap();
+        assert!(holds_recovery_image(t.path()));
+    }
+
+    /// A fake /sys/block entry `name` whose device sits at `device_path`
+    /// (under sys/devices), with `drivers` as (directory under devices,
+    /// driver name) links.
+    fn fake_disk(sys: &Path, name: &str, device_path: &str, drivers: &[(&str, &str)]) {
+        let dev = sys.join("devices").join(device_path);
+        let block = dev.join("block").join(name);
+        std::fs::create_dir_all(&block).unwrap();
+        std::fs::write(block.join("size"), "2048\n").unwrap();
+        std::fs::create_dir_all(sys.join("block")).unwrap();
+        std::os::unix::fs::symlink(&block, sys.join("block").join(name)).unwrap();
+        std::os::unix::fs::symlink(&dev, block.join("device")).unwrap();
+        for (dir, driver) in drivers {
+            let d = sys.join("devices").join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            let target = sys.join("bus/drivers").join(driver);
+            std::fs::create_dir_all(&target).unwrap();
+            let _ = std::os::unix::fs::symlink(&target, d.join("driver"));
+        }
+    }
+
+    #[test]
+    fn driver_controller_and_transport_from_sysfs() {
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path();
+        let pci = "pci0000:00";
+        fake_disk(
+            sys,
+            "sda",
+            &format!("{pci}/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0"),
+            &[
+                (&format!("{pci}/0000:00:1f.2"), "ahci"),
+                (
+                    &format!("{pci}/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0"),
+                    "sd",
+                ),
+            ],
+        );
+        fake_disk(
+            sys,
+            "nvme0n1",
+            &format!("{pci}/0000:00:05.0/nvme/nvme0"),
+            &[(&format!("{pci}/0000:00:05.0"), "nvme")],
+        );
+        fake_disk(
+            sys,
+            "vda",
+            &format!("{pci}/0000:00:04.0/virtio1"),
+            &[
+                (&format!("{pci}/0000:00:04.0"), "virtio-pci"),
+                (&format!("{pci}/0000:00:04.0/virtio1"), "virtio_blk"),
+            ],
+        );
+        let scsi = format!("{pci}/0000:00:06.0/virtio2/host2/target2:0:0/2:0:0:0");
+        fake_disk(
+            sys,
+            "sdb",
+            &scsi,
+            &[
+                (&format!("{pci}/0000:00:06.0/virtio2"), "virtio_scsi"),
+                (&scsi, "sd"),
+            ],
+        );
+        let usb = format!("{pci}/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0");
+        fake_disk(
+            sys,
+            "sdc",
+            &usb,
+            &[
+                (&format!("{pci}/0000:00:14.0/usb1/1-1/1-1:1.0"), "uas"),
+                (&usb, "sd"),
+            ],
+        );
+        let fc = format!("{pci}/0000:05:00.0/host7/rport-7:0-1/target7:0:1/7:0:1:0");
+        fake_disk(
+            sys,
+            "sdd",
+            &fc,
+            &[(&format!("{pci}/0000:05:00.0"), "qla2xxx"), (&fc, "sd")],
+        );
+        let iscsi = "platform/host8/session1/target8:0:0/8:0:0:0";
+        fake_disk(sys, "sde", iscsi, &[(iscsi, "sd")]);
+        let sas = format!("{pci}/0000:03:00.0/host9/port-9:0/end_device-9:0/target9:0:0/9:0:0:0");
+        fake_disk(
+            sys,
+            "sdf",
+            &sas,
+            &[(&format!("{pci}/0000:03:00.0"), "mpt3sas"), (&sas, "sd")],
+        );
+        let got = |name: &str| {
+            let h = disk_hardware(sys, name);
+            (
+                h.driver.unwrap_or_default(),
+                h.controller.unwrap_or_default(),
+                h.transport.unwrap_or_default(),
+            )
+        };
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(got("sda"), s("sd", "ahci", "sata"));
+        assert_eq!(got("nvme0n1"), s("nvme", "nvme", "nvme"));
+        assert_eq!(got("vda"), s("virtio_blk", "virtio-pci", "virtio"));
+        assert_eq!(got("sdb"), s("sd", "virtio_scsi", "scsi"));
+        assert_eq!(got("sdc"), s("sd", "uas", "usb"));
+        assert_eq!(got("sdd"), s("sd", "qla2xxx", "fc"));
+        assert_eq!(got("sde"), s("sd", "", "iscsi"));
+        assert_eq!(got("sdf"), s("sd", "mpt3sas", "sas"));
+    }
+
+    /// sdb and sdc are two paths of the multipath device dm-0; sdd and sde
+    /// have one WWN and no multipath device; sdf and sdg share a serial but
+    /// not a size (two slots of a card reader).
+    #[test]
+    fn paths_to_one_lun_are_one_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path().join("sys");
+        let proc = t.path().join("proc");
+        let write = |p: PathBuf, s: &str| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        for (i, (name, wwid, serial, size)) in [
+            ("sdb", "naa.600a", "", "2048"),
+            ("sdc", "naa.600a", "", "2048"),
+            ("sdd", "naa.5000c5", "", "2048"),
+            ("sde", "naa.5000c5", "", "2048"),
+            ("sdf", "", "CR-1", "2048"),
+            ("sdg", "", "CR-1", "4096"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = sys.join("devices").join(name);
+            write(d.join("dev"), &format!("8:{}", i * 16));
+            write(d.join("size"), size);
+            if !wwid.is_empty() {
+                write(d.join("device/wwid"), wwid);
+            }
+            if !serial.is_empty() {
+                write(d.join("device/serial"), serial);
+            }
+            std::fs::create_dir_all(d.join("holders")).unwrap();
+            std::fs::create_dir_all(sys.join("block")).unwrap();
+            std::os::unix::fs::symlink(&d, sys.join("block").join(name)).unwrap();
+        }
+        let dm = sys.join("devices/dm-0");
+        write(dm.join("dev"), "253:0");
+        write(dm.join("size"), "2048");
+        write(dm.join("dm/uuid"), "mpath-3600a");
+        write(dm.join("dm/name"), "mpatha");
+        write(dm.join("slaves/sdb"), "");
+        write(dm.join("slaves/sdc"), "");
+        write(sys.join("devices/sdb/holders/dm-0"), "");
+        write(sys.join("devices/sdc/holders/dm-0"), "");
+        std::os::unix::fs::symlink(&dm, sys.join("block/dm-0")).unwrap();
+        write(
+            proc.join("self/mountinfo"),
+            "22 1 0:21 / /proc rw - proc proc rw\n",
+        );
+        write(proc.join("swaps"), "Filename\tType\tSize\tUsed\tPriority\n");
+
+        let all = present_disks(&sys, &proc, &[]).unwrap();
+        let by = |n: &str| all.iter().find(|d| d.name == n).unwrap();
+        let mp = by("dm-0");
+        assert_eq!(mp.path, "/dev/mapper/mpatha");
+        assert_eq!(mp.paths, ["sdb", "sdc"]);
+        assert_eq!(mp.transport.as_deref(), Some("multipath"));
+        assert_eq!(mp.wwn.as_deref(), Some("3600a"));
+        assert_eq!(mp.in_use, None);
+        assert!(
+            mp.named_only()
+                .unwrap()
+                .contains("multipath LUN (2 paths: sdb, sdc)")
+        );
+        for n in ["sdb", "sdc"] {
+            assert_eq!(
+                by(n).in_use.as_deref(),
+                Some(
+                    "one of 2 paths to the multipath LUN /dev/mapper/mpatha: written only through /dev/mapper/mpatha"
+                ),
+                "{n}"
+            );
+        }
+        for n in ["sdd", "sde"] {
+            let why = by(n).in_use.clone().unwrap_or_default();
+            assert!(
+                why.starts_with("one of 2 paths to one LUN (WWN naa.5000c5: /dev/sdd, /dev/sde) with no multipath device"),
+                "{n}: {why}"
+            );
+        }
+        assert_eq!(by("sdf").in_use, None);
+        assert_eq!(by("sdg").in_use, None);
+    }
+
+    fn pvd(label: &str, volume_set: &str) -> Vec<u8> {
+        let mut img = vec![0u8; 17 * 2048];
+        let p = &mut img[16 * 2048..];
+        p[0] = 1;
+        p[1..6].copy_from_slice(b"CD001");
+        p[40..72].fill(b' ');
+        p[40..40 + label.len()].copy_from_slice(label.as_bytes());
+        p[190..318].fill(b' ');
+        p[190..190 + volume_set.len()].copy_from_slice(volume_set.as_bytes());
+        img
+    }
+
+    #[test]
+    fn the_boot_medium_is_known_by_the_images_identity() {
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path().join("sys");
+        std::fs::create_dir_all(sys.join("block")).unwrap();
+        let file = |name: &str, data: &[u8]| {
+            let p = t.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            PresentDisk {
+                name: name.into(),
+                path: p.display().to_string(),
+                size: data.len() as u64,
+                ..Default::default()
+            }
+        };
+        let mut disks = vec![
+            // This image written to a disk, relabelled: still its identity.
+            file("vdb", &pvd("MYSTICK", "REWIND-IMAGE-0123ABCD")),
+            // Another build of the image: its label.
+            file("vdc", &pvd("REWIND", "REWIND-IMAGE-99999999")),
+            // Another ISO, and a blank disk.
+            file("vdd", &pvd("DEBIAN", "")),
+            file("vde", &vec![0u8; 40960]),
+        ];
+        assert_eq!(
+            iso_volume_set(Path::new(&disks[0].path)).as_deref(),
+            Some("REWIND-IMAGE-0123ABCD")
+        );
+        let boot = BootMedium {
+            image_id: Some("REWIND-IMAGE-0123ABCD".into()),
+            cmdline: "console=ttyS0".into(),
+        };
+        mark_boot_medium(&sys, &mut disks, &boot);
+        let why: Vec<String> = disks
+            .iter()
+            .map(|d| d.in_use.clone().unwrap_or_default())
+            .collect();
+        assert!(
+            why[0].starts_with("it holds the recovery image this machine booted from (")
+                && why[0].ends_with(
+                    ": ISO 9660 volume set REWIND-IMAGE-0123ABCD, this image's identity)"
+                ),
+            "{why:?}"
+        );
+        assert!(why[1].ends_with("(ISO 9660 volume \"REWIND\")"), "{why:?}");
+        assert_eq!(why[2], "");
+        assert_eq!(why[3], "");
+    }
+
+    #[test]
+    fn zeros_at_both_ends_or_not() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let size = 3u64 << 20;
+        t.as_file().set_len(size).unwrap();
+        assert_eq!(nonzero_ends(t.path(), size).unwrap(), None);
+        use std::os::unix::fs::FileExt;
+        // A byte in the middle is not looked at; one in the last MiB is.
+        t.as_file().write_all_at(b"x", 3 << 19).unwrap();
+        assert_eq!(nonzero_ends(t.path(), size).unwrap(), None);
+        t.as_file().write_all_at(b"x", size - 10).unwrap();
+        assert_eq!(nonzero_ends(t.path(), size).unwrap(), Some(size - 10));
+        t.as_file().write_all_at(b"x", 4096).unwrap();
+        assert_eq!(nonzero_ends(t.path(), size).unwrap(), Some(4096));
     }
 }

@@ -89,7 +89,47 @@ pub struct System {
     /// recovery knows it runs on other hardware.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dmi: Option<Dmi>,
+    /// How the system builds its initramfs, when it has a known tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<InitramfsConfig>,
 }
+
+/// The transports a disk's `transport` attribute may name.
+pub const DISK_TRANSPORTS: &[&str] = &[
+    "sata",
+    "sas",
+    "nvme",
+    "usb",
+    "fc",
+    "iscsi",
+    "virtio",
+    "scsi",
+    "mmc",
+    "multipath",
+    "loop",
+];
+
+/// The system's initramfs generator and the settings that decide which
+/// drivers its images carry (a host-only image carries only the drivers of
+/// the hardware it was built on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitramfsConfig {
+    /// `initramfs-tools`, `dracut` or `mkinitcpio`.
+    #[serde(rename = "@tool")]
+    pub tool: String,
+    /// initramfs-tools' `MODULES=` (`most`, `dep`, `list`, `netboot`), or
+    /// mkinitcpio's `MODULES=(...)` as a space-separated list.
+    #[serde(rename = "@modules", default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
+    /// dracut's `hostonly=` (`yes`, `no`); for mkinitcpio, `yes` when its
+    /// HOOKS has `autodetect`; for initramfs-tools, `yes` when MODULES=dep.
+    #[serde(rename = "@hostonly", default, skip_serializing_if = "Option::is_none")]
+    pub hostonly: Option<String>,
+}
+
+/// The initramfs generators [`InitramfsConfig::tool`] may name.
+pub const INITRAMFS_TOOLS: &[&str] = &["initramfs-tools", "dracut", "mkinitcpio"];
 
 /// SMBIOS/DMI identity as the kernel shows it in /sys/class/dmi/id.
 /// Placeholder values vendors ship ("To Be Filled By O.E.M.", an all-zero
@@ -249,6 +289,24 @@ pub struct Disk {
     pub serial: Option<String>,
     #[serde(rename = "@wwn", skip_serializing_if = "Option::is_none")]
     pub wwn: Option<String>,
+    /// The disk's kernel driver (`sd`, `virtio_blk`, `nvme`).
+    #[serde(rename = "@driver", default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The driver of the controller it hangs on (`ahci`, `virtio_scsi`,
+    /// `nvme`, `mpt3sas`, `uas`): what an initramfs must carry to find it.
+    #[serde(
+        rename = "@controller",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub controller: Option<String>,
+    /// How it is attached: one of [`DISK_TRANSPORTS`].
+    #[serde(
+        rename = "@transport",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub transport: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpt: Option<Gpt>,
     #[serde(skip_serializing_if = "Option::is_none")]

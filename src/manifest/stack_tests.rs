@@ -16,6 +16,9 @@ fn gpt_disk(name: &str, guid_tail: &str) -> Disk {
         model: None,
         serial: Some(format!("SN-{name}")),
         wwn: None,
+        driver: None,
+        controller: None,
+        transport: None,
         gpt: Some(Gpt {
             disk_guid: format!("0a0b0c0d-0000-4000-8000-0000000000{guid_tail}")
                 .as_str()
@@ -65,6 +68,9 @@ fn bare_disk(name: &str) -> Disk {
         model: None,
         serial: Some(format!("SN-{name}")),
         wwn: None,
+        driver: None,
+        controller: None,
+        transport: None,
         gpt: None,
         mbr: None,
         boot_code: None,

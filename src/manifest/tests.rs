@@ -35,6 +35,11 @@ pub(crate) fn sample() -> Manifest {
                 vendor: Some("Dell Inc.".into()),
                 product: None,
             }),
+            initramfs: Some(InitramfsConfig {
+                tool: "dracut".into(),
+                modules: Some("nvme ahci".into()),
+                hostonly: Some("yes".into()),
+            }),
         },
         network: Network {
             interfaces: vec![Interface {
@@ -84,6 +89,9 @@ pub(crate) fn sample() -> Manifest {
                 model: Some("QEMU HARDDISK".into()),
                 serial: Some("rewind-0001".into()),
                 wwn: Some("0x5000c500a1b2c3d4".into()),
+                driver: Some("virtio_blk".into()),
+                controller: Some("virtio-pci".into()),
+                transport: Some("virtio".into()),
                 gpt: Some(Gpt {
                     disk_guid: "a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f".into(),
                     first_usable_lba: 2048,
@@ -133,6 +141,9 @@ pub(crate) fn sample() -> Manifest {
                 model: None,
                 serial: None,
                 wwn: None,
+                driver: None,
+                controller: None,
+                transport: None,
                 gpt: None,
                 mbr: Some(Mbr {
                     signature: "0x1a2b3c4d".into(),
@@ -865,4 +876,35 @@ fn how_a_filesystem_was_read_is_recorded_in_schema_2() {
     m.schema = 1;
     validate(&m).unwrap();
     assert!(!to_xml(&m).unwrap().contains("read="));
+}
+
+#[test]
+fn disk_hardware_and_initramfs_are_checked() {
+    let mut m = sample();
+    m.disks[0].driver = Some("virtio blk".into());
+    m.disks[0].transport = Some("firewire".into());
+    m.system.initramfs = Some(InitramfsConfig {
+        tool: "genkernel".into(),
+        modules: Some("nvme;rm".into()),
+        hostonly: Some("maybe".into()),
+    });
+    let err = validate(&m).unwrap_err().to_string();
+    for path in [
+        "/manifest/disk[1]/@driver",
+        "/manifest/disk[1]/@transport",
+        "/manifest/system/initramfs/@tool",
+        "/manifest/system/initramfs/@modules",
+        "/manifest/system/initramfs/@hostonly",
+    ] {
+        assert!(err.contains(path), "{path} missing in {err}");
+    }
+    // Absent, they are absent: a manifest from before them still reads.
+    let mut m = sample();
+    m.disks[0].driver = None;
+    m.disks[0].controller = None;
+    m.disks[0].transport = None;
+    m.system.initramfs = None;
+    let xml = to_xml(&m).unwrap();
+    assert!(!xml.contains("transport=") && !xml.contains("<initramfs"));
+    assert_eq!(from_xml(&xml).unwrap(), m);
 }

@@ -163,6 +163,33 @@ impl Checker {
         if let Some(dmi) = &s.dmi {
             self.dmi(dmi);
         }
+        if let Some(i) = &s.initramfs {
+            self.initramfs(i);
+        }
+    }
+
+    fn initramfs(&mut self, i: &InitramfsConfig) {
+        let p = "/manifest/system/initramfs";
+        if !INITRAMFS_TOOLS.contains(&i.tool.as_str()) {
+            self.fail(
+                format!("{p}/@tool"),
+                format!("{:?} is not one of {}", i.tool, INITRAMFS_TOOLS.join(", ")),
+            );
+        }
+        if let Some(m) = &i.modules
+            && !m.split_whitespace().all(is_module_name)
+        {
+            self.fail(
+                format!("{p}/@modules"),
+                format!("{m:?} is not a list of module names or a MODULES= mode"),
+            );
+        }
+        if let Some(h) = &i.hostonly
+            && h != "yes"
+            && h != "no"
+        {
+            self.fail(format!("{p}/@hostonly"), format!("{h:?} is not yes or no"));
+        }
     }
 
     /// DMI strings are matched against what a booting machine reports, so
@@ -247,6 +274,24 @@ impl Checker {
     }
 
     fn disk(&mut self, p: &str, d: &Disk) {
+        for (name, value) in [("driver", &d.driver), ("controller", &d.controller)] {
+            if let Some(v) = value
+                && !is_module_name(v)
+            {
+                self.fail(
+                    format!("{p}/@{name}"),
+                    format!("{v:?} is not a kernel driver name (1 to 64 of A-Z a-z 0-9 _ -)"),
+                );
+            }
+        }
+        if let Some(t) = &d.transport
+            && !DISK_TRANSPORTS.contains(&t.as_str())
+        {
+            self.fail(
+                format!("{p}/@transport"),
+                format!("{t:?} is not one of {}", DISK_TRANSPORTS.join(", ")),
+            );
+        }
         let lss = u64::from(d.logical_sector_size);
         if !lss.is_power_of_two() || lss < 512 {
             self.fail(
@@ -678,6 +723,13 @@ pub fn is_guid(s: &str) -> bool {
             8 | 13 | 18 | 23 => c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
+}
+
+/// A kernel module or driver name: 1 to 64 of A-Z a-z 0-9 `_` `-`.
+pub(crate) fn is_module_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// 1 to 128 printable ASCII characters, not only spaces.

@@ -114,6 +114,7 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
             });
         }
     };
+    let hw = disk_hardware(sys, name);
     let disk = Disk {
         name: name.to_string(),
         path: dev_path.display().to_string(),
@@ -123,6 +124,9 @@ pub fn probe_disk(sys: &Path, name: &str, dev_path: &Path) -> Result<FoundDisk> 
         model: read_attr(&base, "device/model"),
         serial: serial(&base),
         wwn: read_attr(&base, "wwid").or_else(|| read_attr(&base, "device/wwid")),
+        driver: hw.driver,
+        controller: hw.controller,
+        transport: hw.transport,
         gpt: table.gpt,
         mbr: table.mbr,
         boot_code: table.boot_code,
@@ -563,5 +567,91 @@ mod tests {
                 },
             ]
         );
+    }
+}
+
+/// How a disk is attached, read from where its sysfs device sits: the
+/// kernel driver of the disk itself, the driver of the controller it hangs
+/// on, and the transport between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskHardware {
+    /// The disk's driver: `sd`, `virtio_blk`, `nvme`, `mmcblk`.
+    pub driver: Option<String>,
+    /// The controller's driver: `ahci`, `virtio_scsi`, `nvme`, `mpt3sas`,
+    /// `uas`, `usb-storage`, `qla2xxx`, `virtio_pci`.
+    pub controller: Option<String>,
+    /// `sata`, `sas`, `nvme`, `usb`, `fc`, `iscsi`, `virtio`, `scsi`,
+    /// `mmc`, `multipath` (a dm-multipath device), `loop`.
+    pub transport: Option<String>,
+}
+
+/// The driver, controller and transport of disk `name` (a /sys/block entry).
+pub fn disk_hardware(sys: &Path, name: &str) -> DiskHardware {
+    let base = sys.join("block").join(name);
+    if name.starts_with("dm-") {
+        let multipath = read_attr(&base, "dm/uuid").is_some_and(|u| u.starts_with("mpath-"));
+        return DiskHardware {
+            driver: Some("device-mapper".into()),
+            controller: multipath.then(|| "dm-multipath".into()),
+            transport: multipath.then(|| "multipath".into()),
+        };
+    }
+    if name.starts_with("loop") {
+        return DiskHardware {
+            driver: Some("loop".into()),
+            controller: None,
+            transport: Some("loop".into()),
+        };
+    }
+    let sys = std::fs::canonicalize(sys).unwrap_or_else(|_| sys.to_path_buf());
+    let sys = sys.as_path();
+    let device = match std::fs::canonicalize(base.join("device")) {
+        Ok(d) => d,
+        Err(_) => return DiskHardware::default(),
+    };
+    let driver_of = |dir: &Path| -> Option<String> {
+        let link = std::fs::read_link(dir.join("driver")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    };
+    let own = driver_of(&device);
+    // The first ancestor with a driver is the controller (for an NVMe
+    // namespace, `device` is the controller's class device: its parent).
+    let controller = device.ancestors().skip(1).find_map(|a| {
+        if a == sys || !a.starts_with(sys) {
+            return None;
+        }
+        driver_of(a)
+    });
+    let path = device.to_string_lossy();
+    let has = |part: &str| path.split('/').any(|c| c.starts_with(part));
+    let transport = if name.starts_with("nvme") || has("nvme") {
+        "nvme"
+    } else if name.starts_with("mmcblk") {
+        "mmc"
+    } else if has("usb") {
+        "usb"
+    } else if has("rport-") {
+        "fc"
+    } else if has("session") {
+        "iscsi"
+    } else if has("end_device-") || has("expander-") || has("phy-") {
+        "sas"
+    } else if has("ata") {
+        "sata"
+    } else if has("virtio") && !has("host") {
+        "virtio"
+    } else if has("host") {
+        "scsi"
+    } else {
+        return DiskHardware {
+            driver: own.clone(),
+            controller,
+            transport: None,
+        };
+    };
+    DiskHardware {
+        driver: own.or_else(|| (transport == "nvme").then(|| "nvme".to_string())),
+        controller,
+        transport: Some(transport.into()),
     }
 }

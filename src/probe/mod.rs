@@ -6,6 +6,7 @@ pub mod btrfs;
 pub mod disks;
 pub mod efi;
 pub mod fs;
+pub mod initramfs;
 pub mod net;
 pub mod stack;
 pub mod system;

@@ -34,6 +34,7 @@ pub fn probe_system(root: &Path, proc: &Path, sys: &Path) -> Result<System> {
         },
         timezone: timezone(root),
         dmi: read_dmi(sys),
+        initramfs: super::initramfs::read_initramfs(root),
     })
 }
 

@@ -70,6 +70,10 @@ pub struct RecoverArgs {
     /// Grow the last partition on a bigger disk.
     #[arg(long)]
     pub grow: bool,
+    /// Any disk that is not blank may be chosen (otherwise only one whose
+    /// serial or WWN is the captured disk's, or one named with --disk).
+    #[arg(long)]
+    pub overwrite_non_blank: bool,
     /// Reinstall GRUB from the restored system (in a chroot) even where the
     /// captured boot code and core image could be written back as they were.
     #[arg(long)]
@@ -148,6 +152,7 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         },
         disks: args.disks.clone(),
         grow: args.grow,
+        overwrite_non_blank: args.overwrite_non_blank,
         poll: Duration::from_secs(args.poll.max(1)),
         reinstall_grub: args.reinstall_grub,
         initramfs: args.initramfs,
@@ -645,37 +650,17 @@ impl Recovery {
     }
 
     fn plan(&self, m: &Manifest) -> Result<plan::Plan> {
-        let sys = Path::new("/sys");
-        let mut mapping = Vec::new();
-        let mut extra = Vec::new();
-        for (c, p) in &self.settings.disks {
-            let p = if p.starts_with('/') {
-                let name = crate::probe::disks::disk_name(sys, Path::new(p))
-                    .with_context(|| format!("disk mapping {c}={p}"))?;
-                extra.push(name.clone());
-                format!("/dev/{name}")
-            } else {
-                p.clone()
-            };
-            mapping.push((c.clone(), p));
-        }
-        let mut present = present::present_disks(sys, Path::new("/proc"), &extra)?;
-        // The stick (or CD) the image booted from is never a target.
-        for d in present.iter_mut().filter(|d| d.in_use.is_none()) {
-            if holds_recovery_image(Path::new(&d.path)) {
-                d.in_use = Some("it holds the recovery image this machine booted from".into());
-            }
-        }
-        plan::plan(
+        plan::plan_here(
             m,
-            &present,
             &plan::PlanOptions {
-                mapping,
+                mapping: self.settings.disks.clone(),
                 grow: self.settings.grow,
+                overwrite_non_blank: self.settings.overwrite_non_blank,
                 target_root: self.target_root.clone(),
                 skip_mount: Vec::new(),
                 tools: Tools::detect(),
             },
+            &present::BootMedium::running(),
         )
     }
 
@@ -792,27 +777,6 @@ fn merge_request_overrides(ov: &mut crate::retarget::Overrides, req: &RequestInf
     }
 }
 
-/// The volume label scripts/build-image gives the ISO.
-const IMAGE_LABEL: &[u8] = b"REWIND";
-
-/// Whether a disk starts like the recovery ISO: an ISO 9660 primary volume
-/// descriptor (sector 16) whose volume identifier is REWIND.
-pub fn holds_recovery_image(dev: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(dev) else {
-        return false;
-    };
-    let mut pvd = [0u8; 72];
-    if f.seek(SeekFrom::Start(16 * 2048)).is_err() || f.read_exact(&mut pvd).is_err() {
-        return false;
-    }
-    is_recovery_pvd(&pvd)
-}
-
-fn is_recovery_pvd(pvd: &[u8; 72]) -> bool {
-    pvd[0] == 1 && &pvd[1..6] == b"CD001" && pvd[40..72].trim_ascii_end() == IMAGE_LABEL
-}
-
 #[derive(Debug, Default)]
 struct Restored {
     files: u64,
@@ -907,23 +871,5 @@ mod tests {
         let timed: Vec<Stage> = r.timings.iter().map(|(s, _)| *s).collect();
         assert_eq!(timed, [Stage::Restore, Stage::Format]);
         assert!(r.timings_line().starts_with("restore 0.0s, format 0.0s"));
-    }
-
-    #[test]
-    fn the_recovery_iso_is_recognised() {
-        let mut pvd = [b' '; 72];
-        pvd[0] = 1;
-        pvd[1..6].copy_from_slice(b"CD001");
-        pvd[40..46].copy_from_slice(b"REWIND");
-        assert!(is_recovery_pvd(&pvd));
-        pvd[40..46].copy_from_slice(b"DEBIAN");
-        assert!(!is_recovery_pvd(&pvd));
-        let t = tempfile::NamedTempFile::new().unwrap();
-        assert!(!holds_recovery_image(t.path()), "too short");
-        let mut img = vec![0u8; 17 * 2048];
-        pvd[40..46].copy_from_slice(b"REWIND");
-        img[16 * 2048..16 * 2048 + 72].copy_from_slice(&pvd);
-        std::fs::write(t.path(), &img).unwrap();
-        assert!(holds_recovery_image(t.path()));
     }
 }

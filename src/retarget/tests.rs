@@ -74,6 +74,7 @@ fn manifest() -> Manifest {
             firmware: Firmware::Bios,
             timezone: None,
             dmi: None,
+            initramfs: None,
         },
         network: Network {
             interfaces: vec![lan0, lan1],

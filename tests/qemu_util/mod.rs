@@ -168,6 +168,9 @@ pub enum Bus {
     /// The q35 machine's AHCI controller (SATA): `/dev/sda`, one port per
     /// disk in order.
     Sata,
+    /// A SCSI disk on one virtio-scsi controller: `/dev/sda`, with a WWN
+    /// when given (two disks with one WWN are two paths to one LUN).
+    Scsi(Option<u64>),
 }
 
 /// The VM's NIC: its MAC address and QEMU device model
@@ -306,6 +309,9 @@ impl Qemu {
         }
         let bios_disk_boot = matches!(boot, Boot::Disk) && matches!(firmware, Firmware::Bios);
         let mut sata_port = 0;
+        if disks.iter().any(|d| matches!(d.bus, Bus::Scsi(_))) {
+            push(&["-device", "virtio-scsi-pci,id=scsi0"]);
+        }
         for (i, d) in disks.iter().enumerate() {
             let serial = d.serial.map(|s| format!(",serial={s}")).unwrap_or_default();
             let bootindex = if i == 0 && bios_disk_boot {
@@ -330,6 +336,10 @@ impl Qemu {
                             sata_port - 1
                         )
                     }
+                    Bus::Scsi(wwn) => format!(
+                        "scsi-hd,bus=scsi0.0,drive=disk{i}{serial}{bootindex}{}",
+                        wwn.map(|w| format!(",wwn=0x{w:016x}")).unwrap_or_default()
+                    ),
                 },
             ]);
         }

@@ -3,6 +3,7 @@
 //! derives from the manifest (grown tables, volumes, mounts).
 
 use super::*;
+use crate::layout::present::Contents;
 use crate::manifest::from_xml;
 
 const GIB: u64 = 1 << 30;
@@ -85,6 +86,7 @@ fn disk(name: &str, size: u64) -> PresentDisk {
         wwn: None,
         removable: false,
         in_use: None,
+        ..Default::default()
     }
 }
 
@@ -95,6 +97,16 @@ fn with_serial(mut d: PresentDisk, s: &str) -> PresentDisk {
 
 fn in_use(mut d: PresentDisk) -> PresentDisk {
     d.in_use = Some("/dev/sda2 is mounted at /".into());
+    d
+}
+
+fn holding(mut d: PresentDisk, what: &[&str]) -> PresentDisk {
+    d.contents = Contents::Holds(what.iter().map(|s| s.to_string()).collect());
+    d
+}
+
+fn on(mut d: PresentDisk, transport: &str) -> PresentDisk {
+    d.transport = Some(transport.into());
     d
 }
 
@@ -115,7 +127,7 @@ fn mapping(
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    Ok(map_disks(&m.disks, present, &explicit)?
+    Ok(map_disks(&m.disks, present, &explicit, false)?
         .into_iter()
         .map(|(c, p, by)| (m.disks[c].name.clone(), present[p].name.clone(), by))
         .collect())
@@ -132,6 +144,110 @@ fn err(r: Result<impl std::fmt::Debug>) -> String {
 }
 
 // -- the mapping, rule by rule -------------------------------------------------
+
+#[test]
+fn a_disk_that_is_not_blank_needs_identity_a_name_or_the_switch() {
+    let m = two_disks();
+    let sdb = holding(
+        disk("sdb", 8 * GIB),
+        &[
+            "gpt partition table",
+            "sdb1 (8.0 GiB): ext4, label \"data\"",
+        ],
+    );
+    let present = [sdb.clone(), disk("sdc", 2 * GIB)];
+    // vda would fit sdb by size, but sdb holds a filesystem.
+    let e = err(mapping(&m, &present, &[]));
+    assert!(
+        e.contains(
+            "/dev/sdb (8.0 GiB): not blank (gpt partition table; sdb1 (8.0 GiB): ext4, label \"data\") \
+             and not matched by serial or WWN: to overwrite it, name it with --disk vda=/dev/sdb \
+             or allow any non-blank disk with --overwrite-non-blank (rewind.overwrite=any)"
+        ),
+        "{e}"
+    );
+    // The switch, a name or the captured serial make it a target.
+    let by_switch = map_disks(&m.disks, &present, &[], true).unwrap();
+    assert_eq!(
+        by_switch,
+        [(0, 0, MatchedBy::Size), (1, 1, MatchedBy::Size)]
+    );
+    assert_eq!(
+        mapping(&m, &present, &[("vda", "/dev/sdb")]).unwrap(),
+        pairs(&[("vda", "sdb", MatchedBy::Explicit)])
+    );
+    let present = [with_serial(sdb, "S-A"), disk("sdc", 2 * GIB)];
+    assert_eq!(
+        mapping(&m, &present, &[]).unwrap(),
+        pairs(&[
+            ("vda", "sdb", MatchedBy::Serial),
+            ("vdb", "sdc", MatchedBy::Size)
+        ])
+    );
+    // A disk whose contents could not be read counts as not blank.
+    let mut unread = disk("sdb", 8 * GIB);
+    unread.contents = Contents::Unknown("cannot open /dev/sdb".into());
+    let e = err(mapping(&m, &[unread, disk("sdc", 2 * GIB)], &[]));
+    assert!(
+        e.contains("/dev/sdb (8.0 GiB): not blank (contents unknown (cannot open /dev/sdb))"),
+        "{e}"
+    );
+    // The whole plan stops before anything: plan() carries the same error.
+    let e = err(plan(&m, &present[1..], &opts()));
+    assert!(e.contains("no disk for captured disk vda"), "{e}");
+}
+
+#[test]
+fn san_and_multipath_disks_only_when_named() {
+    let m = two_disks();
+    let mut mpath = disk("dm-3", 8 * GIB);
+    mpath.path = "/dev/mapper/mpatha".into();
+    mpath.transport = Some("multipath".into());
+    mpath.paths = vec!["sdx".into(), "sdy".into()];
+    let present = [
+        on(with_serial(disk("sdf", 8 * GIB), "S-A"), "fc"),
+        on(disk("sdi", 8 * GIB), "iscsi"),
+        mpath,
+        disk("sdc", 2 * GIB),
+    ];
+    let e = err(mapping(&m, &present, &[]));
+    // Not even the captured serial chooses a SAN LUN.
+    assert!(
+        e.contains("/dev/sdf (8.0 GiB): a Fibre Channel LUN, never chosen automatically (name it with --disk)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/dev/sdi (8.0 GiB): an iSCSI LUN, never chosen automatically"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/dev/mapper/mpatha (8.0 GiB): a multipath LUN (2 paths: sdx, sdy), never chosen automatically"),
+        "{e}"
+    );
+    for target in ["/dev/sdf", "/dev/sdi", "/dev/mapper/mpatha"] {
+        let got = mapping(&m, &present, &[("vda", target)]).unwrap();
+        assert_eq!(got.len(), 1, "{target}");
+        assert_eq!(got[0].2, MatchedBy::Explicit);
+    }
+}
+
+#[test]
+fn paths_of_one_lun_are_never_written() {
+    let m = two_disks();
+    // What survey() makes of two paths to one LUN: both in use.
+    let mut a = disk("sdb", 8 * GIB);
+    a.in_use = Some("one of 2 paths to one LUN (WWN naa.5000c5: /dev/sdb, /dev/sdc) with no multipath device over them: never written (set up multipath and name its device with --disk)".into());
+    let b = PresentDisk {
+        name: "sdc".into(),
+        path: "/dev/sdc".into(),
+        ..a.clone()
+    };
+    let e = err(mapping(&m, &[a, b.clone()], &[("vda", "/dev/sdc")]));
+    assert!(
+        e.starts_with("--disk vda=/dev/sdc: /dev/sdc is in use (one of 2 paths to one LUN"),
+        "{e}"
+    );
+}
 
 #[test]
 fn serial_first() {

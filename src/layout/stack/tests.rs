@@ -19,6 +19,7 @@ fn disk(name: &str, size: u64) -> PresentDisk {
         wwn: None,
         removable: false,
         in_use: None,
+        ..Default::default()
     }
 }
 

@@ -59,6 +59,7 @@ fn present() -> Vec<PresentDisk> {
             wwn: None,
             removable: false,
             in_use: None,
+            ..Default::default()
         })
         .collect()
 }
