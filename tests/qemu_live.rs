@@ -359,8 +359,12 @@ fn stat_dump(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The image's settings; its servers here are plain HTTP (`ServerProc`
+/// without TLS), which the image accepts only with `rewind.insecure=1`.
 fn cmdline(extra: &str) -> String {
-    format!("console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}")
+    format!(
+        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 {extra}"
+    )
 }
 
 /// Follow a recovery on the console from its fetch stage to its power-off;
@@ -606,8 +610,9 @@ fn iso_recovers_under_seabios_and_ovmf() {
             .args([
                 "--cmdline",
                 &format!(
-                    "rewind.server={} rewind.token={token} rewind.done=poweroff rewind.onfail=poweroff",
-                    src.guest_url()
+                    "rewind.server={} rewind.token={token} rewind.done=poweroff rewind.onfail=poweroff {}",
+                    src.guest_url(),
+                    src.server.image_trust()
                 ),
             ])
             .output()
@@ -650,7 +655,10 @@ fn pxe_boots_through_the_servers_ipxe_script() {
     std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
     std::fs::write(
         boot.join("cmdline"),
-        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff\n",
+        format!(
+            "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {}\n",
+            src.server.image_trust()
+        ),
     )
     .unwrap();
     let boot_token = src.boot_token();

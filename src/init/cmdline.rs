@@ -44,7 +44,11 @@ pub enum OnFail {
 pub struct Settings {
     pub server: Option<String>,
     pub token: Option<String>,
-    pub pin: Option<String>,
+    /// `rewind.pin=A,B`: the server's public-key pins (any of them is
+    /// trusted), joined with the pins the image carries (`PINS_FILE`).
+    pub pins: Vec<String>,
+    /// `rewind.insecure=1`: plain http:// allowed.
+    pub insecure_http: bool,
     pub at: Option<String>,
     pub host: Option<String>,
     pub action: Action,
@@ -81,7 +85,8 @@ impl Default for Settings {
         Settings {
             server: None,
             token: None,
-            pin: None,
+            pins: Vec::new(),
+            insecure_http: false,
             at: None,
             host: None,
             action: Action::default(),
@@ -98,6 +103,18 @@ impl Default for Settings {
             reinstall_grub: false,
             initramfs: crate::initramfs::Mode::Auto,
             warnings: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// How the image trusts the server: `rewind.pin=` and the pins it
+    /// carries, a CA (`rewind recover --ca`), `rewind.insecure=`.
+    pub fn trust(&self, ca: Option<&std::path::Path>) -> crate::client::Trust {
+        crate::client::Trust {
+            pins: self.pins.clone(),
+            ca: ca.map(std::path::Path::to_path_buf),
+            insecure_http: self.insecure_http,
         }
     }
 }
@@ -158,7 +175,10 @@ pub fn parse(cmdline: &str) -> Settings {
         match key.as_str() {
             "rewind.server" => s.server = Some(v.trim_end_matches('/').to_string()),
             "rewind.token" => s.token = Some(v),
-            "rewind.pin" => s.pin = Some(v),
+            "rewind.pin" => s
+                .pins
+                .extend(v.split(',').filter(|p| !p.is_empty()).map(str::to_string)),
+            "rewind.insecure" => s.insecure_http = !matches!(v.as_str(), "0" | "no" | "off"),
             "rewind.at" => s.at = Some(v),
             "rewind.host" => s.host = Some(v),
             "rewind.action" => match v.as_str() {
@@ -346,7 +366,7 @@ mod tests {
         );
         assert_eq!(s.server.as_deref(), Some("https://b:8443"));
         assert_eq!(s.token.as_deref(), Some("rwd_1_2"));
-        assert_eq!(s.pin.as_deref(), Some("ab"));
+        assert_eq!(s.pins, ["ab"]);
         assert_eq!(s.at.as_deref(), Some("2026-11-25T06:00:00Z"));
         assert_eq!(s.host.as_deref(), Some("web1"));
         assert_eq!(s.action, Action::Plan);
