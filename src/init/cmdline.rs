@@ -338,13 +338,50 @@ pub fn parse_ip(v: &str) -> Result<Ip, String> {
 }
 
 /// The system's kernel command line.
+/// Where the image carries the server's pins when the server served it
+/// (`rewind serve` appends them to the initrd it serves; one pin a line).
+pub const PINS_FILE: &str = "/etc/rewind/pins";
+
+/// The kernel command line, and the pins the image carries as if they
+/// were given with `rewind.pin=` (both sets are trusted: the command line
+/// is not their only carrier).
 pub fn read() -> String {
-    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+    let mut text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Ok(pins) = std::fs::read_to_string(PINS_FILE) {
+        text.push_str(&carried_pins(&pins));
+    }
+    text
+}
+
+/// ` rewind.pin=A,B` from the lines of a pins file (empty if none).
+fn carried_pins(file: &str) -> String {
+    let pins: Vec<&str> = file
+        .lines()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with('#') && !p.contains(char::is_whitespace))
+        .collect();
+    if pins.is_empty() {
+        String::new()
+    } else {
+        format!(" rewind.pin={}", pins.join(","))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_the_image_carries_join_the_command_line_s() {
+        let carried = carried_pins("# the server's pins\nAAAA=\nBBBB=,CCCC=\n\n");
+        assert_eq!(carried, " rewind.pin=AAAA=,BBBB=,CCCC=");
+        let s = parse(&format!("rewind.pin=DDDD= rewind.insecure=0{carried}"));
+        assert_eq!(s.pins, ["DDDD=", "AAAA=", "BBBB=", "CCCC="]);
+        assert!(!s.insecure_http);
+        assert!(parse("rewind.insecure=1").insecure_http);
+        assert_eq!(carried_pins("\n"), "");
+    }
 
     #[test]
     fn words_and_quotes() {

@@ -91,3 +91,94 @@ pub fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// What the server appends to the initrd it serves (`/boot/initrd.img`):
+/// a cpio archive (newc) holding `etc/rewind/pins`, the pins one a line,
+/// after zeros that align it to 4 bytes (`served_len`: the initrd's
+/// length). The kernel unpacks concatenated archives in order, so the
+/// image finds the pins in `init::cmdline::PINS_FILE` whatever its kernel
+/// command line says: the command line is not their only carrier.
+pub fn pins_archive(served_len: u64, pins: &str) -> Vec<u8> {
+    let mut out = vec![0u8; ((4 - served_len % 4) % 4) as usize];
+    let body: String = pins
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}\n"))
+        .collect();
+    let entries: [(&str, u32, &[u8]); 3] = [
+        ("etc", 0o040755, b""),
+        ("etc/rewind", 0o040755, b""),
+        ("etc/rewind/pins", 0o100644, body.as_bytes()),
+    ];
+    let mut ino = 0x7277_0000u32;
+    for (name, mode, data) in entries {
+        ino += 1;
+        cpio_entry(&mut out, ino, mode, name, data);
+    }
+    cpio_entry(&mut out, 0, 0, "TRAILER!!!", b"");
+    out
+}
+
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, mode: u32, name: &str, data: &[u8]) {
+    let nlink = if mode & 0o040000 != 0 { 2 } else { 1 };
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        0,
+        0,
+        name.len() as u32 + 1,
+        0,
+    ];
+    let start = out.len();
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08X}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while (out.len() - start) % 4 != 0 {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while (out.len() - start) % 4 != 0 {
+        out.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The archive unpacks with cpio(1) to the pins, one a line, and
+    /// starts 4-byte aligned after an initrd of any length.
+    #[test]
+    fn the_pins_archive_unpacks() {
+        for len in 0..4u64 {
+            let a = pins_archive(len, "AAAA=,BBBB=");
+            assert_eq!((len + a.len() as u64) % 4, 0);
+            assert!(a[..((4 - len % 4) % 4) as usize].iter().all(|b| *b == 0));
+        }
+        let a = pins_archive(0, "AAAA=,BBBB=");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("cpio")
+            .args(["-id", "--quiet"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&a).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/rewind/pins")).unwrap(),
+            "AAAA=\nBBBB=\n"
+        );
+    }
+}
