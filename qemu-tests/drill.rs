@@ -294,6 +294,17 @@ struct DrillServer {
 }
 
 impl DrillServer {
+    /// The recovery image's settings to trust the server: its pin, or
+    /// plain HTTP allowed (the local server: QEMU's iPXE cannot check a
+    /// self-signed certificate, so the PXE path stays on HTTP).
+    fn image_trust(&self) -> String {
+        match (&self.pin, self.url.starts_with("http://")) {
+            (Some(p), _) => format!("rewind.pin={p}"),
+            (None, true) => "rewind.insecure=1".to_string(),
+            (None, false) => String::new(),
+        }
+    }
+
     fn new(dir: &Path) -> DrillServer {
         let guest = |url: &str| {
             url.replace("://127.0.0.1", "://10.0.2.2")
@@ -335,6 +346,9 @@ impl DrillServer {
         if let Some(p) = &self.pin {
             c.env("REWIND_PIN", p);
         }
+        if self.url.starts_with("http://") {
+            c.env("REWIND_INSECURE_HTTP", "1");
+        }
         let out = c.output().unwrap();
         let text = server_util::output_text(&out);
         assert!(out.status.success(), "rewind {}: {text}", args.join(" "));
@@ -352,8 +366,12 @@ impl DrillServer {
 
     /// The snapshots of `host`, oldest first, read through the API.
     fn snapshots(&self, host: &str) -> Vec<Manifest> {
-        let client =
-            rewind::client::Client::new(&self.url, &self.admin, self.pin.as_deref(), None).unwrap();
+        let trust = rewind::client::Trust {
+            pins: self.pin.iter().cloned().collect(),
+            insecure_http: self.url.starts_with("http://"),
+            ..Default::default()
+        };
+        let client = rewind::client::Client::new(&self.url, &self.admin, &trust).unwrap();
         let backend = rewind::client::HttpBackend::new(std::sync::Arc::new(client), host);
         let repo = rewind::repo::Repo::open_backend(std::sync::Arc::new(backend)).unwrap();
         let mut v: Vec<Manifest> = repo
@@ -901,7 +919,8 @@ fn drill(v: &Variant) {
                 std::fs::write(
                     boot.join("cmdline"),
                     format!(
-                        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff {extra}\n"
+                        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff {} {extra}\n",
+                        server.image_trust()
                     ),
                 )
                 .unwrap();
@@ -927,7 +946,8 @@ fn drill(v: &Variant) {
                     "--cmdline",
                     &format!(
                         "rewind.server={guest_url} rewind.token={recovery_token} \
-                     rewind.done=poweroff rewind.onfail=poweroff {extra}"
+                     rewind.done=poweroff rewind.onfail=poweroff {} {extra}",
+                        server.image_trust()
                     ),
                 ])
                 .output()

@@ -291,6 +291,7 @@ impl Recorder {
             .env("REWIND_SERVER", &self.url)
             .env("REWIND_TOKEN", fake_token())
             .env("REWIND_RETRY_SECS", "1")
+            .env("REWIND_INSECURE_HTTP", "1")
             .env_remove("REWIND_REPO")
             .env_remove("REWIND_PIN")
             .stdin(std::process::Stdio::null())
@@ -308,7 +309,12 @@ fn fake_token() -> String {
 /// The request bodies, sent by the client code to the recorder.
 fn client_bodies(book: &mut Book) {
     let r = Recorder::start(recorded_replies());
-    let c = rewind::client::Client::new(&r.url, &fake_token(), None, None).unwrap();
+    let c = rewind::client::Client::new(
+        &r.url,
+        &fake_token(),
+        &rewind::client::Trust::insecure_http(),
+    )
+    .unwrap();
     c.report_progress(rewind::stage::Stage::Restore, 3 << 30, 8 << 30, "/ (ext4)")
         .unwrap();
     book.json(
@@ -544,7 +550,7 @@ fn server_answers(book: &mut Book) {
         api.json(StatusCode::NOT_FOUND, "GET", &identify, &other, None),
     );
     // The client sees the status as a typed error, and reads the versions.
-    let c = rewind::client::Client::new(&s.url, &other, None, None).unwrap();
+    let c = rewind::client::Client::new(&s.url, &other, &s.trust()).unwrap();
     let e = c.identify(&[MAC.to_string()]).unwrap_err();
     assert!(
         matches!(

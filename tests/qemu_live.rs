@@ -160,7 +160,13 @@ fn fill_srv(srv: &Path) -> u64 {
 }
 
 impl Source {
+    /// A captured source disk on a plain-HTTP server.
     fn new(image_dir_hint: &str) -> Source {
+        Self::with_server(image_dir_hint, false)
+    }
+
+    /// A captured source disk; `tls`: on a TLS server the image pins.
+    fn with_server(image_dir_hint: &str, tls: bool) -> Source {
         let dir = tempfile::Builder::new()
             .prefix(&format!("rewind-qemu-{image_dir_hint}-"))
             .tempdir_in("/var/tmp")
@@ -191,7 +197,7 @@ impl Source {
             let _srv = Mounted::new(&disk.part(3), &srv, &[]);
             bytes += fill_srv(&srv);
             sh("sync", &[]);
-            server = ServerProc::start(&dir.path().join("server"), false);
+            server = ServerProc::start(&dir.path().join("server"), tls);
             let token = server.host_token(HOST);
             rewind_ok(
                 &server,
@@ -359,8 +365,12 @@ fn stat_dump(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The image's settings; its servers here are plain HTTP (`ServerProc`
+/// without TLS), which the image accepts only with `rewind.insecure=1`.
 fn cmdline(extra: &str) -> String {
-    format!("console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff {extra}")
+    format!(
+        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 {extra}"
+    )
 }
 
 /// Follow a recovery on the console from its fetch stage to its power-off;
@@ -608,8 +618,9 @@ fn iso_recovers_under_seabios_and_ovmf() {
             .args([
                 "--cmdline",
                 &format!(
-                    "rewind.server={} rewind.token={token} rewind.done=poweroff rewind.onfail=poweroff",
-                    src.guest_url()
+                    "rewind.server={} rewind.token={token} rewind.done=poweroff rewind.onfail=poweroff {}",
+                    src.guest_url(),
+                    src.server.image_trust()
                 ),
             ])
             .output()
@@ -662,7 +673,10 @@ fn pxe_boots_through_the_servers_ipxe_script() {
     std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
     std::fs::write(
         boot.join("cmdline"),
-        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff\n",
+        format!(
+            "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff {}\n",
+            src.server.image_trust()
+        ),
     )
     .unwrap();
     let boot_token = src.boot_token();
@@ -842,4 +856,64 @@ fn the_plan_never_takes_the_boot_medium_a_lun_twice_or_a_used_disk() {
         .map(|f| blake3::hash(&std::fs::read(f).unwrap()))
         .collect();
     assert_eq!(before, after, "a disk was written by a plan");
+}
+
+/// A machine whose CMOS battery is dead (QEMU's RTC starts in 2001):
+/// the image sets its clock from the pinned server (TLS: a pinned
+/// connection needs no date check) before anything talks to the server or
+/// writes a disk, the recreated filesystems get today's date, and the
+/// hardware clock is written as the restored system keeps it (UTC: the
+/// source has no /etc/adjtime) and read back right.
+#[test]
+fn a_dead_cmos_clock_is_set_from_the_pinned_server() {
+    let Some(img) = Image::get("a_dead_cmos_clock_is_set_from_the_pinned_server") else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let src = Source::with_server("clock", true);
+    assert!(src.guest_url().starts_with("https://"));
+    let token = src.arm();
+    let disk = src.blank_disk("clock.img");
+    let log = logs_dir().join("clock-2001.log");
+    let year = &rewind::time::now_utc()[..4];
+    let mut vm = Qemu::start_extra(
+        Boot::Direct(
+            &img,
+            cmdline(&format!(
+                "rewind.server={} rewind.token={token} {}",
+                src.guest_url(),
+                src.server.image_trust()
+            )),
+        ),
+        &[&disk],
+        OTHER_MAC,
+        &log,
+        &["-rtc", "base=2001-01-01"],
+    );
+    vm.expect("clock set from the server: 2001-", BOOT);
+    let (_, total) = follow_recovery(&mut vm);
+    let console = vm.console();
+    let set = console
+        .lines()
+        .find(|l| l.contains("clock set from the server"))
+        .unwrap();
+    assert!(set.contains(&format!("-> {year}-")), "{set}");
+    let rtc = console
+        .lines()
+        .find(|l| l.contains("hardware clock written in UTC"))
+        .unwrap_or_else(|| panic!("no hardware clock line:\n{console}"));
+    assert!(rtc.contains(year), "the RTC reads back today: {rtc}");
+    eprintln!("recovery with a 2001 clock: powered off after {total:.1} s; {set}; {rtc}");
+    src.check_recovered(&disk);
+    // The recreated filesystem was made today, not in 2001.
+    let target = LoopDisk::attach(&disk);
+    let _ = std::process::Command::new("partx")
+        .args(["-a", &target.dev])
+        .output();
+    let created = sh("dumpe2fs", &["-h", &target.part(2)]);
+    let line = created
+        .lines()
+        .find(|l| l.starts_with("Filesystem created:"))
+        .unwrap();
+    assert!(line.trim_end().ends_with(year), "{line}");
 }

@@ -529,10 +529,13 @@ fn tls_with_a_pinned_certificate() {
     let s = ServerProc::start(&dir.path().join("data"), true);
     assert!(s.url.starts_with("https://"));
     let pin = s.pin.clone().unwrap();
-    let ok = rewind::client::Client::new(&s.url, &s.admin, Some(&pin), None).unwrap();
+    let ok = rewind::client::Client::new(&s.url, &s.admin, &rewind::client::Trust::pinned(&[&pin]))
+        .unwrap();
     assert_eq!(ok.get_json("/v1/whoami").unwrap()["scope"]["kind"], "admin");
+    let zeros = "00".repeat(32);
     let mut wrong =
-        rewind::client::Client::new(&s.url, &s.admin, Some(&"00".repeat(32)), None).unwrap();
+        rewind::client::Client::new(&s.url, &s.admin, &rewind::client::Trust::pinned(&[&zeros]))
+            .unwrap();
     wrong.retry_for = std::time::Duration::from_secs(1);
     let e = wrong.get_json("/v1/whoami").unwrap_err();
     assert!(format!("{e:#}").contains("not the pinned one"), "{e:#}");

@@ -13,6 +13,7 @@ mod error;
 mod keys;
 pub mod limits;
 mod ops;
+mod pin;
 mod repository;
 mod requests;
 mod tokens;
@@ -26,6 +27,7 @@ pub use ops::{
     AuditAction, AuditEvent, CaptureOutcome, CaptureReport, DEFAULT_MAX_AGE, HostHealth, Problem,
     ReceivedCapture, Severity, VerifyRequest, VerifyResult, human_age,
 };
+pub use pin::{Pin, parse_pins};
 pub use repository::{
     DEFAULT_GRACE, ForgetAnswer, ForgetRequest, FsSummary, HostSummary, PruneAnswer, PruneRequest,
     SnapshotSummary, Stats, Stored,
@@ -37,8 +39,8 @@ pub use requests::{
 pub use tokens::{CreatedToken, NewToken, Scope, TokenInfo, TokenKind, WhoAmI};
 pub use version::{API_VERSION, REPOSITORY_FORMAT, Versions};
 
-/// The identity of a TLS certificate that clients pin: SHA-256 of its DER
-/// bytes, lowercase hex (what `rewind serve` prints and `--pin` takes).
+/// SHA-256 of a certificate's DER bytes, lowercase hex: the old pin form
+/// ([`Pin::Certificate`]); clients now pin the public key ([`Pin`]).
 pub fn fingerprint(cert: &rustls::pki_types::CertificateDer<'_>) -> String {
     crate::util::hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }

@@ -48,15 +48,36 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// SHA-256 of the server's certificate, hex (`rewind serve` prints it).
-    #[arg(long, env = "REWIND_PIN", value_name = "HEX")]
-    pub pin: Option<String>,
+    /// The server's public-key pin (base64 SHA-256 of its key, which
+    /// `rewind serve` prints); repeatable or comma-separated: any of them
+    /// is trusted, so a new key can be rolled in. The old 64-hex-digit
+    /// certificate pin still works this release, with a warning.
+    #[arg(
+        long = "pin",
+        env = "REWIND_PIN",
+        value_name = "PIN",
+        value_delimiter = ','
+    )]
+    pub pins: Vec<String>,
     /// A CA certificate (PEM) to verify the server against, instead of --pin.
     #[arg(long, env = "REWIND_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Allow a plain http:// server: the token and the data cross the
+    /// network in clear (a lab; the server must run with --insecure-http too).
+    #[arg(long, env = "REWIND_INSECURE_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_http: bool,
 }
 
 impl ServerArgs {
+    /// How to trust the server: the pins, the CA, whether plain HTTP is allowed.
+    pub fn trust(&self) -> Trust {
+        Trust {
+            pins: self.pins.clone(),
+            ca: self.ca.clone(),
+            insecure_http: self.insecure_http,
+        }
+    }
+
     pub fn client(&self) -> Result<Client> {
         let url = self
             .server
@@ -66,7 +87,36 @@ impl ServerArgs {
             .token
             .as_deref()
             .context("give a token with --token (or REWIND_TOKEN)")?;
-        Client::new(url, token, self.pin.as_deref(), self.ca.as_deref())
+        Client::new(url, token, &self.trust())
+    }
+}
+
+/// How a client trusts the server: one of its public-key pins (any of a
+/// set), or a CA; plain HTTP only when allowed in so many words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Pins as given (`--pin`, `rewind.pin=`): each may be a comma list.
+    pub pins: Vec<String>,
+    pub ca: Option<PathBuf>,
+    /// `--insecure-http`, `rewind.insecure=1`.
+    pub insecure_http: bool,
+}
+
+impl Trust {
+    /// Trust exactly these pins.
+    pub fn pinned(pins: &[&str]) -> Trust {
+        Trust {
+            pins: pins.iter().map(|p| p.to_string()).collect(),
+            ..Trust::default()
+        }
+    }
+
+    /// Plain HTTP, allowed (tests and labs).
+    pub fn insecure_http() -> Trust {
+        Trust {
+            insecure_http: true,
+            ..Trust::default()
+        }
     }
 }
 
@@ -203,19 +253,37 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(url: &str, token: &str, pin: Option<&str>, ca: Option<&Path>) -> Result<Client> {
+    pub fn new(url: &str, token: &str, trust: &Trust) -> Result<Client> {
         let base = url.trim_end_matches('/').to_string();
         let https = base.starts_with("https://");
         anyhow::ensure!(
             https || base.starts_with("http://"),
-            "{url}: the server URL starts with https:// or http://"
+            "{url}: the server URL starts with https:// (or http:// with --insecure-http)"
         );
-        if https && pin.is_none() && ca.is_none() {
+        if !https && !trust.insecure_http {
             bail!(
-                "{url}: give the server certificate's SHA-256 with --pin (`rewind serve` prints it) or its CA with --ca"
+                "{url} is plain HTTP: the token and the data would cross the network in clear. \
+                 Give the server's https:// URL with --pin (`rewind serve` prints its pin), or, \
+                 in a lab, allow plain HTTP with --insecure-http (REWIND_INSECURE_HTTP=1; \
+                 rewind.insecure=1 on the recovery image's kernel command line)"
             );
         }
-        let tls = tls_config(pin, ca)?;
+        let pins = crate::api::parse_pins(&trust.pins).map_err(|e| anyhow!("--pin: {e}"))?;
+        if https && pins.is_empty() && trust.ca.is_none() {
+            bail!(
+                "{url}: give the server's public-key pin with --pin (`rewind serve` prints it) or its CA with --ca"
+            );
+        }
+        if https {
+            for old in pins.iter().filter(|p| p.is_certificate_hash()) {
+                eprintln!(
+                    "rewind: warning: pin {old} is the old whole-certificate pin: it stops working \
+                     when the certificate is renewed; use the public-key pin `rewind serve` prints \
+                     (the old form is refused from the next release)"
+                );
+            }
+        }
+        let tls = tls_config(pins, trust.ca.as_deref())?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
@@ -596,34 +664,15 @@ impl Backend for HttpBackend {
 
 // ---- TLS ----
 
-/// Normalize a pin: hex digits only, lowercase (`AB:CD...`, `sha256:...` accepted).
-pub fn normalize_pin(pin: &str) -> Result<String> {
-    let p = pin.trim();
-    let p = p.strip_prefix("sha256:").unwrap_or(p);
-    let hex: String = p
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    anyhow::ensure!(
-        hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
-        "--pin {pin:?}: give the 64 hex digits of the certificate's SHA-256"
-    );
-    Ok(hex)
-}
-
-fn tls_config(pin: Option<&str>, ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+fn tls_config(pins: Vec<crate::api::Pin>, ca: Option<&Path>) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
-    let mut config = if let Some(pin) = pin {
+    let mut config = if !pins.is_empty() {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pin: normalize_pin(pin)?,
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(Pinned { pins, provider }))
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
@@ -643,11 +692,15 @@ fn tls_config(pin: Option<&str>, ca: Option<&Path>) -> Result<rustls::ClientConf
     Ok(config)
 }
 
-/// Trusts exactly one certificate, by its SHA-256 (names and dates are not
-/// checked: the pin is the identity, as with SSH host keys).
+/// Trusts a certificate whose public key is one of the pinned ones (or,
+/// the old form, whose SHA-256 is). Names and dates are not checked: the
+/// key is the identity, as with SSH host keys — which is also why a
+/// pinned connection works with a clock that is years off (the recovery
+/// image sets its clock from it). The handshake's signature proves the
+/// server holds the key's private half.
 #[derive(Debug)]
 struct Pinned {
-    pin: String,
+    pins: Vec<crate::api::Pin>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -660,15 +713,16 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = crate::api::fingerprint(end_entity);
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate (sha256 {got}) is not the pinned one ({})",
-                self.pin
-            )))
+        if self.pins.iter().any(|p| p.matches(end_entity)) {
+            return Ok(ServerCertVerified::assertion());
         }
+        let got = crate::api::Pin::of_public_key(end_entity)
+            .map_or_else(|e| format!("unreadable: {e}"), |p| p.to_string());
+        let want: Vec<String> = self.pins.iter().map(|p| p.to_string()).collect();
+        Err(rustls::Error::General(format!(
+            "the server's certificate (public-key pin {got}) is not the pinned one (pinned: {})",
+            want.join(", ")
+        )))
     }
 
     fn verify_tls12_signature(
@@ -713,17 +767,30 @@ mod tests {
     #[test]
     fn pins_are_normalized() {
         let hex = "ab".repeat(32);
-        assert_eq!(normalize_pin(&hex).unwrap(), hex);
         let colons: Vec<String> = (0..32).map(|_| "AB".to_string()).collect();
-        assert_eq!(normalize_pin(&colons.join(":")).unwrap(), hex);
-        assert_eq!(normalize_pin(&format!("sha256:{hex}")).unwrap(), hex);
-        assert!(normalize_pin("abcd").is_err());
+        let sha = format!("sha256:{hex}");
+        let set = crate::api::parse_pins(&[&hex, &colons.join(":"), &sha]).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set[0].to_string(), hex);
+        assert!(crate::api::parse_pins(&["abcd"]).is_err());
+        assert!(Client::new("https://x:1", "t", &Trust::pinned(&["abcd"])).is_err());
     }
 
     #[test]
     fn https_needs_a_pin_or_a_ca() {
-        assert!(Client::new("https://x:1", "t", None, None).is_err());
-        assert!(Client::new("ftp://x", "t", None, None).is_err());
-        assert!(Client::new("http://127.0.0.1:1", "t", None, None).is_ok());
+        assert!(Client::new("https://x:1", "t", &Trust::default()).is_err());
+        assert!(Client::new("ftp://x", "t", &Trust::default()).is_err());
+        assert!(Client::new("http://127.0.0.1:1", "t", &Trust::insecure_http()).is_ok());
+    }
+
+    #[test]
+    fn plain_http_needs_insecure_http_in_so_many_words() {
+        let e = Client::new("http://127.0.0.1:1", "t", &Trust::default())
+            .err()
+            .expect("plain HTTP refused");
+        let text = format!("{e:#}");
+        assert!(text.contains("--insecure-http"), "{text}");
+        assert!(text.contains("https://"), "{text}");
+        assert!(text.contains("rewind.insecure=1"), "{text}");
     }
 }

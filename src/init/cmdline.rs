@@ -44,7 +44,11 @@ pub enum OnFail {
 pub struct Settings {
     pub server: Option<String>,
     pub token: Option<String>,
-    pub pin: Option<String>,
+    /// `rewind.pin=A,B`: the server's public-key pins (any of them is
+    /// trusted), joined with the pins the image carries (`PINS_FILE`).
+    pub pins: Vec<String>,
+    /// `rewind.insecure=1`: plain http:// allowed.
+    pub insecure_http: bool,
     pub at: Option<String>,
     pub host: Option<String>,
     pub action: Action,
@@ -84,7 +88,8 @@ impl Default for Settings {
         Settings {
             server: None,
             token: None,
-            pin: None,
+            pins: Vec::new(),
+            insecure_http: false,
             at: None,
             host: None,
             action: Action::default(),
@@ -102,6 +107,18 @@ impl Default for Settings {
             reinstall_grub: false,
             initramfs: crate::initramfs::Mode::Auto,
             warnings: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// How the image trusts the server: `rewind.pin=` and the pins it
+    /// carries, a CA (`rewind recover --ca`), `rewind.insecure=`.
+    pub fn trust(&self, ca: Option<&std::path::Path>) -> crate::client::Trust {
+        crate::client::Trust {
+            pins: self.pins.clone(),
+            ca: ca.map(std::path::Path::to_path_buf),
+            insecure_http: self.insecure_http,
         }
     }
 }
@@ -162,7 +179,10 @@ pub fn parse(cmdline: &str) -> Settings {
         match key.as_str() {
             "rewind.server" => s.server = Some(v.trim_end_matches('/').to_string()),
             "rewind.token" => s.token = Some(v),
-            "rewind.pin" => s.pin = Some(v),
+            "rewind.pin" => s
+                .pins
+                .extend(v.split(',').filter(|p| !p.is_empty()).map(str::to_string)),
+            "rewind.insecure" => s.insecure_http = !matches!(v.as_str(), "0" | "no" | "off"),
             "rewind.at" => s.at = Some(v),
             "rewind.host" => s.host = Some(v),
             "rewind.action" => match v.as_str() {
@@ -330,8 +350,34 @@ pub fn parse_ip(v: &str) -> Result<Ip, String> {
 }
 
 /// The system's kernel command line.
+/// Where the image carries the server's pins when the server served it
+/// (`rewind serve` appends them to the initrd it serves; one pin a line).
+pub const PINS_FILE: &str = "/etc/rewind/pins";
+
+/// The kernel command line, and the pins the image carries as if they
+/// were given with `rewind.pin=` (both sets are trusted: the command line
+/// is not their only carrier).
 pub fn read() -> String {
-    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+    let mut text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Ok(pins) = std::fs::read_to_string(PINS_FILE) {
+        text.push_str(&carried_pins(&pins));
+    }
+    text
+}
+
+/// ` rewind.pin=A,B` from the lines of a pins file (empty if none).
+fn carried_pins(file: &str) -> String {
+    let pins: Vec<&str> = file
+        .lines()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with('#') && !p.contains(char::is_whitespace))
+        .collect();
+    if pins.is_empty() {
+        String::new()
+    } else {
+        format!(" rewind.pin={}", pins.join(","))
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +396,17 @@ mod tests {
             "{:?}",
             s.warnings
         );
+    }
+
+    #[test]
+    fn pins_the_image_carries_join_the_command_line_s() {
+        let carried = carried_pins("# the server's pins\nAAAA=\nBBBB=,CCCC=\n\n");
+        assert_eq!(carried, " rewind.pin=AAAA=,BBBB=,CCCC=");
+        let s = parse(&format!("rewind.pin=DDDD= rewind.insecure=0{carried}"));
+        assert_eq!(s.pins, ["DDDD=", "AAAA=", "BBBB=", "CCCC="]);
+        assert!(!s.insecure_http);
+        assert!(parse("rewind.insecure=1").insecure_http);
+        assert_eq!(carried_pins("\n"), "");
     }
 
     #[test]
@@ -372,7 +429,7 @@ mod tests {
         );
         assert_eq!(s.server.as_deref(), Some("https://b:8443"));
         assert_eq!(s.token.as_deref(), Some("rwd_1_2"));
-        assert_eq!(s.pin.as_deref(), Some("ab"));
+        assert_eq!(s.pins, ["ab"]);
         assert_eq!(s.at.as_deref(), Some("2026-11-25T06:00:00Z"));
         assert_eq!(s.host.as_deref(), Some("web1"));
         assert_eq!(s.action, Action::Plan);

@@ -11,6 +11,7 @@
 //! busybox's `reboot` (TERM), `poweroff` (USR2) and `halt` (USR1), and
 //! Ctrl-Alt-Del (INT), work as on any init.
 
+pub mod clock;
 pub mod cmdline;
 
 use std::os::unix::process::CommandExt;

@@ -47,7 +47,7 @@ use session::{RequestInfo, Session, Target};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    rewind recover --server https://backup:8443 --pin HEX --token RECOVERY_TOKEN\n  \
+    rewind recover --server https://backup:8443 --pin PIN --token RECOVERY_TOKEN\n  \
     rewind recover --server URL --token T --plan          show what would be done\n\n\
 The recovery image runs `rewind recover --live`, which reads these settings from the\n\
 kernel command line (docs/boot.md), loads the kernel modules the hardware needs and\n\
@@ -142,7 +142,8 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
     let settings = Settings {
         server: args.server.server.clone(),
         token: args.server.token.clone(),
-        pin: args.server.pin.clone(),
+        pins: args.server.pins.clone(),
+        insecure_http: args.server.insecure_http,
         at: args.at.clone(),
         host: args.host.clone(),
         action: if args.plan {
@@ -195,6 +196,8 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
         r.failed(&e);
         return 1;
     }
+    // Before anything else talks to the server or writes a disk (docs/boot.md).
+    init::clock::set_from_server(&r.settings, r.ca.as_deref());
     match r.run() {
         Ok(Outcome::Recovered) => {
             say(&format!(
@@ -559,6 +562,8 @@ impl Recovery {
             )
         })?;
         self.stage(Stage::Finish, |r| {
+            // This machine's RTC, as the restored system keeps it.
+            init::clock::write_hardware_clock(&r.target_root);
             layout::mount::unmount_below(&r.target_root)
                 .context("cannot unmount the recovered filesystems")?;
             layout::take_down_stack(&the_plan);

@@ -35,8 +35,7 @@ pub(super) struct Session {
     client: Arc<Client>,
     server: String,
     token: String,
-    pin: Option<String>,
-    ca: Option<std::path::PathBuf>,
+    trust: crate::client::Trust,
     retry: std::time::Duration,
     /// The token's kind: recovery, boot, admin or host.
     pub kind: TokenKind,
@@ -54,7 +53,7 @@ impl Session {
         let token = s.token.clone().context(
             "no token: give rewind.token=TOKEN on the kernel command line (docs/boot.md)",
         )?;
-        let mut client = Client::new(&server, &token, s.pin.as_deref(), ca)?;
+        let mut client = Client::new(&server, &token, &s.trust(ca))?;
         client.retry_for = s.retry;
         let client = Arc::new(client);
         let kind = client
@@ -71,8 +70,7 @@ impl Session {
             client,
             server,
             token,
-            pin: s.pin.clone(),
-            ca: ca.map(std::path::Path::to_path_buf),
+            trust: s.trust(ca),
             retry: s.retry,
             kind,
             macs,
@@ -188,21 +186,11 @@ impl Session {
             TokenKind::Boot | TokenKind::Admin => self.fetch_recovery_token(req)?,
             TokenKind::Host | TokenKind::Monitor => return Ok(None),
         };
-        let mut c = Client::new(
-            &self.server,
-            &token,
-            self.pin.as_deref(),
-            self.ca.as_deref(),
-        )?;
+        let mut c = Client::new(&self.server, &token, &self.trust)?;
         c.retry_for = std::time::Duration::from_secs(20);
         let c = Arc::new(c);
         if self.kind != TokenKind::Recovery {
-            let mut data = Client::new(
-                &self.server,
-                &token,
-                self.pin.as_deref(),
-                self.ca.as_deref(),
-            )?;
+            let mut data = Client::new(&self.server, &token, &self.trust)?;
             data.retry_for = self.retry;
             if let Ok(mut r) = self.recovery.lock() {
                 *r = Some(Arc::new(data));

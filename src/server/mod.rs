@@ -42,9 +42,9 @@ use state::{Catalog, CatalogCell};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    rewind serve --data /srv/rewind --tls-self-signed --listen 0.0.0.0:8443\n  \
+    rewind serve --data /srv/rewind --listen 0.0.0.0:8443      TLS, a self-signed pair kept in DIR/tls\n  \
     rewind serve --data /srv/rewind --cert server.pem --key server.key\n  \
-    rewind serve --data /tmp/lab --listen 127.0.0.1:0     plain HTTP, any free port")]
+    rewind serve --data /tmp/lab --listen 127.0.0.1:0 --insecure-http     plain HTTP (a lab), any free port")]
 pub struct ServeArgs {
     /// Where the server keeps everything (repositories, catalog, TLS pair, boot assets).
     #[arg(long, env = "REWIND_DATA", value_name = "DIR")]
@@ -52,25 +52,34 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
     #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// TLS certificate chain (PEM).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "key",
-        conflicts_with = "tls_self_signed"
-    )]
+    /// TLS certificate chain (PEM). Without --cert/--key the server uses a
+    /// self-signed pair of its own (see --tls-dir).
+    #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Serve TLS with a self-signed pair kept in DIR/tls (generated on first
-    /// use); clients pin its SHA-256, which is printed at start.
-    #[arg(long)]
+    /// Where the self-signed pair is kept (key.pem, cert.pem; generated on
+    /// first start, reused after). Default: DIR/tls. Delete cert.pem alone
+    /// to renew the certificate with the same key: pins stay valid.
+    #[arg(long, value_name = "DIR", conflicts_with = "cert")]
+    pub tls_dir: Option<PathBuf>,
+    /// Kept for old scripts: a self-signed pair is the default now.
+    #[arg(long, hide = true)]
     pub tls_self_signed: bool,
+    /// Serve plain HTTP: tokens and data cross the network in clear. For a
+    /// lab; clients must say --insecure-http too.
+    #[arg(long, conflicts_with_all = ["cert", "tls_dir", "tls_self_signed"])]
+    pub insecure_http: bool,
     /// Names (DNS names or IP addresses) for the self-signed certificate;
     /// repeatable. Default: localhost, 127.0.0.1, ::1 and this host's name.
     #[arg(long = "tls-name", value_name = "NAME")]
     pub tls_names: Vec<String>,
+    /// A pin to hand out besides this server's own (boot scripts, the
+    /// image's pin file): the key of a server that is to replace this one
+    /// (key rollover: media made now trust both). Repeatable.
+    #[arg(long = "next-pin", value_name = "PIN")]
+    pub next_pins: Vec<String>,
     /// The URL machines reach this server at, for boot scripts (default:
     /// from the request's Host header).
     #[arg(long, value_name = "URL")]
@@ -143,7 +152,9 @@ pub struct Server {
     /// Per host: uploads and commits share it, forget and prune take it alone.
     locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     pub public_url: Option<String>,
-    /// SHA-256 of the certificate, hex, when serving TLS.
+    /// The pins clients are told to trust, comma-separated (this server's
+    /// public-key pin, then `--next-pin`s), when serving TLS: what boot
+    /// scripts put on `rewind.pin=`.
     pub fingerprint: Option<String>,
     pub stats: Stats,
     pub latencies: metrics::Latencies,
@@ -229,22 +240,32 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     if let Some(k) = &master_key {
         println!("rewind: escrow master key {}", k.fingerprint);
     }
-    let tls = match (&args.cert, &args.key, args.tls_self_signed) {
-        (Some(cert), Some(key), _) => Some(tls::load_pem(cert, key)?),
-        (None, None, true) => Some(tls::self_signed(&data.join("tls"), &args.tls_names)?),
-        (None, None, false) => None,
+    let tls = match (&args.cert, &args.key) {
+        _ if args.insecure_http => None,
+        (Some(cert), Some(key)) => Some(tls::load_pem(cert, key)?),
+        (None, None) => {
+            let dir = args.tls_dir.clone().unwrap_or_else(|| data.join("tls"));
+            Some(tls::self_signed(&dir, &args.tls_names)?)
+        }
         _ => bail!("give both --cert and --key"),
     };
-    let fingerprint = tls
-        .as_ref()
-        .map(|(certs, _)| crate::api::fingerprint(&certs[0]));
-    if let Some(fp) = &fingerprint {
-        println!("rewind: certificate sha256 fingerprint (for --pin): {fp}");
-    } else {
-        log_line!(
-            "rewind: warning: serving plain HTTP: tokens and data cross the network in clear (use --tls-self-signed or --cert/--key)"
-        );
-    }
+    let fingerprint = match &tls {
+        Some((certs, _)) => {
+            let own = tls::public_key_pin(&certs[0])?;
+            println!("rewind: public-key pin (for --pin): {own}");
+            let next = crate::api::parse_pins(&args.next_pins)
+                .map_err(|e| anyhow::anyhow!("--next-pin: {e}"))?;
+            let mut all = vec![own.to_string()];
+            all.extend(next.iter().filter(|p| **p != own).map(|p| p.to_string()));
+            Some(all.join(","))
+        }
+        None => {
+            log_line!(
+                "rewind: warning: serving plain HTTP (--insecure-http): tokens and data cross the network in clear"
+            );
+            None
+        }
+    };
     for host in std::fs::read_dir(data.join("hosts"))?.flatten() {
         let n = files::repair_indexes(&host.path())
             .with_context(|| format!("cannot check {}", host.path().display()))?;

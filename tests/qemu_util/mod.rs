@@ -208,6 +208,17 @@ impl Qemu {
     /// Boot with `disks` as virtio disks and a user-mode NIC with `mac`.
     /// The console goes to `log` too.
     pub fn start(boot: Boot<'_>, disks: &[&Path], mac: &str, log: &Path) -> Qemu {
+        Self::start_extra(boot, disks, mac, log, &[])
+    }
+
+    /// [`Qemu::start`] with more QEMU arguments (`-rtc base=2001-01-01`).
+    pub fn start_extra(
+        boot: Boot<'_>,
+        disks: &[&Path],
+        mac: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Qemu {
         let vars = log.with_extension("ovmf-vars.fd");
         let firmware = match &boot {
             Boot::IsoUefi(_) => {
@@ -228,7 +239,7 @@ impl Qemu {
                 bus: Bus::Virtio,
             })
             .collect();
-        Self::start_with(boot, firmware, &disks, Nic::virtio(mac), log)
+        Self::start_with_extra(boot, firmware, &disks, Nic::virtio(mac), log, extra)
     }
 
     /// [`Qemu::start`] with the firmware chosen and disks with serials.
@@ -239,6 +250,18 @@ impl Qemu {
         disks: &[Disk<'_>],
         nic: Nic<'_>,
         log: &Path,
+    ) -> Qemu {
+        Self::start_with_extra(boot, firmware, disks, nic, log, &[])
+    }
+
+    /// [`Qemu::start_with`] with more QEMU arguments.
+    pub fn start_with_extra(
+        boot: Boot<'_>,
+        firmware: Firmware<'_>,
+        disks: &[Disk<'_>],
+        nic: Nic<'_>,
+        log: &Path,
+        extra: &[&str],
     ) -> Qemu {
         let mut args: Vec<String> = [
             "-machine",
@@ -363,6 +386,7 @@ impl Qemu {
                 &format!("filter-dump,id=d0,netdev=n0,file={}", pcap.display()),
             ]);
         }
+        push(extra);
         let logfile = std::fs::File::create(log).unwrap();
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(&args)

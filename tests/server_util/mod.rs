@@ -22,7 +22,9 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    /// Start a server on a free port.
+    /// Start a server on a free port: TLS with its self-signed pair (the
+    /// default; clients get its pin), or plain HTTP (`--insecure-http`,
+    /// clients get `REWIND_INSECURE_HTTP=1`) for tests about something else.
     pub fn start(data: &Path, tls: bool) -> ServerProc {
         Self::start_on(data, "127.0.0.1:0", tls, None)
     }
@@ -55,8 +57,8 @@ impl ServerProc {
             "--listen",
             listen,
         ];
-        if tls {
-            args.push("--tls-self-signed");
+        if !tls {
+            args.push("--insecure-http");
         }
         args.extend_from_slice(extra);
         let mut child = Command::new(BIN)
@@ -156,11 +158,31 @@ impl ServerProc {
         if let Some(p) = &self.pin {
             env.push(("REWIND_PIN".to_string(), p.clone()));
         }
+        if !self.tls {
+            env.push(("REWIND_INSECURE_HTTP".to_string(), "1".to_string()));
+        }
         env
     }
 
+    /// How a client trusts this server: its pin, or plain HTTP allowed.
+    pub fn trust(&self) -> rewind::client::Trust {
+        match &self.pin {
+            Some(p) => rewind::client::Trust::pinned(&[p]),
+            None => rewind::client::Trust::insecure_http(),
+        }
+    }
+
+    /// Kernel command line settings that make the recovery image trust
+    /// this server (`rewind.pin=` or `rewind.insecure=1`).
+    pub fn image_trust(&self) -> String {
+        match &self.pin {
+            Some(p) => format!("rewind.pin={p}"),
+            None => "rewind.insecure=1".to_string(),
+        }
+    }
+
     pub fn client(&self, token: &str) -> rewind::client::Client {
-        rewind::client::Client::new(&self.url, token, self.pin.as_deref(), None).unwrap()
+        rewind::client::Client::new(&self.url, token, &self.trust()).unwrap()
     }
 
     /// A host token, through the CLI.

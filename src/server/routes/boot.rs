@@ -74,6 +74,7 @@ pub(super) async fn boot_file(
     _: BootToken,
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
+    let served = file.clone();
     if file.starts_with('.') || file.contains('/') || file == "cmdline" {
         return Err(ApiError::BadRequest("not a boot asset name".into()));
     }
@@ -94,5 +95,12 @@ pub(super) async fn boot_file(
             Ok((f, size))
         })
         .await?;
+    // The recovery image carries the server's pins (src/server/tls.rs).
+    if served == "initrd.img"
+        && let Some(pins) = &s.fingerprint
+    {
+        let tail = crate::server::tls::pins_archive(size, pins);
+        return Ok(super::files::stream_file_then(f, size, tail));
+    }
     Ok(super::files::stream_file(f, size))
 }

@@ -145,6 +145,23 @@ pub(super) fn stream_file(f: std::fs::File, size: u64) -> Response {
         .into_response()
 }
 
+/// [`stream_file`] followed by `tail` (the initrd and the pins archive).
+pub(super) fn stream_file_then(f: std::fs::File, size: u64, tail: Vec<u8>) -> Response {
+    use tokio::io::AsyncReadExt;
+    let total = size + tail.len() as u64;
+    let reader = tokio::fs::File::from_std(f).chain(std::io::Cursor::new(tail));
+    let stream = tokio_util::io::ReaderStream::new(reader);
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, total.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 pub(super) async fn head_file(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
