@@ -196,7 +196,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     let verify_every = crate::repo::prune::parse_duration(&args.verify_every)
         .with_context(|| format!("--verify-every {:?}", args.verify_every))?;
     for sub in ["hosts", "boot", "catalog"] {
-        std::fs::create_dir_all(data.join(sub))
+        crate::util::fs::create_dir_durable(&data.join(sub))
             .with_context(|| format!("cannot create {}", data.join(sub).display()))?;
     }
     let mut catalog = Catalog::load(&data.join("catalog"))?;

@@ -199,6 +199,19 @@ impl Qemu {
         nic: Nic<'_>,
         log: &Path,
     ) -> Qemu {
+        Self::start_with_net(boot, firmware, disks, nic, "", log)
+    }
+
+    /// [`Qemu::start_with`] with more options of the user network
+    /// (`,hostfwd=tcp:127.0.0.1:PORT-:8080`: a host port reaching a guest's).
+    pub fn start_with_net(
+        boot: Boot<'_>,
+        firmware: Firmware<'_>,
+        disks: &[Disk<'_>],
+        nic: Nic<'_>,
+        net_options: &str,
+        log: &Path,
+    ) -> Qemu {
         let mut args: Vec<String> = [
             "-machine",
             "q35",
@@ -277,7 +290,7 @@ impl Qemu {
             }
             _ => String::new(),
         };
-        push(&["-netdev", &format!("user,id=n0{tftp}")]);
+        push(&["-netdev", &format!("user,id=n0{tftp}{net_options}")]);
         push(&[
             "-device",
             &format!("{},netdev=n0,mac={}", nic.model, nic.mac),
