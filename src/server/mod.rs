@@ -24,6 +24,7 @@ pub mod ipxe;
 pub mod listen;
 pub mod metrics;
 pub mod range;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -96,6 +97,11 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's backlog.
     #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Requests per second one token may make (twice that in a burst);
+    /// past it the token is answered 429 with Retry-After while others
+    /// are served. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = ratelimit::DEFAULT_PER_SECOND)]
+    pub rate_limit: u32,
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -146,6 +152,8 @@ pub struct Server {
     pub max_connections: usize,
     /// How long a body may stall (`--body-timeout`).
     pub body_timeout: std::time::Duration,
+    /// Requests per second per token (`--rate-limit`).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 impl Server {
@@ -247,6 +255,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
         max_connections: args.max_connections.max(1),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+        rate_limits: ratelimit::RateLimits::new(args.rate_limit),
     });
     // Each host's latest MACs: the one time the server reads every manifest.
     for host in server.hosts() {
