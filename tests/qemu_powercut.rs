@@ -18,6 +18,9 @@
 //!
 //!     REWIND_IMAGE=target/image cargo test --test qemu_powercut -- --nocapture
 //!
+//! (about 3 minutes; `REWIND_POWERCUT_EVERY_WRITE=1` checks after every
+//! write instead, every in-order prefix of the log: about 10 minutes).
+//!
 //! The log format (Documentation/admin-guide/device-mapper/log-writes.rst):
 //! a super block in the first sector (magic, version, number of entries,
 //! sector size), then per entry one sector holding its header (sector,
