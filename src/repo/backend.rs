@@ -137,7 +137,11 @@ impl Backend for LocalDir {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         let path = self.path(name);
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        // Durable before it is acknowledged: a forgotten snapshot that came
+        // back after a power cut could name packs a prune has since deleted.
+        let dir = path.parent().unwrap_or(&self.root);
+        crate::util::fs::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
     }
 
     fn describe(&self) -> String {

@@ -66,7 +66,9 @@ impl Repo {
     pub fn init(dir: &Path) -> Result<Repo> {
         let backend = LocalDir::new(dir);
         if !backend.exists(CONFIG)? {
-            std::fs::create_dir_all(dir)
+            // Durably: `config` is fsynced in it, and a server's new
+            // hosts/NAME/ must not vanish with a power cut.
+            crate::util::fs::create_dir_durable(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             backend.put(CONFIG, CONFIG_TEXT.as_bytes())?;
         }

@@ -24,6 +24,7 @@ pub mod ipxe;
 pub mod listen;
 pub mod metrics;
 pub mod range;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -115,6 +116,11 @@ pub struct ServeArgs {
     /// existing file is never replaced.
     #[arg(long, requires = "key_file")]
     pub create_key_file: bool,
+    /// Requests per second one token may make (twice that in a burst);
+    /// past it the token is answered 429 with Retry-After while others
+    /// are served. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = ratelimit::DEFAULT_PER_SECOND)]
+    pub rate_limit: u32,
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -169,6 +175,8 @@ pub struct Server {
     pub body_timeout: std::time::Duration,
     /// The escrow master key (`--key-file`).
     pub master_key: Option<Arc<crate::escrow::MasterKey>>,
+    /// Requests per second per token (`--rate-limit`).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 impl Server {
@@ -219,7 +227,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     let verify_every = crate::repo::prune::parse_duration(&args.verify_every)
         .with_context(|| format!("--verify-every {:?}", args.verify_every))?;
     for sub in ["hosts", "boot", "catalog"] {
-        std::fs::create_dir_all(data.join(sub))
+        crate::util::fs::create_dir_durable(&data.join(sub))
             .with_context(|| format!("cannot create {}", data.join(sub).display()))?;
     }
     let mut catalog = Catalog::load(&data.join("catalog"))?;
@@ -290,6 +298,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections.max(1),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
         master_key,
+        rate_limits: ratelimit::RateLimits::new(args.rate_limit),
     });
     // Each host's latest MACs: the one time the server reads every manifest.
     for host in server.hosts() {

@@ -41,7 +41,8 @@ const REQUESTS: &str = "requests.json";
 
 impl Catalog {
     pub fn load(dir: &Path) -> Result<Catalog> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::util::fs::create_dir_durable(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Catalog {
             dir: dir.to_path_buf(),
             tokens: read_json(&dir.join(TOKENS))?,

@@ -251,7 +251,7 @@ impl Qemu {
         nic: Nic<'_>,
         log: &Path,
     ) -> Qemu {
-        Self::start_with_extra(boot, firmware, disks, nic, log, &[])
+        Self::start_full(boot, firmware, disks, nic, "", log, &[])
     }
 
     /// [`Qemu::start_with`] with more QEMU arguments.
@@ -260,6 +260,33 @@ impl Qemu {
         firmware: Firmware<'_>,
         disks: &[Disk<'_>],
         nic: Nic<'_>,
+        log: &Path,
+        extra: &[&str],
+    ) -> Qemu {
+        Self::start_full(boot, firmware, disks, nic, "", log, extra)
+    }
+
+    /// [`Qemu::start_with`] with more options of the user network
+    /// (`,hostfwd=tcp:127.0.0.1:PORT-:8080`: a host port reaching a guest's).
+    pub fn start_with_net(
+        boot: Boot<'_>,
+        firmware: Firmware<'_>,
+        disks: &[Disk<'_>],
+        nic: Nic<'_>,
+        net_options: &str,
+        log: &Path,
+    ) -> Qemu {
+        Self::start_full(boot, firmware, disks, nic, net_options, log, &[])
+    }
+
+    /// Every way to start: user-network options and extra QEMU arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn start_full(
+        boot: Boot<'_>,
+        firmware: Firmware<'_>,
+        disks: &[Disk<'_>],
+        nic: Nic<'_>,
+        net_options: &str,
         log: &Path,
         extra: &[&str],
     ) -> Qemu {
@@ -372,7 +399,7 @@ impl Qemu {
             }
             _ => String::new(),
         };
-        push(&["-netdev", &format!("user,id=n0{tftp}")]);
+        push(&["-netdev", &format!("user,id=n0{tftp}{net_options}")]);
         push(&[
             "-device",
             &format!("{},netdev=n0,mac={}", nic.model, nic.mac),

@@ -294,7 +294,10 @@ pub(super) async fn delete_file(
     let (path, _) = file_path(&s, &host, &name)?;
     let changed = host.clone();
     s.host_alone(&host, move |s| {
-        let removed = match std::fs::remove_file(&path) {
+        // The removal is durable before it is acknowledged.
+        let removed = match std::fs::remove_file(&path)
+            .and_then(|()| path.parent().map_or(Ok(()), crate::util::fs::sync_dir))
+        {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ApiError::NotFound("no such file".into()))

@@ -100,6 +100,11 @@ pub fn router(server: Shared) -> Router {
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             limits::MAX_IN_FLIGHT,
         ))
+        // Before the global limits: a flooding token waits for no slot.
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            super::ratelimit::layer,
+        ))
         .layer(axum::middleware::from_fn(log))
         .layer(axum::middleware::from_fn(super::audit::actor_layer))
         .layer(axum::middleware::from_fn_with_state(
