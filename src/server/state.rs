@@ -26,8 +26,42 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Scope, TokenRecord};
 use crate::api::{
-    ApiError, ProgressReport, RecoveryProgress, RecoveryRequest, RequestState, ResultReport,
+    ApiError, CLAIM_LEASE_SECS, Claim, MachineIdentity, ProgressReport, RecoveryProgress,
+    RecoveryRequest, RefusedClaim, RequestState, ResultReport,
 };
+
+/// How many refused claims a request keeps.
+const REFUSED_KEPT: usize = 10;
+
+/// What a claim came to. A refusal is an outcome, not an error, so that it
+/// is saved with the request (the operator sees it) before it is answered.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// The claim's recovery token (shown once) and the request.
+    Granted {
+        request: RecoveryRequest,
+        token: String,
+        renewed: bool,
+    },
+    /// Refused, with the answer to give (409) and the request as saved.
+    Refused {
+        request: RecoveryRequest,
+        error: ApiError,
+    },
+}
+
+/// Seconds since the epoch, now (the server's clock).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of an RFC 3339 time the server wrote.
+fn secs(t: &str) -> i64 {
+    crate::time::parse_rfc3339(t).unwrap_or(0)
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
@@ -61,12 +95,81 @@ impl Catalog {
         self.tokens.iter().any(|t| t.scope == Scope::Admin)
     }
 
-    /// The request a host has armed or running, if any.
+    /// The request a host has armed or running, if any (an expired one
+    /// included: see [`Catalog::live_request`]).
     pub fn active_request(&self, host: &str) -> Option<&RecoveryRequest> {
         self.requests
             .iter()
             .rev()
             .find(|r| r.host == host && r.state.is_active())
+    }
+
+    /// The request a host has running, or armed and not expired.
+    pub fn live_request(&self, host: &str, now: i64) -> Option<&RecoveryRequest> {
+        self.requests
+            .iter()
+            .rev()
+            .find(|r| r.host == host && r.is_live(now))
+    }
+
+    /// The live requests that name this machine (by the ids the request
+    /// allows, or as the machine that claimed it). A boot identifies only
+    /// among these; `any_machine` never matches here.
+    pub fn live_requests_naming(
+        &self,
+        machine: &MachineIdentity,
+        now: i64,
+    ) -> Vec<&RecoveryRequest> {
+        self.requests
+            .iter()
+            .filter(|r| r.is_live(now) && r.names_machine(machine))
+            .collect()
+    }
+
+    /// Whether a recovery token may act now: its request is live and,
+    /// for a claim's token, it is the claim's latest token and its lease
+    /// has not lapsed. `Err` says why not (answered 401). Other helpers
+    /// (key escrow) call this to ask "is this recovery token's request
+    /// active".
+    pub fn check_recovery_token(
+        &self,
+        rec: &auth::TokenRecord,
+        now: i64,
+    ) -> Result<(), String> {
+        let Scope::Recovery { request, .. } = &rec.scope else {
+            return Err("not a recovery token".into());
+        };
+        let Some(r) = self.request(request) else {
+            return Err(format!("recovery request {request} is gone"));
+        };
+        if r.expired_at(now) {
+            return Err(format!(
+                "recovery request {request} expired at {} without starting: arm a new one",
+                r.expires.as_deref().unwrap_or("?")
+            ));
+        }
+        if !r.state.is_active() {
+            return Err(format!(
+                "recovery request {request} is over: its token no longer works"
+            ));
+        }
+        if rec.claimed {
+            let Some(c) = &r.claim else {
+                return Err(format!("recovery request {request} has no claim"));
+            };
+            if c.token != rec.id {
+                return Err(format!(
+                    "this claim of {request} was replaced by a newer one (the machine claimed it again)"
+                ));
+            }
+            if secs(&c.lease_until) <= now {
+                return Err(format!(
+                    "the claim of {request} lapsed at {} (no progress reported): claim it again",
+                    c.lease_until
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn request(&self, id: &str) -> Option<&RecoveryRequest> {
@@ -89,6 +192,150 @@ impl Catalog {
     }
 
     // ---- the request state machine ----
+
+    /// Armed requests past their expiry become `cancelled` ("expired"),
+    /// their tokens revoked; saved by the caller's change.
+    pub fn expire_due(&mut self, now: i64) -> bool {
+        let now_text = crate::time::format_utc(now);
+        let mut expired = Vec::new();
+        for r in self.requests.iter_mut().filter(|r| r.expired_at(now)) {
+            r.state = RequestState::Cancelled;
+            r.updated = now_text.clone();
+            r.result = Some(format!(
+                "expired at {} without starting",
+                r.expires.as_deref().unwrap_or("?")
+            ));
+            expired.push(r.id.clone());
+        }
+        for id in &expired {
+            self.revoke_recovery_tokens(id);
+        }
+        !expired.is_empty()
+    }
+
+    /// A machine claims a request: the first machine the request allows
+    /// gets a recovery token bound to it (the claim); the same machine
+    /// claiming again (a reboot) gets the claim renewed and a new token
+    /// (the previous one stops); any other machine is refused, and the
+    /// refusal kept on the request. A request that is over, or armed past
+    /// its expiry, is never claimed.
+    pub fn claim(
+        &mut self,
+        id: &str,
+        machine: &MachineIdentity,
+        now: i64,
+    ) -> Result<ClaimOutcome, ApiError> {
+        let now_text = crate::time::format_utc(now);
+        let lease_until = crate::time::format_utc(now + CLAIM_LEASE_SECS as i64);
+        let expired = self
+            .request(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?
+            .expired_at(now);
+        if expired {
+            self.expire_due(now);
+        }
+        let r = self
+            .request_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?;
+        let refusal = if !r.state.is_active() {
+            Some(match r.state {
+                RequestState::Succeeded => format!(
+                    "recovery request {id} of {} already succeeded: it never starts another recovery",
+                    r.host
+                ),
+                _ if expired => format!(
+                    "recovery request {id} of {} expired at {} without starting: arm a new one",
+                    r.host,
+                    r.expires.as_deref().unwrap_or("?")
+                ),
+                state => format!("recovery request {id} of {} is {state}", r.host),
+            })
+        } else {
+            match &r.claim {
+                Some(c) if !c.machine.same_machine(machine) => Some(format!(
+                    "recovery request {id} of {} is claimed by another machine ({}); this one is {}",
+                    r.host,
+                    c.machine.describe(),
+                    machine.describe()
+                )),
+                Some(_) => None,
+                None if !r.allows_machine(machine) => Some(format!(
+                    "this machine ({}) is not the one recovery request {id} of {} allows ({}): \
+                     name it with `rewind request {} --machine uuid=...|serial=...|mac=...` \
+                     or allow any machine with --any-machine",
+                    machine.describe(),
+                    r.host,
+                    if r.machines.is_empty() {
+                        "none named".to_string()
+                    } else {
+                        r.machines.join(", ")
+                    },
+                    r.host
+                )),
+                None => None,
+            }
+        };
+        if let Some(reason) = refusal {
+            r.refused_claims.push(RefusedClaim {
+                time: now_text.clone(),
+                machine: machine.clone(),
+                reason: reason.clone(),
+            });
+            let extra = r.refused_claims.len().saturating_sub(REFUSED_KEPT);
+            r.refused_claims.drain(..extra);
+            r.updated = now_text;
+            let request = r.clone();
+            self.save_requests()?;
+            if expired {
+                self.save_tokens()?;
+            }
+            return Ok(ClaimOutcome::Refused {
+                request,
+                error: ApiError::Conflict(reason),
+            });
+        }
+        let scope = Scope::Recovery {
+            host: r.host.clone(),
+            request: r.id.clone(),
+        };
+        let (token, mut rec) = auth::generate(scope, "claim");
+        rec.claimed = true;
+        let renewed = r.claim.is_some();
+        let claim = match r.claim.take() {
+            Some(c) => Claim {
+                token: rec.id.clone(),
+                renewed: now_text.clone(),
+                lease_until,
+                claims: c.claims + 1,
+                ..c
+            },
+            None => Claim {
+                machine: machine.clone(),
+                token: rec.id.clone(),
+                claimed: now_text.clone(),
+                renewed: now_text.clone(),
+                lease_until,
+                claims: 1,
+            },
+        };
+        r.claim = Some(claim);
+        r.updated = now_text;
+        let request = r.clone();
+        // Only the latest claim token works; the request's own (printed)
+        // token stays, for reading the request and claiming.
+        self.tokens.retain(|t| {
+            !(t.claimed
+                && matches!(&t.scope, Scope::Recovery { request: q, .. } if q == id))
+        });
+        self.tokens.push(rec);
+        self.save_requests()?;
+        self.save_tokens()?;
+        Ok(ClaimOutcome::Granted {
+            request,
+            token,
+            renewed,
+        })
+    }
 
     /// Arm a new request (state `armed`): refused while the host has one
     /// running; an armed one is replaced (cancelled, its token revoked).
@@ -173,6 +420,10 @@ impl Catalog {
         });
         r.state = RequestState::Running;
         r.updated = now.to_string();
+        if let Some(c) = &mut r.claim {
+            c.renewed = now.to_string();
+            c.lease_until = crate::time::format_utc(now_secs + CLAIM_LEASE_SECS as i64);
+        }
         let r = r.clone();
         self.save_requests()?;
         Ok(r)
