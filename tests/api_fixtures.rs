@@ -62,9 +62,14 @@ fn normalize_in(v: &mut Value, key: &str, parent: &str) {
         Value::String(s) => {
             let clock = matches!(
                 key,
-                "created" | "updated" | "stage_started" | "expires" | "claimed" | "renewed" | "lease_until"
-            )
-                || (key == "time" && parent == "progress");
+                "created"
+                    | "updated"
+                    | "stage_started"
+                    | "expires"
+                    | "claimed"
+                    | "renewed"
+                    | "lease_until"
+            ) || (key == "time" && parent == "progress");
             if clock {
                 *s = "2026-01-01T00:00:00Z".into();
             } else if (key == "id" || (key == "token" && parent == "claim")) && is_hex(s, 16) {

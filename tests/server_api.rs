@@ -444,7 +444,10 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(from_script, boot, "no recovery token is minted for a script");
+    assert_eq!(
+        from_script, boot,
+        "no recovery token is minted for a script"
+    );
     // The token printed by `request` reads its request, but no data until
     // a machine claims the request (issue 15: it used to be revoked here).
     assert!(s.client(&token).get_json("/v1/recovery").is_ok());

@@ -222,12 +222,14 @@ impl MachineIdentity {
         }
     }
 
-    /// The same machine: by DMI when both identify by it (UUID, else
-    /// serial), else by a MAC address in common.
+    /// The same machine: by DMI when either identifies by it (both must,
+    /// and match: the same UUID, else the same serial — a claimant cannot
+    /// leave its DMI out and pass on a copied MAC), else by a MAC address
+    /// in common.
     pub fn same_machine(&self, other: &MachineIdentity) -> bool {
         let (a, b) = (self.dmi(), other.dmi());
-        if a.identifies() && b.identifies() {
-            return a.same_machine(&b);
+        if a.identifies() || b.identifies() {
+            return a.identifies() && b.identifies() && a.same_machine(&b);
         }
         self.macs.iter().any(|m| other.macs.contains(m))
     }

@@ -195,7 +195,10 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     if r.any_machine {
         println!("  any machine may claim it (the first one to claim it gets it)");
     } else {
-        println!("  only this machine may claim it: {}", r.machines.join(" or "));
+        println!(
+            "  only this machine may claim it: {}",
+            r.machines.join(" or ")
+        );
     }
     if let Some(e) = &r.expires {
         println!("  startable until {e}");

@@ -309,4 +309,3 @@ impl Session {
         Repo::open_backend(Arc::new(backend))
     }
 }
-

@@ -131,11 +131,7 @@ impl Catalog {
     /// has not lapsed. `Err` says why not (answered 401). Other helpers
     /// (key escrow) call this to ask "is this recovery token's request
     /// active".
-    pub fn check_recovery_token(
-        &self,
-        rec: &auth::TokenRecord,
-        now: i64,
-    ) -> Result<(), String> {
+    pub fn check_recovery_token(&self, rec: &auth::TokenRecord, now: i64) -> Result<(), String> {
         let Scope::Recovery { request, .. } = &rec.scope else {
             return Err("not a recovery token".into());
         };
@@ -324,8 +320,7 @@ impl Catalog {
         // Only the latest claim token works; the request's own (printed)
         // token stays, for reading the request and claiming.
         self.tokens.retain(|t| {
-            !(t.claimed
-                && matches!(&t.scope, Scope::Recovery { request: q, .. } if q == id))
+            !(t.claimed && matches!(&t.scope, Scope::Recovery { request: q, .. } if q == id))
         });
         self.tokens.push(rec);
         self.save_requests()?;
@@ -709,6 +704,129 @@ mod tests {
             RequestState::Cancelled
         );
         assert!(auth::verify(&cell.read().tokens, &token).is_none());
+    }
+
+    fn machine(uuid: Option<&str>, mac: &str) -> MachineIdentity {
+        let dmi = crate::manifest::Dmi {
+            system_uuid: uuid.map(str::to_string),
+            ..Default::default()
+        };
+        MachineIdentity::new(Some(&dmi), &[mac.to_string()])
+    }
+
+    const UUID_A: &str = "4c4c4544-0042-3510-8051-b7c04f4e4a31";
+    const UUID_B: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn claimed_token(out: ClaimOutcome) -> String {
+        match out {
+            ClaimOutcome::Granted { token, .. } => token,
+            ClaimOutcome::Refused { error, .. } => panic!("refused: {error}"),
+        }
+    }
+
+    fn refused(out: ClaimOutcome) -> String {
+        match out {
+            ClaimOutcome::Refused { error, .. } => error.to_string(),
+            ClaimOutcome::Granted { .. } => panic!("granted"),
+        }
+    }
+
+    /// The claim's token: one machine, its latest token only, a lease
+    /// renewed by progress and lapsing without it.
+    #[test]
+    fn a_claim_binds_one_machine_and_its_lease_lapses_without_progress() {
+        let (_dir, mut cat) = catalog();
+        let t0 = secs(T0);
+        let mut r = request("r1", "web1");
+        r.machines = vec![format!("uuid={UUID_A}")];
+        r.expires = Some(crate::time::format_utc(t0 + 3600));
+        cat.arm(r).unwrap();
+        let printed = cat.mint_recovery_token("r1").unwrap();
+        let a = machine(Some(UUID_A), "52:54:00:00:00:0a");
+        let first = claimed_token(cat.claim("r1", &a, t0).unwrap());
+        let rec = |cat: &Catalog, t: &str| {
+            auth::verify(&cat.tokens, t)
+                .unwrap_or_else(|| panic!("{t} not in {:?}", cat.tokens))
+                .clone()
+        };
+        assert!(cat.check_recovery_token(&rec(&cat, &first), t0).is_ok());
+        assert!(rec(&cat, &first).claimed && !rec(&cat, &printed).claimed);
+        // Another machine, even with the same MAC and no DMI: refused, kept.
+        let b = machine(None, "52:54:00:00:00:0a");
+        let why = refused(cat.claim("r1", &b, t0 + 1).unwrap());
+        assert!(why.contains("claimed by another machine"), "{why}");
+        let why = refused(
+            cat.claim("r1", &machine(Some(UUID_B), "52:54:00:00:00:0b"), t0 + 2)
+                .unwrap(),
+        );
+        assert!(why.contains("claimed by another machine"), "{why}");
+        assert_eq!(cat.request("r1").unwrap().refused_claims.len(), 2);
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &first), t0 + 3).is_ok(),
+            "not disturbed"
+        );
+        // Progress renews the lease; without it the token lapses.
+        let at = |s: i64| crate::time::format_utc(s);
+        cat.report_progress("r1", progress("restore", 1), &at(t0 + 600))
+            .unwrap();
+        let lease = CLAIM_LEASE_SECS as i64;
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &first), t0 + lease + 10)
+                .is_ok()
+        );
+        let e = cat
+            .check_recovery_token(&rec(&cat, &first), t0 + 600 + lease)
+            .unwrap_err();
+        assert!(e.contains("lapsed"), "{e}");
+        // The same machine claims again (a reboot): renewed, the old token ends.
+        let old = rec(&cat, &first);
+        let again = claimed_token(cat.claim("r1", &a, t0 + 2000).unwrap());
+        assert!(auth::verify(&cat.tokens, &first).is_none(), "revoked");
+        let e = cat.check_recovery_token(&old, t0 + 2000).unwrap_err();
+        assert!(e.contains("replaced"), "{e}");
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &again), t0 + 2000)
+                .is_ok()
+        );
+        let r = cat.request("r1").unwrap();
+        assert_eq!(
+            (r.state, r.claim.as_ref().unwrap().claims),
+            (RequestState::Running, 2)
+        );
+        // Over: never claimed again.
+        let ok = ResultReport {
+            ok: true,
+            stage: Stage::Finish,
+            message: String::new(),
+        };
+        cat.finish("r1", ok, &at(t0 + 2100)).unwrap();
+        let why = refused(cat.claim("r1", &a, t0 + 2200).unwrap());
+        assert!(why.contains("already succeeded"), "{why}");
+    }
+
+    #[test]
+    fn an_expired_request_never_starts() {
+        let (_dir, mut cat) = catalog();
+        let t0 = secs(T0);
+        let mut r = request("r1", "web1");
+        r.any_machine = true;
+        r.expires = Some(crate::time::format_utc(t0 + 60));
+        cat.arm(r).unwrap();
+        let printed = cat.mint_recovery_token("r1").unwrap();
+        let rec = auth::verify(&cat.tokens, &printed).unwrap().clone();
+        assert!(cat.check_recovery_token(&rec, t0 + 59).is_ok());
+        assert!(cat.live_request("web1", t0 + 59).is_some());
+        assert!(cat.check_recovery_token(&rec, t0 + 60).is_err());
+        assert!(cat.live_request("web1", t0 + 60).is_none());
+        let why = refused(
+            cat.claim("r1", &machine(None, "52:54:00:00:00:0a"), t0 + 61)
+                .unwrap(),
+        );
+        assert!(why.contains("expired"), "{why}");
+        let r = cat.request("r1").unwrap();
+        assert_eq!(r.state, RequestState::Cancelled);
+        assert!(r.result.as_deref().unwrap().starts_with("expired at"));
+        assert_eq!(recovery_tokens(&cat, "r1"), 0);
     }
 
     #[test]

@@ -80,10 +80,13 @@ pub(super) fn identify_machine(
             host: one.host.clone(),
             request: Some((*one).clone()),
         })),
-        [] => Ok(s.index.host_by_mac(&machine.macs, None).map(|host| Identified {
-            host,
-            request: None,
-        })),
+        [] => Ok(s
+            .index
+            .host_by_mac(&machine.macs, None)
+            .map(|host| Identified {
+                host,
+                request: None,
+            })),
         many => {
             let names: Vec<String> = many
                 .iter()

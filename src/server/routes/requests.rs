@@ -14,10 +14,10 @@ use crate::api::{
     MachineIdentity, NewRequest, ProgressReport, RecoveryRequest, RequestState, ResultReport,
     Scope, parse_machine_id,
 };
-use crate::server::state::{ClaimOutcome, now_secs};
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, Caller, JsonBody, PathHost, RecoveryToken};
 use crate::server::files;
+use crate::server::state::{ClaimOutcome, now_secs};
 use crate::server::{audit, auth};
 
 type Answer = ApiResult<axum::Json<RecoveryRequest>>;
@@ -268,9 +268,7 @@ pub(super) async fn claim(
                 s.catalog()
                     .live_request(&h, now)
                     .map(|r| r.id.clone())
-                    .ok_or_else(|| {
-                        ApiError::NotFound(format!("no recovery of {h} is armed"))
-                    })?
+                    .ok_or_else(|| ApiError::NotFound(format!("no recovery of {h} is armed")))?
             }
             (None, None) => {
                 return Err(ApiError::BadRequest(
