@@ -3,7 +3,9 @@
 //! the attack or the failure and shows it refused, with the running
 //! recovery undisturbed and nothing committed lost.
 
-#[allow(dead_code)]
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod server_util;
 
 use reqwest::StatusCode;
@@ -121,8 +123,8 @@ fn a_running_recovery_cannot_be_taken_over() {
         (&printed, copied_mac),
     ] {
         let e = claim_with(&s, token, Some("web1"), machine)
-            .err()
-            .expect("a second machine's claim was granted");
+            .map(|c| c.token)
+            .expect_err("a second machine's claim was granted");
         assert_eq!(status_of(&e), Some(409), "{e:#}");
         assert!(
             format!("{e:#}").contains("claimed by another machine"),
@@ -357,4 +359,188 @@ fn a_boot_identifies_only_among_live_requests() {
         let e = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap_err();
         assert_eq!(status_of(&e), Some(409), "{e:#}");
     }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Back-date a snapshot's commit on the server (its file's mtime), as if
+/// it had been committed `days` ago.
+fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
+    let file = s.data.join(format!("hosts/web1/snapshots/{id}.xml"));
+    let when = format!("@{}", now() - days * 86_400);
+    let st = std::process::Command::new("touch")
+        .args(["-m", "-d", &when])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Three snapshots of web1, taken and committed 30, 20 and 10 days ago.
+fn three_old_snapshots(s: &ServerProc) {
+    let web = s.host_token("web1");
+    for (id, days) in [("s1", 30), ("s2", 20), ("s3", 10)] {
+        let t = rewind::time::format_utc(now() - days * 86_400);
+        let (st, text) = put_snapshot(s, &web, "web1", id, &t, MAC_A);
+        assert_eq!(st, StatusCode::CREATED, "{text}");
+        commit_days_ago(s, id, days);
+    }
+}
+
+fn delete(s: &ServerProc, name: &str) -> StatusCode {
+    http_client()
+        .delete(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .unwrap()
+        .status()
+}
+
+/// Issue 15 point 7: the snapshot being recovered used to be forgettable
+/// (and its packs prunable) mid-restore. A snapshot an active request
+/// restores is kept by forget and by a hand removal; prune's grace covers
+/// the running restore, so a pack retired meanwhile stays served.
+#[test]
+fn forget_and_prune_spare_a_running_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    three_old_snapshots(&s);
+    // An unreferenced pack, retired by a prune before the recovery starts.
+    let web = s.host_token("web1");
+    let (pack, bytes, _) = a_pack();
+    let name = format!("packs/{}/{pack}.pack", &pack[..2]);
+    let st = http_client()
+        .put(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&web)
+        .body(bytes)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::CREATED);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "1s", "--host", "web1"]);
+    assert!(
+        out.contains("retired 1 unused") && out.contains("0 retired packs deleted"),
+        "{out}"
+    );
+
+    // Recover to the oldest snapshot; the restore is running.
+    let at = rewind::time::format_utc(now() - 25 * 86_400);
+    let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1", "--at", &at]));
+    let claim = claim_with(&s, &printed, None, example_machine(MAC_A)).unwrap();
+    let rc = s.client(&claim.token);
+    rc.report_progress(rewind::stage::Stage::Restore, 1, 2, "/")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // forget --keep-last 1 would drop s1 and s2: s1 is pinned.
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert_eq!(s.committed("web1"), ["s1.xml", "s3.xml"]);
+    let decided = s
+        .client(&s.admin)
+        .forget(&rewind::api::ForgetRequest {
+            policy: rewind::repo::forget::Policy {
+                last: 1,
+                ..Default::default()
+            },
+            host: Some("web1".into()),
+            dry_run: true,
+            min_age_days: None,
+        })
+        .unwrap();
+    let s1 = decided.hosts["web1"].iter().find(|d| d.id == "s1").unwrap();
+    assert!(s1.keep && s1.reasons == ["recovery"], "{s1:?}");
+    // Nor may an admin delete it by hand.
+    assert_eq!(delete(&s, "snapshots/s1.xml"), StatusCode::CONFLICT);
+    // Prune --grace 0s keeps the retired pack while the restore runs.
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "0s", "--host", "web1"]);
+    assert!(out.contains("0 retired packs deleted"), "{out}");
+    assert_eq!(rc.manifest_at("web1", "latest").unwrap().0, "s1");
+    let got = http_client()
+        .get(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&claim.token)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(got, StatusCode::OK, "the retired pack is still served");
+    // Over: the next prune deletes it, and s1 may go.
+    rc.report_result(true, rewind::stage::Stage::Finish, "recovered")
+        .unwrap();
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "0s", "--host", "web1"]);
+    assert!(out.contains("1 retired packs deleted"), "{out}");
+    rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert_eq!(s.committed("web1"), ["s3.xml"]);
+}
+
+/// Issue 15 point 8: a stolen admin token could erase recent history at
+/// once. `forget --min-age` keeps what is younger; `serve --retention-lock
+/// DAYS` keeps it whatever the admin asks (forget, or a hand removal of a
+/// snapshot or a pack), and a back-dated snapshot is judged by its commit
+/// on the server.
+#[test]
+fn a_retention_lock_holds_against_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    three_old_snapshots(&s);
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--min-age",
+            "25",
+            "--host",
+            "web1",
+        ],
+    );
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert_eq!(s.committed("web1"), ["s2.xml", "s3.xml"]);
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        false,
+        None,
+        &["--retention-lock", "15"],
+    );
+    three_old_snapshots(&s);
+    // A host back-dates a snapshot: it was committed now, so it is locked.
+    let web = s.host_token("web1");
+    let old = rewind::time::format_utc(now() - 400 * 86_400);
+    let (st, text) = put_snapshot(&s, &web, "web1", "s0", &old, MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    // s3 is the last; s0 and s3 are younger than the lock; s1 and s2 older.
+    assert!(out.contains("keeping 2 of 4"), "{out}");
+    assert!(out.contains("s0  (retention-lock)"), "{out}");
+    assert_eq!(s.committed("web1"), ["s0.xml", "s3.xml"]);
+    assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
+    assert_eq!(delete(&s, "snapshots/s0.xml"), StatusCode::CONFLICT);
+    assert_eq!(delete(&s, "config"), StatusCode::CONFLICT);
+    // Older than the lock: an admin may still forget it.
+    commit_days_ago(&s, "s0", 400);
+    assert_eq!(delete(&s, "snapshots/s0.xml"), StatusCode::NO_CONTENT);
+    assert_eq!(s.committed("web1"), ["s3.xml"]);
 }

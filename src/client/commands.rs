@@ -138,6 +138,9 @@ pub struct ForgetArgs {
     /// Show what would be forgotten, forget nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep every snapshot younger than DAYS, whatever the policy says.
+    #[arg(long, value_name = "DAYS")]
+    pub min_age: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -408,8 +411,19 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
     }
     if let Some(dir) = &args.repo.dir {
         let repo = crate::repo::Repo::open(dir)?;
-        let result = forget::forget(&repo, &args.policy, args.repo.host.as_deref(), args.dry_run)?;
-        for (host, decisions) in &result {
+        let mut result = forget::forget(&repo, &args.policy, args.repo.host.as_deref(), true)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (host, decisions) in &mut result {
+            if let Some(days) = args.min_age {
+                hold_younger(decisions, now, days, "min-age");
+            }
+            if !args.dry_run {
+                for d in decisions.iter().filter(|d| !d.keep) {
+                    repo.backend.remove(&format!("snapshots/{}.xml", d.id))?;
+                }
+            }
             print_decisions(host, decisions, args.dry_run);
         }
         if !args.dry_run {
@@ -422,11 +436,23 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
         policy: args.policy,
         host: args.repo.host,
         dry_run: args.dry_run,
+        min_age_days: args.min_age,
     })?;
     for (host, decisions) in &answer.hosts {
         print_decisions(host, decisions, args.dry_run);
     }
     Ok(())
+}
+
+/// Keep the snapshots younger than `days` (by their time), with `reason`.
+pub fn hold_younger(decisions: &mut [forget::Decision], now: i64, days: u64, reason: &str) {
+    let limit = now.saturating_sub(days.saturating_mul(86_400) as i64);
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if crate::time::parse_rfc3339(&d.time).is_some_and(|t| t > limit) {
+            d.keep = true;
+            d.reasons.push(reason.to_string());
+        }
+    }
 }
 
 fn print_prune(host: &str, r: &prune::PruneReport, dry_run: bool) {

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's backlog.
     #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Retention lock: no snapshot younger than DAYS may be forgotten or
+    /// deleted, not even with an admin token, and packs are removed only
+    /// by prune (a stolen admin token cannot erase recent history). 0: off.
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub retention_lock: u64,
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -146,6 +151,8 @@ pub struct Server {
     pub max_connections: usize,
     /// How long a body may stall (`--body-timeout`).
     pub body_timeout: std::time::Duration,
+    /// `--retention-lock DAYS`: no snapshot younger is forgotten or deleted.
+    pub retention_lock_days: u64,
 }
 
 impl Server {
@@ -247,6 +254,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
         max_connections: args.max_connections.max(1),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+        retention_lock_days: args.retention_lock,
     });
     // Each host's latest MACs: the one time the server reads every manifest.
     for host in server.hosts() {

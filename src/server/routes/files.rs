@@ -277,6 +277,7 @@ pub(super) async fn delete_file(
     let (path, _) = file_path(&s, &host, &name)?;
     let changed = host.clone();
     s.host_alone(&host, move |s| {
+        super::retention::may_remove(s, &changed, &name)?;
         let removed = match std::fs::remove_file(&path) {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
