@@ -248,6 +248,15 @@ pub(super) async fn put_file(
                     false
                 }
                 RepoFile::Snapshot(id) => {
+                    // A new snapshot's time is checked against the server's
+                    // clock and the host's newest (a retry of the same bytes
+                    // is not new).
+                    if !dir.join(format!("snapshots/{id}.xml")).exists()
+                        && let Ok(m) = crate::manifest::from_xml(&String::from_utf8_lossy(&body))
+                    {
+                        s.index
+                            .check_commit_time(&host, &m, crate::server::state::now_secs())?;
+                    }
                     let m = files::put_snapshot(&dir, &host, &id, &body)?;
                     s.index.committed(&host, &m);
                     s.index.add_usage(&host, body.len() as u64);
