@@ -489,8 +489,7 @@ fn forget_and_prune_spare_a_running_recovery() {
 /// Issue 15 point 8: a stolen admin token could erase recent history at
 /// once. `forget --min-age` keeps what is younger; `serve --retention-lock
 /// DAYS` keeps it whatever the admin asks (forget, or a hand removal of a
-/// snapshot or a pack), and a back-dated snapshot is judged by its commit
-/// on the server.
+/// snapshot or a pack); a host cannot date snapshots around it.
 #[test]
 fn a_retention_lock_holds_against_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,25 +521,40 @@ fn a_retention_lock_holds_against_an_admin_token() {
         &["--retention-lock", "15"],
     );
     three_old_snapshots(&s);
-    // A host back-dates a snapshot: it was committed now, so it is locked.
+    // A host back-dates a snapshot (to push real ones out of keep-N, or
+    // to make it forgettable at once): refused at commit.
     let web = s.host_token("web1");
     let old = rewind::time::format_utc(now() - 400 * 86_400);
     let (st, text) = put_snapshot(&s, &web, "web1", "s0", &old, MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("before web1's newest"), "{text}");
+    let future = rewind::time::format_utc(now() + 3600);
+    let (st, text) = put_snapshot(&s, &web, "web1", "s9", &future, MAC_A);
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    let (st, text) = put_snapshot(
+        &s,
+        &web,
+        "web1",
+        "s4",
+        &rewind::time::format_utc(now()),
+        MAC_A,
+    );
     assert_eq!(st, StatusCode::CREATED, "{text}");
+    // Older than the lock: an admin may still remove it by hand.
+    assert_eq!(delete(&s, "snapshots/s1.xml"), StatusCode::NO_CONTENT);
+    // s4 is the last; s3 is younger than the lock; s2 older.
     let out = rewind_ok(
         &s,
         &s.admin,
         &["forget", "--keep-last", "1", "--host", "web1"],
     );
-    // s3 is the last; s0 and s3 are younger than the lock; s1 and s2 older.
-    assert!(out.contains("keeping 2 of 4"), "{out}");
-    assert!(out.contains("s0  (retention-lock)"), "{out}");
-    assert_eq!(s.committed("web1"), ["s0.xml", "s3.xml"]);
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert!(out.contains("s3  (retention-lock)"), "{out}");
+    assert_eq!(s.committed("web1"), ["s3.xml", "s4.xml"]);
     assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
-    assert_eq!(delete(&s, "snapshots/s0.xml"), StatusCode::CONFLICT);
     assert_eq!(delete(&s, "config"), StatusCode::CONFLICT);
-    // Older than the lock: an admin may still forget it.
-    commit_days_ago(&s, "s0", 400);
-    assert_eq!(delete(&s, "snapshots/s0.xml"), StatusCode::NO_CONTENT);
-    assert_eq!(s.committed("web1"), ["s3.xml"]);
+    // Its own time is young too: an old commit time alone does not free it.
+    commit_days_ago(&s, "s3", 400);
+    assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
+    assert_eq!(s.committed("web1"), ["s3.xml", "s4.xml"]);
 }
