@@ -881,7 +881,14 @@ fn drill(v: &Variant) {
         }
 
         // 4. A recovery to the first point in time, armed on the server.
-        let out = server.cli(&["request", v.hostname, "--at", &first.snapshot.time]);
+        // New hardware (another NIC): the operator names the new machine,
+        // which is the one the request lets claim the recovery.
+        let new_machine = format!("mac={NEW_MAC}");
+        let mut request = vec!["request", v.hostname, "--at", &first.snapshot.time];
+        if v.new_mac {
+            request.extend(["--machine", new_machine.as_str()]);
+        }
+        let out = server.cli(&request);
         let recovery_token = out
             .lines()
             .find_map(|l| l.split("recovery token (this request only): ").nth(1))

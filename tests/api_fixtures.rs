@@ -60,11 +60,19 @@ fn normalize_in(v: &mut Value, key: &str, parent: &str) {
             }
         }
         Value::String(s) => {
-            let clock = matches!(key, "created" | "updated" | "stage_started")
-                || (key == "time" && parent == "progress");
+            let clock = matches!(
+                key,
+                "created"
+                    | "updated"
+                    | "stage_started"
+                    | "expires"
+                    | "claimed"
+                    | "renewed"
+                    | "lease_until"
+            ) || (key == "time" && parent == "progress");
             if clock {
                 *s = "2026-01-01T00:00:00Z".into();
-            } else if key == "id" && is_hex(s, 16) {
+            } else if (key == "id" || (key == "token" && parent == "claim")) && is_hex(s, 16) {
                 *s = "0".repeat(16);
             } else {
                 *s = normalize_text(s);
@@ -183,6 +191,7 @@ fn recorded_replies() -> BTreeMap<String, Value> {
     [
         ("/v1/recovery/progress", "responses/recovery_progress"),
         ("/v1/recovery/result", "responses/recovery_result"),
+        ("/v1/claim", "responses/claim"),
         ("/v1/hosts/web1/requests", "responses/request_create"),
         ("/v1/tokens", "responses/token_create"),
         ("/v1/forget", "responses/forget"),
@@ -337,6 +346,14 @@ fn client_bodies(book: &mut Book) {
         "requests/recovery_result_ok",
         r.body("POST", "/v1/recovery/result"),
     );
+
+    // The recorder's answer is the recorded claim (absent the first time).
+    let _ = c.claim(&rewind::api::ClaimRequest {
+        request: None,
+        host: Some(HOST.into()),
+        machine: server_util::example_machine(MAC),
+    });
+    book.json("requests/claim", r.body("POST", "/v1/claim"));
 
     r.cli(&[
         "request",
@@ -597,7 +614,7 @@ fn server_answers(book: &mut Book) {
         "boot_ipxe_armed.txt",
         &script.replace(&s.url, "http://SERVER"),
     );
-    let recovery = script
+    let from_script = script
         .split("rewind.token=")
         .nth(1)
         .unwrap()
@@ -605,6 +622,13 @@ fn server_answers(book: &mut Book) {
         .next()
         .unwrap()
         .to_string();
+    // The script carries the boot token (it only identifies); the image
+    // claims the request with its machine identity for a recovery token.
+    assert_eq!(from_script, boot);
+    let body = read_fixture_or_live("requests/claim", book);
+    let claimed = api.json(ok, "POST", "/v1/claim", &boot, Some(&body));
+    let recovery = token_of(&claimed);
+    book.json("responses/claim", claimed);
     book.json(
         "responses/whoami_recovery",
         api.json(ok, "GET", "/v1/whoami", &recovery, None),
@@ -741,6 +765,8 @@ fn every_fixture_reads_as_its_api_type() {
     round_trip::<ResultReport>("requests/recovery_result_failed");
     round_trip::<ResultReport>("requests/recovery_result_ok");
     round_trip::<NewRequest>("requests/request_create");
+    round_trip::<ClaimRequest>("requests/claim");
+    round_trip::<Claimed>("responses/claim");
     round_trip::<NewRequest>("requests/request_create_overrides");
     round_trip::<NewToken>("requests/token_create_boot");
     round_trip::<NewToken>("requests/token_create_host");

@@ -417,7 +417,8 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         "{status}"
     );
 
-    // The boot script now boots the recovery, with a fresh recovery token.
+    // The boot script now boots the recovery; it carries the boot token,
+    // which only identifies: the image claims the request itself.
     let armed = script(MAC_A);
     assert!(
         armed.contains("rewind.host=web1 rewind.at=2026-11-25T06:00:00Z"),
@@ -435,7 +436,7 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
             && armed.contains("console=ttyS0,115200"),
         "{armed}"
     );
-    let boot_recovery = armed
+    let from_script = armed
         .split("rewind.token=")
         .nth(1)
         .unwrap()
@@ -443,8 +444,23 @@ fn at_selects_recovery_requests_and_boot_scripts_work() {
         .next()
         .unwrap()
         .to_string();
-    // Minting a new recovery token revoked the one printed by `request`.
-    assert!(s.client(&token).get_json("/v1/recovery").is_err());
+    assert_eq!(
+        from_script, boot,
+        "no recovery token is minted for a script"
+    );
+    // The token printed by `request` reads its request, but no data until
+    // a machine claims the request (issue 15: it used to be revoked here).
+    assert!(s.client(&token).get_json("/v1/recovery").is_ok());
+    assert!(s.client(&token).manifest_at("web1", "latest").is_err());
+    let boot_recovery = s
+        .client(&boot)
+        .claim(&rewind::api::ClaimRequest {
+            request: None,
+            host: Some("web1".into()),
+            machine: server_util::example_machine(MAC_A),
+        })
+        .unwrap()
+        .token;
     let rc = s.client(&boot_recovery);
     let me = rc.get_json("/v1/recovery").unwrap();
     assert_eq!(me["snapshot"], "s2");

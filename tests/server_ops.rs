@@ -428,6 +428,17 @@ fn the_audit_log_records_each_action_and_cannot_be_rewritten() {
         .unwrap()
         .trim()
         .to_string();
+    // The image claims the request for its machine, then reports with the
+    // claim's token.
+    let recovery = s
+        .client(&recovery)
+        .claim(&rewind::api::ClaimRequest {
+            request: None,
+            host: None,
+            machine: server_util::example_machine("52:54:00:00:00:0a"),
+        })
+        .unwrap()
+        .token;
     s.client(&recovery)
         .report_result(true, rewind::stage::Stage::Finish, "recovered")
         .unwrap();
@@ -450,6 +461,7 @@ fn the_audit_log_records_each_action_and_cannot_be_rewritten() {
             "request_armed",
             "request_cancelled",
             "request_armed",
+            "request_claimed",
             "request_finished",
             "forget",
             "prune",
@@ -461,8 +473,8 @@ fn the_audit_log_records_each_action_and_cannot_be_rewritten() {
     assert_eq!(events[1].target, boot_id);
     assert_eq!(events[2].target, boot_id);
     let recovery_id = &recovery[4..20];
-    assert_eq!(events[6].actor, format!("token {recovery_id}"));
-    assert!(events[6].detail.contains("succeeded"), "{:?}", events[6]);
+    assert_eq!(events[7].actor, format!("token {recovery_id}"));
+    assert!(events[7].detail.contains("succeeded"), "{:?}", events[7]);
 
     // `rewind token list --json` parses.
     let tokens: Vec<rewind::api::TokenInfo> = serde_json::from_str(&rewind_ok_stdout(

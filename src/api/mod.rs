@@ -33,8 +33,9 @@ pub use repository::{
     SnapshotSummary, Stats, Stored,
 };
 pub use requests::{
-    CreatedRequest, Identified, NewRequest, ProgressReport, RecoveryProgress, RecoveryRequest,
-    RequestState, ResultReport,
+    CLAIM_LEASE_SECS, Claim, ClaimRequest, Claimed, CreatedRequest, DEFAULT_REQUEST_EXPIRY,
+    Identified, MachineIdentity, NewRequest, ProgressReport, RecoveryProgress, RecoveryRequest,
+    RefusedClaim, RequestState, ResultReport, parse_machine_id,
 };
 pub use tokens::{CreatedToken, NewToken, Scope, TokenInfo, TokenKind, WhoAmI};
 pub use version::{API_VERSION, REPOSITORY_FORMAT, Versions};

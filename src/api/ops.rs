@@ -145,8 +145,10 @@ pub enum AuditAction {
     TokenCreated,
     TokenRevoked,
     RequestArmed,
-    /// A recovery image claimed its request (recorded once claims exist).
+    /// A machine claimed a recovery request (or renewed its claim).
     RequestClaimed,
+    /// A claim was refused: another machine, an expired or finished request.
+    ClaimRefused,
     RequestCancelled,
     RequestFinished,
     /// An escrowed key was released to a recovery (recorded once keys exist).
@@ -163,6 +165,7 @@ impl AuditAction {
             AuditAction::TokenRevoked => "token_revoked",
             AuditAction::RequestArmed => "request_armed",
             AuditAction::RequestClaimed => "request_claimed",
+            AuditAction::ClaimRefused => "claim_refused",
             AuditAction::RequestCancelled => "request_cancelled",
             AuditAction::RequestFinished => "request_finished",
             AuditAction::KeyReleased => "key_released",

@@ -73,6 +73,10 @@ pub struct ForgetRequest {
     pub host: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// Keep every snapshot younger than this many days, whatever the
+    /// policy (`rewind forget --min-age DAYS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age_days: Option<u64>,
 }
 
 /// The answer to `POST /v1/forget`: each host's decisions, newest first.

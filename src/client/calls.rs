@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use super::{Client, Failure, accept, query_escape};
 use crate::api::{AuditEvent, CaptureReport, HostHealth, VerifyRequest, VerifyResult};
+use crate::api::{ClaimRequest, Claimed, MachineIdentity};
 use crate::api::{
     CreatedRequest, CreatedToken, ForgetAnswer, ForgetRequest, Identified, NewRequest, NewToken,
     ProgressReport, PruneAnswer, PruneRequest, RecoveryRequest, ResultReport, Stats, TokenInfo,
@@ -28,6 +29,27 @@ impl Client {
     /// (`ApiError::NotFound` when no host has them).
     pub fn identify(&self, macs: &[String]) -> Result<Identified> {
         self.get(&format!("/v1/identify?mac={}", macs.join(",")))
+    }
+
+    /// Which host this machine is (its MACs and DMI identity), and the
+    /// live request that names it (`ApiError::Conflict` when more than one
+    /// does).
+    pub fn identify_machine(&self, machine: &MachineIdentity) -> Result<Identified> {
+        let mut q = format!("/v1/identify?mac={}", machine.macs.join(","));
+        if let Some(u) = &machine.system_uuid {
+            q.push_str(&format!("&uuid={}", query_escape(u)));
+        }
+        if let Some(sn) = &machine.serial {
+            q.push_str(&format!("&serial={}", query_escape(sn)));
+        }
+        self.get(&q)
+    }
+
+    /// Claim a recovery request for this machine: the token's own request
+    /// (a recovery token), or `request` / `host`'s (a boot or admin
+    /// token). The answer's token is bound to this machine.
+    pub fn claim(&self, claim: &ClaimRequest) -> Result<Claimed> {
+        self.post("/v1/claim", claim)
     }
 
     /// Recovery requests, oldest first: a host's, or all (admin).

@@ -19,6 +19,10 @@ use crate::util::size::human_bytes;
 #[command(after_help = "Examples:\n  \
     rewind request web1 --at 2026-11-25T06:00:00Z   arm a recovery of web1 to that time\n  \
     rewind request web1                             ... to its latest snapshot\n  \
+    rewind request web1 --machine mac=52:54:00:aa:bb:cc   recover onto replacement hardware
+  \
+    rewind request web1 --expires 2h                ... startable for two hours only
+  \
     rewind request web1 --cancel                    disarm it")]
 pub struct RequestArgs {
     #[command(flatten)]
@@ -40,6 +44,20 @@ pub struct RequestArgs {
         conflicts_with = "cancel"
     )]
     pub addresses: Vec<String>,
+    /// How long the request stays startable: a machine that has not
+    /// claimed it by then never recovers from it (90s, 30m, 24h, 2d;
+    /// default 24h).
+    #[arg(long, value_name = "DURATION", conflicts_with = "cancel")]
+    pub expires: Option<String>,
+    /// The machine that may claim the recovery, when it is not the
+    /// captured one (replacement hardware): uuid=SYSTEM-UUID, serial=SERIAL
+    /// or mac=MAC (repeatable; any one matching is enough). By default the
+    /// captured machine's DMI identity, else its MAC addresses.
+    #[arg(long = "machine", value_name = "uuid=..|serial=..|mac=..", value_parser = crate::api::parse_machine_id, conflicts_with_all = ["cancel", "any_machine"])]
+    pub machines: Vec<String>,
+    /// Let any machine claim the recovery (the first to claim it gets it).
+    #[arg(long, conflicts_with = "cancel")]
+    pub any_machine: bool,
     /// Cancel the host's armed or running request instead.
     #[arg(long, conflicts_with = "at")]
     pub cancel: bool,
@@ -120,6 +138,9 @@ pub struct ForgetArgs {
     /// Show what would be forgotten, forget nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep every snapshot younger than DAYS, whatever the policy says.
+    #[arg(long, value_name = "DAYS")]
+    pub min_age: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,6 +179,9 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
             at: args.at,
             hostname: args.hostname,
             addresses: args.addresses,
+            expires: args.expires,
+            machines: args.machines,
+            any_machine: args.any_machine,
         },
     )?;
     let r = &answer.request;
@@ -170,6 +194,17 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     }
     for a in &r.addresses {
         println!("  address {a}");
+    }
+    if r.any_machine {
+        println!("  any machine may claim it (the first one to claim it gets it)");
+    } else {
+        println!(
+            "  only this machine may claim it: {}",
+            r.machines.join(" or ")
+        );
+    }
+    if let Some(e) = &r.expires {
+        println!("  startable until {e}");
     }
     println!("recovery token (this request only): {}", answer.token);
     println!(
@@ -264,7 +299,13 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
     for r in shown {
         let details = match r.state {
             RequestState::Running => describe_progress(r),
-            RequestState::Armed => format!("since {}", r.created),
+            RequestState::Armed => format!(
+                "since {}{}",
+                r.created,
+                r.expires
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(", until {e}"))
+            ),
             _ => format!("{} ({})", r.result.as_deref().unwrap_or(""), r.updated),
         };
         println!(
@@ -274,6 +315,22 @@ pub fn status_command(args: StatusArgs) -> Result<()> {
             r.state.as_str(),
             r.snapshot_time
         );
+        if let Some(c) = &r.claim {
+            println!(
+                "{:<16} claimed by {} at {} (claims: {}, lease until {})",
+                "",
+                c.machine.describe(),
+                c.claimed,
+                c.claims,
+                c.lease_until
+            );
+        }
+        for refused in &r.refused_claims {
+            println!(
+                "{:<16} REFUSED claim at {}: {}",
+                "", refused.time, refused.reason
+            );
+        }
     }
     Ok(())
 }
@@ -354,8 +411,19 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
     }
     if let Some(dir) = &args.repo.dir {
         let repo = crate::repo::Repo::open(dir)?;
-        let result = forget::forget(&repo, &args.policy, args.repo.host.as_deref(), args.dry_run)?;
-        for (host, decisions) in &result {
+        let mut result = forget::forget(&repo, &args.policy, args.repo.host.as_deref(), true)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (host, decisions) in &mut result {
+            if let Some(days) = args.min_age {
+                hold_younger(decisions, now, days, "min-age");
+            }
+            if !args.dry_run {
+                for d in decisions.iter().filter(|d| !d.keep) {
+                    repo.backend.remove(&format!("snapshots/{}.xml", d.id))?;
+                }
+            }
             print_decisions(host, decisions, args.dry_run);
         }
         if !args.dry_run {
@@ -368,11 +436,23 @@ pub fn forget_command(args: ForgetArgs) -> Result<()> {
         policy: args.policy,
         host: args.repo.host,
         dry_run: args.dry_run,
+        min_age_days: args.min_age,
     })?;
     for (host, decisions) in &answer.hosts {
         print_decisions(host, decisions, args.dry_run);
     }
     Ok(())
+}
+
+/// Keep the snapshots younger than `days` (by their time), with `reason`.
+pub fn hold_younger(decisions: &mut [forget::Decision], now: i64, days: u64, reason: &str) {
+    let limit = now.saturating_sub(days.saturating_mul(86_400) as i64);
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if crate::time::parse_rfc3339(&d.time).is_some_and(|t| t > limit) {
+            d.keep = true;
+            d.reasons.push(reason.to_string());
+        }
+    }
 }
 
 fn print_prune(host: &str, r: &prune::PruneReport, dry_run: bool) {

@@ -582,10 +582,35 @@ impl Recovery {
         );
         say(&summary);
         say(&format!("stage times: {}", self.timings_line()));
-        if let Some(r) = &self.reporter
-            && let Err(e) = r.result(true, Stage::Finish, &summary)
-        {
-            say(&format!("warning: could not report the result: {e:#}"));
+        if let Some(r) = &self.reporter {
+            // The machine reboots only once the server knows the request
+            // succeeded: otherwise a machine that boots from the network
+            // first would be handed the same recovery again.
+            let reclaimed: std::cell::RefCell<Option<std::sync::Arc<crate::client::Client>>> =
+                std::cell::RefCell::new(None);
+            hold_until_recorded(
+                || {
+                    if let Some(c) = reclaimed.borrow().as_ref() {
+                        return c.report_result(true, Stage::Finish, &summary);
+                    }
+                    match r.result(true, Stage::Finish, &summary) {
+                        Err(e)
+                            if matches!(
+                                crate::client::api_error(&e),
+                                Some(crate::api::ApiError::Unauthorized(_))
+                            ) =>
+                        {
+                            // The claim lapsed (a long outage): claim again.
+                            let c = session.claim_again()?;
+                            let sent = c.report_result(true, Stage::Finish, &summary);
+                            *reclaimed.borrow_mut() = Some(c);
+                            sent
+                        }
+                        other => other,
+                    }
+                },
+                RESULT_RETRY,
+            );
         }
         Ok(Outcome::Recovered)
     }
@@ -782,6 +807,57 @@ fn merge_request_overrides(ov: &mut crate::retarget::Overrides, req: &RequestInf
     }
 }
 
+/// How long the image waits between two tries to record its result.
+const RESULT_RETRY: Duration = Duration::from_secs(10);
+
+/// Send the result until the server has recorded it, holding the machine
+/// (it does not reboot) meanwhile and saying so on the console. An answer
+/// that says the request is over on the server (409, 404, 403, 400) ends
+/// the wait too: the server will not start it again. Returns whether the
+/// server recorded this result.
+fn hold_until_recorded(mut report: impl FnMut() -> Result<()>, pause: Duration) -> bool {
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match report() {
+            Ok(()) => {
+                if tries > 1 {
+                    say(&format!(
+                        "the server recorded the result after {tries} tries: going on"
+                    ));
+                }
+                return true;
+            }
+            Err(e)
+                if matches!(
+                    crate::client::api_error(&e),
+                    Some(
+                        crate::api::ApiError::Conflict(_)
+                            | crate::api::ApiError::NotFound(_)
+                            | crate::api::ApiError::Forbidden(_)
+                            | crate::api::ApiError::BadRequest(_)
+                    )
+                ) =>
+            {
+                say(&format!(
+                    "warning: the server did not take the result: {e:#}; the request is over on \
+                     the server, so it will not start again"
+                ));
+                return false;
+            }
+            Err(e) => {
+                say(&format!(
+                    "HOLDING: the recovery is done but the server has not recorded its result \
+                     ({e:#}); this machine does not reboot until it has (else it could be \
+                     recovered again); retrying in {} s",
+                    pause.as_secs()
+                ));
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Restored {
     files: u64,
@@ -838,6 +914,39 @@ mod tests {
         merge_request_overrides(&mut none, &req);
         assert_eq!(none.hostname.as_deref(), Some("from-request"));
         assert_eq!(none.addresses.len(), 2);
+    }
+
+    /// The server is away when the result is sent: the image holds and
+    /// retries until it is recorded; an answer that the request is over
+    /// ends the wait without a record.
+    #[test]
+    fn the_result_is_held_until_the_server_records_it() {
+        let mut calls = 0;
+        let recorded = hold_until_recorded(
+            || {
+                calls += 1;
+                if calls < 4 {
+                    Err(anyhow!("connection refused"))
+                } else {
+                    Ok(())
+                }
+            },
+            Duration::from_millis(1),
+        );
+        assert!(recorded);
+        assert_eq!(calls, 4, "held and retried until recorded");
+        let mut calls = 0;
+        let recorded = hold_until_recorded(
+            || {
+                calls += 1;
+                Err(anyhow::Error::new(crate::api::ApiError::Conflict(
+                    "request r1 is cancelled".into(),
+                )))
+            },
+            Duration::from_millis(1),
+        );
+        assert!(!recorded);
+        assert_eq!(calls, 1);
     }
 
     #[test]

@@ -14,6 +14,11 @@ use crate::stage::Stage;
 
 const EVERY: Duration = Duration::from_secs(3);
 
+/// A report at least this often, even in a stage that says nothing new
+/// (a long mkfs): each one renews the claim's lease on the server
+/// (api::CLAIM_LEASE_SECS), which would otherwise lapse.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 struct State {
     /// `None` until the first stage is announced: nothing to report yet.
@@ -95,6 +100,7 @@ impl Reporter {
 }
 
 fn run(inner: &Inner) {
+    let mut last_sent = std::time::Instant::now();
     loop {
         let (stage, done, total, message) = {
             let Ok(guard) = inner.state.lock() else {
@@ -109,7 +115,7 @@ fn run(inner: &Inner) {
             if st.stop {
                 return;
             }
-            if !st.dirty && st.progress.is_none() {
+            if !st.dirty && st.progress.is_none() && last_sent.elapsed() < HEARTBEAT {
                 continue;
             }
             st.dirty = false;
@@ -119,6 +125,7 @@ fn run(inner: &Inner) {
         let Some(stage) = stage else {
             continue;
         };
+        last_sent = std::time::Instant::now();
         if let Err(e) = inner.client.report_progress(stage, done, total, &message)
             && let Ok(mut st) = inner.state.lock()
             && !st.warned

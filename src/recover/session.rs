@@ -3,19 +3,25 @@
 //! repository.
 //!
 //! Tokens the image may be given (docs/boot.md):
-//! - a recovery token (what the server's iPXE script puts on the kernel
-//!   command line, and what `rewind request` prints): it names the host and
-//!   the request; everything works with it;
-//! - a boot or admin token (baked into a site's ISO): the host is found by
-//!   this machine's MAC addresses, the request by asking the server; once
-//!   one is armed, a recovery token is fetched the way iPXE gets it;
+//! - a request's recovery token (what `rewind request` prints): it names
+//!   the host and the request, and may only read the request and claim it;
+//! - a boot or admin token (baked into a site's ISO, or put on the kernel
+//!   command line by the server's iPXE script): the host and its request
+//!   are found by this machine's identity (MACs, DMI);
 //! - a host token: found by MAC, reads the data, but cannot report progress.
+//!
+//! Before anything is read for a recovery, the image claims the request
+//! with this machine's identity (its DMI and MACs, `POST /v1/claim`): the
+//! server binds the request to the first machine it allows and answers a
+//! recovery token for this machine only, working while progress arrives.
+//! Another machine's claim is refused; this machine claiming again (a
+//! reboot) renews the claim.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 
-use crate::api::{ApiError, RecoveryRequest, TokenKind};
+use crate::api::{ApiError, ClaimRequest, MachineIdentity, RecoveryRequest, TokenKind};
 use crate::client::{Client, HttpBackend, api_error};
 use crate::init::cmdline::Settings;
 use crate::manifest::{self, Manifest};
@@ -34,15 +40,19 @@ pub(super) struct Target {
 pub(super) struct Session {
     client: Arc<Client>,
     server: String,
-    token: String,
     trust: crate::client::Trust,
     retry: std::time::Duration,
     /// The token's kind: recovery, boot, admin or host.
     pub kind: TokenKind,
     /// MAC addresses of this machine's network interfaces.
     pub macs: Vec<String>,
-    /// A recovery token fetched for an armed request (boot and admin tokens).
+    /// This machine as a claim presents it: DMI and MACs.
+    pub machine: MachineIdentity,
+    /// The claim's data client (its token bound to this machine), once
+    /// the request is claimed.
     recovery: Mutex<Option<Arc<Client>>>,
+    /// The request claimed, to claim it again when the claim lapsed.
+    claimed: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -66,15 +76,18 @@ impl Session {
             .map(|i| i.mac_text())
             .collect();
         macs.dedup();
+        let dmi = crate::probe::system::read_dmi(std::path::Path::new("/sys"));
+        let machine = MachineIdentity::new(dmi.as_ref(), &macs);
         Ok(Session {
             client,
             server,
-            token,
             trust: s.trust(ca),
             retry: s.retry,
             kind,
             macs,
+            machine,
             recovery: Mutex::new(None),
+            claimed: Mutex::new(None),
         })
     }
 
@@ -100,7 +113,12 @@ impl Session {
         if self.macs.is_empty() && s.host.is_none() {
             bail!("no network interface to identify this machine by: give rewind.host=HOST");
         }
-        match self.client.identify(&self.macs) {
+        let identified = if self.kind == TokenKind::Host {
+            self.client.identify(&self.macs)
+        } else {
+            self.client.identify_machine(&self.machine)
+        };
+        match identified {
             Ok(found) => {
                 let host = found.host;
                 if let Some(h) = s.host.as_deref().filter(|h| *h != host) {
@@ -118,12 +136,15 @@ impl Session {
                     return self.admin_target(h);
                 }
                 bail!(
-                    "the server knows no host with this machine's MAC addresses ({}): on new \
-                     hardware, boot with rewind.host=HOST and the recovery token `rewind request \
-                     HOST` prints",
-                    self.macs.join(", ")
+                    "the server knows no host with this machine's identity ({}): on new \
+                     hardware, name it in the request (`rewind request HOST --machine ...`), or \
+                     boot with the recovery token `rewind request HOST` prints",
+                    self.machine.describe()
                 )
             }
+            Err(e) if matches!(api_error(&e), Some(ApiError::Conflict(_))) => Err(e.context(
+                "the server refuses to pick a recovery for this machine: nothing was written",
+            )),
             Err(e) => Err(e),
         }
     }
@@ -140,12 +161,10 @@ impl Session {
         })
     }
 
-    /// Whether the token may read the host's manifests before a request is armed.
+    /// Whether the token may read the host's manifests before a request
+    /// is claimed (a recovery token must claim first).
     pub(super) fn can_read_manifests(&self) -> bool {
-        matches!(
-            self.kind,
-            TokenKind::Recovery | TokenKind::Admin | TokenKind::Host
-        )
+        matches!(self.kind, TokenKind::Admin | TokenKind::Host)
     }
 
     /// The client that reads data: the recovery token's when there is one.
@@ -177,39 +196,65 @@ impl Session {
         Ok(m)
     }
 
-    /// A client for reports, with the request's recovery token, retrying
-    /// only briefly (reports must not hold the recovery up). `None` for a
-    /// host token, which cannot get one.
+    /// A client for reports, with the claim's recovery token, retrying
+    /// only briefly (reports must not hold the recovery up); claiming the
+    /// request for this machine first. `None` for a host token, which
+    /// cannot claim.
     pub(super) fn recovery_client(&self, req: &RequestInfo) -> Result<Option<Arc<Client>>> {
-        let token = match self.kind {
-            TokenKind::Recovery => self.token.clone(),
-            TokenKind::Boot | TokenKind::Admin => self.fetch_recovery_token(req)?,
-            TokenKind::Host | TokenKind::Monitor => return Ok(None),
-        };
+        if matches!(self.kind, TokenKind::Host | TokenKind::Monitor) {
+            return Ok(None);
+        }
+        let token = self.claim(&req.id)?;
         let mut c = Client::new(&self.server, &token, &self.trust)?;
         c.retry_for = std::time::Duration::from_secs(20);
-        let c = Arc::new(c);
-        if self.kind != TokenKind::Recovery {
-            let mut data = Client::new(&self.server, &token, &self.trust)?;
-            data.retry_for = self.retry;
-            if let Ok(mut r) = self.recovery.lock() {
-                *r = Some(Arc::new(data));
-            }
+        let mut data = Client::new(&self.server, &token, &self.trust)?;
+        data.retry_for = self.retry;
+        if let Ok(mut r) = self.recovery.lock() {
+            *r = Some(Arc::new(data));
         }
-        Ok(Some(c))
+        Ok(Some(Arc::new(c)))
     }
 
-    /// The recovery token of the armed request, as iPXE gets it: the boot
-    /// script the server makes for this machine's MAC addresses.
-    fn fetch_recovery_token(&self, req: &RequestInfo) -> Result<String> {
-        let script = self.client.boot_script(&self.macs)?;
-        token_from_script(&script).with_context(|| {
+    /// Claim request `id` for this machine: the token bound to it.
+    fn claim(&self, id: &str) -> Result<String> {
+        let claim = ClaimRequest {
+            request: (self.kind != TokenKind::Recovery).then(|| id.to_string()),
+            host: None,
+            machine: self.machine.clone(),
+        };
+        let claimed = self.client.claim(&claim).with_context(|| {
             format!(
-                "the server gave no recovery token for request {} (its boot script: {})",
-                req.id,
-                script.lines().nth(1).unwrap_or("").trim()
+                "the server did not let this machine ({}) claim recovery request {id}",
+                self.machine.describe()
             )
-        })
+        })?;
+        if let Some(c) = &claimed.request.claim
+            && c.claims > 1
+        {
+            crate::console::say(&format!(
+                "this machine claimed request {id} before ({} claims): the claim is renewed",
+                c.claims
+            ));
+        }
+        if let Ok(mut last) = self.claimed.lock() {
+            *last = Some(id.to_string());
+        }
+        Ok(claimed.token)
+    }
+
+    /// A new client for reports after the claim lapsed (the server's
+    /// answer 401): this machine claims its request again.
+    pub(super) fn claim_again(&self) -> Result<Arc<Client>> {
+        let id = self
+            .claimed
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .context("no request was claimed")?;
+        let token = self.claim(&id)?;
+        let mut c = Client::new(&self.server, &token, &self.trust)?;
+        c.retry_for = std::time::Duration::from_secs(20);
+        Ok(Arc::new(c))
     }
 
     /// Just before the first write: is the request still armed (or running)?
@@ -217,8 +262,10 @@ impl Session {
         let Some(want) = &t.request else {
             bail!("no recovery request is armed");
         };
-        let now = match self.kind {
-            TokenKind::Recovery => Some(self.client.my_request()?),
+        let claimed = self.recovery.lock().ok().and_then(|r| r.clone());
+        let now = match (self.kind, claimed) {
+            (TokenKind::Recovery, _) => Some(self.client.my_request()?),
+            (_, Some(claimed)) => Some(claimed.my_request()?),
             _ => {
                 self.find_target(&Settings {
                     host: Some(t.host.clone()),
@@ -249,27 +296,5 @@ impl Session {
     pub(super) fn repository(&self, host: &str) -> Result<Repo> {
         let backend = HttpBackend::new(self.data_client(), host);
         Repo::open_backend(Arc::new(backend))
-    }
-}
-
-/// `rewind.token=...` from an iPXE script's kernel line.
-pub(super) fn token_from_script(script: &str) -> Option<String> {
-    script
-        .lines()
-        .filter(|l| l.trim_start().starts_with("kernel"))
-        .flat_map(str::split_whitespace)
-        .find_map(|w| w.strip_prefix("rewind.token="))
-        .map(str::to_string)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_from_ipxe_script() {
-        let s = "#!ipxe\necho rewind: recovering web1\nkernel --name vmlinuz http://s/boot/vmlinuz?token=B initrd=initrd.img rewind.server=http://s rewind.token=rwd_1_2 rewind.host=web1\ninitrd http://s/boot/initrd.img\nboot\n";
-        assert_eq!(token_from_script(s).as_deref(), Some("rwd_1_2"));
-        assert_eq!(token_from_script("#!ipxe\necho no\nexit\n"), None);
     }
 }

@@ -17,6 +17,11 @@ pub struct TokenRecord {
     pub created: String,
     #[serde(default)]
     pub note: String,
+    /// A recovery token minted by a claim (bound to the claiming machine;
+    /// reads data and reports). The request's own token, printed when it is
+    /// armed, is not: it may only read its request and claim it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
 }
 
 /// What a request needs.
@@ -73,6 +78,7 @@ pub fn generate(scope: Scope, note: &str) -> (String, TokenRecord) {
         salt,
         created: crate::time::now_utc(),
         note: note.to_string(),
+        claimed: false,
     };
     (format!("rwd_{id}_{secret}"), record)
 }

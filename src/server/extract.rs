@@ -52,16 +52,14 @@ impl Server {
         let cat = self.catalog();
         let rec = auth::verify(&cat.tokens, token)
             .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-        if let Scope::Recovery { request, .. } = &rec.scope
-            && !cat.is_active(request)
-        {
-            return Err(ApiError::Unauthorized(format!(
-                "recovery request {request} is over: its token no longer works"
-            )));
+        if matches!(rec.scope, Scope::Recovery { .. }) {
+            cat.check_recovery_token(rec, super::state::now_secs())
+                .map_err(ApiError::Unauthorized)?;
         }
         Ok(Caller {
             id: rec.id.clone(),
             scope: rec.scope.clone(),
+            claimed: rec.claimed,
         })
     }
 
@@ -71,7 +69,14 @@ impl Server {
         query_token: Option<&str>,
         access: Access<'_>,
     ) -> ApiResult<Scope> {
-        let Caller { scope, .. } = self.authenticate(headers, query_token)?;
+        let Caller { scope, claimed, .. } = self.authenticate(headers, query_token)?;
+        if matches!(scope, Scope::Recovery { .. }) && !claimed {
+            return Err(ApiError::Forbidden(format!(
+                "this token ({}) is the request's own: it may only read the request and claim it \
+                 for a machine (POST /v1/claim); the claim's token reads the data",
+                scope.describe()
+            )));
+        }
         if auth::allows(&scope, access) {
             return Ok(scope);
         }
@@ -92,6 +97,8 @@ impl Server {
 pub struct Caller {
     pub id: String,
     pub scope: Scope,
+    /// A recovery token minted by a claim (see `auth::TokenRecord`).
+    pub claimed: bool,
 }
 
 impl FromRequestParts<Shared> for Caller {
@@ -176,17 +183,37 @@ impl FromRequestParts<Shared> for WriteHost {
     }
 }
 
-/// A recovery token (of an armed or running request): the request's id.
+/// A recovery token (of a live request): the request's id, and whether it
+/// is a claim's token (reports need one).
 pub struct RecoveryToken {
     pub request: String,
+    pub claimed: bool,
+}
+
+impl RecoveryToken {
+    /// Refuse the request's own token where a claim's is needed.
+    pub fn claimed(&self) -> ApiResult<()> {
+        if self.claimed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the token of request {} must claim it for a machine first (POST /v1/claim)",
+                self.request
+            )))
+        }
+    }
 }
 
 impl FromRequestParts<Shared> for RecoveryToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Shared) -> ApiResult<RecoveryToken> {
-        match s.authenticate(&parts.headers, None)?.scope {
-            Scope::Recovery { request, .. } => Ok(RecoveryToken { request }),
+        let caller = s.authenticate(&parts.headers, None)?;
+        match caller.scope {
+            Scope::Recovery { request, .. } => Ok(RecoveryToken {
+                request,
+                claimed: caller.claimed,
+            }),
             scope => Err(ApiError::Forbidden(format!(
                 "this token ({}) is not a recovery token",
                 scope.describe()

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 
 use crate::manifest::Manifest;
 
+/// How far ahead of the server's clock a snapshot's time may be.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
 /// The MACs of one host's newest snapshot.
 #[derive(Debug, Clone, Default)]
 struct Latest {
@@ -73,6 +76,41 @@ impl HostIndex {
                 macs: macs_of(m),
             };
         }
+    }
+
+    /// Whether a new snapshot of `host` may be committed at `now` (seconds)
+    /// as far as its time goes: not in the future (beyond
+    /// [`CLOCK_SKEW_SECS`]), and not before the host's newest snapshot, so
+    /// that a host cannot date a snapshot to win `latest` or `--at`, nor
+    /// push real snapshots out of keep-N retention.
+    pub fn check_commit_time(
+        &self,
+        host: &str,
+        m: &Manifest,
+        now: i64,
+    ) -> Result<(), crate::api::ApiError> {
+        let id = &m.snapshot.id;
+        let t = m.snapshot.time.unix();
+        if t > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(crate::api::ApiError::BadRequest(format!(
+                "snapshot {id} refused: its time {} is {} s ahead of the server's clock \
+                 (is the host's clock right?)",
+                m.snapshot.time,
+                t - now
+            )));
+        }
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(newest) = latest.get(host)
+            && !newest.key.0.is_empty()
+            && crate::time::parse_rfc3339(&newest.key.0).is_some_and(|n| t < n)
+        {
+            return Err(crate::api::ApiError::Conflict(format!(
+                "snapshot {id} refused: its time {} is before {host}'s newest snapshot \
+                 ({}, {}): snapshots are committed in time order",
+                m.snapshot.time, newest.key.1, newest.key.0
+            )));
+        }
+        Ok(())
     }
 
     /// The first host (by name) whose latest snapshot has one of `macs`

@@ -4,14 +4,16 @@
 //! (when a recovery request is armed for the host owning that MAC address) or
 //! one that exits, so that the firmware goes on to boot the local disk.
 //! The second case is what makes a recovered machine boot its own disk
-//! after the recovery instead of recovering again.
+//! after the recovery instead of recovering again. The script carries no
+//! recovery token: the image claims the request itself (POST /v1/claim).
 
 /// What a recovery boot needs.
 #[derive(Debug, Clone)]
 pub struct BootParams<'a> {
     /// The server URL the recovery talks to (`https://backup.example:8443`).
     pub server: &'a str,
-    /// The recovery token, valid for this request only.
+    /// The boot token the script was asked with: it only identifies; the
+    /// image claims the request with its machine identity.
     pub token: &'a str,
     pub host: &'a str,
     /// The snapshot time to recover to (RFC 3339).

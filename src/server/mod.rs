@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// are served. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = ratelimit::DEFAULT_PER_SECOND)]
     pub rate_limit: u32,
+    /// Retention lock: no snapshot younger than DAYS may be forgotten or
+    /// deleted, not even with an admin token, and packs are removed only
+    /// by prune (a stolen admin token cannot erase recent history). 0: off.
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub retention_lock: u64,
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -177,6 +182,8 @@ pub struct Server {
     pub master_key: Option<Arc<crate::escrow::MasterKey>>,
     /// Requests per second per token (`--rate-limit`).
     pub rate_limits: ratelimit::RateLimits,
+    /// `--retention-lock DAYS`: no snapshot younger is forgotten or deleted.
+    pub retention_lock_days: u64,
 }
 
 impl Server {
@@ -299,6 +306,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
         master_key,
         rate_limits: ratelimit::RateLimits::new(args.rate_limit),
+        retention_lock_days: args.retention_lock,
     });
     // Each host's latest MACs: the one time the server reads every manifest.
     for host in server.hosts() {

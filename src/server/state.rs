@@ -26,8 +26,42 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Scope, TokenRecord};
 use crate::api::{
-    ApiError, ProgressReport, RecoveryProgress, RecoveryRequest, RequestState, ResultReport,
+    ApiError, CLAIM_LEASE_SECS, Claim, MachineIdentity, ProgressReport, RecoveryProgress,
+    RecoveryRequest, RefusedClaim, RequestState, ResultReport,
 };
+
+/// How many refused claims a request keeps.
+const REFUSED_KEPT: usize = 10;
+
+/// What a claim came to. A refusal is an outcome, not an error, so that it
+/// is saved with the request (the operator sees it) before it is answered.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// The claim's recovery token (shown once) and the request.
+    Granted {
+        request: RecoveryRequest,
+        token: String,
+        renewed: bool,
+    },
+    /// Refused, with the answer to give (409) and the request as saved.
+    Refused {
+        request: RecoveryRequest,
+        error: ApiError,
+    },
+}
+
+/// Seconds since the epoch, now (the server's clock).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of an RFC 3339 time the server wrote.
+fn secs(t: &str) -> i64 {
+    crate::time::parse_rfc3339(t).unwrap_or(0)
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
@@ -62,12 +96,77 @@ impl Catalog {
         self.tokens.iter().any(|t| t.scope == Scope::Admin)
     }
 
-    /// The request a host has armed or running, if any.
+    /// The request a host has armed or running, if any (an expired one
+    /// included: see [`Catalog::live_request`]).
     pub fn active_request(&self, host: &str) -> Option<&RecoveryRequest> {
         self.requests
             .iter()
             .rev()
             .find(|r| r.host == host && r.state.is_active())
+    }
+
+    /// The request a host has running, or armed and not expired.
+    pub fn live_request(&self, host: &str, now: i64) -> Option<&RecoveryRequest> {
+        self.requests
+            .iter()
+            .rev()
+            .find(|r| r.host == host && r.is_live(now))
+    }
+
+    /// The live requests that name this machine (by the ids the request
+    /// allows, or as the machine that claimed it). A boot identifies only
+    /// among these; `any_machine` never matches here.
+    pub fn live_requests_naming(
+        &self,
+        machine: &MachineIdentity,
+        now: i64,
+    ) -> Vec<&RecoveryRequest> {
+        self.requests
+            .iter()
+            .filter(|r| r.is_live(now) && r.names_machine(machine))
+            .collect()
+    }
+
+    /// Whether a recovery token may act now: its request is live and,
+    /// for a claim's token, it is the claim's latest token and its lease
+    /// has not lapsed. `Err` says why not (answered 401). Other helpers
+    /// (key escrow) call this to ask "is this recovery token's request
+    /// active".
+    pub fn check_recovery_token(&self, rec: &auth::TokenRecord, now: i64) -> Result<(), String> {
+        let Scope::Recovery { request, .. } = &rec.scope else {
+            return Err("not a recovery token".into());
+        };
+        let Some(r) = self.request(request) else {
+            return Err(format!("recovery request {request} is gone"));
+        };
+        if r.expired_at(now) {
+            return Err(format!(
+                "recovery request {request} expired at {} without starting: arm a new one",
+                r.expires.as_deref().unwrap_or("?")
+            ));
+        }
+        if !r.state.is_active() {
+            return Err(format!(
+                "recovery request {request} is over: its token no longer works"
+            ));
+        }
+        if rec.claimed {
+            let Some(c) = &r.claim else {
+                return Err(format!("recovery request {request} has no claim"));
+            };
+            if c.token != rec.id {
+                return Err(format!(
+                    "this claim of {request} was replaced by a newer one (the machine claimed it again)"
+                ));
+            }
+            if secs(&c.lease_until) <= now {
+                return Err(format!(
+                    "the claim of {request} lapsed at {} (no progress reported): claim it again",
+                    c.lease_until
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn request(&self, id: &str) -> Option<&RecoveryRequest> {
@@ -90,6 +189,149 @@ impl Catalog {
     }
 
     // ---- the request state machine ----
+
+    /// Armed requests past their expiry become `cancelled` ("expired"),
+    /// their tokens revoked; saved by the caller's change.
+    pub fn expire_due(&mut self, now: i64) -> bool {
+        let now_text = crate::time::format_utc(now);
+        let mut expired = Vec::new();
+        for r in self.requests.iter_mut().filter(|r| r.expired_at(now)) {
+            r.state = RequestState::Cancelled;
+            r.updated = now_text.clone();
+            r.result = Some(format!(
+                "expired at {} without starting",
+                r.expires.as_deref().unwrap_or("?")
+            ));
+            expired.push(r.id.clone());
+        }
+        for id in &expired {
+            self.revoke_recovery_tokens(id);
+        }
+        !expired.is_empty()
+    }
+
+    /// A machine claims a request: the first machine the request allows
+    /// gets a recovery token bound to it (the claim); the same machine
+    /// claiming again (a reboot) gets the claim renewed and a new token
+    /// (the previous one stops); any other machine is refused, and the
+    /// refusal kept on the request. A request that is over, or armed past
+    /// its expiry, is never claimed.
+    pub fn claim(
+        &mut self,
+        id: &str,
+        machine: &MachineIdentity,
+        now: i64,
+    ) -> Result<ClaimOutcome, ApiError> {
+        let now_text = crate::time::format_utc(now);
+        let lease_until = crate::time::format_utc(now + CLAIM_LEASE_SECS as i64);
+        let expired = self
+            .request(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?
+            .expired_at(now);
+        if expired {
+            self.expire_due(now);
+        }
+        let r = self
+            .request_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no request {id}")))?;
+        let refusal = if !r.state.is_active() {
+            Some(match r.state {
+                RequestState::Succeeded => format!(
+                    "recovery request {id} of {} already succeeded: it never starts another recovery",
+                    r.host
+                ),
+                _ if expired => format!(
+                    "recovery request {id} of {} expired at {} without starting: arm a new one",
+                    r.host,
+                    r.expires.as_deref().unwrap_or("?")
+                ),
+                state => format!("recovery request {id} of {} is {state}", r.host),
+            })
+        } else {
+            match &r.claim {
+                Some(c) if !c.machine.same_machine(machine) => Some(format!(
+                    "recovery request {id} of {} is claimed by another machine ({}); this one is {}",
+                    r.host,
+                    c.machine.describe(),
+                    machine.describe()
+                )),
+                Some(_) => None,
+                None if !r.allows_machine(machine) => Some(format!(
+                    "this machine ({}) is not the one recovery request {id} of {} allows ({}): \
+                     name it with `rewind request {} --machine uuid=...|serial=...|mac=...` \
+                     or allow any machine with --any-machine",
+                    machine.describe(),
+                    r.host,
+                    if r.machines.is_empty() {
+                        "none named".to_string()
+                    } else {
+                        r.machines.join(", ")
+                    },
+                    r.host
+                )),
+                None => None,
+            }
+        };
+        if let Some(reason) = refusal {
+            r.refused_claims.push(RefusedClaim {
+                time: now_text.clone(),
+                machine: machine.clone(),
+                reason: reason.clone(),
+            });
+            let extra = r.refused_claims.len().saturating_sub(REFUSED_KEPT);
+            r.refused_claims.drain(..extra);
+            r.updated = now_text;
+            let request = r.clone();
+            self.save_requests()?;
+            if expired {
+                self.save_tokens()?;
+            }
+            return Ok(ClaimOutcome::Refused {
+                request,
+                error: ApiError::Conflict(reason),
+            });
+        }
+        let scope = Scope::Recovery {
+            host: r.host.clone(),
+            request: r.id.clone(),
+        };
+        let (token, mut rec) = auth::generate(scope, "claim");
+        rec.claimed = true;
+        let renewed = r.claim.is_some();
+        let claim = match r.claim.take() {
+            Some(c) => Claim {
+                token: rec.id.clone(),
+                renewed: now_text.clone(),
+                lease_until,
+                claims: c.claims + 1,
+                ..c
+            },
+            None => Claim {
+                machine: machine.clone(),
+                token: rec.id.clone(),
+                claimed: now_text.clone(),
+                renewed: now_text.clone(),
+                lease_until,
+                claims: 1,
+            },
+        };
+        r.claim = Some(claim);
+        r.updated = now_text;
+        let request = r.clone();
+        // Only the latest claim token works; the request's own (printed)
+        // token stays, for reading the request and claiming.
+        self.tokens.retain(|t| {
+            !(t.claimed && matches!(&t.scope, Scope::Recovery { request: q, .. } if q == id))
+        });
+        self.tokens.push(rec);
+        self.save_requests()?;
+        self.save_tokens()?;
+        Ok(ClaimOutcome::Granted {
+            request,
+            token,
+            renewed,
+        })
+    }
 
     /// Arm a new request (state `armed`): refused while the host has one
     /// running; an armed one is replaced (cancelled, its token revoked).
@@ -174,6 +416,10 @@ impl Catalog {
         });
         r.state = RequestState::Running;
         r.updated = now.to_string();
+        if let Some(c) = &mut r.claim {
+            c.renewed = now.to_string();
+            c.lease_until = crate::time::format_utc(now_secs + CLAIM_LEASE_SECS as i64);
+        }
         let r = r.clone();
         self.save_requests()?;
         Ok(r)
@@ -459,6 +705,129 @@ mod tests {
             RequestState::Cancelled
         );
         assert!(auth::verify(&cell.read().tokens, &token).is_none());
+    }
+
+    fn machine(uuid: Option<&str>, mac: &str) -> MachineIdentity {
+        let dmi = crate::manifest::Dmi {
+            system_uuid: uuid.map(str::to_string),
+            ..Default::default()
+        };
+        MachineIdentity::new(Some(&dmi), &[mac.to_string()])
+    }
+
+    const UUID_A: &str = "4c4c4544-0042-3510-8051-b7c04f4e4a31";
+    const UUID_B: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn claimed_token(out: ClaimOutcome) -> String {
+        match out {
+            ClaimOutcome::Granted { token, .. } => token,
+            ClaimOutcome::Refused { error, .. } => panic!("refused: {error}"),
+        }
+    }
+
+    fn refused(out: ClaimOutcome) -> String {
+        match out {
+            ClaimOutcome::Refused { error, .. } => error.to_string(),
+            ClaimOutcome::Granted { .. } => panic!("granted"),
+        }
+    }
+
+    /// The claim's token: one machine, its latest token only, a lease
+    /// renewed by progress and lapsing without it.
+    #[test]
+    fn a_claim_binds_one_machine_and_its_lease_lapses_without_progress() {
+        let (_dir, mut cat) = catalog();
+        let t0 = secs(T0);
+        let mut r = request("r1", "web1");
+        r.machines = vec![format!("uuid={UUID_A}")];
+        r.expires = Some(crate::time::format_utc(t0 + 3600));
+        cat.arm(r).unwrap();
+        let printed = cat.mint_recovery_token("r1").unwrap();
+        let a = machine(Some(UUID_A), "52:54:00:00:00:0a");
+        let first = claimed_token(cat.claim("r1", &a, t0).unwrap());
+        let rec = |cat: &Catalog, t: &str| {
+            auth::verify(&cat.tokens, t)
+                .unwrap_or_else(|| panic!("{t} not in {:?}", cat.tokens))
+                .clone()
+        };
+        assert!(cat.check_recovery_token(&rec(&cat, &first), t0).is_ok());
+        assert!(rec(&cat, &first).claimed && !rec(&cat, &printed).claimed);
+        // Another machine, even with the same MAC and no DMI: refused, kept.
+        let b = machine(None, "52:54:00:00:00:0a");
+        let why = refused(cat.claim("r1", &b, t0 + 1).unwrap());
+        assert!(why.contains("claimed by another machine"), "{why}");
+        let why = refused(
+            cat.claim("r1", &machine(Some(UUID_B), "52:54:00:00:00:0b"), t0 + 2)
+                .unwrap(),
+        );
+        assert!(why.contains("claimed by another machine"), "{why}");
+        assert_eq!(cat.request("r1").unwrap().refused_claims.len(), 2);
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &first), t0 + 3).is_ok(),
+            "not disturbed"
+        );
+        // Progress renews the lease; without it the token lapses.
+        let at = |s: i64| crate::time::format_utc(s);
+        cat.report_progress("r1", progress("restore", 1), &at(t0 + 600))
+            .unwrap();
+        let lease = CLAIM_LEASE_SECS as i64;
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &first), t0 + lease + 10)
+                .is_ok()
+        );
+        let e = cat
+            .check_recovery_token(&rec(&cat, &first), t0 + 600 + lease)
+            .unwrap_err();
+        assert!(e.contains("lapsed"), "{e}");
+        // The same machine claims again (a reboot): renewed, the old token ends.
+        let old = rec(&cat, &first);
+        let again = claimed_token(cat.claim("r1", &a, t0 + 2000).unwrap());
+        assert!(auth::verify(&cat.tokens, &first).is_none(), "revoked");
+        let e = cat.check_recovery_token(&old, t0 + 2000).unwrap_err();
+        assert!(e.contains("replaced"), "{e}");
+        assert!(
+            cat.check_recovery_token(&rec(&cat, &again), t0 + 2000)
+                .is_ok()
+        );
+        let r = cat.request("r1").unwrap();
+        assert_eq!(
+            (r.state, r.claim.as_ref().unwrap().claims),
+            (RequestState::Running, 2)
+        );
+        // Over: never claimed again.
+        let ok = ResultReport {
+            ok: true,
+            stage: Stage::Finish,
+            message: String::new(),
+        };
+        cat.finish("r1", ok, &at(t0 + 2100)).unwrap();
+        let why = refused(cat.claim("r1", &a, t0 + 2200).unwrap());
+        assert!(why.contains("already succeeded"), "{why}");
+    }
+
+    #[test]
+    fn an_expired_request_never_starts() {
+        let (_dir, mut cat) = catalog();
+        let t0 = secs(T0);
+        let mut r = request("r1", "web1");
+        r.any_machine = true;
+        r.expires = Some(crate::time::format_utc(t0 + 60));
+        cat.arm(r).unwrap();
+        let printed = cat.mint_recovery_token("r1").unwrap();
+        let rec = auth::verify(&cat.tokens, &printed).unwrap().clone();
+        assert!(cat.check_recovery_token(&rec, t0 + 59).is_ok());
+        assert!(cat.live_request("web1", t0 + 59).is_some());
+        assert!(cat.check_recovery_token(&rec, t0 + 60).is_err());
+        assert!(cat.live_request("web1", t0 + 60).is_none());
+        let why = refused(
+            cat.claim("r1", &machine(None, "52:54:00:00:00:0a"), t0 + 61)
+                .unwrap(),
+        );
+        assert!(why.contains("expired"), "{why}");
+        let r = cat.request("r1").unwrap();
+        assert_eq!(r.state, RequestState::Cancelled);
+        assert!(r.result.as_deref().unwrap().starts_with("expired at"));
+        assert_eq!(recovery_tokens(&cat, "r1"), 0);
     }
 
     #[test]

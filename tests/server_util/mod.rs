@@ -292,6 +292,18 @@ pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
         + "\n"
 }
 
+/// The machine of docs/manifest.md's example (its DMI) with `mac`, as the
+/// recovery image presents itself in a claim.
+pub fn example_machine(mac: &str) -> rewind::api::MachineIdentity {
+    let dmi = rewind::manifest::Dmi {
+        system_uuid: Some("4c4c4544-0042-3510-8051-b7c04f4e4a31".into()),
+        serial: Some("CZ1234567".into()),
+        vendor: Some("Dell Inc.".into()),
+        product: None,
+    };
+    rewind::api::MachineIdentity::new(Some(&dmi), &[mac.to_string()])
+}
+
 /// A real pack, to upload: its name, bytes and index.
 pub fn a_pack() -> (String, Vec<u8>, Vec<u8>) {
     let mut b = rewind::repo::pack::PackBuilder::new();

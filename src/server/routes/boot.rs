@@ -8,15 +8,18 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use super::hosts::{host_by_mac, macs_of};
+use super::hosts::{identify_machine, machine_of};
 use crate::api::ApiError;
 use crate::server::error::ApiResult;
 use crate::server::extract::BootToken;
 use crate::server::ipxe;
 
-/// A script that boots the recovery image with a fresh recovery token when
-/// the machine's host has an armed or running request; else one that exits
-/// (the firmware boots the local disk).
+/// A script that boots the recovery image when exactly one live request
+/// names this machine (by its MACs, and `uuid=`/`serial=` when iPXE sends
+/// them); else one that exits (the firmware boots the local disk). The
+/// script carries the boot token, which only identifies: the image claims
+/// the request with its own identity (`POST /v1/claim`), so serving a
+/// script never mints, and never revokes, a recovery token.
 pub(super) async fn boot_script(
     State(s): State<Shared>,
     boot: BootToken,
@@ -26,34 +29,35 @@ pub(super) async fn boot_script(
     let text = |body: String| {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
     };
-    let macs = macs_of(&q);
-    if macs.is_empty() {
+    let machine = machine_of(&q);
+    if machine.macs.is_empty() {
         return Ok(text(ipxe::exit_script(
             "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
         )));
     }
-    let host = host_by_mac(&s, &macs, None);
-    let Some(host) = host else {
+    let found = match identify_machine(&s, &machine) {
+        Ok(found) => found,
+        Err(ApiError::Conflict(why)) => return Ok(text(ipxe::exit_script(&why))),
+        Err(e) => return Err(e),
+    };
+    let Some(found) = found else {
         return Ok(text(ipxe::exit_script(
             "this machine is not known to the recovery server",
         )));
     };
-    let Some(req) = s.catalog().active_request(&host).cloned() else {
+    let host = found.host;
+    let Some(req) = found.request else {
         return Ok(text(ipxe::exit_script(&format!(
             "no recovery is armed for {host}"
         ))));
     };
     let base = s.base_url(&headers);
-    let id = req.id.clone();
-    let recovery_token = s
-        .change_catalog(move |cat| cat.mint_recovery_token(&id))
-        .await?;
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
     let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);
     let initrd_url = format!("{base}/boot/initrd.img?token={}", boot.token);
     let script = ipxe::recovery_script(&ipxe::BootParams {
         server: &base,
-        token: &recovery_token,
+        token: &boot.token,
         host: &host,
         at: &req.snapshot_time,
         pin: s.fingerprint.as_deref(),

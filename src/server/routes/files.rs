@@ -265,6 +265,15 @@ pub(super) async fn put_file(
                     false
                 }
                 RepoFile::Snapshot(id) => {
+                    // A new snapshot's time is checked against the server's
+                    // clock and the host's newest (a retry of the same bytes
+                    // is not new).
+                    if !dir.join(format!("snapshots/{id}.xml")).exists()
+                        && let Ok(m) = crate::manifest::from_xml(&String::from_utf8_lossy(&body))
+                    {
+                        s.index
+                            .check_commit_time(&host, &m, crate::server::state::now_secs())?;
+                    }
                     let m = files::put_snapshot(&dir, &host, &id, &body)?;
                     s.index.committed(&host, &m);
                     s.index.add_usage(&host, body.len() as u64);
@@ -294,6 +303,7 @@ pub(super) async fn delete_file(
     let (path, _) = file_path(&s, &host, &name)?;
     let changed = host.clone();
     s.host_alone(&host, move |s| {
+        super::retention::may_remove(s, &changed, &name)?;
         // The removal is durable before it is acknowledged.
         let removed = match std::fs::remove_file(&path)
             .and_then(|()| path.parent().map_or(Ok(()), crate::util::fs::sync_dir))

@@ -65,6 +65,7 @@ pub fn router(server: Shared) -> Router {
             get(requests::get_request).delete(requests::cancel_request),
         )
         .route("/v1/recovery", get(requests::my_recovery))
+        .route("/v1/claim", post(requests::claim))
         .route("/v1/recovery/progress", post(requests::report_progress))
         .route("/v1/recovery/result", post(requests::report_result))
         .route(

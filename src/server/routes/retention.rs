@@ -1,5 +1,15 @@
 //! Forget and prune, host by host, each with its host's lock held alone
 //! (the repository operations are crate::repo::forget and ::prune).
+//!
+//! What they never remove, whatever the policy: a snapshot an active
+//! recovery request restores (pinned: reason `recovery`); a snapshot
+//! younger than `min_age_days` (`min-age`) or than the server's retention
+//! lock (`serve --retention-lock DAYS`: `retention-lock`, which not even an
+//! admin token lifts). A snapshot's age is the younger of its own time and
+//! the server's commit time (its file's mtime, written by the server), so
+//! a host cannot back-date a snapshot out of the lock. Prune's grace
+//! period is stretched over any restore running for the host: packs
+//! retired since its claim stay until it is over.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +22,7 @@ use crate::repo::{forget, prune};
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, JsonBody, check_host};
 use crate::server::files;
+use crate::server::state::now_secs;
 use crate::server::{Server, audit};
 
 /// The hosts a retention request is about: one (that exists), or all.
@@ -43,12 +54,22 @@ pub(super) async fn forget(
     for h in target_hosts(&s, req.host)? {
         let (policy, dry_run) = (req.policy, req.dry_run);
         let host = h.clone();
+        let min_age = req.min_age_days;
         let decisions = s
             .host_alone(&h, move |s| {
-                let repo = crate::repo::Repo::open(&files::host_dir(&s.data, &host))?;
-                let mut by_host = forget::forget(&repo, &policy, Some(&host), dry_run)?;
+                let dir = files::host_dir(&s.data, &host);
+                let repo = crate::repo::Repo::open(&dir)?;
+                let mut decisions = forget::forget(&repo, &policy, Some(&host), true)?
+                    .remove(&host)
+                    .unwrap_or_default();
+                hold(s, &host, &dir, &mut decisions, min_age);
+                if !dry_run {
+                    for d in decisions.iter().filter(|d| !d.keep) {
+                        repo.backend.remove(&format!("snapshots/{}.xml", d.id))?;
+                    }
+                }
                 s.host_changed(&host);
-                Ok(by_host.remove(&host).unwrap_or_default())
+                Ok(decisions)
             })
             .await?;
         hosts.insert(h, decisions);
@@ -66,6 +87,125 @@ pub(super) async fn forget(
     Ok(axum::Json(ForgetAnswer { hosts }))
 }
 
+/// The snapshots of `host` an active request restores.
+fn pinned(s: &Server, host: &str) -> Vec<String> {
+    s.catalog()
+        .requests
+        .iter()
+        .filter(|r| r.host == host && r.state.is_active())
+        .map(|r| r.snapshot.clone())
+        .collect()
+}
+
+/// When the server wrote a snapshot's file (its commit), seconds.
+fn committed_at(dir: &std::path::Path, id: &str) -> Option<i64> {
+    let modified = std::fs::metadata(dir.join(format!("snapshots/{id}.xml")))
+        .ok()?
+        .modified()
+        .ok()?;
+    modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+/// The age of a snapshot in seconds: the younger of its own time and its
+/// commit on this server.
+fn age(dir: &std::path::Path, d: &forget::Decision, now: i64) -> i64 {
+    let own = crate::time::parse_rfc3339(&d.time).unwrap_or(i64::MIN);
+    let commit = committed_at(dir, &d.id).unwrap_or(i64::MIN);
+    now.saturating_sub(own.max(commit))
+}
+
+/// Keep what must be kept whatever the policy: pinned by an active
+/// request, younger than `min_age_days`, younger than the retention lock.
+fn hold(
+    s: &Server,
+    host: &str,
+    dir: &std::path::Path,
+    decisions: &mut [forget::Decision],
+    min_age_days: Option<u64>,
+) {
+    let pins = pinned(s, host);
+    let now = now_secs();
+    let days = |n: u64| n.saturating_mul(86_400) as i64;
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        let age = age(dir, d, now);
+        let mut why = Vec::new();
+        if pins.contains(&d.id) {
+            why.push("recovery");
+        }
+        if min_age_days.is_some_and(|n| age < days(n)) {
+            why.push("min-age");
+        }
+        if s.retention_lock_days > 0 && age < days(s.retention_lock_days) {
+            why.push("retention-lock");
+        }
+        if !why.is_empty() {
+            d.keep = true;
+            d.reasons.extend(why.into_iter().map(str::to_string));
+        }
+    }
+}
+
+/// Whether an admin may remove a repository file by hand
+/// (`DELETE /v1/hosts/{host}/files/{name}`): not a snapshot an active
+/// request restores; under a retention lock, not a snapshot younger than
+/// it, and no pack, index or config at all (prune removes packs).
+pub(crate) fn may_remove(s: &Server, host: &str, name: &str) -> ApiResult<()> {
+    let dir = files::host_dir(&s.data, host);
+    match files::parse_name(name) {
+        Some(files::RepoFile::Snapshot(id)) => {
+            if pinned(s, host).contains(&id) {
+                return Err(ApiError::Conflict(format!(
+                    "snapshot {id} is being recovered (an armed or running request): cancel \
+                     the request first"
+                )));
+            }
+            if s.retention_lock_days > 0 {
+                let now = now_secs();
+                let own = files::snapshots(&dir)?
+                    .into_iter()
+                    .find(|m| m.snapshot.id == id)
+                    .map_or(i64::MIN, |m| m.snapshot.time.unix());
+                let newest = own.max(committed_at(&dir, &id).unwrap_or(i64::MIN));
+                if now.saturating_sub(newest)
+                    < (s.retention_lock_days.saturating_mul(86_400)) as i64
+                {
+                    return Err(ApiError::Conflict(format!(
+                        "snapshot {id} is younger than the server's retention lock ({} days): \
+                         it cannot be removed",
+                        s.retention_lock_days
+                    )));
+                }
+            }
+            Ok(())
+        }
+        _ if s.retention_lock_days > 0 => Err(ApiError::Conflict(format!(
+            "the server has a retention lock ({} days): repository files other than old \
+             snapshots are removed by prune only",
+            s.retention_lock_days
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Prune's grace for a host: at least as long as any restore running
+/// for it (since its claim), so that the packs it loaded stay served.
+fn grace_for(s: &Server, host: &str, grace: std::time::Duration) -> std::time::Duration {
+    let now = now_secs();
+    let running = s
+        .catalog()
+        .requests
+        .iter()
+        .filter(|r| r.host == host && r.state.is_active())
+        .filter_map(|r| crate::time::parse_rfc3339(&r.claim.as_ref()?.claimed))
+        .map(|t| now.saturating_sub(t).saturating_add(60).max(0) as u64)
+        .max()
+        .unwrap_or(0);
+    grace.max(std::time::Duration::from_secs(running))
+}
+
 pub(super) async fn prune(
     State(s): State<Shared>,
     _: Admin,
@@ -80,6 +220,7 @@ pub(super) async fn prune(
         let host = h.clone();
         let report = s
             .host_alone(&h, move |s| {
+                let grace = grace_for(s, &host, grace);
                 let report = prune::prune(&files::host_dir(&s.data, &host), grace, dry_run);
                 s.index.recount(&host);
                 Ok(report?)

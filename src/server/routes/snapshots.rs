@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::Shared;
 use crate::api::{ApiError, SnapshotSummary};
 use crate::server::error::ApiResult;
-use crate::server::extract::ReadHost;
+use crate::server::extract::{Caller, ReadHost};
 use crate::server::files;
 
 pub(super) async fn list_snapshots(
@@ -23,12 +23,22 @@ pub(super) async fn list_snapshots(
 }
 
 /// The manifest at `?at=` (default `latest`) or of `?snapshot=ID`, as XML;
-/// its id in `X-Rewind-Snapshot`.
+/// its id in `X-Rewind-Snapshot`. A recovery token gets its request's
+/// snapshot only, whatever it asks for.
 pub(super) async fn get_manifest(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
-    Query(q): Query<HashMap<String, String>>,
+    caller: Caller,
+    Query(mut q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    if let crate::api::Scope::Recovery { request, .. } = &caller.scope {
+        let snapshot = s
+            .catalog()
+            .request(request)
+            .map(|r| r.snapshot.clone())
+            .ok_or_else(|| ApiError::NotFound(format!("no request {request}")))?;
+        q.insert("snapshot".into(), snapshot);
+    }
     let m = s
         .blocking(move |s| {
             let dir = files::host_dir(&s.data, &host);

@@ -1,0 +1,560 @@
+//! Who may start a recovery, on which machine, once (issue 15, points 1
+//! and 3), against a real `rewind serve` on 127.0.0.1: each test performs
+//! the attack or the failure and shows it refused, with the running
+//! recovery undisturbed and nothing committed lost.
+
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod server_util;
+
+use reqwest::StatusCode;
+use rewind::api::{ApiError, ClaimRequest, MachineIdentity};
+use rewind::client::api_error;
+use server_util::*;
+
+const MAC_A: &str = "52:54:00:00:00:0a";
+const MAC_X: &str = "52:54:00:00:00:99";
+const UUID_X: &str = "11111111-2222-3333-4444-555555555555";
+
+fn printed_token(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split("request only): ").nth(1))
+        .expect("no recovery token printed")
+        .trim()
+        .to_string()
+}
+
+fn boot_token(s: &ServerProc) -> String {
+    rewind_ok(s, &s.admin, &["token", "create", "--boot"])
+        .lines()
+        .find(|l| l.starts_with("rwd_"))
+        .unwrap()
+        .to_string()
+}
+
+fn script(s: &ServerProc, boot: &str, mac: &str) -> String {
+    http_client()
+        .get(format!("{}/boot/ipxe?mac={mac}&token={boot}", s.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+fn claim_with(
+    s: &ServerProc,
+    token: &str,
+    host: Option<&str>,
+    machine: MachineIdentity,
+) -> anyhow::Result<rewind::api::Claimed> {
+    let mut c = s.client(token);
+    c.retry_for = std::time::Duration::from_secs(2);
+    c.claim(&ClaimRequest {
+        request: None,
+        host: host.map(str::to_string),
+        machine,
+    })
+}
+
+fn status_of(e: &anyhow::Error) -> Option<u16> {
+    api_error(e).map(ApiError::status)
+}
+
+fn an_intruder() -> MachineIdentity {
+    let dmi = rewind::manifest::Dmi {
+        system_uuid: Some(UUID_X.into()),
+        ..Default::default()
+    };
+    MachineIdentity::new(Some(&dmi), &[MAC_X.to_string()])
+}
+
+fn last_request(s: &ServerProc) -> serde_json::Value {
+    let list = s
+        .client(&s.admin)
+        .get_json("/v1/requests?host=web1")
+        .unwrap();
+    list.as_array().unwrap().last().cloned().unwrap()
+}
+
+/// The attack of issue 15 point 1: anyone with the boot token and the
+/// victim's MAC used to mint a recovery token from the boot script, which
+/// revoked the running recovery's token (its restore died with 401). Now
+/// a script mints nothing, the request is claimed once by the machine it
+/// allows, another machine's claim is refused (409, reported in the
+/// request and the audit log), and the running recovery goes on.
+#[test]
+fn a_running_recovery_cannot_be_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let boot = boot_token(&s);
+    let armed = rewind_ok(&s, &s.admin, &["request", "web1"]);
+    assert!(
+        armed.contains("only this machine may claim it: uuid=4c4c4544"),
+        "{armed}"
+    );
+    let printed = printed_token(&armed);
+
+    // The victim claims with the printed token and its identity.
+    let victim = example_machine(MAC_A);
+    let claimed = claim_with(&s, &printed, None, victim.clone()).unwrap();
+    let rc = s.client(&claimed.token);
+    assert_eq!(claimed.lease_secs, 15 * 60);
+    rc.report_progress(rewind::stage::Stage::Restore, 1 << 20, 8 << 20, "/")
+        .unwrap();
+
+    // The attacker asks for the boot script with the victim's MAC: it
+    // carries the boot token only, and serving it changes nothing.
+    let sc = script(&s, &boot, MAC_A);
+    assert!(sc.contains("rewind.host=web1"), "{sc}");
+    assert!(sc.contains(&format!("rewind.token={boot} ")), "{sc}");
+    assert!(rc.my_request().is_ok(), "the running token still works");
+
+    // The attacker claims: with the boot token, with the printed token;
+    // with its own identity, with the victim's MAC and no DMI: all 409.
+    let copied_mac = MachineIdentity::new(None, &[MAC_A.to_string()]);
+    for (token, machine) in [
+        (&boot, an_intruder()),
+        (&printed, an_intruder()),
+        (&boot, copied_mac.clone()),
+        (&printed, copied_mac),
+    ] {
+        let e = claim_with(&s, token, Some("web1"), machine)
+            .map(|c| c.token)
+            .expect_err("a second machine's claim was granted");
+        assert_eq!(status_of(&e), Some(409), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("claimed by another machine"),
+            "{e:#}"
+        );
+    }
+    // The recovery goes on, undisturbed: reads, reports.
+    let (id, _) = rc.manifest_at("web1", "latest").unwrap();
+    assert_eq!(id, "s1");
+    rc.report_progress(rewind::stage::Stage::Restore, 4 << 20, 8 << 20, "/")
+        .unwrap();
+    // The refusals are reported: on the request, in status, in the audit log.
+    let req = last_request(&s);
+    assert_eq!(req["state"], "running");
+    assert_eq!(req["refused_claims"].as_array().unwrap().len(), 4, "{req}");
+    let status = rewind_ok(&s, &s.admin, &["status"]);
+    assert!(status.contains("REFUSED claim"), "{status}");
+    let audit = rewind_ok(&s, &s.admin, &["audit", "--json"]);
+    assert_eq!(audit.matches("claim_refused").count(), 4, "{audit}");
+
+    // The victim reboots and claims again: the claim is renewed (same
+    // request, still running), the previous token ends.
+    let again = claim_with(&s, &boot, Some("web1"), victim.clone()).unwrap();
+    assert_eq!(again.request.claim.as_ref().unwrap().claims, 2);
+    assert_eq!(again.request.state, rewind::api::RequestState::Running);
+    let e = rc.my_request().unwrap_err();
+    assert_eq!(status_of(&e), Some(401), "{e:#}");
+    let rc = s.client(&again.token);
+    rc.report_result(true, rewind::stage::Stage::Finish, "recovered")
+        .unwrap();
+
+    // Succeeded: never another recovery from this request.
+    let e = claim_with(&s, &printed, None, victim.clone()).unwrap_err();
+    assert_eq!(status_of(&e), Some(401), "{e:#}");
+    let e = claim_with(&s, &boot, Some("web1"), victim).unwrap_err();
+    assert_eq!(status_of(&e), Some(404), "no live request: {e:#}");
+    let req = last_request(&s);
+    assert_eq!(req["state"], "succeeded");
+    let e = s
+        .client(&boot)
+        .claim(&ClaimRequest {
+            request: Some(req["id"].as_str().unwrap().to_string()),
+            host: None,
+            machine: example_machine(MAC_A),
+        })
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("already succeeded"), "{e:#}");
+    assert!(script(&s, &boot, MAC_A).ends_with("exit\n"));
+    // Nothing committed was touched.
+    assert_eq!(s.committed("web1"), ["s1.xml"]);
+}
+
+/// The request's own (printed) token reads the request and claims; it
+/// reads no data, reports nothing. A claim's token reads only the
+/// request's snapshot, and never writes.
+#[test]
+fn the_printed_token_only_claims_and_a_claim_reads_its_snapshot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    for (id, t) in [
+        ("s1", "2026-11-24T06:00:00Z"),
+        ("s2", "2026-11-25T06:00:00Z"),
+    ] {
+        let (st, text) = put_snapshot(&s, &web, "web1", id, t, MAC_A);
+        assert_eq!(st, StatusCode::CREATED, "{text}");
+    }
+    let printed = printed_token(&rewind_ok(
+        &s,
+        &s.admin,
+        &["request", "web1", "--at", "2026-11-24T12:00:00Z"],
+    ));
+    let pc = s.client(&printed);
+    assert_eq!(pc.my_request().unwrap().snapshot, "s1");
+    let e = pc.manifest_at("web1", "latest").unwrap_err();
+    assert_eq!(status_of(&e), Some(403), "{e:#}");
+    let e = pc
+        .report_progress(rewind::stage::Stage::Fetch, 0, 0, "")
+        .unwrap_err();
+    assert_eq!(status_of(&e), Some(403), "{e:#}");
+    let claim_token = claim_with(&s, &printed, None, example_machine(MAC_A))
+        .unwrap()
+        .token;
+    let rc = s.client(&claim_token);
+    // Whatever it asks for, the claim gets its request's snapshot.
+    assert_eq!(rc.manifest_at("web1", "latest").unwrap().0, "s1");
+    let (st, _) = put_snapshot(
+        &s,
+        &claim_token,
+        "web1",
+        "s9",
+        "2026-11-26T06:00:00Z",
+        MAC_A,
+    );
+    assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+/// Replacement hardware: the captured machine's identity does not match,
+/// so the claim is refused and says how to name the new machine; a
+/// request naming it (`--machine`), or allowing any (`--any-machine`),
+/// is claimed.
+#[test]
+fn a_new_machine_must_be_named_or_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let boot = boot_token(&s);
+    let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1"]));
+    let e = claim_with(&s, &printed, None, an_intruder()).unwrap_err();
+    assert_eq!(status_of(&e), Some(409), "{e:#}");
+    assert!(format!("{e:#}").contains("--machine"), "{e:#}");
+    // The new machine named by its UUID: it is identified by the boot
+    // token (iPXE's ${uuid}) and claims; the old machine is not identified.
+    rewind_ok(
+        &s,
+        &s.admin,
+        &[
+            "request",
+            "web1",
+            "--machine",
+            &format!("uuid={}", UUID_X.to_uppercase()),
+        ],
+    );
+    let found = s.client(&boot).identify_machine(&an_intruder()).unwrap();
+    assert_eq!(found.host, "web1");
+    assert!(found.request.is_some());
+    let old = s
+        .client(&boot)
+        .identify_machine(&example_machine(MAC_A))
+        .unwrap();
+    assert!(
+        old.request.is_none(),
+        "the old machine is not the one named"
+    );
+    claim_with(&s, &boot, Some("web1"), an_intruder()).unwrap();
+    rewind_ok(&s, &s.admin, &["request", "web1", "--cancel"]);
+    // Any machine, explicitly.
+    let printed = printed_token(&rewind_ok(
+        &s,
+        &s.admin,
+        &["request", "web1", "--any-machine"],
+    ));
+    let nobody = MachineIdentity::new(None, &["52:54:00:00:00:77".to_string()]);
+    claim_with(&s, &printed, None, nobody.clone()).unwrap();
+    // ... but once claimed, only by that machine.
+    let e = claim_with(&s, &printed, None, an_intruder()).unwrap_err();
+    assert_eq!(status_of(&e), Some(409), "{e:#}");
+    let bad = rewind_fails(&s, &s.admin, &["request", "web1", "--machine", "uuid=nope"]);
+    assert!(bad.contains("uuid=nope"), "{bad}");
+}
+
+/// Issue 15 point 3: an armed request forgotten for months used to wipe
+/// the machine at its next network boot. A request expires: past it, its
+/// boot script exits, its token and claims are refused, and it shows as
+/// cancelled ("expired").
+#[test]
+fn an_expired_request_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let boot = boot_token(&s);
+    let out = rewind_ok(&s, &s.admin, &["request", "web1", "--expires", "2s"]);
+    assert!(out.contains("startable until"), "{out}");
+    let printed = printed_token(&out);
+    assert!(script(&s, &boot, MAC_A).contains("rewind.host=web1"));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let sc = script(&s, &boot, MAC_A);
+    assert!(
+        sc.contains("no recovery is armed for web1") && sc.ends_with("exit\n"),
+        "{sc}"
+    );
+    let e = claim_with(&s, &printed, None, example_machine(MAC_A)).unwrap_err();
+    assert_eq!(status_of(&e), Some(401), "{e:#}");
+    assert!(format!("{e:#}").contains("expired"), "{e:#}");
+    let id = last_request(&s)["id"].as_str().unwrap().to_string();
+    let e = s
+        .client(&boot)
+        .claim(&ClaimRequest {
+            request: Some(id),
+            host: None,
+            machine: example_machine(MAC_A),
+        })
+        .unwrap_err();
+    assert_eq!(status_of(&e), Some(409), "{e:#}");
+    let req = last_request(&s);
+    assert_eq!(req["state"], "cancelled", "{req}");
+    assert!(
+        req["result"].as_str().unwrap().starts_with("expired at"),
+        "{req}"
+    );
+    // A new request can be armed (and is startable again).
+    rewind_ok(&s, &s.admin, &["request", "web1"]);
+    assert!(script(&s, &boot, MAC_A).contains("rewind.host=web1"));
+}
+
+/// Issue 15 point 2, the boot side: a host whose manifest lists another
+/// machine's MAC used to capture its network-boot recovery (the first
+/// host by name won). A boot now identifies only among live requests,
+/// and refuses when more than one names the machine.
+#[test]
+fn a_boot_identifies_only_among_live_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    // "aaa" sorts first and lists web1's MAC (committed before the MAC
+    // index refuses it, or forged in its directory).
+    let evil = s.host_token("aaa");
+    let _ = put_snapshot(&s, &evil, "aaa", "e1", "2026-11-24T07:00:00Z", MAC_A);
+    let boot = boot_token(&s);
+    rewind_ok(&s, &s.admin, &["request", "web1"]);
+    let sc = script(&s, &boot, MAC_A);
+    assert!(sc.contains("rewind.host=web1"), "{sc}");
+    let found = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap();
+    assert_eq!(found.host, "web1");
+    // Two live requests name the machine: refused, the script exits.
+    let both = rewind::client::Client::new(&s.url, &s.admin, &s.trust()).unwrap();
+    if both
+        .create_request("aaa", &rewind::api::NewRequest::default())
+        .is_ok()
+    {
+        let sc = script(&s, &boot, MAC_A);
+        assert!(
+            sc.contains("more than one armed recovery") && sc.ends_with("exit\n"),
+            "{sc}"
+        );
+        let e = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap_err();
+        assert_eq!(status_of(&e), Some(409), "{e:#}");
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Back-date a snapshot's commit on the server (its file's mtime), as if
+/// it had been committed `days` ago.
+fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
+    let file = s.data.join(format!("hosts/web1/snapshots/{id}.xml"));
+    let when = format!("@{}", now() - days * 86_400);
+    let st = std::process::Command::new("touch")
+        .args(["-m", "-d", &when])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Three snapshots of web1, taken and committed 30, 20 and 10 days ago.
+fn three_old_snapshots(s: &ServerProc) {
+    let web = s.host_token("web1");
+    for (id, days) in [("s1", 30), ("s2", 20), ("s3", 10)] {
+        let t = rewind::time::format_utc(now() - days * 86_400);
+        let (st, text) = put_snapshot(s, &web, "web1", id, &t, MAC_A);
+        assert_eq!(st, StatusCode::CREATED, "{text}");
+        commit_days_ago(s, id, days);
+    }
+}
+
+fn delete(s: &ServerProc, name: &str) -> StatusCode {
+    http_client()
+        .delete(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .unwrap()
+        .status()
+}
+
+/// Issue 15 point 7: the snapshot being recovered used to be forgettable
+/// (and its packs prunable) mid-restore. A snapshot an active request
+/// restores is kept by forget and by a hand removal; prune's grace covers
+/// the running restore, so a pack retired meanwhile stays served.
+#[test]
+fn forget_and_prune_spare_a_running_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    three_old_snapshots(&s);
+    // An unreferenced pack, retired by a prune before the recovery starts.
+    let web = s.host_token("web1");
+    let (pack, bytes, _) = a_pack();
+    let name = format!("packs/{}/{pack}.pack", &pack[..2]);
+    let st = http_client()
+        .put(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&web)
+        .body(bytes)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::CREATED);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "1s", "--host", "web1"]);
+    assert!(
+        out.contains("retired 1 unused") && out.contains("0 retired packs deleted"),
+        "{out}"
+    );
+
+    // Recover to the oldest snapshot; the restore is running.
+    let at = rewind::time::format_utc(now() - 25 * 86_400);
+    let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1", "--at", &at]));
+    let claim = claim_with(&s, &printed, None, example_machine(MAC_A)).unwrap();
+    let rc = s.client(&claim.token);
+    rc.report_progress(rewind::stage::Stage::Restore, 1, 2, "/")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // forget --keep-last 1 would drop s1 and s2: s1 is pinned.
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert_eq!(s.committed("web1"), ["s1.xml", "s3.xml"]);
+    let decided = s
+        .client(&s.admin)
+        .forget(&rewind::api::ForgetRequest {
+            policy: rewind::repo::forget::Policy {
+                last: 1,
+                ..Default::default()
+            },
+            host: Some("web1".into()),
+            dry_run: true,
+            min_age_days: None,
+        })
+        .unwrap();
+    let s1 = decided.hosts["web1"].iter().find(|d| d.id == "s1").unwrap();
+    assert!(s1.keep && s1.reasons == ["recovery"], "{s1:?}");
+    // Nor may an admin delete it by hand.
+    assert_eq!(delete(&s, "snapshots/s1.xml"), StatusCode::CONFLICT);
+    // Prune --grace 0s keeps the retired pack while the restore runs.
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "0s", "--host", "web1"]);
+    assert!(out.contains("0 retired packs deleted"), "{out}");
+    assert_eq!(rc.manifest_at("web1", "latest").unwrap().0, "s1");
+    let got = http_client()
+        .get(format!("{}/v1/hosts/web1/files/{name}", s.url))
+        .bearer_auth(&claim.token)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(got, StatusCode::OK, "the retired pack is still served");
+    // Over: the next prune deletes it, and s1 may go.
+    rc.report_result(true, rewind::stage::Stage::Finish, "recovered")
+        .unwrap();
+    let out = rewind_ok(&s, &s.admin, &["prune", "--grace", "0s", "--host", "web1"]);
+    assert!(out.contains("1 retired packs deleted"), "{out}");
+    rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert_eq!(s.committed("web1"), ["s3.xml"]);
+}
+
+/// Issue 15 point 8: a stolen admin token could erase recent history at
+/// once. `forget --min-age` keeps what is younger; `serve --retention-lock
+/// DAYS` keeps it whatever the admin asks (forget, or a hand removal of a
+/// snapshot or a pack); a host cannot date snapshots around it.
+#[test]
+fn a_retention_lock_holds_against_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    three_old_snapshots(&s);
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--min-age",
+            "25",
+            "--host",
+            "web1",
+        ],
+    );
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert_eq!(s.committed("web1"), ["s2.xml", "s3.xml"]);
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        false,
+        None,
+        &["--retention-lock", "15"],
+    );
+    three_old_snapshots(&s);
+    // A host back-dates a snapshot (to push real ones out of keep-N, or
+    // to make it forgettable at once): refused at commit.
+    let web = s.host_token("web1");
+    let old = rewind::time::format_utc(now() - 400 * 86_400);
+    let (st, text) = put_snapshot(&s, &web, "web1", "s0", &old, MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("before web1's newest"), "{text}");
+    let future = rewind::time::format_utc(now() + 3600);
+    let (st, text) = put_snapshot(&s, &web, "web1", "s9", &future, MAC_A);
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    let (st, text) = put_snapshot(
+        &s,
+        &web,
+        "web1",
+        "s4",
+        &rewind::time::format_utc(now()),
+        MAC_A,
+    );
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    // Older than the lock: an admin may still remove it by hand.
+    assert_eq!(delete(&s, "snapshots/s1.xml"), StatusCode::NO_CONTENT);
+    // s4 is the last; s3 is younger than the lock; s2 older.
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert!(out.contains("keeping 2 of 3"), "{out}");
+    assert!(out.contains("s3  (retention-lock)"), "{out}");
+    assert_eq!(s.committed("web1"), ["s3.xml", "s4.xml"]);
+    assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
+    assert_eq!(delete(&s, "config"), StatusCode::CONFLICT);
+    // Its own time is young too: an old commit time alone does not free it.
+    commit_days_ago(&s, "s3", 400);
+    assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
+    assert_eq!(s.committed("web1"), ["s3.xml", "s4.xml"]);
+}
