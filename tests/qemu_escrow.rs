@@ -283,18 +283,7 @@ fn an_escrowed_volume_key_opens_the_restored_header_with_no_passphrase() {
         ),
         Duration::from_secs(60),
     );
-    let present = vec![PresentDisk {
-        name: "vdb".into(),
-        path: "/dev/vdb".into(),
-        size: DISK,
-        logical_sector_size: 512,
-        model: None,
-        serial: None,
-        wwn: None,
-        removable: false,
-        in_use: None,
-        ..Default::default()
-    }];
+    let present = vec![PresentDisk::bare("vdb", DISK)];
     let the_plan = plan(
         &m,
         &present,

@@ -643,18 +643,7 @@ mod tests {
             ("sdd", 4 << 30),
         ]
         .iter()
-        .map(|(n, size)| PresentDisk {
-            name: n.to_string(),
-            path: format!("/dev/{n}"),
-            size: *size,
-            logical_sector_size: 512,
-            model: None,
-            serial: None,
-            wwn: None,
-            removable: false,
-            in_use: None,
-            ..Default::default()
-        })
+        .map(|(n, size)| PresentDisk::bare(n, *size))
         .collect();
         let p = plan(
             &m,

@@ -236,18 +236,7 @@ mod tests {
         let present: Vec<PresentDisk> = ["sda", "sdb", "sdc", "sdd"]
             .iter()
             .zip([8u64 << 30, 9 << 30, 4 << 30, 4 << 30])
-            .map(|(n, size)| PresentDisk {
-                name: n.to_string(),
-                path: format!("/dev/{n}"),
-                size,
-                logical_sector_size: 512,
-                model: None,
-                serial: None,
-                wwn: None,
-                removable: false,
-                in_use: None,
-                ..Default::default()
-            })
+            .map(|(n, size)| PresentDisk::bare(n, size))
             .collect();
         let p = plan(&m, &present, &PlanOptions::default()).unwrap_or_else(|e| panic!("{e:#}"));
         let mirrors = esp_mirrors(&m, &p);

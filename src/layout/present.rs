@@ -88,6 +88,16 @@ impl Default for PresentDisk {
 }
 
 impl PresentDisk {
+    /// A free, blank disk `/dev/NAME` of `size` bytes (test fixtures).
+    pub fn bare(name: &str, size: u64) -> PresentDisk {
+        PresentDisk {
+            name: name.to_string(),
+            path: format!("/dev/{name}"),
+            size,
+            ..Default::default()
+        }
+    }
+
     /// Why the disk is chosen only when named (`--disk`), if it is: a
     /// removable medium, a SAN LUN (FC, iSCSI) or a multipath device, which
     /// other machines may share.

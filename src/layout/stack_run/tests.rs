@@ -49,18 +49,7 @@ fn present() -> Vec<PresentDisk> {
     ["sda", "sdb", "sdc", "sdd"]
         .iter()
         .zip([8u64 << 30, 8 << 30, 4 << 30, 4 << 30])
-        .map(|(n, size)| PresentDisk {
-            name: n.to_string(),
-            path: format!("/dev/{n}"),
-            size,
-            logical_sector_size: 512,
-            model: None,
-            serial: None,
-            wwn: None,
-            removable: false,
-            in_use: None,
-            ..Default::default()
-        })
+        .map(|(n, size)| PresentDisk::bare(n, size))
         .collect()
 }
 
