@@ -633,7 +633,7 @@ fn iso_recovers_under_seabios_and_ovmf() {
         let disk = src.blank_disk(&format!("{firmware}.img"));
         let log = logs_dir().join(format!("iso-{firmware}.log"));
         let boot = if uefi {
-            Boot::IsoUefiSecureBoot(&iso)
+            Boot::IsoUefiSecure(&iso)
         } else {
             Boot::IsoBios(&iso)
         };

@@ -84,7 +84,7 @@ pub enum Boot<'a> {
     IsoUefi(&'a Path),
     /// An ISO as a CD-ROM, under OVMF with Secure Boot enforced and
     /// Microsoft's keys enrolled (as PCs ship).
-    IsoUefiSecureBoot(&'a Path),
+    IsoUefiSecure(&'a Path),
     /// The network, under SeaBIOS: QEMU's iPXE option ROM gets `bootfile`
     /// from the TFTP directory `tftp` of the user network.
     Pxe { tftp: &'a Path, bootfile: &'a str },
@@ -225,7 +225,7 @@ impl Qemu {
                 fresh_ovmf_vars(&vars);
                 Firmware::Uefi { vars: &vars }
             }
-            Boot::IsoUefiSecureBoot(_) => {
+            Boot::IsoUefiSecure(_) => {
                 fresh_secure_boot_vars(&vars);
                 Firmware::UefiSecureBoot { vars: &vars }
             }
@@ -348,7 +348,7 @@ impl Qemu {
                 "-append",
                 &format!("{cmdline} no_timer_check"),
             ]),
-            Boot::IsoBios(iso) | Boot::IsoUefi(iso) | Boot::IsoUefiSecureBoot(iso) => {
+            Boot::IsoBios(iso) | Boot::IsoUefi(iso) | Boot::IsoUefiSecure(iso) => {
                 push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"])
             }
             Boot::Pxe { .. } => push(&["-boot", "n"]),
