@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use reqwest::StatusCode;
-use rewind::api::{AuditAction, EscrowKey, NewRequest, NewToken, ResultReport};
+use rewind::api::{AuditAction, ClaimRequest, EscrowKey, NewRequest, NewToken, ResultReport};
 use server_util::*;
 
 const MAC_A: &str = "52:54:00:00:00:0a";
@@ -153,13 +153,25 @@ fn escrowed_keys_go_only_to_an_armed_recovery_of_their_host() {
     let (st, text) = get(Some(&web1));
     assert!(text.contains("never read them back"), "{st}: {text}");
 
+    // A request's recovery token works once the machine it allows has
+    // claimed it (issue 15): the claim's token is the one that reads.
+    let claim = |token: &str, mac: &str| {
+        s.client(token)
+            .claim(&ClaimRequest {
+                request: None,
+                host: None,
+                machine: example_machine(mac),
+            })
+            .unwrap()
+            .token
+    };
     // Another host's armed recovery.
     let r2 = admin
         .create_request("web2", &NewRequest::default())
         .unwrap();
     refused(
         "web2's armed recovery",
-        Some(&r2.token),
+        Some(&claim(&r2.token, MAC_B)),
         StatusCode::FORBIDDEN,
     );
     // web1's recovery tokens of requests that are not armed: replaced,
@@ -184,7 +196,8 @@ fn escrowed_keys_go_only_to_an_armed_recovery_of_their_host() {
     let finished = admin
         .create_request("web1", &NewRequest::default())
         .unwrap();
-    let c = s.client(&finished.token);
+    let finished_claim = claim(&finished.token, MAC_A);
+    let c = s.client(&finished_claim);
     c.post::<_, serde_json::Value>(
         "/v1/recovery/result",
         &ResultReport {
@@ -195,6 +208,11 @@ fn escrowed_keys_go_only_to_an_armed_recovery_of_their_host() {
     )
     .unwrap();
     refused(
+        "a finished request's claim",
+        Some(&finished_claim),
+        StatusCode::UNAUTHORIZED,
+    );
+    refused(
         "a finished request's token",
         Some(&finished.token),
         StatusCode::UNAUTHORIZED,
@@ -204,12 +222,18 @@ fn escrowed_keys_go_only_to_an_armed_recovery_of_their_host() {
     let armed = admin
         .create_request("web1", &NewRequest::default())
         .unwrap();
-    let released = s.client(&armed.token).escrowed_key("web1", &id).unwrap();
+    refused(
+        "an armed request's token before its claim",
+        Some(&armed.token),
+        StatusCode::FORBIDDEN,
+    );
+    let armed_claim = claim(&armed.token, MAC_A);
+    let released = s.client(&armed_claim).escrowed_key("web1", &id).unwrap();
     assert_eq!(released.key, body.key);
     assert_eq!(released.volume_uuid, UUID);
     // ... but not another host's key with it.
     let e = s
-        .client(&armed.token)
+        .client(&armed_claim)
         .escrowed_key("web2", &id)
         .unwrap_err();
     assert!(format!("{e:#}").contains("403"), "{e:#}");

@@ -66,6 +66,14 @@ pub(super) async fn release_key(
     let to = match &caller.scope {
         Scope::Admin => "admin".to_string(),
         Scope::Recovery { host: h, request } if *h == host => {
+            // Only a claim's token, bound to the machine the request
+            // allows: the request's own token (printed, perhaps typed at a
+            // boot menu) only claims.
+            if !caller.claimed {
+                return Err(ApiError::Forbidden(format!(
+                    "the token of request {request} must claim it for a machine first (POST /v1/claim): keys are released to the claim's token"
+                )));
+            }
             // The token check already refuses a request that is over;
             // asked again here, where it matters most.
             if !s.catalog().is_active(request) {

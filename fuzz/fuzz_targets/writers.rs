@@ -1,0 +1,7 @@
+//! cargo-fuzz target `writers`: tests/fuzz/targets.rs says what it checks.
+#![no_main]
+
+#[path = "../../tests/fuzz/targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::writers(data));
