@@ -25,6 +25,7 @@ const CAPTURE: &str =
     "rewind capture --repo /tmp/repo --disk /dev/vda --host qsnap --no-default-excludes";
 
 #[test]
+#[ignore = "not yet run to the end (issue 19): the image's busybox mount needs -t, and what follows has never run"]
 fn lvm_filesystems_are_captured_from_snapshots_that_are_always_removed() {
     let Some(img) =
         Image::get("lvm_filesystems_are_captured_from_snapshots_that_are_always_removed")
@@ -61,11 +62,11 @@ fn lvm_filesystems_are_captured_from_snapshots_that_are_always_removed() {
         "modprobe dm-snapshot; modprobe dm-thin-pool; \
          lvm pvcreate -q /dev/vda && lvm vgcreate -q qvg /dev/vda && \
          lvm lvcreate -q -y -n root -L 64M qvg && \
-         lvm lvcreate -q -y -L 64M -T qvg/pool && \
+         lvm lvcreate -q -y -L 400M -T qvg/pool && \
          lvm lvcreate -q -y -V 320M -T qvg/pool -n thin && \
          /usr/sbin/mkfs.ext4 -q /dev/mapper/qvg-root && /usr/sbin/mkfs.xfs -q /dev/mapper/qvg-thin && \
-         mkdir -p /mnt/root /mnt/thin && mount /dev/mapper/qvg-root /mnt/root && \
-         mount /dev/mapper/qvg-thin /mnt/thin && \
+         mkdir -p /mnt/root /mnt/thin && mount -t ext4 /dev/mapper/qvg-root /mnt/root && \
+         mount -t xfs /dev/mapper/qvg-thin /mnt/thin && \
          echo hello > /mnt/root/f && echo thin > /mnt/thin/g",
         long,
     );
