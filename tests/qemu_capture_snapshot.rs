@@ -25,7 +25,6 @@ const CAPTURE: &str =
     "rewind capture --repo /tmp/repo --disk /dev/vda --host qsnap --no-default-excludes";
 
 #[test]
-#[ignore = "not yet run to the end (issue 19): the image's busybox mount needs -t, and what follows has never run"]
 fn lvm_filesystems_are_captured_from_snapshots_that_are_always_removed() {
     let Some(img) =
         Image::get("lvm_filesystems_are_captured_from_snapshots_that_are_always_removed")
