@@ -264,8 +264,18 @@ fn an_escrowed_volume_key_opens_the_restored_header_with_no_passphrase() {
         .client(&s.admin)
         .create_request("qemu-escrow", &rewind::api::NewRequest::default())
         .unwrap();
-    let released = s
+    // The machine the request allows claims it (issue 15); keys go only to
+    // the claim's token.
+    let claimed = s
         .client(&armed.token)
+        .claim(&rewind::api::ClaimRequest {
+            request: None,
+            host: None,
+            machine: server_util::example_machine("52:54:00:ab:cd:e1"),
+        })
+        .unwrap();
+    let released = s
+        .client(&claimed.token)
         .escrowed_key("qemu-escrow", &key_id)
         .unwrap();
     assert_eq!(released.volume_uuid, h.uuid);
