@@ -248,9 +248,19 @@ impl Source {
         p
     }
 
-    /// Arm a recovery of the host; returns the recovery token.
+    /// Arm a recovery of the host; returns the recovery token. The guests
+    /// are other machines than the build host that was captured: the
+    /// request names them as an operator names replacement hardware (the
+    /// guest's NIC, and the captured MAC some guests borrow).
     fn arm(&self) -> String {
-        let out = rewind_ok(&self.server, &self.server.admin, &["request", HOST]);
+        let mut args = vec!["request", HOST, "--machine"];
+        let other = format!("mac={OTHER_MAC}");
+        args.push(&other);
+        let captured = self.mac.as_ref().map(|m| format!("mac={m}"));
+        if let Some(c) = &captured {
+            args.extend(["--machine", c.as_str()]);
+        }
+        let out = rewind_ok(&self.server, &self.server.admin, &args);
         out.lines()
             .find_map(|l| l.split("recovery token (this request only): ").nth(1))
             .expect("no recovery token printed")
