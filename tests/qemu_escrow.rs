@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use qemu_util::{Boot, Image, Qemu};
+use anyhow::Result;
+use qemu_util::{Boot, Console, Image, Qemu};
 use rewind::escrow::source::{self, EscrowOptions, Mappings};
 use rewind::layout::plan::{PlanOptions, plan};
 use rewind::layout::present::PresentDisk;
@@ -34,69 +34,6 @@ use rewind::stack::luks;
 const MIB: u64 = 1 << 20;
 const DISK: u64 = 48 * MIB;
 const MARKER: &str = "rewind-escrow-marker-0123456789";
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The stack runner and the mappings, on the live image's serial console.
-struct Console<'a>(&'a mut Qemu);
-
-impl StackRunner for Console<'_> {
-    fn run(&mut self, argv: &[String]) -> Result<String> {
-        // Standard input is /dev/null, as `crate::cmd` gives it: with the
-        // console as its input, `cryptsetup luksHeaderRestore` waits on it
-        // (found here: 300 s, then this test failed).
-        let program = quote(&argv[0]);
-        let args: Vec<String> = argv[1..].iter().map(|a| quote(a)).collect();
-        let (out, status) = self.0.run(
-            &format!(
-                "p=/usr/sbin/{program}; [ -x \"$p\" ] || p=/usr/bin/{program}; \"$p\" {} </dev/null 2>/tmp/stack.err || {{ cat /tmp/stack.err; false; }}",
-                args.join(" ")
-            ),
-            Duration::from_secs(300),
-        );
-        if status != 0 {
-            bail!("`{}` failed in the guest ({status}): {out}", argv.join(" "));
-        }
-        Ok(out)
-    }
-
-    fn write(&mut self, path: &str, text: &str) -> Result<()> {
-        self.0.run_ok(
-            &format!(
-                "cat > {} <<'REWIND_EOF'\n{}\nREWIND_EOF",
-                quote(path),
-                text.trim_end_matches('\n')
-            ),
-            Duration::from_secs(120),
-        );
-        Ok(())
-    }
-
-    fn read(&mut self, path: &str) -> Result<String> {
-        Ok(self
-            .0
-            .run_ok(&format!("cat {}", quote(path)), Duration::from_secs(60)))
-    }
-
-    fn read_head(&mut self, device: &str, len: usize) -> Result<Vec<u8>> {
-        let hex = self.0.run_ok(
-            &format!("od -An -v -tx1 -N {} {}", len.min(16384), quote(device)),
-            Duration::from_secs(120),
-        );
-        Ok(hex
-            .split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect())
-    }
-
-    fn remove(&mut self, path: &str) -> Result<()> {
-        self.0
-            .run_ok(&format!("rm -f {}", quote(path)), Duration::from_secs(30));
-        Ok(())
-    }
-}
 
 impl Mappings for Console<'_> {
     fn table(&mut self, mapping: &str) -> Result<String> {

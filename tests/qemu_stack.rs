@@ -16,8 +16,7 @@ mod qemu_util;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use qemu_util::{Boot, Image, Qemu};
+use qemu_util::{Boot, Console, Image, Qemu};
 use rewind::layout::plan::{Content, PlanOptions, plan};
 use rewind::layout::present::PresentDisk;
 use rewind::layout::stack_run::{self, StackRunner};
@@ -26,9 +25,6 @@ use rewind::stack::lvm;
 
 const MIB: u64 = 1 << 20;
 const DISK: u64 = 256 * MIB;
-/// What the console read of a LUKS header covers (its binary header and
-/// JSON area; reading the default 4 MiB over a serial line is pointless).
-const HEADER_READ: usize = 16384;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
@@ -99,70 +95,6 @@ fn manifest() -> rewind::manifest::Manifest {
     });
     validate(&m).unwrap_or_else(|e| panic!("{e}"));
     m
-}
-
-/// Single-quoted for the guest's sh.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The stack runner, on the live image's serial console.
-struct Console<'a>(&'a mut Qemu);
-
-impl StackRunner for Console<'_> {
-    fn run(&mut self, argv: &[String]) -> Result<String> {
-        // The emergency shell prefers busybox's applets (its mke2fs is not
-        // e2fsprogs'); rewind execs by PATH, so run the program file.
-        let program = quote(&argv[0]);
-        let args: Vec<String> = argv[1..].iter().map(|a| quote(a)).collect();
-        let (out, status) = self.0.run(
-            &format!(
-                "p=/usr/sbin/{program}; [ -x \"$p\" ] || p=/usr/bin/{program}; \"$p\" {} 2>/tmp/stack.err || {{ cat /tmp/stack.err; false; }}",
-                args.join(" ")
-            ),
-            Duration::from_secs(300),
-        );
-        if status != 0 {
-            bail!("`{}` failed in the guest ({status}): {out}", argv.join(" "));
-        }
-        Ok(out)
-    }
-
-    fn write(&mut self, path: &str, text: &str) -> Result<()> {
-        let dir = std::path::Path::new(path)
-            .parent()
-            .unwrap()
-            .to_str()
-            .unwrap();
-        self.0.run_ok(
-            &format!(
-                "mkdir -p {} && cat > {} <<'REWIND_EOF'\n{}\nREWIND_EOF",
-                quote(dir),
-                quote(path),
-                text.trim_end_matches('\n')
-            ),
-            Duration::from_secs(120),
-        );
-        Ok(())
-    }
-
-    fn read(&mut self, path: &str) -> Result<String> {
-        Ok(self
-            .0
-            .run_ok(&format!("cat {}", quote(path)), Duration::from_secs(60)))
-    }
-
-    fn read_head(&mut self, device: &str, len: usize) -> Result<Vec<u8>> {
-        let n = len.min(HEADER_READ);
-        let hex = self.0.run_ok(
-            &format!("od -An -v -tx1 -N {n} {}", quote(device)),
-            Duration::from_secs(120),
-        );
-        Ok(hex
-            .split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect())
-    }
 }
 
 #[test]

@@ -651,3 +651,73 @@ pub fn stages(console: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Single-quoted for the guest's sh.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// rewind's stack runner (`layout::stack_run::StackRunner`) on the live
+/// image's serial console: what the recovery would run, run in the guest.
+pub struct Console<'a>(pub &'a mut Qemu);
+
+impl rewind::layout::stack_run::StackRunner for Console<'_> {
+    fn run(&mut self, argv: &[String]) -> anyhow::Result<String> {
+        // The emergency shell prefers busybox's applets (its mke2fs is not
+        // e2fsprogs'); rewind execs by PATH, so run the program file. Its
+        // standard input is /dev/null, as `rewind::cmd` gives it: with the
+        // console as its input, `cryptsetup luksHeaderRestore` waits on it.
+        let program = quote(&argv[0]);
+        let args: Vec<String> = argv[1..].iter().map(|a| quote(a)).collect();
+        let (out, status) = self.0.run(
+            &format!(
+                "p=/usr/sbin/{program}; [ -x \"$p\" ] || p=/usr/bin/{program}; \"$p\" {} </dev/null 2>/tmp/stack.err || {{ cat /tmp/stack.err; false; }}",
+                args.join(" ")
+            ),
+            Duration::from_secs(300),
+        );
+        if status != 0 {
+            anyhow::bail!("`{}` failed in the guest ({status}): {out}", argv.join(" "));
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, path: &str, text: &str) -> anyhow::Result<()> {
+        let dir = Path::new(path).parent().unwrap().to_str().unwrap();
+        self.0.run_ok(
+            &format!(
+                "mkdir -p {} && cat > {} <<'REWIND_EOF'\n{}\nREWIND_EOF",
+                quote(dir),
+                quote(path),
+                text.trim_end_matches('\n')
+            ),
+            Duration::from_secs(120),
+        );
+        Ok(())
+    }
+
+    fn read(&mut self, path: &str) -> anyhow::Result<String> {
+        Ok(self
+            .0
+            .run_ok(&format!("cat {}", quote(path)), Duration::from_secs(60)))
+    }
+
+    /// At most 16 KiB (a LUKS header's binary part and JSON area: reading
+    /// the default 4 MiB over a serial line is pointless).
+    fn read_head(&mut self, device: &str, len: usize) -> anyhow::Result<Vec<u8>> {
+        let hex = self.0.run_ok(
+            &format!("od -An -v -tx1 -N {} {}", len.min(16384), quote(device)),
+            Duration::from_secs(120),
+        );
+        Ok(hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect())
+    }
+
+    fn remove(&mut self, path: &str) -> anyhow::Result<()> {
+        self.0
+            .run_ok(&format!("rm -f {}", quote(path)), Duration::from_secs(30));
+        Ok(())
+    }
+}
