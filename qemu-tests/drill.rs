@@ -612,7 +612,7 @@ fn drill(v: &Variant) {
     rep.fact(
         "firmware",
         if v.uefi {
-            "UEFI (OVMF)"
+            "UEFI (OVMF, Secure Boot enforced)"
         } else {
             "BIOS (SeaBIOS)"
         },
