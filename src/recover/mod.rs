@@ -182,6 +182,7 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
         eprintln!("rewind: warning: {w}");
     }
     let mut r = Recovery::new(settings, target_root, None);
+    r.hold_for_report = true;
     if let Err(e) = r.stage(Stage::Hardware, |r| hardware(&r.settings)) {
         r.failed(&e);
         return 1;
@@ -347,6 +348,9 @@ pub struct Recovery {
     /// How long each stage run so far took, in order (a stage run twice,
     /// like fetch after waiting for a request, appears twice).
     timings: Vec<(Stage, Duration)>,
+    /// Hold until the server records a failure (the live image; a command
+    /// run by hand says it could not and returns).
+    hold_for_report: bool,
 }
 
 /// What the fetch stage found.
@@ -372,6 +376,7 @@ impl Recovery {
             reporter: None,
             started: Instant::now(),
             timings: Vec::new(),
+            hold_for_report: false,
         }
     }
 
@@ -419,6 +424,16 @@ impl Recovery {
         }
         nix::unistd::sync();
         match &self.reporter {
+            // The live image holds until the server has recorded the
+            // failure, as it does for a success: a machine that reboots
+            // with its request still running on the server would start
+            // the recovery again at its next network boot.
+            Some(r) if self.hold_for_report => {
+                let message = format!("{:#}", e.error);
+                if hold_until_recorded(|| r.result(false, e.stage, &message), RESULT_RETRY) {
+                    say("the failure was reported to the server");
+                }
+            }
             Some(r) => match r.result(false, e.stage, &format!("{:#}", e.error)) {
                 Ok(()) => say("the failure was reported to the server"),
                 Err(err) => say(&format!(
@@ -926,7 +941,7 @@ fn hold_until_recorded(mut report: impl FnMut() -> Result<()>, pause: Duration) 
             }
             Err(e) => {
                 say(&format!(
-                    "HOLDING: the recovery is done but the server has not recorded its result \
+                    "HOLDING: the recovery has ended but the server has not recorded its result \
                      ({e:#}); this machine does not reboot until it has (else it could be \
                      recovered again); retrying in {} s",
                     pause.as_secs()
