@@ -359,11 +359,28 @@ pub(super) fn remove_journals(m: &Manifest, plan: &Plan) {
     for step in plan.mounts.iter().filter(|s| s.skipped.is_none()) {
         let dir = PathBuf::from(&step.target);
         let p = dir.join(&name);
-        if p.exists() {
-            let _ = std::fs::remove_file(&p);
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
-            }
+        if !p.exists() {
+            continue;
+        }
+        // The root's times as the restore set them: the removal must not
+        // change what the recovered system sees.
+        let before = rustix::fs::stat(&dir).ok();
+        let _ = std::fs::remove_file(&p);
+        if let Some(st) = before {
+            let times = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            let _ = rustix::fs::utimensat(rustix::fs::CWD, &dir, &times, AtFlags::empty());
+        }
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
         }
     }
 }
