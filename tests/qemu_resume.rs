@@ -241,6 +241,10 @@ fn a_recovery_resumes_after_a_power_cut_and_waits_out_a_server_outage() {
     let mut vm = Qemu::start(Boot::Direct(&img, cmdline), &[&target], MAC, &log2);
     let t_boot2 = Instant::now();
     vm.expect("the claim is renewed", BOOT);
+    vm.expect(
+        "an unreachable server is waited for until the request expires",
+        RECOVERY,
+    );
     vm.expect("resuming: layout verified, ", RECOVERY);
     vm.expect("rewind: == stage partition ==", RECOVERY);
     vm.expect("resuming: partitioning skipped", RECOVERY);
