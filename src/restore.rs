@@ -41,6 +41,11 @@
 //!   stream order whichever thread met them.
 //! - A file's data extents are preallocated (`fallocate`) before its chunks
 //!   are written, so the filesystem allocates each extent once.
+//! - Resuming ([`Resume`], [`restore_resuming`]): an interrupted restore's
+//!   journal names the files it wrote whole and made durable; a file whose
+//!   journal record and on-disk inode both match is not written again.
+//!   Everything else (directories' metadata, links, specials, files not
+//!   recorded or not matching) is done as in a first restore.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
@@ -82,6 +87,21 @@ pub trait ChunkSource: Sync {
     }
 }
 
+/// What an earlier, interrupted restore into the same target left that can
+/// be trusted (the recovery's journal, `recover::resume`). A file is skipped
+/// only when both [`Resume::recorded`] and [`Resume::verified`] say so.
+pub trait Resume: Sync {
+    /// Whether the journal records `e` as written whole and made durable
+    /// (no disk access: the read-ahead uses it to leave its chunks out).
+    fn recorded(&self, e: &Entry) -> bool;
+    /// Whether what is at `name` in `dir` is still the inode the journal
+    /// recorded for `e`, unchanged since (then it is not written again).
+    fn verified(&self, dir: BorrowedFd<'_>, name: &CStr, e: &Entry) -> bool;
+    /// `e` was just written whole at `name` in `dir`: content, owner, mode,
+    /// xattrs and times. The journal records it once it is durable.
+    fn written(&self, dir: BorrowedFd<'_>, name: &CStr, e: &Entry);
+}
+
 /// Writer threads: `REWIND_RESTORE_WRITERS` (1 writes on the caller's
 /// thread alone, as a baseline for docs/performance.md), else two per core,
 /// at least 2 and at most 8 (the writers mostly wait on the filesystem).
@@ -120,6 +140,11 @@ pub struct RestoreStats {
     pub specials: u64,
     /// File data written (holes not included).
     pub bytes: u64,
+    /// Regular files an interrupted restore had written whole, verified and
+    /// left as they were (resuming; not in `files`).
+    pub resumed: u64,
+    /// Their data bytes (not in `bytes`).
+    pub resumed_bytes: u64,
     /// Entries refused or failed, each message naming its path.
     pub errors: Vec<String>,
     /// Things done differently from the entry that are not a loss (a hard
@@ -156,6 +181,17 @@ pub fn restore(
     source: &dyn ChunkSource,
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
+    restore_resuming(entries, source, opts, None)
+}
+
+/// [`restore`], skipping the files `resume` vouches for and telling it of
+/// each file written whole.
+pub fn restore_resuming(
+    entries: impl Iterator<Item = Result<Entry>>,
+    source: &dyn ChunkSource,
+    opts: &RestoreOptions,
+    resume: Option<&dyn Resume>,
+) -> Result<RestoreStats> {
     let target = &opts.target;
     let root = rustix::fs::open(
         target,
@@ -182,7 +218,7 @@ pub fn restore(
         let jobs = if writers > 1 {
             for _ in 0..writers {
                 let (job_rx, done_tx, stop) = (&job_rx, done_tx.clone(), &stop);
-                s.spawn(move || writer_loop(source, job_rx, &done_tx, stop));
+                s.spawn(move || writer_loop(source, resume, job_rx, &done_tx, stop));
             }
             Some(jobs)
         } else {
@@ -191,6 +227,7 @@ pub fn restore(
         drop(done_tx);
         let mut r = Restorer {
             source,
+            resume,
             root: Arc::new(root),
             root_inherits,
             only,
@@ -264,6 +301,7 @@ struct FileDone {
 
 fn writer_loop(
     source: &dyn ChunkSource,
+    resume: Option<&dyn Resume>,
     jobs: &Mutex<Receiver<FileJob>>,
     done: &Sender<FileDone>,
     stop: &std::sync::atomic::AtomicBool,
@@ -279,7 +317,7 @@ fn writer_loop(
         let result = if stop.load(std::sync::atomic::Ordering::Relaxed) {
             Err(anyhow!("not restored: the restore stopped"))
         } else {
-            write_job(source, &job)
+            write_job(source, resume, &job)
         };
         source.finished(job.seq);
         let path = job.entry.path;
@@ -296,7 +334,7 @@ fn writer_loop(
     }
 }
 
-fn write_job(source: &dyn ChunkSource, job: &FileJob) -> Result<u64> {
+fn write_job(source: &dyn ChunkSource, resume: Option<&dyn Resume>, job: &FileJob) -> Result<u64> {
     let (_, name) = split(&job.entry.path);
     let name = cstr(name);
     let at = At {
@@ -304,7 +342,11 @@ fn write_job(source: &dyn ChunkSource, job: &FileJob) -> Result<u64> {
         name: &name,
         inherits: job.inherits,
     };
-    write_file(source, job.seq, &job.entry, &at)
+    let bytes = write_file(source, job.seq, &job.entry, &at)?;
+    if let Some(r) = resume {
+        r.written(at.dir, at.name, &job.entry);
+    }
+    Ok(bytes)
 }
 
 /// Errors after which going on is pointless.
@@ -403,6 +445,7 @@ struct DirMeta {
 
 struct Restorer<'s> {
     source: &'s dyn ChunkSource,
+    resume: Option<&'s dyn Resume>,
     root: Arc<OwnedFd>,
     root_inherits: bool,
     only: Vec<Vec<u8>>,
@@ -489,7 +532,7 @@ impl<'s> Restorer<'s> {
                             .map_err(|_| anyhow!("the restore's writer threads stopped"))
                     }
                     None => {
-                        let result = write_job(self.source, &job);
+                        let result = write_job(self.source, self.resume, &job);
                         self.source.finished(seq);
                         self.file_done(FileDone {
                             seq,
@@ -593,7 +636,17 @@ impl<'s> Restorer<'s> {
                 Err(anyhow!("corrupt entry: a hard-linked directory"))
             }
             _ if e.hardlink_to.is_some() => self.hardlink(seq, e, &at),
-            Kind::File => return Ok(Some((dir, inherits))),
+            Kind::File => {
+                if let Some(r) = self.resume
+                    && r.recorded(e)
+                    && r.verified(at.dir, at.name, e)
+                {
+                    self.stats.resumed += 1;
+                    self.stats.resumed_bytes += e.extents.iter().map(|x| x.len).sum::<u64>();
+                    return Ok(None);
+                }
+                return Ok(Some((dir, inherits)));
+            }
             Kind::Dir => self.make_dir(e, &at),
             Kind::Symlink => self.symlink(e, &at),
             Kind::Fifo | Kind::CharDevice | Kind::BlockDevice | Kind::Socket => {

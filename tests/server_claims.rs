@@ -222,6 +222,65 @@ fn the_printed_token_only_claims_and_a_claim_reads_its_snapshot_only() {
     assert_eq!(st, StatusCode::FORBIDDEN);
 }
 
+/// The claim's token reads its request's snapshot file, and no other,
+/// through the repository's file routes too (the manifest route was
+/// limited already): the other snapshot's XML is refused, the listings
+/// show its own snapshot only, and its snapshot still restores.
+#[test]
+fn a_claim_reads_no_other_snapshot_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    for (id, t) in [
+        ("s1", "2026-11-24T06:00:00Z"),
+        ("s2", "2026-11-25T06:00:00Z"),
+    ] {
+        let (st, text) = put_snapshot(&s, &web, "web1", id, t, MAC_A);
+        assert_eq!(st, StatusCode::CREATED, "{text}");
+    }
+    let printed = printed_token(&rewind_ok(
+        &s,
+        &s.admin,
+        &["request", "web1", "--at", "2026-11-24T12:00:00Z"],
+    ));
+    let claim_token = claim_with(&s, &printed, None, example_machine(MAC_A))
+        .unwrap()
+        .token;
+    let get = |path: &str| {
+        let resp = http_client()
+            .get(format!("{}/v1/hosts/web1/{path}", s.url))
+            .bearer_auth(&claim_token)
+            .send()
+            .unwrap();
+        (resp.status(), resp.text().unwrap())
+    };
+    // The attack: read the newer snapshot's manifest as a file.
+    let (st, text) = get("files/snapshots/s2.xml");
+    assert_eq!(st, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("its request's snapshot (s1) only"), "{text}");
+    let (st, text) = get("files/snapshots/s1.xml");
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(text.contains("id=\"s1\""), "{text}");
+    // Listings name its own snapshot only.
+    let (st, text) = get("files?prefix=snapshots/");
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let names: Vec<String> = serde_json::from_str(&text).unwrap();
+    assert_eq!(names, ["snapshots/s1.xml"], "{text}");
+    let (st, text) = get("snapshots");
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(
+        text.contains("\"s1\"") && !text.contains("\"s2\""),
+        "{text}"
+    );
+    // The host's own token still reads both.
+    let resp = http_client()
+        .get(format!("{}/v1/hosts/web1/files/snapshots/s2.xml", s.url))
+        .bearer_auth(&web)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
 /// Replacement hardware: the captured machine's identity does not match,
 /// so the claim is refused and says how to name the new machine; a
 /// request naming it (`--machine`), or allowing any (`--any-machine`),

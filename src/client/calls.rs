@@ -110,7 +110,7 @@ impl Client {
         let url = self.url(&format!(
             "/boot/ipxe?mac={}&token={}",
             macs.join(","),
-            query_escape(&self.token)
+            query_escape(&self.token())
         ));
         self.retrying("boot script", |http| {
             let resp = accept(http.get(&url).send()?, &[])?;

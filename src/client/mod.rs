@@ -244,12 +244,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Where a client gets a new token when the server answers 401 (a
+/// recovery claim's lease lapsed during an outage: the image claims again).
+pub type Renew = Box<dyn Fn() -> Result<String> + Send + Sync>;
+
 pub struct Client {
     pub base: String,
-    token: String,
+    token: std::sync::RwLock<String>,
     http: reqwest::blocking::Client,
     /// How long to keep retrying a server that is down.
     pub retry_for: Duration,
+    /// Retry a server that is down until this wall-clock time instead of
+    /// for `retry_for` (a recovery: until its request expires).
+    pub retry_until: Option<std::time::SystemTime>,
+    /// A new token on 401, once per call (see [`Renew`]).
+    pub renew: Option<Renew>,
 }
 
 impl Client {
@@ -297,47 +306,97 @@ impl Client {
             .map_or(RETRY_FOR, Duration::from_secs);
         Ok(Client {
             base,
-            token: token.to_string(),
+            token: std::sync::RwLock::new(token.to_string()),
             http,
             retry_for,
+            retry_until: None,
+            renew: None,
         })
+    }
+
+    /// The token calls send now.
+    pub fn token(&self) -> String {
+        match self.token.read() {
+            Ok(t) => t.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
+    /// How long retrying may still go on, from a call's start: `retry_for`,
+    /// or until `retry_until` when that is set.
+    fn retry_window(&self) -> Duration {
+        match self.retry_until {
+            Some(until) => until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+            None => self.retry_for,
+        }
+    }
+
     /// Run `attempt` until it succeeds, fails for good, or the server has
-    /// been unreachable for `retry_for`; waits double each time (0.25 s up to 8 s).
+    /// been unreachable for `retry_for` (or until `retry_until`); waits
+    /// double each time (0.25 s up to 8 s). A 401 with a [`Renew`] set gets
+    /// a new token and one more attempt.
     pub fn retrying<T>(
         &self,
         what: &str,
         mut attempt: impl FnMut(&reqwest::blocking::Client) -> Result<T, Failure>,
     ) -> Result<T> {
         let started = Instant::now();
+        let window = self.retry_window();
         let mut delay = Duration::from_millis(250);
         let mut warned = false;
+        let mut renewed = false;
         loop {
-            match attempt(&self.http) {
+            let failure = match attempt(&self.http) {
                 Ok(v) => {
                     if warned {
                         eprintln!("rewind: {} is back", self.base);
                     }
                     return Ok(v);
                 }
-                Err(Failure::Fatal(e)) => return Err(e.context(format!("{what} failed"))),
-                Err(Failure::Retry(why)) => {
-                    if started.elapsed() + delay > self.retry_for {
+                Err(Failure::Fatal(e))
+                    if !renewed
+                        && self.renew.is_some()
+                        && matches!(api_error(&e), Some(ApiError::Unauthorized(_))) =>
+                {
+                    renewed = true;
+                    let renew = self.renew.as_ref().expect("checked");
+                    match renew() {
+                        Ok(token) => {
+                            eprintln!("rewind: {what}: the token lapsed; renewed it");
+                            if let Ok(mut t) = self.token.write() {
+                                *t = token;
+                            }
+                            continue;
+                        }
+                        Err(r) => {
+                            return Err(e.context(format!(
+                                "{what} failed, and a new token could not be had: {r:#}"
+                            )));
+                        }
+                    }
+                }
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Fatal(e) => return Err(e.context(format!("{what} failed"))),
+                Failure::Retry(why) => {
+                    if started.elapsed() + delay > window {
                         bail!(
                             "{what} failed: {} did not answer for {}s: {why}",
                             self.base,
-                            self.retry_for.as_secs()
+                            window.as_secs()
                         );
                     }
                     if !warned {
                         eprintln!(
                             "rewind: {what}: {why}; retrying for up to {}s",
-                            self.retry_for.as_secs()
+                            window.as_secs()
                         );
                         warned = true;
                     }
@@ -349,7 +408,10 @@ impl Client {
     }
 
     fn auth(&self, rb: RequestBuilder) -> RequestBuilder {
-        rb.bearer_auth(&self.token)
+        match self.token.read() {
+            Ok(t) => rb.bearer_auth(&*t),
+            Err(e) => rb.bearer_auth(&*e.into_inner()),
+        }
     }
 
     /// Send a request with an optional JSON body (retrying) and parse the

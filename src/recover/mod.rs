@@ -18,6 +18,7 @@
 
 mod configure;
 mod report;
+mod resume;
 mod session;
 
 use std::path::{Path, PathBuf};
@@ -181,6 +182,7 @@ pub fn live(settings: Settings, target_root: &Path) -> i32 {
         eprintln!("rewind: warning: {w}");
     }
     let mut r = Recovery::new(settings, target_root, None);
+    r.hold_for_report = true;
     if let Err(e) = r.stage(Stage::Hardware, |r| hardware(&r.settings)) {
         r.failed(&e);
         return 1;
@@ -346,6 +348,9 @@ pub struct Recovery {
     /// How long each stage run so far took, in order (a stage run twice,
     /// like fetch after waiting for a request, appears twice).
     timings: Vec<(Stage, Duration)>,
+    /// Hold until the server records a failure (the live image; a command
+    /// run by hand says it could not and returns).
+    hold_for_report: bool,
 }
 
 /// What the fetch stage found.
@@ -371,6 +376,7 @@ impl Recovery {
             reporter: None,
             started: Instant::now(),
             timings: Vec::new(),
+            hold_for_report: false,
         }
     }
 
@@ -418,6 +424,16 @@ impl Recovery {
         }
         nix::unistd::sync();
         match &self.reporter {
+            // The live image holds until the server has recorded the
+            // failure, as it does for a success: a machine that reboots
+            // with its request still running on the server would start
+            // the recovery again at its next network boot.
+            Some(r) if self.hold_for_report => {
+                let message = format!("{:#}", e.error);
+                if hold_until_recorded(|| r.result(false, e.stage, &message), RESULT_RETRY) {
+                    say("the failure was reported to the server");
+                }
+            }
             Some(r) => match r.result(false, e.stage, &format!("{:#}", e.error)) {
                 Ok(()) => say("the failure was reported to the server"),
                 Err(err) => say(&format!(
@@ -484,7 +500,15 @@ impl Recovery {
         };
 
         let prepared = self.stage(Stage::Plan, |r| {
-            let the_plan = r.plan(&manifest)?;
+            let resumable = if r.settings.action == Action::Plan {
+                None
+            } else {
+                r.resumable(&manifest)
+            };
+            let (the_plan, resumed) = match resumable {
+                Some(res) => (res.plan, Some(res.recorded)),
+                None => (r.plan(&manifest)?, None),
+            };
             print!("{the_plan}");
             if r.settings.action == Action::Plan {
                 return Ok(None);
@@ -513,9 +537,9 @@ impl Recovery {
             )
             .context("nothing was written")?;
             layout::preflight(&the_plan).context("preflight check failed")?;
-            Ok(Some((the_plan, repo, staged)))
+            Ok(Some((the_plan, repo, staged, resumed)))
         })?;
-        let Some((the_plan, repo, staged)) = prepared else {
+        let Some((the_plan, repo, staged, resumed)) = prepared else {
             say("plan only (rewind.action=plan): nothing was written");
             return Ok(Outcome::Planned);
         };
@@ -528,11 +552,19 @@ impl Recovery {
             None => Box::new(NoRawData),
         };
         let sys = Path::new("/sys");
-        self.stage(Stage::Partition, |_| {
-            layout::partition_disks(&the_plan, sys)
+        self.stage(Stage::Partition, |_| match resumed {
+            Some(_) => {
+                say("resuming: partitioning skipped: every partition table is the planned one");
+                Ok(())
+            }
+            None => layout::partition_disks(&the_plan, sys),
         })?;
-        self.stage(Stage::Format, |_| {
-            layout::format_disks(&the_plan, raw.as_mut())
+        self.stage(Stage::Format, |_| match resumed {
+            Some(_) => {
+                say("resuming: formatting skipped: every filesystem's type and UUID verified");
+                Ok(())
+            }
+            None => layout::format_disks(&the_plan, raw.as_mut()),
         })?;
         drop(staged);
         self.stage(Stage::Mount, |_| {
@@ -543,7 +575,7 @@ impl Recovery {
         drop(raw);
 
         let restored = self.stage(Stage::Restore, |r| {
-            r.restore(repo.as_ref(), &manifest, &the_plan)
+            r.restore(repo.as_ref(), &manifest, &the_plan, resumed.is_some())
         })?;
         self.stage(Stage::Configure, |r| {
             configure::configure(
@@ -564,6 +596,7 @@ impl Recovery {
         self.stage(Stage::Finish, |r| {
             // This machine's RTC, as the restored system keeps it.
             init::clock::write_hardware_clock(&r.target_root);
+            resume::remove_journals(&manifest, &the_plan);
             layout::mount::unmount_below(&r.target_root)
                 .context("cannot unmount the recovered filesystems")?;
             layout::take_down_stack(&the_plan);
@@ -571,14 +604,23 @@ impl Recovery {
             Ok(())
         })?;
         let summary = format!(
-            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}",
+            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}{}",
             target.host,
             manifest.snapshot.id,
             manifest.snapshot.time,
             the_plan.disks.len(),
             restored.files,
             crate::util::size::human_bytes(restored.bytes),
-            human_duration(self.started.elapsed())
+            human_duration(self.started.elapsed()),
+            if resumed.is_some() {
+                format!(
+                    "; resumed an interrupted recovery: layout kept, {} files ({}) already restored and verified",
+                    restored.resumed,
+                    crate::util::size::human_bytes(restored.resumed_bytes)
+                )
+            } else {
+                String::new()
+            }
         );
         say(&summary);
         say(&format!("stage times: {}", self.timings_line()));
@@ -680,12 +722,40 @@ impl Recovery {
     }
 
     fn plan(&self, m: &Manifest) -> Result<plan::Plan> {
+        self.plan_on(m, self.settings.overwrite_non_blank)
+    }
+
+    /// An interrupted recovery of the same snapshot on these disks, verified
+    /// (`resume`): the plan that made it, and the files its journals record.
+    /// The disks hold a layout, so they are not blank: the plan may take a
+    /// used disk here, and it is used only if the layout on it, and the
+    /// journals in its filesystems, are exactly this recovery's.
+    fn resumable(&self, m: &Manifest) -> Option<resume::Resumable> {
+        let candidate = self.plan_on(m, true).ok()?;
+        match resume::check(m, candidate) {
+            Ok(res) => {
+                say(&format!(
+                    "resuming: layout verified, {} files already restored",
+                    res.recorded
+                ));
+                Some(res)
+            }
+            Err(why) => {
+                if !why.contains("no GPT") && !why.contains("no MBR") {
+                    say(&format!("not resuming: {why}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn plan_on(&self, m: &Manifest, overwrite_non_blank: bool) -> Result<plan::Plan> {
         plan::plan_here(
             m,
             &plan::PlanOptions {
                 mapping: self.settings.disks.clone(),
                 grow: self.settings.grow,
-                overwrite_non_blank: self.settings.overwrite_non_blank,
+                overwrite_non_blank,
                 target_root: self.target_root.clone(),
                 skip_mount: Vec::new(),
                 tools: Tools::detect(),
@@ -700,6 +770,7 @@ impl Recovery {
         repo: Option<&crate::repo::Repo>,
         m: &Manifest,
         the_plan: &plan::Plan,
+        resuming: bool,
     ) -> Result<Restored> {
         let Some(repo) = repo else {
             say("the snapshot holds no data: nothing to restore");
@@ -738,7 +809,12 @@ impl Recovery {
                 r.restoring(&data.from, done_before, total, progress.clone());
             }
             let t = Instant::now();
-            let stats = crate::repo::prefetch::restore_with_progress(
+            // Written before the first file: its presence says that the
+            // layout was made whole (see resume.rs).
+            let journal =
+                resume::Journal::open(&target, m, fs, resuming, Some(progress.clone()))
+                    .with_context(|| format!("cannot start the resume journal of {}", data.from))?;
+            let result = crate::repo::prefetch::restore_resuming(
                 repo,
                 entries,
                 &crate::restore::RestoreOptions {
@@ -746,9 +822,25 @@ impl Recovery {
                     only: Vec::new(),
                 },
                 &progress,
-            )
-            .with_context(|| format!("restore of {} into {}", data.from, target.display()))?;
+                Some(&journal),
+            );
+            if let Err(e) = journal.flush() {
+                say(&format!(
+                    "warning: the resume journal of {}: {e:#}; an interrupted run would rewrite more",
+                    data.from
+                ));
+            }
+            let stats = result
+                .with_context(|| format!("restore of {} into {}", data.from, target.display()))?;
             progress.finish();
+            if resuming {
+                say(&format!(
+                    "{}: {} of {} recorded files verified and kept, the others rewritten",
+                    data.from,
+                    stats.resumed,
+                    journal.earlier()
+                ));
+            }
             for w in &stats.warnings {
                 say(&format!("warning: {w}"));
             }
@@ -763,6 +855,8 @@ impl Recovery {
             done_before += data.bytes;
             out.files += stats.files;
             out.bytes += stats.bytes;
+            out.resumed += stats.resumed;
+            out.resumed_bytes += stats.resumed_bytes;
         }
         if let Some(r) = &self.reporter {
             r.restored(total);
@@ -847,7 +941,7 @@ fn hold_until_recorded(mut report: impl FnMut() -> Result<()>, pause: Duration) 
             }
             Err(e) => {
                 say(&format!(
-                    "HOLDING: the recovery is done but the server has not recorded its result \
+                    "HOLDING: the recovery has ended but the server has not recorded its result \
                      ({e:#}); this machine does not reboot until it has (else it could be \
                      recovered again); retrying in {} s",
                     pause.as_secs()
@@ -862,6 +956,9 @@ fn hold_until_recorded(mut report: impl FnMut() -> Result<()>, pause: Duration) 
 struct Restored {
     files: u64,
     bytes: u64,
+    /// Files an interrupted run had restored, verified and kept.
+    resumed: u64,
+    resumed_bytes: u64,
 }
 
 fn describe(m: &Manifest, req: Option<&RequestInfo>) {

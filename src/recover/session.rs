@@ -207,12 +207,47 @@ impl Session {
         let token = self.claim(&req.id)?;
         let mut c = Client::new(&self.server, &token, &self.trust)?;
         c.retry_for = std::time::Duration::from_secs(20);
+        c.renew = Some(self.renewal(&req.id));
         let mut data = Client::new(&self.server, &token, &self.trust)?;
         data.retry_for = self.retry;
+        // A restore outlives any outage shorter than its request: the data
+        // client waits for the server until the request expires (the claim's
+        // lease may lapse meanwhile: it claims again, as the same machine).
+        data.retry_until = req
+            .expires
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .and_then(|t| u64::try_from(t).ok())
+            .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+            .filter(|until| *until > std::time::SystemTime::now() + self.retry);
+        if let Some(until) = data.retry_until {
+            let secs = until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_secs();
+            crate::console::say(&format!(
+                "an unreachable server is waited for until the request expires ({}, in {} min)",
+                req.expires.as_deref().unwrap_or("?"),
+                secs / 60
+            ));
+        }
+        data.renew = Some(self.renewal(&req.id));
         if let Ok(mut r) = self.recovery.lock() {
             *r = Some(Arc::new(data));
         }
         Ok(Some(Arc::new(c)))
+    }
+
+    /// Claiming again, for a client whose claim lapsed (401): the same
+    /// machine renews its own claim; another machine's claim stays refused.
+    fn renewal(&self, id: &str) -> crate::client::Renew {
+        let client = self.client.clone();
+        let claim = ClaimRequest {
+            request: (self.kind != TokenKind::Recovery).then(|| id.to_string()),
+            host: None,
+            machine: self.machine.clone(),
+        };
+        Box::new(move || client.claim(&claim).map(|c| c.token))
     }
 
     /// Claim request `id` for this machine: the token bound to it.

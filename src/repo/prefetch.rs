@@ -18,7 +18,7 @@ use anyhow::{Result, anyhow};
 
 use super::Repo;
 use crate::progress::Progress;
-use crate::restore::{ChunkSource, RestoreOptions, RestoreStats};
+use crate::restore::{ChunkSource, RestoreOptions, RestoreStats, Resume};
 use crate::tree::{ChunkId, ChunkRef, Entry};
 
 /// Plain bytes prepared ahead of the writer at most.
@@ -78,6 +78,19 @@ pub fn restore_with_progress(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreStats> {
+    restore_resuming(repo, entries, opts, progress, None)
+}
+
+/// [`restore_with_progress`] resuming an interrupted restore: the files
+/// `resume` records are not read ahead (the engine still verifies each
+/// on disk, and reads the chunks of one that does not verify).
+pub fn restore_resuming(
+    repo: &Repo,
+    entries: impl Iterator<Item = Result<Entry>> + Send,
+    opts: &RestoreOptions,
+    progress: &Progress,
+    resume: Option<&dyn Resume>,
+) -> Result<RestoreStats> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             current: 1,
@@ -93,7 +106,7 @@ pub fn restore_with_progress(
     std::thread::scope(|s| {
         let feeder = {
             let shared = shared.clone();
-            s.spawn(move || feed(entries, &shared, tx))
+            s.spawn(move || feed(entries, &shared, tx, resume))
         };
         for _ in 0..fetchers {
             let shared = shared.clone();
@@ -107,7 +120,7 @@ pub fn restore_with_progress(
         // The feeder numbers entries as the engine does (from 1, in
         // order); the numbers need not travel with them.
         let ordered = rx.into_iter().map(|(_, entry)| entry);
-        let result = crate::restore::restore(ordered, &source, opts);
+        let result = crate::restore::restore_resuming(ordered, &source, opts, resume);
         {
             let mut st = shared.lock();
             st.stop = true;
@@ -122,11 +135,16 @@ fn feed(
     entries: impl Iterator<Item = Result<Entry>>,
     shared: &Shared,
     tx: std::sync::mpsc::SyncSender<(u64, Result<Entry>)>,
+    resume: Option<&dyn Resume>,
 ) {
     for (seq, entry) in (1u64..).zip(entries) {
         // The entry goes to the writer first: a file bigger than the window
         // can only be read ahead while the writer consumes its first chunks.
-        let chunks = entry.as_ref().map(|e| e.chunks.clone()).unwrap_or_default();
+        let chunks = match &entry {
+            Ok(e) if resume.is_some_and(|r| r.recorded(e)) => Vec::new(),
+            Ok(e) => e.chunks.clone(),
+            Err(_) => Vec::new(),
+        };
         if tx.send((seq, entry)).is_err() {
             break; // the restore stopped
         }

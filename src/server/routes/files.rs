@@ -20,15 +20,30 @@ use crate::api::limits::{MAX_CONFIG, MAX_INDEX, MAX_PACK, MAX_SNAPSHOT};
 use crate::api::{ApiError, ErrorBody, Stored};
 use crate::server::Server;
 use crate::server::error::ApiResult;
-use crate::server::extract::{Admin, PathHost, ReadHost, WriteHost, read_body};
+use crate::server::extract::{Admin, Caller, PathHost, ReadHost, WriteHost, read_body};
 use crate::server::files::{self, RepoFile};
 use crate::server::range::parse_range;
+
+/// The one snapshot a recovery token may read: its request's (`None`
+/// for every other token, which reads what its scope allows).
+pub(super) fn recovery_snapshot(s: &Server, caller: &Caller) -> ApiResult<Option<String>> {
+    match &caller.scope {
+        crate::api::Scope::Recovery { request, .. } => s
+            .catalog()
+            .request(request)
+            .map(|r| Some(r.snapshot.clone()))
+            .ok_or_else(|| ApiError::NotFound(format!("no request {request}"))),
+        _ => Ok(None),
+    }
+}
 
 pub(super) async fn list_files(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
+    caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<axum::Json<Vec<String>>> {
+    let only = recovery_snapshot(&s, &caller)?;
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     if !files::valid_prefix(&prefix) {
         return Err(ApiError::BadRequest(format!(
@@ -40,10 +55,15 @@ pub(super) async fn list_files(
             use crate::repo::backend::Backend;
             let dir = files::host_dir(&s.data, &host);
             let names = crate::repo::backend::LocalDir::new(&dir).list(&prefix)?;
-            // The retired/ directory is not part of the repository.
+            // The retired/ directory is not part of the repository; a
+            // recovery token sees its request's snapshot only.
             Ok(names
                 .into_iter()
-                .filter(|n| files::parse_name(n).is_some())
+                .filter(|n| match files::parse_name(n) {
+                    Some(RepoFile::Snapshot(id)) => only.as_ref().is_none_or(|o| *o == id),
+                    Some(_) => true,
+                    None => false,
+                })
                 .collect())
         })
         .await?;
@@ -86,10 +106,19 @@ fn open_file(
 pub(super) async fn get_file(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
+    caller: Caller,
     Path((_, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (path, fallback) = file_path(&s, &host, &name)?;
+    if let (Some(RepoFile::Snapshot(id)), Some(own)) =
+        (files::parse_name(&name), recovery_snapshot(&s, &caller)?)
+        && id != own
+    {
+        return Err(ApiError::Forbidden(format!(
+            "a recovery token reads its request's snapshot ({own}) only, not {id}"
+        )));
+    }
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

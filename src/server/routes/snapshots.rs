@@ -12,14 +12,23 @@ use crate::server::error::ApiResult;
 use crate::server::extract::{Caller, ReadHost};
 use crate::server::files;
 
+/// A recovery token sees its request's snapshot only.
 pub(super) async fn list_snapshots(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
+    caller: Caller,
 ) -> ApiResult<axum::Json<Vec<SnapshotSummary>>> {
+    let only = super::files::recovery_snapshot(&s, &caller)?;
     let snaps = s
         .blocking(move |s| Ok(files::snapshots(&files::host_dir(&s.data, &host))?))
         .await?;
-    Ok(axum::Json(snaps.iter().map(SnapshotSummary::of).collect()))
+    Ok(axum::Json(
+        snaps
+            .iter()
+            .filter(|m| only.as_ref().is_none_or(|o| *o == m.snapshot.id))
+            .map(SnapshotSummary::of)
+            .collect(),
+    ))
 }
 
 /// The manifest at `?at=` (default `latest`) or of `?snapshot=ID`, as XML;
