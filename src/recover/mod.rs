@@ -70,6 +70,9 @@ pub struct RecoverArgs {
     /// Grow the last partition on a bigger disk.
     #[arg(long)]
     pub grow: bool,
+    /// Shrink the filesystems onto a smaller disk when their data fits.
+    #[arg(long)]
+    pub shrink: bool,
     /// Any disk that is not blank may be chosen (otherwise only one whose
     /// serial or WWN is the captured disk's, or one named with --disk).
     #[arg(long)]
@@ -153,6 +156,7 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         },
         disks: args.disks.clone(),
         grow: args.grow,
+        shrink: args.shrink,
         overwrite_non_blank: args.overwrite_non_blank,
         poll: Duration::from_secs(args.poll.max(1)),
         reinstall_grub: args.reinstall_grub,
@@ -625,6 +629,10 @@ impl Recovery {
             req.id, req.state, target.host, req.snapshot, req.snapshot_time
         ));
         merge_request_overrides(&mut self.settings.overrides, &req);
+        if req.shrink && !self.settings.shrink {
+            say("the request allows shrinking the layout onto a smaller disk (--shrink)");
+            self.settings.shrink = true;
+        }
         if self.settings.action == Action::Plan {
             // A plan reports nothing (the request stays armed), but a boot
             // token still needs the request's token to read the manifest.
@@ -685,6 +693,7 @@ impl Recovery {
             &plan::PlanOptions {
                 mapping: self.settings.disks.clone(),
                 grow: self.settings.grow,
+                shrink: self.settings.shrink,
                 overwrite_non_blank: self.settings.overwrite_non_blank,
                 target_root: self.target_root.clone(),
                 skip_mount: Vec::new(),
