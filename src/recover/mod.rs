@@ -549,7 +549,7 @@ impl Recovery {
         let restored = self.stage(Stage::Restore, |r| {
             r.restore(repo.as_ref(), &manifest, &the_plan)
         })?;
-        self.stage(Stage::Configure, |r| {
+        let hardware = self.stage(Stage::Configure, |r| {
             configure::configure(
                 &manifest,
                 &the_plan,
@@ -575,14 +575,15 @@ impl Recovery {
             Ok(())
         })?;
         let summary = format!(
-            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}",
+            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}; {}",
             target.host,
             manifest.snapshot.id,
             manifest.snapshot.time,
             the_plan.disks.len(),
             restored.files,
             crate::util::size::human_bytes(restored.bytes),
-            human_duration(self.started.elapsed())
+            human_duration(self.started.elapsed()),
+            hardware.summary()
         );
         say(&summary);
         say(&format!("stage times: {}", self.timings_line()));
