@@ -468,7 +468,7 @@ impl Recovery {
             Fetched::Waiting { target, preview } => {
                 match preview {
                     Some(m) => {
-                        let p = self.stage(Stage::Plan, |r| r.plan(&m))?;
+                        let p = self.stage(Stage::Plan, |r| r.preview_plan(&m))?;
                         print!("{p}");
                     }
                     None => say(&format!(
@@ -685,6 +685,32 @@ impl Recovery {
                 "warning: this token cannot report progress (a host token); the server will not see it",
             ),
             Err(e) => say(&format!("warning: progress will not be reported: {e:#}")),
+        }
+    }
+
+    /// The plan shown while no request is armed. A request may still ask
+    /// to shrink (`rewind request --shrink`): when only a shrunk layout
+    /// fits, show it and say how to ask for it, rather than fail.
+    fn preview_plan(&mut self, m: &Manifest) -> Result<plan::Plan> {
+        match self.plan(m) {
+            Err(e) if !self.settings.shrink => {
+                self.settings.shrink = true;
+                let shrunk = self.plan(m);
+                self.settings.shrink = false;
+                match shrunk {
+                    Ok(p) => {
+                        say(&format!(
+                            "as captured, the layout fits no disk here ({e:#}); shrunk it \
+                             does: arm the request with `rewind request {} --shrink` (or boot \
+                             with rewind.shrink=1)",
+                            m.snapshot.host
+                        ));
+                        Ok(p)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
         }
     }
 
