@@ -8,7 +8,7 @@
 //!
 //! | drill | firmware, table | image booted by | hardware after the loss |
 //! |---|---|---|---|
-//! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk |
+//! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk 30% smaller (the request's `--shrink`) |
 //! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
 //! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
 //!
@@ -47,6 +47,9 @@ const NEW_SERIAL_2: &str = "DRILLNEW0004";
 const ADDRESS: &str = "10.0.2.50/24";
 const GATEWAY: &str = "10.0.2.2";
 const SOURCE_MIB: u64 = 2048;
+/// The BIOS drill's target: 30% smaller than the source, which its data
+/// (about 0.5 GB) fits with the headroom (docs/layout.md).
+const SHRUNK_MIB: u64 = SOURCE_MIB * 7 / 10;
 
 /// Time limits, generous for TCG on a busy 2-core machine.
 const BOOT: Duration = Duration::from_secs(300);
@@ -109,7 +112,8 @@ fn bios_mbr_pxe() {
         hostname: "drill-bios",
         uefi: false,
         pxe: true,
-        target_mib: SOURCE_MIB,
+        // 30% smaller than the source: the request asks to shrink.
+        target_mib: SHRUNK_MIB,
         new_mac: false,
         new_hardware: false,
         stack: false,
@@ -888,6 +892,10 @@ fn drill(v: &Variant) {
         if v.new_mac {
             request.extend(["--machine", new_machine.as_str()]);
         }
+        let shrink = v.target_mib < SOURCE_MIB;
+        if shrink {
+            request.push("--shrink");
+        }
         let out = server.cli(&request);
         let recovery_token = out
             .lines()
@@ -1012,6 +1020,33 @@ fn drill(v: &Variant) {
                 line.split("rewind: ").nth(1).unwrap_or(line).trim(),
             );
         }
+        if shrink {
+            // The plan printed the shrunk layout: the first partition (/)
+            // shrunk, the others after it.
+            let plan: Vec<&str> = console
+                .lines()
+                .skip_while(|l| !l.contains("shrink (--shrink): "))
+                .take_while(|l| l.starts_with("  "))
+                .map(str::trim)
+                .collect();
+            assert!(
+                plan.first().is_some_and(|l| l.contains(&format!(
+                    "the captured layout needs 2.0 GiB, this disk has {:.1} GiB; its data fits",
+                    v.target_mib as f64 / 1024.0
+                ))),
+                "the plan did not print the shrunk layout:\n{}",
+                plan.join("\n")
+            );
+            assert!(
+                plan.iter()
+                    .any(|l| l.starts_with("partition 1 (ext4 /): shrunk 1.5 GiB -> ")),
+                "{}",
+                plan.join("\n")
+            );
+            if round == 0 {
+                rep.fact("shrunk layout", plan.join("; "));
+            }
+        }
         if v.uefi {
             assert!(
                 console.contains("rewind: firmware: UEFI, Secure Boot on"),
@@ -1080,6 +1115,18 @@ fn drill(v: &Variant) {
                 line.trim().trim_start_matches("rewind: "),
             );
         }
+        // The recovery report: drivers captured and present, and the
+        // initramfs decision, on the console and in the server's record.
+        let drivers = console
+            .lines()
+            .find_map(|l| l.split("rewind: drivers: ").nth(1))
+            .expect("the recovery report names no drivers");
+        rep.fact(&format!("drivers{label}"), drivers.trim());
+        let status = server.cli(&["status", "--host", v.hostname]);
+        assert!(
+            status.contains("drivers changed: ") && status.contains("; initramfs "),
+            "rewind status does not show the drivers and the initramfs:\n{status}"
+        );
 
         // 6. The recovered disk boots from its own boot loader.
         let t = Instant::now();
@@ -1176,6 +1223,15 @@ fn drill(v: &Variant) {
             rep.fact(
                 "stack compared",
                 "mdadm --detail, pvs, vgs, lvs (UUIDs, names, sizes, levels): equal",
+            );
+        }
+        if shrink {
+            // Healthy on its smaller disk: every unit started, / smaller.
+            system_running(&mut vm);
+            let df = vm.run_ok("df -B1M --output=size,used / | tail -n 1", COMMAND);
+            rep.fact(
+                &format!("recovered / (MiB size, used){label}"),
+                df.split_whitespace().collect::<Vec<_>>().join(", "),
             );
         }
         rep.step(&format!("checks on the recovered machine{label}"), t);

@@ -1106,3 +1106,247 @@ fn a_disk_is_blank_or_says_what_it_holds() {
         ])
     );
 }
+
+/// A smaller disk (`--shrink`): ext4, xfs and btrfs with files, captured
+/// with their data into a repository (the manifest records each one's
+/// bytes and entries), recreated shrunk on a disk a third smaller and the
+/// files restored into it; and refused, before any write, on a disk the
+/// data does not fit, naming the disk and the numbers.
+#[test]
+fn shrinks_onto_a_smaller_disk_when_the_data_fits() {
+    if !root_or_skip("shrinks_onto_a_smaller_disk_when_the_data_fits") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let src = LoopDisk::new(
+        dir,
+        "src.img",
+        1200,
+        &format!(
+            "label: gpt\nstart=2048, size=500MiB, type={LINUX}\nsize=400MiB, type={LINUX}\ntype={LINUX}\n"
+        ),
+    );
+    sh("mkfs.ext4", &["-q", "-F", "-L", "root", &src.part(1)]);
+    sh("mkfs.xfs", &["-q", "-f", "-L", "data", &src.part(2)]);
+    sh("mkfs.btrfs", &["-q", "-f", "-L", "home", &src.part(3)]);
+    let src_root = dir.join("src");
+    let mut files = Vec::new();
+    {
+        let mounts = Stack(vec![
+            Mounted::new(&src.part(1), &src_root, &[]),
+            Mounted::new(&src.part(2), &src_root.join("srv"), &[]),
+            Mounted::new(&src.part(3), &src_root.join("home"), &[]),
+        ]);
+        for (at, count) in [("", 24u8), ("srv", 4), ("home", 4)] {
+            let d = src_root.join(at).join("files");
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..count {
+                let p = d.join(format!("f{i}"));
+                std::fs::write(&p, pattern(i, 1 << 20)).unwrap();
+                files.push((p, i));
+            }
+        }
+        let out = rewind(
+            &[
+                "capture",
+                "--repo",
+                dir.join("repo").to_str().unwrap(),
+                "--host",
+                "shrinkhost",
+                "--live",
+                "--disk",
+                &src.dev,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "capture: {}", text(&out.stderr));
+        drop(mounts);
+    }
+    // The snapshot's manifest, as the repository holds it.
+    let manifest = dir.join("manifest.xml");
+    let m = rewind::repo::Repo::open(&dir.join("repo"))
+        .unwrap()
+        .snapshots()
+        .unwrap()
+        .pop()
+        .expect("one snapshot");
+    std::fs::write(&manifest, rewind::manifest::to_xml(&m).unwrap()).unwrap();
+    let root_fs = m
+        .filesystems
+        .iter()
+        .find(|f| f.partition == Some(1))
+        .unwrap();
+    let data = root_fs.data.as_ref().expect("the root's data is recorded");
+    assert!(data.bytes >= 24 << 20, "{} bytes recorded", data.bytes);
+    let captured = sfdisk_dump(&src.image);
+    let name = src.name();
+    drop(src);
+    let mf = manifest.to_str().unwrap();
+    let target_root = dir.join("target");
+    let tr = target_root.to_str().unwrap();
+
+    // 600 MiB: the data does not fit (xfs alone needs 300 MiB, btrfs 256).
+    let small_img = dir.join("small.img");
+    std::fs::File::create(&small_img)
+        .unwrap()
+        .set_len(600 << 20)
+        .unwrap();
+    let small = LoopDisk::attach(&small_img);
+    write_at(&small.dev, 0, &pattern(1, 1 << 20));
+    let before = hash(&small.image);
+    let map = format!("{name}={}", small.dev);
+    let out = rewind(
+        &[
+            "recreate",
+            mf,
+            "--disk",
+            &map,
+            "--target-root",
+            tr,
+            "--shrink",
+            "--yes",
+        ],
+        None,
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "captured disk {name} (1.2 GiB, 1258291200 bytes) does not fit on {} (600.0 MiB, \
+             629145600 bytes): it is too small even shrunk (--shrink): the data needs a disk of \
+             at least",
+            small.dev
+        )),
+        "{err}"
+    );
+    assert!(err.contains("partition 2 (xfs "), "{err}");
+    assert!(!text(&out.stdout).contains("== partition"));
+    assert_eq!(hash(&small.image), before, "nothing written");
+    drop(small);
+
+    // 800 MiB, a third smaller: refused without --shrink, shrunk with it.
+    let img = dir.join("target.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(800 << 20)
+        .unwrap();
+    let target = LoopDisk::attach(&img);
+    let map = format!("{name}={}", target.dev);
+    let out = rewind(
+        &["recreate", mf, "--disk", &map, "--target-root", tr, "--yes"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("it is too small"));
+    let guard = TargetRoot(target_root.clone());
+    let out = rewind(
+        &[
+            "recreate",
+            mf,
+            "--disk",
+            &map,
+            "--target-root",
+            tr,
+            "--shrink",
+            "--yes",
+        ],
+        None,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "shrink (--shrink): the captured layout needs 1.2 GiB, this disk has 800.0 MiB"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("partition 1 (ext4 "), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The table: same numbers, order, types and GUIDs, aligned, smaller,
+    // the backup header at the new end.
+    let got = sfdisk_dump(&img);
+    assert_eq!(
+        got.header.get("last-lba").map(String::as_str),
+        Some("1638366")
+    );
+    assert_eq!(
+        got.partitions.keys().collect::<Vec<_>>(),
+        captured.partitions.keys().collect::<Vec<_>>()
+    );
+    let mut prev_end = 0;
+    for (n, p) in &got.partitions {
+        let c = &captured.partitions[n];
+        let (start, size): (u64, u64) = (p["start"].parse().unwrap(), p["size"].parse().unwrap());
+        let csize: u64 = c["size"].parse().unwrap();
+        assert_eq!(start % 2048, 0, "partition {n} aligned");
+        assert!(start >= prev_end, "order kept");
+        assert!(size < csize, "partition {n} shrunk: {size} of {csize}");
+        assert_eq!((&p["type"], &p["uuid"]), (&c["type"], &c["uuid"]));
+        prev_end = start + size;
+    }
+    assert!(prev_end <= 1638366 + 1);
+    // Each filesystem as captured (type, UUID, label) and filling its
+    // partition.
+    for n in 1..=3u32 {
+        let b = blkid_export(&target.part(n));
+        let fs = m
+            .filesystems
+            .iter()
+            .find(|f| f.partition == Some(n))
+            .unwrap();
+        assert_eq!(b.get("UUID"), Some(&fs.uuid), "partition {n}");
+        assert_eq!(b.get("TYPE").map(String::as_str), Some(fs.fs_type.name()));
+    }
+    let dump = sh("dumpe2fs", &["-h", &target.part(1)]);
+    let field = |name: &str| -> u64 {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        field("Block count:") * field("Block size:"),
+        part_bytes(&target.part(1))
+    );
+
+    // The files come back into the shrunk filesystems: restored at the
+    // captured mount points under the target root.
+    for fs in &m.filesystems {
+        let point = &fs.mounts[0].point;
+        let at = target_root.join(point.trim_start_matches('/'));
+        let out = rewind(
+            &[
+                "restore",
+                "--repo",
+                dir.join("repo").to_str().unwrap(),
+                "latest",
+                "--fs",
+                point,
+                "--target",
+                at.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "restore {point}: {}",
+            text(&out.stderr)
+        );
+    }
+    let canon_dir = std::fs::canonicalize(dir).unwrap();
+    for (f, seed) in &files {
+        let captured_at = canon_dir.join(f.strip_prefix(dir).unwrap());
+        let back = target_root.join(captured_at.strip_prefix("/").unwrap());
+        assert!(
+            std::fs::read(&back).unwrap() == pattern(*seed, 1 << 20),
+            "{} differs",
+            back.display()
+        );
+    }
+    drop(guard);
+}

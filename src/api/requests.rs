@@ -89,6 +89,10 @@ pub struct RecoveryRequest {
     /// New static addresses, `IFACE:CIDR[:GATEWAY]` (as `rewind.address=`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// A smaller disk may take the layout shrunk when the data fits (as
+    /// `rewind.shrink=1`; docs/layout.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shrink: bool,
     /// When an armed request that never started stops being startable
     /// (RFC 3339). Absent on requests armed before expiry existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +334,9 @@ pub struct NewRequest {
     pub hostname: Option<String>,
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// A smaller disk may take the layout shrunk when the data fits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shrink: bool,
     /// How long it stays startable (`24h` by default; `30m`, `2d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -358,6 +365,7 @@ impl Default for NewRequest {
             at: latest(),
             hostname: None,
             addresses: Vec::new(),
+            shrink: false,
             expires: None,
             machines: Vec::new(),
             any_machine: false,

@@ -44,6 +44,10 @@ pub struct RequestArgs {
         conflicts_with = "cancel"
     )]
     pub addresses: Vec<String>,
+    /// The recovery may shrink the filesystems onto a disk smaller than
+    /// the captured one when their data fits (as `rewind.shrink=1`).
+    #[arg(long, conflicts_with = "cancel")]
+    pub shrink: bool,
     /// How long the request stays startable: a machine that has not
     /// claimed it by then never recovers from it (90s, 30m, 24h, 2d;
     /// default 24h).
@@ -179,6 +183,7 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
             at: args.at,
             hostname: args.hostname,
             addresses: args.addresses,
+            shrink: args.shrink,
             expires: args.expires,
             machines: args.machines,
             any_machine: args.any_machine,
@@ -194,6 +199,9 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     }
     for a in &r.addresses {
         println!("  address {a}");
+    }
+    if r.shrink {
+        println!("  a smaller disk may take the layout shrunk when the data fits");
     }
     if r.any_machine {
         println!("  any machine may claim it (the first one to claim it gets it)");

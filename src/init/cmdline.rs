@@ -59,6 +59,9 @@ pub struct Settings {
     /// `rewind.disk=CAPTURED=PRESENT`, repeatable or comma-separated.
     pub disks: Vec<(String, String)>,
     pub grow: bool,
+    /// `rewind.shrink=1`: a smaller disk takes the layout shrunk when the
+    /// data fits (the recovery request's `shrink` asks for it too).
+    pub shrink: bool,
     /// `rewind.overwrite=any`: any disk that is not blank may be chosen
     /// (otherwise only one matched by serial or WWN, or named).
     pub overwrite_non_blank: bool,
@@ -98,6 +101,7 @@ impl Default for Settings {
             ip: Ip::default(),
             disks: Vec::new(),
             grow: false,
+            shrink: false,
             overwrite_non_blank: false,
             link_wait: Duration::from_secs(30),
             poll: Duration::from_secs(10),
@@ -222,6 +226,7 @@ pub fn parse(cmdline: &str) -> Settings {
                 }
             }
             "rewind.grow" => s.grow = !matches!(v.as_str(), "0" | "no" | "off"),
+            "rewind.shrink" => s.shrink = !matches!(v.as_str(), "0" | "no" | "off"),
             "rewind.overwrite" => match v.as_str() {
                 "any" => s.overwrite_non_blank = true,
                 "blank" => s.overwrite_non_blank = false,

@@ -46,6 +46,11 @@ pub struct LayoutArgs {
     /// keep the captured distance to the disk's end, and its filesystem.
     #[arg(long)]
     pub grow: bool,
+    /// On a disk smaller than the captured one, shrink the filesystems
+    /// restored file by file when their data fits (docs/layout.md gives the
+    /// headroom); the plan shows the new layout.
+    #[arg(long)]
+    pub shrink: bool,
     /// Any disk that is not blank may be chosen automatically. Without it,
     /// a disk holding anything (a partition table, a filesystem, data) is
     /// used only when its serial or WWN is the captured disk's, or when
@@ -114,6 +119,7 @@ pub fn make_plan(args: &LayoutArgs, target_root: &Path) -> Result<Plan> {
         &PlanOptions {
             mapping: args.disks.clone(),
             grow: args.grow,
+            shrink: args.shrink,
             overwrite_non_blank: args.overwrite_non_blank,
             target_root: target_root.to_path_buf(),
             skip_mount: args.skip_mount.clone(),

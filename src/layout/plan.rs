@@ -25,6 +25,9 @@ pub struct PlanOptions {
     pub mapping: Vec<(String, String)>,
     /// On a bigger disk, grow the last partition (and its filesystem).
     pub grow: bool,
+    /// On a smaller disk, shrink the filesystems restored file by file
+    /// when their data fits (`--shrink`, `rewind.shrink=1`; see shrink.rs).
+    pub shrink: bool,
     /// Any disk that is not blank may be chosen automatically
     /// (`--overwrite-non-blank`, `rewind.overwrite=any`); without it only a
     /// disk matched by serial or WWN, or named in `mapping`, may be.
@@ -45,6 +48,9 @@ pub enum MatchedBy {
     Wwn,
     Size,
     SmallestFit,
+    /// No disk fits the captured layout: the biggest one its data fits on,
+    /// shrunk (`--shrink`).
+    Shrunk,
 }
 
 impl fmt::Display for MatchedBy {
@@ -55,6 +61,7 @@ impl fmt::Display for MatchedBy {
             MatchedBy::Wwn => "same WWN",
             MatchedBy::Size => "same size",
             MatchedBy::SmallestFit => "smallest disk that fits",
+            MatchedBy::Shrunk => "biggest disk the data fits on, shrunk (--shrink)",
         })
     }
 }
@@ -97,6 +104,9 @@ pub struct DiskPlan {
     pub boot_gap: Option<BootGap>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grown: Option<Grown>,
+    /// On a smaller disk: the layout shrunk (`--shrink`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrunk: Option<shrink::Shrunk>,
     /// What goes into each partition (or the whole disk), in order.
     pub volumes: Vec<Volume>,
 }
@@ -144,6 +154,7 @@ pub enum Content {
         /// btrfs subvolumes to create (paths inside the filesystem).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         subvolumes: Vec<String>,
+        /// Grown or shrunk: its sizes differ from the capture's by plan.
         grown: bool,
         /// The captured filesystem, to check what mkfs made against it.
         #[serde(skip)]
@@ -176,7 +187,19 @@ pub struct MountStep {
 
 /// Plan the recreation of `m` on the disks `present`.
 pub fn plan(m: &Manifest, present: &[PresentDisk], opts: &PlanOptions) -> Result<Plan> {
-    let pairs = map_disks(&m.disks, present, &opts.mapping, opts.overwrite_non_blank)?;
+    let shrinkable: Vec<&Disk> = if opts.shrink {
+        m.disks.iter().collect()
+    } else {
+        Vec::new()
+    };
+    let pairs = map_disks_shrinking(
+        &m.disks,
+        present,
+        &opts.mapping,
+        opts.overwrite_non_blank,
+        &|d, size| shrink::unfit_shrunk(m, d, size),
+        &shrinkable,
+    )?;
     let mut notes = Vec::new();
     let mut disks = Vec::new();
     for (ci, pi, by) in pairs {
@@ -215,17 +238,36 @@ pub fn plan_here(m: &Manifest, opts: &PlanOptions, boot: &BootMedium) -> Result<
     )
 }
 
-/// Why `p` cannot take captured disk `d`, if it cannot.
-fn unfit(d: &Disk, p: &PresentDisk) -> Option<String> {
+/// Why `p` cannot take captured disk `d`, even shrunk, if it cannot.
+fn unfit(d: &Disk, p: &PresentDisk, fit: &Fit) -> Option<String> {
     if p.logical_sector_size != d.logical_sector_size {
         Some(format!(
             "it has {}-byte logical sectors, the captured disk {}-byte ones",
             p.logical_sector_size, d.logical_sector_size
         ))
     } else if p.size < d.size {
-        Some("it is too small".to_string())
+        if fit.may_shrink(d) {
+            (fit.unfit_shrunk)(d, p.size)
+        } else {
+            Some("it is too small".to_string())
+        }
     } else {
         None
+    }
+}
+
+/// Whether a smaller disk may take a captured one, shrunk (shrink.rs).
+struct Fit<'a> {
+    /// Why captured disk `d` does not fit on `size` bytes even shrunk.
+    unfit_shrunk: &'a dyn Fn(&Disk, u64) -> Option<String>,
+    /// The captured disks that may be shrunk (all with `--shrink`, none
+    /// without).
+    shrinkable: &'a [&'a Disk],
+}
+
+impl Fit<'_> {
+    fn may_shrink(&self, d: &Disk) -> bool {
+        self.shrinkable.iter().any(|s| s.name == d.name)
     }
 }
 
@@ -241,8 +283,34 @@ pub fn map_disks(
     mapping: &[(String, String)],
     overwrite_non_blank: bool,
 ) -> Result<Vec<(usize, usize, MatchedBy)>> {
+    map_disks_shrinking(
+        disks,
+        present,
+        mapping,
+        overwrite_non_blank,
+        &|_, _| None,
+        &[],
+    )
+}
+
+/// [`map_disks`], where the captured disks in `shrinkable` may go onto a
+/// smaller disk their data fits on (`unfit_shrunk` says why not), when no
+/// disk fits them as captured: the biggest such disk.
+pub fn map_disks_shrinking(
+    disks: &[Disk],
+    present: &[PresentDisk],
+    mapping: &[(String, String)],
+    overwrite_non_blank: bool,
+    unfit_shrunk: &dyn Fn(&Disk, u64) -> Option<String>,
+    shrinkable: &[&Disk],
+) -> Result<Vec<(usize, usize, MatchedBy)>> {
+    let fit = Fit {
+        unfit_shrunk,
+        shrinkable,
+    };
+    let unfit = |d: &Disk, p: &PresentDisk| unfit(d, p, &fit);
     if !mapping.is_empty() {
-        return map_explicitly(disks, present, mapping);
+        return map_explicitly(disks, present, mapping, &unfit);
     }
     ensure!(!disks.is_empty(), "the manifest has no disks to recreate");
     let mut taken: Vec<Option<(usize, MatchedBy)>> = vec![None; disks.len()];
@@ -293,12 +361,23 @@ pub fn map_disks(
     order.sort_by(|&a, &b| disks[b].size.cmp(&disks[a].size));
     for ci in order {
         let d = &disks[ci];
+        let fits = |pi: usize| free(&taken, pi) && writable(pi) && unfit(d, &present[pi]).is_none();
         let best = (0..present.len())
-            .filter(|&pi| free(&taken, pi) && writable(pi) && unfit(d, &present[pi]).is_none())
+            .filter(|&pi| fits(pi) && present[pi].size >= d.size)
             .min_by(|&a, &b| {
                 (present[a].size, &present[a].name).cmp(&(present[b].size, &present[b].name))
             });
-        taken[ci] = best.map(|pi| (pi, MatchedBy::SmallestFit));
+        // Shrunk: the biggest disk the data fits on, so the least shrinks.
+        let shrunk = || {
+            (0..present.len())
+                .filter(|&pi| fits(pi) && present[pi].size < d.size)
+                .max_by(|&a, &b| {
+                    (present[a].size, &present[b].name).cmp(&(present[b].size, &present[a].name))
+                })
+        };
+        taken[ci] = best
+            .map(|pi| (pi, MatchedBy::SmallestFit))
+            .or_else(|| shrunk().map(|pi| (pi, MatchedBy::Shrunk)));
     }
 
     let mut problems = Vec::new();
@@ -344,8 +423,15 @@ pub fn map_disks(
         ));
     }
     if !problems.is_empty() {
+        let hint = if fit.shrinkable.is_empty() && problems.iter().any(|p| p.contains("too small"))
+        {
+            "\n(a smaller disk takes the layout shrunk when the data fits: --shrink, rewind.shrink=1 \
+             or `rewind request --shrink`)"
+        } else {
+            ""
+        };
         bail!(
-            "{}\n(name the target with --disk CAPTURED=/dev/DISK)",
+            "{}\n(name the target with --disk CAPTURED=/dev/DISK){hint}",
             problems.join("\n")
         );
     }
@@ -360,6 +446,7 @@ fn map_explicitly(
     disks: &[Disk],
     present: &[PresentDisk],
     mapping: &[(String, String)],
+    unfit: &dyn Fn(&Disk, &PresentDisk) -> Option<String>,
 ) -> Result<Vec<(usize, usize, MatchedBy)>> {
     let mut pairs: Vec<(usize, usize, MatchedBy)> = Vec::new();
     for (c, p) in mapping {
@@ -420,8 +507,12 @@ fn disk_plan(
     let ss = d.logical_sector_size;
     let captured_sectors = d.size / u64::from(ss);
     let sectors = target.size / u64::from(ss);
-    // Captured LBAs stay where they were; only the end of the disk moves.
-    let delta = sectors - captured_sectors;
+    // Captured LBAs stay where they were; only the end of the disk moves,
+    // unless the disk is smaller and the layout shrinks (shrink.rs).
+    let shrunk = (sectors < captured_sectors)
+        .then(|| shrink::shrink(m, d, sectors))
+        .transpose()?;
+    let delta = sectors.saturating_sub(captured_sectors);
     let grow = opts.grow && delta > 0;
     let mut grown = None;
 
@@ -441,8 +532,11 @@ fn disk_plan(
                 })
                 .collect();
             parts.sort_by_key(|p| p.number);
+            if let Some(s) = &shrunk {
+                s.apply_gpt(&mut parts);
+            }
             // The usable area ends as far from the disk's end as it did.
-            let last_usable = g.last_usable_lba + delta;
+            let last_usable = (g.last_usable_lba + sectors).saturating_sub(captured_sectors);
             if grow && let Some(last) = parts.iter_mut().max_by_key(|p| p.last_lba) {
                 let from = last.last_lba - last.first_lba + 1;
                 last.last_lba += delta;
@@ -477,6 +571,9 @@ fn disk_plan(
                     ebr_lba: p.ebr_lba,
                 })
                 .collect();
+            if let Some(s) = &shrunk {
+                s.apply_mbr(&mut parts);
+            }
             if grow {
                 grown = grow_mbr(&mut parts, delta, sectors);
                 if grown.is_none() {
@@ -528,37 +625,42 @@ fn disk_plan(
     };
     let mut content_of = |number: Option<u32>, device: &str, is_grown: bool| -> Option<Content> {
         match on_disk(number) {
-            (Some(fs), _) => Some(Content::Filesystem {
-                fs_type: fs.fs_type.name().to_string(),
-                uuid: fs.uuid.clone(),
-                label: fs.label.clone(),
-                commands: fs.fs_type.mkfs_commands(
-                    &MkfsTarget {
-                        device,
-                        uuid: &fs.uuid,
-                        label: fs.label.as_deref(),
-                        grow: is_grown,
-                        tools: &opts.tools,
+            (Some(fs), _) => {
+                // On a shrunk partition: the filesystem with its new sizes.
+                let resized = shrunk.as_ref().and_then(|s| s.resized(number, fs));
+                let fs = resized.as_ref().unwrap_or(fs);
+                Some(Content::Filesystem {
+                    fs_type: fs.fs_type.name().to_string(),
+                    uuid: fs.uuid.clone(),
+                    label: fs.label.clone(),
+                    commands: fs.fs_type.mkfs_commands(
+                        &MkfsTarget {
+                            device,
+                            uuid: &fs.uuid,
+                            label: fs.label.as_deref(),
+                            grow: is_grown,
+                            tools: &opts.tools,
+                        },
+                        notes,
+                    ),
+                    // Every subvolume the manifest lists (schema 2), in id
+                    // order; otherwise those the mounts name.
+                    subvolumes: if fs.subvolumes.is_empty() {
+                        fs.mounts
+                            .iter()
+                            .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
+                            .map(|mt| mt.root.clone())
+                            .collect()
+                    } else {
+                        fs.subvolumes
+                            .iter()
+                            .map(|s| format!("/{}", s.path))
+                            .collect()
                     },
-                    notes,
-                ),
-                // Every subvolume the manifest lists (schema 2), in id
-                // order; otherwise those the mounts name.
-                subvolumes: if fs.subvolumes.is_empty() {
-                    fs.mounts
-                        .iter()
-                        .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
-                        .map(|mt| mt.root.clone())
-                        .collect()
-                } else {
-                    fs.subvolumes
-                        .iter()
-                        .map(|s| format!("/{}", s.path))
-                        .collect()
-                },
-                grown: is_grown,
-                captured: Box::new(fs.clone()),
-            }),
+                    grown: is_grown || resized.is_some(),
+                    captured: Box::new(fs.clone()),
+                })
+            }
             (None, Some(sw)) => Some(Content::Swap {
                 uuid: sw.uuid.clone(),
                 commands: crate::fs::swap::commands(&sw.uuid, sw.label.as_deref(), device),
@@ -619,6 +721,7 @@ fn disk_plan(
         boot_code: d.boot_code.clone(),
         boot_gap: d.boot_gap.clone(),
         grown,
+        shrunk,
         volumes,
     })
 }
@@ -851,6 +954,9 @@ impl fmt::Display for Plan {
                     human_bytes(g.to_sectors * ss)
                 )?;
             }
+            if let Some(s) = &d.shrunk {
+                write!(f, "{s}")?;
+            }
             if d.boot_code.is_some() {
                 writeln!(f, "  boot code: the captured 440 bytes into LBA 0")?;
             }
@@ -956,6 +1062,7 @@ impl fmt::Display for Plan {
 }
 
 pub mod rescale;
+pub mod shrink;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -16,31 +16,43 @@ use crate::layout::plan;
 use crate::manifest::{Firmware, Manifest};
 use crate::retarget::{self, ChangeKind, Overrides};
 
+use super::report::{DriverChange, HardwareReport, disk_drivers};
+
+/// Configure the restored system; the report of what its hardware now is
+/// (drivers captured and present, the initramfs decision).
 pub(super) fn configure(
     m: &Manifest,
     the_plan: &plan::Plan,
     overrides: &Overrides,
     initramfs_mode: initramfs::Mode,
-) -> Result<()> {
+) -> Result<HardwareReport> {
+    let present = retarget::present_nics(Path::new("/sys")).unwrap_or_else(|e| {
+        say(&format!("warning: cannot list this machine's NICs: {e:#}"));
+        Vec::new()
+    });
+    let (matches, warnings) = retarget::match_nics(&m.network.interfaces, &present);
+    let mut report = HardwareReport {
+        disks: disk_changes(m, the_plan),
+        nics: nic_changes(m, &matches),
+        initramfs: String::new(),
+    };
+    say(&report.drivers_line());
     let Some(root) = the_plan
         .mounts
         .iter()
         .find(|s| s.point == "/" && s.skipped.is_none())
     else {
         say("no root filesystem among the recovered ones: nothing to configure");
-        return Ok(());
+        report.initramfs = "not looked at: no root filesystem was recovered".into();
+        return Ok(report);
     };
     let root = Path::new(&root.target);
     if !root.join("etc").is_dir() {
         say("no /etc on the root filesystem: nothing to configure");
-        return Ok(());
+        report.initramfs = "not looked at: no /etc on the root filesystem".into();
+        return Ok(report);
     }
 
-    let present = retarget::present_nics(Path::new("/sys")).unwrap_or_else(|e| {
-        say(&format!("warning: cannot list this machine's NICs: {e:#}"));
-        Vec::new()
-    });
-    let (matches, warnings) = retarget::match_nics(&m.network.interfaces, &present);
     for w in warnings {
         say(&format!("warning: {w}"));
     }
@@ -88,7 +100,58 @@ pub(super) fn configure(
         check_hostname(root, &m.system.hostname);
     }
     let stack_files = stack_boot_files(&changes);
-    regenerate_initramfs(root, m, the_plan, &present, initramfs_mode, &stack_files)
+    report.initramfs =
+        regenerate_initramfs(root, m, the_plan, &present, initramfs_mode, &stack_files)?;
+    Ok(report)
+}
+
+/// Each captured disk's drivers and its target's.
+fn disk_changes(m: &Manifest, the_plan: &plan::Plan) -> Vec<DriverChange> {
+    the_plan
+        .disks
+        .iter()
+        .filter_map(|d| {
+            let old = m.disks.iter().find(|x| x.name == d.captured)?;
+            let t = &d.target;
+            Some(DriverChange {
+                what: format!("disk {} -> {}", old.name, t.name),
+                captured: disk_drivers(
+                    old.driver.as_deref(),
+                    old.controller.as_deref(),
+                    old.transport.as_deref(),
+                ),
+                present: disk_drivers(
+                    t.driver.as_deref(),
+                    t.controller.as_deref(),
+                    t.transport.as_deref(),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Each captured interface's driver and that of the NIC it now is.
+fn nic_changes(m: &Manifest, matches: &[retarget::NicMatch]) -> Vec<DriverChange> {
+    matches
+        .iter()
+        .map(|n| {
+            let captured = m
+                .network
+                .interfaces
+                .iter()
+                .find(|i| i.name == n.captured)
+                .and_then(|i| i.driver.clone());
+            DriverChange {
+                what: format!("NIC {} -> {}", n.captured, n.new.name),
+                captured: captured.unwrap_or_else(|| "unknown driver".into()),
+                present: n
+                    .new
+                    .driver
+                    .clone()
+                    .unwrap_or_else(|| "unknown driver".into()),
+            }
+        })
+        .collect()
 }
 
 /// The storage stack's files that the initramfs carries a copy of
@@ -107,7 +170,7 @@ fn stack_boot_files(changes: &[retarget::Change]) -> Vec<String> {
 
 /// Rebuild the restored system's initramfs when this machine's hardware
 /// is not what it was built for (or when asked), saying which drivers
-/// changed and what was done.
+/// changed and what was done; what was done, for the report.
 fn regenerate_initramfs(
     root: &Path,
     m: &Manifest,
@@ -115,7 +178,7 @@ fn regenerate_initramfs(
     present: &[retarget::PresentNic],
     mode: initramfs::Mode,
     stack_files: &[String],
-) -> Result<()> {
+) -> Result<String> {
     let sys = Path::new("/sys");
     let now = initramfs::Hardware {
         firmware: Some(if sys.join("firmware/efi").is_dir() {
@@ -139,19 +202,21 @@ fn regenerate_initramfs(
     }
     let (regenerate, why) = initramfs::decide(mode, &changes);
     let Some(tool) = initramfs::Tool::detect(root) else {
-        say(&format!(
-            "initramfs: no update-initramfs, dracut or mkinitcpio in the restored system; {}",
+        let what = format!(
+            "kept as restored: no update-initramfs, dracut or mkinitcpio in the restored \
+             system{}",
             if regenerate {
-                "nothing to regenerate with"
+                format!(" to regenerate it with ({why})")
             } else {
-                "kept as restored"
+                String::new()
             }
-        ));
-        return Ok(());
+        );
+        say(&format!("initramfs: {what}"));
+        return Ok(what);
     };
     say(&format!("initramfs ({tool:?}): {why}"));
     if !regenerate {
-        return Ok(());
+        return Ok(format!("{why} ({tool:?})"));
     }
     let mut drivers: Vec<String> = now.nic_drivers.clone();
     for (_, disk) in &now.disks {
@@ -159,7 +224,15 @@ fn regenerate_initramfs(
     }
     drivers.sort_unstable();
     drivers.dedup();
-    initramfs::regenerate(root, tool, &drivers)
+    initramfs::regenerate(root, tool, &drivers)?;
+    let (program, args) = tool.argv(&drivers);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `why` begins "regenerated": say with what.
+    let reason = why.strip_prefix("regenerated").unwrap_or(&why);
+    Ok(format!(
+        "regenerated with {}{reason}",
+        crate::cmd::display_argv(program, &args)
+    ))
 }
 
 /// The restore brought /etc/hostname back; say so, or write it if a

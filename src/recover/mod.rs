@@ -71,6 +71,9 @@ pub struct RecoverArgs {
     /// Grow the last partition on a bigger disk.
     #[arg(long)]
     pub grow: bool,
+    /// Shrink the filesystems onto a smaller disk when their data fits.
+    #[arg(long)]
+    pub shrink: bool,
     /// Any disk that is not blank may be chosen (otherwise only one whose
     /// serial or WWN is the captured disk's, or one named with --disk).
     #[arg(long)]
@@ -154,6 +157,7 @@ pub fn recover_command(args: RecoverArgs) -> Result<()> {
         },
         disks: args.disks.clone(),
         grow: args.grow,
+        shrink: args.shrink,
         overwrite_non_blank: args.overwrite_non_blank,
         poll: Duration::from_secs(args.poll.max(1)),
         reinstall_grub: args.reinstall_grub,
@@ -480,7 +484,7 @@ impl Recovery {
             Fetched::Waiting { target, preview } => {
                 match preview {
                     Some(m) => {
-                        let p = self.stage(Stage::Plan, |r| r.plan(&m))?;
+                        let p = self.stage(Stage::Plan, |r| r.preview_plan(&m))?;
                         print!("{p}");
                     }
                     None => say(&format!(
@@ -577,7 +581,7 @@ impl Recovery {
         let restored = self.stage(Stage::Restore, |r| {
             r.restore(repo.as_ref(), &manifest, &the_plan, resumed.is_some())
         })?;
-        self.stage(Stage::Configure, |r| {
+        let hardware = self.stage(Stage::Configure, |r| {
             configure::configure(
                 &manifest,
                 &the_plan,
@@ -604,7 +608,7 @@ impl Recovery {
             Ok(())
         })?;
         let summary = format!(
-            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}{}",
+            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}; {}{}",
             target.host,
             manifest.snapshot.id,
             manifest.snapshot.time,
@@ -612,6 +616,7 @@ impl Recovery {
             restored.files,
             crate::util::size::human_bytes(restored.bytes),
             human_duration(self.started.elapsed()),
+            hardware.summary(),
             if resumed.is_some() {
                 format!(
                     "; resumed an interrupted recovery: layout kept, {} files ({}) already restored and verified",
@@ -667,6 +672,10 @@ impl Recovery {
             req.id, req.state, target.host, req.snapshot, req.snapshot_time
         ));
         merge_request_overrides(&mut self.settings.overrides, &req);
+        if req.shrink && !self.settings.shrink {
+            say("the request allows shrinking the layout onto a smaller disk (--shrink)");
+            self.settings.shrink = true;
+        }
         if self.settings.action == Action::Plan {
             // A plan reports nothing (the request stays armed), but a boot
             // token still needs the request's token to read the manifest.
@@ -721,6 +730,32 @@ impl Recovery {
         }
     }
 
+    /// The plan shown while no request is armed. A request may still ask
+    /// to shrink (`rewind request --shrink`): when only a shrunk layout
+    /// fits, show it and say how to ask for it, rather than fail.
+    fn preview_plan(&mut self, m: &Manifest) -> Result<plan::Plan> {
+        match self.plan(m) {
+            Err(e) if !self.settings.shrink => {
+                self.settings.shrink = true;
+                let shrunk = self.plan(m);
+                self.settings.shrink = false;
+                match shrunk {
+                    Ok(p) => {
+                        say(&format!(
+                            "as captured, the layout fits no disk here ({e:#}); shrunk it \
+                             does: arm the request with `rewind request {} --shrink` (or boot \
+                             with rewind.shrink=1)",
+                            m.snapshot.host
+                        ));
+                        Ok(p)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
     fn plan(&self, m: &Manifest) -> Result<plan::Plan> {
         self.plan_on(m, self.settings.overwrite_non_blank)
     }
@@ -755,6 +790,7 @@ impl Recovery {
             &plan::PlanOptions {
                 mapping: self.settings.disks.clone(),
                 grow: self.settings.grow,
+                shrink: self.settings.shrink,
                 overwrite_non_blank,
                 target_root: self.target_root.clone(),
                 skip_mount: Vec::new(),

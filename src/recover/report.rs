@@ -137,3 +137,156 @@ fn run(inner: &Inner) {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The recovery report's hardware part: the drivers of the captured disks
+/// and NICs against those present now, and what was done about the
+/// initramfs. Printed on the console (`rewind: drivers: ...`) and sent to
+/// the server in the final result, which `rewind status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct HardwareReport {
+    pub disks: Vec<DriverChange>,
+    pub nics: Vec<DriverChange>,
+    /// `regenerated with update-initramfs -u -k all: ...` or `kept: ...`.
+    pub initramfs: String,
+}
+
+/// One disk or NIC: captured, and present now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DriverChange {
+    /// `disk vda -> nvme0n1`, `NIC lan0 -> eth0`.
+    pub what: String,
+    pub captured: String,
+    pub present: String,
+}
+
+impl DriverChange {
+    pub(super) fn changed(&self) -> bool {
+        self.captured != self.present
+    }
+
+    fn line(&self) -> String {
+        if self.changed() {
+            format!("{}: {} -> {}", self.what, self.captured, self.present)
+        } else {
+            format!("{}: {} (same)", self.what, self.captured)
+        }
+    }
+}
+
+/// A disk's drivers as the report names them: the disk's driver, the
+/// controller's when another, and the transport (`sd via ahci, sata`).
+pub(super) fn disk_drivers(
+    driver: Option<&str>,
+    controller: Option<&str>,
+    transport: Option<&str>,
+) -> String {
+    let mut s = driver.unwrap_or("unknown driver").to_string();
+    if let Some(c) = controller.filter(|c| Some(*c) != driver) {
+        s.push_str(&format!(" via {c}"));
+    }
+    if let Some(t) = transport {
+        s.push_str(&format!(", {t}"));
+    }
+    s
+}
+
+impl HardwareReport {
+    /// Every disk and NIC, changed or not: the console's line.
+    pub(super) fn drivers_line(&self) -> String {
+        let all: Vec<String> = self
+            .disks
+            .iter()
+            .chain(&self.nics)
+            .map(DriverChange::line)
+            .collect();
+        if all.is_empty() {
+            "drivers: no disk or NIC to compare".into()
+        } else {
+            format!("drivers: {}", all.join("; "))
+        }
+    }
+
+    /// What changed and what was done: the part of the result the server
+    /// keeps.
+    pub(super) fn summary(&self) -> String {
+        let changed: Vec<String> = self
+            .disks
+            .iter()
+            .chain(&self.nics)
+            .filter(|c| c.changed())
+            .map(DriverChange::line)
+            .collect();
+        format!(
+            "drivers changed: {}; initramfs {}",
+            if changed.is_empty() {
+                "none".to_string()
+            } else {
+                changed.join(", ")
+            },
+            self.initramfs
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(what: &str, captured: &str, present: &str) -> DriverChange {
+        DriverChange {
+            what: what.into(),
+            captured: captured.into(),
+            present: present.into(),
+        }
+    }
+
+    #[test]
+    fn the_report_names_changed_drivers_and_the_initramfs_decision() {
+        assert_eq!(
+            disk_drivers(Some("virtio_blk"), Some("virtio_blk"), Some("virtio")),
+            "virtio_blk, virtio"
+        );
+        assert_eq!(
+            disk_drivers(Some("sd"), Some("ahci"), Some("sata")),
+            "sd via ahci, sata"
+        );
+        assert_eq!(disk_drivers(None, None, None), "unknown driver");
+        let r = HardwareReport {
+            disks: vec![change(
+                "disk vda -> nvme0n1",
+                "virtio_blk, virtio",
+                "nvme, nvme",
+            )],
+            nics: vec![
+                change("NIC lan0 -> eth0", "virtio_net", "e1000e"),
+                change("NIC lan1 -> eth1", "e1000e", "e1000e"),
+            ],
+            initramfs: "regenerated with update-initramfs -u -k all: disk vda (virtio) is now \
+                        nvme0n1 (nvme)"
+                .into(),
+        };
+        assert_eq!(
+            r.drivers_line(),
+            "drivers: disk vda -> nvme0n1: virtio_blk, virtio -> nvme, nvme; NIC lan0 -> eth0: \
+             virtio_net -> e1000e; NIC lan1 -> eth1: e1000e (same)"
+        );
+        assert_eq!(
+            r.summary(),
+            "drivers changed: disk vda -> nvme0n1: virtio_blk, virtio -> nvme, nvme, NIC lan0 -> \
+             eth0: virtio_net -> e1000e; initramfs regenerated with update-initramfs -u -k all: \
+             disk vda (virtio) is now nvme0n1 (nvme)"
+        );
+        let same = HardwareReport {
+            disks: vec![change("disk vda -> vda", "virtio_blk", "virtio_blk")],
+            nics: Vec::new(),
+            initramfs: "kept as restored (InitramfsTools): same disk controllers, NIC drivers \
+                        and firmware mode"
+                .into(),
+        };
+        assert_eq!(
+            same.summary(),
+            "drivers changed: none; initramfs kept as restored (InitramfsTools): same disk \
+             controllers, NIC drivers and firmware mode"
+        );
+    }
+}

@@ -796,3 +796,263 @@ fn parents_first() {
     v.sort_by_key(|p| order_key(p));
     assert_eq!(v, ["/", "/boot", "/home", "/boot/efi", "/srv/data/x"]);
 }
+
+/// sda: 2 GiB MBR as the BIOS drill's source: ext4 / (1536 MiB, 500 MiB of
+/// files), an extended partition with xfs /home (320 MiB) and swap.
+fn drill_like(root_bytes: u64) -> Manifest {
+    let xml = manifest_xml(
+        r#"<disk name="sda" path="/dev/sda" size="2147483648" logical-sector-size="512" physical-sector-size="512" serial="SRC">
+    <mbr signature="0x1a2b3c4d">
+      <partition number="1" kind="primary" type="0x83" boot="true" start-lba="2048" sectors="3145728"/>
+      <partition number="2" kind="extended" type="0x05" boot="false" start-lba="3147776" sectors="1046528"/>
+      <partition number="5" kind="logical" type="0x83" boot="false" start-lba="3149824" sectors="655360" ebr-lba="3147776"/>
+      <partition number="6" kind="logical" type="0x82" boot="false" start-lba="3807232" sectors="387072" ebr-lba="3805184"/>
+    </mbr>
+    <boot-gap first-lba="1" last-lba="2047"/>
+  </disk>"#,
+        &format!(
+            r#"<filesystem device="/dev/sda1" disk="sda" partition="1" type="ext4" uuid="0a1b2c3d-1111-4222-8333-444455556666">
+    <ext block-size="4096" inode-size="256" inode-count="98304" block-count="393216" reserved-blocks="19660" features="has_journal extent 64bit"/>
+    <mount point="/" options="rw,relatime"/>
+    <data tree="5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e" from="/" entries="9000" bytes="{root_bytes}"/>
+  </filesystem>
+  <filesystem device="/dev/sda5" disk="sda" partition="5" type="xfs" uuid="5e6f7a8b-2222-4333-8444-555566667777">
+    <xfs block-size="4096" sector-size="512" inode-size="512" ag-count="4" log-blocks="16384" features="crc=1"/>
+    <mount point="/home" options="rw,relatime"/>
+    <data tree="6b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e" from="/home" entries="100" bytes="10485760"/>
+  </filesystem>
+  <swap device="/dev/sda6" disk="sda" partition="6" uuid="deadbeef-0000-4000-8000-000000000001"/>"#
+        ),
+    );
+    from_xml(&xml).unwrap()
+}
+
+const MIB: u64 = 1 << 20;
+
+fn shrinking() -> PlanOptions {
+    PlanOptions {
+        shrink: true,
+        ..opts()
+    }
+}
+
+#[test]
+fn the_headroom_rule() {
+    let m = drill_like(500 * MIB);
+    // ext4: (500 MiB + 9000 × 4 KiB) × 1.25 + 64 MiB + 98304 × 256 bytes of
+    // inode tables, rounded up to a MiB.
+    let files = 500 * MIB + 9000 * 4096;
+    let want = (files + files / 4 + 64 * MIB + 98304 * 256).div_ceil(MIB) * MIB;
+    assert_eq!(shrink::fs_minimum(&m.filesystems[0]).unwrap().0, want);
+    assert_eq!(want, 757 * MIB);
+    // xfs: its floor (300 MiB) above 10 MiB of files, the 64 MiB log and
+    // the 64 MiB.
+    assert_eq!(shrink::fs_minimum(&m.filesystems[1]).unwrap().0, 300 * MIB);
+    // The disk: 1 MiB + 757 + (EBR MiB) 300 + (EBR MiB) 189 MiB of swap.
+    assert_eq!(shrink::minimum(&m, &m.disks[0]).0, 1249 * MIB);
+    // No data in the snapshot: not shrunk.
+    let mut fs = m.filesystems[0].clone();
+    fs.data = None;
+    assert_eq!(shrink::fs_minimum(&fs), None);
+}
+
+#[test]
+fn smaller_disk_only_with_shrink() {
+    let m = drill_like(500 * MIB);
+    let present = [disk("vdb", 1433 * MIB)];
+    let e = err(plan(&m, &present, &opts()));
+    assert!(
+        e.contains("/dev/vdb (1.4 GiB): it is too small") && e.contains("--shrink"),
+        "{e}"
+    );
+    let p = plan(&m, &present, &shrinking()).unwrap();
+    assert_eq!(p.disks[0].matched_by, MatchedBy::Shrunk);
+    // A disk that fits as captured is preferred to a shrunk one.
+    let both = [disk("vdb", 1433 * MIB), disk("vdc", 2 * GIB)];
+    let p2 = plan(&m, &both, &shrinking()).unwrap();
+    assert_eq!(p2.disks[0].target.name, "vdc");
+    assert!(p2.disks[0].shrunk.is_none());
+}
+
+#[test]
+fn mbr_shrunk_keeps_order_numbers_alignment_and_the_logicals() {
+    let m = drill_like(500 * MIB);
+    let sectors = 1433 * MIB / 512;
+    let p = plan(&m, &[disk("vdb", 1433 * MIB)], &shrinking()).unwrap();
+    let d = &p.disks[0];
+    let Table::Mbr(t) = &d.table else { panic!() };
+    t.check(sectors).unwrap();
+    let numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(numbers, [1, 2, 5, 6]);
+    let (root, ext, home, swap) = (
+        &t.partitions[0],
+        &t.partitions[1],
+        &t.partitions[2],
+        &t.partitions[3],
+    );
+    assert_eq!(
+        root.start_lba, 2048,
+        "the first partition and the boot gap stay"
+    );
+    for p in &t.partitions {
+        assert_eq!(p.start_lba % 2048, 0, "partition {} aligned", p.number);
+    }
+    assert!(root.sectors < 3145728 && root.sectors >= 757 * 2048);
+    assert!(home.sectors <= 655360 && home.sectors >= 300 * 2048);
+    assert_eq!(swap.sectors, 387072, "swap keeps its size");
+    // Each logical's EBR a MiB before it, as captured; the container from
+    // the first EBR to the end of the last logical.
+    assert_eq!(home.ebr_lba, Some(home.start_lba - 2048));
+    assert_eq!(swap.ebr_lba, Some(swap.start_lba - 2048));
+    assert_eq!(ext.start_lba, home.start_lba - 2048);
+    assert_eq!(ext.start_lba, root.start_lba + root.sectors);
+    assert_eq!(ext.start_lba + ext.sectors, swap.start_lba + swap.sectors);
+    // The spare room is used: less than 2 MiB is left at the end.
+    assert!(sectors - (swap.start_lba + swap.sectors) < 2 * 2048);
+    // The filesystems are made for their new sizes.
+    let Content::Filesystem {
+        commands, grown, ..
+    } = &d.volumes[0].content
+    else {
+        panic!()
+    };
+    assert!(grown, "sizes differ from the capture by plan");
+    let blocks = root.sectors * 512 / 4096;
+    let mkfs = commands[0].join(" ");
+    assert!(mkfs.ends_with(&format!("/dev/vdb1 {blocks}")), "{mkfs}");
+    assert!(
+        !commands.iter().any(|c| c[0] == "resize2fs"),
+        "made at its size, not resized"
+    );
+    let reserved = 19660 * blocks / 393216;
+    assert_eq!(
+        commands[1].join(" "),
+        format!("tune2fs -r {reserved} /dev/vdb1")
+    );
+    // The plan shows the new layout.
+    let text = p.to_string();
+    assert!(
+        text.contains(
+            "shrink (--shrink): the captured layout needs 2.0 GiB, this disk has 1.4 GiB"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("partition 1 (ext4 /): shrunk 1.5 GiB -> "),
+        "{text}"
+    );
+    assert!(
+        text.contains("partition 6 (swap): 189.0 MiB, moved from LBA 3807232"),
+        "{text}"
+    );
+    assert!(text.contains("at least 1.2 GiB with headroom"), "{text}");
+    // And in JSON.
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["disks"][0]["shrunk"]["minimum-bytes"], 1249 * MIB);
+    assert_eq!(json["disks"][0]["matched-by"], "shrunk");
+}
+
+#[test]
+fn a_smaller_disk_whose_data_does_not_fit_is_refused_with_the_numbers() {
+    let m = drill_like(500 * MIB);
+    let present = [disk("vdb", 1200 * MIB)];
+    let e = err(plan(&m, &present, &shrinking()));
+    assert!(e.contains("no disk for captured disk sda (2.0 GiB"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "/dev/vdb (1.2 GiB): it is too small even shrunk (--shrink): the data needs a disk \
+             of at least 1.2 GiB ({} bytes), this one has 1.2 GiB ({} bytes)",
+            1249 * MIB,
+            1200 * MIB
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("partition 1 (ext4 /): at least 757.0 MiB (500.0 MiB of files in 9000 entries"),
+        "{e}"
+    );
+    assert!(
+        e.contains("partition 6 (swap): 189.0 MiB as captured"),
+        "{e}"
+    );
+    // Named explicitly: the same numbers.
+    let o = PlanOptions {
+        mapping: vec![("sda".into(), "/dev/vdb".into())],
+        ..shrinking()
+    };
+    let e = err(plan(&m, &present, &o));
+    assert!(
+        e.starts_with(
+            "captured disk sda (2.0 GiB, 2147483648 bytes) does not fit on /dev/vdb (1.2 GiB, \
+             1258291200 bytes): it is too small even shrunk"
+        ),
+        "{e}"
+    );
+    // More files than the disk holds, whatever the layout.
+    let big = drill_like(1400 * MIB);
+    let e = err(plan(&big, &[disk("vdb", 1433 * MIB)], &shrinking()));
+    assert!(e.contains("it is too small even shrunk"), "{e}");
+}
+
+#[test]
+fn gpt_shrunk_keeps_raw_partitions_in_place_and_the_backup_at_the_end() {
+    // ESP (no data: moved or kept), BIOS boot (raw: kept), root (shrinks), swap.
+    let xml = manifest_xml(
+        r#"<disk name="sda" path="/dev/sda" size="4294967296" logical-sector-size="512" physical-sector-size="512">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f" first-usable-lba="2048" last-usable-lba="8388574" entries="128">
+      <partition number="1" first-lba="2048" last-lba="133119" type-guid="c12a7328-f81f-11d2-ba4b-00a0c93ec93b" guid="11111111-2222-4333-8444-555555555501" name="EFI" attributes="0"/>
+      <partition number="2" first-lba="133120" last-lba="135167" type-guid="21686148-6449-6e6f-744e-656564454649" guid="11111111-2222-4333-8444-555555555502" name="bios" attributes="0"/>
+      <partition number="3" first-lba="135168" last-lba="7340031" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555503" name="root" attributes="0"/>
+      <partition number="4" first-lba="7340032" last-lba="8388574" type-guid="0657fd6d-a4ab-43c4-84e5-0933c84b4f4f" guid="11111111-2222-4333-8444-555555555504" name="swap" attributes="0"/>
+    </gpt>
+  </disk>"#,
+        r#"<filesystem device="/dev/sda1" disk="sda" partition="1" type="vfat" uuid="1234-ABCD">
+    <mount point="/boot/efi" options="rw"/>
+    <data tree="4b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e" from="/boot/efi" entries="10" bytes="4194304"/>
+  </filesystem>
+  <filesystem device="/dev/sda3" disk="sda" partition="3" type="btrfs" uuid="0a1b2c3d-1111-4222-8333-444455556666">
+    <mount point="/" options="rw"/>
+    <data tree="5b8c1d0e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e" from="/" entries="1000" bytes="1073741824"/>
+  </filesystem>
+  <swap device="/dev/sda4" disk="sda" partition="4" uuid="deadbeef-0000-4000-8000-000000000001"/>"#,
+    );
+    let m = from_xml(&xml).unwrap();
+    let size = 3 * GIB;
+    let sectors = size / 512;
+    let p = plan(&m, &[disk("vdb", size)], &shrinking()).unwrap();
+    let Table::Gpt(g) = &p.disks[0].table else {
+        panic!()
+    };
+    g.check(sectors, 512).unwrap();
+    assert_eq!(g.backup_lba, sectors - 1);
+    assert_eq!(g.last_usable_lba, sectors - 34);
+    let before = captured_entries(&m);
+    assert_eq!(g.partitions[0], before[0], "the ESP stays first");
+    assert_eq!(
+        g.partitions[1], before[1],
+        "the BIOS boot partition never moves"
+    );
+    let (root, swap) = (&g.partitions[2], &g.partitions[3]);
+    assert_eq!(root.first_lba, 135168);
+    assert!(root.last_lba < before[2].last_lba);
+    assert_eq!(
+        swap.last_lba - swap.first_lba,
+        before[3].last_lba - before[3].first_lba
+    );
+    assert_eq!(swap.first_lba % 2048, 0);
+    assert_eq!(swap.first_lba, root.last_lba + 1);
+    assert!(swap.last_lba <= g.last_usable_lba);
+    assert_eq!(
+        p.disks[0].volumes[2].sectors,
+        root.last_lba - root.first_lba + 1
+    );
+
+    // A raw partition beyond the new end: refused, saying it stays in place.
+    let mut m2 = m.clone();
+    m2.filesystems.truncate(1);
+    let e = err(plan(&m2, &[disk("vdb", size)], &shrinking()));
+    assert!(
+        e.contains("partition 3 (raw)") && e.contains("in its place"),
+        "{e}"
+    );
+}

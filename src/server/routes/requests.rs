@@ -32,6 +32,7 @@ pub(super) async fn create_request(
         at,
         hostname,
         addresses,
+        shrink,
         expires,
         machines,
         any_machine,
@@ -109,6 +110,7 @@ pub(super) async fn create_request(
                 result: None,
                 hostname,
                 addresses,
+                shrink,
                 expires: Some(crate::time::format_utc(
                     now_secs.saturating_add(expires_in.as_secs() as i64),
                 )),
