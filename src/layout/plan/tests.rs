@@ -442,7 +442,7 @@ fn sector_size_must_match() {
 /// A UEFI machine on a 4 GiB disk of 512-byte sectors, as installers make
 /// it (every partition on a MiB boundary): ESP, btrfs root with
 /// subvolumes, ext4 /boot with 1 KiB blocks, swap.
-fn uefi_512() -> Manifest {
+pub(crate) fn uefi_512() -> Manifest {
     let xml = manifest_xml(
         r#"
   <disk name="vda" path="/dev/vda" size="4294967296" logical-sector-size="512" physical-sector-size="512" serial="SRC">
@@ -471,7 +471,7 @@ fn uefi_512() -> Manifest {
     from_xml(&xml).unwrap()
 }
 
-fn four_kn(name: &str, size: u64) -> PresentDisk {
+pub(crate) fn four_kn(name: &str, size: u64) -> PresentDisk {
     let mut d = disk(name, size);
     d.logical_sector_size = 4096;
     d
