@@ -543,7 +543,9 @@ impl Recovery {
         drop(raw);
 
         let restored = self.stage(Stage::Restore, |r| {
-            r.restore(repo.as_ref(), &manifest, &the_plan)
+            let restored = r.restore(repo.as_ref(), &manifest, &the_plan)?;
+            layout::seal_subvolumes(&the_plan);
+            Ok(restored)
         })?;
         self.stage(Stage::Configure, |r| {
             configure::configure(
