@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk 30% smaller (the request's `--shrink`) |
 //! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
+//! | `uefi_btrfs_dracut_nvme_4kn` | OVMF with Secure Boot, GPT + ESP, / on btrfs subvolumes, dracut host-only (qemu-tests/drill_btrfs.rs) | ISO | new NIC (e1000), NVMe disk with 4096-byte sectors |
 //! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
@@ -23,6 +24,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "drill_btrfs.rs"]
+mod drill_btrfs;
 #[path = "../tests/qemu_util/mod.rs"]
 mod qemu_util;
 #[path = "../tests/server_util/mod.rs"]
@@ -103,6 +106,10 @@ struct Variant {
     /// recovered onto two new disks (`target_mib` and 512 MiB more) on
     /// SATA instead of virtio.
     stack: bool,
+    /// / and /home on btrfs subvolumes, dracut in host-only mode, recovered
+    /// onto an NVMe disk with 4096-byte sectors and an e1000 NIC
+    /// (qemu-tests/drill_btrfs.rs).
+    btrfs: bool,
 }
 
 #[test]
@@ -117,6 +124,7 @@ fn bios_mbr_pxe() {
         new_mac: false,
         new_hardware: false,
         stack: false,
+        btrfs: false,
     });
 }
 
@@ -131,6 +139,7 @@ fn uefi_gpt_iso_new_hardware() {
         new_mac: true,
         new_hardware: true,
         stack: false,
+        btrfs: false,
     });
 }
 
@@ -146,6 +155,23 @@ fn bios_md_raid1_lvm_thin_sata() {
         new_mac: false,
         new_hardware: false,
         stack: true,
+        btrfs: false,
+    });
+}
+
+#[test]
+#[ignore = "not yet run to the end (issues 13, 14): run it with scripts/drill btrfs"]
+fn uefi_btrfs_dracut_nvme_4kn() {
+    drill(&Variant {
+        name: "uefi-btrfs-dracut-4kn",
+        hostname: "drill-btrfs",
+        uefi: true,
+        pxe: false,
+        target_mib: SOURCE_MIB + 1024,
+        new_mac: true,
+        new_hardware: false,
+        stack: false,
+        btrfs: true,
     });
 }
 
@@ -624,6 +650,9 @@ fn drill(v: &Variant) {
     rep.fact(
         "partition table",
         match (v.uefi, v.stack) {
+            (true, _) if v.btrfs => {
+                "GPT; ESP; / and /home on btrfs subvolumes (@, the default; @home; @snapshots/home-1 read-only); dracut host-only"
+            }
             (true, _) => "GPT",
             (false, false) => "MBR",
             (false, true) => {
@@ -664,7 +693,9 @@ fn drill(v: &Variant) {
     }
     let recovery_mac = if v.new_mac { NEW_MAC } else { SOURCE_MAC };
     rep.fact("NIC", format!("{SOURCE_MAC} -> {recovery_mac}"));
-    let (target_bus, recovery_nic) = if v.new_hardware {
+    let (target_bus, recovery_nic) = if v.btrfs {
+        drill_btrfs::hardware(&mut rep, recovery_mac)
+    } else if v.new_hardware {
         rep.fact("hardware", "virtio disk and NIC -> NVMe disk, e1000e NIC");
         (
             Bus::Nvme,
@@ -701,13 +732,22 @@ fn drill(v: &Variant) {
             "the Debian root (debootstrap, cached in target/drill-cache)",
             t,
         );
+        let root_tar = if v.btrfs {
+            drill_btrfs::root_tar(&mut rep)
+        } else {
+            root_tar
+        };
         let t = Instant::now();
         let rewind_bin = static_rewind();
         script(
             "make-source-disk",
             &[
                 "--variant",
-                if v.uefi { "uefi" } else { "bios" },
+                match (v.uefi, v.btrfs) {
+                    (true, true) => "uefi-btrfs",
+                    (true, false) => "uefi",
+                    _ => "bios",
+                },
                 "--out",
                 source.to_str().unwrap(),
                 "--root-tar",
@@ -765,6 +805,11 @@ fn drill(v: &Variant) {
     vm.expect(&format!("DRILL-READY host={}", v.hostname), BOOT);
     rep.step("boot the source machine (GRUB, kernel, systemd)", t);
     let mut stack_first = String::new();
+    let btrfs_first = if v.btrfs {
+        drill_btrfs::prepare_source(&mut vm, &mut rep)
+    } else {
+        String::new()
+    };
     if v.stack {
         // The cached disks carry no token: the capture's settings now.
         let pin = server
@@ -1053,6 +1098,9 @@ fn drill(v: &Variant) {
                 "the recovery image did not run with Secure Boot on"
             );
         }
+        if v.btrfs {
+            drill_btrfs::check_recovery(&console, &mut rep);
+        }
         if v.new_hardware || v.stack {
             assert!(
                 console.contains("rewind: initramfs (InitramfsTools): regenerated"),
@@ -1203,6 +1251,9 @@ fn drill(v: &Variant) {
                     .collect::<Vec<_>>()
                     .join(" "),
             );
+        }
+        if v.btrfs {
+            drill_btrfs::check_recovered(&mut vm, &mut rep, &btrfs_first);
         }
         if v.stack {
             system_running(&mut vm);

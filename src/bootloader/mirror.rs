@@ -7,6 +7,10 @@
 //! with its hard-drive device path node (partition number, start, size,
 //! GUID) made the other member's, and the member named in its description.
 //! Pure: the entries are written by efi.rs like the captured ones.
+//!
+//! The same node rewrite serves a disk recreated with another sector size
+//! ([`at_recreated_offsets`]): the node counts the partition's start and
+//! size in sectors, which a 4Kn disk counts 8 times fewer of.
 
 use anyhow::{Context, Result, bail};
 
@@ -136,6 +140,56 @@ pub fn with_member_entries(m: &Manifest, plan: &Plan, efi: &Efi) -> (Efi, Vec<St
     (out, notes)
 }
 
+/// The entries whose hard-drive node names a recreated partition at
+/// another start or size in sectors than the plan's (a disk of another
+/// sector size: same byte offsets, other LBAs) with that node rewritten;
+/// and a line for the console per entry rewritten.
+pub fn at_recreated_offsets(plan: &Plan, efi: &Efi) -> (Efi, Vec<String>) {
+    let mut out = efi.clone();
+    let mut notes = Vec::new();
+    for dp in &plan.disks {
+        if dp.captured_sector_size == dp.sector_size {
+            continue;
+        }
+        let Table::Gpt(g) = &dp.table else { continue };
+        for p in &g.partitions {
+            let Some(v) = dp.volumes.iter().find(|v| v.partition == Some(p.number)) else {
+                continue;
+            };
+            let member = Member {
+                reference: v.device.clone(),
+                guid: p.guid.to_ascii_lowercase(),
+                number: p.number,
+                first_lba: v.first_lba,
+                sectors: v.sectors,
+            };
+            for e in out.entries.iter_mut().filter(|e| {
+                e.partition_guid.as_ref().map(|g| g.to_ascii_lowercase())
+                    == Some(member.guid.clone())
+            }) {
+                let rewritten = crate::util::hex::decode(&e.raw)
+                    .context("not hex")
+                    .and_then(|raw| for_member(&raw, &e.description, &member));
+                match rewritten {
+                    Ok(raw) => {
+                        e.raw = crate::util::hex::encode(&raw);
+                        notes.push(format!(
+                            "Boot{} \"{}\": {} at {}-byte LBA {} ({} sectors), as recreated on {}-byte sectors",
+                            e.number, e.description, member.reference, dp.sector_size,
+                            member.first_lba, member.sectors, dp.sector_size
+                        ));
+                    }
+                    Err(err) => notes.push(format!(
+                        "warning: Boot{} \"{}\" keeps its captured offsets on {}: {err:#}",
+                        e.number, e.description, member.reference
+                    )),
+                }
+            }
+        }
+    }
+    (out, notes)
+}
+
 /// `payload` (an EFI_LOAD_OPTION) with `description`, and its hard-drive
 /// media node naming `member`.
 fn for_member(payload: &[u8], description: &str, member: &Member) -> Result<Vec<u8>> {
@@ -224,6 +278,46 @@ mod tests {
         }
         out.extend_from_slice(&path);
         out
+    }
+
+    #[test]
+    fn an_entry_on_a_disk_of_another_sector_size_names_the_new_lbas() {
+        use crate::layout::plan::tests::{four_kn, uefi_512};
+        let m = uefi_512();
+        let guid = "11111111-2222-4333-8444-555555555501";
+        let efi = Efi {
+            boot_order: vec!["0003".into()],
+            boot_current: None,
+            entries: vec![EfiEntry {
+                number: "0003".into(),
+                description: "debian".into(),
+                active: true,
+                partition_guid: Some(guid.parse().unwrap()),
+                partition_number: Some(1),
+                path: Some("\\EFI\\debian\\grubx64.efi".into()),
+                raw: crate::util::hex::encode(&load_option("debian", 1, 2048, 131_072, guid)),
+            }],
+        };
+        let same = plan(
+            &m,
+            &[PresentDisk::bare("vda", 4 << 30)],
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let (out, notes) = at_recreated_offsets(&same, &efi);
+        assert_eq!((out, notes.len()), (efi.clone(), 0));
+        let p = plan(&m, &[four_kn("nvme0n1", 4 << 30)], &PlanOptions::default()).unwrap();
+        let (out, notes) = at_recreated_offsets(&p, &efi);
+        assert_eq!(
+            out.entries[0].raw,
+            crate::util::hex::encode(&load_option("debian", 1, 256, 16_384, guid))
+        );
+        assert_eq!(
+            notes,
+            [
+                "Boot0003 \"debian\": /dev/nvme0n1p1 at 4096-byte LBA 256 (16384 sectors), as recreated on 4096-byte sectors"
+            ]
+        );
     }
 
     #[test]

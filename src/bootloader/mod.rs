@@ -74,6 +74,11 @@ pub fn uefi(m: &Manifest, plan: &Plan, efivars: &Path) {
     for n in &notes {
         say(n);
     }
+    // Another sector size: the partitions' nodes in the new sectors.
+    let (with_members, notes) = mirror::at_recreated_offsets(plan, &with_members);
+    for n in &notes {
+        say(n);
+    }
     let captured = &with_members;
     let guids = recreated_guids(plan);
     let outcome = match efi::ensure_efivarfs(efivars) {

@@ -1,6 +1,8 @@
 //! btrfs: parameters from the primary superblock, made again with
 //! mkfs.btrfs (same node and sector size; the device UUID cannot be set).
-//! Subvolumes are the layout's business: they come from the mounts.
+//! Subvolumes: read at capture ([`parse_subvolumes`]); made again on the
+//! fresh filesystem with their captured ids, default and read-only flags
+//! ([`recreate_subvolumes`], then [`seal_subvolumes`] once restored).
 
 use std::path::Path;
 
@@ -116,6 +118,92 @@ pub struct ListedSubvolume {
     pub path: String,
     pub read_only: bool,
     pub default: bool,
+}
+
+/// Runs `btrfs ARGS` and returns its stdout (the real one is
+/// [`crate::cmd::run`]; tests pass a fake).
+pub type Runner<'a> = dyn FnMut(&[&str]) -> Result<String> + 'a;
+
+/// The real `btrfs` command.
+pub fn run_btrfs(args: &[&str]) -> Result<String> {
+    crate::cmd::run("btrfs", args)
+}
+
+/// Make `wanted` again on a fresh filesystem whose top level (id 5) is
+/// mounted at `top`, in id order with the captured ids: btrfs gives a new
+/// subvolume the next free id and never reuses one in a mount, so an id
+/// that was free at capture (a deleted snapshot) is used up by creating and
+/// deleting a subvolume until the next one is the captured id. Then the
+/// default subvolume. Read-only flags come after the restore
+/// ([`seal_subvolumes`]). Returns what could not be made as captured.
+pub fn recreate_subvolumes(
+    top: &Path,
+    wanted: &[ListedSubvolume],
+    run: &mut Runner<'_>,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut sorted: Vec<&ListedSubvolume> = wanted.iter().collect();
+    sorted.sort_by_key(|s| s.id);
+    let path_of = |s: &ListedSubvolume| top.join(s.path.trim_start_matches('/'));
+    for s in &sorted {
+        let path = path_of(s);
+        let p = path.to_str().context("subvolume path is not UTF-8")?;
+        if path.exists() {
+            notes.push(format!(
+                "btrfs subvolume {} (id {}): its path exists already (a directory made for \
+                 another subvolume); left as a directory",
+                s.path, s.id
+            ));
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut id = create(p, run)?;
+        // Every id below the captured one is used up; a bound on the loop
+        // in case btrfs ever reused ids.
+        let mut spent = 0u64;
+        while id < s.id && spent < 1 << 16 {
+            run(&["subvolume", "delete", p])
+                .with_context(|| format!("cannot delete {p} (spending id {id})"))?;
+            id = create(p, run)?;
+            spent += 1;
+        }
+        if id != s.id {
+            notes.push(format!(
+                "btrfs subvolume {} was made with id {id}, captured {}: ids are never reused",
+                s.path, s.id
+            ));
+        }
+        if s.default {
+            let top_str = top.to_str().context("mount path is not UTF-8")?;
+            run(&["subvolume", "set-default", &id.to_string(), top_str])
+                .with_context(|| format!("cannot make {} the default subvolume", s.path))?;
+        }
+    }
+    Ok(notes)
+}
+
+/// `btrfs subvolume create PATH`, and the id it was given.
+fn create(path: &str, run: &mut Runner<'_>) -> Result<u64> {
+    run(&["subvolume", "create", path])?;
+    let out = run(&["inspect-internal", "rootid", path])?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("btrfs inspect-internal rootid {path} said {:?}", out.trim()))
+}
+
+/// Set the read-only flag of each read-only subvolume of `wanted` (top
+/// level mounted at `top`): after the restore, which writes into them.
+pub fn seal_subvolumes(top: &Path, wanted: &[ListedSubvolume], run: &mut Runner<'_>) -> Result<()> {
+    for s in wanted.iter().filter(|s| s.read_only) {
+        let path = top.join(s.path.trim_start_matches('/'));
+        let p = path.to_str().context("subvolume path is not UTF-8")?;
+        run(&["property", "set", "-ts", p, "ro", "true"])
+            .with_context(|| format!("cannot make btrfs subvolume {} read-only", s.path))?;
+    }
+    Ok(())
 }
 
 /// `ID 258 gen 7 top level 257 path <FS_TREE>/@snapshots/1/snapshot` lines.

@@ -20,27 +20,73 @@ pub fn run_argv(argv: &[String]) -> Result<String> {
 }
 
 /// Create btrfs subvolumes (paths inside the filesystem, `/@home`) on the
-/// freshly made filesystem on `device`, parents before children, through a
-/// temporary mount of its top level.
-pub fn create_subvolumes(device: &str, subvolumes: &[String]) -> Result<()> {
-    let top = std::env::temp_dir().join(format!("rewind-btrfs-top-{}", std::process::id()));
+/// freshly made filesystem on `device`, through a temporary mount of its
+/// top level: those the manifest lists with their ids (schema 2) with the
+/// same ids and default subvolume (fs::btrfs::recreate_subvolumes);
+/// otherwise those the mounts name, parents before children.
+pub fn create_subvolumes(device: &str, subvolumes: &[String], captured: &Filesystem) -> Result<()> {
+    let listed = listed(captured);
+    with_top_level(device, |top| {
+        if !listed.is_empty() {
+            for n in crate::fs::btrfs::recreate_subvolumes(
+                top,
+                &listed,
+                &mut crate::fs::btrfs::run_btrfs,
+            )? {
+                println!("  warning: {n}");
+            }
+            return Ok(());
+        }
+        let mut sorted: Vec<&String> = subvolumes.iter().collect();
+        sorted.sort_by_key(|s| super::plan::order_key(s));
+        sorted.iter().try_for_each(|s| -> Result<()> {
+            let path = top.join(s.trim_start_matches('/'));
+            if path.exists() {
+                return Ok(()); // created as the parent of an earlier one
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            let p = path.to_str().context("subvolume path is not UTF-8")?;
+            cmd::run("btrfs", &["subvolume", "create", p]).map(drop)
+        })
+    })
+}
+
+/// Make the captured read-only subvolumes of the btrfs on `device`
+/// read-only again, once the restore has written into them.
+pub fn seal_subvolumes(device: &str, captured: &Filesystem) -> Result<()> {
+    let listed = listed(captured);
+    if !listed.iter().any(|s| s.read_only) {
+        return Ok(());
+    }
+    with_top_level(device, |top| {
+        crate::fs::btrfs::seal_subvolumes(top, &listed, &mut crate::fs::btrfs::run_btrfs)
+    })
+}
+
+fn listed(captured: &Filesystem) -> Vec<crate::fs::btrfs::ListedSubvolume> {
+    captured
+        .subvolumes
+        .iter()
+        .map(|s| crate::fs::btrfs::ListedSubvolume {
+            id: s.id,
+            path: s.path.clone(),
+            read_only: s.read_only,
+            default: s.default,
+        })
+        .collect()
+}
+
+/// `f` with the top level (subvolid 5) of the btrfs on `device` mounted.
+fn with_top_level(device: &str, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = device.trim_start_matches("/dev/").replace('/', "-");
+    let top = std::env::temp_dir().join(format!("rewind-btrfs-top-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&top).with_context(|| format!("cannot create {}", top.display()))?;
     super::mount::mount_one(device, &top, "btrfs", "subvolid=5")
         .with_context(|| format!("cannot mount the top level of {device}"))?;
-    let mut sorted: Vec<&String> = subvolumes.iter().collect();
-    sorted.sort_by_key(|s| super::plan::order_key(s));
-    let result = sorted.iter().try_for_each(|s| -> Result<()> {
-        let path = top.join(s.trim_start_matches('/'));
-        if path.exists() {
-            return Ok(()); // created as the parent of an earlier one
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let p = path.to_str().context("subvolume path is not UTF-8")?;
-        cmd::run("btrfs", &["subvolume", "create", p]).map(drop)
-    });
+    let result = f(&top);
     let unmounted = super::mount::unmount_one(&top);
     let _ = std::fs::remove_dir(&top);
     result?;

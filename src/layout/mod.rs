@@ -332,6 +332,36 @@ pub fn take_down_stack(plan: &Plan) {
     }
 }
 
+/// Once restored: the captured read-only btrfs subvolumes made read-only
+/// again (the restore writes into them, so they are made writable). A
+/// failure is a warning: the system is whole, one flag is not.
+pub fn seal_subvolumes(plan: &Plan) {
+    let on_disks = plan
+        .disks
+        .iter()
+        .flat_map(|d| d.volumes.iter().map(|v| (&v.device, &v.content)));
+    let on_stack = plan.stack_volumes.iter().map(|v| (&v.device, &v.content));
+    for (device, content) in on_disks.chain(on_stack) {
+        if let Content::Filesystem { captured, .. } = content
+            && captured.subvolumes.iter().any(|s| s.read_only)
+        {
+            match format::seal_subvolumes(device, captured) {
+                Ok(()) => println!(
+                    "btrfs on {device}: read-only again: {}",
+                    captured
+                        .subvolumes
+                        .iter()
+                        .filter(|s| s.read_only)
+                        .map(|s| s.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => warn(&format!("{e:#}")),
+            }
+        }
+    }
+}
+
 /// A filesystem or swap area on a device of the stack.
 fn format_stack_volume(v: &stack::StackVolume) -> Result<()> {
     let (commands, subvolumes) = match &v.content {
@@ -347,13 +377,13 @@ fn format_stack_volume(v: &stack::StackVolume) -> Result<()> {
         println!("  {}", plan::argv_line(c));
         format::run_argv(c)?;
     }
-    if !subvolumes.is_empty() {
-        format::create_subvolumes(&v.device, subvolumes)?;
-    }
     if let Content::Filesystem {
         fs_type, captured, ..
     } = &v.content
     {
+        if !subvolumes.is_empty() {
+            format::create_subvolumes(&v.device, subvolumes, captured)?;
+        }
         match format::verify(captured, &v.device, false) {
             Ok(diffs) => diffs.iter().for_each(|w| warn(w)),
             Err(e) => warn(&format!(
@@ -404,7 +434,7 @@ fn format_volume(d: &DiskPlan, v: &Volume, raw: &mut dyn RawSource) -> Result<()
                 format::run_argv(c)?;
             }
             if !subvolumes.is_empty() {
-                format::create_subvolumes(&v.device, subvolumes)?;
+                format::create_subvolumes(&v.device, subvolumes, captured)?;
             }
             match format::verify(captured, &v.device, *grown) {
                 Ok(diffs) => diffs.iter().for_each(|w| warn(w)),

@@ -95,6 +95,9 @@ pub struct DiskPlan {
     pub target: PresentDisk,
     pub matched_by: MatchedBy,
     pub sector_size: u32,
+    /// The captured disk's logical sector size: when it differs, every LBA
+    /// of `table` is rescaled to the same byte offset (rescale.rs).
+    pub captured_sector_size: u32,
     pub table: Table,
     /// 440 bytes of boot code for LBA 0, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,9 +243,17 @@ pub fn plan_here(m: &Manifest, opts: &PlanOptions, boot: &BootMedium) -> Result<
 
 /// Why `p` cannot take captured disk `d`, even shrunk, if it cannot.
 fn unfit(d: &Disk, p: &PresentDisk, fit: &Fit) -> Option<String> {
-    if p.logical_sector_size != d.logical_sector_size {
+    if p.logical_sector_size != d.logical_sector_size && p.size < d.size {
+        // Each is planned on its own (rescale.rs, shrink.rs); both at once
+        // would move every byte offset the rescaling keeps.
         Some(format!(
-            "it has {}-byte logical sectors, the captured disk {}-byte ones",
+            "it has {}-byte logical sectors, the captured disk {}-byte ones, and it is smaller: \
+             a layout moves to another sector size or shrinks, not both at once",
+            p.logical_sector_size, d.logical_sector_size
+        ))
+    } else if let Err(e) = rescale::check_disk(d, p.logical_sector_size, p.size) {
+        Some(format!(
+            "it has {}-byte logical sectors, the captured disk {}-byte ones, and {e:#}",
             p.logical_sector_size, d.logical_sector_size
         ))
     } else if p.size < d.size {
@@ -504,73 +515,76 @@ fn disk_plan(
     opts: &PlanOptions,
     notes: &mut Vec<String>,
 ) -> Result<DiskPlan> {
-    let ss = d.logical_sector_size;
+    // Another sector size: the same byte offsets in the target's sectors
+    // (rescale.rs); every size below is in the target's sectors.
+    let from = d.logical_sector_size;
+    let ss = target.logical_sector_size;
     let captured_sectors = d.size / u64::from(ss);
     let sectors = target.size / u64::from(ss);
     // Captured LBAs stay where they were; only the end of the disk moves,
     // unless the disk is smaller and the layout shrinks (shrink.rs).
+    ensure!(
+        from == ss || sectors >= captured_sectors,
+        "captured disk {}: {} is smaller and has {ss}-byte sectors where the captured disk had \
+         {from}-byte ones: a layout moves to another sector size or shrinks, not both at once",
+        d.name,
+        target.path
+    );
     let shrunk = (sectors < captured_sectors)
         .then(|| shrink::shrink(m, d, sectors))
         .transpose()?;
     let delta = sectors.saturating_sub(captured_sectors);
     let grow = opts.grow && delta > 0;
     let mut grown = None;
+    if from != ss {
+        notes.push(format!(
+            "captured disk {}: {from}-byte sectors recreated on {ss}-byte sectors of {}: every \
+             partition at the same byte offsets, its LBAs rescaled",
+            d.name, target.path
+        ));
+    }
 
     let table = match (&d.gpt, &d.mbr) {
         (Some(g), _) => {
-            let mut parts: Vec<GptEntry> = g
-                .partitions
-                .iter()
-                .map(|p| GptEntry {
-                    number: p.number,
-                    first_lba: p.first_lba,
-                    last_lba: p.last_lba,
-                    type_guid: p.type_guid.clone(),
-                    guid: p.guid.clone(),
-                    name: p.name.clone(),
-                    attributes: p.attributes,
-                })
-                .collect();
-            parts.sort_by_key(|p| p.number);
-            if let Some(s) = &shrunk {
-                s.apply_gpt(&mut parts);
-            }
-            // The usable area ends as far from the disk's end as it did.
-            let last_usable = (g.last_usable_lba + sectors).saturating_sub(captured_sectors);
-            if grow && let Some(last) = parts.iter_mut().max_by_key(|p| p.last_lba) {
-                let from = last.last_lba - last.first_lba + 1;
-                last.last_lba += delta;
-                grown = Some(Grown {
-                    partition: last.number,
-                    from_sectors: from,
-                    to_sectors: from + delta,
-                });
-            }
-            let layout = GptLayout {
-                disk_guid: g.disk_guid.clone(),
-                first_usable_lba: g.first_usable_lba,
-                last_usable_lba: last_usable,
-                entries: g.entries,
-                backup_lba: sectors - 1,
-                partitions: parts,
+            let mut layout = if from == ss {
+                // The usable area ends as far from the disk's end as it did.
+                gpt_layout(
+                    g,
+                    (g.last_usable_lba + sectors).saturating_sub(captured_sectors),
+                    sectors,
+                )
+            } else {
+                rescale::rescale_gpt(
+                    &gpt_layout(g, g.last_usable_lba, sectors),
+                    from,
+                    ss,
+                    sectors,
+                )?
             };
+            if let Some(s) = &shrunk {
+                s.apply_gpt(&mut layout.partitions);
+            }
+            if grow && let Some(last) = layout.partitions.iter_mut().max_by_key(|p| p.last_lba) {
+                let was = last.last_lba - last.first_lba + 1;
+                let end = (last.last_lba + delta).min(layout.last_usable_lba);
+                if end > last.last_lba {
+                    last.last_lba = end;
+                    grown = Some(Grown {
+                        partition: last.number,
+                        from_sectors: was,
+                        to_sectors: end - last.first_lba + 1,
+                    });
+                }
+            }
             layout.check(sectors, ss)?;
             Table::Gpt(layout)
         }
         (None, Some(mbr)) => {
-            let mut parts: Vec<MbrEntry> = mbr
-                .partitions
-                .iter()
-                .map(|p| MbrEntry {
-                    number: p.number,
-                    kind: p.kind,
-                    type_byte: p.type_byte.value(),
-                    boot: p.boot,
-                    start_lba: p.start_lba,
-                    sectors: p.sectors,
-                    ebr_lba: p.ebr_lba,
-                })
-                .collect();
+            let mut parts = if from == ss {
+                mbr_layout(mbr).partitions
+            } else {
+                rescale::rescale_mbr(&mbr_layout(mbr), from, ss)?.partitions
+            };
             if let Some(s) = &shrunk {
                 s.apply_mbr(&mut parts);
             }
@@ -628,38 +642,22 @@ fn disk_plan(
             (Some(fs), _) => {
                 // On a shrunk partition: the filesystem with its new sizes.
                 let resized = shrunk.as_ref().and_then(|s| s.resized(number, fs));
-                let fs = resized.as_ref().unwrap_or(fs);
-                Some(Content::Filesystem {
-                    fs_type: fs.fs_type.name().to_string(),
-                    uuid: fs.uuid.clone(),
-                    label: fs.label.clone(),
-                    commands: fs.fs_type.mkfs_commands(
-                        &MkfsTarget {
-                            device,
-                            uuid: &fs.uuid,
-                            label: fs.label.as_deref(),
-                            grow: is_grown,
-                            tools: &opts.tools,
-                        },
-                        notes,
-                    ),
-                    // Every subvolume the manifest lists (schema 2), in id
-                    // order; otherwise those the mounts name.
-                    subvolumes: if fs.subvolumes.is_empty() {
-                        fs.mounts
-                            .iter()
-                            .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
-                            .map(|mt| mt.root.clone())
-                            .collect()
-                    } else {
-                        fs.subvolumes
-                            .iter()
-                            .map(|s| format!("/{}", s.path))
-                            .collect()
-                    },
-                    grown: is_grown || resized.is_some(),
-                    captured: Box::new(fs.clone()),
-                })
+                let mut fs = resized.clone().unwrap_or_else(|| fs.clone());
+                if from != ss {
+                    // mkfs is told the new sector size; what it makes is
+                    // checked against these parameters.
+                    let (fs_type, changes) = rescale::filesystem(&fs.fs_type, from, ss, device);
+                    notes.extend(changes);
+                    fs.fs_type = fs_type;
+                }
+                Some(filesystem_content(
+                    &fs,
+                    device,
+                    is_grown,
+                    resized.is_some(),
+                    opts,
+                    notes,
+                ))
             }
             (None, Some(sw)) => Some(Content::Swap {
                 uuid: sw.uuid.clone(),
@@ -692,7 +690,18 @@ fn disk_plan(
         });
     }
 
-    if let Some(gap) = &d.boot_gap {
+    let boot_gap = d
+        .boot_gap
+        .as_ref()
+        .and_then(|g| rescale::boot_gap(g, from, ss));
+    if d.boot_gap.is_some() && boot_gap.is_none() {
+        notes.push(format!(
+            "captured disk {}: its boot gap (BIOS GRUB's core.img) addresses the disk in \
+             {from}-byte sectors: not copied; GRUB is reinstalled on {}",
+            d.name, target.path
+        ));
+    }
+    if let Some(gap) = &boot_gap {
         let first_part = volumes
             .iter()
             .filter(|v| v.partition.is_some())
@@ -717,13 +726,104 @@ fn disk_plan(
         target: target.clone(),
         matched_by,
         sector_size: ss,
+        captured_sector_size: from,
         table,
         boot_code: d.boot_code.clone(),
-        boot_gap: d.boot_gap.clone(),
+        boot_gap,
         grown,
         shrunk,
         volumes,
     })
+}
+
+/// What a captured filesystem becomes on `device`: mkfs and its tuning,
+/// the subvolumes to create, and the parameters to check the result with.
+fn filesystem_content(
+    fs: &Filesystem,
+    device: &str,
+    is_grown: bool,
+    resized: bool,
+    opts: &PlanOptions,
+    notes: &mut Vec<String>,
+) -> Content {
+    Content::Filesystem {
+        fs_type: fs.fs_type.name().to_string(),
+        uuid: fs.uuid.clone(),
+        label: fs.label.clone(),
+        commands: fs.fs_type.mkfs_commands(
+            &MkfsTarget {
+                device,
+                uuid: &fs.uuid,
+                label: fs.label.as_deref(),
+                grow: is_grown,
+                tools: &opts.tools,
+            },
+            notes,
+        ),
+        // Every subvolume the manifest lists (schema 2), in id
+        // order; otherwise those the mounts name.
+        subvolumes: if fs.subvolumes.is_empty() {
+            fs.mounts
+                .iter()
+                .filter(|mt| matches!(fs.fs_type, FsType::Btrfs(_)) && mt.root != "/")
+                .map(|mt| mt.root.clone())
+                .collect()
+        } else {
+            fs.subvolumes
+                .iter()
+                .map(|s| format!("/{}", s.path))
+                .collect()
+        },
+        grown: is_grown || resized,
+        captured: Box::new(fs.clone()),
+    }
+}
+
+/// The captured GPT as a layout with `last_usable` and its backup header
+/// at the end of a disk of `sectors` sectors (in the captured sectors).
+pub(super) fn gpt_layout(g: &crate::manifest::Gpt, last_usable: u64, sectors: u64) -> GptLayout {
+    let mut partitions: Vec<GptEntry> = g
+        .partitions
+        .iter()
+        .map(|p| GptEntry {
+            number: p.number,
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            type_guid: p.type_guid.clone(),
+            guid: p.guid.clone(),
+            name: p.name.clone(),
+            attributes: p.attributes,
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.number);
+    GptLayout {
+        disk_guid: g.disk_guid.clone(),
+        first_usable_lba: g.first_usable_lba,
+        last_usable_lba: last_usable,
+        entries: g.entries,
+        backup_lba: sectors.saturating_sub(1),
+        partitions,
+    }
+}
+
+/// The captured MBR as a layout.
+pub(super) fn mbr_layout(mbr: &crate::manifest::Mbr) -> MbrLayout {
+    MbrLayout {
+        signature: mbr.signature.value(),
+        partitions: mbr
+            .partitions
+            .iter()
+            .map(|p| MbrEntry {
+                number: p.number,
+                kind: p.kind,
+                type_byte: p.type_byte.value(),
+                boot: p.boot,
+                start_lba: p.start_lba,
+                sectors: p.sectors,
+                ebr_lba: p.ebr_lba,
+            })
+            .collect(),
+    }
 }
 
 /// Grow the MBR partition that ends last by `delta` sectors (and the
@@ -896,6 +996,13 @@ impl fmt::Display for Plan {
                 t.path
             )?;
             let ss = u64::from(d.sector_size);
+            if d.captured_sector_size != d.sector_size {
+                writeln!(
+                    f,
+                    "  sector size {} -> {} bytes: every partition at its captured byte offsets, LBAs rescaled",
+                    d.captured_sector_size, d.sector_size
+                )?;
+            }
             match &d.table {
                 Table::Gpt(g) => {
                     writeln!(

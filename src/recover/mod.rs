@@ -579,7 +579,9 @@ impl Recovery {
         drop(raw);
 
         let restored = self.stage(Stage::Restore, |r| {
-            r.restore(repo.as_ref(), &manifest, &the_plan, resumed.is_some())
+            let restored = r.restore(repo.as_ref(), &manifest, &the_plan, resumed.is_some())?;
+            layout::seal_subvolumes(&the_plan);
+            Ok(restored)
         })?;
         let hardware = self.stage(Stage::Configure, |r| {
             configure::configure(

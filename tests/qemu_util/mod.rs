@@ -165,6 +165,9 @@ pub enum Bus {
     Virtio,
     /// An NVMe controller per disk: `/dev/nvme0n1` (a serial is required).
     Nvme,
+    /// As [`Bus::Nvme`], with 4096-byte logical and physical blocks (a
+    /// 4Kn disk: `logical_block_size=4096,physical_block_size=4096`).
+    Nvme4Kn,
     /// The q35 machine's AHCI controller (SATA): `/dev/sda`, one port per
     /// disk in order.
     Sata,
@@ -379,6 +382,9 @@ impl Qemu {
                 &match d.bus {
                     Bus::Virtio => format!("virtio-blk-pci,drive=disk{i}{serial}{bootindex}"),
                     Bus::Nvme => format!("nvme,drive=disk{i}{serial}{bootindex}"),
+                    Bus::Nvme4Kn => format!(
+                        "nvme,drive=disk{i}{serial}{bootindex},logical_block_size=4096,physical_block_size=4096"
+                    ),
                     Bus::Sata => {
                         sata_port += 1;
                         format!(

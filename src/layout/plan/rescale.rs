@@ -5,13 +5,114 @@
 //! the plan refuses, naming the partition and the offset. The GPT's own
 //! areas (header and entry array) are recomputed for the new size.
 //!
-//! Not yet used by [`super::plan`], which still refuses another sector
-//! size (issue 14): the filesystems' sector sizes (vfat, xfs) and BIOS
-//! GRUB's core image, which holds sector numbers, must follow first.
+//! [`super::plan`] calls [`check_disk`] when it chooses a disk (so a disk
+//! that cannot take the layout is refused before anything is written,
+//! with the offset that does not fit), then [`rescale_gpt`] or
+//! [`rescale_mbr`], [`boot_gap`] and [`filesystem`] for each filesystem:
+//! mkfs must be told the new sector size where it records one (vfat's
+//! `-S`, xfs's `-s size=`; an ext block or btrfs sector smaller than the
+//! new sector cannot be mounted). What holds sector numbers of the old size
+//! is not copied: the boot gap (BIOS GRUB's core.img) is left out, and the
+//! boot loader step reinstalls GRUB in a chroot
+//! (`bootloader::grub::decide` sees the sector size change).
 
 use anyhow::{Result, bail, ensure};
 
+use crate::fs::FsType;
 use crate::layout::table::{GptLayout, MbrLayout};
+use crate::manifest::{BootGap, Disk};
+
+/// The sector sizes a layout can be moved between (the ones a GPT can be
+/// written with here, and the only ones disks have).
+pub const SECTOR_SIZES: [u32; 2] = [512, 4096];
+
+/// Why captured disk `d` cannot be recreated at its byte offsets on a disk
+/// of `size` bytes with `to`-byte sectors; `Ok` when it can (or when the
+/// sector size is the same).
+pub fn check_disk(d: &Disk, to: u32, size: u64) -> Result<()> {
+    let from = d.logical_sector_size;
+    if from == to {
+        return Ok(());
+    }
+    ensure!(
+        SECTOR_SIZES.contains(&from) && SECTOR_SIZES.contains(&to),
+        "a layout can be moved between 512- and 4096-byte sectors only"
+    );
+    let sectors = size / u64::from(to);
+    if let Some(g) = &d.gpt {
+        rescale_gpt(
+            &super::gpt_layout(g, g.last_usable_lba, sectors),
+            from,
+            to,
+            sectors,
+        )?;
+    } else if let Some(m) = &d.mbr {
+        rescale_mbr(&super::mbr_layout(m), from, to)?;
+    }
+    Ok(())
+}
+
+/// The boot gap at the same byte offsets in `to`-byte sectors, or `None`
+/// when the sector size changes: what it holds (BIOS GRUB's core.img)
+/// addresses the disk in sectors of the old size, so GRUB is reinstalled
+/// instead of copied.
+pub fn boot_gap(gap: &BootGap, from: u32, to: u32) -> Option<BootGap> {
+    (from == to).then(|| gap.clone())
+}
+
+/// `fs` with the parameters mkfs needs on a disk with `to`-byte sectors
+/// (captured on `from`-byte ones), and a note for each change. Sizes in
+/// bytes stay as they were where the new sector allows.
+pub fn filesystem(fs: &FsType, from: u32, to: u32, device: &str) -> (FsType, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut out = fs.clone();
+    if from == to {
+        return (out, notes);
+    }
+    let mut note = |what: String| notes.push(format!("{fs} on {device}: {what}"));
+    match &mut out {
+        FsType::Vfat(Some(p)) if u32::from(p.sector_size) != to => {
+            // The cluster keeps its bytes when it can; the reserved area
+            // and root directory keep their counts (FAT32 wants its boot
+            // sector backup inside the reserved sectors).
+            let cluster = u32::from(p.sector_size) * u32::from(p.sectors_per_cluster);
+            let spc = (cluster / to).max(1);
+            note(format!(
+                "{}-byte sectors (mkfs.fat -S {to}), clusters of {} bytes (were {cluster})",
+                to,
+                spc * to
+            ));
+            p.sector_size = u16::try_from(to).unwrap_or(u16::MAX);
+            p.sectors_per_cluster = u8::try_from(spc).unwrap_or(u8::MAX);
+        }
+        FsType::Xfs(Some(p)) if p.sector_size < to => {
+            note(format!(
+                "sector size {to} (was {}; mkfs.xfs -s size={to})",
+                p.sector_size
+            ));
+            p.sector_size = to;
+        }
+        FsType::Ext2(Some(p)) | FsType::Ext3(Some(p)) | FsType::Ext4(Some(p))
+            if p.block_size < to =>
+        {
+            let k = u64::from(to / p.block_size);
+            note(format!(
+                "{to}-byte blocks (were {}): a block cannot be smaller than a sector",
+                p.block_size
+            ));
+            p.block_count /= k;
+            p.reserved_blocks /= k;
+            p.block_size = to;
+        }
+        FsType::Btrfs(Some(p)) if p.sector_size < to => {
+            note(format!("sector size {to} (was {})", p.sector_size));
+            p.sector_size = to;
+            p.node_size = p.node_size.max(to);
+        }
+        _ => {}
+    }
+    (out, notes)
+}
 
 /// LBA `lba` of `from`-byte sectors as an LBA of `to`-byte sectors, when
 /// its byte offset is a whole number of them.

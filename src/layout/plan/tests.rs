@@ -427,6 +427,249 @@ fn sector_size_must_match() {
     );
     let e = err(mapping(&m, &present, &[("vda", "/dev/sdb")]));
     assert!(e.contains("4096-byte logical sectors"), "{e}");
+    // Why: vda's last partition ends 512 bytes short of a 4 KiB boundary.
+    assert!(
+        e.contains(
+            "and partition 4 (LBA 12587008..16777182 of 512-byte sectors, bytes \
+             6444548096..8589917696) does not start and end on a 4096-byte boundary"
+        ),
+        "{e}"
+    );
+}
+
+// -- another sector size ---------------------------------------------------------
+
+/// A UEFI machine on a 4 GiB disk of 512-byte sectors, as installers make
+/// it (every partition on a MiB boundary): ESP, btrfs root with
+/// subvolumes, ext4 /boot with 1 KiB blocks, swap.
+pub(crate) fn uefi_512() -> Manifest {
+    let xml = manifest_xml(
+        r#"
+  <disk name="vda" path="/dev/vda" size="4294967296" logical-sector-size="512" physical-sector-size="512" serial="SRC">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f" first-usable-lba="34" last-usable-lba="8388574" entries="128">
+      <partition number="1" first-lba="2048" last-lba="133119" type-guid="c12a7328-f81f-11d2-ba4b-00a0c93ec93b" guid="11111111-2222-4333-8444-555555555501" name="EFI System" attributes="0"/>
+      <partition number="2" first-lba="133120" last-lba="329727" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555502" name="boot" attributes="0"/>
+      <partition number="3" first-lba="329728" last-lba="7337983" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555503" name="root" attributes="0"/>
+      <partition number="4" first-lba="7337984" last-lba="8386559" type-guid="0657fd6d-a4ab-43c4-84e5-0933c84b4f4f" guid="11111111-2222-4333-8444-555555555504" name="swap" attributes="0"/>
+    </gpt>
+  </disk>"#,
+        r#"
+  <filesystem device="/dev/vda1" disk="vda" partition="1" type="vfat" uuid="1234-ABCD" label="ESP">
+    <vfat fat-size="32" sector-size="512" sectors-per-cluster="1" reserved-sectors="32" fat-count="2" root-entries="0"/>
+    <mount point="/boot/efi" options="rw,relatime,fmask=0077,dmask=0077"/>
+  </filesystem>
+  <filesystem device="/dev/vda2" disk="vda" partition="2" type="ext4" uuid="0a1b2c3d-1111-4222-8333-444455556666" label="boot">
+    <ext block-size="1024" inode-size="256" inode-count="24576" block-count="98304" reserved-blocks="4915" features="has_journal extent"/>
+    <mount point="/boot" options="rw,relatime"/>
+  </filesystem>
+  <filesystem device="/dev/vda3" disk="vda" partition="3" type="btrfs" uuid="9a8b7c6d-3333-4444-8555-666677778888" label="root">
+    <btrfs node-size="16384" sector-size="4096"/>
+    <mount point="/" options="rw,relatime,subvol=/@" root="/@"/>
+  </filesystem>
+  <swap device="/dev/vda4" disk="vda" partition="4" uuid="deadbeef-0000-4000-8000-000000000001" active="true"/>"#,
+    );
+    from_xml(&xml).unwrap()
+}
+
+pub(crate) fn four_kn(name: &str, size: u64) -> PresentDisk {
+    let mut d = disk(name, size);
+    d.logical_sector_size = 4096;
+    d
+}
+
+#[test]
+fn a_512_byte_disk_is_recreated_on_4kn_at_the_same_byte_offsets() {
+    let m = uefi_512();
+    let present = [four_kn("nvme0n1", 5 * GIB)];
+    let p = plan(&m, &present, &opts()).unwrap();
+    let d = &p.disks[0];
+    assert_eq!((d.captured_sector_size, d.sector_size), (512, 4096));
+    let Table::Gpt(g) = &d.table else {
+        panic!("not a GPT: {:?}", d.table)
+    };
+    // 4 KiB sectors: the 128-entry array is 4 sectors; the backup header
+    // at the end of the 5 GiB disk.
+    assert_eq!(
+        (g.first_usable_lba, g.last_usable_lba, g.backup_lba),
+        (6, 1_310_714, 1_310_719)
+    );
+    let captured = captured_entries(&m);
+    for (a, b) in captured.iter().zip(&g.partitions) {
+        assert_eq!(
+            a.first_lba * 512,
+            b.first_lba * 4096,
+            "partition {}",
+            a.number
+        );
+        assert_eq!((a.last_lba + 1) * 512, (b.last_lba + 1) * 4096);
+        assert_eq!(
+            (&a.guid, &a.type_guid, &a.name),
+            (&b.guid, &b.type_guid, &b.name)
+        );
+    }
+    let spans: Vec<(u64, u64)> = d.volumes.iter().map(|v| (v.first_lba, v.sectors)).collect();
+    assert_eq!(
+        spans,
+        [
+            (256, 16_384),
+            (16_640, 24_576),
+            (41_216, 876_032),
+            (917_248, 131_072)
+        ]
+    );
+    let commands = |i: usize| match &d.volumes[i].content {
+        Content::Filesystem { commands, .. } | Content::Swap { commands, .. } => {
+            commands.iter().map(|c| argv_line(c)).collect::<Vec<_>>()
+        }
+        Content::Raw => vec![],
+    };
+    // vfat: 4 KiB sectors, one per cluster; the reserved area keeps its count.
+    assert_eq!(
+        commands(0),
+        ["mkfs.fat -i 1234ABCD -n ESP -F 32 -S 4096 -s 1 -R 32 -f 2 /dev/nvme0n1p1"]
+    );
+    // ext4 with 1 KiB blocks: 4 KiB blocks, the same bytes.
+    assert_eq!(
+        commands(1)[0],
+        "mke2fs -q -F -t ext4 -U 0a1b2c3d-1111-4222-8333-444455556666 -L boot -b 4096 -I 256 \
+         -N 24576 -O none,has_journal,extent /dev/nvme0n1p2 24576"
+    );
+    assert_eq!(commands(1)[1], "tune2fs -r 1228 /dev/nvme0n1p2");
+    // btrfs sectors are 4 KiB already; swap pages too.
+    assert!(
+        commands(2)[0].contains("-n 16384 -s 4096"),
+        "{:?}",
+        commands(2)
+    );
+    // What mkfs made is checked against the adapted parameters.
+    let Content::Filesystem { captured, .. } = &d.volumes[0].content else {
+        panic!()
+    };
+    assert_eq!(captured.fs_type.vfat().unwrap().sector_size, 4096);
+    let text = p.to_string();
+    assert!(
+        text.contains(
+            "  sector size 512 -> 4096 bytes: every partition at its captured byte offsets, LBAs rescaled"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("    partition 1: LBA 256..16639 (64.0 MiB)"),
+        "{text}"
+    );
+    for n in [
+        "note: captured disk vda: 512-byte sectors recreated on 4096-byte sectors of /dev/nvme0n1",
+        "note: vfat on /dev/nvme0n1p1: 4096-byte sectors (mkfs.fat -S 4096), clusters of 4096 bytes (were 512)",
+        "note: ext4 on /dev/nvme0n1p2: 4096-byte blocks (were 1024)",
+    ] {
+        assert!(text.contains(n), "{n:?} missing:\n{text}");
+    }
+    // And back: the 4Kn layout onto 512-byte sectors gives the captured LBAs.
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["disks"][0]["captured-sector-size"], 512);
+}
+
+#[test]
+fn a_4kn_disk_grown_ends_at_the_new_usable_area() {
+    let m = uefi_512();
+    let present = [four_kn("nvme0n1", 5 * GIB)];
+    let p = plan(
+        &m,
+        &present,
+        &PlanOptions {
+            grow: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let d = &p.disks[0];
+    let Table::Gpt(g) = &d.table else { panic!() };
+    let last = g.partitions.iter().max_by_key(|p| p.last_lba).unwrap();
+    // 1 GiB more: 262 144 sectors of 4 KiB, within the usable area.
+    assert_eq!(last.last_lba, 1_048_319 + 262_144);
+    assert!(last.last_lba <= g.last_usable_lba);
+    assert_eq!(
+        d.grown,
+        Some(Grown {
+            partition: 4,
+            from_sectors: 131_072,
+            to_sectors: 131_072 + 262_144
+        })
+    );
+}
+
+#[test]
+fn mbr_onto_4kn_leaves_the_boot_gap_to_grub_install() {
+    let mut m = two_disks();
+    // Only vdb (MBR, boot code, boot gap); all of it on 4 KiB boundaries.
+    m.disks.remove(0);
+    m.filesystems.retain(|f| f.disk.as_deref() == Some("vdb"));
+    m.swaps.retain(|s| s.disk.as_deref() == Some("vdb"));
+    let present = [four_kn("sdb", 2 * GIB)];
+    let p = plan(&m, &present, &opts()).unwrap();
+    let d = &p.disks[0];
+    let Table::Mbr(t) = &d.table else { panic!() };
+    assert_eq!(
+        t.partitions
+            .iter()
+            .map(|p| (p.number, p.start_lba, p.sectors, p.ebr_lba))
+            .collect::<Vec<_>>(),
+        [
+            (1, 256, 131_072, None),
+            (2, 131_328, 392_960, None),
+            (5, 131_584, 131_072, Some(131_328)),
+            (6, 262_912, 261_376, Some(262_656)),
+        ]
+    );
+    assert_eq!(d.boot_gap, None);
+    assert!(d.boot_code.is_some());
+    assert!(
+        p.notes.iter().any(|n| n
+            == "captured disk vdb: its boot gap (BIOS GRUB's core.img) addresses the disk in \
+                512-byte sectors: not copied; GRUB is reinstalled on /dev/sdb"),
+        "{:?}",
+        p.notes
+    );
+    // The xfs gets 4 KiB sectors.
+    let Content::Filesystem { commands, .. } = &d.volumes[0].content else {
+        panic!()
+    };
+    assert!(
+        argv_line(&commands[0]).contains("-s size=4096"),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn a_4kn_capture_goes_back_onto_512_byte_sectors() {
+    let m = uefi_512();
+    let p = plan(&m, &[four_kn("nvme0n1", 4 * GIB)], &opts()).unwrap();
+    // Make a manifest of what the 4Kn disk holds, then plan it on 512.
+    let mut k = m.clone();
+    let Table::Gpt(g) = &p.disks[0].table else {
+        panic!()
+    };
+    k.disks[0].logical_sector_size = 4096;
+    let kg = k.disks[0].gpt.as_mut().unwrap();
+    kg.first_usable_lba = g.first_usable_lba;
+    kg.last_usable_lba = g.last_usable_lba;
+    for (a, b) in kg.partitions.iter_mut().zip(&g.partitions) {
+        (a.first_lba, a.last_lba) = (b.first_lba, b.last_lba);
+    }
+    let back = plan(&k, &[disk("vdz", 4 * GIB)], &opts()).unwrap();
+    let Table::Gpt(bg) = &back.disks[0].table else {
+        panic!()
+    };
+    assert_eq!(
+        bg.partitions
+            .iter()
+            .map(|p| (p.first_lba, p.last_lba))
+            .collect::<Vec<_>>(),
+        captured_entries(&m)
+            .iter()
+            .map(|p| (p.first_lba, p.last_lba))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
