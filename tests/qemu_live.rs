@@ -167,6 +167,11 @@ impl Source {
 
     /// A captured source disk; `tls`: on a TLS server the image pins.
     fn with_server(image_dir_hint: &str, tls: bool) -> Source {
+        Self::with_server_args(image_dir_hint, tls, &[])
+    }
+
+    /// [`Source::with_server`] with more `rewind serve` arguments.
+    fn with_server_args(image_dir_hint: &str, tls: bool, serve_args: &[&str]) -> Source {
         let dir = tempfile::Builder::new()
             .prefix(&format!("rewind-qemu-{image_dir_hint}-"))
             .tempdir_in("/var/tmp")
@@ -197,7 +202,13 @@ impl Source {
             let _srv = Mounted::new(&disk.part(3), &srv, &[]);
             bytes += fill_srv(&srv);
             sh("sync", &[]);
-            server = ServerProc::start(&dir.path().join("server"), tls);
+            server = ServerProc::start_with(
+                &dir.path().join("server"),
+                "127.0.0.1:0",
+                tls,
+                None,
+                serve_args,
+            );
             let token = server.host_token(HOST);
             rewind_ok(
                 &server,
@@ -735,6 +746,116 @@ fn pxe_boots_through_the_servers_ipxe_script() {
         !vm.console().contains("Linux version"),
         "a recovered machine booted the recovery image again"
     );
+}
+
+/// PXE under UEFI Secure Boot (OVMF enforcing, Microsoft's keys, the
+/// firmware's own PXE and no option ROM): the firmware loads Debian's
+/// signed shim from TFTP, shim Debian's signed netboot GRUB, GRUB reads the
+/// `grub/grub.cfg` the server wrote for the boot token, asks the server's
+/// plain-HTTP boot listener for this machine's script, and loads the signed
+/// kernel (verified through shim) and the initrd from it; the image then
+/// recovers against the TLS API, pinned. GRUB 2.06 reaches HTTP on port
+/// 80 only, so the boot listener is on the host's 127.0.0.1:80 (the
+/// guest's 10.0.2.2:80).
+#[test]
+fn pxe_under_secure_boot_through_signed_shim_and_grub() {
+    use qemu_util::{Disk, Firmware, Nic};
+    let Some(img) = Image::get("pxe_under_secure_boot_through_signed_shim_and_grub") else {
+        return;
+    };
+    let tftp_files = img.dir.join("tftp-efi");
+    assert!(
+        tftp_files.join("grubx64.efi").exists(),
+        "no {}/grubx64.efi: rebuild the image (scripts/build-image)",
+        tftp_files.display()
+    );
+    let _vm_lock = qemu_util::one_vm();
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:80") {
+        panic!("the boot listener needs 127.0.0.1:80 (GRUB 2.06 fetches from port 80): {e}");
+    }
+    let src = Source::with_server_args("pxe-sb", true, &["--boot-http", "127.0.0.1:80"]);
+    let boot = src.server.data.join("boot");
+    std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
+    std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
+    // No pin here: the server puts its own on the kernel line, and in the
+    // initrd it serves.
+    std::fs::write(
+        boot.join("cmdline"),
+        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff\n",
+    )
+    .unwrap();
+    let boot_token = src.boot_token();
+    src.arm();
+
+    // The TFTP root, as a site makes it: the signed files of the image, and
+    // the grub.cfg the boot listener writes for the boot token (asked at
+    // the address the machines use).
+    let tftp = src.dir.path().join("tftp");
+    std::fs::create_dir_all(tftp.join("grub")).unwrap();
+    for f in ["shimx64.efi", "grubx64.efi", "mmx64.efi"] {
+        std::fs::copy(tftp_files.join(f), tftp.join(f)).unwrap();
+    }
+    let http = server_util::http_client();
+    let answer = |url: &str| {
+        let r = http.get(url).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (status, cfg) = answer(&format!(
+        "http://127.0.0.1/boot/grub.cfg?token={boot_token}"
+    ));
+    assert_eq!(status, 200, "{cfg}");
+    let cfg = cfg.replace("127.0.0.1", "10.0.2.2");
+    assert!(
+        cfg.contains("source \"(http,10.0.2.2)/boot/grub?token="),
+        "{cfg}"
+    );
+    std::fs::write(tftp.join("grub/grub.cfg"), cfg).unwrap();
+    // The API is not on the boot listener, and no other token works there.
+    let (status, _) = answer("http://127.0.0.1/v1/version");
+    assert_eq!(status, 404);
+    let (status, _) = answer(&format!(
+        "http://127.0.0.1/boot/grub.cfg?token={}",
+        src.server.admin
+    ));
+    assert_eq!(status, 403);
+
+    let disk = src.blank_disk("target.img");
+    let log = logs_dir().join("pxe-secureboot.log");
+    let vars = log.with_extension("ovmf-vars.fd");
+    qemu_util::fresh_secure_boot_vars(&vars);
+    let t = Instant::now();
+    let mut vm = Qemu::start_with(
+        Boot::Pxe {
+            tftp: &tftp,
+            bootfile: "shimx64.efi",
+        },
+        Firmware::UefiSecureBoot { vars: &vars },
+        &[Disk {
+            path: &disk,
+            serial: None,
+            bus: qemu_util::Bus::Virtio,
+        }],
+        Nic::virtio(OTHER_MAC),
+        &log,
+    );
+    let grub = vm.expect(&format!("rewind: recovering {HOST}"), BOOT);
+    vm.expect("rewind: firmware: UEFI, Secure Boot on", BOOT);
+    let (fetch, total) = follow_recovery(&mut vm);
+    eprintln!(
+        "PXE under Secure Boot: GRUB had the server's script after {grub:.1} s, fetch stage \
+         after {fetch:.1} s, powered off after {total:.1} s ({:.1} s in all)",
+        t.elapsed().as_secs_f64()
+    );
+    let console = vm.console();
+    // The kernel line came from the server: its API (TLS), and its pin.
+    let pin = src.server.pin.clone().unwrap();
+    let api = src.guest_url();
+    for want in [format!("rewind.server={api} "), format!("rewind.pin={pin}")] {
+        assert!(console.contains(&want), "the kernel line has no {want:?}");
+    }
+    drop(vm);
+    src.check_recovered(&disk);
+    assert_eq!(src.last_request()["state"], "succeeded");
 }
 
 /// Choosing disks unattended, in the live image: with the recovery ISO

@@ -1,8 +1,10 @@
-//! Netboot: the iPXE script of a machine (by its MAC addresses) and the
-//! boot assets of DIR/boot/.
+//! Netboot: the iPXE and GRUB scripts of a machine (by its MAC addresses)
+//! and the boot assets of DIR/boot/, on the API listener and on the
+//! plain-HTTP boot listener (`serve --boot-http`).
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,121 @@ use super::hosts::{identify_machine, machine_of};
 use crate::api::ApiError;
 use crate::server::error::ApiResult;
 use crate::server::extract::BootToken;
-use crate::server::ipxe;
+use crate::server::{grub, ipxe};
+
+/// The boot listener (`serve --boot-http`): plain HTTP for firmware, iPXE
+/// and GRUB, which cannot pin a key. It serves the boot scripts and assets
+/// only, to the boot token only; the scripts it writes point the image at
+/// the API (`https://` on `api_port`, or `--public-url`).
+#[derive(Clone, Copy, Debug)]
+pub struct BootListener {
+    /// The port of the API listener.
+    pub api_port: u16,
+    /// This listener's own port (GRUB's Host header may leave it out).
+    pub port: u16,
+}
+
+/// The host part of a Host header (`backup:8080`, `[::1]:80`, `backup`).
+fn host_only(host_header: &str) -> &str {
+    match host_header.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) && !h.is_empty() => {
+            if h.starts_with('[') || !h.contains(':') {
+                h
+            } else {
+                host_header
+            }
+        }
+        _ => host_header,
+    }
+}
+
+/// Where the image talks to the server (`rewind.server=`), and where the
+/// boot assets are fetched (`host[:port]`, plain HTTP on the boot listener).
+struct BootUrls {
+    api: String,
+    assets_host: String,
+    assets_scheme: &'static str,
+}
+
+fn boot_urls(s: &Shared, headers: &HeaderMap, listener: Option<&BootListener>) -> BootUrls {
+    let host_header = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    match listener {
+        None => {
+            let api = s.base_url(headers);
+            let (scheme, rest) = api.split_once("://").unwrap_or(("http", &api));
+            BootUrls {
+                assets_host: rest.trim_end_matches('/').to_string(),
+                assets_scheme: if scheme == "https" { "https" } else { "http" },
+                api,
+            }
+        }
+        Some(l) => {
+            let host = host_only(host_header);
+            let api = s.public_url.clone().unwrap_or_else(|| {
+                let scheme = if s.fingerprint.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:{}", l.api_port)
+            });
+            // Port 80 is left out: Debian 12's GRUB (2.06) connects to
+            // port 80 only and takes `(http,host:port)` for a host name.
+            let assets_host = if l.port == 80 {
+                host.to_string()
+            } else {
+                format!("{host}:{}", l.port)
+            };
+            BootUrls {
+                api,
+                assets_host,
+                assets_scheme: "http",
+            }
+        }
+    }
+}
+
+/// What a booting machine is to boot: the recovery of `host` at `at`, or
+/// nothing (`Err(why)`: the script says why and exits).
+fn what_to_boot(
+    s: &Shared,
+    q: &HashMap<String, String>,
+) -> ApiResult<Result<(String, String), String>> {
+    let machine = machine_of(q);
+    if machine.macs.is_empty() {
+        return Ok(Err(
+            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})".into(),
+        ));
+    }
+    let found = match identify_machine(s, &machine) {
+        Ok(found) => found,
+        Err(ApiError::Conflict(why)) => return Ok(Err(why)),
+        Err(e) => return Err(e),
+    };
+    let Some(found) = found else {
+        return Ok(Err(
+            "this machine is not known to the recovery server".into()
+        ));
+    };
+    let host = found.host;
+    match found.request {
+        Some(req) => Ok(Ok((host, req.snapshot_time))),
+        None => Ok(Err(format!("no recovery is armed for {host}"))),
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn unusable_setting() -> ApiError {
+    ApiError::Internal(
+        "a boot setting cannot go on a kernel command line (spaces in --public-url?)".into(),
+    )
+}
 
 /// A script that boots the recovery image when exactly one live request
 /// names this machine (by its MACs, and `uuid=`/`serial=` when iPXE sends
@@ -22,55 +138,93 @@ use crate::server::ipxe;
 /// script never mints, and never revokes, a recovery token.
 pub(super) async fn boot_script(
     State(s): State<Shared>,
+    listener: Option<Extension<BootListener>>,
     boot: BootToken,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let text = |body: String| {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-    };
-    let machine = machine_of(&q);
-    if machine.macs.is_empty() {
-        return Ok(text(ipxe::exit_script(
-            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
-        )));
-    }
-    let found = match identify_machine(&s, &machine) {
+    let (host, at) = match what_to_boot(&s, &q)? {
         Ok(found) => found,
-        Err(ApiError::Conflict(why)) => return Ok(text(ipxe::exit_script(&why))),
-        Err(e) => return Err(e),
+        Err(why) => return Ok(text(ipxe::exit_script(&why))),
     };
-    let Some(found) = found else {
-        return Ok(text(ipxe::exit_script(
-            "this machine is not known to the recovery server",
-        )));
-    };
-    let host = found.host;
-    let Some(req) = found.request else {
-        return Ok(text(ipxe::exit_script(&format!(
-            "no recovery is armed for {host}"
-        ))));
-    };
-    let base = s.base_url(&headers);
+    let urls = boot_urls(&s, &headers, listener.as_deref());
+    let assets = format!("{}://{}", urls.assets_scheme, urls.assets_host);
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
-    let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);
-    let initrd_url = format!("{base}/boot/initrd.img?token={}", boot.token);
+    let kernel_url = format!("{assets}/boot/vmlinuz?token={}", boot.token);
+    let initrd_url = format!("{assets}/boot/initrd.img?token={}", boot.token);
     let script = ipxe::recovery_script(&ipxe::BootParams {
-        server: &base,
+        server: &urls.api,
         token: &boot.token,
         host: &host,
-        at: &req.snapshot_time,
+        at: &at,
         pin: s.fingerprint.as_deref(),
         kernel_url: &kernel_url,
         initrd_url: &initrd_url,
         extra: extra.lines().next().unwrap_or(""),
     })
-    .ok_or_else(|| {
-        ApiError::Internal(
-            "a boot setting cannot go on a kernel command line (spaces in --public-url?)".into(),
-        )
-    })?;
+    .ok_or_else(unusable_setting)?;
     Ok(text(script))
+}
+
+/// The GRUB script of a machine (`GET /boot/grub?mac=...&token=BOOT`), for
+/// the Secure Boot network chain (shim, Debian's signed netboot GRUB): as
+/// [`boot_script`], in GRUB's language, with the kernel and initrd fetched
+/// by GRUB over plain HTTP from the listener that answered.
+pub(super) async fn grub_script(
+    State(s): State<Shared>,
+    listener: Option<Extension<BootListener>>,
+    boot: BootToken,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (host, at) = match what_to_boot(&s, &q)? {
+        Ok(found) => found,
+        Err(why) => return Ok(text(grub::exit_script(&why))),
+    };
+    let urls = boot_urls(&s, &headers, listener.as_deref());
+    if urls.assets_scheme != "http" {
+        return Err(ApiError::BadRequest(
+            "GRUB fetches over plain HTTP only: ask the boot listener (rewind serve --boot-http)"
+                .into(),
+        ));
+    }
+    let device = grub::http_device(&urls.assets_host);
+    let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
+    let kernel_url = format!("{device}/boot/vmlinuz?token={}", boot.token);
+    let initrd_url = format!("{device}/boot/initrd.img?token={}", boot.token);
+    let script = grub::recovery_script(&ipxe::BootParams {
+        server: &urls.api,
+        token: &boot.token,
+        host: &host,
+        at: &at,
+        pin: s.fingerprint.as_deref(),
+        kernel_url: &kernel_url,
+        initrd_url: &initrd_url,
+        extra: extra.lines().next().unwrap_or(""),
+    })
+    .ok_or_else(unusable_setting)?;
+    Ok(text(script))
+}
+
+/// `grub/grub.cfg` for the TFTP root of a Secure Boot network boot
+/// (`GET /boot/grub.cfg?token=BOOT` on the boot listener): what Debian's
+/// signed netboot GRUB reads first; it asks this listener for
+/// [`grub_script`] with the same token.
+pub(super) async fn grub_bootstrap(
+    State(s): State<Shared>,
+    listener: Option<Extension<BootListener>>,
+    boot: BootToken,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let urls = boot_urls(&s, &headers, listener.as_deref());
+    if urls.assets_scheme != "http" {
+        return Err(ApiError::BadRequest(
+            "GRUB fetches over plain HTTP only: ask the boot listener (rewind serve --boot-http)"
+                .into(),
+        ));
+    }
+    let cfg = grub::bootstrap(&urls.assets_host, &boot.token).ok_or_else(unusable_setting)?;
+    Ok(text(cfg))
 }
 
 pub(super) async fn boot_file(
