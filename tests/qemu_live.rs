@@ -750,81 +750,102 @@ fn pxe_boots_through_the_servers_ipxe_script() {
 
 /// PXE under UEFI Secure Boot (OVMF enforcing, Microsoft's keys, the
 /// firmware's own PXE and no option ROM): the firmware loads Debian's
-/// signed shim from TFTP, shim Debian's signed netboot GRUB, GRUB reads the
-/// `grub/grub.cfg` the server wrote for the boot token, asks the server's
-/// plain-HTTP boot listener for this machine's script, and loads the signed
-/// kernel (verified through shim) and the initrd from it; the image then
-/// recovers against the TLS API, pinned. GRUB 2.06 reaches HTTP on port
-/// 80 only, so the boot listener is on the host's 127.0.0.1:80 (the
-/// guest's 10.0.2.2:80).
+/// signed shim over TFTP, shim Debian's signed netboot GRUB, GRUB reads
+/// `grub/grub.cfg`, asks for this machine's script by MAC and SMBIOS UUID,
+/// and loads the signed kernel (verified through shim) and the initrd; the
+/// image then recovers against the TLS API, pinned. Every file is what the
+/// server's TFTP listener (`serve --boot-tftp`) answers; the guest reaches
+/// them through QEMU's own TFTP server (its user network answers every
+/// TFTP packet to 10.0.2.2 itself), so the test copies them there as a
+/// site's TFTP mirror would, naming the script as GRUB asks for it.
 #[test]
 fn pxe_under_secure_boot_through_signed_shim_and_grub() {
     use qemu_util::{Disk, Firmware, Nic};
     let Some(img) = Image::get("pxe_under_secure_boot_through_signed_shim_and_grub") else {
         return;
     };
-    let tftp_files = img.dir.join("tftp-efi");
+    let signed = img.dir.join("tftp-efi");
     assert!(
-        tftp_files.join("grubx64.efi").exists(),
+        signed.join("grubx64.efi").exists(),
         "no {}/grubx64.efi: rebuild the image (scripts/build-image)",
-        tftp_files.display()
+        signed.display()
     );
     let _vm_lock = qemu_util::one_vm();
-    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:80") {
-        panic!("the boot listener needs 127.0.0.1:80 (GRUB 2.06 fetches from port 80): {e}");
-    }
-    let src = Source::with_server_args("pxe-sb", true, &["--boot-http", "127.0.0.1:80"]);
+    let tftp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tftp_addr = format!("127.0.0.1:{tftp_port}");
+    let src = Source::with_server_args("pxe-sb", true, &["--boot-tftp", &tftp_addr]);
+    let boot_token = src.boot_token();
     let boot = src.server.data.join("boot");
+    for f in ["shimx64.efi", "grubx64.efi", "mmx64.efi"] {
+        std::fs::copy(signed.join(f), boot.join(f)).unwrap();
+    }
     std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
     std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
-    // No pin here: the server puts its own on the kernel line, and in the
-    // initrd it serves.
+    // No pin here: the server puts its own on the kernel line and in the
+    // initrd it serves. The boot token, as a site gives it over TFTP.
     std::fs::write(
         boot.join("cmdline"),
-        "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff\n",
+        format!(
+            "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff \
+             rewind.token={boot_token}\n"
+        ),
     )
     .unwrap();
-    let boot_token = src.boot_token();
     src.arm();
 
-    // The TFTP root, as a site makes it: the signed files of the image, and
-    // the grub.cfg the boot listener writes for the boot token (asked at
-    // the address the machines use).
+    const UUID: &str = "5a1e0b0e-7e57-4c0d-9e5a-000000000014";
     let tftp = src.dir.path().join("tftp");
     std::fs::create_dir_all(tftp.join("grub")).unwrap();
-    for f in ["shimx64.efi", "grubx64.efi", "mmx64.efi"] {
-        std::fs::copy(tftp_files.join(f), tftp.join(f)).unwrap();
+    std::fs::create_dir_all(tftp.join("rewind")).unwrap();
+    let t = Instant::now();
+    for f in [
+        "shimx64.efi",
+        "grubx64.efi",
+        "mmx64.efi",
+        "grub/grub.cfg",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        let (bytes, size) = server_util::tftp_get(&tftp_addr, f).unwrap();
+        assert_eq!(bytes.len() as u64, size, "{f}");
+        std::fs::write(tftp.join(f), bytes).unwrap();
     }
-    let http = server_util::http_client();
-    let answer = |url: &str| {
-        let r = http.get(url).send().unwrap();
-        (r.status().as_u16(), r.text().unwrap())
-    };
-    let (status, cfg) = answer(&format!(
-        "http://127.0.0.1/boot/grub.cfg?token={boot_token}"
-    ));
-    assert_eq!(status, 200, "{cfg}");
-    let cfg = cfg.replace("127.0.0.1", "10.0.2.2");
+    let (script, _) = server_util::tftp_get(
+        &tftp_addr,
+        &format!("rewind/grub?mac={OTHER_MAC}&uuid={UUID}"),
+    )
+    .unwrap();
+    // The API as the guest reaches it (the host's 127.0.0.1 is its 10.0.2.2).
+    let script = String::from_utf8(script)
+        .unwrap()
+        .replace("127.0.0.1", "10.0.2.2");
     assert!(
-        cfg.contains("source \"(http,10.0.2.2)/boot/grub?token="),
-        "{cfg}"
+        script.contains(&format!("rewind: recovering {HOST}")),
+        "{script}"
     );
-    std::fs::write(tftp.join("grub/grub.cfg"), cfg).unwrap();
-    // The API is not on the boot listener, and no other token works there.
-    let (status, _) = answer("http://127.0.0.1/v1/version");
-    assert_eq!(status, 404);
-    let (status, _) = answer(&format!(
-        "http://127.0.0.1/boot/grub.cfg?token={}",
-        src.server.admin
-    ));
-    assert_eq!(status, 403);
+    // As GRUB asks for it; an empty UUID too, should SMBIOS not answer.
+    for uuid in [UUID, ""] {
+        std::fs::write(
+            tftp.join(format!("rewind/grub?mac={OTHER_MAC}&uuid={uuid}")),
+            &script,
+        )
+        .unwrap();
+    }
+    eprintln!(
+        "the TFTP tree from the server's TFTP listener in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let disk = src.blank_disk("target.img");
     let log = logs_dir().join("pxe-secureboot.log");
     let vars = log.with_extension("ovmf-vars.fd");
     qemu_util::fresh_secure_boot_vars(&vars);
     let t = Instant::now();
-    let mut vm = Qemu::start_with(
+    let mut vm = Qemu::start_with_extra(
         Boot::Pxe {
             tftp: &tftp,
             bootfile: "shimx64.efi",
@@ -837,6 +858,7 @@ fn pxe_under_secure_boot_through_signed_shim_and_grub() {
         }],
         Nic::virtio(OTHER_MAC),
         &log,
+        &["-uuid", UUID],
     );
     let grub = vm.expect(&format!("rewind: recovering {HOST}"), BOOT);
     vm.expect("rewind: firmware: UEFI, Secure Boot on", BOOT);
@@ -849,8 +871,10 @@ fn pxe_under_secure_boot_through_signed_shim_and_grub() {
     let console = vm.console();
     // The kernel line came from the server: its API (TLS), and its pin.
     let pin = src.server.pin.clone().unwrap();
-    let api = src.guest_url();
-    for want in [format!("rewind.server={api} "), format!("rewind.pin={pin}")] {
+    for want in [
+        format!("rewind.server={} ", src.guest_url()),
+        format!("rewind.pin={pin}"),
+    ] {
         assert!(console.contains(&want), "the kernel line has no {want:?}");
     }
     drop(vm);

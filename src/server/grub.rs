@@ -5,19 +5,15 @@
 //! the TFTP server: its prefix is built in as `/grub` and its embedded
 //! configuration sources `$prefix/x86_64-efi/grub.cfg`, else
 //! `$prefix/grub.cfg` (read from the image's `mods` section, Debian
-//! grub2 2.06-13). That file is [`bootstrap`]: it asks the server's boot
-//! listener for [`recovery_script`] or [`exit_script`] by the machine's
-//! MAC, as the iPXE chain does. GRUB fetches over plain HTTP (no TLS), so
-//! these come from `rewind serve --boot-http` (or an `--insecure-http`
-//! server). GRUB under Secure Boot has shim verify the kernel; nothing
-//! verifies the initrd or these scripts (docs/security.md).
+//! grub2 2.06-13). Its built-in modules have `tftp` and no `http`, and
+//! under Secure Boot it loads no others: everything comes over TFTP
+//! (`rewind serve --boot-tftp`, super::tftp). That file is [`bootstrap`]:
+//! it asks for [`recovery_script`] or [`exit_script`] by the machine's MAC
+//! and UUID, as the iPXE chain does. GRUB under Secure Boot has shim verify
+//! the kernel; nothing verifies the initrd or these scripts
+//! (docs/security.md).
 
 use super::ipxe::{BootParams, word};
-
-/// GRUB's network device for a plain-HTTP server (`host` or `host:port`).
-pub fn http_device(host_port: &str) -> String {
-    format!("(http,{host_port})")
-}
 
 /// Single quotes: GRUB expands nothing inside them (no `$`, and no `?` or
 /// `*` wildcards, which the regexp module would otherwise expand).
@@ -28,18 +24,25 @@ fn quoted(s: &str) -> String {
 /// The script that boots the recovery image: `kernel_url` and
 /// `initrd_url` are GRUB paths (`(http,backup)/boot/vmlinuz?token=T`).
 /// `None` when a value cannot go on a kernel command line.
+/// An empty `token` leaves `rewind.token=` out (over TFTP no token is
+/// asked: the site's `DIR/boot/cmdline` carries the boot token).
 pub fn recovery_script(p: &BootParams<'_>) -> Option<String> {
-    let mut values = vec![p.server, p.token, p.host, p.at, p.kernel_url, p.initrd_url];
+    let mut values = vec![p.server, p.host, p.at, p.kernel_url, p.initrd_url];
     values.extend(p.pin);
+    if !p.token.is_empty() {
+        values.push(p.token);
+    }
     if !values.iter().all(|v| word(v)) || p.extra.contains(['\n', '\r', '\'']) {
         return None;
     }
-    let mut args = vec![
-        format!("rewind.server={}", p.server),
-        format!("rewind.token={}", p.token),
+    let mut args = vec![format!("rewind.server={}", p.server)];
+    if !p.token.is_empty() {
+        args.push(format!("rewind.token={}", p.token));
+    }
+    args.extend([
         format!("rewind.host={}", p.host),
         format!("rewind.at={}", p.at),
-    ];
+    ]);
     if let Some(pin) = p.pin {
         args.push(format!("rewind.pin={pin}"));
     }
@@ -67,33 +70,24 @@ pub fn exit_script(why: &str) -> String {
     format!("echo 'rewind: {why}'\nexit\n")
 }
 
-/// The `grub/grub.cfg` of the TFTP root: a serial console, then the
-/// server's script for this machine (`boot_host`: the boot listener as
-/// `host[:port]`). `None` when the host or token would not be one word.
-pub fn bootstrap(boot_host: &str, token: &str) -> Option<String> {
-    if !word(boot_host) || !word(token) || boot_host.contains(['(', ')', ',', '$']) {
-        return None;
-    }
-    if !token
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-    {
-        return None;
-    }
-    let device = http_device(boot_host);
-    Some(format!(
-        "# rewind: the first GRUB configuration of a UEFI network boot under Secure Boot.\n\
-         # Debian's signed netboot GRUB reads it from (tftp,SERVER)/grub/grub.cfg; it asks\n\
-         # the recovery server for this machine's script (GET /boot/grub).\n\
-         set timeout=0\n\
-         serial --unit=0 --speed=115200\n\
-         terminal_input console serial\n\
-         terminal_output console serial\n\
-         echo 'rewind: asking the recovery server at {boot_host}'\n\
-         source \"{device}/boot/grub?token={token}&mac=${{net_default_mac}}\"\n\
-         echo 'rewind: no answer from the recovery server: booting the next device'\n\
-         exit\n"
-    ))
+/// The `grub/grub.cfg` the TFTP listener serves: a serial console, then
+/// the server's script for this machine, asked by its MAC and SMBIOS UUID
+/// (`rewind/grub?mac=...&uuid=...`, over TFTP too: Debian's signed GRUB
+/// has no HTTP), and when that cannot be had, back to the firmware.
+pub fn bootstrap() -> String {
+    "# rewind: the first GRUB configuration of a UEFI network boot under Secure Boot\n\
+     # (rewind serve --boot-tftp). Debian's signed netboot GRUB reads it from\n\
+     # (tftp,SERVER)/grub/grub.cfg; it asks the server for this machine's script.\n\
+     set timeout=0\n\
+     serial --unit=0 --speed=115200\n\
+     terminal_input console serial\n\
+     terminal_output console serial\n\
+     smbios --type 1 --get-uuid 8 --set rewind_uuid\n\
+     echo 'rewind: asking the recovery server'\n\
+     source \"/rewind/grub?mac=${net_default_mac}&uuid=${rewind_uuid}\"\n\
+     echo 'rewind: no answer from the recovery server: booting the next device'\n\
+     exit\n"
+        .to_string()
 }
 
 #[cfg(test)]
@@ -107,8 +101,8 @@ mod tests {
             host: "web1",
             at: "2026-11-25T06:00:00Z",
             pin: Some("ab12+/=="),
-            kernel_url: "(http,backup.example)/boot/vmlinuz?token=T",
-            initrd_url: "(http,backup.example)/boot/initrd.img?token=T",
+            kernel_url: "/vmlinuz",
+            initrd_url: "/initrd.img",
             extra: "console=ttyS0,115200 ",
         }
     }
@@ -118,11 +112,11 @@ mod tests {
         assert_eq!(
             recovery_script(&params()).unwrap(),
             "echo 'rewind: recovering web1 to 2026-11-25T06:00:00Z'\n\
-             linux '(http,backup.example)/boot/vmlinuz?token=T' \
+             linux '/vmlinuz' \
              'rewind.server=https://backup.example:8443' 'rewind.token=rwd_0123456789abcdef_00' \
              'rewind.host=web1' 'rewind.at=2026-11-25T06:00:00Z' 'rewind.pin=ab12+/==' \
              'console=ttyS0,115200'\n\
-             initrd '(http,backup.example)/boot/initrd.img?token=T'\n\
+             initrd '/initrd.img'\n\
              boot\n"
         );
     }
@@ -149,18 +143,19 @@ mod tests {
             exit_script("no recovery is armed\nfor 'web1'"),
             "echo 'rewind: no recovery is armed for  web1 '\nexit\n"
         );
-        assert!(bootstrap("backup", "rwd_a\"b").is_none());
-        assert!(bootstrap("backup)/x", "rwd_ab").is_none());
-        assert!(bootstrap("back up", "rwd_ab").is_none());
+        let no_token = recovery_script(&BootParams {
+            token: "",
+            ..params()
+        })
+        .unwrap();
+        assert!(!no_token.contains("rewind.token"), "{no_token}");
     }
 
     #[test]
     fn the_bootstrap_asks_for_this_machine_s_script() {
-        let cfg = bootstrap("10.0.2.2:8080", "rwd_00ff_01").unwrap();
+        let cfg = bootstrap();
         assert!(
-            cfg.contains(
-                "source \"(http,10.0.2.2:8080)/boot/grub?token=rwd_00ff_01&mac=${net_default_mac}\"\n"
-            ),
+            cfg.contains("source \"/rewind/grub?mac=${net_default_mac}&uuid=${rewind_uuid}\"\n"),
             "{cfg}"
         );
         assert!(cfg.ends_with("exit\n"));

@@ -19,6 +19,7 @@ pub async fn run(
     listen: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     boot_http: Option<SocketAddr>,
+    boot_tftp: Option<SocketAddr>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -35,6 +36,29 @@ pub async fn run(
     };
     let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     use std::io::Write;
+    if let Some(tftp_addr) = boot_tftp {
+        // Where the GRUB scripts send the image: TFTP has no Host header.
+        let api = match &server.public_url {
+            Some(u) => u.clone(),
+            None if !tftp_addr.ip().is_unspecified() => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!(
+                    "{scheme}://{}",
+                    SocketAddr::new(tftp_addr.ip(), addr.port())
+                )
+            }
+            None => anyhow::bail!(
+                "--boot-tftp {tftp_addr}: give --public-url (the API's URL as booting machines \
+                 reach it), or listen on a specific address"
+            ),
+        };
+        let socket = super::tftp::bind(tftp_addr).await?;
+        println!(
+            "rewind: TFTP listener (boot files, GRUB scripts) on {}; its scripts send the image to {api}",
+            socket.local_addr()?
+        );
+        tokio::spawn(super::tftp::run(server.clone(), socket, api));
+    }
     if let Some(l) = boot {
         let boot_addr = l.local_addr()?;
         println!("rewind: boot listener (plain HTTP, /boot/ only) on http://{boot_addr}");

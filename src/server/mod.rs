@@ -28,6 +28,7 @@ pub mod range;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod tftp;
 pub mod tls;
 pub mod verify;
 
@@ -88,6 +89,13 @@ pub struct ServeArgs {
     /// the API stays TLS. Only the boot token is accepted there.
     #[arg(long, value_name = "ADDR")]
     pub boot_http: Option<SocketAddr>,
+    /// Serve TFTP on ADDR (UDP, usually port 69) for a UEFI network boot
+    /// under Secure Boot: shim, Debian's signed netboot GRUB, its
+    /// configuration, each machine's GRUB script, the kernel and the initrd
+    /// (docs/boot.md). Its scripts send the image to --public-url, else to
+    /// this address on the --listen port.
+    #[arg(long, value_name = "ADDR")]
+    pub boot_tftp: Option<SocketAddr>,
     /// The URL machines reach this server at, for boot scripts (default:
     /// from the request's Host header).
     #[arg(long, value_name = "URL")]
@@ -334,7 +342,13 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     if !verify_every.is_zero() {
         runtime.spawn(verify::schedule(server.clone(), verify_every));
     }
-    runtime.block_on(listen::run(server, args.listen, tls_config, args.boot_http))
+    runtime.block_on(listen::run(
+        server,
+        args.listen,
+        tls_config,
+        args.boot_http,
+        args.boot_tftp,
+    ))
 }
 
 #[cfg(test)]

@@ -75,8 +75,7 @@ fn boot_urls(s: &Shared, headers: &HeaderMap, listener: Option<&BootListener>) -
                 };
                 format!("{scheme}://{host}:{}", l.api_port)
             });
-            // Port 80 is left out: Debian 12's GRUB (2.06) connects to
-            // port 80 only and takes `(http,host:port)` for a host name.
+            // HTTP's own port is left out.
             let assets_host = if l.port == 80 {
                 host.to_string()
             } else {
@@ -166,65 +165,34 @@ pub(super) async fn boot_script(
     Ok(text(script))
 }
 
-/// The GRUB script of a machine (`GET /boot/grub?mac=...&token=BOOT`), for
-/// the Secure Boot network chain (shim, Debian's signed netboot GRUB): as
-/// [`boot_script`], in GRUB's language, with the kernel and initrd fetched
-/// by GRUB over plain HTTP from the listener that answered.
-pub(super) async fn grub_script(
-    State(s): State<Shared>,
-    listener: Option<Extension<BootListener>>,
-    boot: BootToken,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let (host, at) = match what_to_boot(&s, &q)? {
+/// The GRUB script of a machine for the TFTP listener
+/// (`rewind/grub?mac=...&uuid=...`): as [`boot_script`], in GRUB's
+/// language, with the kernel and initrd from the same TFTP server and the
+/// image sent to `api` (the TLS API). It asks no token (TFTP has none):
+/// the image's `rewind.token=` comes from `DIR/boot/cmdline`.
+pub(crate) fn grub_script(s: &Shared, q: &HashMap<String, String>, api: &str) -> ApiResult<String> {
+    let (host, at) = match what_to_boot(s, q)? {
         Ok(found) => found,
-        Err(why) => return Ok(text(grub::exit_script(&why))),
+        Err(why) => return Ok(grub::exit_script(&why)),
     };
-    let urls = boot_urls(&s, &headers, listener.as_deref());
-    if urls.assets_scheme != "http" {
-        return Err(ApiError::BadRequest(
-            "GRUB fetches over plain HTTP only: ask the boot listener (rewind serve --boot-http)"
-                .into(),
-        ));
-    }
-    let device = grub::http_device(&urls.assets_host);
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
-    let kernel_url = format!("{device}/boot/vmlinuz?token={}", boot.token);
-    let initrd_url = format!("{device}/boot/initrd.img?token={}", boot.token);
-    let script = grub::recovery_script(&ipxe::BootParams {
-        server: &urls.api,
-        token: &boot.token,
+    grub::recovery_script(&ipxe::BootParams {
+        server: api,
+        token: "",
         host: &host,
         at: &at,
         pin: s.fingerprint.as_deref(),
-        kernel_url: &kernel_url,
-        initrd_url: &initrd_url,
+        kernel_url: "/vmlinuz",
+        initrd_url: "/initrd.img",
         extra: extra.lines().next().unwrap_or(""),
     })
-    .ok_or_else(unusable_setting)?;
-    Ok(text(script))
+    .ok_or_else(unusable_setting)
 }
 
-/// `grub/grub.cfg` for the TFTP root of a Secure Boot network boot
-/// (`GET /boot/grub.cfg?token=BOOT` on the boot listener): what Debian's
-/// signed netboot GRUB reads first; it asks this listener for
-/// [`grub_script`] with the same token.
-pub(super) async fn grub_bootstrap(
-    State(s): State<Shared>,
-    listener: Option<Extension<BootListener>>,
-    boot: BootToken,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let urls = boot_urls(&s, &headers, listener.as_deref());
-    if urls.assets_scheme != "http" {
-        return Err(ApiError::BadRequest(
-            "GRUB fetches over plain HTTP only: ask the boot listener (rewind serve --boot-http)"
-                .into(),
-        ));
-    }
-    let cfg = grub::bootstrap(&urls.assets_host, &boot.token).ok_or_else(unusable_setting)?;
-    Ok(text(cfg))
+/// A boot asset's name as `/boot/{file}` takes it: a plain file name of
+/// DIR/boot/, never `cmdline` or a hidden file.
+pub(crate) fn asset_name_ok(file: &str) -> bool {
+    !(file.is_empty() || file.starts_with('.') || file.contains('/') || file == "cmdline")
 }
 
 pub(super) async fn boot_file(
@@ -233,7 +201,7 @@ pub(super) async fn boot_file(
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
     let served = file.clone();
-    if file.starts_with('.') || file.contains('/') || file == "cmdline" {
+    if !asset_name_ok(&file) {
         return Err(ApiError::BadRequest("not a boot asset name".into()));
     }
     let path = s.data.join("boot").join(&file);

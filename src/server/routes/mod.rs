@@ -37,6 +37,7 @@ pub const MAX_UPLOAD: usize = crate::api::limits::MAX_PACK;
 type Shared = Arc<Server>;
 
 pub use boot::BootListener;
+pub(crate) use boot::{asset_name_ok, grub_script};
 
 pub fn router(server: Shared) -> Router {
     let api = Router::new()
@@ -84,8 +85,6 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/audit", get(ops::audit_log))
         .route("/metrics", get(ops::metrics))
         .route("/boot/ipxe", get(boot::boot_script))
-        .route("/boot/grub", get(boot::grub_script))
-        .route("/boot/grub.cfg", get(boot::grub_bootstrap))
         .route("/boot/{file}", get(boot::boot_file))
         .fallback(|| async {
             ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
@@ -100,8 +99,6 @@ pub fn router(server: Shared) -> Router {
 pub fn boot_router(server: Shared, listener: BootListener) -> Router {
     let boot = Router::new()
         .route("/boot/ipxe", get(boot::boot_script))
-        .route("/boot/grub", get(boot::grub_script))
-        .route("/boot/grub.cfg", get(boot::grub_bootstrap))
         .route("/boot/{file}", get(boot::boot_file))
         .fallback(|| async {
             ApiError::NotFound(
