@@ -1,6 +1,7 @@
-//! Netboot: the iPXE and GRUB scripts of a machine (by its MAC addresses)
-//! and the boot assets of DIR/boot/, on the API listener and on the
-//! plain-HTTP boot listener (`serve --boot-http`).
+//! Netboot: the iPXE script of a machine (by its MAC addresses) and the
+//! boot assets of DIR/boot/, on the API listener and on the plain-HTTP
+//! boot listener (`serve --boot-http`); the GRUB script the TFTP listener
+//! serves (super::super::tftp) for the Secure Boot chain.
 
 use std::collections::HashMap;
 
@@ -16,15 +17,15 @@ use crate::server::error::ApiResult;
 use crate::server::extract::BootToken;
 use crate::server::{grub, ipxe};
 
-/// The boot listener (`serve --boot-http`): plain HTTP for firmware, iPXE
-/// and GRUB, which cannot pin a key. It serves the boot scripts and assets
+/// The boot listener (`serve --boot-http`): plain HTTP for firmware and
+/// iPXE, which cannot pin a key. It serves the boot scripts and assets
 /// only, to the boot token only; the scripts it writes point the image at
 /// the API (`https://` on `api_port`, or `--public-url`).
 #[derive(Clone, Copy, Debug)]
 pub struct BootListener {
     /// The port of the API listener.
     pub api_port: u16,
-    /// This listener's own port (GRUB's Host header may leave it out).
+    /// This listener's own port (a client's Host header may leave it out).
     pub port: u16,
 }
 
@@ -43,51 +44,42 @@ fn host_only(host_header: &str) -> &str {
 }
 
 /// Where the image talks to the server (`rewind.server=`), and where the
-/// boot assets are fetched (`host[:port]`, plain HTTP on the boot listener).
+/// boot assets are fetched (a base URL): on the API listener both are the
+/// API; on the boot listener the assets are its own plain-HTTP address and
+/// the image is sent to the TLS API.
 struct BootUrls {
     api: String,
-    assets_host: String,
-    assets_scheme: &'static str,
+    assets: String,
 }
 
 fn boot_urls(s: &Shared, headers: &HeaderMap, listener: Option<&BootListener>) -> BootUrls {
-    let host_header = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    match listener {
-        None => {
-            let api = s.base_url(headers);
-            let (scheme, rest) = api.split_once("://").unwrap_or(("http", &api));
-            BootUrls {
-                assets_host: rest.trim_end_matches('/').to_string(),
-                assets_scheme: if scheme == "https" { "https" } else { "http" },
-                api,
-            }
-        }
-        Some(l) => {
-            let host = host_only(host_header);
-            let api = s.public_url.clone().unwrap_or_else(|| {
-                let scheme = if s.fingerprint.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{host}:{}", l.api_port)
-            });
-            // HTTP's own port is left out.
-            let assets_host = if l.port == 80 {
-                host.to_string()
-            } else {
-                format!("{host}:{}", l.port)
-            };
-            BootUrls {
-                api,
-                assets_host,
-                assets_scheme: "http",
-            }
-        }
-    }
+    let Some(l) = listener else {
+        let api = s.base_url(headers);
+        return BootUrls {
+            assets: api.clone(),
+            api,
+        };
+    };
+    let host = host_only(
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost"),
+    );
+    let api = s.public_url.clone().unwrap_or_else(|| {
+        let scheme = if s.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", l.api_port)
+    });
+    let assets = if l.port == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{}", l.port)
+    };
+    BootUrls { api, assets }
 }
 
 /// What a booting machine is to boot: the recovery of `host` at `at`, or
@@ -147,7 +139,7 @@ pub(super) async fn boot_script(
         Err(why) => return Ok(text(ipxe::exit_script(&why))),
     };
     let urls = boot_urls(&s, &headers, listener.as_deref());
-    let assets = format!("{}://{}", urls.assets_scheme, urls.assets_host);
+    let assets = &urls.assets;
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
     let kernel_url = format!("{assets}/boot/vmlinuz?token={}", boot.token);
     let initrd_url = format!("{assets}/boot/initrd.img?token={}", boot.token);
