@@ -167,6 +167,11 @@ impl Source {
 
     /// A captured source disk; `tls`: on a TLS server the image pins.
     fn with_server(image_dir_hint: &str, tls: bool) -> Source {
+        Self::with_server_args(image_dir_hint, tls, &[])
+    }
+
+    /// [`Source::with_server`] with more `rewind serve` arguments.
+    fn with_server_args(image_dir_hint: &str, tls: bool, serve_args: &[&str]) -> Source {
         let dir = tempfile::Builder::new()
             .prefix(&format!("rewind-qemu-{image_dir_hint}-"))
             .tempdir_in("/var/tmp")
@@ -197,7 +202,13 @@ impl Source {
             let _srv = Mounted::new(&disk.part(3), &srv, &[]);
             bytes += fill_srv(&srv);
             sh("sync", &[]);
-            server = ServerProc::start(&dir.path().join("server"), tls);
+            server = ServerProc::start_with(
+                &dir.path().join("server"),
+                "127.0.0.1:0",
+                tls,
+                None,
+                serve_args,
+            );
             let token = server.host_token(HOST);
             rewind_ok(
                 &server,
@@ -735,6 +746,140 @@ fn pxe_boots_through_the_servers_ipxe_script() {
         !vm.console().contains("Linux version"),
         "a recovered machine booted the recovery image again"
     );
+}
+
+/// PXE under UEFI Secure Boot (OVMF enforcing, Microsoft's keys, the
+/// firmware's own PXE and no option ROM): the firmware loads Debian's
+/// signed shim over TFTP, shim Debian's signed netboot GRUB, GRUB reads
+/// `grub/grub.cfg`, asks for this machine's script by MAC and SMBIOS UUID,
+/// and loads the signed kernel (verified through shim) and the initrd; the
+/// image then recovers against the TLS API, pinned. Every file is what the
+/// server's TFTP listener (`serve --boot-tftp`) answers; the guest reaches
+/// them through QEMU's own TFTP server (its user network answers every
+/// TFTP packet to 10.0.2.2 itself), so the test copies them there as a
+/// site's TFTP mirror would, naming the script as GRUB asks for it.
+#[test]
+fn pxe_under_secure_boot_through_signed_shim_and_grub() {
+    use qemu_util::{Disk, Firmware, Nic};
+    let Some(img) = Image::get("pxe_under_secure_boot_through_signed_shim_and_grub") else {
+        return;
+    };
+    let signed = img.dir.join("tftp-efi");
+    assert!(
+        signed.join("grubx64.efi").exists(),
+        "no {}/grubx64.efi: rebuild the image (scripts/build-image)",
+        signed.display()
+    );
+    let _vm_lock = qemu_util::one_vm();
+    let tftp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tftp_addr = format!("127.0.0.1:{tftp_port}");
+    let src = Source::with_server_args("pxe-sb", true, &["--boot-tftp", &tftp_addr]);
+    let boot_token = src.boot_token();
+    let boot = src.server.data.join("boot");
+    for f in ["shimx64.efi", "grubx64.efi", "mmx64.efi"] {
+        std::fs::copy(signed.join(f), boot.join(f)).unwrap();
+    }
+    std::fs::copy(&img.kernel, boot.join("vmlinuz")).unwrap();
+    std::fs::copy(&img.initrd, boot.join("initrd.img")).unwrap();
+    // No pin here: the server puts its own on the kernel line and in the
+    // initrd it serves. The boot token, as a site gives it over TFTP.
+    std::fs::write(
+        boot.join("cmdline"),
+        format!(
+            "console=ttyS0,115200 no_timer_check rewind.done=poweroff rewind.onfail=poweroff \
+             rewind.token={boot_token}\n"
+        ),
+    )
+    .unwrap();
+    src.arm();
+
+    const UUID: &str = "5a1e0b0e-7e57-4c0d-9e5a-000000000014";
+    let tftp = src.dir.path().join("tftp");
+    std::fs::create_dir_all(tftp.join("grub")).unwrap();
+    std::fs::create_dir_all(tftp.join("rewind")).unwrap();
+    let t = Instant::now();
+    for f in [
+        "shimx64.efi",
+        "grubx64.efi",
+        "mmx64.efi",
+        "grub/grub.cfg",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        let (bytes, size) = server_util::tftp_get(&tftp_addr, f).unwrap();
+        assert_eq!(bytes.len() as u64, size, "{f}");
+        std::fs::write(tftp.join(f), bytes).unwrap();
+    }
+    let (script, _) = server_util::tftp_get(
+        &tftp_addr,
+        &format!("rewind/grub?mac={OTHER_MAC}&uuid={UUID}"),
+    )
+    .unwrap();
+    // The API as the guest reaches it (the host's 127.0.0.1 is its 10.0.2.2).
+    let script = String::from_utf8(script)
+        .unwrap()
+        .replace("127.0.0.1", "10.0.2.2");
+    assert!(
+        script.contains(&format!("rewind: recovering {HOST}")),
+        "{script}"
+    );
+    // As GRUB asks for it; an empty UUID too, should SMBIOS not answer.
+    for uuid in [UUID, ""] {
+        std::fs::write(
+            tftp.join(format!("rewind/grub?mac={OTHER_MAC}&uuid={uuid}")),
+            &script,
+        )
+        .unwrap();
+    }
+    eprintln!(
+        "the TFTP tree from the server's TFTP listener in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let disk = src.blank_disk("target.img");
+    let log = logs_dir().join("pxe-secureboot.log");
+    let vars = log.with_extension("ovmf-vars.fd");
+    qemu_util::fresh_secure_boot_vars(&vars);
+    let t = Instant::now();
+    let mut vm = Qemu::start_with_extra(
+        Boot::Pxe {
+            tftp: &tftp,
+            bootfile: "shimx64.efi",
+        },
+        Firmware::UefiSecureBoot { vars: &vars },
+        &[Disk {
+            path: &disk,
+            serial: None,
+            bus: qemu_util::Bus::Virtio,
+        }],
+        Nic::virtio(OTHER_MAC),
+        &log,
+        &["-uuid", UUID],
+    );
+    let grub = vm.expect(&format!("rewind: recovering {HOST}"), BOOT);
+    vm.expect("rewind: firmware: UEFI, Secure Boot on", BOOT);
+    let (fetch, total) = follow_recovery(&mut vm);
+    eprintln!(
+        "PXE under Secure Boot: GRUB had the server's script after {grub:.1} s, fetch stage \
+         after {fetch:.1} s, powered off after {total:.1} s ({:.1} s in all)",
+        t.elapsed().as_secs_f64()
+    );
+    let console = vm.console();
+    // The kernel line came from the server: its API (TLS), and its pin.
+    let pin = src.server.pin.clone().unwrap();
+    for want in [
+        format!("rewind.server={} ", src.guest_url()),
+        format!("rewind.pin={pin}"),
+    ] {
+        assert!(console.contains(&want), "the kernel line has no {want:?}");
+    }
+    drop(vm);
+    src.check_recovered(&disk);
+    assert_eq!(src.last_request()["state"], "succeeded");
 }
 
 /// Choosing disks unattended, in the live image: with the recovery ISO

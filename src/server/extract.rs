@@ -63,6 +63,17 @@ impl Server {
         })
     }
 
+    /// The scope of the token a request carries (bearer, else `?token=`),
+    /// when it is a valid one.
+    pub fn token_scope(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Option<Scope> {
+        let query = Query::<HashMap<String, String>>::try_from_uri(uri)
+            .ok()
+            .and_then(|Query(mut q)| q.remove("token"));
+        self.authenticate(headers, query.as_deref())
+            .ok()
+            .map(|c| c.scope)
+    }
+
     fn authorize(
         &self,
         headers: &HeaderMap,

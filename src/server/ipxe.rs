@@ -28,7 +28,7 @@ pub struct BootParams<'a> {
 }
 
 /// A kernel command line value must be one word.
-fn word(s: &str) -> bool {
+pub(crate) fn word(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\'')

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod grub;
 pub mod health;
 pub mod index;
 pub mod ipxe;
@@ -27,6 +28,7 @@ pub mod range;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod tftp;
 pub mod tls;
 pub mod verify;
 
@@ -45,7 +47,8 @@ use state::{Catalog, CatalogCell};
 #[command(after_help = "Examples:\n  \
     rewind serve --data /srv/rewind --listen 0.0.0.0:8443      TLS, a self-signed pair kept in DIR/tls\n  \
     rewind serve --data /srv/rewind --cert server.pem --key server.key\n  \
-    rewind serve --data /tmp/lab --listen 127.0.0.1:0 --insecure-http     plain HTTP (a lab), any free port")]
+    rewind serve --data /tmp/lab --listen 127.0.0.1:0 --insecure-http     plain HTTP (a lab), any free port\n  \
+    rewind serve --data /srv/rewind --boot-http 0.0.0.0:80     TLS API, and boot files for PXE over plain HTTP")]
 pub struct ServeArgs {
     /// Where the server keeps everything (repositories, catalog, TLS pair, boot assets).
     #[arg(long, env = "REWIND_DATA", value_name = "DIR")]
@@ -81,6 +84,18 @@ pub struct ServeArgs {
     /// (key rollover: media made now trust both). Repeatable.
     #[arg(long = "next-pin", value_name = "PIN")]
     pub next_pins: Vec<String>,
+    /// Also serve the boot scripts and assets (and nothing else) over plain
+    /// HTTP on ADDR, for firmware, iPXE and GRUB, which cannot pin a key:
+    /// the API stays TLS. Only the boot token is accepted there.
+    #[arg(long, value_name = "ADDR")]
+    pub boot_http: Option<SocketAddr>,
+    /// Serve TFTP on ADDR (UDP, usually port 69) for a UEFI network boot
+    /// under Secure Boot: shim, Debian's signed netboot GRUB, its
+    /// configuration, each machine's GRUB script, the kernel and the initrd
+    /// (docs/boot.md). Its scripts send the image to --public-url, else to
+    /// this address on the --listen port.
+    #[arg(long, value_name = "ADDR")]
+    pub boot_tftp: Option<SocketAddr>,
     /// The URL machines reach this server at, for boot scripts (default:
     /// from the request's Host header).
     #[arg(long, value_name = "URL")]
@@ -327,7 +342,13 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
     if !verify_every.is_zero() {
         runtime.spawn(verify::schedule(server.clone(), verify_every));
     }
-    runtime.block_on(listen::run(server, args.listen, tls_config))
+    runtime.block_on(listen::run(
+        server,
+        args.listen,
+        tls_config,
+        args.boot_http,
+        args.boot_tftp,
+    ))
 }
 
 #[cfg(test)]

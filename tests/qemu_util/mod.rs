@@ -85,8 +85,10 @@ pub enum Boot<'a> {
     /// An ISO as a CD-ROM, under OVMF with Secure Boot enforced and
     /// Microsoft's keys enrolled (as PCs ship).
     IsoUefiSecure(&'a Path),
-    /// The network, under SeaBIOS: QEMU's iPXE option ROM gets `bootfile`
-    /// from the TFTP directory `tftp` of the user network.
+    /// The network: under SeaBIOS, QEMU's iPXE option ROM gets `bootfile`
+    /// from the TFTP directory `tftp` of the user network; under OVMF
+    /// (`Firmware::Uefi`, `Firmware::UefiSecureBoot` with `start_with`),
+    /// the firmware's own PXE does, with no option ROM.
     Pxe { tftp: &'a Path, bootfile: &'a str },
     /// The first disk, through the firmware (its own boot loader).
     Disk,
@@ -354,7 +356,9 @@ impl Qemu {
             Boot::IsoBios(iso) | Boot::IsoUefi(iso) | Boot::IsoUefiSecure(iso) => {
                 push(&["-cdrom", iso.to_str().unwrap(), "-boot", "d"])
             }
-            Boot::Pxe { .. } => push(&["-boot", "n"]),
+            Boot::Pxe { .. } if matches!(firmware, Firmware::Bios) => push(&["-boot", "n"]),
+            // Under OVMF: the NIC's bootindex (below).
+            Boot::Pxe { .. } => {}
             // Under OVMF the variable store's BootOrder decides, as on a
             // real machine (QEMU's boot order would reorder it).
             Boot::Disk if !matches!(firmware, Firmware::Bios) => {}
@@ -406,9 +410,19 @@ impl Qemu {
             _ => String::new(),
         };
         push(&["-netdev", &format!("user,id=n0{tftp}{net_options}")]);
+        // PXE under OVMF: the firmware's own network stack and PXE, first
+        // in the boot order, and no option ROM. QEMU's NIC ROMs are iPXE,
+        // unsigned, which OVMF would run even under Secure Boot; a real
+        // machine's PXE is its firmware's (and shim cannot fetch GRUB
+        // through iPXE's PXE protocol: it gets a wrong file size).
+        let uefi_pxe = if matches!(boot, Boot::Pxe { .. }) && !matches!(firmware, Firmware::Bios) {
+            ",romfile=,bootindex=1"
+        } else {
+            ""
+        };
         push(&[
             "-device",
-            &format!("{},netdev=n0,mac={}", nic.model, nic.mac),
+            &format!("{},netdev=n0,mac={}{uefi_pxe}", nic.model, nic.mac),
         ]);
         if let Boot::Pxe { .. } = &boot {
             // iPXE writes to the screen only: the network traffic shows

@@ -346,3 +346,50 @@ pub fn put_snapshot(
         .unwrap();
     (resp.status(), resp.text().unwrap())
 }
+
+/// A TFTP read of `file` from `server` (RFC 1350, blksize and tsize
+/// asked): its bytes and the size the server announced, or the server's
+/// error message.
+pub fn tftp_get(server: &str, file: &str) -> Result<(Vec<u8>, u64), String> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut rrq = vec![0, 1];
+    for part in [file, "octet", "blksize", "1024", "tsize", "0"] {
+        rrq.extend_from_slice(part.as_bytes());
+        rrq.push(0);
+    }
+    sock.send_to(&rrq, server).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut out = Vec::new();
+    let mut tsize = 0;
+    let mut expect: u16 = 1;
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).expect("no TFTP answer");
+        let op = u16::from_be_bytes([buf[0], buf[1]]);
+        match op {
+            6 => {
+                let opts: Vec<&[u8]> = buf[2..n].split(|b| *b == 0).collect();
+                for pair in opts.chunks(2) {
+                    if pair[0] == b"tsize" {
+                        tsize = std::str::from_utf8(pair[1]).unwrap().parse().unwrap();
+                    }
+                }
+                sock.send_to(&[0, 4, 0, 0], from).unwrap();
+            }
+            3 => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                if block == expect {
+                    out.extend_from_slice(&buf[4..n]);
+                    expect = expect.wrapping_add(1);
+                }
+                sock.send_to(&[0, 4, buf[2], buf[3]], from).unwrap();
+                if n - 4 < 1024 {
+                    return Ok((out, tsize));
+                }
+            }
+            5 => return Err(String::from_utf8_lossy(&buf[4..n - 1]).into_owned()),
+            _ => panic!("unexpected TFTP opcode {op}"),
+        }
+    }
+}

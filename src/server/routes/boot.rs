@@ -1,8 +1,11 @@
 //! Netboot: the iPXE script of a machine (by its MAC addresses) and the
-//! boot assets of DIR/boot/.
+//! boot assets of DIR/boot/, on the API listener and on the plain-HTTP
+//! boot listener (`serve --boot-http`); the GRUB script the TFTP listener
+//! serves (super::super::tftp) for the Secure Boot chain.
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +15,111 @@ use super::hosts::{identify_machine, machine_of};
 use crate::api::ApiError;
 use crate::server::error::ApiResult;
 use crate::server::extract::BootToken;
-use crate::server::ipxe;
+use crate::server::{grub, ipxe};
+
+/// The boot listener (`serve --boot-http`): plain HTTP for firmware and
+/// iPXE, which cannot pin a key. It serves the boot scripts and assets
+/// only, to the boot token only; the scripts it writes point the image at
+/// the API (`https://` on `api_port`, or `--public-url`).
+#[derive(Clone, Copy, Debug)]
+pub struct BootListener {
+    /// The port of the API listener.
+    pub api_port: u16,
+    /// This listener's own port (a client's Host header may leave it out).
+    pub port: u16,
+}
+
+/// The host part of a Host header (`backup:8080`, `[::1]:80`, `backup`).
+fn host_only(host_header: &str) -> &str {
+    match host_header.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) && !h.is_empty() => {
+            if h.starts_with('[') || !h.contains(':') {
+                h
+            } else {
+                host_header
+            }
+        }
+        _ => host_header,
+    }
+}
+
+/// Where the image talks to the server (`rewind.server=`), and where the
+/// boot assets are fetched (a base URL): on the API listener both are the
+/// API; on the boot listener the assets are its own plain-HTTP address and
+/// the image is sent to the TLS API.
+struct BootUrls {
+    api: String,
+    assets: String,
+}
+
+fn boot_urls(s: &Shared, headers: &HeaderMap, listener: Option<&BootListener>) -> BootUrls {
+    let Some(l) = listener else {
+        let api = s.base_url(headers);
+        return BootUrls {
+            assets: api.clone(),
+            api,
+        };
+    };
+    let host = host_only(
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost"),
+    );
+    let api = s.public_url.clone().unwrap_or_else(|| {
+        let scheme = if s.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", l.api_port)
+    });
+    let assets = if l.port == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{}", l.port)
+    };
+    BootUrls { api, assets }
+}
+
+/// What a booting machine is to boot: the recovery of `host` at `at`, or
+/// nothing (`Err(why)`: the script says why and exits).
+fn what_to_boot(
+    s: &Shared,
+    q: &HashMap<String, String>,
+) -> ApiResult<Result<(String, String), String>> {
+    let machine = machine_of(q);
+    if machine.macs.is_empty() {
+        return Ok(Err(
+            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})".into(),
+        ));
+    }
+    let found = match identify_machine(s, &machine) {
+        Ok(found) => found,
+        Err(ApiError::Conflict(why)) => return Ok(Err(why)),
+        Err(e) => return Err(e),
+    };
+    let Some(found) = found else {
+        return Ok(Err(
+            "this machine is not known to the recovery server".into()
+        ));
+    };
+    let host = found.host;
+    match found.request {
+        Some(req) => Ok(Ok((host, req.snapshot_time))),
+        None => Ok(Err(format!("no recovery is armed for {host}"))),
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn unusable_setting() -> ApiError {
+    ApiError::Internal(
+        "a boot setting cannot go on a kernel command line (spaces in --public-url?)".into(),
+    )
+}
 
 /// A script that boots the recovery image when exactly one live request
 /// names this machine (by its MACs, and `uuid=`/`serial=` when iPXE sends
@@ -22,55 +129,62 @@ use crate::server::ipxe;
 /// script never mints, and never revokes, a recovery token.
 pub(super) async fn boot_script(
     State(s): State<Shared>,
+    listener: Option<Extension<BootListener>>,
     boot: BootToken,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let text = |body: String| {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-    };
-    let machine = machine_of(&q);
-    if machine.macs.is_empty() {
-        return Ok(text(ipxe::exit_script(
-            "no MAC address given (chain .../boot/ipxe?mac=${net0/mac})",
-        )));
-    }
-    let found = match identify_machine(&s, &machine) {
+    let (host, at) = match what_to_boot(&s, &q)? {
         Ok(found) => found,
-        Err(ApiError::Conflict(why)) => return Ok(text(ipxe::exit_script(&why))),
-        Err(e) => return Err(e),
+        Err(why) => return Ok(text(ipxe::exit_script(&why))),
     };
-    let Some(found) = found else {
-        return Ok(text(ipxe::exit_script(
-            "this machine is not known to the recovery server",
-        )));
-    };
-    let host = found.host;
-    let Some(req) = found.request else {
-        return Ok(text(ipxe::exit_script(&format!(
-            "no recovery is armed for {host}"
-        ))));
-    };
-    let base = s.base_url(&headers);
+    let urls = boot_urls(&s, &headers, listener.as_deref());
+    let assets = &urls.assets;
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
-    let kernel_url = format!("{base}/boot/vmlinuz?token={}", boot.token);
-    let initrd_url = format!("{base}/boot/initrd.img?token={}", boot.token);
+    let kernel_url = format!("{assets}/boot/vmlinuz?token={}", boot.token);
+    let initrd_url = format!("{assets}/boot/initrd.img?token={}", boot.token);
     let script = ipxe::recovery_script(&ipxe::BootParams {
-        server: &base,
+        server: &urls.api,
         token: &boot.token,
         host: &host,
-        at: &req.snapshot_time,
+        at: &at,
         pin: s.fingerprint.as_deref(),
         kernel_url: &kernel_url,
         initrd_url: &initrd_url,
         extra: extra.lines().next().unwrap_or(""),
     })
-    .ok_or_else(|| {
-        ApiError::Internal(
-            "a boot setting cannot go on a kernel command line (spaces in --public-url?)".into(),
-        )
-    })?;
+    .ok_or_else(unusable_setting)?;
     Ok(text(script))
+}
+
+/// The GRUB script of a machine for the TFTP listener
+/// (`rewind/grub?mac=...&uuid=...`): as [`boot_script`], in GRUB's
+/// language, with the kernel and initrd from the same TFTP server and the
+/// image sent to `api` (the TLS API). It asks no token (TFTP has none):
+/// the image's `rewind.token=` comes from `DIR/boot/cmdline`.
+pub(crate) fn grub_script(s: &Shared, q: &HashMap<String, String>, api: &str) -> ApiResult<String> {
+    let (host, at) = match what_to_boot(s, q)? {
+        Ok(found) => found,
+        Err(why) => return Ok(grub::exit_script(&why)),
+    };
+    let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
+    grub::recovery_script(&ipxe::BootParams {
+        server: api,
+        token: "",
+        host: &host,
+        at: &at,
+        pin: s.fingerprint.as_deref(),
+        kernel_url: "/vmlinuz",
+        initrd_url: "/initrd.img",
+        extra: extra.lines().next().unwrap_or(""),
+    })
+    .ok_or_else(unusable_setting)
+}
+
+/// A boot asset's name as `/boot/{file}` takes it: a plain file name of
+/// DIR/boot/, never `cmdline` or a hidden file.
+pub(crate) fn asset_name_ok(file: &str) -> bool {
+    !(file.is_empty() || file.starts_with('.') || file.contains('/') || file == "cmdline")
 }
 
 pub(super) async fn boot_file(
@@ -79,7 +193,7 @@ pub(super) async fn boot_file(
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
     let served = file.clone();
-    if file.starts_with('.') || file.contains('/') || file == "cmdline" {
+    if !asset_name_ok(&file) {
         return Err(ApiError::BadRequest("not a boot asset name".into()));
     }
     let path = s.data.join("boot").join(&file);

@@ -36,9 +36,11 @@ pub const MAX_UPLOAD: usize = crate::api::limits::MAX_PACK;
 
 type Shared = Arc<Server>;
 
+pub use boot::BootListener;
+pub(crate) use boot::{asset_name_ok, grub_script};
+
 pub fn router(server: Shared) -> Router {
-    let body_timeout = server.body_timeout;
-    Router::new()
+    let api = Router::new()
         .route("/v1/version", get(meta::version))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/hosts", get(hosts::list_hosts))
@@ -86,7 +88,57 @@ pub fn router(server: Shared) -> Router {
         .route("/boot/{file}", get(boot::boot_file))
         .fallback(|| async {
             ApiError::NotFound("no such endpoint (docs/api.md lists them)".into())
+        });
+    with_layers(api, server)
+}
+
+/// The plain-HTTP boot listener (`serve --boot-http`): the boot scripts and
+/// assets and nothing else, for the boot token only (any other token is
+/// refused before it is looked at further: it must never cross the network
+/// in clear, so a configuration that sends one fails instead of working).
+pub fn boot_router(server: Shared, listener: BootListener) -> Router {
+    let boot = Router::new()
+        .route("/boot/ipxe", get(boot::boot_script))
+        .route("/boot/{file}", get(boot::boot_file))
+        .fallback(|| async {
+            ApiError::NotFound(
+                "this is the plain-HTTP boot listener: it serves /boot/ only; the API is on the \
+                 TLS listener (rewind serve --listen)"
+                    .into(),
+            )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            boot_token_only,
+        ))
+        .layer(axum::Extension(listener));
+    with_layers(boot, server)
+}
+
+/// On the boot listener: a token that is not a boot token is refused (403).
+async fn boot_token_only(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    if let Some(scope) = s.token_scope(req.headers(), req.uri())
+        && scope != super::auth::Scope::Boot
+    {
+        return ApiError::Forbidden(format!(
+            "this token ({}) may not be used on the plain-HTTP boot listener: only the boot \
+             token is accepted here; use the TLS listener",
+            scope.describe()
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The timeouts, limits, logging and metrics every listener has.
+fn with_layers(routes: Router<Shared>, server: Shared) -> Router {
+    let body_timeout = server.body_timeout;
+    routes
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn(drain_unread_bodies))
         // A body that stalls, a request that never ends (slowloris), too
