@@ -12,18 +12,19 @@ pub mod config;
 pub mod hooks;
 pub mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, Result};
 
 use crate::manifest::{Filesystem, FsData, Manifest, Mount, ReadMode, StackRef};
 use crate::probe::{self, ProbeOptions};
 use crate::progress::Progress;
-use crate::repo::{Repo, WriteStats, chunker};
+use crate::repo::{Repo, TreeWriter, WriteStats, chunker};
 use crate::tree::{self, ChunkRef, Entry, Extent, Kind};
 use crate::walk;
 
@@ -249,12 +250,9 @@ fn back_up_filesystems(
                     .iter()
                     .find(|f| f.uuid == fs.uuid && f.fs_type.same_kind(&fs.fs_type))
             })
-            .and_then(|f| f.data.clone());
-        let previous_files = match previous {
-            Some(data) => load_files(repo, &data)?,
-            None => HashMap::new(),
-        };
-        let report = back_up_filesystem(repo, fs, &point, &previous_files, opts, warnings)
+            .and_then(|f| f.data.as_ref())
+            .map(|data| data.tree.id());
+        let report = back_up_filesystem(repo, fs, &point, previous.as_ref(), opts, warnings)
             .with_context(|| format!("cannot back up {}", point.display()))?;
         reports.push(report);
     }
@@ -268,7 +266,7 @@ fn back_up_filesystem(
     repo: &mut Repo,
     fs: &mut Filesystem,
     point: &Path,
-    previous_files: &HashMap<Vec<u8>, Entry>,
+    previous: Option<&tree::ChunkId>,
     opts: &CaptureOptions,
     warnings: &mut Vec<String>,
 ) -> Result<FsReport> {
@@ -310,7 +308,7 @@ fn back_up_filesystem(
         repo,
         &taken.root,
         &exclude,
-        previous_files,
+        previous,
         warnings,
         &progress,
     );
@@ -335,7 +333,6 @@ fn back_up_filesystem(
     Ok(report)
 }
 
-/// The regular files of a previous tree, by path, for change detection.
 /// The device a LUKS volume's header is on, as the running system names it.
 fn luks_backing_path(m: &Manifest, on: &StackRef) -> Option<PathBuf> {
     Some(PathBuf::from(match on {
@@ -396,23 +393,12 @@ pub fn store_luks_header(repo: &mut Repo, dev: &Path, len: u64) -> Result<crate:
     repo.add_one_file_tree(b"luks-header", chunks, len)
 }
 
-fn load_files(repo: &Repo, data: &FsData) -> Result<HashMap<Vec<u8>, Entry>> {
-    let id = data.tree.id();
-    let mut out = HashMap::new();
-    for e in repo.tree_entries(&id)? {
-        let e = e?;
-        if e.kind == Kind::File && e.hardlink_to.is_none() {
-            out.insert(e.path.clone(), e);
-        }
-    }
-    Ok(out)
-}
-
-/// Walk one filesystem, store new content, and store the tree.
+/// Walk one filesystem, store new content, and store the tree; `previous`
+/// is the tree of the same filesystem in the parent snapshot.
 pub fn backup_tree(
     repo: &mut Repo,
     root: &Path,
-    previous: &HashMap<Vec<u8>, Entry>,
+    previous: Option<&tree::ChunkId>,
     warnings: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<(tree::ChunkId, FsReport)> {
@@ -421,63 +407,371 @@ pub fn backup_tree(
 }
 
 /// [`backup_tree`], leaving out what `exclude` names.
+///
+/// The walk runs on this thread, reading the parent's tree alongside it
+/// ([`ParentTree`]); files whose content must be read are opened here and
+/// read, cut and hashed by [`reader_threads`] threads at once (on a cold
+/// cache a capture waits on the disk for each file: one reader left the
+/// disk idle between requests); their entries wait in walk order until
+/// their chunks are known ([`Pending`]), and the tree is stored as it is
+/// written ([`TreeWriter`]). Memory does not grow with the number of files.
 pub fn backup_tree_excluding(
     repo: &mut Repo,
     root: &Path,
     exclude: &walk::Exclusions,
-    previous: &HashMap<Vec<u8>, Entry>,
+    previous: Option<&tree::ChunkId>,
     warnings: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<(tree::ChunkId, FsReport)> {
-    let mut report = FsReport {
-        mount_point: root.display().to_string(),
-        ..FsReport::default()
+    let mut parent = match previous {
+        Some(tree) => Some(ParentTree {
+            entries: Some(
+                repo.tree_entries_detached(tree)
+                    .context("cannot read the parent snapshot's tree")?,
+            ),
+            next: None,
+        }),
+        None => None,
     };
-    let mut stream = Vec::new();
-    let mut chunker = chunker::StreamChunker::new();
-    let stats = walk::walk_excluding(
-        root,
-        exclude,
-        &mut |entry: &mut Entry, content: &walk::FileContent| {
-            if entry.kind == Kind::File && entry.hardlink_to.is_none() && entry.size > 0 {
-                match previous.get(&entry.path) {
-                    Some(prev)
-                        if unchanged(prev, entry)
-                            && prev.chunks.iter().all(|c| repo.contains(&c.id)) =>
-                    {
-                        entry.extents = prev.extents.clone();
-                        entry.chunks = prev.chunks.clone();
-                        report.files_reused += 1;
-                    }
-                    _ => {
-                        let (file, extents) = content.open()?;
-                        let (chunks, read) = store_content(repo, &mut chunker, &file, &extents)
-                            .with_context(|| format!("cannot back up {}", entry.display_path()))?;
-                        let expected: u64 = extents.iter().map(|e| e.len).sum();
-                        entry.extents = extents;
-                        if read != expected {
-                            warnings.push(format!(
-                                "{} changed while it was read; its backup holds what was read",
-                                entry.display_path()
-                            ));
-                            trim_extents(&mut entry.extents, read);
+    let readers = reader_threads();
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::channel::<ReadJob>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (data_tx, data_rx) = mpsc::sync_channel::<ReadData>(readers);
+        for i in 0..readers {
+            let (jobs, data) = (job_rx.clone(), data_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("rewind-read-{i}"))
+                .spawn_scoped(scope, move || read_files(&jobs, &data))
+                .context("cannot start a reader thread")?;
+        }
+        drop(data_tx);
+        let mut pending = Pending {
+            repo,
+            tree: TreeWriter::new(),
+            queue: VecDeque::new(),
+            first_seq: 0,
+            reading: 0,
+            links: HashMap::new(),
+            jobs: job_tx,
+            data: data_rx,
+            report: FsReport {
+                mount_point: root.display().to_string(),
+                ..FsReport::default()
+            },
+            warnings: Vec::new(),
+            progress,
+        };
+        let stats = walk::walk_since(
+            root,
+            exclude,
+            parent.as_mut().map(|p| p as &mut dyn walk::Earlier),
+            &mut |entry: &mut Entry, content: &walk::FileContent| pending.visit(entry, content),
+        )?;
+        pending.wait_all()?;
+        let Pending {
+            repo,
+            tree,
+            mut report,
+            warnings: read_warnings,
+            ..
+        } = pending;
+        warnings.extend(stats.warnings);
+        warnings.extend(read_warnings);
+        report.excluded = stats.excluded_entries;
+        report.emptied_dirs = stats.emptied_dirs;
+        let id = tree.finish(repo)?;
+        Ok((id, report))
+    })
+}
+
+/// How many files a capture reads at once: `REWIND_CAPTURE_READERS`, or
+/// two per core, 4 to 8.
+pub fn reader_threads() -> usize {
+    if let Some(n) = std::env::var("REWIND_CAPTURE_READERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.clamp(1, 64);
+    }
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .clamp(4, 8)
+}
+
+/// Files being read at most, and entries waiting in walk order at most,
+/// before the walk waits for the readers.
+const MAX_READING: usize = 64;
+const MAX_WAITING: usize = 16 << 10;
+/// A reader hands over what it read in pieces of about this size.
+const HANDOVER_BYTES: usize = 2 << 20;
+
+/// The parent snapshot's tree, read alongside the walk in the same order.
+struct ParentTree<R> {
+    /// None once it is read to the end.
+    entries: Option<tree::EntryReader<R>>,
+    /// The next entry not yet asked for.
+    next: Option<Entry>,
+}
+
+impl<R: Read> walk::Earlier for ParentTree<R> {
+    fn take(&mut self, path: &[u8]) -> Result<Option<Entry>> {
+        loop {
+            let next = match self.next.take() {
+                Some(e) => e,
+                None => {
+                    let Some(entries) = self.entries.as_mut() else {
+                        return Ok(None);
+                    };
+                    match entries.next() {
+                        Some(e) => e.context("cannot read the parent snapshot's tree")?,
+                        None => {
+                            self.entries = None;
+                            return Ok(None);
                         }
-                        entry.chunks = chunks;
-                        report.files_read += 1;
-                        progress.add(read, true);
                     }
                 }
-                report.bytes += entry.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+            };
+            match walk_order(&next.path, path) {
+                // Gone since: skip it.
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(Some(next)),
+                std::cmp::Ordering::Greater => {
+                    self.next = Some(next);
+                    return Ok(None);
+                }
             }
-            report.entries += 1;
-            tree::write_entry(&mut stream, entry)
-        },
-    )?;
-    warnings.extend(stats.warnings);
-    report.excluded = stats.excluded_entries;
-    report.emptied_dirs = stats.emptied_dirs;
-    let id = repo.add_tree(&stream)?;
-    Ok((id, report))
+        }
+    }
+}
+
+/// The order of a walk: a directory before its children, siblings by their
+/// raw name bytes (component by component, so `a/x` comes before `a-b`).
+fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+}
+
+/// A file for a reader thread: its entry's number in walk order, the open
+/// file and its data regions.
+struct ReadJob {
+    seq: u64,
+    file: File,
+    extents: Vec<Extent>,
+}
+
+/// What a reader read of a file: chunks with their ids, and at the end the
+/// number of bytes read (or why it could not be read).
+struct ReadData {
+    seq: u64,
+    chunks: Vec<(ChunkRef, Vec<u8>)>,
+    done: Option<Result<u64>>,
+}
+
+/// A reader thread: read, cut and hash files until there are no more jobs
+/// or nobody listens.
+fn read_files(jobs: &Mutex<mpsc::Receiver<ReadJob>>, data: &mpsc::SyncSender<ReadData>) {
+    let mut chunker = chunker::StreamChunker::new();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let mut chunks = Vec::new();
+        let mut held = 0;
+        let mut total = 0u64;
+        let result = chunker.chunk(ExtentReader::new(&job.file, &job.extents), |piece| {
+            let chunk = ChunkRef {
+                id: tree::ChunkId::of(piece),
+                len: piece.len() as u32,
+            };
+            chunks.push((chunk, piece.to_vec()));
+            held += piece.len();
+            total += piece.len() as u64;
+            if held >= HANDOVER_BYTES {
+                held = 0;
+                let part = ReadData {
+                    seq: job.seq,
+                    chunks: std::mem::take(&mut chunks),
+                    done: None,
+                };
+                data.send(part)
+                    .map_err(|_| anyhow::anyhow!("the capture stopped"))?;
+            }
+            Ok(())
+        });
+        let last = ReadData {
+            seq: job.seq,
+            chunks,
+            done: Some(result.map(|()| total)),
+        };
+        if data.send(last).is_err() {
+            return;
+        }
+    }
+}
+
+/// One entry waiting for its turn to be written to the tree.
+struct Waiting {
+    entry: Entry,
+    /// Its content is being read.
+    reading: bool,
+    /// Hard links to it (a first path whose chunks later links copy).
+    links: u32,
+}
+
+/// The entries of a walk on their way to the tree, in walk order, while
+/// the readers read the files among them.
+struct Pending<'a> {
+    repo: &'a mut Repo,
+    tree: TreeWriter,
+    /// Entries not written yet; the first is number `first_seq`.
+    queue: VecDeque<Waiting>,
+    first_seq: u64,
+    /// Files being read.
+    reading: usize,
+    /// The extents and chunks of first paths of inodes with several links,
+    /// which later links copy (read by a reader, they were not known when
+    /// the walk reached the later link).
+    links: HashMap<Vec<u8>, (Vec<Extent>, Vec<ChunkRef>)>,
+    jobs: mpsc::Sender<ReadJob>,
+    data: mpsc::Receiver<ReadData>,
+    report: FsReport,
+    warnings: Vec<String>,
+    progress: &'a Progress,
+}
+
+impl Pending<'_> {
+    /// The walk's visitor.
+    fn visit(&mut self, entry: &mut Entry, content: &walk::FileContent) -> Result<()> {
+        let mut read = None;
+        if entry.kind == Kind::File && entry.hardlink_to.is_none() && entry.size > 0 {
+            match content.earlier() {
+                Some(prev)
+                    if unchanged(prev, entry)
+                        && prev.chunks.iter().all(|c| self.repo.contains(&c.id)) =>
+                {
+                    entry.extents = prev.extents.clone();
+                    entry.chunks = prev.chunks.clone();
+                    self.report.files_reused += 1;
+                }
+                _ => {
+                    // Opened here: a file that vanished is skipped by the walk.
+                    let (file, extents) = content.open()?;
+                    entry.extents = extents.clone();
+                    read = Some(ReadJob {
+                        seq: self.first_seq + self.queue.len() as u64,
+                        file,
+                        extents,
+                    });
+                }
+            }
+        }
+        self.report.entries += 1;
+        self.queue.push_back(Waiting {
+            entry: entry.clone(),
+            reading: read.is_some(),
+            links: content.links(),
+        });
+        if let Some(job) = read {
+            self.jobs
+                .send(job)
+                .map_err(|_| anyhow::anyhow!("the reader threads stopped"))?;
+            self.reading += 1;
+        }
+        // Take what the readers have read, without waiting, then wait
+        // while too much is in flight.
+        while let Ok(data) = self.data.try_recv() {
+            self.received(data)?;
+        }
+        self.write_ready()?;
+        while self.reading >= MAX_READING || self.queue.len() >= MAX_WAITING {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the next piece read, and write what is ready.
+    fn wait_one(&mut self) -> Result<()> {
+        let data = self
+            .data
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the reader threads stopped"))?;
+        self.received(data)?;
+        self.write_ready()
+    }
+
+    /// Wait for every file being read and write every entry.
+    fn wait_all(&mut self) -> Result<()> {
+        self.write_ready()?;
+        while !self.queue.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    fn received(&mut self, data: ReadData) -> Result<()> {
+        let index = (data.seq - self.first_seq) as usize;
+        for (chunk, bytes) in data.chunks {
+            self.progress.add(bytes.len() as u64, true);
+            self.repo
+                .add_hashed_blob(crate::repo::pack::BlobKind::Data, chunk.id, bytes)?;
+            self.queue[index].entry.chunks.push(chunk);
+        }
+        let Some(done) = data.done else {
+            return Ok(());
+        };
+        self.reading -= 1;
+        let waiting = &mut self.queue[index];
+        waiting.reading = false;
+        let entry = &mut waiting.entry;
+        let read = done.with_context(|| format!("cannot back up {}", entry.display_path()))?;
+        let expected: u64 = entry.extents.iter().map(|e| e.len).sum();
+        if read != expected {
+            self.warnings.push(format!(
+                "{} changed while it was read; its backup holds what was read",
+                entry.display_path()
+            ));
+            trim_extents(&mut entry.extents, read);
+        }
+        self.report.files_read += 1;
+        Ok(())
+    }
+
+    /// Write the entries at the front of the queue whose content is known.
+    fn write_ready(&mut self) -> Result<()> {
+        while self.queue.front().is_some_and(|w| !w.reading) {
+            let Some(Waiting {
+                mut entry, links, ..
+            }) = self.queue.pop_front()
+            else {
+                break;
+            };
+            self.first_seq += 1;
+            if entry.kind == Kind::File {
+                match &entry.hardlink_to {
+                    Some(first) => {
+                        if let Some((extents, chunks)) = self.links.get(first) {
+                            entry.extents = extents.clone();
+                            entry.chunks = chunks.clone();
+                        }
+                    }
+                    None => {
+                        self.report.bytes +=
+                            entry.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                        if links > 1 {
+                            self.links.insert(
+                                entry.path.clone(),
+                                (entry.extents.clone(), entry.chunks.clone()),
+                            );
+                        }
+                    }
+                }
+            }
+            self.tree.write_entry(self.repo, &entry)?;
+        }
+        Ok(())
+    }
 }
 
 /// The change test of an incremental capture: same size, times and inode.
@@ -486,15 +780,6 @@ fn unchanged(prev: &Entry, now: &Entry) -> bool {
         && prev.mtime == now.mtime
         && prev.ctime == now.ctime
         && prev.ino == now.ino
-}
-
-fn store_content(
-    repo: &mut Repo,
-    chunker: &mut chunker::StreamChunker,
-    file: &File,
-    extents: &[Extent],
-) -> Result<(Vec<ChunkRef>, u64)> {
-    repo.store_stream(chunker, ExtentReader::new(file, extents))
 }
 
 /// Keep the extents covering the first `len` data bytes.
@@ -620,6 +905,31 @@ mod tests {
             "no data for /dev/vg0/data (xfs): it is not mounted"
         ));
         assert!(!is_benign("/dev/md0: RAID is not recorded"));
+    }
+
+    #[test]
+    fn the_parent_tree_is_read_in_walk_order() {
+        use walk::Earlier;
+        let paths = ["", "a", "a/x", "a/x/deep", "a-b", "b", "c/y"];
+        assert!(paths.windows(2).all(|w| walk_order(w[0].as_bytes(), w[1].as_bytes()).is_lt()));
+        let mut stream = Vec::new();
+        for p in paths {
+            tree::write_entry(&mut stream, &tree::tests::file(p, &[b"x"])).unwrap();
+        }
+        let mut parent = ParentTree {
+            entries: Some(tree::EntryReader::new(&stream[..])),
+            next: None,
+        };
+        let mut take = |p: &str| parent.take(p.as_bytes()).unwrap().map(|e| e.path);
+        assert_eq!(take(""), Some(b"".to_vec()));
+        // Not in the parent: nothing, and nothing skipped.
+        assert_eq!(take("0"), None);
+        assert_eq!(take("a"), Some(b"a".to_vec()));
+        // Gone since (a/x, a/x/deep): skipped.
+        assert_eq!(take("a-b"), Some(b"a-b".to_vec()));
+        assert_eq!(take("c"), None);
+        assert_eq!(take("c/y"), Some(b"c/y".to_vec()));
+        assert_eq!(take("d"), None);
     }
 
     #[test]

@@ -161,7 +161,7 @@ impl<R: Read> Iterator for EntryReader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn file(path: &str, chunks: &[&[u8]]) -> Entry {

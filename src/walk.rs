@@ -10,8 +10,14 @@
 //!   (that is, with the metadata and xattrs of the mounted root, which is what
 //!   `lstat` shows), listed in [`WalkStats::mount_points`], and not descended
 //!   into: restore then recreates an empty directory to mount on. A bind mount
-//!   of the same filesystem is a mount point too; an unmounted btrfs
-//!   subvolume is not (it is part of the mount's tree) and is descended into.
+//!   of another part of the same filesystem is a mount point too; an
+//!   unmounted btrfs subvolume is not (it is part of the mount's tree) and is
+//!   descended into.
+//! - A bind mount of the walked filesystem onto the very directory it shows
+//!   (same device, and its mountinfo root is the mount point's path within
+//!   the filesystem: what systemd's `ProtectSystem=`/`ReadWritePaths=` make
+//!   of `/usr` or `/etc` in a service's namespace) hides nothing and is
+//!   descended into as if it were not there.
 //! - Metadata comes from `statx` without following symlinks or triggering
 //!   automounts; xattrs of every namespace are read with `l*xattr` (through
 //!   `/proc/self/fd/DIR/NAME` so that deep trees do not hit `PATH_MAX`).
@@ -20,6 +26,12 @@
 //!   the kernel updates it on `readlink`, which has no such flag.
 //! - Regular files are not opened: the caller opens one through
 //!   [`FileContent`] only if it needs its data.
+//! - Given the entries of an earlier walk of the same tree ([`Earlier`], an
+//!   incremental capture's parent tree, read alongside in the same order),
+//!   an entry whose kind, inode, size, modification and change times are
+//!   unchanged takes its xattrs and symlink target from there: changing
+//!   either changes the change time. An unchanged entry then costs one
+//!   `statx`; the visitor gets the earlier entry ([`FileContent::earlier`]).
 //! - The second and later paths of an inode with several links get
 //!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
 //!   visitor left in the first path's entry, so a subset restore that does not
@@ -163,6 +175,14 @@ impl std::fmt::Display for Vanished {
 
 impl std::error::Error for Vanished {}
 
+/// The entries of an earlier walk of the same tree, read alongside a walk.
+pub trait Earlier {
+    /// The earlier entry at `path`, if there is one. Called with paths in
+    /// walk order, each at most once, so an implementation can read a
+    /// stored tree as a stream, skipping what is not asked for.
+    fn take(&mut self, path: &[u8]) -> Result<Option<Entry>>;
+}
+
 /// Access to the data of the entry being visited; nothing is opened unless
 /// [`FileContent::open`] is called.
 pub struct FileContent<'a> {
@@ -171,9 +191,23 @@ pub struct FileContent<'a> {
     path: &'a [u8],
     ino: u64,
     size: u64,
+    nlink: u32,
+    earlier: Option<&'a Entry>,
 }
 
 impl FileContent<'_> {
+    /// The entry at the same path in the earlier walk, when the object is
+    /// unchanged since (same kind, inode, size, modification and change
+    /// times); its xattrs and symlink target were moved into the new entry.
+    pub fn earlier(&self) -> Option<&Entry> {
+        self.earlier
+    }
+
+    /// The number of hard links to the object.
+    pub fn links(&self) -> u32 {
+        self.nlink
+    }
+
     /// Whether [`FileContent::open`] can be called: a regular file, and not a
     /// later link to an inode already visited.
     pub fn is_readable(&self) -> bool {
@@ -318,6 +352,16 @@ pub fn walk_excluding(
     exclude: &Exclusions,
     visit: &mut Visit<'_>,
 ) -> Result<WalkStats> {
+    walk_since(root, exclude, None, visit)
+}
+
+/// [`walk_excluding`], taking what is unchanged from `earlier`.
+pub fn walk_since<'e>(
+    root: &Path,
+    exclude: &Exclusions,
+    mut earlier: Option<&'e mut (dyn Earlier + 'e)>,
+    visit: &mut Visit<'_>,
+) -> Result<WalkStats> {
     let shown = || root.display().to_string();
     let exclude = &exclude.for_this_mount();
     let fd = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), true)
@@ -329,6 +373,7 @@ pub fn walk_excluding(
         stats: WalkStats::default(),
         root: root.to_path_buf(),
         root_mount: st.mount,
+        self_binds: HashMap::new(),
         proc_fd,
         links: HashMap::new(),
         path: Vec::new(),
@@ -337,15 +382,26 @@ pub fn walk_excluding(
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
         exclude: (!exclude.is_empty() || !exclude.hidden_at_root.is_empty()).then_some(exclude),
+        earlier: None,
     };
-    let xattrs = read_xattrs(XattrOf::Fd(fd.as_fd()), &mut w.list_buf, &mut w.value_buf)
-        .with_context(|| format!("cannot read the xattrs of {}", shown()))?;
+    let mut before = match earlier.as_deref_mut() {
+        Some(e) => e.take(b"")?.filter(|e| st.unchanged_since(e)),
+        None => None,
+    };
+    let xattrs = match before.as_mut() {
+        Some(e) => std::mem::take(&mut e.xattrs),
+        None => read_xattrs(XattrOf::Fd(fd.as_fd()), &mut w.list_buf, &mut w.value_buf)
+            .with_context(|| format!("cannot read the xattrs of {}", shown()))?,
+    };
+    w.earlier = earlier;
     let mut entry = st.entry(Vec::new(), xattrs);
     let content = FileContent {
         file: None,
         path: b"",
         ino: st.ino,
         size: st.size,
+        nlink: st.nlink,
+        earlier: before.as_ref(),
     };
     (w.visit)(&mut entry, &content).with_context(|| format!("at {}", shown()))?;
     w.count(&entry);
@@ -376,6 +432,15 @@ struct Meta {
 }
 
 impl Meta {
+    /// Whether `e` describes this object as it is now (see [`Earlier`]).
+    fn unchanged_since(&self, e: &Entry) -> bool {
+        self.kind == Some(e.kind)
+            && self.ino == e.ino
+            && self.size == e.size
+            && self.mtime == e.mtime
+            && self.ctime == e.ctime
+    }
+
     fn entry(&self, path: Vec<u8>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Entry {
         Entry {
             path,
@@ -549,11 +614,14 @@ struct LinkInfo {
     chunks: Vec<ChunkRef>,
 }
 
-struct Walker<'v, 'w> {
+struct Walker<'v, 'w, 'e> {
     visit: &'w mut Visit<'v>,
     stats: WalkStats,
     root: PathBuf,
     root_mount: (bool, u64),
+    /// Other mount ids seen, and whether each is a bind of the walked
+    /// filesystem onto its own path ([`is_self_bind`]).
+    self_binds: HashMap<u64, bool>,
     /// Whether /proc/self/fd can name objects for the xattr calls.
     proc_fd: bool,
     /// First path of every inode with several links seen so far.
@@ -566,9 +634,10 @@ struct Walker<'v, 'w> {
     xattr_path: Vec<u8>,
     /// None when nothing is excluded: no per-entry work.
     exclude: Option<&'w Exclusions>,
+    earlier: Option<&'e mut (dyn Earlier + 'e)>,
 }
 
-impl Walker<'_, '_> {
+impl Walker<'_, '_, '_> {
     fn shown(&self) -> String {
         display_bytes(&self.path)
     }
@@ -623,6 +692,14 @@ impl Walker<'_, '_> {
             p.extend_from_slice(&self.path);
         }
         CString::new(p.as_slice()).expect("no NUL in a path")
+    }
+
+    /// The earlier entry at the current path, if it is unchanged.
+    fn earlier(&mut self, meta: &Meta) -> Result<Option<Entry>> {
+        let Some(e) = self.earlier.as_deref_mut() else {
+            return Ok(None);
+        };
+        Ok(e.take(&self.path)?.filter(|e| meta.unchanged_since(e)))
     }
 
     /// Whether an entry (not the root) is excluded by a pattern or `nodump`.
@@ -684,12 +761,19 @@ impl Walker<'_, '_> {
             self.stats.excluded_entries += 1;
             return Ok(());
         }
-        let xpath = self.xattr_path(dir.as_fd(), name);
-        let xattrs = match read_xattrs(
-            XattrOf::Path(&xpath),
-            &mut self.list_buf,
-            &mut self.value_buf,
-        ) {
+        let mut before = self.earlier(&meta)?;
+        let xattrs = match before.as_mut() {
+            Some(e) => Ok(std::mem::take(&mut e.xattrs)),
+            None => {
+                let xpath = self.xattr_path(dir.as_fd(), name);
+                read_xattrs(
+                    XattrOf::Path(&xpath),
+                    &mut self.list_buf,
+                    &mut self.value_buf,
+                )
+            }
+        };
+        let xattrs = match xattrs {
             Ok(x) => x,
             Err(Errno::NOENT) => {
                 self.warn("vanished");
@@ -701,7 +785,11 @@ impl Walker<'_, '_> {
             }
         };
         let mut entry = meta.entry(self.path.clone(), xattrs);
-        if kind == Kind::Symlink {
+        if kind == Kind::Symlink
+            && let Some(e) = before.as_mut()
+        {
+            entry.link_target = std::mem::take(&mut e.link_target);
+        } else if kind == Kind::Symlink {
             entry.link_target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
                 Ok(t) => t.into_bytes(),
                 Err(Errno::NOENT | Errno::INVAL) => {
@@ -729,6 +817,8 @@ impl Walker<'_, '_> {
             path: &path,
             ino: meta.ino,
             size: meta.size,
+            nlink: meta.nlink,
+            earlier: before.as_ref(),
         };
         if !self.visited(&mut entry, &content)? {
             return Ok(());
@@ -759,8 +849,23 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// Whether a directory on `mount` is part of the walked tree: on the
+    /// root's mount, or on a bind of the same filesystem onto its own path.
+    fn in_tree(&mut self, mount: (bool, u64)) -> bool {
+        if mount == self.root_mount {
+            return true;
+        }
+        let ((true, id), (true, root_id)) = (mount, self.root_mount) else {
+            return false;
+        };
+        *self
+            .self_binds
+            .entry(id)
+            .or_insert_with(|| is_self_bind(id, root_id))
+    }
+
     fn child_dir(&mut self, dir: &OwnedFd, name: &CStr, meta: Meta) -> Result<()> {
-        if meta.mount != self.root_mount {
+        if !self.in_tree(meta.mount) {
             // A mount point: record it as seen, do not descend.
             let xpath = self.xattr_path(dir.as_fd(), name);
             let xattrs = read_xattrs(
@@ -776,6 +881,8 @@ impl Walker<'_, '_> {
                 path: &path,
                 ino: meta.ino,
                 size: meta.size,
+                nlink: meta.nlink,
+                earlier: None,
             };
             if self.visited(&mut entry, &content)? {
                 self.stats.mount_points.push(self.path.clone());
@@ -794,16 +901,20 @@ impl Walker<'_, '_> {
         };
         // Metadata of what was opened, in case it changed since the listing.
         let meta = stat_fd(&fd).with_context(|| format!("cannot stat {}", self.shown()))?;
-        if meta.mount != self.root_mount {
+        if !self.in_tree(meta.mount) {
             self.warn("became a mount point during the walk");
             return Ok(());
         }
-        let xattrs = read_xattrs(
-            XattrOf::Fd(fd.as_fd()),
-            &mut self.list_buf,
-            &mut self.value_buf,
-        )
-        .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?;
+        let mut before = self.earlier(&meta)?;
+        let xattrs = match before.as_mut() {
+            Some(e) => std::mem::take(&mut e.xattrs),
+            None => read_xattrs(
+                XattrOf::Fd(fd.as_fd()),
+                &mut self.list_buf,
+                &mut self.value_buf,
+            )
+            .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?,
+        };
         let mut entry = meta.entry(self.path.clone(), xattrs);
         let path = self.path.clone();
         let content = FileContent {
@@ -811,6 +922,8 @@ impl Walker<'_, '_> {
             path: &path,
             ino: meta.ino,
             size: meta.size,
+            nlink: meta.nlink,
+            earlier: before.as_ref(),
         };
         if self.is_excluded(name, &meta) {
             // Kept, empty: restore recreates it with its metadata.
@@ -822,6 +935,36 @@ impl Walker<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Whether mount `id` is a bind mount of the filesystem of mount `root_id`
+/// onto the directory it shows anyway: the same device, and a mountinfo
+/// root that is the mount point's path within the filesystem (the root
+/// mount's root joined with the mount point relative to the root mount's).
+/// False when mountinfo cannot be read or does not list both.
+fn is_self_bind(id: u64, root_id: u64) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Ok(mounts) = crate::probe::fs::parse_mountinfo(&text) else {
+        return false;
+    };
+    let find = |id| mounts.iter().find(|m| m.id == id);
+    let (Some(m), Some(root)) = (find(id), find(root_id)) else {
+        return false;
+    };
+    is_bind_onto_itself(m, root)
+}
+
+/// [`is_self_bind`] on two parsed mountinfo lines.
+fn is_bind_onto_itself(m: &crate::probe::fs::MountInfo, root: &crate::probe::fs::MountInfo) -> bool {
+    if (m.major, m.minor) != (root.major, root.minor) {
+        return false;
+    }
+    let Ok(below) = Path::new(&m.mount_point).strip_prefix(&root.mount_point) else {
+        return false;
+    };
+    Path::new(&m.root) == Path::new(&root.root).join(below)
 }
 
 /// `root` joined with a walk path, for messages and tests.
@@ -850,6 +993,35 @@ mod tests {
             .to_vec(),
             ..Exclusions::default()
         }
+    }
+
+    #[test]
+    fn binds_onto_their_own_path_are_part_of_the_tree() {
+        let text = "\
+22 1 8:2 / / rw - ext4 /dev/sda2 rw
+30 22 8:2 /usr /usr ro - ext4 /dev/sda2 rw
+31 22 8:2 /srv /mnt/srv rw - ext4 /dev/sda2 rw
+32 22 8:3 /home /home rw - ext4 /dev/sda3 rw
+40 1 8:2 /var /var rw - ext4 /dev/sda2 rw
+41 40 8:2 /var/lib /var/lib rw - ext4 /dev/sda2 rw
+50 1 0:40 /@ / rw - btrfs /dev/sdb1 rw
+51 50 0:40 /@home /home rw - btrfs /dev/sdb1 rw
+52 50 0:40 /@/srv /srv rw - btrfs /dev/sdb1 rw
+";
+        let m = crate::probe::fs::parse_mountinfo(text).unwrap();
+        let by = |id| m.iter().find(|x| x.id == id).unwrap();
+        // /usr bound onto itself (ProtectSystem=): descended into.
+        assert!(is_bind_onto_itself(by(30), by(22)));
+        // Another directory of the same filesystem: a mount point.
+        assert!(!is_bind_onto_itself(by(31), by(22)));
+        // Another filesystem at its own path: a mount point.
+        assert!(!is_bind_onto_itself(by(32), by(22)));
+        // Walking /var (itself a self-bind): /var/lib onto itself.
+        assert!(is_bind_onto_itself(by(41), by(40)));
+        // btrfs: another subvolume is a mount point, the same one's
+        // directory bound onto itself is not.
+        assert!(!is_bind_onto_itself(by(51), by(50)));
+        assert!(is_bind_onto_itself(by(52), by(50)));
     }
 
     #[test]

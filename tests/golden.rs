@@ -19,7 +19,6 @@
 // Test code: a failed unwrap is a failed test; helpers are shared by files.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -182,7 +181,7 @@ fn write_golden_repository() {
     let (tree, report) = rewind::capture::backup_tree(
         &mut repo,
         root,
-        &HashMap::new(),
+        None,
         &mut warnings,
         &rewind::progress::Progress::quiet(),
     )

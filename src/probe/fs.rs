@@ -73,6 +73,8 @@ pub fn blkid(dev: &Path) -> Result<BTreeMap<String, String>> {
 /// value into a separating comma, and fstab takes the same escapes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount's id (what `statx`'s `STATX_MNT_ID` reports).
+    pub id: u64,
     pub major: u32,
     pub minor: u32,
     /// The mounted subtree of the filesystem (`/` for all of it; `/@home`
@@ -121,6 +123,7 @@ fn parse_mountinfo_line(line: &str) -> Result<MountInfo> {
         .split_once(':')
         .context("device field is not major:minor")?;
     Ok(MountInfo {
+        id: f[0].parse().context("bad mount id")?,
         major: major.parse().context("bad major number")?,
         minor: minor.parse().context("bad minor number")?,
         root: unescape_octal(f[3]),
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(
             m[0],
             MountInfo {
+                id: 22,
                 major: 8,
                 minor: 2,
                 root: "/".into(),

@@ -17,6 +17,24 @@ pub fn chunks_of(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |c| &data[c.offset..c.offset + c.length])
 }
 
+/// The length of the chunk at the start of `data` (at most [`MAX`] bytes
+/// of it are looked at): the cut [`chunks_of`] makes there.
+pub fn cut(data: &[u8]) -> usize {
+    let (mask_s, mask_l) = fastcdc::v2020::select_masks(AVG, fastcdc::v2020::Normalization::Level1);
+    let data = &data[..data.len().min(MAX)];
+    let (_, cut) = fastcdc::v2020::cut(
+        data,
+        MIN,
+        AVG,
+        MAX,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+    );
+    cut
+}
+
 /// Cuts streams with one reused window buffer: FastCDC's own stream reader
 /// allocates and zeroes a 4 MiB buffer per stream, which dominates the cost
 /// of backing up many small files.

@@ -196,19 +196,31 @@ impl Repo {
             self.stats.blobs_dedup += 1;
             return Ok(id);
         }
+        self.add_new_blob(kind, id, data.to_vec())?;
+        Ok(id)
+    }
+
+    /// Store a blob hashed elsewhere (`id` must be [`ChunkId::of`] `data`:
+    /// a capture's reader threads hash what they read), without copying it.
+    pub fn add_hashed_blob(&mut self, kind: BlobKind, id: ChunkId, data: Vec<u8>) -> Result<()> {
+        debug_assert!(ChunkId::of(&data) == id);
+        if self.contains(&id) {
+            self.stats.blobs_dedup += 1;
+            return Ok(());
+        }
+        self.add_new_blob(kind, id, data)
+    }
+
+    fn add_new_blob(&mut self, kind: BlobKind, id: ChunkId, data: Vec<u8>) -> Result<()> {
         let backend = self.backend.clone();
         let packer = self
             .packer
             .get_or_insert_with(|| packer::Packer::new(backend, PACK_TARGET, ZSTD_LEVEL));
-        packer.add(packer::Blob {
-            id,
-            kind,
-            data: data.to_vec(),
-        })?;
-        self.pending_ids.insert(id);
         self.stats.blobs_new += 1;
         self.stats.bytes_new_plain += data.len() as u64;
-        Ok(id)
+        packer.add(packer::Blob { id, kind, data })?;
+        self.pending_ids.insert(id);
+        Ok(())
     }
 
     /// Cut `reader` into content-defined chunks stored as data blobs: the
@@ -288,33 +300,15 @@ impl Repo {
             .location(id)
             .with_context(|| format!("chunk {} is missing from the repository", id.to_hex()))?;
         let pack = Self::pack_path(&self.packs[loc.pack as usize]);
-        let stored = self
-            .backend
-            .get_range(&pack, loc.offset, loc.stored_len as usize)?;
-        let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize).map_err(|e| {
-            anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex())
-        })?;
-        ensure!(
-            plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,
-            "chunk {} in {pack} is damaged (its content does not match its hash)",
-            id.to_hex()
-        );
-        Ok(plain)
+        read_located(&*self.backend, id, &pack, &loc)
     }
 
     /// Store a tree stream: cut it into chunks, store them and the list of
     /// them; the list's id names the tree.
     pub fn add_tree(&mut self, stream: &[u8]) -> Result<ChunkId> {
-        let mut refs = Vec::new();
-        for piece in chunker::chunks_of(stream) {
-            let id = self.add_blob(BlobKind::Tree, piece)?;
-            refs.push(ChunkRef {
-                id,
-                len: piece.len() as u32,
-            });
-        }
-        let list = bincode::serde::encode_to_vec(&refs, bincode::config::standard())?;
-        self.add_blob(BlobKind::TreeList, &list)
+        let mut tree = TreeWriter::new();
+        tree.write_bytes(self, stream)?;
+        tree.finish(self)
     }
 
     /// The chunks a tree is made of.
@@ -333,6 +327,27 @@ impl Repo {
         let pieces = self.tree_pieces(tree)?;
         Ok(EntryReader::new(BlobStream {
             repo: self,
+            pieces: pieces.into_iter(),
+            current: std::io::Cursor::new(Vec::new()),
+        }))
+    }
+
+    /// The entries of a tree, streamed without borrowing the repository (a
+    /// capture reads its parent's tree while it stores new blobs). Blobs
+    /// stored after this call are not seen; the tree's are all there.
+    pub fn tree_entries_detached(&self, tree: &ChunkId) -> Result<EntryReader<DetachedStream>> {
+        let pieces = self
+            .tree_pieces(tree)?
+            .into_iter()
+            .map(|p| {
+                let loc = self.location(&p.id).with_context(|| {
+                    format!("chunk {} is missing from the repository", p.id.to_hex())
+                })?;
+                Ok((p.id, Self::pack_path(&self.packs[loc.pack as usize]), loc))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EntryReader::new(DetachedStream {
+            backend: self.backend.clone(),
             pieces: pieces.into_iter(),
             current: std::io::Cursor::new(Vec::new()),
         }))
@@ -418,6 +433,108 @@ impl Repo {
     }
 }
 
+/// Read the blob `id` at `loc` in `pack`, decompress it and check it.
+fn read_located(backend: &dyn Backend, id: &ChunkId, pack: &str, loc: &Location) -> Result<Vec<u8>> {
+    let stored = backend.get_range(pack, loc.offset, loc.stored_len as usize)?;
+    let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize).map_err(|e| {
+        anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex())
+    })?;
+    ensure!(
+        plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,
+        "chunk {} in {pack} is damaged (its content does not match its hash)",
+        id.to_hex()
+    );
+    Ok(plain)
+}
+
+/// A tree's blobs as one `Read`, located up front ([`Repo::tree_entries_detached`]).
+pub struct DetachedStream {
+    backend: Arc<dyn Backend>,
+    pieces: std::vec::IntoIter<(ChunkId, String, Location)>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl Read for DetachedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some((id, pack, loc)) = self.pieces.next() else {
+                return Ok(0);
+            };
+            let data =
+                read_located(&*self.backend, &id, &pack, &loc).map_err(std::io::Error::other)?;
+            self.current = std::io::Cursor::new(data);
+        }
+    }
+}
+
+/// A tree stream stored as it is written, so that a tree of a million
+/// entries is never held whole: the stream is cut where [`Repo::add_tree`]
+/// would cut it whole (a cut never looks more than [`chunker::MAX`] bytes
+/// ahead), so unchanged parts still deduplicate against earlier trees.
+#[derive(Default)]
+pub struct TreeWriter {
+    buf: Vec<u8>,
+    refs: Vec<ChunkRef>,
+}
+
+impl TreeWriter {
+    pub fn new() -> TreeWriter {
+        TreeWriter::default()
+    }
+
+    /// Append one entry.
+    pub fn write_entry(&mut self, repo: &mut Repo, entry: &crate::tree::Entry) -> Result<()> {
+        crate::tree::write_entry(&mut self.buf, entry)?;
+        self.cut_full(repo)
+    }
+
+    /// Append encoded entries.
+    pub fn write_bytes(&mut self, repo: &mut Repo, bytes: &[u8]) -> Result<()> {
+        for part in bytes.chunks(chunker::MAX) {
+            self.buf.extend_from_slice(part);
+            self.cut_full(repo)?;
+        }
+        Ok(())
+    }
+
+    /// Store the chunks whose cut is known: while a whole window is buffered.
+    fn cut_full(&mut self, repo: &mut Repo) -> Result<()> {
+        let mut start = 0;
+        while self.buf.len() - start >= chunker::MAX {
+            start += self.store_one(repo, start)?;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    /// Store the chunk starting at `start`; returns its length.
+    fn store_one(&mut self, repo: &mut Repo, start: usize) -> Result<usize> {
+        let end = self.buf.len().min(start + chunker::MAX);
+        let len = chunker::cut(&self.buf[start..end]);
+        let piece = &self.buf[start..start + len];
+        let id = repo.add_blob(BlobKind::Tree, piece)?;
+        self.refs.push(ChunkRef {
+            id,
+            len: len as u32,
+        });
+        Ok(len)
+    }
+
+    /// Store the rest and the list of chunks, whose id names the tree.
+    pub fn finish(mut self, repo: &mut Repo) -> Result<ChunkId> {
+        let mut start = 0;
+        while start < self.buf.len() {
+            start += self.store_one(repo, start)?;
+        }
+        let list = bincode::serde::encode_to_vec(&self.refs, bincode::config::standard())?;
+        repo.add_blob(BlobKind::TreeList, &list)
+    }
+}
+
 /// Concatenated blobs as one `Read`.
 struct BlobStream<'a, I> {
     repo: &'a Repo,
@@ -461,5 +578,56 @@ impl Repo {
             chunk.id.to_hex()
         );
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree written piece by piece is cut, and named, as the whole stream
+    /// was before trees were streamed: unchanged trees keep deduplicating.
+    #[test]
+    fn a_streamed_tree_is_cut_as_the_whole_stream() {
+        let mut stream = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        while stream.len() < 13 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            stream.push(x as u8);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repo::init(dir.path()).unwrap();
+        // The cuts of the whole stream, as add_tree made them before.
+        let mut refs = Vec::new();
+        for piece in chunker::chunks_of(&stream) {
+            let id = repo.add_blob(BlobKind::Tree, piece).unwrap();
+            refs.push(ChunkRef {
+                id,
+                len: piece.len() as u32,
+            });
+        }
+        assert!(refs.len() > 5, "{} chunks", refs.len());
+        let list = bincode::serde::encode_to_vec(&refs, bincode::config::standard()).unwrap();
+        let whole = ChunkId::of(&list);
+        assert_eq!(repo.add_tree(&stream).unwrap(), whole);
+        // Fed in uneven pieces.
+        let mut tree = TreeWriter::new();
+        let mut rest = &stream[..];
+        let mut n = 1;
+        while !rest.is_empty() {
+            let take = rest.len().min(n * 7919 % (3 << 20) + 1);
+            tree.write_bytes(&mut repo, &rest[..take]).unwrap();
+            rest = &rest[take..];
+            n += 1;
+        }
+        assert_eq!(tree.finish(&mut repo).unwrap(), whole);
+        // Nothing new was stored: every piece deduplicated.
+        assert_eq!(repo.stats.blobs_new as usize, refs.len() + 1);
+        // Read back detached, the stream is whole.
+        repo.flush().unwrap();
+        let pieces = repo.tree_pieces(&whole).unwrap();
+        assert_eq!(pieces, refs);
     }
 }
