@@ -957,7 +957,10 @@ fn is_self_bind(id: u64, root_id: u64) -> bool {
 }
 
 /// [`is_self_bind`] on two parsed mountinfo lines.
-fn is_bind_onto_itself(m: &crate::probe::fs::MountInfo, root: &crate::probe::fs::MountInfo) -> bool {
+fn is_bind_onto_itself(
+    m: &crate::probe::fs::MountInfo,
+    root: &crate::probe::fs::MountInfo,
+) -> bool {
     if (m.major, m.minor) != (root.major, root.minor) {
         return false;
     }
