@@ -856,3 +856,89 @@ mod tests {
         assert!(text.contains("rewind.insecure=1"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A server on 127.0.0.1 that answers each connection with the next
+    /// status of `answers`, recording the `Authorization` headers it saw.
+    fn serve(answers: Vec<u16>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for status in answers {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                        record.lock().unwrap().push(line.trim().to_string());
+                    }
+                    line.clear();
+                }
+                let body = if status == 200 {
+                    "{\"ok\":1}"
+                } else {
+                    "{\"error\":\"token lapsed\"}"
+                };
+                write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    /// A claim's lease lapsed during an outage: the first 401 gets a new
+    /// token from `renew`, and the call goes on with it.
+    #[test]
+    fn a_lapsed_token_is_renewed_once() {
+        let (url, seen) = serve(vec![401, 200]);
+        let mut c = Client::new(&url, "old", &Trust::insecure_http()).unwrap();
+        c.renew = Some(Box::new(|| Ok("new".to_string())));
+        let v: serde_json::Value = c.get("/v1/x").unwrap();
+        assert_eq!(v["ok"], 1);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["authorization: Bearer old", "authorization: Bearer new"]
+        );
+        // Without renew, a 401 is final.
+        let (url, _) = serve(vec![401]);
+        let c = Client::new(&url, "old", &Trust::insecure_http()).unwrap();
+        let e = c.get::<serde_json::Value>("/v1/x").unwrap_err();
+        assert!(matches!(api_error(&e), Some(ApiError::Unauthorized(_))));
+    }
+
+    /// `retry_until` replaces `retry_for`: a server that is down is waited
+    /// for until then.
+    #[test]
+    fn retry_until_outlasts_retry_for() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut c = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            "t",
+            &Trust::insecure_http(),
+        )
+        .unwrap();
+        c.retry_for = Duration::from_millis(100);
+        c.retry_until = Some(std::time::SystemTime::now() + Duration::from_secs(2));
+        let t = Instant::now();
+        assert!(c.get::<serde_json::Value>("/v1/x").is_err());
+        assert!(
+            t.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
