@@ -827,14 +827,12 @@ fn pxe_under_secure_boot_through_signed_shim_and_grub() {
         script.contains(&format!("rewind: recovering {HOST}")),
         "{script}"
     );
-    // As GRUB asks for it; an empty UUID too, should SMBIOS not answer.
-    for uuid in [UUID, ""] {
-        std::fs::write(
-            tftp.join(format!("rewind/grub?mac={OTHER_MAC}&uuid={uuid}")),
-            &script,
-        )
-        .unwrap();
-    }
+    // As GRUB asks for it.
+    std::fs::write(
+        tftp.join(format!("rewind/grub?mac={OTHER_MAC}&uuid={UUID}")),
+        &script,
+    )
+    .unwrap();
     eprintln!(
         "the TFTP tree from the server's TFTP listener in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -859,6 +857,11 @@ fn pxe_under_secure_boot_through_signed_shim_and_grub() {
         Nic::virtio(OTHER_MAC),
         &log,
         &["-uuid", UUID],
+    );
+    // GRUB asks by the NIC's MAC and the SMBIOS UUID (as Linux spells it).
+    vm.expect(
+        &format!("rewind: asking the recovery server for mac={OTHER_MAC} uuid={UUID}"),
+        BOOT,
     );
     let grub = vm.expect(&format!("rewind: recovering {HOST}"), BOOT);
     vm.expect("rewind: firmware: UEFI, Secure Boot on", BOOT);
