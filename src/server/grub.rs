@@ -83,7 +83,7 @@ pub fn bootstrap() -> String {
      terminal_input console serial\n\
      terminal_output console serial\n\
      smbios --type 1 --get-uuid 8 --set rewind_uuid\n\
-     echo 'rewind: asking the recovery server'\n\
+     echo \"rewind: asking the recovery server for mac=${net_default_mac} uuid=${rewind_uuid}\"\n\
      source \"/rewind/grub?mac=${net_default_mac}&uuid=${rewind_uuid}\"\n\
      echo 'rewind: no answer from the recovery server: booting the next device'\n\
      exit\n"

@@ -54,7 +54,8 @@ pub struct ReadRequest {
     pub timeout: Option<u8>,
 }
 
-/// A request packet: `Ok(None)` for a packet that is not a read request.
+/// A request packet; `Err((code, message))` for what is answered with an
+/// error packet (a write, another opcode, a mode other than octet).
 pub fn parse_request(packet: &[u8]) -> Result<ReadRequest, (u16, String)> {
     let op = packet
         .get(..2)
@@ -170,8 +171,13 @@ async fn resolve(server: &Arc<Server>, api: &str, name: &str) -> Result<Content,
     })
 }
 
-/// Serve TFTP on `addr`; the scripts send the image to `api`.
+/// Transfers at once; a request past them is answered "busy" (the client
+/// retries), so a flood of requests cannot open files without bound.
+const MAX_TRANSFERS: usize = 64;
+
+/// Serve TFTP on `socket`; the scripts send the image to `api`.
 pub async fn run(server: Arc<Server>, socket: UdpSocket, api: String) {
+    let transfers = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -182,11 +188,18 @@ pub async fn run(server: Arc<Server>, socket: UdpSocket, api: String) {
                 continue;
             }
         };
+        let Ok(permit) = transfers.clone().try_acquire_owned() else {
+            let _ = socket
+                .send_to(&error_packet(0, "busy: try again"), peer)
+                .await;
+            continue;
+        };
         let packet = buf[..n].to_vec();
         let server = server.clone();
         let api = api.clone();
         let local_ip = socket.local_addr().map(|a| a.ip()).ok();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = transfer(server, &api, &packet, peer, local_ip).await {
                 log_line!("rewind: tftp to {peer}: {e:#}");
             }
