@@ -304,14 +304,7 @@ fn back_up_filesystem(
         hidden_at_root: vec![format!("{}*", snapshot::BTRFS_PREFIX)],
         ..opts.exclude.clone()
     };
-    let backed = backup_tree_excluding(
-        repo,
-        &taken.root,
-        &exclude,
-        previous,
-        warnings,
-        &progress,
-    );
+    let backed = backup_tree_excluding(repo, &taken.root, &exclude, previous, warnings, &progress);
     progress.finish();
     if live {
         let _ = hooks::run_stage(&opts.hooks, When::AfterSnapshot, &env, warnings);
@@ -911,7 +904,11 @@ mod tests {
     fn the_parent_tree_is_read_in_walk_order() {
         use walk::Earlier;
         let paths = ["", "a", "a/x", "a/x/deep", "a-b", "b", "c/y"];
-        assert!(paths.windows(2).all(|w| walk_order(w[0].as_bytes(), w[1].as_bytes()).is_lt()));
+        assert!(
+            paths
+                .windows(2)
+                .all(|w| walk_order(w[0].as_bytes(), w[1].as_bytes()).is_lt())
+        );
         let mut stream = Vec::new();
         for p in paths {
             tree::write_entry(&mut stream, &tree::tests::file(p, &[b"x"])).unwrap();

@@ -105,6 +105,9 @@ fn a_bind_onto_itself_is_walked_and_other_mounts_are_not() {
     // Walking from a self-bind (the root of the capture in the unit's
     // namespace is one too): the same.
     let (from_usr, points) = walked(&fs.path("usr"));
-    assert_eq!(from_usr, ["", "bin", "bin/tool", "lib", "lib/deep", "lib/deep/x"]);
+    assert_eq!(
+        from_usr,
+        ["", "bin", "bin/tool", "lib", "lib/deep", "lib/deep/x"]
+    );
     assert!(points.is_empty(), "{points:?}");
 }

@@ -434,11 +434,15 @@ impl Repo {
 }
 
 /// Read the blob `id` at `loc` in `pack`, decompress it and check it.
-fn read_located(backend: &dyn Backend, id: &ChunkId, pack: &str, loc: &Location) -> Result<Vec<u8>> {
+fn read_located(
+    backend: &dyn Backend,
+    id: &ChunkId,
+    pack: &str,
+    loc: &Location,
+) -> Result<Vec<u8>> {
     let stored = backend.get_range(pack, loc.offset, loc.stored_len as usize)?;
-    let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize).map_err(|e| {
-        anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex())
-    })?;
+    let plain = zstd::bulk::decompress(&stored, loc.plain_len as usize)
+        .map_err(|e| anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex()))?;
     ensure!(
         plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,
         "chunk {} in {pack} is damaged (its content does not match its hash)",
