@@ -1071,7 +1071,9 @@ fn drill(v: &Variant) {
             let plan: Vec<&str> = console
                 .lines()
                 .skip_while(|l| !l.contains("shrink (--shrink): "))
-                .take_while(|l| l.starts_with("  "))
+                .enumerate()
+                .take_while(|(i, l)| *i == 0 || l.starts_with("    partition "))
+                .map(|(_, l)| l)
                 .map(str::trim)
                 .collect();
             assert!(
