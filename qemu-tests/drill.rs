@@ -427,6 +427,47 @@ fn stack_state(vm: &mut Qemu) -> String {
     )
 }
 
+/// After a capture of the stack source: no snapshot LV left in vg0 (issue
+/// 19: the capture read root and /home from LVM snapshots and removed them).
+fn stack_snapshots_gone(vm: &mut Qemu) -> String {
+    let lvs = vm.run_ok("lvs --noheadings -o lv_name,lv_tags vg0", COMMAND);
+    assert!(
+        !lvs.contains("rewind-snap"),
+        "a capture left its snapshot behind:\n{lvs}"
+    );
+    lvs.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How the stack source's first capture read each filesystem, from the
+/// manifest's `<data read=...>`: root (ext4 on a linear LV) from a classic
+/// LVM snapshot, /home (xfs on a thin LV) from a thin snapshot, /boot (on
+/// MD, no snapshot layer) live.
+fn stack_read_modes(first: &Manifest) -> String {
+    use rewind::manifest::ReadMode;
+    let read = |point: &str| {
+        first
+            .filesystems
+            .iter()
+            .filter_map(|f| f.data.as_ref())
+            .find(|d| d.from == point)
+            .unwrap_or_else(|| panic!("the first snapshot has no data from {point}"))
+            .read
+    };
+    let modes = [
+        ("/", read("/"), ReadMode::LvmSnapshot),
+        ("/home", read("/home"), ReadMode::LvmThinSnapshot),
+        ("/boot", read("/boot"), ReadMode::Live),
+    ];
+    for (point, got, want) in modes {
+        assert_eq!(got, Some(want), "{point} was not read as expected");
+    }
+    modes
+        .iter()
+        .map(|(p, got, _)| format!("{p} {}", got.map_or("?", |m| m.name())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Both members of both arrays in sync (waiting for a resync to end).
 fn arrays_in_sync(vm: &mut Qemu) -> String {
     vm.run(
@@ -451,7 +492,12 @@ fn system_running(vm: &mut Qemu) {
         Duration::from_secs(320),
     );
     if state.trim() != "running" {
-        let failed = vm.run_ok("systemctl --failed --no-legend --plain; journalctl -b -p err -o cat --no-pager | tail -n 20", COMMAND);
+        let failed = vm.run_ok(
+            "systemctl --failed --no-legend --plain; journalctl -b -p err -o cat --no-pager | tail -n 20; \
+             for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); do \
+             echo \"== $u\"; journalctl -b -u \"$u\" -o short-monotonic --no-pager | tail -n 15; done",
+            COMMAND,
+        );
         panic!("the system is {state:?}, not running:\n{failed}");
     }
 }
@@ -803,10 +849,17 @@ fn drill(v: &Variant) {
         "{identity_first}"
     );
     capture(&mut vm, &mut rep, "capture 1 (first, everything)");
+    if v.stack {
+        let lvs = stack_snapshots_gone(&mut vm);
+        rep.fact("LVs in the source after capture 1", lvs);
+    }
     vm.run_ok("drill-guest second", COMMAND);
     let state_second = vm.run_ok("drill-guest state", COMMAND);
     assert_ne!(state_first, state_second, "the second step changed nothing");
     capture(&mut vm, &mut rep, "capture 2 (incremental)");
+    if v.stack {
+        stack_snapshots_gone(&mut vm);
+    }
     vm.type_line("poweroff");
     vm.wait_exit(Duration::from_secs(180));
     drop(vm);
@@ -829,6 +882,9 @@ fn drill(v: &Variant) {
         "file data in that snapshot",
         format!("{:.1} MB", data_bytes as f64 / 1e6),
     );
+    if v.stack {
+        rep.fact("capture 1 read", stack_read_modes(first));
+    }
     if v.uefi {
         let entries = first
             .boot
