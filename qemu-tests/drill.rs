@@ -809,14 +809,18 @@ fn drill(v: &Variant) {
     let mut stack_first = String::new();
     if v.stack {
         // The cached disks carry no token: the capture's settings now.
-        let pin = server
+        let mut settings = server
             .pin
             .as_deref()
             .map(|p| format!("REWIND_PIN={p}\\n"))
             .unwrap_or_default();
+        // As make-source-disk writes it for a plain-HTTP server.
+        if guest_url.starts_with("http://") {
+            settings += "REWIND_INSECURE_HTTP=1\\n";
+        }
         vm.run_ok(
             &format!(
-                "install -d -m 0700 /etc/rewind && printf 'REWIND_SERVER={guest_url}\\nREWIND_TOKEN={token}\\n{pin}' >/etc/rewind/capture.env && chmod 0600 /etc/rewind/capture.env"
+                "install -d -m 0700 /etc/rewind && printf 'REWIND_SERVER={guest_url}\\nREWIND_TOKEN={token}\\n{settings}' >/etc/rewind/capture.env && chmod 0600 /etc/rewind/capture.env"
             ),
             COMMAND,
         );
