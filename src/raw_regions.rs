@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::layout::raw::{RawRegion, RawSource};
-use crate::manifest::{Disk, Manifest, RawData, RegionName};
+use crate::manifest::{Disk, Manifest, RawData, RegionName, StackRef};
 use crate::repo::{Repo, chunker};
 use crate::tree::{ChunkId, ChunkRef, Extent, Kind};
 
@@ -39,6 +39,22 @@ pub fn regions_to_store(m: &Manifest, d: &Disk) -> (Vec<RegionName>, Vec<String>
     if d.boot_gap.is_some() {
         regions.push(RegionName::BootGap);
     }
+    // A member of a stack layer (MD array, LUKS volume, LVM PV, btrfs
+    // device) is recreated with its layer: not raw bytes to store.
+    let in_stack = |n: u32| {
+        let here =
+            |r: &StackRef| matches!(r, StackRef::Partition(disk, p) if *disk == d.name && *p == n);
+        m.md_arrays
+            .iter()
+            .any(|a| a.members.iter().any(|mem| here(&mem.device)))
+            || m.luks.iter().any(|l| here(&l.on))
+            || m.volume_groups
+                .iter()
+                .any(|vg| vg.pvs.iter().any(|pv| here(&pv.device)))
+            || m.filesystems
+                .iter()
+                .any(|f| f.members.iter().any(|b| here(&b.device)))
+    };
     let known = |n: u32| {
         m.filesystems
             .iter()
@@ -46,6 +62,7 @@ pub fn regions_to_store(m: &Manifest, d: &Disk) -> (Vec<RegionName>, Vec<String>
             || m.swaps
                 .iter()
                 .any(|s| s.disk.as_deref() == Some(&d.name) && s.partition == Some(n))
+            || in_stack(n)
     };
     let mut parts: Vec<(u32, bool)> = Vec::new();
     if let Some(g) = &d.gpt {
@@ -332,6 +349,24 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].contains("partition 3 of /dev/sda"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn members_of_a_stack_layer_are_neither_stored_nor_warned_about() {
+        let mut m = crate::manifest::stack_tests::sample_stack();
+        let d = disk();
+        m.disks = vec![d.clone()];
+        m.filesystems.retain(|f| f.disk.is_none());
+        m.swaps.retain(|s| s.disk.is_none());
+        // Partitions 2 (small) and 3 (65 MiB) of sda: an MD array's members.
+        m.md_arrays[0].members[0].device = StackRef::Partition("sda".into(), 2);
+        m.md_arrays[0].members[1].device = StackRef::Partition("sda".into(), 3);
+        let (regions, warnings) = regions_to_store(&m, &d);
+        assert!(!regions.contains(&RegionName::Partition(2)), "{regions:?}");
+        assert!(
+            !warnings.iter().any(|w| w.contains("partition 3 ")),
             "{warnings:?}"
         );
     }

@@ -201,7 +201,10 @@ pub fn create_command(a: &MdArray, member_paths: &[(String, &MdMember)]) -> Argv
     if a.level != "raid0" && a.level != "linear" {
         cmd.extend(argv(&["--bitmap", &a.bitmap]));
     }
-    if let Some(o) = a.data_offset {
+    // Metadata 0.90 and 1.0 keep the superblock at the end and the data at
+    // offset 0, which mdadm refuses as a --data-offset ("invalid
+    // data-offset: 0K"): the offset is only given where it is chosen.
+    if let Some(o) = a.data_offset.filter(|&o| o > 0) {
         cmd.push(format!("--data-offset={}K", o / 1024));
     }
     // Component size: exactly the captured array's per-member data, so
@@ -312,6 +315,27 @@ mod tests {
             e.to_string().contains("/dev/md127: member /dev/vda2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn metadata_1_0_is_made_without_a_data_offset() {
+        let e = parse_export(&fixture("md-raid5.export")).unwrap();
+        let sys = MdSysfs {
+            size: 2 * 1_000_000_000 / 65536 * 65536,
+            chunk_size: 512 * 1024,
+            layout: 2,
+            bitmap_location: "none".into(),
+            data_offset_sectors: Some(0),
+        };
+        let mut a = to_element("md0", "/dev/md0", &e, &sys, partition_of).unwrap();
+        a.metadata = "1.0".into();
+        let paths: Vec<(String, &MdMember)> = a
+            .members
+            .iter()
+            .map(|m| (format!("/dev/new-{}", m.role), m))
+            .collect();
+        let cmd = create_command(&a, &paths).join(" ");
+        assert!(!cmd.contains("--data-offset"), "{cmd}");
     }
 
     #[test]
