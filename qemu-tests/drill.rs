@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk |
 //! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
+//! | `drill_luks::uefi_luks_lvm_secure_boot_scsi` | OVMF with Secure Boot, GPT: ESP, /boot, LUKS2 -> LVM (root, swap, thin /home), shim; the passphrase typed at boot | ISO | virtio-scsi disk, e1000 NIC (new MAC), bigger disk |
 //! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
@@ -27,6 +28,9 @@ mod common;
 mod qemu_util;
 #[path = "../tests/server_util/mod.rs"]
 mod server_util;
+/// `uefi_luks_lvm_secure_boot_scsi`: encrypted LVM under Secure Boot.
+#[path = "drill_luks.rs"]
+mod drill_luks;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,7 +203,12 @@ impl Report {
     }
 
     fn write(&self, v: &Variant) -> String {
-        let mut t = format!("rewind recovery drill: {}\n\n", v.name);
+        self.write_as(v.name)
+    }
+
+    /// The report of the drill `name`, written and returned.
+    fn write_as(&self, name: &str) -> String {
+        let mut t = format!("rewind recovery drill: {name}\n\n");
         for (k, val) in &self.facts {
             t += &format!("  {k:<44} {val}\n");
         }
@@ -212,7 +221,7 @@ impl Report {
             t += &format!("  {k:<72} {s:>7.1}\n");
         }
         let json = serde_json::json!({
-            "drill": v.name,
+            "drill": name,
             "restored_bytes": self.restored_bytes,
             "restore_mb_per_s": self
                 .stages
@@ -225,9 +234,9 @@ impl Report {
         });
         let dir = repo_dir().join("target/drill");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{}.txt", v.name)), &t).unwrap();
+        std::fs::write(dir.join(format!("{name}.txt")), &t).unwrap();
         std::fs::write(
-            dir.join(format!("{}.json", v.name)),
+            dir.join(format!("{name}.json")),
             serde_json::to_string_pretty(&json).unwrap(),
         )
         .unwrap();
@@ -306,6 +315,12 @@ impl DrillServer {
     }
 
     fn new(dir: &Path) -> DrillServer {
+        Self::new_with(dir, &[])
+    }
+
+    /// [`DrillServer::new`], a local server started with `extra`
+    /// arguments (`--key-file`).
+    fn new_with(dir: &Path, extra: &[&str]) -> DrillServer {
         let guest = |url: &str| {
             url.replace("://127.0.0.1", "://10.0.2.2")
                 .replace("://localhost", "://10.0.2.2")
@@ -324,7 +339,7 @@ impl DrillServer {
                 }
             }
             Err(_) => {
-                let s = ServerProc::start(&dir.join("server"), false);
+                let s = ServerProc::start_with(&dir.join("server"), "127.0.0.1:0", false, None, extra);
                 DrillServer {
                     url: s.url.clone(),
                     guest_url: guest(&s.url),
