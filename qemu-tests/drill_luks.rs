@@ -42,6 +42,7 @@ const LUKS_UUID: &str = "c0de1300-5a1e-4b00-8d2c-4e119f3a6b05";
 const UNLOCK: &str = "Please unlock disk vda3_crypt";
 
 #[test]
+#[ignore = "not yet run to the end (issue 13): run it with scripts/drill luks"]
 fn uefi_luks_lvm_secure_boot_scsi() {
     let Some(img) = Image::get(NAME) else {
         return;
@@ -66,15 +67,36 @@ fn luks_state(vm: &mut Qemu) -> String {
     )
 }
 
+/// `lvm2-monitor.service` registers the thin pool with dmeventd at boot;
+/// under TCG on a loaded host dmeventd can answer too late ("No input
+/// from event server") and the unit fails, leaving the system degraded
+/// for a reason that is not the recovery's. Started again once the boot is
+/// over; reported.
+fn settle_lvm_monitor(vm: &mut Qemu, rep: &mut Report, when: &str) {
+    let (_, failed) = vm.run("systemctl is-failed -q lvm2-monitor.service", COMMAND);
+    if failed == 0 {
+        let why = vm.run_ok(
+            "journalctl -b -u lvm2-monitor.service -o cat --no-pager | grep -m1 -E 'event server|Failed' || true",
+            COMMAND,
+        );
+        vm.run_ok("systemctl restart lvm2-monitor.service", COMMAND);
+        rep.fact(
+            &format!("lvm2-monitor at boot ({when})"),
+            format!("failed ({}), started again", why.trim()),
+        );
+    }
+}
+
 /// Boot through GRUB to the cryptsetup prompt, type the passphrase, wait
 /// for the login shell.
 fn unlock_and_boot(vm: &mut Qemu) {
     vm.expect("GNU GRUB", BOOT);
-    vm.expect(UNLOCK, BOOT);
+    // Kernel and initramfs under TCG: over 300 s on a loaded 2-core host.
+    vm.expect(UNLOCK, 2 * BOOT);
     // The prompt is printed before cryptsetup reads the console.
     std::thread::sleep(Duration::from_secs(1));
     vm.type_line(PASSPHRASE);
-    vm.expect(&format!("DRILL-READY host={HOST}"), BOOT);
+    vm.expect(&format!("DRILL-READY host={HOST}"), 2 * BOOT);
 }
 
 /// Serve `bin` once on a TCP port of 127.0.0.1 (the guests' 10.0.2.2):
@@ -103,7 +125,10 @@ fn luks_source(img: &Image, dir: &Path, logs: &Path) -> (PathBuf, Option<f64>) {
         "build-source-root-stack",
         &["--out", root_tar.to_str().unwrap()],
     );
-    let mut h = blake3::Hasher::new();
+    // SHA-256 of the inputs, in order, then the settings: what
+    // `cat FILES; printf SETTINGS | sha256sum` says, so that a disk built
+    // by hand can be put in the cache.
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     for f in [
         repo_dir().join("qemu-tests/make-source-disk"),
         repo_dir().join("qemu-tests/guest/build-luks"),
@@ -115,12 +140,13 @@ fn luks_source(img: &Image, dir: &Path, logs: &Path) -> (PathBuf, Option<f64>) {
         h.update(&std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
     }
     h.update(format!("{HOST} {SOURCE_MAC} {ADDRESS} {GATEWAY} {SOURCE_MIB} {PASSPHRASE}").as_bytes());
-    let stamp = h.finalize().to_hex()[..16].to_string();
+    let stamp = rewind::util::hex::encode(h.finish().as_ref())[..16].to_string();
     let cached = cache.join("disk.img");
     let stamp_file = cache.join("stamp");
     let mut built = None;
     if std::fs::read_to_string(&stamp_file).ok().as_deref() != Some(stamp.as_str()) {
         let t = Instant::now();
+        eprintln!("drill: building the source disk (cache stamp {stamp})");
         let _ = std::fs::remove_file(&stamp_file);
         let payload = dir.join("luks-payload.img");
         script(
@@ -332,6 +358,7 @@ fn luks_drill(img: &Image) {
         sb.contains("SecureBoot enabled"),
         "the source machine does not run with Secure Boot on: {sb}"
     );
+    settle_lvm_monitor(&mut vm, &mut rep, "source");
     system_running(&mut vm);
     let luks_first = luks_state(&mut vm);
     eprintln!("drill: the source's LUKS header and LVM:\n{luks_first}");
@@ -582,6 +609,7 @@ fn luks_drill(img: &Image) {
         t,
     );
     let t = Instant::now();
+    settle_lvm_monitor(&mut vm, &mut rep, "recovered");
     system_running(&mut vm);
     assert_eq!(
         vm.run_ok("drill-guest state", COMMAND),
