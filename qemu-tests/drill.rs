@@ -24,13 +24,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+/// `uefi_luks_lvm_secure_boot_scsi`: encrypted LVM under Secure Boot.
+#[path = "drill_luks.rs"]
+mod drill_luks;
 #[path = "../tests/qemu_util/mod.rs"]
 mod qemu_util;
 #[path = "../tests/server_util/mod.rs"]
 mod server_util;
-/// `uefi_luks_lvm_secure_boot_scsi`: encrypted LVM under Secure Boot.
-#[path = "drill_luks.rs"]
-mod drill_luks;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -339,7 +339,8 @@ impl DrillServer {
                 }
             }
             Err(_) => {
-                let s = ServerProc::start_with(&dir.join("server"), "127.0.0.1:0", false, None, extra);
+                let s =
+                    ServerProc::start_with(&dir.join("server"), "127.0.0.1:0", false, None, extra);
                 DrillServer {
                     url: s.url.clone(),
                     guest_url: guest(&s.url),

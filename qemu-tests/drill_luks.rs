@@ -23,11 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::qemu_util::{self, Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_secure_boot_vars, stages};
+use super::qemu_util::{
+    self, Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_secure_boot_vars, stages,
+};
 use super::{
-    ADDRESS, BOOT, COMMAND, DrillServer, GATEWAY, NEW_MAC, NEW_SERIAL, PROMPTS, Report,
-    SOURCE_MAC, SOURCE_MIB, SOURCE_SERIAL, capture, identity, logs_dir, repo_dir, script,
-    stage_limit, stage_times, static_rewind, system_running,
+    ADDRESS, BOOT, COMMAND, DrillServer, GATEWAY, NEW_MAC, NEW_SERIAL, PROMPTS, Report, SOURCE_MAC,
+    SOURCE_MIB, SOURCE_SERIAL, capture, identity, logs_dir, repo_dir, script, stage_limit,
+    stage_times, static_rewind, system_running,
 };
 use rewind::stage::Stage;
 
@@ -139,7 +141,9 @@ fn luks_source(img: &Image, dir: &Path, logs: &Path) -> (PathBuf, Option<f64>) {
     ] {
         h.update(&std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
     }
-    h.update(format!("{HOST} {SOURCE_MAC} {ADDRESS} {GATEWAY} {SOURCE_MIB} {PASSPHRASE}").as_bytes());
+    h.update(
+        format!("{HOST} {SOURCE_MAC} {ADDRESS} {GATEWAY} {SOURCE_MIB} {PASSPHRASE}").as_bytes(),
+    );
     let stamp = rewind::util::hex::encode(h.finish().as_ref())[..16].to_string();
     let cached = cache.join("disk.img");
     let stamp_file = cache.join("stamp");
@@ -241,7 +245,11 @@ fn luks_drill(img: &Image) {
     let key_file = dir.path().join("master.key");
     let server = DrillServer::new_with(
         dir.path(),
-        &["--key-file", key_file.to_str().unwrap(), "--create-key-file"],
+        &[
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--create-key-file",
+        ],
     );
     let token = server.token(&["token", "create", HOST]);
     let guest_url = server.guest_url.clone();
@@ -427,7 +435,11 @@ fn luks_drill(img: &Image) {
             .iter()
             .find(|l| l.name == MAPPING)
             .unwrap_or_else(|| panic!("snapshot {} has no LUKS volume {MAPPING}", s.snapshot.id));
-        assert!(l.header.is_some(), "snapshot {}: no LUKS header", s.snapshot.id);
+        assert!(
+            l.header.is_some(),
+            "snapshot {}: no LUKS header",
+            s.snapshot.id
+        );
         assert!(
             l.escrow.is_some(),
             "snapshot {}: no escrowed key",
