@@ -11,6 +11,7 @@
 //! | `bios_mbr_pxe` | SeaBIOS, MBR | PXE (iPXE -> server) | same NIC, new disk 30% smaller (the request's `--shrink`) |
 //! | `uefi_gpt_iso_new_hardware` | OVMF with Secure Boot (fresh NVRAM, Microsoft's keys), GPT + ESP, shim | ISO | new NIC (MAC), bigger new disk |
 //! | `uefi_btrfs_dracut_nvme_4kn` | OVMF with Secure Boot, GPT + ESP, / on btrfs subvolumes, dracut host-only (qemu-tests/drill_btrfs.rs) | ISO | new NIC (e1000), NVMe disk with 4096-byte sectors |
+//! | `drill_luks::uefi_luks_lvm_secure_boot_scsi` | OVMF with Secure Boot, GPT: ESP, /boot, LUKS2 -> LVM (root, swap, thin /home), shim; the passphrase typed at boot | ISO | virtio-scsi disk, e1000 NIC (new MAC), bigger disk |
 //! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
@@ -26,6 +27,9 @@
 mod common;
 #[path = "drill_btrfs.rs"]
 mod drill_btrfs;
+/// `uefi_luks_lvm_secure_boot_scsi`: encrypted LVM under Secure Boot.
+#[path = "drill_luks.rs"]
+mod drill_luks;
 #[path = "../tests/qemu_util/mod.rs"]
 mod qemu_util;
 #[path = "../tests/server_util/mod.rs"]
@@ -233,7 +237,12 @@ impl Report {
     }
 
     fn write(&self, v: &Variant) -> String {
-        let mut t = format!("rewind recovery drill: {}\n\n", v.name);
+        self.write_as(v.name)
+    }
+
+    /// The report of the drill `name`, written and returned.
+    fn write_as(&self, name: &str) -> String {
+        let mut t = format!("rewind recovery drill: {name}\n\n");
         for (k, val) in &self.facts {
             t += &format!("  {k:<44} {val}\n");
         }
@@ -246,7 +255,7 @@ impl Report {
             t += &format!("  {k:<72} {s:>7.1}\n");
         }
         let json = serde_json::json!({
-            "drill": v.name,
+            "drill": name,
             "restored_bytes": self.restored_bytes,
             "restore_mb_per_s": self
                 .stages
@@ -259,9 +268,9 @@ impl Report {
         });
         let dir = repo_dir().join("target/drill");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{}.txt", v.name)), &t).unwrap();
+        std::fs::write(dir.join(format!("{name}.txt")), &t).unwrap();
         std::fs::write(
-            dir.join(format!("{}.json", v.name)),
+            dir.join(format!("{name}.json")),
             serde_json::to_string_pretty(&json).unwrap(),
         )
         .unwrap();
@@ -340,6 +349,12 @@ impl DrillServer {
     }
 
     fn new(dir: &Path) -> DrillServer {
+        Self::new_with(dir, &[])
+    }
+
+    /// [`DrillServer::new`], a local server started with `extra`
+    /// arguments (`--key-file`).
+    fn new_with(dir: &Path, extra: &[&str]) -> DrillServer {
         let guest = |url: &str| {
             url.replace("://127.0.0.1", "://10.0.2.2")
                 .replace("://localhost", "://10.0.2.2")
@@ -358,7 +373,8 @@ impl DrillServer {
                 }
             }
             Err(_) => {
-                let s = ServerProc::start(&dir.join("server"), false);
+                let s =
+                    ServerProc::start_with(&dir.join("server"), "127.0.0.1:0", false, None, extra);
                 DrillServer {
                     url: s.url.clone(),
                     guest_url: guest(&s.url),

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -454,17 +454,27 @@ impl Qemu {
         let stdin = child.stdin.take();
         let console = Arc::new(Mutex::new(String::new()));
         let sink = console.clone();
+        // What QEMU writes, as it comes: a prompt (cryptsetup's "Please
+        // unlock disk ...: ") ends with no newline and must be seen. A UTF-8
+        // character split between two reads waits for its end.
         std::thread::spawn(move || {
             let mut logfile = logfile;
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
+            let mut stdout = stdout;
+            let mut chunk = [0u8; 4096];
+            let mut pending: Vec<u8> = Vec::new();
             loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
+                match stdout.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = logfile.write_all(&buf);
-                        let text = String::from_utf8_lossy(&buf);
+                    Ok(n) => {
+                        let _ = logfile.write_all(&chunk[..n]);
+                        pending.extend_from_slice(&chunk[..n]);
+                        let complete = match std::str::from_utf8(&pending) {
+                            Ok(_) => pending.len(),
+                            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                            Err(_) => pending.len(),
+                        };
+                        let text = String::from_utf8_lossy(&pending[..complete]).into_owned();
+                        pending.drain(..complete);
                         sink.lock().unwrap().push_str(&text);
                     }
                 }
