@@ -195,7 +195,8 @@ pub struct CaptureArgs {
     /// volume, and releases it to an armed recovery of this host or an
     /// admin; docs/security.md). Without it a LUKS volume's recovery stops
     /// at the plan, since recovery never waits at a passphrase prompt.
-    #[arg(long, env = "REWIND_ESCROW_LUKS_KEYS")]
+    /// `REWIND_ESCROW_LUKS_KEYS=1` (or true/yes/on) in capture.env.
+    #[arg(long, env = "REWIND_ESCROW_LUKS_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
     pub escrow_luks_keys: bool,
     /// The volume key of LUKS mapping NAME from FILE (as `cryptsetup
     /// luksDump --dump-volume-key --volume-key-file FILE` writes it), for a
