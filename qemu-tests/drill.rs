@@ -1186,7 +1186,7 @@ fn drill(v: &Variant) {
         }
         if v.new_hardware || v.stack {
             assert!(
-                console.contains("rewind: initramfs (InitramfsTools): regenerated"),
+                console.contains("rewind: initramfs (initramfs-tools): regenerated"),
                 "the initramfs was not regenerated for the new hardware"
             );
         }

@@ -568,7 +568,7 @@ fn luks_drill(img: &Image) {
         "the recovery image did not run with Secure Boot on"
     );
     assert!(
-        console.contains("rewind: initramfs (InitramfsTools): regenerated"),
+        console.contains("rewind: initramfs (initramfs-tools): regenerated"),
         "the initramfs was not regenerated for the new hardware"
     );
     for line in console.lines().filter(|l| {

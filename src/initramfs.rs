@@ -51,6 +51,17 @@ pub enum Tool {
     Mkinitcpio,
 }
 
+impl std::fmt::Display for Tool {
+    /// The system's name as its users know it (what the report prints).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tool::InitramfsTools => "initramfs-tools",
+            Tool::Dracut => "dracut",
+            Tool::Mkinitcpio => "mkinitcpio",
+        })
+    }
+}
+
 impl Tool {
     /// Which tool `root` uses: dracut where both are installed (a system
     /// switched to dracut keeps initramfs-tools' files on Debian).

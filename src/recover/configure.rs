@@ -214,9 +214,9 @@ fn regenerate_initramfs(
         say(&format!("initramfs: {what}"));
         return Ok(what);
     };
-    say(&format!("initramfs ({tool:?}): {why}"));
+    say(&format!("initramfs ({tool}): {why}"));
     if !regenerate {
-        return Ok(format!("{why} ({tool:?})"));
+        return Ok(format!("{why} ({tool})"));
     }
     let mut drivers: Vec<String> = now.nic_drivers.clone();
     for (_, disk) in &now.disks {

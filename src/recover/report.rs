@@ -279,13 +279,13 @@ mod tests {
         let same = HardwareReport {
             disks: vec![change("disk vda -> vda", "virtio_blk", "virtio_blk")],
             nics: Vec::new(),
-            initramfs: "kept as restored (InitramfsTools): same disk controllers, NIC drivers \
+            initramfs: "kept as restored (initramfs-tools): same disk controllers, NIC drivers \
                         and firmware mode"
                 .into(),
         };
         assert_eq!(
             same.summary(),
-            "drivers changed: none; initramfs kept as restored (InitramfsTools): same disk \
+            "drivers changed: none; initramfs kept as restored (initramfs-tools): same disk \
              controllers, NIC drivers and firmware mode"
         );
     }
