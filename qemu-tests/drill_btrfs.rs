@@ -102,7 +102,7 @@ pub fn check_recovery(console: &str, rep: &mut Report) {
         "sector size 512 -> 4096 bytes",
         "mkfs.fat -i",
         "-S 4096",
-        "rewind: initramfs (Dracut): regenerated",
+        "rewind: initramfs (dracut): regenerated",
     ] {
         assert!(
             console.contains(want),
