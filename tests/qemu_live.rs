@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{LoopDisk, Mounted, SfdiskDump, blkid_export, noise, sfdisk_dump, sh};
+use common::{LoopDisk, Mounted, SfdiskDump, blkid_export, noise, sfdisk_dump, sh, stat_dump};
 use qemu_util::{Boot, Image, Qemu, all_zero, stages};
 use server_util::{ServerProc, rewind_ok};
 
@@ -359,31 +359,6 @@ impl Source {
             differing.join("\n")
         );
     }
-}
-
-/// Path, mode, owner, size (not of directories), mtime (ns), links, link
-/// target: every entry.
-fn stat_dump(root: &Path) -> Vec<String> {
-    let out = sh(
-        "sh",
-        &[
-            "-c",
-            r#"cd "$1" && find . -printf '%p\t%M\t%U:%G\t%s\t%T@\t%n\t%l\n' | LC_ALL=C sort"#,
-            "sh",
-            root.to_str().unwrap(),
-        ],
-    );
-    // A directory's size is the filesystem's business (xfs shrinks a
-    // directory to the inode when it can), not the data's.
-    out.lines()
-        .map(|l| {
-            let mut f: Vec<&str> = l.split('\t').collect();
-            if f.get(1).is_some_and(|m| m.starts_with('d')) {
-                f[3] = "-";
-            }
-            f.join("\t")
-        })
-        .collect()
 }
 
 /// The image's settings; its servers here are plain HTTP (`ServerProc`

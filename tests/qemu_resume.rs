@@ -30,7 +30,7 @@ mod server_util;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{LoopDisk, Mounted, blkid_export, noise, sfdisk_dump, sh};
+use common::{LoopDisk, Mounted, blkid_export, noise, sfdisk_dump, sh, stat_dump};
 use qemu_util::{Boot, Image, Qemu};
 use server_util::{ServerProc, rewind_ok};
 
@@ -74,28 +74,6 @@ fn fill(root: &Path) -> u64 {
     std::fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname.link")).unwrap();
     std::os::unix::fs::symlink("../share/doc", root.join("usr/share/doc-link")).unwrap();
     bytes
-}
-
-/// Path, mode, owner, size, mtime, links, link target of every entry.
-fn stat_dump(root: &Path) -> Vec<String> {
-    let out = sh(
-        "sh",
-        &[
-            "-c",
-            r#"cd "$1" && find . -printf '%p\t%M\t%U:%G\t%s\t%T@\t%n\t%l\n' | LC_ALL=C sort"#,
-            "sh",
-            root.to_str().unwrap(),
-        ],
-    );
-    out.lines()
-        .map(|l| {
-            let mut f: Vec<&str> = l.split('\t').collect();
-            if f.get(1).is_some_and(|m| m.starts_with('d')) {
-                f[3] = "-";
-            }
-            f.join("\t")
-        })
-        .collect()
 }
 
 /// How far the restore is, in percent, as the image reported it to the

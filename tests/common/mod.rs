@@ -315,3 +315,28 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Path, mode, owner, size (not of directories), mtime (ns), links, link
+/// target: every entry.
+pub fn stat_dump(root: &Path) -> Vec<String> {
+    let out = sh(
+        "sh",
+        &[
+            "-c",
+            r#"cd "$1" && find . -printf '%p\t%M\t%U:%G\t%s\t%T@\t%n\t%l\n' | LC_ALL=C sort"#,
+            "sh",
+            root.to_str().unwrap(),
+        ],
+    );
+    // A directory's size is the filesystem's business (xfs shrinks a
+    // directory to the inode when it can), not the data's.
+    out.lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split('\t').collect();
+            if f.get(1).is_some_and(|m| m.starts_with('d')) {
+                f[3] = "-";
+            }
+            f.join("\t")
+        })
+        .collect()
+}
