@@ -227,9 +227,18 @@ pub fn verify(plan: &Plan, r: &mut dyn StackRunner) -> Result<()> {
                         .find(|(r, _)| *r == pv.device.to_string())
                         .map(|(_, p)| p.as_str())
                         .unwrap_or_default();
+                    // LVM names a PV by the kernel's node (/dev/md126), the
+                    // plan by its link (/dev/md/pv): either is this device.
+                    let node = r
+                        .run(&argv(&["readlink", "-f", path]))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default();
                     let got = pvs
                         .iter()
-                        .find(|p| p.pv_name == path && p.vg_name == g.name)
+                        .find(|p| {
+                            (p.pv_name == path || (!node.is_empty() && p.pv_name == node))
+                                && p.vg_name == g.name
+                        })
                         .map(|p| p.pv_uuid.clone())
                         .unwrap_or_else(|| "missing".into());
                     d(&format!("the PV UUID on {path}"), pv.uuid.clone(), got);

@@ -59,6 +59,9 @@ struct Fake {
     ran: Vec<String>,
     files: HashMap<String, String>,
     md_uuid_override: Option<String>,
+    /// The kernel node LVM names the PV by (`pvs`), and `readlink -f` of
+    /// the plan's path answers (as /dev/md/pv -> /dev/md126).
+    pv_node: Option<String>,
     removed: Vec<String>,
 }
 
@@ -96,7 +99,14 @@ impl StackRunner for Fake {
                 format!("{size}\n")
             }
             "vgs" => text("lvm-vgs.json"),
-            "pvs" => text("lvm-pvs.json").replace("/dev/loop0", "/dev/mapper/cryptroot"),
+            "pvs" => text("lvm-pvs.json").replace(
+                "/dev/loop0",
+                self.pv_node.as_deref().unwrap_or("/dev/mapper/cryptroot"),
+            ),
+            "readlink" => match &self.pv_node {
+                Some(node) if argv[2] == "/dev/mapper/cryptroot" => format!("{node}\n"),
+                _ => format!("{}\n", argv[2]),
+            },
             "lvs" => text("lvm-lvs.json"),
             _ => String::new(),
         })
@@ -133,8 +143,18 @@ fn fake(m: &Manifest) -> Fake {
         ran: Vec::new(),
         files: HashMap::new(),
         md_uuid_override: None,
+        pv_node: None,
         removed: Vec::new(),
     }
+}
+
+#[test]
+fn a_pv_named_by_its_kernel_node_is_the_plans_device() {
+    let m = manifest();
+    let p = plan(&m, &present(), &PlanOptions::default()).unwrap();
+    let mut r = fake(&m);
+    r.pv_node = Some("/dev/dm-3".into());
+    super::verify(&p, &mut r).unwrap();
 }
 
 #[test]
