@@ -13,8 +13,9 @@
 //! and LVs must be what the source showed before the capture.
 //!
 //! This host has no device-mapper: the source is built in the recovery
-//! image's shell (qemu-tests/guest/build-luks) and cached by input hash
-//! in target/drill-cache/luks-source. rewind is not part of the cached
+//! image's shell (qemu-tests/guest/build-luks; its initramfs is made on
+//! the host, by make-source-disk) and cached by input hash in
+//! target/drill-cache/luks-source. rewind is not part of the cached
 //! disk: each run installs the binary under test at the first boot, over
 //! a TCP connection to the host.
 
@@ -44,7 +45,6 @@ const LUKS_UUID: &str = "c0de1300-5a1e-4b00-8d2c-4e119f3a6b05";
 const UNLOCK: &str = "Please unlock disk vda3_crypt";
 
 #[test]
-#[ignore = "not yet run to the end (issue 13): run it with scripts/drill luks"]
 fn uefi_luks_lvm_secure_boot_scsi() {
     let Some(img) = Image::get(NAME) else {
         return;
@@ -659,11 +659,27 @@ fn luks_drill(img: &Image) {
             COMMAND,
         ),
     );
+    // / on its LV, in the mapping the machine's crypttab names, on the new
+    // disk's third partition, behind the virtio-scsi controller.
+    let chain = vm.run_ok(
+        "lsblk -rsno NAME \"$(findmnt -no SOURCE /)\" | tr '\\n' ' '",
+        COMMAND,
+    );
+    assert_eq!(
+        chain.split_whitespace().collect::<Vec<_>>(),
+        ["drill--luks--vg-root", MAPPING, "sda3", "sda"],
+        "/ is not on the LV in {MAPPING} on the new disk"
+    );
+    let controller = vm.run_ok(
+        "cat /sys/block/sda/device/../../scsi_host/host*/proc_name 2>/dev/null || echo unknown",
+        COMMAND,
+    );
     rep.fact(
-        "root disk",
-        vm.run_ok(
-            &format!("lsblk -rno NAME,TRAN /dev/disk/by-uuid/{LUKS_UUID} $(lsblk -rnso PKNAME /dev/disk/by-uuid/{LUKS_UUID} | head -1 | sed 's#^#/dev/#') 2>/dev/null | tr '\\n' ' '"),
-            COMMAND,
+        "/ on",
+        format!(
+            "{} (controller {})",
+            chain.split_whitespace().collect::<Vec<_>>().join(" <- "),
+            controller.trim()
         ),
     );
     vm.run_ok(
