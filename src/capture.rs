@@ -129,8 +129,16 @@ pub fn failed_report(
 }
 
 pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> {
-    let probed = probe::probe(&opts.probe)?;
+    let mut probed = probe::probe(&opts.probe)?;
+    // Snapshots that killed captures left are removed first; when there
+    // were any the machine is probed again, so that none of them (a btrfs
+    // snapshot subvolume, a snapshot LV) is described as the machine's own.
+    let mut cleanup_warnings = Vec::new();
+    if remove_leftover_snapshots(&probed.manifest, &mut cleanup_warnings) > 0 {
+        probed = probe::probe(&opts.probe)?;
+    }
     let mut warnings = probed.warnings;
+    warnings.extend(cleanup_warnings);
     let mut manifest = probed.manifest;
     let parent = repo
         .snapshots()?
@@ -156,7 +164,6 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
         );
     }
 
-    remove_leftover_snapshots(&manifest, &mut warnings);
     // Boot gap, BIOS boot partition, small unknown partitions: byte for byte.
     crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
     // LUKS headers: byte for byte, for luksHeaderRestore.
@@ -208,8 +215,9 @@ fn data_mount(fs: &Filesystem) -> Option<&Mount> {
         .or(fs.mounts.first())
 }
 
-/// Snapshots that earlier captures, killed, left behind.
-fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) {
+/// Snapshots that earlier captures, killed, left behind. Returns how many
+/// were removed.
+fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) -> usize {
     let btrfs_points: Vec<PathBuf> = m
         .filesystems
         .iter()
@@ -217,9 +225,11 @@ fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) {
         .flat_map(|f| f.mounts.iter().map(|m| PathBuf::from(&m.point)))
         .collect();
     let lvm = !m.volume_groups.is_empty();
-    for gone in snapshot::remove_leftovers(&btrfs_points, lvm, warnings) {
+    let removed = snapshot::remove_leftovers(&btrfs_points, lvm, warnings);
+    for gone in &removed {
         eprintln!("rewind: removed {gone}, a snapshot left by an earlier capture");
     }
+    removed.len()
 }
 
 /// Back up every mounted filesystem (those of `--only`), each from a

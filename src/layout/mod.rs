@@ -378,13 +378,16 @@ fn format_stack_volume(v: &stack::StackVolume) -> Result<()> {
         format::run_argv(c)?;
     }
     if let Content::Filesystem {
-        fs_type, captured, ..
+        fs_type,
+        captured,
+        grown,
+        ..
     } = &v.content
     {
         if !subvolumes.is_empty() {
             format::create_subvolumes(&v.device, subvolumes, captured)?;
         }
-        match format::verify(captured, &v.device, false) {
+        match format::verify(captured, &v.device, *grown) {
             Ok(diffs) => diffs.iter().for_each(|w| warn(w)),
             Err(e) => warn(&format!(
                 "cannot check the {fs_type} made on {}: {e:#}",
