@@ -43,7 +43,8 @@ pub struct LayoutArgs {
     #[arg(long = "disk", value_name = "CAPTURED=PRESENT", value_parser = parse_mapping)]
     pub disks: Vec<(String, String)>,
     /// On a disk bigger than the captured one, grow the last partition to
-    /// keep the captured distance to the disk's end, and its filesystem.
+    /// keep the captured distance to the disk's end, and its filesystem
+    /// (or, on a stack, the LUKS volume, PV and linear LV at its end).
     #[arg(long)]
     pub grow: bool,
     /// On a disk smaller than the captured one, shrink the filesystems
