@@ -152,7 +152,6 @@ fn uefi_gpt_iso_new_hardware() {
 }
 
 #[test]
-#[ignore = "not yet run to the end (issue 13): run it with scripts/drill stack"]
 fn bios_md_raid1_lvm_thin_sata() {
     drill(&Variant {
         name: "bios-md-lvm",

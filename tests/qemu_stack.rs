@@ -349,7 +349,11 @@ fn live_image_grows_partition_luks_lvm_onto_a_bigger_disk() {
     assert_eq!(words[3], "43", "{sizes}");
     let blocks: u64 = words[6].parse().unwrap();
     let block: u64 = words[9].parse().unwrap();
-    assert_eq!(blocks * block, 164 * MIB, "ext4 fills the grown LV: {sizes}");
+    assert_eq!(
+        blocks * block,
+        164 * MIB,
+        "ext4 fills the grown LV: {sizes}"
+    );
     vm.type_line("exit");
     vm.expect("starting another", Duration::from_secs(30));
     vm.type_line("poweroff");
