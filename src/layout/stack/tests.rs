@@ -438,3 +438,57 @@ fn grow_leaves_new_extents_free_when_the_lv_at_the_end_holds_no_filesystem() {
     assert!(!vg.commands.iter().any(|c| c[0] == "lvextend"));
     assert!(p.to_string().contains("left free"), "{p}");
 }
+
+/// Every program a stack plan runs is in the recovery image (image/tools
+/// lists what scripts/build-image copies or links): a command the image
+/// lacks fails only in the live image, halfway through a recovery.
+#[test]
+fn every_program_a_stack_plan_runs_is_in_the_image() {
+    let tools: Vec<&str> = include_str!("../../../image/tools")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(" -> ").next().unwrap_or(l).trim())
+        .collect();
+    let mut grown = escrowed();
+    grown.md_arrays.retain(|a| a.name != "root");
+    grown.luks[0].on = "disk/vda/2".into();
+    grown.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
+    grown.volume_groups[0].metadata = grown.volume_groups[0]
+        .metadata
+        .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    let mut big = present();
+    big[0].size = 12 * GIB;
+    big[1].size = 12 * GIB;
+    let plans = [
+        plan(&escrowed(), &present(), &opts()).unwrap(),
+        plan(
+            &grown,
+            &big,
+            &PlanOptions {
+                grow: true,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    ];
+    let mut programs: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| {
+            p.stack.iter().flat_map(|s| s.commands.iter()).chain(
+                p.stack_volumes.iter().flat_map(|v| match &v.content {
+                    Content::Filesystem { commands, .. } | Content::Swap { commands, .. } => {
+                        commands.iter()
+                    }
+                    Content::Raw => [].iter(),
+                }),
+            )
+        })
+        .map(|c| c[0].as_str())
+        .collect();
+    programs.sort_unstable();
+    programs.dedup();
+    assert!(programs.contains(&"lvextend"), "{programs:?}");
+    let missing: Vec<&&str> = programs.iter().filter(|p| !tools.contains(p)).collect();
+    assert!(missing.is_empty(), "not in image/tools: {missing:?}");
+}
