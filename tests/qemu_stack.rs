@@ -335,7 +335,7 @@ fn live_image_grows_partition_luks_lvm_onto_a_bigger_disk() {
         }
     }
     let sizes = vm.run_ok(
-        "blockdev --getsize64 /dev/vda1 /dev/mapper/cryptgrow /dev/mapper/gvg-root; \
+        "for d in /dev/vda1 /dev/mapper/cryptgrow /dev/mapper/gvg-root; do blockdev --getsize64 $d; done; \
          pvs --noheadings -o pv_pe_count /dev/mapper/cryptgrow; \
          dumpe2fs -h /dev/mapper/gvg-root 2>/dev/null | grep -E '^Block (count|size):'",
         Duration::from_secs(60),

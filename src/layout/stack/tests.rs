@@ -454,9 +454,10 @@ fn every_program_a_stack_plan_runs_is_in_the_image() {
     grown.md_arrays.retain(|a| a.name != "root");
     grown.luks[0].on = "disk/vda/2".into();
     grown.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
-    grown.volume_groups[0].metadata = grown.volume_groups[0]
-        .metadata
-        .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    grown.volume_groups[0].metadata =
+        grown.volume_groups[0]
+            .metadata
+            .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
     let mut big = present();
     big[0].size = 12 * GIB;
     big[1].size = 12 * GIB;
@@ -475,14 +476,15 @@ fn every_program_a_stack_plan_runs_is_in_the_image() {
     let mut programs: Vec<&str> = plans
         .iter()
         .flat_map(|p| {
-            p.stack.iter().flat_map(|s| s.commands.iter()).chain(
-                p.stack_volumes.iter().flat_map(|v| match &v.content {
+            p.stack
+                .iter()
+                .flat_map(|s| s.commands.iter())
+                .chain(p.stack_volumes.iter().flat_map(|v| match &v.content {
                     Content::Filesystem { commands, .. } | Content::Swap { commands, .. } => {
                         commands.iter()
                     }
                     Content::Raw => [].iter(),
-                }),
-            )
+                }))
         })
         .map(|c| c[0].as_str())
         .collect();
