@@ -394,10 +394,22 @@ fn a_boot_identifies_only_among_live_requests() {
     let web = s.host_token("web1");
     let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
     assert_eq!(st, StatusCode::CREATED, "{text}");
-    // "aaa" sorts first and lists web1's MAC (committed before the MAC
-    // index refuses it, or forged in its directory).
+    // "aaa" sorts first and lists web1's MAC: its commit is refused
+    // (one_machine_is_one_host_at_commit), so it is forged in its
+    // directory, as a repository from before that check may hold it.
     let evil = s.host_token("aaa");
-    let _ = put_snapshot(&s, &evil, "aaa", "e1", "2026-11-24T07:00:00Z", MAC_A);
+    let (st, text) = put_snapshot(&s, &evil, "aaa", "e1", "2026-11-24T07:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    let aaa = s.data.join("hosts/aaa");
+    std::fs::create_dir_all(aaa.join("snapshots")).unwrap();
+    std::fs::write(aaa.join("config"), rewind::repo::CONFIG_TEXT).unwrap();
+    std::fs::write(
+        aaa.join("snapshots/e1.xml"),
+        example_manifest("aaa", "e1", "2026-11-24T07:00:00Z", MAC_A),
+    )
+    .unwrap();
+    let mut s = s;
+    s.restart();
     let boot = boot_token(&s);
     rewind_ok(&s, &s.admin, &["request", "web1"]);
     let sc = script(&s, &boot, MAC_A);
@@ -417,6 +429,8 @@ fn a_boot_identifies_only_among_live_requests() {
         );
         let e = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap_err();
         assert_eq!(status_of(&e), Some(409), "{e:#}");
+    } else {
+        panic!("the forged host's request could not be armed: the ambiguity went untested");
     }
 }
 
@@ -427,8 +441,8 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Back-date a snapshot's commit on the server (its file's mtime), as if
-/// it had been committed `days` ago.
+/// Back-date a snapshot's commit on the server (its commit record and its
+/// file's mtime), as if it had been committed `days` ago.
 fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
     let file = s.data.join(format!("hosts/web1/snapshots/{id}.xml"));
     let when = format!("@{}", now() - days * 86_400);
@@ -438,6 +452,13 @@ fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
         .status()
         .unwrap();
     assert!(st.success());
+    let record = s.data.join(format!("hosts/web1/commits/{id}"));
+    assert!(record.exists(), "the server records each commit");
+    std::fs::write(
+        &record,
+        format!("{}\n", rewind::time::format_utc(now() - days * 86_400)),
+    )
+    .unwrap();
 }
 
 /// Three snapshots of web1, taken and committed 30, 20 and 10 days ago.

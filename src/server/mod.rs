@@ -141,6 +141,18 @@ pub struct ServeArgs {
     /// by prune (a stolen admin token cannot erase recent history). 0: off.
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub retention_lock: u64,
+    /// An id several hosts may list: `mac=...`, `uuid=...` or
+    /// `serial=...` (repeatable). By default a snapshot is refused when the
+    /// machine it describes has a MAC address, DMI UUID or serial that
+    /// another host's latest snapshot lists; declare here one that is
+    /// really shared (a VRRP or CARP MAC, a cloned VM's UUID) or a machine
+    /// renamed whose old host's history is kept.
+    #[arg(long = "shared-identity", value_name = "ID", value_parser = parse_shared_identity)]
+    pub shared_identities: Vec<String>,
+}
+
+fn parse_shared_identity(s: &str) -> Result<String, String> {
+    crate::api::parse_machine_id(s)
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -199,6 +211,9 @@ pub struct Server {
     pub rate_limits: ratelimit::RateLimits,
     /// `--retention-lock DAYS`: no snapshot younger is forgotten or deleted.
     pub retention_lock_days: u64,
+    /// `--shared-identity`: ids (`mac=`, `uuid=`, `serial=`, normalized)
+    /// that several hosts' snapshots may list.
+    pub shared_identities: Vec<String>,
 }
 
 impl Server {
@@ -232,11 +247,11 @@ impl Server {
         out
     }
 
-    /// A host's snapshots changed (forget, a removal): read its latest MACs
-    /// and its size again.
+    /// A host's snapshots changed (forget, a removal): read its latest
+    /// identity and its size again.
     pub fn host_changed(&self, host: &str) {
         let dir = files::host_dir(&self.data, host);
-        match files::snapshots(&dir) {
+        match files::snapshot_files(&dir) {
             Ok(snaps) => self.index.set_snapshots(host, &snaps),
             Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
@@ -322,10 +337,12 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         master_key,
         rate_limits: ratelimit::RateLimits::new(args.rate_limit),
         retention_lock_days: args.retention_lock,
+        shared_identities: args.shared_identities,
     });
-    // Each host's latest MACs: the one time the server reads every manifest.
+    // Each host's latest identity: the one time the server reads every
+    // manifest.
     for host in server.hosts() {
-        match files::snapshots(&files::host_dir(&server.data, &host)) {
+        match files::snapshot_files(&files::host_dir(&server.data, &host)) {
             Ok(snaps) => server.index.set_snapshots(&host, &snaps),
             Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
