@@ -151,8 +151,17 @@ pub struct ServeArgs {
     pub shared_identities: Vec<String>,
 }
 
+/// `--shared-identity`: a machine id, a MAC written in full.
 fn parse_shared_identity(s: &str) -> Result<String, String> {
-    crate::api::parse_machine_id(s)
+    let id = crate::api::parse_machine_id(s)?;
+    if let Some(mac) = id.strip_prefix("mac=")
+        && mac.parse::<crate::util::mac::Mac>().is_err()
+    {
+        return Err(format!(
+            "{s:?}: the MAC address is not six hex bytes (52:54:00:12:34:56)"
+        ));
+    }
+    Ok(id)
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -370,6 +379,20 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_identities_are_checked_and_normalized() {
+        use super::parse_shared_identity as p;
+        assert_eq!(p("mac=00:00:5E:00:01:33").unwrap(), "mac=00:00:5e:00:01:33");
+        assert_eq!(
+            p("uuid=4C4C4544-0042-3510-8051-B7C04F4E4A31").unwrap(),
+            "uuid=4c4c4544-0042-3510-8051-b7c04f4e4a31"
+        );
+        assert_eq!(p("serial=CZ1234567").unwrap(), "serial=CZ1234567");
+        for bad in ["mac=nope", "uuid=nope", "52:54:00:12:34:56", "name=x"] {
+            assert!(p(bad).unwrap_err().contains(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn sizes() {
         use super::parse_size;
