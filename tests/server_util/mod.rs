@@ -287,6 +287,30 @@ pub fn example_dmi(mac: &str) -> (String, String) {
     )
 }
 
+/// `rewind serve` arguments declaring every id of the machine the tests
+/// run on shared (`--shared-identity` for its DMI UUID and serial and each
+/// NIC's MAC), for a test that captures this one machine as several hosts
+/// (the server refuses one machine listed by two hosts otherwise).
+pub fn this_machine_shared() -> Vec<String> {
+    let dmi = rewind::probe::system::read_dmi(Path::new("/sys"));
+    let macs: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+                .map(|a| a.trim().to_string())
+                .filter(|a| a.parse::<rewind::util::mac::Mac>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let machine = rewind::api::MachineIdentity::new(dmi.as_ref(), &macs);
+    let mut ids: Vec<String> = machine.macs.iter().map(|m| format!("mac={m}")).collect();
+    ids.extend(machine.system_uuid.map(|u| format!("uuid={u}")));
+    ids.extend(machine.serial.map(|s| format!("serial={s}")));
+    ids.into_iter()
+        .flat_map(|id| ["--shared-identity".to_string(), id])
+        .collect()
+}
+
 /// A MAC address of the test machine of `host`, different for each name
 /// (52:54:00 and three bytes of a hash of the name).
 pub fn host_mac(host: &str) -> String {
