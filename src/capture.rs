@@ -268,7 +268,8 @@ fn back_up_filesystems(
             ));
             continue;
         };
-        let wanted = |m: &Mount| opts.only.is_empty() || opts.only.contains(&PathBuf::from(&m.point));
+        let wanted =
+            |m: &Mount| opts.only.is_empty() || opts.only.contains(&PathBuf::from(&m.point));
         let previous_fs = parent.and_then(|p| {
             p.filesystems
                 .iter()

@@ -43,7 +43,11 @@ pub(super) fn problems(m: &Manifest) -> Vec<Problem> {
         }
         for (k, sub) in fs.subvolumes.iter().enumerate() {
             if let Some(data) = &sub.data {
-                check(format!("{p}/subvolume[{}]/data/@from", k + 1), &data.from, '/');
+                check(
+                    format!("{p}/subvolume[{}]/data/@from", k + 1),
+                    &data.from,
+                    '/',
+                );
             }
         }
     }

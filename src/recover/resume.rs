@@ -648,7 +648,8 @@ mod tests {
         let root = File::open(dir.path()).unwrap();
         let name = c"f";
         {
-            let j = Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
+            let j =
+                Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
             j.written(root.as_fd(), name, &entry);
             j.flush().unwrap();
         }
@@ -667,7 +668,8 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"xyz").unwrap();
         assert!(!j.verified(root.as_fd(), name, &entry));
         // A journal opened without resuming starts over.
-        let fresh = Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
+        let fresh =
+            Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
         assert_eq!(fresh.earlier(), 0);
     }
 }
