@@ -819,8 +819,11 @@ impl Recovery {
             return Ok(Restored::default());
         };
         let mut jobs = Vec::new();
-        for fs in &m.filesystems {
-            let Some(data) = &fs.data else { continue };
+        for (fs, data) in m
+            .filesystems
+            .iter()
+            .flat_map(|fs| fs.data_trees().map(move |d| (fs, d)))
+        {
             match the_plan
                 .mounts
                 .iter()
@@ -839,7 +842,7 @@ impl Recovery {
         let mut done_before = 0;
         let mut out = Restored::default();
         for (fs, data, target) in jobs {
-            let tree = crate::browse::tree_of(fs)?;
+            let tree = data.tree.id();
             let entries = repo
                 .tree_entries(&tree)
                 .with_context(|| format!("cannot read the file tree of {}", data.from))?;
@@ -854,7 +857,7 @@ impl Recovery {
             // Written before the first file: its presence says that the
             // layout was made whole (see resume.rs).
             let journal =
-                resume::Journal::open(&target, m, fs, resuming, Some(progress.clone()))
+                resume::Journal::open(&target, m, fs, data, resuming, Some(progress.clone()))
                     .with_context(|| format!("cannot start the resume journal of {}", data.from))?;
             let result = crate::repo::prefetch::restore_resuming(
                 repo,
