@@ -112,6 +112,13 @@ pub fn check_recovery(console: &str, rep: &mut Report) {
     if let Some(l) = console.lines().find(|l| l.contains("mkfs.fat -i")) {
         rep.fact("ESP made with", l.trim());
     }
+    // /home is the subvolume @home, beside @: its own tree, restored into
+    // its own mount.
+    let home = console
+        .lines()
+        .find_map(|l| l.split_once("rewind: /home: ").map(|(_, done)| done))
+        .unwrap_or_else(|| panic!("the recovery console does not show /home (@home) restored"));
+    rep.fact("@home restored (its own tree)", home.trim());
 }
 
 /// On the recovered machine: booted to `running`, the same subvolumes,

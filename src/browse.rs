@@ -7,31 +7,30 @@ use crate::util::size::human_bytes;
 
 use anyhow::{Context, Result};
 
-use crate::manifest::{Filesystem, Manifest};
+use crate::manifest::{Filesystem, FsData, Manifest};
 use crate::repo::Repo;
 use crate::repo::check::join_path;
 use crate::tree::{ChunkId, Entry, Kind};
 
 /// The filesystem of a snapshot that holds `path` (longest mount point
 /// prefix), and `path` relative to it as tree bytes.
-pub fn locate<'m>(m: &'m Manifest, path: &str) -> Result<(&'m Filesystem, Vec<u8>)> {
-    let mut best: Option<(&Filesystem, &str)> = None;
-    for fs in &m.filesystems {
-        let Some(data) = &fs.data else { continue };
+pub fn locate<'m>(m: &'m Manifest, path: &str) -> Result<(&'m FsData, Vec<u8>)> {
+    let mut best: Option<(&FsData, &str)> = None;
+    for data in m.backed_up() {
         let mount = data.from.as_str();
         let inside = path == mount || mount == "/" || path.starts_with(&format!("{mount}/"));
         if inside && best.is_none_or(|(_, b)| mount.len() > b.len()) {
-            best = Some((fs, mount));
+            best = Some((data, mount));
         }
     }
-    let (fs, mount) = best.with_context(|| {
+    let (data, mount) = best.with_context(|| {
         format!(
             "snapshot {} holds no backed-up filesystem containing {path}",
             m.snapshot.id
         )
     })?;
     let rel = path.strip_prefix(mount).unwrap_or("").trim_matches('/');
-    Ok((fs, rel.as_bytes().to_vec()))
+    Ok((data, rel.as_bytes().to_vec()))
 }
 
 pub fn tree_of(fs: &Filesystem) -> Result<ChunkId> {
@@ -172,15 +171,11 @@ pub fn ls(
     path: &str,
     out: &mut dyn FnMut(Listed<'_>),
 ) -> Result<Option<usize>> {
-    let (fs, rel) = locate(m, path)?;
-    let from = &fs
-        .data
-        .as_ref()
-        .context("this filesystem has no data in the snapshot")?
-        .from;
+    let (data, rel) = locate(m, path)?;
+    let from = &data.from;
     let mut n = 0;
     let mut found_dir = false;
-    for e in repo.tree_entries(&tree_of(fs)?)? {
+    for e in repo.tree_entries(&data.tree.id())? {
         let e = e?;
         let is_child = if rel.is_empty() {
             !e.path.is_empty() && !e.path.contains(&b'/')
@@ -222,9 +217,8 @@ pub fn find(
         if host.is_some_and(|h| m.snapshot.host != h) {
             continue;
         }
-        for fs in &m.filesystems {
-            let Some(data) = &fs.data else { continue };
-            for e in repo.tree_entries(&tree_of(fs)?)? {
+        for data in m.backed_up() {
+            for e in repo.tree_entries(&data.tree.id())? {
                 let e = e?;
                 let full = join_path(&data.from, &e.path);
                 let subject = if whole {

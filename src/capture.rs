@@ -129,8 +129,16 @@ pub fn failed_report(
 }
 
 pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> {
-    let probed = probe::probe(&opts.probe)?;
+    let mut probed = probe::probe(&opts.probe)?;
+    // Snapshots that killed captures left are removed first; when there
+    // were any the machine is probed again, so that none of them (a btrfs
+    // snapshot subvolume, a snapshot LV) is described as the machine's own.
+    let mut cleanup_warnings = Vec::new();
+    if remove_leftover_snapshots(&probed.manifest, &mut cleanup_warnings) > 0 {
+        probed = probe::probe(&opts.probe)?;
+    }
     let mut warnings = probed.warnings;
+    warnings.extend(cleanup_warnings);
     let mut manifest = probed.manifest;
     let parent = repo
         .snapshots()?
@@ -156,7 +164,6 @@ pub fn capture(repo: &mut Repo, opts: &CaptureOptions) -> Result<CaptureReport> 
         );
     }
 
-    remove_leftover_snapshots(&manifest, &mut warnings);
     // Boot gap, BIOS boot partition, small unknown partitions: byte for byte.
     crate::raw_regions::capture_raw_regions(repo, &mut manifest, &mut warnings);
     // LUKS headers: byte for byte, for luksHeaderRestore.
@@ -208,8 +215,9 @@ fn data_mount(fs: &Filesystem) -> Option<&Mount> {
         .or(fs.mounts.first())
 }
 
-/// Snapshots that earlier captures, killed, left behind.
-fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) {
+/// Snapshots that earlier captures, killed, left behind. Returns how many
+/// were removed.
+fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) -> usize {
     let btrfs_points: Vec<PathBuf> = m
         .filesystems
         .iter()
@@ -217,13 +225,43 @@ fn remove_leftover_snapshots(m: &Manifest, warnings: &mut Vec<String>) {
         .flat_map(|f| f.mounts.iter().map(|m| PathBuf::from(&m.point)))
         .collect();
     let lvm = !m.volume_groups.is_empty();
-    for gone in snapshot::remove_leftovers(&btrfs_points, lvm, warnings) {
+    let removed = snapshot::remove_leftovers(&btrfs_points, lvm, warnings);
+    for gone in &removed {
         eprintln!("rewind: removed {gone}, a snapshot left by an earlier capture");
     }
+    removed.len()
+}
+
+/// The other mounts of a btrfs whose subvolume lies outside the tree read
+/// from `data_mount` (`@home` on /home beside `@` on /): each is read from
+/// its own mount into its subvolume's `<data>`. By subvolume index, one
+/// mount each (the first by mount point); a mount of a plain directory is
+/// inside some subvolume's tree already.
+fn subvolume_mounts(fs: &Filesystem) -> Vec<(usize, Mount)> {
+    let Some(main) = data_mount(fs) else {
+        return Vec::new();
+    };
+    let mut mounts: Vec<&Mount> = fs.mounts.iter().filter(|m| m.root != main.root).collect();
+    mounts.sort_by(|a, b| a.point.cmp(&b.point));
+    let mut out: Vec<(usize, Mount)> = Vec::new();
+    for m in mounts {
+        let Some(i) = fs
+            .subvolumes
+            .iter()
+            .position(|s| m.root.trim_start_matches('/') == s.path)
+        else {
+            continue;
+        };
+        if !out.iter().any(|(j, _)| *j == i) {
+            out.push((i, m.clone()));
+        }
+    }
+    out
 }
 
 /// Back up every mounted filesystem (those of `--only`), each from a
-/// snapshot where one can be taken, and record its `<data>`.
+/// snapshot where one can be taken, and record its `<data>` (and its
+/// separately mounted btrfs subvolumes' `<data>`).
 fn back_up_filesystems(
     repo: &mut Repo,
     manifest: &mut Manifest,
@@ -233,46 +271,62 @@ fn back_up_filesystems(
 ) -> Result<Vec<FsReport>> {
     let mut reports = Vec::new();
     for fs in manifest.filesystems.iter_mut() {
-        let Some(mount) = data_mount(fs) else {
+        let Some(mount) = data_mount(fs).cloned() else {
             warnings.push(format!(
                 "no data for {} ({}): it is not mounted",
                 fs.device, fs.fs_type
             ));
             continue;
         };
-        let point = PathBuf::from(&mount.point);
-        if !opts.only.is_empty() && !opts.only.contains(&point) {
-            continue;
+        let wanted =
+            |m: &Mount| opts.only.is_empty() || opts.only.contains(&PathBuf::from(&m.point));
+        let previous_fs = parent.and_then(|p| {
+            p.filesystems
+                .iter()
+                .find(|f| f.uuid == fs.uuid && f.fs_type.same_kind(&fs.fs_type))
+        });
+        if wanted(&mount) {
+            let previous = previous_fs
+                .and_then(|f| f.data.as_ref())
+                .map(|data| data.tree.id());
+            let (data, report) = back_up_mount(repo, fs, &mount, previous.as_ref(), opts, warnings)
+                .with_context(|| format!("cannot back up {}", mount.point))?;
+            fs.data = Some(data);
+            reports.push(report);
         }
-        let previous = parent
-            .and_then(|p| {
-                p.filesystems
-                    .iter()
-                    .find(|f| f.uuid == fs.uuid && f.fs_type.same_kind(&fs.fs_type))
-            })
-            .and_then(|f| f.data.as_ref())
-            .map(|data| data.tree.id());
-        let report = back_up_filesystem(repo, fs, &point, previous.as_ref(), opts, warnings)
-            .with_context(|| format!("cannot back up {}", point.display()))?;
-        reports.push(report);
+        for (i, sub_mount) in subvolume_mounts(fs) {
+            if !wanted(&sub_mount) {
+                continue;
+            }
+            let path = fs.subvolumes[i].path.clone();
+            let previous = previous_fs
+                .and_then(|f| f.subvolumes.iter().find(|s| s.path == path))
+                .and_then(|s| s.data.as_ref())
+                .map(|data| data.tree.id());
+            let (data, report) =
+                back_up_mount(repo, fs, &sub_mount, previous.as_ref(), opts, warnings)
+                    .with_context(|| {
+                        format!("cannot back up {} (subvolume {path})", sub_mount.point)
+                    })?;
+            fs.subvolumes[i].data = Some(data);
+            reports.push(report);
+        }
     }
     Ok(reports)
 }
 
-/// One filesystem: its pre-snapshot hooks, its snapshot, its post-snapshot
-/// hooks (after the snapshot is taken; after the read when it is read live),
-/// the walk, and the snapshot removed.
-fn back_up_filesystem(
+/// One mount of a filesystem: its pre-snapshot hooks, its snapshot, its
+/// post-snapshot hooks (after the snapshot is taken; after the read when it
+/// is read live), the walk, and the snapshot removed.
+fn back_up_mount(
     repo: &mut Repo,
-    fs: &mut Filesystem,
-    point: &Path,
+    fs: &Filesystem,
+    mount: &Mount,
     previous: Option<&tree::ChunkId>,
     opts: &CaptureOptions,
     warnings: &mut Vec<String>,
-) -> Result<FsReport> {
-    let Some(mount) = data_mount(fs).cloned() else {
-        anyhow::bail!("{} is not mounted", fs.device);
-    };
+) -> Result<(FsData, FsReport)> {
+    let point = Path::new(&mount.point);
     let mut env = HookEnv {
         mount_point: Some(mount.point.clone()),
         ..HookEnv::default()
@@ -316,14 +370,14 @@ fn back_up_filesystem(
     let (tree_id, mut report) = backed?;
     report.mount_point = mount.point.clone();
     report.read = Some(read);
-    fs.data = Some(FsData {
+    let data = FsData {
         tree: tree_id.into(),
         from: mount.point.clone(),
         entries: report.entries,
         bytes: report.bytes,
         read: Some(read),
-    });
-    Ok(report)
+    };
+    Ok((data, report))
 }
 
 /// The device a LUKS volume's header is on, as the running system names it.
@@ -832,6 +886,42 @@ impl Read for ExtentReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `@home` on /home beside `@` on / is read from /home, once; a
+    /// directory of `@` mounted elsewhere is in /'s tree already.
+    #[test]
+    fn subvolumes_mounted_apart_are_read_from_their_mounts() {
+        let mut fs = crate::manifest::tests::sample().filesystems[0].clone();
+        let mount = |point: &str, root: &str| Mount {
+            point: point.into(),
+            options: format!("rw,subvol={root}"),
+            root: root.into(),
+        };
+        fs.mounts = vec![
+            mount("/home2", "/@home"),
+            mount("/", "/@"),
+            mount("/srv", "/@/srv"),
+            mount("/home", "/@home"),
+        ];
+        let sub = |id, path: &str| crate::manifest::Subvolume {
+            id,
+            path: path.into(),
+            read_only: false,
+            default: false,
+            data: None,
+        };
+        fs.subvolumes = vec![sub(256, "@"), sub(257, "@home"), sub(258, "@snapshots")];
+        // No mount has root "/": the first mount is the filesystem's own.
+        assert_eq!(data_mount(&fs).unwrap().point, "/home2");
+        fs.mounts.remove(0);
+        assert_eq!(data_mount(&fs).unwrap().point, "/");
+        fs.mounts.push(mount("/home2", "/@home"));
+        let apart: Vec<(usize, String)> = subvolume_mounts(&fs)
+            .into_iter()
+            .map(|(i, m)| (i, m.point))
+            .collect();
+        assert_eq!(apart, [(1, "/home".to_string())]);
+    }
 
     #[test]
     fn a_luks_header_is_stored_byte_for_byte() {

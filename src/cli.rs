@@ -528,10 +528,9 @@ fn restore_cmd(
     let host = repo.host.as_deref();
     let repo = repo.open()?;
     let m = repo.find_snapshot(snapshot, host)?;
-    let fs = m
-        .filesystems
-        .iter()
-        .find(|f| f.data.as_ref().is_some_and(|d| d.from == fs_mount))
+    let data = m
+        .backed_up()
+        .find(|d| d.from == fs_mount)
         .with_context(|| {
             let have: Vec<&str> = m.backed_up().map(|d| d.from.as_str()).collect();
             format!(
@@ -547,11 +546,8 @@ fn restore_cmd(
     std::fs::create_dir_all(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
     let started = std::time::Instant::now();
-    let entries = repo.tree_entries(&browse::tree_of(fs)?)?;
-    let progress = Progress::new(
-        format!("rewind: restoring {fs_mount}"),
-        fs.data.as_ref().map(|d| d.bytes),
-    );
+    let entries = repo.tree_entries(&data.tree.id())?;
+    let progress = Progress::new(format!("rewind: restoring {fs_mount}"), Some(data.bytes));
     let stats = crate::repo::prefetch::restore_with_progress(
         &repo,
         entries,

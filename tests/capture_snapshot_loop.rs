@@ -564,6 +564,17 @@ fn snapshots_left_behind_are_removed_by_the_next_capture() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&expected), "{stderr}");
+    // The machine is probed again after the clean-up: the snapshot it
+    // removed is not described as one of the machine's subvolumes.
+    let subvolumes: Vec<String> = latest(dir.path())
+        .filesystems
+        .iter()
+        .flat_map(|f| f.subvolumes.iter().map(|s| s.path.clone()))
+        .collect();
+    assert!(
+        !subvolumes.iter().any(|s| s.contains(".rewind-snap-")),
+        "{subvolumes:?}"
+    );
     // Read from a snapshot, an unchanged file is still not read again.
     assert!(stderr.contains("(0 files read, 1 unchanged)"), "{stderr}");
 }

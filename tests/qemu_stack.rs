@@ -190,3 +190,173 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
     vm.expect("rewind: powering off", Duration::from_secs(60));
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 }
+
+const GROW_CAPTURED: u64 = 128 * MIB;
+const GROW_PRESENT: u64 = 192 * MIB;
+
+/// One GPT disk of 128 MiB: partition 1 → LUKS2 (filling it) → VG gvg
+/// with a linear `root` (ext4) at the PV's end. The VG is lvm2's own,
+/// made on the build host on a device of the LUKS volume's size
+/// (tests/fixtures/stack/qemu-gvg.vg, qemu-grow-*.json).
+fn grow_manifest() -> rewind::manifest::Manifest {
+    let last = GROW_CAPTURED / 512 - 34;
+    let part = (last - 2048 + 1) * 512;
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest schema="2">
+  <snapshot id="qemu-grow" host="qemu-grow" time="2026-11-30T12:00:00Z" tool="rewind test"/>
+  <system>
+    <hostname>qemu-grow</hostname>
+    <kernel release="6.1.0" arch="x86_64"/>
+    <firmware>bios</firmware>
+  </system>
+  <disk name="vda" path="/dev/vda" size="{GROW_CAPTURED}" logical-sector-size="512" physical-sector-size="512">
+    <gpt disk-guid="6a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d" first-usable-lba="2048" last-usable-lba="{last}" entries="128">
+      <partition number="1" first-lba="2048" last-lba="{last}" type-guid="ca7d7ccb-63ed-4c53-861c-1742536059cc" guid="6a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c01" name="crypt" attributes="0"/>
+    </gpt>
+  </disk>
+  <luks name="cryptgrow" on="disk/vda/1" version="2" uuid="9e0f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b" cipher="aes-xts-plain64" key-size="512" sector-size="512" data-offset="{off}" size="{luks}" hash="sha256">
+    <keyslot id="0" pbkdf="pbkdf2"/>
+    <escrow kind="volume-key" key-id="qemu-grow-test"/>
+  </luks>
+</manifest>
+"#,
+        off = 16 * MIB,
+        luks = part - 16 * MIB,
+    );
+    let mut m = from_xml(&xml).unwrap();
+    let vg = lvm::to_element(
+        "gvg",
+        &lvm::parse_vgs(&fixture("qemu-grow-vgs.json")).unwrap(),
+        &lvm::parse_pvs(&fixture("qemu-grow-pvs.json")).unwrap(),
+        &lvm::parse_lvs(&fixture("qemu-grow-lvs.json")).unwrap(),
+        &fixture("qemu-gvg.vg"),
+        |_| Some(StackRef::Luks("cryptgrow".into())),
+    )
+    .unwrap();
+    m.volume_groups.push(vg);
+    m.filesystems.push(Filesystem {
+        device: "/dev/mapper/gvg-root".into(),
+        disk: None,
+        partition: None,
+        volume: Some(StackRef::Lv("gvg".into(), "root".into())),
+        fs_type: FsType::Ext4(None),
+        uuid: "6b7c8d9e-1111-4222-8333-444455556666".into(),
+        label: None,
+        mounts: vec![Mount {
+            point: "/".into(),
+            options: "rw".into(),
+            root: "/".into(),
+        }],
+        data: None,
+        members: vec![],
+        subvolumes: vec![],
+    });
+    validate(&m).unwrap_or_else(|e| panic!("{e}"));
+    m
+}
+
+/// `--grow` onto a disk 64 MiB bigger: the plan's table written to the
+/// image on the host, then in the live image rewind's stack executor opens
+/// the LUKS volume on the grown partition, `pvresize`s and `lvextend`s
+/// root onto the new extents, and verify reads back the grown sizes; the
+/// ext4 made on root fills it.
+#[test]
+fn live_image_grows_partition_luks_lvm_onto_a_bigger_disk() {
+    let Some(img) = Image::get("live_image_grows_partition_luks_lvm_onto_a_bigger_disk") else {
+        return;
+    };
+    let m = grow_manifest();
+    let present = vec![PresentDisk {
+        name: "vda".into(),
+        path: "/dev/vda".into(),
+        size: GROW_PRESENT,
+        logical_sector_size: 512,
+        ..Default::default()
+    }];
+    let opts = PlanOptions {
+        grow: true,
+        ..PlanOptions::default()
+    };
+    let the_plan = plan(&m, &present, &opts).unwrap();
+    eprintln!("{the_plan}");
+    let vg = the_plan.stack.iter().find(|s| s.layer == "vg gvg").unwrap();
+    let lines: Vec<String> = vg.commands.iter().map(|c| c.join(" ")).collect();
+    // 27 extents at capture; (183483392 - 1 MiB) / 4 MiB = 43 now.
+    assert!(
+        lines.contains(&"lvextend --yes --extents +16 gvg/root /dev/mapper/cryptgrow".to_string()),
+        "{lines:#?}"
+    );
+
+    let _vm_lock = qemu_util::one_vm();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let disk = dir.path().join("grow.img");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&disk)
+            .unwrap();
+        f.set_len(GROW_PRESENT).unwrap();
+        rewind::layout::partition::write_layout(&mut f, &the_plan.disks[0]).unwrap();
+    }
+    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("stack-grow.log");
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            &img,
+            "console=ttyS0,115200 rewind.action=shell rewind.done=poweroff rewind.onfail=poweroff"
+                .into(),
+        ),
+        &[&disk],
+        "52:54:00:ab:cd:f0",
+        &log,
+    );
+    vm.expect("emergency shell on /dev/ttyS0", Duration::from_secs(180));
+    std::thread::sleep(Duration::from_secs(2));
+    vm.run_ok(
+        "mkdir -p /run/rewind/stack && head -c 64 /dev/urandom > /run/rewind/stack/cryptgrow.key",
+        Duration::from_secs(30),
+    );
+    {
+        let mut console = Console(&mut vm);
+        stack_run::run(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
+        // Verify compares with the grown sizes the plan expects.
+        stack_run::verify(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
+        for v in &the_plan.stack_volumes {
+            if let Content::Filesystem { commands, .. } = &v.content {
+                for c in commands {
+                    console.run(c).unwrap();
+                }
+            }
+        }
+    }
+    let sizes = vm.run_ok(
+        "for d in /dev/vda1 /dev/mapper/cryptgrow /dev/mapper/gvg-root; do blockdev --getsize64 $d; done; \
+         pvs --noheadings -o pv_pe_count /dev/mapper/cryptgrow; \
+         dumpe2fs -h /dev/mapper/gvg-root 2>/dev/null | grep -E '^Block (count|size):'",
+        Duration::from_secs(60),
+    );
+    eprintln!("{sizes}");
+    let words: Vec<&str> = sizes.split_whitespace().collect();
+    let part = (GROW_PRESENT / 512 - 34 - 2048 + 1) * 512;
+    assert_eq!(words[0], part.to_string(), "{sizes}");
+    assert_eq!(words[1], (part - 16 * MIB).to_string(), "{sizes}");
+    assert_eq!(words[2], (164 * MIB).to_string(), "{sizes}");
+    assert_eq!(words[3], "43", "{sizes}");
+    let blocks: u64 = words[6].parse().unwrap();
+    let block: u64 = words[9].parse().unwrap();
+    assert_eq!(
+        blocks * block,
+        164 * MIB,
+        "ext4 fills the grown LV: {sizes}"
+    );
+    vm.type_line("exit");
+    vm.expect("starting another", Duration::from_secs(30));
+    vm.type_line("poweroff");
+    vm.expect("rewind: powering off", Duration::from_secs(60));
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+}

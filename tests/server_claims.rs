@@ -394,10 +394,22 @@ fn a_boot_identifies_only_among_live_requests() {
     let web = s.host_token("web1");
     let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
     assert_eq!(st, StatusCode::CREATED, "{text}");
-    // "aaa" sorts first and lists web1's MAC (committed before the MAC
-    // index refuses it, or forged in its directory).
+    // "aaa" sorts first and lists web1's MAC: its commit is refused
+    // (one_machine_is_one_host_at_commit), so it is forged in its
+    // directory, as a repository from before that check may hold it.
     let evil = s.host_token("aaa");
-    let _ = put_snapshot(&s, &evil, "aaa", "e1", "2026-11-24T07:00:00Z", MAC_A);
+    let (st, text) = put_snapshot(&s, &evil, "aaa", "e1", "2026-11-24T07:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    let aaa = s.data.join("hosts/aaa");
+    std::fs::create_dir_all(aaa.join("snapshots")).unwrap();
+    std::fs::write(aaa.join("config"), rewind::repo::CONFIG_TEXT).unwrap();
+    std::fs::write(
+        aaa.join("snapshots/e1.xml"),
+        example_manifest("aaa", "e1", "2026-11-24T07:00:00Z", MAC_A),
+    )
+    .unwrap();
+    let mut s = s;
+    s.restart();
     let boot = boot_token(&s);
     rewind_ok(&s, &s.admin, &["request", "web1"]);
     let sc = script(&s, &boot, MAC_A);
@@ -417,6 +429,8 @@ fn a_boot_identifies_only_among_live_requests() {
         );
         let e = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap_err();
         assert_eq!(status_of(&e), Some(409), "{e:#}");
+    } else {
+        panic!("the forged host's request could not be armed: the ambiguity went untested");
     }
 }
 
@@ -427,8 +441,8 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Back-date a snapshot's commit on the server (its file's mtime), as if
-/// it had been committed `days` ago.
+/// Back-date a snapshot's commit on the server (its commit record and its
+/// file's mtime), as if it had been committed `days` ago.
 fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
     let file = s.data.join(format!("hosts/web1/snapshots/{id}.xml"));
     let when = format!("@{}", now() - days * 86_400);
@@ -438,6 +452,13 @@ fn commit_days_ago(s: &ServerProc, id: &str, days: i64) {
         .status()
         .unwrap();
     assert!(st.success());
+    let record = s.data.join(format!("hosts/web1/commits/{id}"));
+    assert!(record.exists(), "the server records each commit");
+    std::fs::write(
+        &record,
+        format!("{}\n", rewind::time::format_utc(now() - days * 86_400)),
+    )
+    .unwrap();
 }
 
 /// Three snapshots of web1, taken and committed 30, 20 and 10 days ago.
@@ -616,4 +637,216 @@ fn a_retention_lock_holds_against_an_admin_token() {
     commit_days_ago(&s, "s3", 400);
     assert_eq!(delete(&s, "snapshots/s3.xml"), StatusCode::CONFLICT);
     assert_eq!(s.committed("web1"), ["s3.xml", "s4.xml"]);
+}
+
+/// A manifest of `host` as the example machine with `mac`, whose DMI is
+/// replaced: `uuid`/`serial` given, or the machine's own.
+fn manifest_with(host: &str, id: &str, time: &str, mac: &str, dmi: (&str, &str)) -> String {
+    let (uuid, serial) = example_dmi(mac);
+    example_manifest(host, id, time, mac)
+        .replace(&uuid, dmi.0)
+        .replace(&serial, dmi.1)
+}
+
+fn put_xml(s: &ServerProc, token: &str, host: &str, id: &str, xml: String) -> (StatusCode, String) {
+    let resp = http_client()
+        .put(format!(
+            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
+            s.url
+        ))
+        .bearer_auth(token)
+        .body(xml)
+        .send()
+        .unwrap();
+    (resp.status(), resp.text().unwrap())
+}
+
+/// Issue 15 point 2, the commit side: a host whose manifest lists another
+/// machine's MAC, DMI UUID or serial would be recognised as that machine
+/// when it boots for a recovery (and, with a request armed for the
+/// intruder, claim it and be overwritten). Such a commit is refused,
+/// naming the host that holds the id and what the operator does, and
+/// nothing of either host changes; an id the operator declares shared
+/// passes, and an id the other host no longer lists is free.
+#[test]
+fn one_machine_is_one_host_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = ServerProc::start(&data, false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let (web_uuid, web_serial) = example_dmi(MAC_A);
+    let evil = s.host_token("evil");
+    let own_mac = host_mac("evil");
+    let (own_uuid, own_serial) = example_dmi(&own_mac);
+    let t = "2026-11-24T07:00:00Z";
+    for (xml, kind, value) in [
+        // web1's MAC, its own DMI.
+        (
+            manifest_with("evil", "e1", t, MAC_A, (&own_uuid, &own_serial)),
+            "MAC address",
+            MAC_A.to_string(),
+        ),
+        // Its own MAC, web1's UUID (in capitals: ids are compared
+        // normalized), its own serial.
+        (
+            manifest_with(
+                "evil",
+                "e1",
+                t,
+                &own_mac,
+                (&web_uuid.to_uppercase(), &own_serial),
+            ),
+            "DMI system UUID",
+            web_uuid.clone(),
+        ),
+        // Its own MAC and UUID, web1's serial.
+        (
+            manifest_with("evil", "e1", t, &own_mac, (&own_uuid, &web_serial)),
+            "DMI serial number",
+            web_serial.clone(),
+        ),
+    ] {
+        let (st, text) = put_xml(&s, &evil, "evil", "e1", xml);
+        assert_eq!(st, StatusCode::CONFLICT, "{kind}: {text}");
+        for want in [
+            kind,
+            value.as_str(),
+            "host web1's latest snapshot (s1)",
+            "DELETE /v1/hosts/web1/files/snapshots/s1.xml",
+            "rewind serve --shared-identity",
+        ] {
+            assert!(text.contains(want), "{want:?} missing: {text}");
+        }
+    }
+    // Nothing committed for the intruder, nothing changed for web1.
+    assert!(s.committed("evil").is_empty());
+    assert!(!data.join("hosts/evil/commits/e1").exists());
+    assert_eq!(s.committed("web1"), ["s1.xml"]);
+    let boot = boot_token(&s);
+    rewind_ok(&s, &s.admin, &["request", "web1"]);
+    let found = s.client(&boot).identify(&[MAC_A.to_string()]).unwrap();
+    assert_eq!(found.host, "web1");
+    claim_with(&s, &boot, Some("web1"), example_machine(MAC_A)).unwrap();
+    // Its own machine: committed.
+    let (st, text) = put_snapshot(&s, &evil, "evil", "e1", t, &own_mac);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    // A retry of the same bytes is still accepted (not a second claim).
+    let (st, text) = put_snapshot(&s, &evil, "evil", "e1", t, &own_mac);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    // The machine renamed: "web2" is web1's old hardware. Refused while
+    // web1's latest lists it; once web1 captured its new hardware, free.
+    let web2 = s.host_token("web2");
+    let (st, text) = put_snapshot(&s, &web2, "web2", "n1", t, MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    rewind_ok(&s, &s.admin, &["request", "web1", "--cancel"]);
+    let new_hw = host_mac("web1-new");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s2", "2026-11-25T06:00:00Z", &new_hw);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let (st, text) = put_snapshot(&s, &web2, "web2", "n1", t, MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    // ... and web1 may not take it back.
+    let (st, text) = put_snapshot(&s, &web, "web1", "s3", "2026-11-26T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("host web2's latest snapshot (n1)"), "{text}");
+    assert_eq!(s.committed("web1"), ["s1.xml", "s2.xml"]);
+    drop(s);
+
+    // An id really shared (a VRRP MAC on two routers): the operator
+    // declares it, and both hosts commit.
+    let dir = tempfile::tempdir().unwrap();
+    let vrrp = "00:00:5e:00:01:33";
+    let s = ServerProc::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        false,
+        None,
+        &["--shared-identity", &format!("mac={}", vrrp.to_uppercase())],
+    );
+    for host in ["r1", "r2"] {
+        let token = s.host_token(host);
+        let mac = host_mac(host);
+        let xml = example_manifest(host, "x1", t, &mac).replace(
+            "</interface>",
+            &format!("</interface>\n    <interface name=\"vrrp.51\" mac=\"{vrrp}\" mtu=\"1500\"/>"),
+        );
+        assert!(xml.contains(vrrp), "{xml}");
+        let (st, text) = put_xml(&s, &token, host, "x1", xml);
+        assert_eq!(st, StatusCode::CREATED, "{host}: {text}");
+    }
+}
+
+/// Issue 15 point 2, time: a host's snapshot dated into the future (within
+/// the 5 minutes of allowed clock skew) used to win `latest` and `--at`
+/// and keep-N over later commits (which were refused meanwhile as "before
+/// the newest"). The server records its own commit time: a snapshot
+/// stands no later than its commit, so the later commit is accepted and
+/// is the latest, `--at` and a request select it, forget keeps it and
+/// forgets the future-dated one, and all of this holds after a restart
+/// (the order comes from the records on disk).
+#[test]
+fn a_future_dated_snapshot_wins_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = ServerProc::start(&data, false);
+    let web = s.host_token("web1");
+    let t0 = now();
+    let ahead = rewind::time::format_utc(t0 + 240);
+    for (id, time) in [
+        ("s1", rewind::time::format_utc(t0 - 3600)),
+        // The host's clock (or the host) is four minutes ahead.
+        ("s-ahead", ahead.clone()),
+        // A later commit, dated honestly.
+        ("s2", rewind::time::format_utc(t0)),
+    ] {
+        let (st, text) = put_snapshot(&s, &web, "web1", id, &time, MAC_A);
+        assert_eq!(st, StatusCode::CREATED, "{id}: {text}");
+    }
+    // The server recorded each commit, at its clock.
+    let record = std::fs::read_to_string(data.join("hosts/web1/commits/s-ahead")).unwrap();
+    let committed = rewind::time::parse_rfc3339(record.trim()).unwrap();
+    assert!((t0 - 5..=now()).contains(&committed), "{record}");
+    for round in 0..2 {
+        let c = s.client(&s.admin);
+        for at in ["latest", ahead.as_str()] {
+            assert_eq!(c.manifest_at("web1", at).unwrap().0, "s2", "{at} ({round})");
+        }
+        assert_eq!(
+            c.manifest_at("web1", &rewind::time::format_utc(t0 - 60))
+                .unwrap()
+                .0,
+            "s1",
+            "{round}"
+        );
+        // The host list's newest, and a request armed for `latest`.
+        let out = rewind_ok(&s, &s.admin, &["request", "web1"]);
+        assert!(out.contains("s2"), "{out}");
+        rewind_ok(&s, &s.admin, &["request", "web1", "--cancel"]);
+        s.restart();
+    }
+    // Keep-N: the later commit is kept, the future-dated one goes.
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &["forget", "--keep-last", "1", "--host", "web1"],
+    );
+    assert!(out.contains("keeping 1 of 3"), "{out}");
+    assert_eq!(s.committed("web1"), ["s2.xml"]);
+    let mut records: Vec<String> = std::fs::read_dir(data.join("hosts/web1/commits"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    records.sort();
+    assert_eq!(
+        records,
+        ["s2"],
+        "a forgotten snapshot's record goes with it"
+    );
+    // Further ahead than the skew: refused, as before.
+    let far = rewind::time::format_utc(now() + 3600);
+    let (st, text) = put_snapshot(&s, &web, "web1", "s9", &far, MAC_A);
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(s.committed("web1"), ["s2.xml"]);
 }

@@ -124,7 +124,17 @@ fn eight_hosts_capture_at_once_and_each_restores_exactly() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = ServerProc::start(&dir.path().join("data"), false);
+    // Eight hosts captured from this one machine: its ids are declared
+    // shared (in a fleet, each host is a machine of its own).
+    let shared = this_machine_shared();
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let s = ServerProc::start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        false,
+        None,
+        &shared,
+    );
     let hosts: Vec<(String, String, TestFs)> = (0..8)
         .map(|i| {
             let host = format!("host{i}");

@@ -24,10 +24,15 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Commit a data-less snapshot of `host` taken `hours_ago`.
+/// Commit a data-less snapshot of `host` taken `hours_ago`: web1 is the
+/// machine with 52:54:00:00:00:0a, every other host a machine of its own.
 fn commit(s: &ServerProc, token: &str, host: &str, id: &str, hours_ago: i64) {
     let time = rewind::time::format_utc(now() - hours_ago * 3600);
-    let (status, text) = put_snapshot(s, token, host, id, &time, "52:54:00:00:00:0a");
+    let mac = match host {
+        "web1" => "52:54:00:00:00:0a".to_string(),
+        _ => host_mac(host),
+    };
+    let (status, text) = put_snapshot(s, token, host, id, &time, &mac);
     assert_eq!(status, StatusCode::CREATED, "{text}");
 }
 

@@ -33,7 +33,7 @@ pub const LVM_PREFIX: &str = "rewind-snap-";
 /// The tag every snapshot LV carries, to find leftovers.
 pub const LVM_TAG: &str = "rewind-snapshot";
 /// Where LVM snapshots are mounted.
-pub const MOUNT_BASE: &str = "/run/rewind/snap";
+pub const MOUNT_BASE: &str = crate::probe::fs::SNAPSHOT_MOUNTS;
 
 #[derive(Debug, Clone)]
 pub struct SnapshotOptions {

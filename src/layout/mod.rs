@@ -43,7 +43,8 @@ pub struct LayoutArgs {
     #[arg(long = "disk", value_name = "CAPTURED=PRESENT", value_parser = parse_mapping)]
     pub disks: Vec<(String, String)>,
     /// On a disk bigger than the captured one, grow the last partition to
-    /// keep the captured distance to the disk's end, and its filesystem.
+    /// keep the captured distance to the disk's end, and its filesystem
+    /// (or, on a stack, the LUKS volume, PV and linear LV at its end).
     #[arg(long)]
     pub grow: bool,
     /// On a disk smaller than the captured one, shrink the filesystems
@@ -378,13 +379,16 @@ fn format_stack_volume(v: &stack::StackVolume) -> Result<()> {
         format::run_argv(c)?;
     }
     if let Content::Filesystem {
-        fs_type, captured, ..
+        fs_type,
+        captured,
+        grown,
+        ..
     } = &v.content
     {
         if !subvolumes.is_empty() {
             format::create_subvolumes(&v.device, subvolumes, captured)?;
         }
-        match format::verify(captured, &v.device, false) {
+        match format::verify(captured, &v.device, *grown) {
             Ok(diffs) => diffs.iter().for_each(|w| warn(w)),
             Err(e) => warn(&format!(
                 "cannot check the {fs_type} made on {}: {e:#}",

@@ -7,7 +7,7 @@
 //! escrowed key — is refused here, before anything is written, naming the
 //! device.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -144,6 +144,20 @@ pub fn plan_stack(
             }
         }
     }
+    // --grow: devices that are bigger than at capture, with their captured
+    // size in bytes; each layer passes the growth up where that is safe.
+    let mut grown: HashMap<StackRef, u64> = disks
+        .iter()
+        .filter_map(|d| {
+            let g = d.grown.as_ref()?;
+            Some((
+                StackRef::Partition(d.captured.clone(), g.partition),
+                g.from_sectors * u64::from(d.sector_size),
+            ))
+        })
+        .collect();
+    // LVs extended by --grow: their filesystems are made at the new size.
+    let mut grown_lvs: HashSet<StackRef> = HashSet::new();
     let mut steps = Vec::new();
     let mut problems = Vec::new();
     for layer in order {
@@ -210,6 +224,11 @@ pub fn plan_stack(
                     .collect();
                 let r = StackRef::Md(a.name.clone());
                 let device = device_path(&r).unwrap_or_default();
+                if a.members.iter().any(|x| grown.contains_key(&x.device)) {
+                    notes.push(format!(
+                        "{name} keeps its captured size: --grow does not grow MD arrays (mdadm --grow --size=max afterwards, then grow what is on it)"
+                    ));
+                }
                 steps.push(StackStep {
                     layer: name,
                     device: device.clone(),
@@ -261,6 +280,26 @@ pub fn plan_stack(
                     "{name} is opened with the escrowed {} {}",
                     escrow.kind, escrow.key_id
                 ));
+                // A mapping that filled its device at capture has a dynamic
+                // size: opened on the grown device, it fills it again.
+                let mut expect = l.clone();
+                if let Some(&was) = grown.get(&l.on) {
+                    if l.data_offset + l.size == was {
+                        expect.size = size_of(&l.on).saturating_sub(l.data_offset);
+                        grown.insert(r.clone(), l.size);
+                        notes.push(format!(
+                            "{name} grows with {}: {} -> {}",
+                            l.on,
+                            human_bytes(l.size),
+                            human_bytes(expect.size)
+                        ));
+                    } else {
+                        notes.push(format!(
+                            "{name} keeps its captured size: its mapping did not fill {} at capture",
+                            l.on
+                        ));
+                    }
+                }
                 for k in l.keyslots.iter().filter(|k| k.hardware_bound()) {
                     notes.push(format!(
                         "{name}: keyslot {} is bound to a {} token: on other hardware it needs enrolling again",
@@ -275,9 +314,9 @@ pub fn plan_stack(
                     files: Vec::new(),
                     commands,
                     lv_ids: None,
-                    expect: Expect::Luks(l.clone()),
+                    expect: Expect::Luks(expect.clone()),
                 });
-                made.insert(r, (device, l.size));
+                made.insert(r, (device, expect.size));
             }
             Layer::Vg(i) => {
                 let g = &m.volume_groups[i];
@@ -328,8 +367,59 @@ pub fn plan_stack(
                 } else {
                     commands.push(lvm::vgcfgrestore_command(&g.name, &file, false));
                 }
+                let mut expect = g.clone();
+                for (pv, want) in g.pvs.iter().zip(expect.pvs.iter_mut()) {
+                    if !grown.contains_key(&pv.device) || g.extent_size == 0 {
+                        continue;
+                    }
+                    // pvresize gives the PV what follows pe_start, in whole extents.
+                    let extents = size_of(&pv.device).saturating_sub(pv.pe_start) / g.extent_size;
+                    let Some(more) = extents.checked_sub(pv.extents).filter(|n| *n > 0) else {
+                        continue;
+                    };
+                    want.extents = extents;
+                    want.size = size_of(&pv.device);
+                    let device = &made[&pv.device].0;
+                    let last = match lvm::last_lv_on_pv(&g.metadata, &pv.uuid) {
+                        Ok(last) => last,
+                        Err(e) => {
+                            problems.push(format!("{name}: {e:#}"));
+                            continue;
+                        }
+                    };
+                    let lv = last.and_then(|(lv_name, linear)| {
+                        let lv = expect.lvs.iter_mut().find(|l| l.name == lv_name)?;
+                        let r = StackRef::Lv(g.name.clone(), lv.name.clone());
+                        let holds = m.filesystems.iter().any(|f| f.volume.as_ref() == Some(&r))
+                            || m.swaps.iter().any(|s| s.volume.as_ref() == Some(&r));
+                        (linear && lv.lv_type == "linear" && holds).then_some((lv, r))
+                    });
+                    let added = human_bytes(more * g.extent_size);
+                    match lv {
+                        Some((lv, r)) => {
+                            lv.size += more * g.extent_size;
+                            notes.push(format!(
+                                "{name}: the PV on {device} grows by {more} extents ({added}); LV {} at its end grows with it to {}, and what is on it is made at that size",
+                                lv.name,
+                                human_bytes(lv.size)
+                            ));
+                            commands.extend(lvm::grow_commands(
+                                &g.name,
+                                device,
+                                Some((&lv.name, more)),
+                            ));
+                            grown_lvs.insert(r);
+                        }
+                        None => {
+                            notes.push(format!(
+                                "{name}: the PV on {device} grows by {more} extents ({added}), left free: the LV at its end is not a linear LV holding a filesystem or swap (lvextend --resizefs by hand)"
+                            ));
+                            commands.extend(lvm::grow_commands(&g.name, device, None));
+                        }
+                    }
+                }
                 commands.push(argv(&["vgchange", "--activate", "y", &g.name]));
-                for lv in &g.lvs {
+                for lv in &expect.lvs {
                     let r = StackRef::Lv(g.name.clone(), lv.name.clone());
                     if let Some(p) = device_path(&r) {
                         made.insert(r, (p, lv.size));
@@ -342,7 +432,7 @@ pub fn plan_stack(
                     files,
                     commands,
                     lv_ids,
-                    expect: Expect::Vg(g.clone()),
+                    expect: Expect::Vg(expect),
                 });
             }
         }
@@ -361,12 +451,13 @@ pub fn plan_stack(
             ));
             continue;
         };
+        let grow = grown_lvs.contains(r);
         let commands = fs.fs_type.mkfs_commands(
             &MkfsTarget {
                 device,
                 uuid: &fs.uuid,
                 label: fs.label.as_deref(),
-                grow: false,
+                grow,
                 tools: &opts.tools,
             },
             notes,
@@ -384,7 +475,7 @@ pub fn plan_stack(
                     .iter()
                     .map(|s| format!("/{}", s.path))
                     .collect(),
-                grown: false,
+                grown: grow,
                 captured: Box::new(fs.clone()),
             },
         });

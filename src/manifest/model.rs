@@ -408,7 +408,7 @@ impl Disk {
 impl Manifest {
     /// The data references of the filesystems this snapshot backed up.
     pub fn backed_up(&self) -> impl Iterator<Item = &FsData> {
-        self.filesystems.iter().filter_map(|f| f.data.as_ref())
+        self.filesystems.iter().flat_map(Filesystem::data_trees)
     }
 
     /// Every tree the snapshot references, with what it is (for prune,
@@ -547,6 +547,17 @@ pub struct Filesystem {
     pub members: Vec<BtrfsMember>,
     /// btrfs: its subvolumes (schema 2).
     pub subvolumes: Vec<Subvolume>,
+}
+
+impl Filesystem {
+    /// Every file tree of this filesystem in the snapshot: its `<data>`,
+    /// then those of btrfs subvolumes mounted outside it (each restored
+    /// into its own mount point, `from`).
+    pub fn data_trees(&self) -> impl Iterator<Item = &FsData> {
+        self.data
+            .iter()
+            .chain(self.subvolumes.iter().filter_map(|s| s.data.as_ref()))
+    }
 }
 
 /// A reference to a filesystem's file tree in the repository.

@@ -41,6 +41,15 @@ pub(super) fn problems(m: &Manifest) -> Vec<Problem> {
         if let Some(data) = &fs.data {
             check(format!("{p}/data/@from"), &data.from, '/');
         }
+        for (k, sub) in fs.subvolumes.iter().enumerate() {
+            if let Some(data) = &sub.data {
+                check(
+                    format!("{p}/subvolume[{}]/data/@from", k + 1),
+                    &data.from,
+                    '/',
+                );
+            }
+        }
     }
     for (i, s) in m.swaps.iter().enumerate() {
         check(format!("/manifest/swap[{}]/@device", i + 1), &s.device, '/');

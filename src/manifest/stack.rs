@@ -453,6 +453,11 @@ pub struct Subvolume {
     /// The filesystem's default subvolume (`btrfs subvolume get-default`).
     #[serde(rename = "@default", default, skip_serializing_if = "is_false")]
     pub default: bool,
+    /// The subvolume's files, when it was mounted outside the tree of the
+    /// filesystem's own `<data>` (`@home` on /home beside `@` on /): read
+    /// from that mount, restored into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<super::FsData>,
 }
 
 // ---------------------------------------------------------------------------

@@ -356,12 +356,14 @@ pub(crate) fn sample_stack() -> Manifest {
             path: "@data".into(),
             read_only: false,
             default: true,
+            data: None,
         },
         Subvolume {
             id: 257,
             path: "@snapshots/1/snapshot".into(),
             read_only: true,
             default: false,
+            data: None,
         },
     ];
     m.filesystems = vec![esp, root, home_fs, vault, data];
@@ -409,6 +411,41 @@ fn stack_sample_is_valid_and_round_trips() {
     assert_eq!(to_xml(&back).unwrap(), xml);
     // The vgcfgbackup text comes back byte for byte, tabs and newlines included.
     assert_eq!(back.volume_groups[0].metadata, VG0_METADATA);
+}
+
+/// A btrfs subvolume mounted beside the filesystem's own tree (`@home` on
+/// /home beside `@` on /) carries its own `<data>`: written, read back,
+/// and counted among the snapshot's trees (prune and check keep it).
+#[test]
+fn a_subvolume_mounted_apart_has_its_own_data() {
+    let mut m = sample_stack();
+    let trees = m.trees().len();
+    let btrfs = m
+        .filesystems
+        .iter_mut()
+        .find(|f| !f.subvolumes.is_empty())
+        .unwrap();
+    btrfs.mounts.push(Mount {
+        point: "/srv/snap".into(),
+        options: "ro,relatime,subvol=/@snapshots/1/snapshot".into(),
+        root: "/@snapshots/1/snapshot".into(),
+    });
+    btrfs.subvolumes[1].data = Some(FsData {
+        tree: "cd".repeat(32).parse().unwrap(),
+        from: "/srv/snap".into(),
+        entries: 3,
+        bytes: 12,
+        read: Some(ReadMode::Live),
+    });
+    validate(&m).unwrap_or_else(|e| panic!("{e}"));
+    let xml = to_xml(&m).unwrap();
+    assert!(
+        xml.contains("read-only=\"true\">\n      <data tree=\"cdcd"),
+        "{xml}"
+    );
+    assert_eq!(from_xml(&xml).unwrap(), m);
+    assert_eq!(m.trees().len(), trees + 1);
+    assert!(m.backed_up().any(|d| d.from == "/srv/snap"));
 }
 
 #[test]

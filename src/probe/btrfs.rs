@@ -108,6 +108,7 @@ pub fn complete(filesystems: &mut Vec<Filesystem>, run: Run<'_>) -> Result<Vec<S
             path: s.path,
             read_only: s.read_only,
             default: s.default,
+            data: None,
         })
         .collect();
         own.members = members;

@@ -67,6 +67,13 @@ pub fn blkid(dev: &Path) -> Result<BTreeMap<String, String>> {
 // ---------------------------------------------------------------------------
 // mounts and swaps
 
+/// Where captures mount the LVM snapshots they read from (one directory per
+/// capture's pid). Nothing mounted below it is one of the machine's own
+/// filesystems: the probe leaves such mounts out, so a snapshot left
+/// mounted by a killed capture is never taken for another mount of the
+/// filesystem it copies (it has the same UUID).
+pub const SNAPSHOT_MOUNTS: &str = "/run/rewind/snap";
+
 /// One line of /proc/self/mountinfo. `root`, `mount_point` and `source` are
 /// unescaped; the two option strings are kept as the kernel prints them
 /// (octal escapes intact), since unescaping could turn a `\054` inside a

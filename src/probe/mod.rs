@@ -87,7 +87,10 @@ pub fn probe(opts: &ProbeOptions) -> Result<Probed> {
         &std::fs::read_to_string(&mountinfo_path)
             .with_context(|| format!("cannot read {}", mountinfo_path.display()))?,
     )
-    .with_context(|| format!("cannot parse {}", mountinfo_path.display()))?;
+    .with_context(|| format!("cannot parse {}", mountinfo_path.display()))?
+    .into_iter()
+    .filter(|m| !Path::new(&m.mount_point).starts_with(fs::SNAPSHOT_MOUNTS))
+    .collect::<Vec<_>>();
     let active_swaps: Vec<(u32, u32)> = std::fs::read_to_string(opts.proc.join("swaps"))
         .map(|t| fs::parse_proc_swaps(&t))
         .unwrap_or_default()

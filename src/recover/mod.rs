@@ -355,6 +355,9 @@ pub struct Recovery {
     /// Hold until the server records a failure (the live image; a command
     /// run by hand says it could not and returns).
     hold_for_report: bool,
+    /// The pause between two tries to record the result while holding
+    /// ([`RESULT_RETRY`]; shorter in tests).
+    result_retry: Duration,
 }
 
 /// What the fetch stage found.
@@ -381,6 +384,7 @@ impl Recovery {
             started: Instant::now(),
             timings: Vec::new(),
             hold_for_report: false,
+            result_retry: RESULT_RETRY,
         }
     }
 
@@ -434,7 +438,7 @@ impl Recovery {
             // the recovery again at its next network boot.
             Some(r) if self.hold_for_report => {
                 let message = format!("{:#}", e.error);
-                if hold_until_recorded(|| r.result(false, e.stage, &message), RESULT_RETRY) {
+                if hold_until_recorded(|| r.result(false, e.stage, &message), self.result_retry) {
                     say("the failure was reported to the server");
                 }
             }
@@ -658,7 +662,7 @@ impl Recovery {
                         other => other,
                     }
                 },
-                RESULT_RETRY,
+                self.result_retry,
             );
         }
         Ok(Outcome::Recovered)
@@ -815,8 +819,11 @@ impl Recovery {
             return Ok(Restored::default());
         };
         let mut jobs = Vec::new();
-        for fs in &m.filesystems {
-            let Some(data) = &fs.data else { continue };
+        for (fs, data) in m
+            .filesystems
+            .iter()
+            .flat_map(|fs| fs.data_trees().map(move |d| (fs, d)))
+        {
             match the_plan
                 .mounts
                 .iter()
@@ -835,7 +842,7 @@ impl Recovery {
         let mut done_before = 0;
         let mut out = Restored::default();
         for (fs, data, target) in jobs {
-            let tree = crate::browse::tree_of(fs)?;
+            let tree = data.tree.id();
             let entries = repo
                 .tree_entries(&tree)
                 .with_context(|| format!("cannot read the file tree of {}", data.from))?;
@@ -850,7 +857,7 @@ impl Recovery {
             // Written before the first file: its presence says that the
             // layout was made whole (see resume.rs).
             let journal =
-                resume::Journal::open(&target, m, fs, resuming, Some(progress.clone()))
+                resume::Journal::open(&target, m, fs, data, resuming, Some(progress.clone()))
                     .with_context(|| format!("cannot start the resume journal of {}", data.from))?;
             let result = crate::repo::prefetch::restore_resuming(
                 repo,
@@ -1082,6 +1089,94 @@ mod tests {
         );
         assert!(!recorded);
         assert_eq!(calls, 1);
+    }
+
+    /// The live image's failure path: `failed` sends the failure and, while
+    /// the server does not record it (503 three times), holds and sends it
+    /// again; it returns only once the server took it. (A machine that
+    /// rebooted with its request still running would recover again at its
+    /// next network boot.)
+    #[test]
+    fn a_failure_is_held_until_the_server_records_it() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut line, mut len, mut request) = (String::new(), 0usize, String::new());
+                reader.read_line(&mut request).unwrap();
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; len];
+                reader.read_exact(&mut body).unwrap();
+                assert!(
+                    request.starts_with("POST /v1/recovery/result "),
+                    "{request}"
+                );
+                bodies.push(String::from_utf8(body).unwrap());
+                if bodies.len() < 4 {
+                    conn.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .unwrap();
+                } else {
+                    let answer =
+                        serde_json::to_string(&crate::api::RecoveryRequest::default()).unwrap();
+                    conn.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                            answer.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .unwrap();
+                    return bodies;
+                }
+            }
+            bodies
+        });
+        let mut client = crate::client::Client::new(
+            &format!("http://{addr}"),
+            "rwd_test",
+            &crate::client::Trust::insecure_http(),
+        )
+        .unwrap();
+        client.retry_for = Duration::from_millis(1);
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recovery::new(Settings::default(), &dir.path().join("target"), None);
+        r.reporter = Some(Reporter::start(std::sync::Arc::new(client)));
+        r.hold_for_report = true;
+        r.result_retry = Duration::from_millis(10);
+        // The failure as a stage returns it (not run through `stage`, which
+        // would also have the reporter's thread send progress).
+        let e = StageFailure {
+            stage: Stage::Format,
+            error: anyhow!("mkfs.ext4 exited with status 1"),
+        };
+        r.failed(&e);
+        let bodies = server.join().unwrap();
+        assert_eq!(bodies.len(), 4, "sent until recorded: {bodies:?}");
+        for b in &bodies {
+            let report: crate::api::ResultReport = serde_json::from_str(b).unwrap();
+            assert!(!report.ok, "{b}");
+            assert_eq!(report.stage, Stage::Format);
+            assert!(
+                report.message.contains("mkfs.ext4 exited with status 1"),
+                "{b}"
+            );
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, FileType};
 
 use crate::layout::plan::{Content, Plan, Table};
-use crate::manifest::{Filesystem, Manifest};
+use crate::manifest::{Filesystem, FsData, Manifest};
 use crate::progress::Progress;
 use crate::restore::Resume;
 use crate::tree::{Entry, Kind};
@@ -65,8 +65,8 @@ pub(super) fn journal_name(snapshot: &str) -> String {
 }
 
 /// The header naming what a journal is for.
-fn header(m: &Manifest, fs: &Filesystem) -> Result<String> {
-    let tree = crate::browse::tree_of(fs)?;
+fn header(m: &Manifest, fs: &Filesystem, data: &FsData) -> Result<String> {
+    let tree = data.tree.id();
     Ok(format!(
         "{MAGIC} host={} snapshot={} tree={tree:?} fs={}",
         m.snapshot.host, m.snapshot.id, fs.uuid
@@ -219,10 +219,11 @@ impl Journal {
         target: &Path,
         m: &Manifest,
         fs: &Filesystem,
+        data: &FsData,
         resume: bool,
         progress: Option<Arc<Progress>>,
     ) -> Result<Journal> {
-        let want = header(m, fs)?;
+        let want = header(m, fs, data)?;
         let path = target.join(journal_name(&m.snapshot.id));
         let root =
             File::open(target).with_context(|| format!("cannot open {}", target.display()))?;
@@ -402,8 +403,11 @@ pub(super) fn check(m: &Manifest, plan: Plan) -> std::result::Result<Resumable, 
     verify_layout(&plan)?;
     let mut recorded = 0;
     let mut any = false;
-    for fs in &m.filesystems {
-        let Some(data) = &fs.data else { continue };
+    for (fs, data) in m
+        .filesystems
+        .iter()
+        .flat_map(|fs| fs.data_trees().map(move |d| (fs, d)))
+    {
         let Some(step) = plan
             .mounts
             .iter()
@@ -412,7 +416,7 @@ pub(super) fn check(m: &Manifest, plan: Plan) -> std::result::Result<Resumable, 
             continue;
         };
         any = true;
-        let want = header(m, fs).map_err(|e| format!("{e:#}"))?;
+        let want = header(m, fs, data).map_err(|e| format!("{e:#}"))?;
         let text = read_journal(&step.device, &step.fs_type, &step.options, &m.snapshot.id)
             .map_err(|e| format!("{}: {e:#}", step.device))?;
         let Some(text) = text else {
@@ -644,11 +648,12 @@ mod tests {
         let root = File::open(dir.path()).unwrap();
         let name = c"f";
         {
-            let j = Journal::open(dir.path(), &m, &fs, false, None).unwrap();
+            let j =
+                Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
             j.written(root.as_fd(), name, &entry);
             j.flush().unwrap();
         }
-        let j = Journal::open(dir.path(), &m, &fs, true, None).unwrap();
+        let j = Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), true, None).unwrap();
         assert_eq!(j.earlier(), 1);
         assert!(j.recorded(&entry));
         assert!(j.verified(root.as_fd(), name, &entry));
@@ -663,7 +668,8 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"xyz").unwrap();
         assert!(!j.verified(root.as_fd(), name, &entry));
         // A journal opened without resuming starts over.
-        let fresh = Journal::open(dir.path(), &m, &fs, false, None).unwrap();
+        let fresh =
+            Journal::open(dir.path(), &m, &fs, fs.data.as_ref().unwrap(), false, None).unwrap();
         assert_eq!(fresh.earlier(), 0);
     }
 }

@@ -194,10 +194,23 @@ pub fn ensure_repo(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Commit a snapshot: parse and validate it, check that it is this host's,
-/// that its name is its id and that everything it references is stored,
-/// then write it. Committing the same bytes again is a no-op.
-pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<Manifest, ApiError> {
+/// A snapshot upload, parsed and checked against its name and host.
+pub enum Incoming {
+    /// Not committed yet.
+    New(Manifest),
+    /// The same bytes are already committed (a retry): nothing to do.
+    Again(SnapshotFile),
+}
+
+/// Parse and validate a snapshot upload: it must be a valid manifest of
+/// `host` whose id is its name. Committing the same bytes again is a no-op
+/// ([`Incoming::Again`]); other bytes under a committed name are refused.
+pub fn check_snapshot(
+    dir: &Path,
+    host: &str,
+    id: &str,
+    bytes: &[u8],
+) -> Result<Incoming, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| refused(400, format!("snapshot {id} refused: not UTF-8")))?;
     let m = manifest::from_xml(text)
@@ -223,7 +236,10 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<Ma
     let path = dir.join(format!("snapshots/{id}.xml"));
     if let Ok(existing) = std::fs::read(&path) {
         return if existing == bytes {
-            Ok(m)
+            Ok(Incoming::Again(SnapshotFile {
+                committed: read_commit(dir, id),
+                manifest: m,
+            }))
         } else {
             Err(refused(
                 409,
@@ -231,10 +247,33 @@ pub fn put_snapshot(dir: &Path, host: &str, id: &str, bytes: &[u8]) -> Result<Ma
             ))
         };
     }
+    Ok(Incoming::New(m))
+}
+
+/// Commit a checked snapshot: everything it references must be stored;
+/// its commit time (`committed`, nanoseconds since the epoch, the
+/// server's clock) is recorded first, then its manifest is written.
+pub fn write_snapshot(
+    dir: &Path,
+    m: Manifest,
+    bytes: &[u8],
+    committed: i128,
+) -> Result<SnapshotFile, ApiError> {
     let repo = Repo::open(dir).map_err(|e| refused(500, format!("{e:#}")))?;
     check_references(&repo, &m)?;
-    write_atomic(&path, bytes)?;
-    Ok(m)
+    let id = &m.snapshot.id;
+    // The record before the manifest: a crash between them leaves a
+    // record without snapshot (rewritten by the retry), never a snapshot
+    // whose commit time is lost.
+    write_atomic(
+        &commit_path(dir, id),
+        format!("{}\n", format_nanos(committed)).as_bytes(),
+    )?;
+    write_atomic(&dir.join(format!("snapshots/{id}.xml")), bytes)?;
+    Ok(SnapshotFile {
+        manifest: m,
+        committed: Some(committed),
+    })
 }
 
 /// Every tree of the snapshot reads, and every chunk its files name is
@@ -280,8 +319,96 @@ fn check_references(repo: &Repo, m: &Manifest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A host's snapshots, oldest first, read straight from its directory.
-pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
+/// Where the server records a snapshot's commit time: beside the
+/// repository (`DIR/hosts/HOST/commits/ID`), outside what clients list.
+pub fn commit_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join("commits").join(id)
+}
+
+/// Nanoseconds since the epoch as RFC 3339 with nine fractional digits.
+pub fn format_nanos(nanos: i128) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let whole = crate::time::format_utc(i64::try_from(secs).unwrap_or(i64::MAX));
+    format!("{}.{frac:09}Z", whole.trim_end_matches('Z'))
+}
+
+/// [`format_nanos`] read back (any RFC 3339 time; a fraction of up to nine
+/// digits is kept).
+pub fn parse_nanos(text: &str) -> Option<i128> {
+    let text = text.trim();
+    let secs = crate::time::parse_rfc3339(text)?;
+    let frac = text
+        .get(19..)
+        .and_then(|r| r.strip_prefix('.'))
+        .map(|f| {
+            f.bytes()
+                .take_while(u8::is_ascii_digit)
+                .take(9)
+                .collect::<Vec<u8>>()
+        })
+        .unwrap_or_default();
+    let mut nanos: i128 = 0;
+    for i in 0..9 {
+        nanos = nanos * 10 + frac.get(i).map_or(0, |d| i128::from(d - b'0'));
+    }
+    Some(i128::from(secs) * 1_000_000_000 + nanos)
+}
+
+/// The server's record of when it committed snapshot `id`, if it has one
+/// (snapshots committed before it kept records have none).
+pub fn read_commit(dir: &Path, id: &str) -> Option<i128> {
+    parse_nanos(&std::fs::read_to_string(commit_path(dir, id)).ok()?)
+}
+
+/// Remove the commit record of a snapshot that was removed.
+pub fn remove_commit(dir: &Path, id: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(commit_path(dir, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A committed snapshot and the server's record of its commit.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub manifest: Manifest,
+    /// Nanoseconds since the epoch, the server's clock; `None` for a
+    /// snapshot committed before the server recorded commit times.
+    pub committed: Option<i128>,
+}
+
+impl SnapshotFile {
+    /// The commit time, or the snapshot's own time without a record.
+    pub fn committed_nanos(&self) -> i128 {
+        self.committed
+            .unwrap_or_else(|| i128::from(self.manifest.snapshot.time.unix()) * 1_000_000_000)
+    }
+
+    /// The time selection and retention go by, seconds: the snapshot's
+    /// own time, unless the server committed it earlier than that (a
+    /// host's clock ahead, or a host dating its snapshot into the future
+    /// to win `latest`): then the commit time. An honest capture's time is
+    /// its start, before its commit, so `--at` keeps meaning "taken at or
+    /// before", and no snapshot can stand later than its commit.
+    pub fn effective_secs(&self) -> i64 {
+        let own = self.manifest.snapshot.time.unix();
+        match self.committed {
+            Some(c) => own.min(i64::try_from(c.div_euclid(1_000_000_000)).unwrap_or(i64::MAX)),
+            None => own,
+        }
+    }
+
+    /// The order of a host's history: the effective time, then the commit
+    /// (two snapshots in one second), then the id.
+    pub fn order(&self) -> (i64, i128) {
+        (self.effective_secs(), self.committed_nanos())
+    }
+}
+
+/// A host's snapshots, oldest first (by [`SnapshotFile::order`]), with
+/// their commit records, read straight from its directory.
+pub fn snapshot_files(dir: &Path) -> std::io::Result<Vec<SnapshotFile>> {
     let mut out = Vec::new();
     let sdir = dir.join("snapshots");
     let rd = match std::fs::read_dir(&sdir) {
@@ -296,18 +423,32 @@ pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
         }
         let text = std::fs::read_to_string(sdir.join(&name))?;
         match manifest::from_xml(&text) {
-            Ok(m) => out.push(m),
+            Ok(m) => out.push(SnapshotFile {
+                committed: read_commit(dir, &m.snapshot.id),
+                manifest: m,
+            }),
             Err(e) => log_line!("rewind: warning: {}: {e}", sdir.join(&name).display()),
         }
     }
-    out.sort_by(|a, b| (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id)));
+    out.sort_by(|a, b| {
+        (a.order(), &a.manifest.snapshot.id).cmp(&(b.order(), &b.manifest.snapshot.id))
+    });
     Ok(out)
 }
 
-/// `at=`: the newest snapshot taken at or before `at` (seconds since the
-/// epoch), or the newest of all when `at` is `None` (`latest`). `snaps` are
-/// (time, id) in any order; returns an index into it.
-pub fn select_at(snaps: &[(i64, &str)], at: Option<i64>) -> Option<usize> {
+/// A host's snapshots, oldest first (see [`snapshot_files`]).
+pub fn snapshots(dir: &Path) -> std::io::Result<Vec<Manifest>> {
+    Ok(snapshot_files(dir)?
+        .into_iter()
+        .map(|f| f.manifest)
+        .collect())
+}
+
+/// `at=`: the newest snapshot taken at or before `at`, or the newest of
+/// all when `at` is `None` (`latest`). `snaps` are (key, id) in any order,
+/// the key a time (seconds) or anything ordered like one; returns an index
+/// into it.
+pub fn select_at<K: Ord + Copy>(snaps: &[(K, &str)], at: Option<K>) -> Option<usize> {
     snaps
         .iter()
         .enumerate()
@@ -329,22 +470,24 @@ pub fn parse_at(at: &str) -> Result<Option<i64>, ApiError> {
     })
 }
 
-/// The snapshot of a host at a point in time.
+/// The snapshot of a host at a point in time, by [`SnapshotFile::order`]:
+/// `latest` is the last committed; `at` the newest whose effective time is
+/// not after it.
 pub fn snapshot_at(dir: &Path, at: &str) -> Result<Manifest, ApiError> {
     let at_secs = parse_at(at)?;
-    let all = snapshots(dir)?;
-    let keyed: Vec<(i64, &str)> = all
+    let all = snapshot_files(dir)?;
+    let keyed: Vec<((i64, i128), &str)> = all
         .iter()
-        .map(|m| (m.snapshot.time.unix(), m.snapshot.id.as_str()))
+        .map(|f| (f.order(), f.manifest.snapshot.id.as_str()))
         .collect();
-    match select_at(&keyed, at_secs) {
-        Some(i) => Ok(all[i].clone()),
+    match select_at(&keyed, at_secs.map(|t| (t, i128::MAX))) {
+        Some(i) => Ok(all[i].manifest.clone()),
         None if all.is_empty() => Err(refused(404, "this host has no snapshot yet")),
         None => Err(refused(
             404,
             format!(
                 "no snapshot taken at or before {at} (the oldest is from {})",
-                all[0].snapshot.time
+                all[0].manifest.snapshot.time
             ),
         )),
     }
@@ -409,7 +552,7 @@ mod tests {
             None,
             "before all"
         );
-        assert_eq!(select_at(&[], None), None);
+        assert_eq!(select_at::<i64>(&[], None), None);
         // Two at the same second: the id breaks the tie, as in listings.
         let same = [(5, "x-2"), (5, "x")];
         assert_eq!(select_at(&same, Some(5)), Some(0));

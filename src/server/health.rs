@@ -117,16 +117,12 @@ pub fn record_verify(data: &Path, result: VerifyResult) -> Result<(), ApiError> 
 
 /// A host's health now, from its repository and its record.
 pub fn host_health(data: &Path, host: &str, limits: Limits) -> Result<HostHealth, ApiError> {
-    let snaps = files::snapshots(&files::host_dir(data, host))?;
+    // Each snapshot at its effective time (never later than its commit on
+    // this server), so a host dating its snapshots ahead looks no fresher.
+    let snaps = files::snapshot_files(&files::host_dir(data, host))?;
     let snapshots: Vec<(String, i64)> = snaps
         .iter()
-        .map(|m| {
-            let time = m.snapshot.time.to_string();
-            (
-                m.snapshot.id.clone(),
-                crate::time::parse_rfc3339(&time).unwrap_or(0),
-            )
-        })
+        .map(|f| (f.manifest.snapshot.id.clone(), f.effective_secs()))
         .collect();
     let now = crate::time::parse_rfc3339(&crate::time::now_utc()).unwrap_or(0);
     Ok(assess(host, &snapshots, &load(data, host)?, now, limits))

@@ -141,6 +141,27 @@ pub struct ServeArgs {
     /// by prune (a stolen admin token cannot erase recent history). 0: off.
     #[arg(long, value_name = "DAYS", default_value_t = 0)]
     pub retention_lock: u64,
+    /// An id several hosts may list: `mac=...`, `uuid=...` or
+    /// `serial=...` (repeatable). By default a snapshot is refused when the
+    /// machine it describes has a MAC address, DMI UUID or serial that
+    /// another host's latest snapshot lists; declare here one that is
+    /// really shared (a VRRP or CARP MAC, a cloned VM's UUID) or a machine
+    /// renamed whose old host's history is kept.
+    #[arg(long = "shared-identity", value_name = "ID", value_parser = parse_shared_identity)]
+    pub shared_identities: Vec<String>,
+}
+
+/// `--shared-identity`: a machine id, a MAC written in full.
+fn parse_shared_identity(s: &str) -> Result<String, String> {
+    let id = crate::api::parse_machine_id(s)?;
+    if let Some(mac) = id.strip_prefix("mac=")
+        && mac.parse::<crate::util::mac::Mac>().is_err()
+    {
+        return Err(format!(
+            "{s:?}: the MAC address is not six hex bytes (52:54:00:12:34:56)"
+        ));
+    }
+    Ok(id)
 }
 
 /// `123`, `500M`, `2G`, `1T` (powers of 1024).
@@ -199,6 +220,9 @@ pub struct Server {
     pub rate_limits: ratelimit::RateLimits,
     /// `--retention-lock DAYS`: no snapshot younger is forgotten or deleted.
     pub retention_lock_days: u64,
+    /// `--shared-identity`: ids (`mac=`, `uuid=`, `serial=`, normalized)
+    /// that several hosts' snapshots may list.
+    pub shared_identities: Vec<String>,
 }
 
 impl Server {
@@ -232,11 +256,11 @@ impl Server {
         out
     }
 
-    /// A host's snapshots changed (forget, a removal): read its latest MACs
-    /// and its size again.
+    /// A host's snapshots changed (forget, a removal): read its latest
+    /// identity and its size again.
     pub fn host_changed(&self, host: &str) {
         let dir = files::host_dir(&self.data, host);
-        match files::snapshots(&dir) {
+        match files::snapshot_files(&dir) {
             Ok(snaps) => self.index.set_snapshots(host, &snaps),
             Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
@@ -322,10 +346,12 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         master_key,
         rate_limits: ratelimit::RateLimits::new(args.rate_limit),
         retention_lock_days: args.retention_lock,
+        shared_identities: args.shared_identities,
     });
-    // Each host's latest MACs: the one time the server reads every manifest.
+    // Each host's latest identity: the one time the server reads every
+    // manifest.
     for host in server.hosts() {
-        match files::snapshots(&files::host_dir(&server.data, &host)) {
+        match files::snapshot_files(&files::host_dir(&server.data, &host)) {
             Ok(snaps) => server.index.set_snapshots(&host, &snaps),
             Err(e) => log_line!("rewind: warning: cannot read the snapshots of {host}: {e}"),
         }
@@ -353,6 +379,20 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_identities_are_checked_and_normalized() {
+        use super::parse_shared_identity as p;
+        assert_eq!(p("mac=00:00:5E:00:01:33").unwrap(), "mac=00:00:5e:00:01:33");
+        assert_eq!(
+            p("uuid=4C4C4544-0042-3510-8051-B7C04F4E4A31").unwrap(),
+            "uuid=4c4c4544-0042-3510-8051-b7c04f4e4a31"
+        );
+        assert_eq!(p("serial=CZ1234567").unwrap(), "serial=CZ1234567");
+        for bad in ["mac=nope", "uuid=nope", "52:54:00:12:34:56", "name=x"] {
+            assert!(p(bad).unwrap_err().contains(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn sizes() {
         use super::parse_size;

@@ -324,6 +324,99 @@ fn lv_sections(text: &str) -> Result<Vec<(String, std::ops::Range<usize>)>> {
     Ok(out)
 }
 
+/// The LV whose extents end last on the PV with UUID `pv_uuid`, from a
+/// vgcfgbackup text: its name and whether every segment of it is linear
+/// (`striped` with one stripe), the only kind `--grow` extends (issue 13:
+/// grow what is at the end of the stack, where that is safe). None when
+/// nothing is allocated on that PV.
+pub fn last_lv_on_pv(text: &str, pv_uuid: &str) -> Result<Option<(String, bool)>> {
+    // The PV's key in this text (`pv0`): the section whose id is the UUID.
+    let pvs_at = text
+        .find("physical_volumes {")
+        .context("the vgcfgbackup text has no physical_volumes section")?;
+    let mut key = None;
+    let mut section = None;
+    for line in text[pvs_at..].lines().skip(1) {
+        let t = line.trim();
+        if let Some(name) = t.strip_suffix('{') {
+            section = Some(name.trim().to_string());
+        } else if t.starts_with("id = ") && t.contains(&format!("\"{pv_uuid}\"")) {
+            key = section.clone();
+            break;
+        } else if t == "}" && section.is_none() {
+            break;
+        } else if t == "}" {
+            section = None;
+        }
+    }
+    let Some(key) = key else {
+        bail!("PV {pv_uuid} is not in the group's vgcfgbackup text");
+    };
+    let quoted = format!("\"{key}\"");
+    let mut last: Option<(u64, String, bool)> = None;
+    for (name, range) in lv_sections(text)? {
+        let lines: Vec<&str> = text[range].lines().map(str::trim).collect();
+        let mut linear = true;
+        let mut end_on_pv = None;
+        // Each segment: extent_count, type, stripe_count, then its stripes.
+        let (mut count, mut stripes) = (0u64, 1u64);
+        for (i, l) in lines.iter().enumerate() {
+            let value = |k: &str| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+                    .map(|v| {
+                        v.split('#')
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                            .trim_matches('"')
+                    })
+            };
+            if let Some(v) = value("extent_count") {
+                count = v.parse().context("a segment's extent_count")?;
+            } else if let Some(v) = value("stripe_count") {
+                stripes = v.parse().context("a segment's stripe_count")?;
+                linear &= stripes == 1;
+            } else if let Some(v) = value("type") {
+                linear &= v == "striped";
+            } else if l.starts_with("stripes = [") {
+                for s in lines[i + 1..].iter().take_while(|s| !s.starts_with(']')) {
+                    let mut parts = s.split(',').map(str::trim);
+                    if parts.next() == Some(quoted.as_str())
+                        && let Some(Ok(start)) = parts.next().map(str::parse::<u64>)
+                    {
+                        let end = start + count / stripes.max(1);
+                        end_on_pv = end_on_pv.max(Some(end));
+                    }
+                }
+            }
+        }
+        if let Some(end) = end_on_pv
+            && last.as_ref().is_none_or(|(e, _, _)| end > *e)
+        {
+            last = Some((end, name, linear));
+        }
+    }
+    Ok(last.map(|(_, name, linear)| (name, linear)))
+}
+
+/// `pvresize` of a PV on a device that grew, then `lvextend` of `lv` by
+/// `extents` onto the new extents of that PV only.
+pub fn grow_commands(vg: &str, device: &str, lv: Option<(&str, u64)>) -> Vec<Argv> {
+    let mut cmds = vec![argv(&["pvresize", "--yes", device])];
+    if let Some((lv, extents)) = lv {
+        cmds.push(argv(&[
+            "lvextend",
+            "--yes",
+            "--extents",
+            &format!("+{extents}"),
+            &format!("{vg}/{lv}"),
+            device,
+        ]));
+    }
+    cmds
+}
+
 /// The vgcfgbackup text without the thin pools, their thin volumes and
 /// hidden parts (`_tdata`, `_tmeta`, `lvol0_pmspare`): what the first
 /// `vgcfgrestore` puts back before `thin_commands` make them.
@@ -411,6 +504,45 @@ mod tests {
             (dev == "/dev/loop0").then(|| StackRef::Luks("cryptroot".into()))
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_last_lv_on_a_pv_is_found_with_whether_it_is_linear() {
+        let pv = "Tq5wEr-Yu7i-Op9a-Sd2f-Gh4j-Kl6z-Xc8vBn";
+        // lvol0_pmspare holds extent 243, after root, swap, secret and the
+        // pool's parts.
+        assert_eq!(
+            last_lv_on_pv(&fixture("lvm-vg0-thin.vg"), pv).unwrap(),
+            Some(("lvol0_pmspare".to_string(), true))
+        );
+        // secret (1794..1858) ends after pool_tdata and pool_tmeta.
+        assert_eq!(
+            last_lv_on_pv(&fixture("vg0.vg"), pv).unwrap(),
+            Some(("secret".to_string(), true))
+        );
+        let err = last_lv_on_pv(&fixture("vg0.vg"), "no-such-pv").unwrap_err();
+        assert!(format!("{err:#}").contains("no-such-pv"), "{err:#}");
+        // A striped LV is not linear.
+        let striped = fixture("vg0.vg").replacen("stripe_count = 1", "stripe_count = 2", 1);
+        let text = striped.replacen("\"pv0\", 0\n", "\"pv0\", 0,\n\t\t\t\t\t\"pv0\", 4000\n", 1);
+        assert_eq!(
+            last_lv_on_pv(&text, pv).unwrap(),
+            Some(("root".to_string(), false))
+        );
+        assert_eq!(
+            grow_commands("vg0", "/dev/sda2", Some(("root", 25))),
+            vec![
+                argv(&["pvresize", "--yes", "/dev/sda2"]),
+                argv(&[
+                    "lvextend",
+                    "--yes",
+                    "--extents",
+                    "+25",
+                    "vg0/root",
+                    "/dev/sda2"
+                ]),
+            ]
+        );
     }
 
     #[test]

@@ -12,14 +12,39 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// QEMU under TCG uses both cores: one VM at a time.
-static ONE_VM: Mutex<()> = Mutex::new(());
+/// QEMU under TCG uses both cores: one VM at a time per test process,
+/// unless REWIND_QEMU_VMS says more (the test command runs the drills two
+/// at a time: much of a drill's VM time is one busy vCPU or waiting on
+/// the host, and CI's time budget is shared by every drill).
+static VMS_RUNNING: Mutex<usize> = Mutex::new(0);
+static VM_FREED: std::sync::Condvar = std::sync::Condvar::new();
 
-pub fn one_vm() -> MutexGuard<'static, ()> {
-    ONE_VM.lock().unwrap_or_else(|e| e.into_inner())
+/// A turn to run a VM; the next test's turn comes when it is dropped.
+pub struct VmTurn(());
+
+impl Drop for VmTurn {
+    fn drop(&mut self) {
+        let mut n = VMS_RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        VM_FREED.notify_one();
+    }
+}
+
+pub fn one_vm() -> VmTurn {
+    let most: usize = std::env::var("REWIND_QEMU_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let mut n = VMS_RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= most {
+        n = VM_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    VmTurn(())
 }
 
 fn required() -> bool {

@@ -267,10 +267,70 @@ pub fn rewind_fails(server: &ServerProc, token: &str, args: &[&str]) -> String {
     text
 }
 
+/// The DMI system UUID and serial of the example machine whose network
+/// interface is `mac`: the machine of docs/manifest.md for
+/// 52:54:00:00:00:0a (most tests' machine, whose identity the recorded API
+/// fixtures hold) and the docs' own MAC; any other MAC is another machine,
+/// with ids of its own made from the MAC (the server refuses one machine
+/// listed by two hosts).
+pub fn example_dmi(mac: &str) -> (String, String) {
+    if mac == "52:54:00:00:00:0a" || mac == "52:54:00:12:34:56" {
+        return (
+            "4c4c4544-0042-3510-8051-b7c04f4e4a31".into(),
+            "CZ1234567".into(),
+        );
+    }
+    let hex: String = mac.chars().filter(|c| *c != ':').collect();
+    (
+        format!("4c4c4544-0042-3510-8051-{hex}"),
+        format!("CZ{}", hex.to_uppercase()),
+    )
+}
+
+/// `rewind serve` arguments declaring every id of the machine the tests
+/// run on shared (`--shared-identity` for its DMI UUID and serial and each
+/// NIC's MAC), for a test that captures this one machine as several hosts
+/// (the server refuses one machine listed by two hosts otherwise).
+pub fn this_machine_shared() -> Vec<String> {
+    let dmi = rewind::probe::system::read_dmi(Path::new("/sys"));
+    let macs: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+                .map(|a| a.trim().to_string())
+                .filter(|a| a.parse::<rewind::util::mac::Mac>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let machine = rewind::api::MachineIdentity::new(dmi.as_ref(), &macs);
+    let mut ids: Vec<String> = machine.macs.iter().map(|m| format!("mac={m}")).collect();
+    ids.extend(machine.system_uuid.map(|u| format!("uuid={u}")));
+    ids.extend(machine.serial.map(|s| format!("serial={s}")));
+    ids.into_iter()
+        .flat_map(|id| ["--shared-identity".to_string(), id])
+        .collect()
+}
+
+/// A MAC address of the test machine of `host`, different for each name
+/// (52:54:00 and three bytes of a hash of the name).
+pub fn host_mac(host: &str) -> String {
+    let h = host.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (h >> 16) as u8,
+        (h >> 8) as u8,
+        h as u8
+    )
+}
+
 /// The complete example manifest of docs/manifest.md, as a host's snapshot
 /// taken at `time`, without data (so that committing it needs no chunks).
-/// Its network interface gets `mac`.
+/// Its network interface gets `mac`, and its DMI the ids of that machine
+/// ([`example_dmi`]).
 pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
+    let (uuid, serial) = example_dmi(mac);
     let doc = include_str!("../../docs/manifest.md");
     let start = doc.find("```xml\n").unwrap() + 7;
     let end = start + doc[start..].find("```").unwrap();
@@ -285,6 +345,8 @@ pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
                 )
             } else {
                 l.replace("52:54:00:12:34:56", mac)
+                    .replace("4c4c4544-0042-3510-8051-b7c04f4e4a31", &uuid)
+                    .replace("CZ1234567", &serial)
             }
         })
         .collect::<Vec<_>>()
@@ -292,12 +354,13 @@ pub fn example_manifest(host: &str, id: &str, time: &str, mac: &str) -> String {
         + "\n"
 }
 
-/// The machine of docs/manifest.md's example (its DMI) with `mac`, as the
-/// recovery image presents itself in a claim.
+/// The machine of [`example_manifest`] with `mac` (its DMI:
+/// [`example_dmi`]), as the recovery image presents itself in a claim.
 pub fn example_machine(mac: &str) -> rewind::api::MachineIdentity {
+    let (uuid, serial) = example_dmi(mac);
     let dmi = rewind::manifest::Dmi {
-        system_uuid: Some("4c4c4544-0042-3510-8051-b7c04f4e4a31".into()),
-        serial: Some("CZ1234567".into()),
+        system_uuid: Some(uuid),
+        serial: Some(serial),
         vendor: Some("Dell Inc.".into()),
         product: None,
     };

@@ -52,8 +52,12 @@ pub const FIXED: u64 = 64 * MIB;
 /// when it is not to be shrunk (no data in the snapshot, vfat, a btrfs of
 /// several devices).
 pub fn fs_minimum(fs: &Filesystem) -> Option<(u64, String)> {
-    let data = fs.data.as_ref()?;
-    let files = data.bytes + data.entries * PER_ENTRY;
+    fs.data.as_ref()?;
+    // A btrfs holds its separately mounted subvolumes' files too.
+    let (bytes, entries) = fs
+        .data_trees()
+        .fold((0, 0), |(b, n), d| (b + d.bytes, n + d.entries));
+    let files = bytes + entries * PER_ENTRY;
     let (metadata, floor) = match &fs.fs_type {
         FsType::Ext2(p) | FsType::Ext3(p) | FsType::Ext4(p) => (
             p.as_ref()
@@ -78,8 +82,8 @@ pub fn fs_minimum(fs: &Filesystem) -> Option<(u64, String)> {
         * MIB;
     let why = format!(
         "{} of files in {} entries, +{} per entry, +25%, +{}{}",
-        human_bytes(data.bytes),
-        data.entries,
+        human_bytes(bytes),
+        entries,
         human_bytes(PER_ENTRY),
         human_bytes(FIXED),
         if metadata > 0 {

@@ -329,3 +329,168 @@ fn luks_without_an_escrowed_key_is_refused_before_any_write() {
         "{e}"
     );
 }
+
+/// `--grow` onto a bigger disk: the partition at the end grows, the LUKS
+/// mapping that filled it grows with it, the PV is resized and the linear
+/// LV at the PV's end is extended onto the new extents only; its ext4 is
+/// made at the new size. The MD array on the same disk keeps its size.
+#[test]
+fn grow_passes_a_bigger_partition_up_to_the_lv_at_the_end() {
+    let mut m = escrowed();
+    // cryptroot straight on vda's second partition, filling it; no md/root.
+    m.md_arrays.retain(|a| a.name != "root");
+    m.luks[0].on = "disk/vda/2".into();
+    m.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
+    // root's extents moved after everything else: it is the LV at the end.
+    m.volume_groups[0].metadata =
+        m.volume_groups[0]
+            .metadata
+            .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    validate(&m).unwrap();
+    let mut disks = present();
+    disks[0].size = 12 * GIB;
+    disks[1].size = 12 * GIB;
+    let o = PlanOptions {
+        grow: true,
+        ..opts()
+    };
+    let p = plan(&m, &disks, &o).unwrap();
+    let vg = p.stack.iter().find(|s| s.layer == "vg vg0").unwrap();
+    let lines: Vec<String> = vg.commands.iter().map(|c| c.join(" ")).collect();
+    let at = lines
+        .iter()
+        .position(|l| l == "pvresize --yes /dev/mapper/cryptroot")
+        .unwrap_or_else(|| panic!("no pvresize: {lines:#?}\n{p}"));
+    assert_eq!(
+        lines[at + 1],
+        "lvextend --yes --extents +1028 vg0/root /dev/mapper/cryptroot"
+    );
+    assert_eq!(lines[at + 2], "vgchange --activate y vg0");
+    // What verify expects: the new sizes.
+    let crate::layout::stack::Expect::Vg(g) = &vg.expect else {
+        panic!("the VG step expects no VG")
+    };
+    assert_eq!(g.pvs[0].extents, 2939);
+    assert_eq!(g.lvs[0].size, 4 * GIB + 1028 * 4 * (1 << 20));
+    let luks = p
+        .stack
+        .iter()
+        .find(|s| s.layer == "luks/cryptroot")
+        .unwrap();
+    let crate::layout::stack::Expect::Luks(l) = &luks.expect else {
+        panic!("the LUKS step expects no LUKS volume")
+    };
+    assert_eq!(l.size, 12_329_156_608);
+    let root = p
+        .stack_volumes
+        .iter()
+        .find(|v| v.reference == "lv/vg0/root")
+        .unwrap();
+    let Content::Filesystem {
+        grown, commands, ..
+    } = &root.content
+    else {
+        panic!("root holds no filesystem")
+    };
+    assert!(grown);
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.join(" ") == "resize2fs /dev/mapper/vg0-root"),
+        "{commands:?}"
+    );
+    let text = p.to_string();
+    assert!(text.contains("LV root at its end grows with it"), "{text}");
+    assert!(
+        text.contains("luks/cryptroot grows with disk/vda/2"),
+        "{text}"
+    );
+
+    // Without --grow nothing of this is planned.
+    let p = plan(&m, &disks, &opts()).unwrap();
+    let vg = p.stack.iter().find(|s| s.layer == "vg vg0").unwrap();
+    assert!(
+        !vg.commands
+            .iter()
+            .any(|c| c[0] == "pvresize" || c[0] == "lvextend")
+    );
+}
+
+/// When the LV at the PV's end holds no filesystem (here a LUKS volume),
+/// the PV grows and the new extents are left free, with a note.
+#[test]
+fn grow_leaves_new_extents_free_when_the_lv_at_the_end_holds_no_filesystem() {
+    let mut m = escrowed();
+    m.md_arrays.retain(|a| a.name != "root");
+    m.luks[0].on = "disk/vda/2".into();
+    m.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
+    validate(&m).unwrap();
+    let mut disks = present();
+    disks[0].size = 12 * GIB;
+    disks[1].size = 12 * GIB;
+    let o = PlanOptions {
+        grow: true,
+        ..opts()
+    };
+    let p = plan(&m, &disks, &o).unwrap();
+    let vg = p.stack.iter().find(|s| s.layer == "vg vg0").unwrap();
+    assert!(vg.commands.iter().any(|c| c[0] == "pvresize"));
+    assert!(!vg.commands.iter().any(|c| c[0] == "lvextend"));
+    assert!(p.to_string().contains("left free"), "{p}");
+}
+
+/// Every program a stack plan runs is in the recovery image (image/tools
+/// lists what scripts/build-image copies or links): a command the image
+/// lacks fails only in the live image, halfway through a recovery.
+#[test]
+fn every_program_a_stack_plan_runs_is_in_the_image() {
+    let tools: Vec<&str> = include_str!("../../../image/tools")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(" -> ").next().unwrap_or(l).trim())
+        .collect();
+    let mut grown = escrowed();
+    grown.md_arrays.retain(|a| a.name != "root");
+    grown.luks[0].on = "disk/vda/2".into();
+    grown.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
+    grown.volume_groups[0].metadata =
+        grown.volume_groups[0]
+            .metadata
+            .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    let mut big = present();
+    big[0].size = 12 * GIB;
+    big[1].size = 12 * GIB;
+    let plans = [
+        plan(&escrowed(), &present(), &opts()).unwrap(),
+        plan(
+            &grown,
+            &big,
+            &PlanOptions {
+                grow: true,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    ];
+    let mut programs: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| {
+            p.stack
+                .iter()
+                .flat_map(|s| s.commands.iter())
+                .chain(p.stack_volumes.iter().flat_map(|v| match &v.content {
+                    Content::Filesystem { commands, .. } | Content::Swap { commands, .. } => {
+                        commands.iter()
+                    }
+                    Content::Raw => [].iter(),
+                }))
+        })
+        .map(|c| c[0].as_str())
+        .collect();
+    programs.sort_unstable();
+    programs.dedup();
+    assert!(programs.contains(&"lvextend"), "{programs:?}");
+    let missing: Vec<&&str> = programs.iter().filter(|p| !tools.contains(p)).collect();
+    assert!(missing.is_empty(), "not in image/tools: {missing:?}");
+}

@@ -294,17 +294,24 @@ pub(super) async fn put_file(
                     false
                 }
                 RepoFile::Snapshot(id) => {
-                    // A new snapshot's time is checked against the server's
-                    // clock and the host's newest (a retry of the same bytes
-                    // is not new).
-                    if !dir.join(format!("snapshots/{id}.xml")).exists()
-                        && let Ok(m) = crate::manifest::from_xml(&String::from_utf8_lossy(&body))
-                    {
-                        s.index
-                            .check_commit_time(&host, &m, crate::server::state::now_secs())?;
-                    }
-                    let m = files::put_snapshot(&dir, &host, &id, &body)?;
-                    s.index.committed(&host, &m);
+                    // One commit at a time, across hosts: its time and its
+                    // machine are checked against every host's latest, then
+                    // it is written and becomes its host's latest.
+                    let _one = s.index.commit_guard();
+                    let f = match files::check_snapshot(&dir, &host, &id, &body)? {
+                        // A retry of the same bytes is not new.
+                        files::Incoming::Again(f) => f,
+                        files::Incoming::New(m) => {
+                            let committed = s.index.check_commit(
+                                &host,
+                                &m,
+                                crate::server::index::now_nanos(),
+                                &s.shared_identities,
+                            )?;
+                            files::write_snapshot(&dir, m, &body, committed)?
+                        }
+                    };
+                    s.index.committed(&host, &f);
                     s.index.add_usage(&host, body.len() as u64);
                     s.stats.snapshots_committed.fetch_add(1, Relaxed);
                     log_line!("rewind: committed snapshot {id} of {host}");
@@ -336,7 +343,13 @@ pub(super) async fn delete_file(
         // The removal is durable before it is acknowledged.
         let removed = match std::fs::remove_file(&path)
             .and_then(|()| path.parent().map_or(Ok(()), crate::util::fs::sync_dir))
-        {
+            .and_then(|()| match files::parse_name(&name) {
+                // Its commit record goes after it (a record alone is inert).
+                Some(RepoFile::Snapshot(id)) => {
+                    files::remove_commit(&files::host_dir(&s.data, &changed), &id)
+                }
+                _ => Ok(()),
+            }) {
             Ok(()) => Ok(StatusCode::NO_CONTENT),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ApiError::NotFound("no such file".into()))

@@ -6,8 +6,10 @@
 //! younger than `min_age_days` (`min-age`) or than the server's retention
 //! lock (`serve --retention-lock DAYS`: `retention-lock`, which not even an
 //! admin token lifts). A snapshot's age is the younger of its own time and
-//! the server's commit time (its file's mtime, written by the server), so
-//! a host cannot back-date a snapshot out of the lock. Prune's grace
+//! the server's commit time (its record in `commits/`, else its file's
+//! mtime, written by the server), so a host cannot back-date a snapshot
+//! out of the lock. Keep-N counts snapshots in the order selection uses
+//! (effective time, then commit: see files::SnapshotFile::order). Prune's grace
 //! period is stretched over any restore running for the host: packs
 //! retired since its claim stay until it is over.
 
@@ -59,13 +61,12 @@ pub(super) async fn forget(
             .host_alone(&h, move |s| {
                 let dir = files::host_dir(&s.data, &host);
                 let repo = crate::repo::Repo::open(&dir)?;
-                let mut decisions = forget::forget(&repo, &policy, Some(&host), true)?
-                    .remove(&host)
-                    .unwrap_or_default();
+                let mut decisions = decide(&files::snapshot_files(&dir)?, &policy);
                 hold(s, &host, &dir, &mut decisions, min_age);
                 if !dry_run {
                     for d in decisions.iter().filter(|d| !d.keep) {
                         repo.backend.remove(&format!("snapshots/{}.xml", d.id))?;
+                        files::remove_commit(&dir, &d.id)?;
                     }
                 }
                 s.host_changed(&host);
@@ -87,6 +88,38 @@ pub(super) async fn forget(
     Ok(axum::Json(ForgetAnswer { hosts }))
 }
 
+/// A policy's decisions over a host's history, newest first, in the
+/// order selection uses ([`files::SnapshotFile::order`]): each snapshot
+/// stands at its effective time (never later than its commit on this
+/// server), and two in one second are told apart by their commits, so a
+/// host dating a snapshot ahead cannot push later commits out of keep-N.
+/// Each decision shows the snapshot's own time.
+fn decide(snaps: &[files::SnapshotFile], policy: &forget::Policy) -> Vec<forget::Decision> {
+    // forget::decide orders by (time, id): the id is prefixed with the
+    // snapshot's rank in the history, which breaks ties in commit order.
+    let keyed: Vec<(String, i64)> = snaps
+        .iter()
+        .enumerate()
+        .map(|(rank, f)| {
+            (
+                format!("{rank:010}/{}", f.manifest.snapshot.id),
+                f.effective_secs(),
+            )
+        })
+        .collect();
+    let mut decisions = forget::decide(&keyed, policy);
+    for d in &mut decisions {
+        let rank =
+            d.id.split_once('/')
+                .and_then(|(r, _)| r.parse::<usize>().ok());
+        if let Some(f) = rank.and_then(|r| snaps.get(r)) {
+            d.id = f.manifest.snapshot.id.clone();
+            d.time = f.manifest.snapshot.time.to_string();
+        }
+    }
+    decisions
+}
+
 /// The snapshots of `host` an active request restores.
 fn pinned(s: &Server, host: &str) -> Vec<String> {
     s.catalog()
@@ -97,8 +130,13 @@ fn pinned(s: &Server, host: &str) -> Vec<String> {
         .collect()
 }
 
-/// When the server wrote a snapshot's file (its commit), seconds.
+/// When the server committed a snapshot, seconds: its record, else (a
+/// snapshot committed before records were kept) when the server wrote
+/// its file.
 fn committed_at(dir: &std::path::Path, id: &str) -> Option<i64> {
+    if let Some(nanos) = files::read_commit(dir, id) {
+        return i64::try_from(nanos.div_euclid(1_000_000_000)).ok();
+    }
     let modified = std::fs::metadata(dir.join(format!("snapshots/{id}.xml")))
         .ok()?
         .modified()
