@@ -184,10 +184,9 @@ fn a_512_byte_layout_on_a_4kn_loop_disk() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    // Whatever happens, nothing stays mounted under the target.
-    let _ = Command::new("umount")
-        .args(["-R", target_root.to_str().unwrap()])
-        .status();
+    // Whatever happens, nothing stays mounted under the target (the
+    // filesystems are mounted at their captured points below it).
+    unmount_below(&target_root);
     assert!(
         out.status.success(),
         "recreate:\n{stdout}\n{}",
@@ -246,4 +245,18 @@ fn a_512_byte_layout_on_a_4kn_loop_disk() {
         .collect();
     rewind::fs::btrfs::seal_subvolumes(&top, &listed, &mut rewind::fs::btrfs::run_btrfs).unwrap();
     assert_eq!(subvolumes(&top), before);
+}
+
+/// Unmount everything mounted at or below `root`, deepest first.
+fn unmount_below(root: &std::path::Path) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut points: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg(p).status();
+    }
 }
