@@ -76,23 +76,8 @@ fn manifest() -> rewind::manifest::Manifest {
     )
     .unwrap();
     m.volume_groups.push(vg);
-    m.filesystems.push(Filesystem {
-        device: "/dev/mapper/qvg-root".into(),
-        disk: None,
-        partition: None,
-        volume: Some(StackRef::Lv("qvg".into(), "root".into())),
-        fs_type: FsType::Ext4(None),
-        uuid: "0a1b2c3d-1111-4222-8333-444455556666".into(),
-        label: None,
-        mounts: vec![Mount {
-            point: "/".into(),
-            options: "rw".into(),
-            root: "/".into(),
-        }],
-        data: None,
-        members: vec![],
-        subvolumes: vec![],
-    });
+    m.filesystems
+        .push(root_ext4("qvg", "0a1b2c3d-1111-4222-8333-444455556666"));
     validate(&m).unwrap_or_else(|e| panic!("{e}"));
     m
 }
@@ -132,41 +117,15 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
             p
         })
         .collect();
-    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let log = logs.join("stack.log");
-    let mut vm = Qemu::start(
-        Boot::Direct(
-            &img,
-            "console=ttyS0,115200 rewind.action=shell rewind.done=poweroff rewind.onfail=poweroff"
-                .into(),
-        ),
+    let mut vm = shell_with_key(
+        &img,
         &[&disks[0], &disks[1]],
         "52:54:00:ab:cd:ef",
-        &log,
-    );
-    let t = vm.expect("emergency shell on /dev/ttyS0", Duration::from_secs(180));
-    eprintln!("shell after {t:.1} s (log: {})", log.display());
-    std::thread::sleep(Duration::from_secs(2));
-    // The escrowed volume key, as recovery will have fetched it.
-    vm.run_ok(
-        "mkdir -p /run/rewind/stack && head -c 64 /dev/urandom > /run/rewind/stack/cryptroot.key",
-        Duration::from_secs(30),
+        "stack.log",
+        "cryptroot",
     );
     let started = std::time::Instant::now();
-    {
-        let mut console = Console(&mut vm);
-        stack_run::run(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
-        stack_run::verify(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
-        // And the filesystem on top, with its UUID.
-        for v in &the_plan.stack_volumes {
-            if let Content::Filesystem { commands, .. } = &v.content {
-                for c in commands {
-                    console.run(c).unwrap();
-                }
-            }
-        }
-    }
+    make_stack(&mut vm, &the_plan);
     eprintln!(
         "stack made and verified in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -184,11 +143,7 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
         Duration::from_secs(60),
     );
     assert!(thin.contains("home") && thin.contains("pool"), "{thin}");
-    vm.type_line("exit");
-    vm.expect("starting another", Duration::from_secs(30));
-    vm.type_line("poweroff");
-    vm.expect("rewind: powering off", Duration::from_secs(60));
-    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    power_off(vm);
 }
 
 const GROW_CAPTURED: u64 = 128 * MIB;
@@ -235,23 +190,8 @@ fn grow_manifest() -> rewind::manifest::Manifest {
     )
     .unwrap();
     m.volume_groups.push(vg);
-    m.filesystems.push(Filesystem {
-        device: "/dev/mapper/gvg-root".into(),
-        disk: None,
-        partition: None,
-        volume: Some(StackRef::Lv("gvg".into(), "root".into())),
-        fs_type: FsType::Ext4(None),
-        uuid: "6b7c8d9e-1111-4222-8333-444455556666".into(),
-        label: None,
-        mounts: vec![Mount {
-            point: "/".into(),
-            options: "rw".into(),
-            root: "/".into(),
-        }],
-        data: None,
-        members: vec![],
-        subvolumes: vec![],
-    });
+    m.filesystems
+        .push(root_ext4("gvg", "6b7c8d9e-1111-4222-8333-444455556666"));
     validate(&m).unwrap_or_else(|e| panic!("{e}"));
     m
 }
@@ -302,38 +242,15 @@ fn live_image_grows_partition_luks_lvm_onto_a_bigger_disk() {
         f.set_len(GROW_PRESENT).unwrap();
         rewind::layout::partition::write_layout(&mut f, &the_plan.disks[0]).unwrap();
     }
-    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let log = logs.join("stack-grow.log");
-    let mut vm = Qemu::start(
-        Boot::Direct(
-            &img,
-            "console=ttyS0,115200 rewind.action=shell rewind.done=poweroff rewind.onfail=poweroff"
-                .into(),
-        ),
+    let mut vm = shell_with_key(
+        &img,
         &[&disk],
         "52:54:00:ab:cd:f0",
-        &log,
+        "stack-grow.log",
+        "cryptgrow",
     );
-    vm.expect("emergency shell on /dev/ttyS0", Duration::from_secs(180));
-    std::thread::sleep(Duration::from_secs(2));
-    vm.run_ok(
-        "mkdir -p /run/rewind/stack && head -c 64 /dev/urandom > /run/rewind/stack/cryptgrow.key",
-        Duration::from_secs(30),
-    );
-    {
-        let mut console = Console(&mut vm);
-        stack_run::run(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
-        // Verify compares with the grown sizes the plan expects.
-        stack_run::verify(&the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
-        for v in &the_plan.stack_volumes {
-            if let Content::Filesystem { commands, .. } = &v.content {
-                for c in commands {
-                    console.run(c).unwrap();
-                }
-            }
-        }
-    }
+    // Verify compares with the grown sizes the plan expects.
+    make_stack(&mut vm, &the_plan);
     let sizes = vm.run_ok(
         "for d in /dev/vda1 /dev/mapper/cryptgrow /dev/mapper/gvg-root; do blockdev --getsize64 $d; done; \
          pvs --noheadings -o pv_pe_count /dev/mapper/cryptgrow; \
@@ -354,6 +271,80 @@ fn live_image_grows_partition_luks_lvm_onto_a_bigger_disk() {
         164 * MIB,
         "ext4 fills the grown LV: {sizes}"
     );
+    power_off(vm);
+}
+
+/// ext4 on `VG/root`, mounted at /.
+fn root_ext4(vg: &str, uuid: &str) -> Filesystem {
+    Filesystem {
+        device: format!("/dev/mapper/{vg}-root"),
+        disk: None,
+        partition: None,
+        volume: Some(StackRef::Lv(vg.into(), "root".into())),
+        fs_type: FsType::Ext4(None),
+        uuid: uuid.into(),
+        label: None,
+        mounts: vec![Mount {
+            point: "/".into(),
+            options: "rw".into(),
+            root: "/".into(),
+        }],
+        data: None,
+        members: vec![],
+        subvolumes: vec![],
+    }
+}
+
+/// The live image booted to its emergency shell on `disks`, with a random
+/// volume key where recovery puts the escrowed key of LUKS volume `luks`.
+fn shell_with_key(
+    img: &Image,
+    disks: &[&std::path::Path],
+    mac: &str,
+    log: &str,
+    luks: &str,
+) -> Qemu {
+    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join(log);
+    let mut vm = Qemu::start(
+        Boot::Direct(
+            img,
+            "console=ttyS0,115200 rewind.action=shell rewind.done=poweroff rewind.onfail=poweroff"
+                .into(),
+        ),
+        disks,
+        mac,
+        &log,
+    );
+    let t = vm.expect("emergency shell on /dev/ttyS0", Duration::from_secs(180));
+    eprintln!("shell after {t:.1} s (log: {})", log.display());
+    std::thread::sleep(Duration::from_secs(2));
+    vm.run_ok(
+        &format!(
+            "mkdir -p /run/rewind/stack && head -c 64 /dev/urandom > /run/rewind/stack/{luks}.key"
+        ),
+        Duration::from_secs(30),
+    );
+    vm
+}
+
+/// rewind's stack executor and read-back on the plan, then the
+/// filesystems on top (with their UUIDs), through the image's shell.
+fn make_stack(vm: &mut Qemu, the_plan: &rewind::layout::plan::Plan) {
+    let mut console = Console(vm);
+    stack_run::run(the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
+    stack_run::verify(the_plan, &mut console).unwrap_or_else(|e| panic!("{e:#}"));
+    for v in &the_plan.stack_volumes {
+        if let Content::Filesystem { commands, .. } = &v.content {
+            for c in commands {
+                console.run(c).unwrap();
+            }
+        }
+    }
+}
+
+fn power_off(mut vm: Qemu) {
     vm.type_line("exit");
     vm.expect("starting another", Duration::from_secs(30));
     vm.type_line("poweroff");

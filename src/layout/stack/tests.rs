@@ -330,22 +330,21 @@ fn luks_without_an_escrowed_key_is_refused_before_any_write() {
     );
 }
 
-/// `--grow` onto a bigger disk: the partition at the end grows, the LUKS
-/// mapping that filled it grows with it, the PV is resized and the linear
-/// LV at the PV's end is extended onto the new extents only; its ext4 is
-/// made at the new size. The MD array on the same disk keeps its size.
-#[test]
-fn grow_passes_a_bigger_partition_up_to_the_lv_at_the_end() {
+/// The sample with cryptroot straight on vda's second partition, filling
+/// it (no md/root), and — when `root_last` — root's extents moved after
+/// everything else so that it is the LV at the PV's end; with the two
+/// 8 GiB disks now 12 GiB and `--grow`.
+fn grow_case(root_last: bool) -> (Manifest, Vec<PresentDisk>, PlanOptions) {
     let mut m = escrowed();
-    // cryptroot straight on vda's second partition, filling it; no md/root.
     m.md_arrays.retain(|a| a.name != "root");
     m.luks[0].on = "disk/vda/2".into();
     m.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
-    // root's extents moved after everything else: it is the LV at the end.
-    m.volume_groups[0].metadata =
-        m.volume_groups[0]
-            .metadata
-            .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    if root_last {
+        m.volume_groups[0].metadata =
+            m.volume_groups[0]
+                .metadata
+                .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
+    }
     validate(&m).unwrap();
     let mut disks = present();
     disks[0].size = 12 * GIB;
@@ -354,6 +353,16 @@ fn grow_passes_a_bigger_partition_up_to_the_lv_at_the_end() {
         grow: true,
         ..opts()
     };
+    (m, disks, o)
+}
+
+/// `--grow` onto a bigger disk: the partition at the end grows, the LUKS
+/// mapping that filled it grows with it, the PV is resized and the linear
+/// LV at the PV's end is extended onto the new extents only; its ext4 is
+/// made at the new size. The MD array on the same disk keeps its size.
+#[test]
+fn grow_passes_a_bigger_partition_up_to_the_lv_at_the_end() {
+    let (m, disks, o) = grow_case(true);
     let p = plan(&m, &disks, &o).unwrap();
     let vg = p.stack.iter().find(|s| s.layer == "vg vg0").unwrap();
     let lines: Vec<String> = vg.commands.iter().map(|c| c.join(" ")).collect();
@@ -420,18 +429,7 @@ fn grow_passes_a_bigger_partition_up_to_the_lv_at_the_end() {
 /// the PV grows and the new extents are left free, with a note.
 #[test]
 fn grow_leaves_new_extents_free_when_the_lv_at_the_end_holds_no_filesystem() {
-    let mut m = escrowed();
-    m.md_arrays.retain(|a| a.name != "root");
-    m.luks[0].on = "disk/vda/2".into();
-    m.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
-    validate(&m).unwrap();
-    let mut disks = present();
-    disks[0].size = 12 * GIB;
-    disks[1].size = 12 * GIB;
-    let o = PlanOptions {
-        grow: true,
-        ..opts()
-    };
+    let (m, disks, o) = grow_case(false);
     let p = plan(&m, &disks, &o).unwrap();
     let vg = p.stack.iter().find(|s| s.layer == "vg vg0").unwrap();
     assert!(vg.commands.iter().any(|c| c[0] == "pvresize"));
@@ -450,28 +448,10 @@ fn every_program_a_stack_plan_runs_is_in_the_image() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split(" -> ").next().unwrap_or(l).trim())
         .collect();
-    let mut grown = escrowed();
-    grown.md_arrays.retain(|a| a.name != "root");
-    grown.luks[0].on = "disk/vda/2".into();
-    grown.luks[0].size = 8_050_966_528 - 16 * (1 << 20);
-    grown.volume_groups[0].metadata =
-        grown.volume_groups[0]
-            .metadata
-            .replacen("\"pv0\", 0\n", "\"pv0\", 3000\n", 1);
-    let mut big = present();
-    big[0].size = 12 * GIB;
-    big[1].size = 12 * GIB;
+    let (grown, big, grow) = grow_case(true);
     let plans = [
         plan(&escrowed(), &present(), &opts()).unwrap(),
-        plan(
-            &grown,
-            &big,
-            &PlanOptions {
-                grow: true,
-                ..opts()
-            },
-        )
-        .unwrap(),
+        plan(&grown, &big, &grow).unwrap(),
     ];
     let mut programs: Vec<&str> = plans
         .iter()
