@@ -648,19 +648,6 @@ fn manifest_with(host: &str, id: &str, time: &str, mac: &str, dmi: (&str, &str))
         .replace(&serial, dmi.1)
 }
 
-fn put_xml(s: &ServerProc, token: &str, host: &str, id: &str, xml: String) -> (StatusCode, String) {
-    let resp = http_client()
-        .put(format!(
-            "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
-            s.url
-        ))
-        .bearer_auth(token)
-        .body(xml)
-        .send()
-        .unwrap();
-    (resp.status(), resp.text().unwrap())
-}
-
 /// Issue 15 point 2, the commit side: a host whose manifest lists another
 /// machine's MAC, DMI UUID or serial would be recognised as that machine
 /// when it boots for a recovery (and, with a request armed for the
@@ -708,7 +695,7 @@ fn one_machine_is_one_host_at_commit() {
             web_serial.clone(),
         ),
     ] {
-        let (st, text) = put_xml(&s, &evil, "evil", "e1", xml);
+        let (st, text) = put_snapshot_xml(&s, &evil, "evil", "e1", xml);
         assert_eq!(st, StatusCode::CONFLICT, "{kind}: {text}");
         for want in [
             kind,
@@ -772,7 +759,7 @@ fn one_machine_is_one_host_at_commit() {
             &format!("</interface>\n    <interface name=\"vrrp.51\" mac=\"{vrrp}\" mtu=\"1500\"/>"),
         );
         assert!(xml.contains(vrrp), "{xml}");
-        let (st, text) = put_xml(&s, &token, host, "x1", xml);
+        let (st, text) = put_snapshot_xml(&s, &token, host, "x1", xml);
         assert_eq!(st, StatusCode::CREATED, "{host}: {text}");
     }
 }

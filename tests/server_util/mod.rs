@@ -397,7 +397,17 @@ pub fn put_snapshot(
     time: &str,
     mac: &str,
 ) -> (reqwest::StatusCode, String) {
-    let xml = example_manifest(host, id, time, mac);
+    put_snapshot_xml(s, token, host, id, example_manifest(host, id, time, mac))
+}
+
+/// PUT `xml` as snapshot `id` of `host`.
+pub fn put_snapshot_xml(
+    s: &ServerProc,
+    token: &str,
+    host: &str,
+    id: &str,
+    xml: String,
+) -> (reqwest::StatusCode, String) {
     let resp = http_client()
         .put(format!(
             "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
