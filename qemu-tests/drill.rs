@@ -940,6 +940,21 @@ fn drill(v: &Variant) {
             "the source machine does not run with Secure Boot on: {sb}"
         );
     }
+    if v.new_hardware {
+        // Disks named by kernel name, as hand-edited and older systems do:
+        // the ESP in fstab and the hibernation device on the kernel line and
+        // in initramfs-tools' settings. On NVMe they must say nvme0n1pN.
+        let named = vm.run_ok(
+            "sed -i -E 's#^UUID=[^[:space:]]+([[:space:]]+/boot/efi[[:space:]])#/dev/vda1\\1#' /etc/fstab && \
+             echo RESUME=/dev/vda4 >/etc/initramfs-tools/conf.d/resume && \
+             sed -i -E 's#^([[:space:]]*linux[[:space:]].*)$#\\1 resume=/dev/vda4#' /boot/grub/grub.cfg && \
+             sed -i 's#^GRUB_CMDLINE_LINUX=\"#&resume=/dev/vda4 #' /etc/default/grub && \
+             umount /boot/efi && mount /boot/efi && findmnt -rno SOURCE /boot/efi && \
+             grep -c 'resume=/dev/vda4' /boot/grub/grub.cfg",
+            COMMAND,
+        );
+        assert!(named.starts_with("/dev/vda1\n"), "{named}");
+    }
     assert_eq!(
         vm.run_ok("systemctl is-enabled rewind-capture.timer", COMMAND),
         "enabled"
@@ -1369,6 +1384,22 @@ fn drill(v: &Variant) {
         }
         if v.btrfs {
             drill_btrfs::check_recovered(&mut vm, &mut rep, &btrfs_first);
+        }
+        if v.new_hardware {
+            system_running(&mut vm);
+            let named = vm.run_ok(
+                "findmnt -rno SOURCE /boot/efi; grep -o 'resume=[^ ]*' /proc/cmdline; \
+                 cat /etc/initramfs-tools/conf.d/resume",
+                COMMAND,
+            );
+            assert_eq!(
+                named, "/dev/nvme0n1p1\nresume=/dev/nvme0n1p4\nRESUME=/dev/nvme0n1p4",
+                "kernel disk names were not renamed for NVMe"
+            );
+            rep.fact(
+                &format!("kernel disk names{label}"),
+                "fstab's /dev/vda1 (ESP) and resume=/dev/vda4 (GRUB, initramfs-tools) became nvme0n1p1 and nvme0n1p4; running",
+            );
         }
         if v.stack {
             system_running(&mut vm);
