@@ -1,6 +1,6 @@
 //! The `configure` stage: the restored system made to fit the machine it now
 //! runs on. Its files came back as captured; what names the old hardware —
-//! NICs' MAC addresses, the old disk's /dev/disk/by-id names — is rewritten
+//! NICs' MAC addresses, the old disks' by-id and kernel names — is rewritten
 //! for the new one (crate::retarget does the file work), and the operator's
 //! overrides (`rewind.hostname=`, `rewind.address=`) are applied. UUIDs,
 //! labels and partition GUIDs were recreated as captured, so fstab lines
