@@ -65,43 +65,21 @@ fn openssl(args: &[&str]) {
     sh("openssl", args);
 }
 
+/// A CA and a code-signing certificate it issued, as iPXE wants them: the
+/// CA with `CA:TRUE` and `keyCertSign`, the signer with `codeSigning`.
+#[rustfmt::skip]
 fn make_ca(dir: &Path, name: &str) {
-    let p = |f: &str| {
-        dir.join(format!("{name}-{f}"))
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let p = |f: &str| dir.join(format!("{name}-{f}")).to_str().unwrap().to_string();
     openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.crt"),
-        "-subj",
-        &format!("/CN=rewind test CA {name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        "-keyout", &p("ca.key"), "-out", &p("ca.crt"),
+        "-subj", &format!("/CN=rewind test CA {name}"),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &p("sign.key"),
-        "-out",
-        &p("sign.csr"),
-        "-subj",
-        &format!("/CN=rewind image signing {name}"),
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("sign.key"),
+        "-out", &p("sign.csr"), "-subj", &format!("/CN=rewind image signing {name}"),
     ]);
     let ext = dir.join("codesign.ext");
     std::fs::write(
@@ -110,21 +88,9 @@ fn make_ca(dir: &Path, name: &str) {
     )
     .unwrap();
     openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "3650",
-        "-in",
-        &p("sign.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("sign.crt"),
-        "-extfile",
-        ext.to_str().unwrap(),
+        "x509", "-req", "-days", "3650", "-in", &p("sign.csr"), "-CA", &p("ca.crt"),
+        "-CAkey", &p("ca.key"), "-CAcreateserial", "-out", &p("sign.crt"),
+        "-extfile", ext.to_str().unwrap(),
     ]);
 }
 
