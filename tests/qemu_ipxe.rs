@@ -9,7 +9,9 @@
 //!
 //! - signed and intact: the recovery image starts (its first stage marker);
 //! - one byte of the initrd changed: imgverify refuses it, nothing boots;
-//! - signed by another key (a CA iPXE does not trust): refused too.
+//! - signed by another key (a CA iPXE does not trust): refused too;
+//! - the intact signed image through QEMU's own iPXE ROM, which has no
+//!   `imgverify`: the script fails closed, nothing boots.
 //!
 //! Needs root, QEMU and REWIND_IMAGE (as the other QEMU tests), and an iPXE
 //! source: Debian's `ipxe` source package, or REWIND_IPXE_SOURCE=TARBALL
@@ -333,9 +335,32 @@ fn ipxe_boots_only_a_signed_image() {
     let mut vm = boot_ipxe(&ipxe, &tftp, "other-key");
     assert_refused(&mut vm, "signed by another key");
     drop(vm);
+    let other_secs = t.elapsed().as_secs_f64();
+
+    // 4. The intact signed image again, but through QEMU's own iPXE ROM
+    // (no IMAGE_TRUST_CMD, no serial console: watched on the wire): the
+    // script's imgverify cannot run, and nothing boots.
+    let t = Instant::now();
+    for f in ["vmlinuz", "initrd.img", "vmlinuz.sig", "initrd.img.sig"] {
+        std::fs::copy(signed.join(f), boot.join(f)).unwrap();
+    }
+    let log = logs_dir().join("ipxe-stock-rom.log");
+    let pxe = Boot::Pxe {
+        tftp: &tftp,
+        bootfile: "rewind.ipxe",
+    };
+    let mut vm = Qemu::start(pxe, &[], MAC, &log);
+    vm.expect_on_wire("GET /boot/initrd.img?token=", BOOT);
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(
+        !vm.console().contains("Linux version"),
+        "an iPXE without imgverify booted a signed image (log: {})",
+        log.display()
+    );
+    drop(vm);
     eprintln!(
         "timings: set-up {setup:.0} s, signed boot {signed_secs:.0} s, tampered {tampered_secs:.0} s, \
-         other key {:.0} s, total {:.0} s",
+         other key {other_secs:.0} s, stock iPXE ROM {:.0} s, total {:.0} s",
         t.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
