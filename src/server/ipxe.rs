@@ -67,6 +67,43 @@ pub fn recovery_script(p: &BootParams<'_>) -> Option<String> {
     ))
 }
 
+/// Where iPXE fetches the detached signatures of a signed image
+/// (`scripts/build-image --sign`: `DIR/boot/vmlinuz.sig`, `initrd.img.sig`).
+#[derive(Debug, Clone)]
+pub struct Signatures<'a> {
+    pub kernel_sig_url: &'a str,
+    pub initrd_sig_url: &'a str,
+}
+
+/// [`recovery_script`] that verifies the kernel and the initrd with
+/// `imgverify` before it boots them, and fails closed: a signature that does
+/// not verify (or an iPXE without `IMAGE_TRUST_CMD`, which has no
+/// `imgverify`) boots nothing, says so and exits. What this proves, and
+/// what it does not (the script itself is not signed): docs/security.md,
+/// "PXE with iPXE and imgverify".
+pub fn verified_recovery_script(p: &BootParams<'_>, sigs: &Signatures<'_>) -> Option<String> {
+    if !word(sigs.kernel_sig_url) || !word(sigs.initrd_sig_url) {
+        return None;
+    }
+    let script = recovery_script(p)?;
+    let fetch = script.strip_suffix("boot\n")?;
+    Some(format!(
+        "{fetch}\
+         echo rewind: verifying the image's signatures (imgverify)\n\
+         imgverify vmlinuz {kernel_sig} || goto rewind_unverified\n\
+         imgverify initrd.img {initrd_sig} || goto rewind_unverified\n\
+         boot\n\
+         :rewind_unverified\n\
+         echo rewind: REFUSED: the recovery image's signature does not verify (imgverify); nothing was booted. \
+         Sign it with scripts/build-image --sign; this iPXE must be built with IMAGE_TRUST_CMD and the signer's CA \
+         (scripts/build-ipxe)\n\
+         imgfree\n\
+         exit 1\n",
+        kernel_sig = sigs.kernel_sig_url,
+        initrd_sig = sigs.initrd_sig_url,
+    ))
+}
+
 /// The script for a machine with nothing to recover: say why, and exit so
 /// that the firmware boots the next device (the local disk).
 pub fn exit_script(why: &str) -> String {
@@ -141,6 +178,42 @@ mod tests {
                 extra: "a\nshell",
                 ..params()
             })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_signed_image_is_verified_before_it_boots_and_refused_otherwise() {
+        let sigs = Signatures {
+            kernel_sig_url: "http://b/boot/vmlinuz.sig?token=T",
+            initrd_sig_url: "http://b/boot/initrd.img.sig?token=T",
+        };
+        let s = verified_recovery_script(&params(), &sigs).unwrap();
+        let plain = recovery_script(&params()).unwrap();
+        let fetch = plain.strip_suffix("boot\n").unwrap();
+        assert!(s.starts_with(fetch), "{s}");
+        let rest: Vec<&str> = s[fetch.len()..].lines().collect();
+        assert_eq!(
+            rest[..4],
+            [
+                "echo rewind: verifying the image's signatures (imgverify)",
+                "imgverify vmlinuz http://b/boot/vmlinuz.sig?token=T || goto rewind_unverified",
+                "imgverify initrd.img http://b/boot/initrd.img.sig?token=T || goto rewind_unverified",
+                "boot",
+            ]
+        );
+        // Failing closed: nothing after the refusal boots.
+        assert_eq!(rest[4], ":rewind_unverified");
+        assert!(rest[5].starts_with("echo rewind: REFUSED: "), "{s}");
+        assert_eq!(rest[6..], ["imgfree", "exit 1"]);
+        assert!(
+            verified_recovery_script(
+                &params(),
+                &Signatures {
+                    kernel_sig_url: "a b",
+                    ..sigs
+                }
+            )
             .is_none()
         );
     }

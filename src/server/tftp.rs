@@ -156,8 +156,8 @@ async fn resolve(server: &Arc<Server>, api: &str, name: &str) -> Result<Content,
         .await
         .map_err(|e| (0, format!("{name}: {e}")))?
         .len();
-    if name == "initrd.img"
-        && let Some(pins) = &server.fingerprint
+    if let Some(pins) =
+        super::routes::pins_to_append(&server.data, name, server.fingerprint.as_deref())
     {
         let tail = super::tls::pins_archive(size, pins);
         return Ok(Content {

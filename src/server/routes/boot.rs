@@ -143,7 +143,7 @@ pub(super) async fn boot_script(
     let extra = std::fs::read_to_string(s.data.join("boot/cmdline")).unwrap_or_default();
     let kernel_url = format!("{assets}/boot/vmlinuz?token={}", boot.token);
     let initrd_url = format!("{assets}/boot/initrd.img?token={}", boot.token);
-    let script = ipxe::recovery_script(&ipxe::BootParams {
+    let params = ipxe::BootParams {
         server: &urls.api,
         token: &boot.token,
         host: &host,
@@ -152,9 +152,79 @@ pub(super) async fn boot_script(
         kernel_url: &kernel_url,
         initrd_url: &initrd_url,
         extra: extra.lines().next().unwrap_or(""),
-    })
+    };
+    let script = match signed_image(&s.data) {
+        Signed::No => ipxe::recovery_script(&params),
+        Signed::Half { missing } => {
+            return Ok(text(ipxe::exit_script(&format!(
+                "refusing to boot a half-signed image: DIR/boot/{missing} is missing \
+                 (scripts/build-image --sign makes both signatures)"
+            ))));
+        }
+        Signed::Yes => {
+            let kernel_sig_url = format!("{assets}/boot/{KERNEL_SIG}?token={}", boot.token);
+            let initrd_sig_url = format!("{assets}/boot/{INITRD_SIG}?token={}", boot.token);
+            ipxe::verified_recovery_script(
+                &params,
+                &ipxe::Signatures {
+                    kernel_sig_url: &kernel_sig_url,
+                    initrd_sig_url: &initrd_sig_url,
+                },
+            )
+        }
+    }
     .ok_or_else(unusable_setting)?;
     Ok(text(script))
+}
+
+/// The detached signatures of a signed image (`scripts/build-image
+/// --sign`): CMS, DER, as iPXE's `imgverify` reads them, served from
+/// DIR/boot/ like the files they sign (the same route, the same token).
+const KERNEL_SIG: &str = "vmlinuz.sig";
+const INITRD_SIG: &str = "initrd.img.sig";
+
+/// Whether the image in DIR/boot/ is signed. Decided by the signatures'
+/// presence, not by a `serve` option: the server holds no signing key, so
+/// the files are the operator's act of signing, and an option could only
+/// disagree with them. Half a signature set is a mistake, and refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Signed {
+    No,
+    Yes,
+    Half { missing: &'static str },
+}
+
+fn signed_image(data: &std::path::Path) -> Signed {
+    let boot = data.join("boot");
+    match (
+        boot.join(KERNEL_SIG).is_file(),
+        boot.join(INITRD_SIG).is_file(),
+    ) {
+        (false, false) => Signed::No,
+        (true, true) => Signed::Yes,
+        (true, false) => Signed::Half {
+            missing: INITRD_SIG,
+        },
+        (false, true) => Signed::Half {
+            missing: KERNEL_SIG,
+        },
+    }
+}
+
+/// The pins the server appends to boot file `name` as it serves it (HTTP
+/// and TFTP alike): to the initrd, when the server has pins — unless the
+/// initrd is signed. A signed initrd is served byte for byte, or its
+/// signature would not verify; its pins were built into it before it was
+/// signed (`scripts/build-image --pin ... --sign ...`).
+pub(crate) fn pins_to_append<'a>(
+    data: &std::path::Path,
+    name: &str,
+    pins: Option<&'a str>,
+) -> Option<&'a str> {
+    if name != "initrd.img" || data.join("boot").join(INITRD_SIG).is_file() {
+        return None;
+    }
+    pins
 }
 
 /// The GRUB script of a machine for the TFTP listener
@@ -214,9 +284,7 @@ pub(super) async fn boot_file(
         })
         .await?;
     // The recovery image carries the server's pins (src/server/tls.rs).
-    if served == "initrd.img"
-        && let Some(pins) = &s.fingerprint
-    {
+    if let Some(pins) = pins_to_append(&s.data, &served, s.fingerprint.as_deref()) {
         let tail = crate::server::tls::pins_archive(size, pins);
         return Ok(super::files::stream_file_then(f, size, tail));
     }

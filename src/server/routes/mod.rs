@@ -37,7 +37,7 @@ pub const MAX_UPLOAD: usize = crate::api::limits::MAX_PACK;
 type Shared = Arc<Server>;
 
 pub use boot::BootListener;
-pub(crate) use boot::{asset_name_ok, grub_script};
+pub(crate) use boot::{asset_name_ok, grub_script, pins_to_append};
 
 pub fn router(server: Shared) -> Router {
     let api = Router::new()
