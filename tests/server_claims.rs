@@ -111,6 +111,13 @@ fn a_running_recovery_cannot_be_taken_over() {
     let sc = script(&s, &boot, MAC_A);
     assert!(sc.contains("rewind.host=web1"), "{sc}");
     assert!(sc.contains(&format!("rewind.token={boot} ")), "{sc}");
+    // No recovery token reaches a kernel command line: neither the
+    // printed one nor the claim's (docs/security.md, "Tokens in logs").
+    assert_eq!(sc.matches("rewind.token=").count(), 1, "{sc}");
+    assert!(
+        !sc.contains(&printed) && !sc.contains(&claimed.token),
+        "a recovery token in the boot script: {sc}"
+    );
     assert!(rc.my_request().is_ok(), "the running token still works");
 
     // The attacker claims: with the boot token, with the printed token;
