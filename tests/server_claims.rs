@@ -982,3 +982,62 @@ fn a_client_orders_a_servers_snapshots_as_the_server_does() {
     assert_eq!(ids, ["s1", "s2", "s-ahead"], "{text}");
     assert!(!text.contains("dated after"), "{text}");
 }
+
+/// A recovery cut before its restore started (no resume journal yet) left
+/// its blank target half-made; its next boot needs to know which disks it
+/// chose. The claimed machine records them (`POST /v1/recovery/disks`)
+/// and its next claim of the same request is answered with them; the
+/// printed token cannot record, another machine never sees them, and a
+/// request that is over takes no more.
+#[test]
+fn a_claim_remembers_the_disks_its_run_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1"]));
+    let chosen = vec![rewind::api::DiskChoice {
+        captured: "vda".into(),
+        serial: Some("S3Z9NB0K123456".into()),
+        wwn: None,
+        size: 20 << 30,
+    }];
+    let mut pc = s.client(&printed);
+    pc.retry_for = std::time::Duration::from_secs(2);
+    let e = pc.record_disks(&chosen).unwrap_err();
+    assert_eq!(status_of(&e), Some(403), "{e:#}");
+
+    let victim = example_machine(MAC_A);
+    let first = claim_with(&s, &printed, None, victim.clone()).unwrap();
+    assert!(first.request.claim.as_ref().unwrap().disks.is_empty());
+    let rc = s.client(&first.token);
+    let r = rc.record_disks(&chosen).unwrap();
+    assert_eq!(r.claim.unwrap().disks, chosen);
+    let unknowable = vec![rewind::api::DiskChoice {
+        captured: "vdb".into(),
+        size: 1,
+        ..Default::default()
+    }];
+    let e = rc.record_disks(&unknowable).unwrap_err();
+    assert_eq!(status_of(&e), Some(400), "{e:#}");
+
+    // Reset while formatting: the same machine boots and claims again.
+    let again = claim_with(&s, &printed, None, victim.clone()).unwrap();
+    assert_eq!(again.request.claim.as_ref().unwrap().claims, 2);
+    assert_eq!(again.request.claim.unwrap().disks, chosen);
+    // Another machine is refused and learns nothing of them.
+    let e = claim_with(&s, &printed, None, an_intruder())
+        .map(|c| c.token)
+        .unwrap_err();
+    assert_eq!(status_of(&e), Some(409), "{e:#}");
+    assert!(!format!("{e:#}").contains("S3Z9NB0K123456"), "{e:#}");
+
+    // Over: no more records.
+    let rc2 = s.client(&again.token);
+    rc2.report_result(false, rewind::stage::Stage::Format, "cut")
+        .unwrap();
+    let mut rc2 = s.client(&again.token);
+    rc2.retry_for = std::time::Duration::from_secs(2);
+    assert!(rc2.record_disks(&chosen).is_err());
+}
