@@ -163,7 +163,10 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
     let second = vm.console();
     assert!(!second.contains("FAILED"), "{second}");
-    assert!(!second.contains("not blank"), "{second}");
+    assert!(
+        !second.contains("not matched by serial or WWN"),
+        "the plan refused the disk: {second}"
+    );
     assert_eq!(last_request(&server)["state"], "succeeded");
 
     // The tree is the captured one.
