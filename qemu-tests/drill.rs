@@ -13,6 +13,7 @@
 //! | `uefi_btrfs_dracut_nvme_4kn` | OVMF with Secure Boot, GPT + ESP, / on btrfs subvolumes, dracut host-only (qemu-tests/drill_btrfs.rs) | ISO | new NIC (e1000), NVMe disk with 4096-byte sectors |
 //! | `drill_luks::uefi_luks_lvm_secure_boot_scsi` | OVMF with Secure Boot, GPT: ESP, /boot, LUKS2 -> LVM (root, swap, thin /home), shim; the passphrase typed at boot | ISO | virtio-scsi disk, e1000 NIC (new MAC), bigger disk |
 //! | `bios_md_raid1_lvm_thin_sata` | SeaBIOS, MBR on two disks: /boot on MD RAID1 (metadata 1.0), LVM (root, swap, thin /home) on MD RAID1 | PXE (iPXE -> server) | two new disks of different sizes on SATA (AHCI) instead of virtio |
+//! | `uefi_md_esp_lvm_sata` | OVMF with Secure Boot, GPT on two disks: the ESP mirrored on MD RAID1 (metadata 1.0), /boot and LVM on MD RAID1 as above, shim; one NVRAM entry (the first member) | ISO | as above, new NIC (MAC); then the second new disk alone boots through the entry made for its member |
 //!
 //! Each writes a report (every step's and every recovery stage's time,
 //! bytes restored, throughput) to target/drill/<drill>.{txt,json}.
@@ -161,6 +162,21 @@ fn bios_md_raid1_lvm_thin_sata() {
         pxe: true,
         target_mib: SOURCE_MIB + 512,
         new_mac: false,
+        new_hardware: false,
+        stack: true,
+        btrfs: false,
+    });
+}
+
+#[test]
+fn uefi_md_esp_lvm_sata() {
+    drill(&Variant {
+        name: "uefi-md-lvm",
+        hostname: "drill-mdesp",
+        uefi: true,
+        pxe: false,
+        target_mib: SOURCE_MIB + 512,
+        new_mac: true,
         new_hardware: false,
         stack: true,
         btrfs: false,
@@ -465,15 +481,27 @@ fn identity(vm: &mut Qemu, uefi: bool) -> String {
 /// The stack as the machine reports it, to compare before the capture and
 /// after the recovery: each array's metadata version, level, size, member
 /// count, name and UUID; each PV's, VG's and LV's UUID and size.
-fn stack_state(vm: &mut Qemu) -> String {
+fn stack_state(vm: &mut Qemu, v: &Variant) -> String {
     vm.run_ok(
-        "for a in /dev/md/boot /dev/md/pv; do echo \"$a\"; mdadm --detail \"$a\" | \
-         grep -E '^ *(Version|Raid Level|Array Size|Raid Devices|Name|UUID) :'; done; \
-         pvs --noheadings --units b -o pv_uuid,pv_size,vg_name; \
-         vgs --noheadings --units b -o vg_name,vg_uuid,vg_size,vg_extent_size; \
-         lvs --noheadings --units b -o lv_name,lv_uuid,lv_size,segtype,pool_lv vg0",
+        &format!(
+            "for a in {}; do echo \"$a\"; mdadm --detail \"$a\" | \
+             grep -E '^ *(Version|Raid Level|Array Size|Raid Devices|Name|UUID) :'; done; \
+             pvs --noheadings --units b -o pv_uuid,pv_size,vg_name; \
+             vgs --noheadings --units b -o vg_name,vg_uuid,vg_size,vg_extent_size; \
+             lvs --noheadings --units b -o lv_name,lv_uuid,lv_size,segtype,pool_lv vg0",
+            md_arrays(v).join(" ")
+        ),
         COMMAND,
     )
+}
+
+/// The stack source's arrays: /boot's and the PV's, and on UEFI the ESP's.
+fn md_arrays(v: &Variant) -> &'static [&'static str] {
+    if v.uefi {
+        &["/dev/md/esp", "/dev/md/boot", "/dev/md/pv"]
+    } else {
+        &["/dev/md/boot", "/dev/md/pv"]
+    }
 }
 
 /// After a capture of the stack source: no snapshot LV left in vg0 (issue
@@ -547,18 +575,22 @@ fn stack_read_modes(first: &Manifest) -> String {
         .join(", ")
 }
 
-/// Both members of both arrays in sync (waiting for a resync to end).
-fn arrays_in_sync(vm: &mut Qemu) -> String {
+/// Both members of every array in sync (waiting for a resync to end).
+fn arrays_in_sync(vm: &mut Qemu, v: &Variant) -> String {
+    let want = md_arrays(v);
     vm.run(
-        "mdadm --wait /dev/md/boot /dev/md/pv",
+        &format!("mdadm --wait {}", want.join(" ")),
         Duration::from_secs(1200),
     );
     let mdstat = vm.run_ok("cat /proc/mdstat", COMMAND);
     let arrays = mdstat.lines().filter(|l| l.starts_with("md")).count();
     let synced = mdstat.matches("[2/2] [UU]").count();
     assert!(
-        arrays == 2 && synced == 2 && !mdstat.contains("resync") && !mdstat.contains("recovery"),
-        "the arrays are not both in sync:\n{mdstat}"
+        arrays == want.len()
+            && synced == want.len()
+            && !mdstat.contains("resync")
+            && !mdstat.contains("recovery"),
+        "the arrays are not all in sync:\n{mdstat}"
     );
     mdstat
 }
@@ -583,10 +615,12 @@ fn system_running(vm: &mut Qemu) {
 
 /// The stack drill's two source disks, built from the recovery image's
 /// shell (this host's kernel has no md or dm) and cached under
-/// target/drill-cache/stack-source, keyed by a hash of everything they are
-/// made from. Copied (sparse) into `dir` for the drill to boot and change.
+/// target/drill-cache/stack-source/VARIANT, keyed by a hash of everything
+/// they are made from. Copied (sparse) into `dir` for the drill to boot and change.
 fn stack_source(img: &Image, v: &Variant, dir: &Path, logs: &Path) -> [PathBuf; 2] {
-    let cache = repo_dir().join("target/drill-cache/stack-source");
+    let cache = repo_dir()
+        .join("target/drill-cache/stack-source")
+        .join(v.name);
     std::fs::create_dir_all(&cache).unwrap();
     let root_tar = repo_dir().join("target/drill-cache/root-stack.tar");
     script(
@@ -621,7 +655,7 @@ fn stack_source(img: &Image, v: &Variant, dir: &Path, logs: &Path) -> [PathBuf; 
             "make-source-disk",
             &[
                 "--variant",
-                "bios-stack",
+                if v.uefi { "uefi-stack" } else { "bios-stack" },
                 "--out",
                 payload.to_str().unwrap(),
                 "--root-tar",
@@ -748,7 +782,10 @@ fn drill(v: &Variant) {
             (true, _) if v.btrfs => {
                 "GPT; ESP; / and /home on btrfs subvolumes (@, the default; @home; @snapshots/home-1 read-only); dracut host-only"
             }
-            (true, _) => "GPT",
+            (true, true) => {
+                "GPT on two disks; the ESP (vfat) on MD RAID1 (metadata 1.0); /boot ext4 on MD RAID1 (1.0); MD RAID1 (1.2) -> LVM vg0: root ext4, swap, thin pool -> /home xfs"
+            }
+            (true, false) => "GPT",
             (false, false) => "MBR",
             (false, true) => {
                 "MBR on two disks; /boot ext4 on MD RAID1 (metadata 1.0); MD RAID1 (1.2) -> LVM vg0: root ext4, swap, thin pool -> /home xfs"
@@ -800,11 +837,25 @@ fn drill(v: &Variant) {
             },
         )
     } else if v.stack {
-        rep.fact(
-            "hardware",
-            "virtio disks -> SATA (AHCI) disks of other sizes",
-        );
-        (Bus::Sata, Nic::virtio(recovery_mac))
+        if v.uefi {
+            rep.fact(
+                "hardware",
+                "virtio disks and NIC -> SATA (AHCI) disks of other sizes, e1000e NIC",
+            );
+            (
+                Bus::Sata,
+                Nic {
+                    mac: recovery_mac,
+                    model: "e1000e",
+                },
+            )
+        } else {
+            rep.fact(
+                "hardware",
+                "virtio disks -> SATA (AHCI) disks of other sizes",
+            );
+            (Bus::Sata, Nic::virtio(recovery_mac))
+        }
     } else {
         (Bus::Virtio, Nic::virtio(recovery_mac))
     };
@@ -924,9 +975,9 @@ fn drill(v: &Variant) {
             COMMAND,
         );
         system_running(&mut vm);
-        stack_first = stack_state(&mut vm);
+        stack_first = stack_state(&mut vm, v);
         eprintln!("drill: the source's stack:\n{stack_first}");
-        arrays_in_sync(&mut vm);
+        arrays_in_sync(&mut vm, v);
     }
     if v.uefi {
         // What the installer does: an NVRAM entry for the OS's loader.
@@ -939,6 +990,28 @@ fn drill(v: &Variant) {
             sb.contains("SecureBoot enabled"),
             "the source machine does not run with Secure Boot on: {sb}"
         );
+        if v.stack {
+            // The entry names the ESP's first member only (an installer
+            // knows nothing of the mirror); the first boot's removable
+            // path goes, so that only NVRAM entries can boot the disks.
+            vm.run_ok("rm -r /boot/efi/EFI/BOOT", COMMAND);
+        }
+    }
+    if v.new_hardware {
+        // Disks named by kernel name, as hand-edited and older systems do:
+        // the ESP in fstab and the hibernation device on the kernel line and
+        // in initramfs-tools' settings. On NVMe they must say nvme0n1pN.
+        let named = vm.run_ok(
+            "sed -i -E 's#^UUID=[^[:space:]]+([[:space:]]+/boot/efi[[:space:]])#/dev/vda1\\1#' /etc/fstab && \
+             echo RESUME=/dev/vda4 >/etc/initramfs-tools/conf.d/resume && \
+             sed -i -E 's#^([[:space:]]*linux[[:space:]].*)$#\\1 resume=/dev/vda4#' /boot/grub/grub.cfg && \
+             sed -i 's#^GRUB_CMDLINE_LINUX=\"#&resume=/dev/vda4 #' /etc/default/grub && \
+             systemctl daemon-reload && umount /boot/efi && mount /boot/efi && \
+             findmnt -rno SOURCE /boot/efi && \
+             grep -c 'resume=/dev/vda4' /boot/grub/grub.cfg",
+            COMMAND,
+        );
+        assert!(named.lines().any(|l| l == "/dev/vda1"), "{named}");
     }
     assert_eq!(
         vm.run_ok("systemctl is-enabled rewind-capture.timer", COMMAND),
@@ -1230,9 +1303,23 @@ fn drill(v: &Variant) {
             }) {
                 eprintln!("drill: {}", line.trim());
             }
+            if v.uefi {
+                let made: Vec<&str> = console
+                    .lines()
+                    .filter(|l| l.contains("is on the mirrored ESP: "))
+                    .map(|l| l.trim().trim_start_matches("rewind: "))
+                    .collect();
+                assert!(
+                    !made.is_empty(),
+                    "the recovery made no NVRAM entry for the ESP's second member"
+                );
+                rep.fact("the mirrored ESP's entries", made.join("; "));
+            }
             rep.fact(
                 "GRUB on the new disks",
-                if console.contains("grub-install --target=i386-pc") {
+                if v.uefi {
+                    "shim and GRUB as files on the mirrored ESP (restored through the array)"
+                } else if console.contains("grub-install --target=i386-pc") {
                     "reinstalled by the restored system's grub-install"
                 } else {
                     "the captured boot code and core image of each disk, restored byte for byte"
@@ -1353,11 +1440,22 @@ fn drill(v: &Variant) {
                 "the recovered machine does not run with Secure Boot on: {sb}"
             );
             rep.fact(&format!("Secure Boot{label}"), sb.trim().to_string());
+            // One entry; with a mirrored ESP, one per member.
             assert_eq!(
                 efi.lines().filter(|l| l.contains("debian")).count(),
-                1,
-                "duplicate entries:\n{efi}"
+                if v.stack { 2 } else { 1 },
+                "not one entry per ESP:\n{efi}"
             );
+            if v.stack {
+                rep.fact(
+                    &format!("NVRAM entries{label}"),
+                    efi.lines()
+                        .filter(|l| l.contains("debian"))
+                        .map(|l| l.split(r"HD(").next().unwrap_or(l).trim())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
             rep.fact(
                 &format!("booted through{label}"),
                 entry
@@ -1370,14 +1468,30 @@ fn drill(v: &Variant) {
         if v.btrfs {
             drill_btrfs::check_recovered(&mut vm, &mut rep, &btrfs_first);
         }
+        if v.new_hardware {
+            system_running(&mut vm);
+            let named = vm.run_ok(
+                "findmnt -rno SOURCE /boot/efi; grep -o 'resume=[^ ]*' /proc/cmdline; \
+                 cat /etc/initramfs-tools/conf.d/resume",
+                COMMAND,
+            );
+            assert_eq!(
+                named, "/dev/nvme0n1p1\nresume=/dev/nvme0n1p4\nRESUME=/dev/nvme0n1p4",
+                "kernel disk names were not renamed for NVMe"
+            );
+            rep.fact(
+                &format!("kernel disk names{label}"),
+                "fstab's /dev/vda1 (ESP) and resume=/dev/vda4 (GRUB, initramfs-tools) became nvme0n1p1 and nvme0n1p4; running",
+            );
+        }
         if v.stack {
             system_running(&mut vm);
             assert_eq!(
-                stack_state(&mut vm),
+                stack_state(&mut vm, v),
                 stack_first,
                 "the recovered stack differs from the source's"
             );
-            let mdstat = arrays_in_sync(&mut vm);
+            let mdstat = arrays_in_sync(&mut vm, v);
             rep.fact(
                 "arrays after the recovery",
                 mdstat
@@ -1407,11 +1521,12 @@ fn drill(v: &Variant) {
         if v.stack {
             // The second new disk alone (its first disk failed) starts
             // GRUB, which reads /boot from its half of the mirror: GRUB is
-            // on every member of /boot's array.
+            // on every member of /boot's array (BIOS), or the firmware
+            // boots the entry made for the ESP's second member (UEFI).
             let t = Instant::now();
             let mut vm = Qemu::start_with(
                 Boot::Disk,
-                Firmware::Bios,
+                firmware(v.uefi, &recovery_vars),
                 &[Disk {
                     path: &target_2,
                     serial: Some(NEW_SERIAL_2),
@@ -1422,7 +1537,11 @@ fn drill(v: &Variant) {
             );
             vm.expect("GNU GRUB", BOOT);
             rep.step(
-                "the second new disk alone: its GRUB reads /boot from its half of the mirror",
+                if v.uefi {
+                    "the second new disk alone: the firmware boots shim and GRUB from its ESP member, GRUB reads /boot from its half of the mirror"
+                } else {
+                    "the second new disk alone: its GRUB reads /boot from its half of the mirror"
+                },
                 t,
             );
             vm.kill();

@@ -1094,6 +1094,16 @@ impl fmt::Display for Plan {
             }
             if d.boot_code.is_some() {
                 writeln!(f, "  boot code: the captured 440 bytes into LBA 0")?;
+                if d.captured_sector_size != d.sector_size {
+                    // GRUB's core image is reinstalled (bootloader::grub);
+                    // another loader's code may count sectors of the old size.
+                    writeln!(
+                        f,
+                        "  note: that code was written for {}-byte sectors: GRUB's is reinstalled; \
+                         another boot loader's must be reinstalled on this {}-byte-sector disk",
+                        d.captured_sector_size, d.sector_size
+                    )?;
+                }
             }
             if let Some(gap) = &d.boot_gap {
                 writeln!(

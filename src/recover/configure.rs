@@ -1,6 +1,6 @@
 //! The `configure` stage: the restored system made to fit the machine it now
 //! runs on. Its files came back as captured; what names the old hardware —
-//! NICs' MAC addresses, the old disk's /dev/disk/by-id names — is rewritten
+//! NICs' MAC addresses, the old disks' by-id and kernel names — is rewritten
 //! for the new one (crate::retarget does the file work), and the operator's
 //! overrides (`rewind.hostname=`, `rewind.address=`) are applied. UUIDs,
 //! labels and partition GUIDs were recreated as captured, so fstab lines
@@ -80,8 +80,11 @@ pub(super) fn configure(
         ));
     }
 
-    let disk_ids = by_id_renames(m, the_plan);
-    let changes = retarget::retarget(root, m, &matches, overrides, &disk_ids)?;
+    let disk_names = retarget::DiskNames {
+        by_id: by_id_renames(m, the_plan),
+        kernel: kernel_renames(m, the_plan),
+    };
+    let changes = retarget::retarget(root, m, &matches, overrides, &disk_names)?;
     for c in &changes {
         let file = c.file.display();
         match c.kind {
@@ -99,9 +102,9 @@ pub(super) fn configure(
     if overrides.hostname.is_none() {
         check_hostname(root, &m.system.hostname);
     }
-    let stack_files = stack_boot_files(&changes);
+    let copied_files = initramfs_copies(&changes);
     report.initramfs =
-        regenerate_initramfs(root, m, the_plan, &present, initramfs_mode, &stack_files)?;
+        regenerate_initramfs(root, m, the_plan, &present, initramfs_mode, &copied_files)?;
     Ok(report)
 }
 
@@ -154,15 +157,15 @@ fn nic_changes(m: &Manifest, matches: &[retarget::NicMatch]) -> Vec<DriverChange
         .collect()
 }
 
-/// The storage stack's files that the initramfs carries a copy of
-/// (mdadm.conf, the LVM devices file) and that were changed: the copy in
+/// The changed files that the initramfs carries a copy of (mdadm.conf, the
+/// LVM devices file, crypttab, the resume device's settings): the copy in
 /// the initramfs must change with them.
-fn stack_boot_files(changes: &[retarget::Change]) -> Vec<String> {
+fn initramfs_copies(changes: &[retarget::Change]) -> Vec<String> {
     let mut files: Vec<String> = changes
         .iter()
         .filter(|c| c.kind != ChangeKind::Warning)
         .map(|c| format!("/{}", c.file.display()))
-        .filter(|f| retarget::IN_INITRAMFS.contains(&f.as_str()))
+        .filter(|f| retarget::in_initramfs(f))
         .collect();
     files.dedup();
     files
@@ -177,7 +180,7 @@ fn regenerate_initramfs(
     the_plan: &plan::Plan,
     present: &[retarget::PresentNic],
     mode: initramfs::Mode,
-    stack_files: &[String],
+    copied_files: &[String],
 ) -> Result<String> {
     let sys = Path::new("/sys");
     let now = initramfs::Hardware {
@@ -194,10 +197,10 @@ fn regenerate_initramfs(
             .collect(),
     };
     let mut changes = initramfs::hardware_changes(m, &now);
-    if !stack_files.is_empty() {
+    if !copied_files.is_empty() {
         changes.push(format!(
-            "the storage stack's {} changed, and the initramfs holds a copy",
-            stack_files.join(", ")
+            "{} changed, and the initramfs holds a copy",
+            copied_files.join(", ")
         ));
     }
     let (regenerate, why) = initramfs::decide(mode, &changes);
@@ -250,6 +253,22 @@ fn check_hostname(root: &Path, captured: &str) {
             Err(e) => say(&format!("warning: cannot write {}: {e}", path.display())),
         },
     }
+}
+
+/// Each captured disk's kernel name paired with its target's, where they
+/// differ (`vda` restored onto `nvme0n1`). A multipath target, reached
+/// through /dev/mapper, has no kernel name a boot file would use: skipped.
+fn kernel_renames(m: &Manifest, the_plan: &plan::Plan) -> Vec<(String, String)> {
+    the_plan
+        .disks
+        .iter()
+        .filter_map(|d| {
+            let old = m.disks.iter().find(|x| x.name == d.captured)?;
+            let t = &d.target;
+            (old.name != t.name && t.path == format!("/dev/{}", t.name))
+                .then(|| (old.name.clone(), t.name.clone()))
+        })
+        .collect()
 }
 
 /// Old /dev/disk/by-id names of each captured disk, paired with the name

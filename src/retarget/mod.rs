@@ -12,7 +12,7 @@
 //! let present = present_nics(Path::new("/sys"))?;             // this machine's NICs
 //! let (matches, warnings) = match_nics(&m.network.interfaces, &present);
 //! let ov = init::cmdline::parse(&cmdline).overrides;            // rewind.hostname=, rewind.address=
-//! let changes = retarget(Path::new("/target"), &m, &matches, &ov, &disk_ids)?;
+//! let changes = retarget(Path::new("/target"), &m, &matches, &ov, &disk_names)?;
 //! ```
 //!
 //! - [`present_nics`]`(sys: &Path) -> Result<Vec<PresentNic>>`
@@ -21,7 +21,7 @@
 //!   [`parse_address`]`(&str) -> Result<AddressOverride, String>` (the
 //!   kernel command line's `rewind.hostname=` and `rewind.address=`, which
 //!   init::cmdline parses into [`Overrides`])
-//! - [`retarget`]`(root, &Manifest, &[NicMatch], &Overrides, &[(old_by_id, new_by_id)]) -> Result<Vec<Change>>`
+//! - [`retarget`]`(root, &Manifest, &[NicMatch], &Overrides, &DiskNames) -> Result<Vec<Change>>`
 //!
 //! What [`retarget`] does, each step listing a [`Change`] per edit:
 //!
@@ -41,8 +41,10 @@
 //! 4. [`addresses`]: with address overrides, the captured static address
 //!    (and default gateway) wherever ifupdown, networkd, NM or netplan
 //!    configures it.
-//! 5. [`fstab`]: `/dev/disk/by-id/` device names in `/etc/fstab` and
-//!    `/etc/crypttab`, old disk → new disk.
+//! 5. [`disks`]: the old disks' device paths — `/dev/disk/by-id/` names and
+//!    kernel names (`/dev/vda1` → `/dev/nvme0n1p1`) — in fstab, crypttab,
+//!    GRUB's device.map and kernel command line, and the hibernation
+//!    device's settings (`resume=`), old disk → new disk.
 //! 6. [`stack`]: mdadm.conf (`ARRAY devices=` dropped, old disks' by-id
 //!    names renamed, arrays checked against the snapshot's) and the LVM
 //!    devices file (moved aside when it names the old disks).
@@ -57,8 +59,8 @@
 
 mod addresses;
 mod configs;
+mod disks;
 mod files;
-mod fstab;
 mod host;
 mod mac;
 mod names;
@@ -76,16 +78,16 @@ use anyhow::Result;
 
 use crate::manifest::Manifest;
 
+pub use disks::DiskNames;
 pub use nics::{MatchHow, NicMatch, PresentNic, match_nics, present_nics};
 
-/// Files [`retarget`] may change that an initramfs carries a copy of (the
-/// stack's: mdadm.conf, the LVM devices file): changed, the initramfs must
-/// be made again.
-pub const IN_INITRAMFS: [&str; 3] = [
-    "/etc/mdadm/mdadm.conf",
-    "/etc/mdadm.conf",
-    stack::LVM_DEVICES,
-];
+/// Whether `file` (absolute on the restored system), when [`retarget`]
+/// changes it, makes the initramfs stale: it carries a copy of it, or is
+/// made from it (mdadm.conf, the LVM devices file, crypttab, the resume
+/// device's settings, dracut's configuration).
+pub fn in_initramfs(file: &str) -> bool {
+    stack::in_initramfs(file) || disks::in_initramfs(file)
+}
 
 /// One thing [`retarget`] did (or declined to do) to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,15 +192,14 @@ pub fn parse_address(v: &str) -> Result<AddressOverride, String> {
 }
 
 /// Rewrite the restored system under `root` for this machine: see the
-/// module documentation for what is changed. `disk_ids` pairs each captured
-/// disk's `/dev/disk/by-id/` name with the name of the disk it was restored
-/// onto (without the directory, without `-partN`).
+/// module documentation for what is changed. `disk_names` says how each
+/// captured disk is named now.
 pub fn retarget(
     root: &Path,
     m: &Manifest,
     matches: &[NicMatch],
     ov: &Overrides,
-    disk_ids: &[(String, String)],
+    disk_names: &DiskNames,
 ) -> Result<Vec<Change>> {
     let mut ws = files::Workspace::new(root);
     let pinned = mac::rewrite(&mut ws, matches)?;
@@ -209,7 +210,7 @@ pub fn retarget(
     for a in &ov.addresses {
         addresses::apply(&mut ws, &m.network, a)?;
     }
-    fstab::rewrite(&mut ws, disk_ids)?;
-    stack::rewrite(&mut ws, m, disk_ids)?;
+    disks::rewrite(&mut ws, disk_names)?;
+    stack::rewrite(&mut ws, m, disk_names)?;
     ws.commit()
 }

@@ -8,7 +8,7 @@
 //! - mdadm.conf: an `ARRAY` line's `devices=` list names the old member
 //!   partitions (kernel names, by-id names of the old serial numbers); it
 //!   is dropped, the UUID identifies the array. `DEVICE` lines naming old
-//!   disks by id are renamed like fstab. An `ARRAY` whose UUID is not a
+//!   disks (by id or by kernel name) are renamed like fstab. An `ARRAY` whose UUID is not a
 //!   captured array, and a captured array with no `ARRAY` line, are
 //!   reported: the initramfs may wait for the one or not assemble the other.
 //! - /etc/lvm/devices/system.devices (RHEL 9 and later): each PV is listed
@@ -24,21 +24,23 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::disks::DiskNames;
 use super::files::Workspace;
 use super::text::split_eol;
 use crate::manifest::{Manifest, StackRef};
 
 const MDADM_CONFS: [&str; 2] = ["/etc/mdadm/mdadm.conf", "/etc/mdadm.conf"];
 pub(super) const LVM_DEVICES: &str = "/etc/lvm/devices/system.devices";
+
+/// Whether the initramfs carries a copy of `file` (absolute).
+pub(super) fn in_initramfs(file: &str) -> bool {
+    MDADM_CONFS.contains(&file) || file == LVM_DEVICES
+}
 pub(super) const STALE_SUFFIX: &str = ".rewind-stale";
 
-pub(super) fn rewrite(
-    ws: &mut Workspace,
-    m: &Manifest,
-    disk_ids: &[(String, String)],
-) -> Result<()> {
+pub(super) fn rewrite(ws: &mut Workspace, m: &Manifest, disk_names: &DiskNames) -> Result<()> {
     for conf in MDADM_CONFS {
-        mdadm_conf(ws, Path::new(conf), m, disk_ids)?;
+        mdadm_conf(ws, Path::new(conf), m, disk_names)?;
     }
     lvm_devices(ws, m)
 }
@@ -52,12 +54,7 @@ fn uuid_key(u: &str) -> String {
         .collect()
 }
 
-fn mdadm_conf(
-    ws: &mut Workspace,
-    path: &Path,
-    m: &Manifest,
-    disk_ids: &[(String, String)],
-) -> Result<()> {
+fn mdadm_conf(ws: &mut Workspace, path: &Path, m: &Manifest, disk_names: &DiskNames) -> Result<()> {
     let Some(text) = ws.text(path)? else {
         return Ok(());
     };
@@ -115,7 +112,7 @@ fn mdadm_conf(
                 let mut changed = false;
                 let renamed: Vec<String> = words
                     .iter()
-                    .map(|w| match rename_by_id(w, disk_ids) {
+                    .map(|w| match disk_names.rename(w) {
                         Some(new) => {
                             whats.push(format!("DEVICE {w} -> {new}"));
                             changed = true;
@@ -149,19 +146,6 @@ fn mdadm_conf(
         ws.set(path, out, whats);
     }
     Ok(())
-}
-
-/// `/dev/disk/by-id/OLD[-partN]` renamed to the new disk's id.
-fn rename_by_id(word: &str, disk_ids: &[(String, String)]) -> Option<String> {
-    let id = word.strip_prefix("/dev/disk/by-id/")?;
-    disk_ids.iter().find_map(|(old, new)| {
-        if id == old {
-            return Some(format!("/dev/disk/by-id/{new}"));
-        }
-        let part = id.strip_prefix(old.as_str())?.strip_prefix("-part")?;
-        (!part.is_empty() && part.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| format!("/dev/disk/by-id/{new}-part{part}"))
-    })
 }
 
 /// One entry of the devices file: `IDTYPE=sys_wwid IDNAME=... PVID=...`.
@@ -233,11 +217,14 @@ mod tests {
             std::fs::write(host, text).unwrap();
         }
         let mut ws = Workspace::new(tmp.path());
-        let ids = vec![(
-            "virtio-OLD1".to_string(),
-            "ata-QEMU_HARDDISK_NEW1".to_string(),
-        )];
-        rewrite(&mut ws, m, &ids).unwrap();
+        let names = DiskNames {
+            by_id: vec![(
+                "virtio-OLD1".to_string(),
+                "ata-QEMU_HARDDISK_NEW1".to_string(),
+            )],
+            kernel: Vec::new(),
+        };
+        rewrite(&mut ws, m, &names).unwrap();
         let changes = ws.commit().unwrap();
         (tmp, changes)
     }
@@ -264,7 +251,7 @@ mod tests {
         assert_eq!(changes.len(), 2, "{changes:?}");
         // A second run changes nothing.
         let mut ws = Workspace::new(tmp.path());
-        rewrite(&mut ws, &sample_stack(), &[]).unwrap();
+        rewrite(&mut ws, &sample_stack(), &DiskNames::default()).unwrap();
         assert!(ws.commit().unwrap().is_empty());
     }
 

@@ -183,7 +183,7 @@ fn scenario(
     name: &str,
     matches: &[NicMatch],
     ov: &Overrides,
-    disk_ids: &[(String, String)],
+    disk_names: &DiskNames,
     prepare: impl Fn(&Path),
 ) -> (tempfile::TempDir, Vec<Change>) {
     let tmp = tempfile::tempdir().unwrap();
@@ -191,7 +191,7 @@ fn scenario(
     copy_tree(&fixture(name).join("root"), &root);
     prepare(&root);
     let m = manifest();
-    let changes = retarget(&root, &m, matches, ov, disk_ids).unwrap();
+    let changes = retarget(&root, &m, matches, ov, disk_names).unwrap();
 
     let mut want = snapshot(&fixture(name).join("root"));
     want.extend(snapshot(&fixture(name).join("expected")));
@@ -218,13 +218,17 @@ fn scenario(
         );
     }
 
-    let again = retarget(&root, &m, matches, ov, disk_ids).unwrap();
+    let again = retarget(&root, &m, matches, ov, disk_names).unwrap();
     assert!(
         again.iter().all(|c| c.kind == ChangeKind::Warning),
         "{name}: second run changed {again:#?}"
     );
     assert_eq!(snapshot(&root), got, "{name}: second run rewrote files");
     (tmp, changes)
+}
+
+fn none() -> DiskNames {
+    DiskNames::default()
 }
 
 fn whats(changes: &[Change], kind: ChangeKind) -> Vec<String> {
@@ -241,7 +245,7 @@ fn networkd_link_and_network_files() {
         "networkd",
         &lan0_moved(),
         &ov(&["lan0:198.51.100.7/25:198.51.100.1"]),
-        &[],
+        &none(),
         |_| {},
     );
     assert_eq!(
@@ -268,7 +272,7 @@ fn ifupdown_interfaces_and_hostname() {
         "lan0:2001:db8:1::7/64:2001:db8:1::1",
     ]);
     o.hostname = Some("web2".into());
-    let (_t, changes) = scenario("ifupdown", &lan0_moved(), &o, &[], |_| {});
+    let (_t, changes) = scenario("ifupdown", &lan0_moved(), &o, &none(), |_| {});
     let edited = whats(&changes, ChangeKind::Edited);
     assert!(
         edited.contains(
@@ -300,7 +304,7 @@ fn nm_keyfile_keeps_mode_0600() {
         "nm",
         &lan0_moved(),
         &ov(&["lan0:198.51.100.7/25:198.51.100.1"]),
-        &[],
+        &none(),
         |root| fs::set_permissions(root.join(file), fs::Permissions::from_mode(0o600)).unwrap(),
     );
     let mode = fs::metadata(t.path().join("root").join(file))
@@ -328,7 +332,7 @@ fn netplan_match_set_name_and_flow_addresses() {
         "netplan",
         &lan0_moved(),
         &ov(&["lan0:198.51.100.7/25:198.51.100.1"]),
-        &[],
+        &none(),
         |_| {},
     );
     assert_eq!(
@@ -348,7 +352,7 @@ fn netplan_block_lists_without_udevd() {
         "netplan-block",
         &lan0_moved(),
         &ov(&["lan0:2001:db8:1::7/64:2001:db8:1::1"]),
-        &[],
+        &none(),
         |_| {},
     );
     assert_eq!(whats(&changes, ChangeKind::Edited).len(), 2);
@@ -361,7 +365,13 @@ fn netplan_block_lists_without_udevd() {
 
 #[test]
 fn udev_persistent_net_rules() {
-    let (_t, changes) = scenario("udev", &lan0_moved(), &Overrides::default(), &[], |_| {});
+    let (_t, changes) = scenario(
+        "udev",
+        &lan0_moved(),
+        &Overrides::default(),
+        &none(),
+        |_| {},
+    );
     assert_eq!(
         whats(&changes, ChangeKind::Edited),
         [
@@ -378,9 +388,60 @@ fn fstab_and_crypttab_by_id() {
         ("ata-QEMU_HARDDISK_QM00002", "nvme-eui.0025388b71b3c4d1"),
     ]
     .map(|(a, b)| (a.to_string(), b.to_string()));
-    let (_t, changes) = scenario("fstab-by-id", &[], &Overrides::default(), &ids, |_| {});
+    let names = DiskNames {
+        by_id: ids.to_vec(),
+        kernel: Vec::new(),
+    };
+    let (_t, changes) = scenario("fstab-by-id", &[], &Overrides::default(), &names, |_| {});
     assert_eq!(whats(&changes, ChangeKind::Edited).len(), 5);
     assert!(changes.iter().all(|c| c.kind == ChangeKind::Edited));
+}
+
+/// A Debian machine on virtio disks (vda, vdb) recovered onto NVMe and
+/// SATA: every file that names a disk for the boot by kernel name follows.
+#[test]
+fn kernel_disk_names_in_boot_files() {
+    let names = DiskNames {
+        by_id: vec![(
+            "virtio-rewind-root".to_string(),
+            "nvme-QEMU_NVMe_Ctrl_rewind-new".to_string(),
+        )],
+        kernel: vec![
+            ("vda".to_string(), "nvme0n1".to_string()),
+            ("vdb".to_string(), "sda".to_string()),
+        ],
+    };
+    let (_t, changes) = scenario("kernel-names", &[], &Overrides::default(), &names, |_| {});
+    let edited = whats(&changes, ChangeKind::Edited);
+    for file in [
+        "etc/fstab",
+        "etc/crypttab",
+        "boot/grub/device.map",
+        "etc/default/grub",
+        "etc/default/grub.d/50-resume.cfg",
+        "boot/grub/grub.cfg",
+        "etc/initramfs-tools/conf.d/resume",
+        "etc/dracut.conf.d/10-resume.conf",
+        "boot/loader/entries/debian.conf",
+        "etc/kernel/cmdline",
+    ] {
+        assert!(
+            edited.iter().any(|w| w.starts_with(&format!("{file}: "))),
+            "{file} not reported in {edited:#?}"
+        );
+    }
+    assert!(
+        edited.contains(&"etc/fstab: /dev/vda2 -> /dev/nvme0n1p2 (a kernel name: UUID= would not depend on the order disks are found in)".to_string()),
+        "{edited:#?}"
+    );
+    for f in [
+        "/etc/crypttab",
+        "/etc/initramfs-tools/conf.d/resume",
+        "/etc/dracut.conf.d/10-resume.conf",
+    ] {
+        assert!(in_initramfs(f), "{f}");
+    }
+    assert!(!in_initramfs("/etc/fstab"));
 }
 
 #[test]
@@ -401,11 +462,19 @@ fn nothing_to_do_writes_nothing() {
         "netplan-block",
         "udev",
         "fstab-by-id",
+        "kernel-names",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         copy_tree(&fixture(name).join("root"), tmp.path());
         let before = snapshot(tmp.path());
-        let changes = retarget(tmp.path(), &manifest(), &same, &Overrides::default(), &[]).unwrap();
+        let changes = retarget(
+            tmp.path(),
+            &manifest(),
+            &same,
+            &Overrides::default(),
+            &none(),
+        )
+        .unwrap();
         assert!(changes.is_empty(), "{name}: {changes:#?}");
         assert_eq!(snapshot(tmp.path()), before, "{name}");
     }
@@ -440,7 +509,14 @@ fn swapped_macs_are_rewritten_once() {
             how: MatchHow::Order,
         },
     ];
-    retarget(tmp.path(), &manifest(), &swap, &Overrides::default(), &[]).unwrap();
+    retarget(
+        tmp.path(),
+        &manifest(),
+        &swap,
+        &Overrides::default(),
+        &none(),
+    )
+    .unwrap();
     assert_eq!(
         fs::read_to_string(dir.join("70-persistent-net.rules")).unwrap(),
         rule("aa:00:00:00:00:02", "aa:00:00:00:00:01")
@@ -458,7 +534,14 @@ fn an_earlier_rewind_link_is_replaced() {
     // From a recovery onto yet other hardware, before the snapshot was taken.
     let stale = names::link_text("lan0", "52:54:00:99:99:99");
     fs::write(dir.join("10-rewind-lan0.link"), &stale).unwrap();
-    let changes = retarget(root, &manifest(), &lan0_moved(), &Overrides::default(), &[]).unwrap();
+    let changes = retarget(
+        root,
+        &manifest(),
+        &lan0_moved(),
+        &Overrides::default(),
+        &none(),
+    )
+    .unwrap();
     assert_eq!(
         fs::read_to_string(dir.join("10-rewind-lan0.link")).unwrap(),
         names::link_text("lan0", NEW_MAC)
@@ -490,7 +573,7 @@ fn symlinks_resolve_inside_root() {
         &manifest(),
         &lan0_moved(),
         &Overrides::default(),
-        &[],
+        &none(),
     )
     .unwrap();
     assert_eq!(
@@ -527,7 +610,7 @@ fn a_file_that_is_not_utf8_is_left_with_a_warning() {
         &manifest(),
         &lan0_moved(),
         &Overrides::default(),
-        &[],
+        &none(),
     )
     .unwrap();
     assert_eq!(
@@ -548,7 +631,7 @@ fn address_override_without_a_static_address_is_refused() {
         &manifest(),
         &[],
         &ov(&["lan1:10.1.1.1/24"]),
-        &[],
+        &none(),
     )
     .unwrap();
     assert_eq!(changes.len(), 1);
@@ -567,7 +650,7 @@ fn gateway_outside_the_new_network_is_reported() {
         &manifest(),
         &[],
         &ov(&["lan0:198.51.100.7/25"]),
-        &[],
+        &none(),
     )
     .unwrap();
     let warnings = whats(&changes, ChangeKind::Warning);
@@ -728,7 +811,7 @@ fn hosts_names() {
         hostname: Some("db3.example.net".into()),
         addresses: Vec::new(),
     };
-    retarget(tmp.path(), &m, &[], &o, &[]).unwrap();
+    retarget(tmp.path(), &m, &[], &o, &none()).unwrap();
     assert_eq!(
         fs::read_to_string(etc.join("hostname")).unwrap(),
         "db3.example.net\n"

@@ -477,6 +477,30 @@ pub(crate) fn four_kn(name: &str, size: u64) -> PresentDisk {
     d
 }
 
+/// Boot code in LBA 0 is written back on a 4Kn disk too, but the plan says
+/// that another loader than GRUB (which the bootloader stage reinstalls)
+/// may count 512-byte sectors.
+#[test]
+fn boot_code_moved_to_another_sector_size_is_pointed_out() {
+    let mut m = uefi_512();
+    m.disks[0].boot_code = Some("eb63".to_string() + &"00".repeat(438));
+    let shown = plan(&m, &[four_kn("nvme0n1", 5 * GIB)], &opts())
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains(
+            "note: that code was written for 512-byte sectors: GRUB's is reinstalled; \
+             another boot loader's must be reinstalled on this 4096-byte-sector disk"
+        ),
+        "{shown}"
+    );
+    let same = plan(&m, &[disk("vdb", 5 * GIB)], &opts())
+        .unwrap()
+        .to_string();
+    assert!(same.contains("boot code: the captured 440 bytes"), "{same}");
+    assert!(!same.contains("written for 512-byte sectors"), "{same}");
+}
+
 #[test]
 fn a_512_byte_disk_is_recreated_on_4kn_at_the_same_byte_offsets() {
     let m = uefi_512();
