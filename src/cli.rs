@@ -232,20 +232,35 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Snapshots { repo, json } => {
             let host = repo.host.clone();
             let repo = repo.open()?;
-            let snaps = repo.snapshots()?;
+            // In the server's order for a server's repository (by its
+            // commit times), else by the snapshots' own times.
+            let snaps = repo.snapshot_list()?;
             let shown: Vec<_> = snaps
                 .iter()
-                .filter(|m| host.as_deref().is_none_or(|h| m.snapshot.host == h))
+                .filter(|l| {
+                    host.as_deref()
+                        .is_none_or(|h| l.manifest.snapshot.host == h)
+                })
                 .collect();
             if json {
-                let list: Vec<_> = shown.into_iter().map(SnapshotSummary::of).collect();
+                let list: Vec<_> = shown
+                    .into_iter()
+                    .map(|l| SnapshotSummary {
+                        committed: l.committed.clone(),
+                        ..SnapshotSummary::of(&l.manifest)
+                    })
+                    .collect();
                 return print_json(&list);
             }
             if shown.is_empty() {
                 eprintln!("rewind: no snapshots in {}", repo.describe());
             }
-            for m in shown {
-                println!("{}", browse::describe_snapshot(m));
+            for l in shown {
+                println!(
+                    "{}{}",
+                    browse::describe_snapshot(&l.manifest),
+                    dated_ahead_note(l)
+                );
             }
             Ok(())
         }
@@ -516,6 +531,21 @@ fn capture(mut args: CaptureArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// For a snapshot dated after the server committed it (its host's clock,
+/// or the host, ahead): where it stands in the list, which is not its date.
+fn dated_ahead_note(l: &crate::repo::Listed) -> String {
+    let Some(committed) = &l.committed else {
+        return String::new();
+    };
+    match crate::time::parse_rfc3339(committed) {
+        Some(c) if c < l.manifest.snapshot.time.unix() => format!(
+            "  (dated after its commit at {}: ordered at its commit)",
+            crate::time::format_utc(c)
+        ),
+        _ => String::new(),
+    }
 }
 
 fn restore_cmd(

@@ -201,6 +201,9 @@ fn the_tftp_listener_serves_the_secure_boot_chain() {
     ] {
         assert!(script.contains(&want), "no {want:?} in:\n{script}");
     }
+    // The only token on the GRUB command line is the site's boot token
+    // (DIR/boot/cmdline): the server puts none there, recovery or other.
+    assert_eq!(script.matches("rewind.token=").count(), 1, "{script}");
     let (other, _) = tftp_get(&tftp, "rewind/grub?mac=52:54:00:00:00:99").unwrap();
     assert_eq!(
         String::from_utf8(other).unwrap(),

@@ -111,6 +111,13 @@ fn a_running_recovery_cannot_be_taken_over() {
     let sc = script(&s, &boot, MAC_A);
     assert!(sc.contains("rewind.host=web1"), "{sc}");
     assert!(sc.contains(&format!("rewind.token={boot} ")), "{sc}");
+    // No recovery token reaches a kernel command line: neither the
+    // printed one nor the claim's (docs/security.md, "Tokens in logs").
+    assert_eq!(sc.matches("rewind.token=").count(), 1, "{sc}");
+    assert!(
+        !sc.contains(&printed) && !sc.contains(&claimed.token),
+        "a recovery token in the boot script: {sc}"
+    );
     assert!(rc.my_request().is_ok(), "the running token still works");
 
     // The attacker claims: with the boot token, with the printed token;
@@ -838,4 +845,201 @@ fn a_future_dated_snapshot_wins_nothing() {
     let (st, text) = put_snapshot(&s, &web, "web1", "s9", &far, MAC_A);
     assert_eq!(st, StatusCode::BAD_REQUEST, "{text}");
     assert_eq!(s.committed("web1"), ["s2.xml"]);
+}
+
+/// Commit snapshot `id` of web1 dated `time` through the client library
+/// (as a capture does), its `/` holding one file, `marker`, with `content`.
+fn commit_with_marker(s: &ServerProc, token: &str, id: &str, time: &str, content: &[u8]) {
+    use rewind::repo::backend::Backend;
+    let backend = rewind::client::HttpBackend::new(std::sync::Arc::new(s.client(token)), "web1");
+    if !backend.exists("config").unwrap() {
+        backend
+            .put("config", rewind::repo::CONFIG_TEXT.as_bytes())
+            .unwrap();
+    }
+    let mut repo = rewind::repo::Repo::open_backend(std::sync::Arc::new(backend)).unwrap();
+    let chunk = repo
+        .add_blob(rewind::repo::pack::BlobKind::Data, content)
+        .unwrap();
+    let chunks = vec![rewind::tree::ChunkRef {
+        id: chunk,
+        len: content.len() as u32,
+    }];
+    let tree = repo
+        .add_one_file_tree(b"marker", chunks, content.len() as u64)
+        .unwrap();
+    repo.flush().unwrap();
+    let root = r#"<mount point="/" options="rw,relatime,errors=remount-ro"/>"#;
+    let xml = example_manifest("web1", id, time, MAC_A);
+    assert!(xml.contains(root));
+    let xml = xml.replace(
+        root,
+        &format!(
+            "{root}\n    <data tree=\"{}\" from=\"/\" entries=\"1\" bytes=\"{}\"/>",
+            tree.to_hex(),
+            content.len()
+        ),
+    );
+    let (st, text) = put_snapshot_xml(s, token, "web1", id, xml);
+    assert_eq!(st, StatusCode::CREATED, "{id}: {text}");
+}
+
+/// Point 2 on the client side: `rewind snapshots`, `ls latest` and
+/// `restore latest` read a server's repository file by file; they used to
+/// order its snapshots by their own (host-written) times, so a snapshot
+/// dated ahead won `latest` on the client while the server chose the later
+/// commit. They follow the server's order now; a local repository keeps
+/// ordering by the snapshots' own times.
+#[test]
+fn a_client_orders_a_servers_snapshots_as_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = ServerProc::start(&data, false);
+    let web = s.host_token("web1");
+    let t0 = now();
+    commit_with_marker(
+        &s,
+        &web,
+        "s1",
+        &rewind::time::format_utc(t0 - 3600),
+        b"first\n",
+    );
+    // The host (or its clock) four minutes ahead.
+    commit_with_marker(
+        &s,
+        &web,
+        "s-ahead",
+        &rewind::time::format_utc(t0 + 240),
+        b"dated ahead of its commit\n",
+    );
+    // A later capture, dated honestly.
+    commit_with_marker(
+        &s,
+        &web,
+        "s2",
+        &rewind::time::format_utc(now()),
+        b"the real latest\n",
+    );
+    assert_eq!(
+        s.client(&s.admin).manifest_at("web1", "latest").unwrap().0,
+        "s2",
+        "the server's choice"
+    );
+
+    for token in [&web, &s.admin] {
+        let out = rewind_ok(&s, token, &["snapshots", "--host", "web1"]);
+        let ids: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with("rewind:"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(ids, ["s1", "s-ahead", "s2"], "{out}");
+        let ahead = out.lines().find(|l| l.starts_with("s-ahead")).unwrap();
+        assert!(
+            ahead.contains("dated after its commit at"),
+            "the list says why it stands there: {out}"
+        );
+        let json = rewind_ok(&s, token, &["snapshots", "--host", "web1", "--json"]);
+        let list: Vec<rewind::api::SnapshotSummary> = serde_json::from_str(&json).unwrap();
+        let ids: Vec<&str> = list.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(ids, ["s1", "s-ahead", "s2"], "{json}");
+        assert!(list.iter().all(|x| x.committed.is_some()), "{json}");
+
+        let ls = rewind_ok(&s, token, &["ls", "--host", "web1", "latest", "/"]);
+        assert!(
+            ls.contains("marker") && ls.contains(&"the real latest\n".len().to_string()),
+            "{ls}"
+        );
+        let target = dir.path().join(format!("restored-{}", token.len()));
+        let restore_args = [
+            "restore",
+            "--host",
+            "web1",
+            "latest",
+            "--fs",
+            "/",
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        rewind_ok(&s, token, &restore_args);
+        assert_eq!(
+            std::fs::read(target.join("marker")).unwrap(),
+            b"the real latest\n",
+            "restore latest restored s2"
+        );
+    }
+
+    // The same files read as a local repository: no commit records, so
+    // by the snapshots' own times, as before (the dated one is last).
+    let local = data.join("hosts/web1");
+    let out = rewind_cmd(&s, &web, &["snapshots", "--repo", local.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    let ids: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("rewind:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids, ["s1", "s2", "s-ahead"], "{text}");
+    assert!(!text.contains("dated after"), "{text}");
+}
+
+/// A recovery cut before its restore started (no resume journal yet) left
+/// its blank target half-made; its next boot needs to know which disks it
+/// chose. The claimed machine records them (`POST /v1/recovery/disks`)
+/// and its next claim of the same request is answered with them; the
+/// printed token cannot record, another machine never sees them, and a
+/// request that is over takes no more.
+#[test]
+fn a_claim_remembers_the_disks_its_run_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1"]));
+    let chosen = vec![rewind::api::DiskChoice {
+        captured: "vda".into(),
+        serial: Some("S3Z9NB0K123456".into()),
+        wwn: None,
+        size: 20 << 30,
+    }];
+    let mut pc = s.client(&printed);
+    pc.retry_for = std::time::Duration::from_secs(2);
+    let e = pc.record_disks(&chosen).unwrap_err();
+    assert_eq!(status_of(&e), Some(403), "{e:#}");
+
+    let victim = example_machine(MAC_A);
+    let first = claim_with(&s, &printed, None, victim.clone()).unwrap();
+    assert!(first.request.claim.as_ref().unwrap().disks.is_empty());
+    let rc = s.client(&first.token);
+    let r = rc.record_disks(&chosen).unwrap();
+    assert_eq!(r.claim.unwrap().disks, chosen);
+    let unknowable = vec![rewind::api::DiskChoice {
+        captured: "vdb".into(),
+        size: 1,
+        ..Default::default()
+    }];
+    let e = rc.record_disks(&unknowable).unwrap_err();
+    assert_eq!(status_of(&e), Some(400), "{e:#}");
+
+    // Reset while formatting: the same machine boots and claims again.
+    let again = claim_with(&s, &printed, None, victim.clone()).unwrap();
+    assert_eq!(again.request.claim.as_ref().unwrap().claims, 2);
+    assert_eq!(again.request.claim.unwrap().disks, chosen);
+    // Another machine is refused and learns nothing of them.
+    let e = claim_with(&s, &printed, None, an_intruder())
+        .map(|c| c.token)
+        .unwrap_err();
+    assert_eq!(status_of(&e), Some(409), "{e:#}");
+    assert!(!format!("{e:#}").contains("S3Z9NB0K123456"), "{e:#}");
+
+    // Over: no more records.
+    let rc2 = s.client(&again.token);
+    rc2.report_result(false, rewind::stage::Stage::Format, "cut")
+        .unwrap();
+    let mut rc2 = s.client(&again.token);
+    rc2.retry_for = std::time::Duration::from_secs(2);
+    assert!(rc2.record_disks(&chosen).is_err());
 }

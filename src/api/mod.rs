@@ -33,9 +33,10 @@ pub use repository::{
     SnapshotSummary, Stats, Stored,
 };
 pub use requests::{
-    CLAIM_LEASE_SECS, Claim, ClaimRequest, Claimed, CreatedRequest, DEFAULT_REQUEST_EXPIRY,
-    Identified, MachineIdentity, NewRequest, ProgressReport, RecoveryProgress, RecoveryRequest,
-    RefusedClaim, RequestState, ResultReport, parse_machine_id,
+    CLAIM_LEASE_SECS, ChosenDisks, Claim, ClaimRequest, Claimed, CreatedRequest,
+    DEFAULT_REQUEST_EXPIRY, DiskChoice, Identified, MAX_CHOSEN_DISKS, MachineIdentity, NewRequest,
+    ProgressReport, RecoveryProgress, RecoveryRequest, RefusedClaim, RequestState, ResultReport,
+    parse_machine_id,
 };
 pub use tokens::{CreatedToken, NewToken, Scope, TokenInfo, TokenKind, WhoAmI};
 pub use version::{API_VERSION, REPOSITORY_FORMAT, Versions};

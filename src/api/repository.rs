@@ -35,6 +35,12 @@ pub struct SnapshotSummary {
     pub parent: Option<String>,
     /// The filesystems whose data it holds.
     pub filesystems: Vec<FsSummary>,
+    /// When the server committed it (RFC 3339, nanoseconds), as it
+    /// recorded it; absent for snapshots committed before it kept records,
+    /// and in a local repository's listing. The list is in the server's
+    /// order: by the snapshot's time, or its commit when that is earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +65,7 @@ impl SnapshotSummary {
                     bytes: d.bytes,
                 })
                 .collect(),
+            committed: None,
         }
     }
 }

@@ -293,7 +293,25 @@ pub struct Claim {
     /// How many times this machine claimed it (1 + reboots).
     #[serde(default)]
     pub claims: u32,
+    /// The present disks this machine's recovery chose, as it recorded
+    /// them before writing (`POST /v1/recovery/disks`): after a cut before
+    /// its restore started, its next boot may take exactly these again
+    /// although they are not blank.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskChoice>,
 }
+
+pub use crate::layout::present::DiskChoice;
+
+/// `POST /v1/recovery/disks` (a claim's token): the disks the plan chose,
+/// recorded on the claim before the first write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChosenDisks {
+    pub disks: Vec<DiskChoice>,
+}
+
+/// At most this many disks are recorded on a claim.
+pub const MAX_CHOSEN_DISKS: usize = 64;
 
 /// A claim the server refused, kept on the request for the operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,6 +93,15 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Record the disks a recovery's plan chose on its claim (a claim's
+    /// token), before its first write.
+    pub fn record_disks(&self, disks: &[crate::api::DiskChoice]) -> Result<RecoveryRequest> {
+        let body = crate::api::ChosenDisks {
+            disks: disks.to_vec(),
+        };
+        self.post("/v1/recovery/disks", &body)
+    }
+
     /// Report how a recovery ended (recovery token); the token stops working.
     pub fn report_result(&self, ok: bool, stage: Stage, message: &str) -> Result<()> {
         let report = ResultReport {

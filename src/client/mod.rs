@@ -719,6 +719,23 @@ impl Backend for HttpBackend {
         format!("{} (host {})", self.client.base, self.host)
     }
 
+    /// The server's order (`GET /v1/hosts/{host}/snapshots`): by its own
+    /// commit times, as its `latest`, `at=` and keep-N go.
+    fn snapshot_order(&self) -> Result<Option<Vec<crate::repo::backend::OrderedSnapshot>>> {
+        let list: Vec<crate::api::SnapshotSummary> = self
+            .client
+            .get(&format!("/v1/hosts/{}/snapshots", self.host))
+            .context("cannot read the server's order of the snapshots")?;
+        Ok(Some(
+            list.into_iter()
+                .map(|s| crate::repo::backend::OrderedSnapshot {
+                    id: s.id,
+                    committed: s.committed,
+                })
+                .collect(),
+        ))
+    }
+
     fn read_parallelism(&self) -> usize {
         READS_IN_FLIGHT
     }

@@ -330,8 +330,14 @@ pub fn map_disks_shrinking(
             && present[pi].named_only().is_none()
             && !taken.iter().flatten().any(|(t, _)| *t == pi)
     };
-    // A disk not matched by identity must be blank, unless told otherwise.
-    let writable = |pi: usize| overwrite_non_blank || present[pi].contents.is_blank();
+    // A disk not matched by identity must be blank, unless told otherwise
+    // or an interrupted run of this request chose it for this captured
+    // disk (present::mark_chosen_before).
+    let writable = |ci: usize, pi: usize| {
+        overwrite_non_blank
+            || present[pi].contents.is_blank()
+            || present[pi].chosen_before.as_deref() == Some(disks[ci].name.as_str())
+    };
 
     // 1. The same disk, by identity.
     for (ci, d) in disks.iter().enumerate() {
@@ -350,6 +356,27 @@ pub fn map_disks_shrinking(
         });
         taken[ci] = found;
     }
+    // 1b. The disk an interrupted run of this request chose for it, as it
+    //     chose it then (the same size, bigger, or smaller and shrunk).
+    for (ci, d) in disks.iter().enumerate() {
+        if taken[ci].is_some() {
+            continue;
+        }
+        taken[ci] = (0..present.len())
+            .find(|&pi| {
+                free(&taken, pi)
+                    && present[pi].chosen_before.as_deref() == Some(d.name.as_str())
+                    && unfit(d, &present[pi]).is_none()
+            })
+            .map(|pi| {
+                let by = match present[pi].size.cmp(&d.size) {
+                    std::cmp::Ordering::Equal => MatchedBy::Size,
+                    std::cmp::Ordering::Greater => MatchedBy::SmallestFit,
+                    std::cmp::Ordering::Less => MatchedBy::Shrunk,
+                };
+                (pi, by)
+            });
+    }
     // 2. A disk of the same size; of several, the first by name.
     for (ci, d) in disks.iter().enumerate() {
         if taken[ci].is_some() {
@@ -358,7 +385,7 @@ pub fn map_disks_shrinking(
         let mut same: Vec<usize> = (0..present.len())
             .filter(|&pi| {
                 free(&taken, pi)
-                    && writable(pi)
+                    && writable(ci, pi)
                     && present[pi].size == d.size
                     && unfit(d, &present[pi]).is_none()
             })
@@ -372,7 +399,8 @@ pub fn map_disks_shrinking(
     order.sort_by(|&a, &b| disks[b].size.cmp(&disks[a].size));
     for ci in order {
         let d = &disks[ci];
-        let fits = |pi: usize| free(&taken, pi) && writable(pi) && unfit(d, &present[pi]).is_none();
+        let fits =
+            |pi: usize| free(&taken, pi) && writable(ci, pi) && unfit(d, &present[pi]).is_none();
         let best = (0..present.len())
             .filter(|&pi| fits(pi) && present[pi].size >= d.size)
             .min_by(|&a, &b| {
@@ -408,7 +436,7 @@ pub fn map_disks_shrinking(
                     format!("taken by captured disk {}", disks[c].name)
                 } else if let Some(why) = unfit(d, p) {
                     why
-                } else if !writable(pi) {
+                } else if !writable(ci, pi) {
                     format!(
                         "not blank ({}) and not matched by serial or WWN: to overwrite it, name \
                          it with --disk {}={} or allow any non-blank disk with \

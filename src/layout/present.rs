@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::probe::disks::{disk_hardware, list_disks, read_attr};
 use crate::probe::fs::{parse_mountinfo, parse_proc_swaps};
@@ -62,6 +62,12 @@ pub struct PresentDisk {
     pub paths: Vec<String>,
     /// What is on it.
     pub contents: Contents,
+    /// The captured disk an interrupted run of the same recovery request,
+    /// on this machine, chose this disk for ([`mark_chosen_before`]): the
+    /// plan may take it for that captured disk again although it is not
+    /// blank (the run left its half-made layout on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen_before: Option<String>,
 }
 
 impl Default for PresentDisk {
@@ -83,6 +89,7 @@ impl Default for PresentDisk {
             in_use: None,
             paths: Vec::new(),
             contents: Contents::Blank,
+            chosen_before: None,
         }
     }
 }
@@ -116,6 +123,95 @@ impl PresentDisk {
             _ => None,
         }
     }
+}
+
+/// A present disk a recovery's plan chose for a captured one, as the
+/// server keeps it on the request's claim (`POST /v1/recovery/disks`,
+/// docs/api.md) before the first byte is written: so that when the run is
+/// cut before its restore started (no resume journal yet), the same
+/// machine's next boot for the same request may take exactly that disk
+/// again although it is no longer blank. A disk is known again by its
+/// serial and WWN (each as recorded, at least one) and its size: a disk
+/// with neither cannot be recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskChoice {
+    /// The manifest's name of the captured disk it took.
+    pub captured: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl DiskChoice {
+    /// The record of `present` taking `captured`; `None` when the disk has
+    /// neither serial nor WWN (it could not be known again).
+    pub fn of(captured: &str, present: &PresentDisk) -> Option<DiskChoice> {
+        (present.serial.is_some() || present.wwn.is_some()).then(|| DiskChoice {
+            captured: captured.to_string(),
+            serial: present.serial.clone(),
+            wwn: present.wwn.clone(),
+            size: present.size,
+        })
+    }
+
+    /// Whether `p` is the disk recorded: the same serial and WWN (as
+    /// recorded: a recorded one must be present and equal, an absent one
+    /// absent), at least one of them, and the same size.
+    pub fn is(&self, p: &PresentDisk) -> bool {
+        (self.serial.is_some() || self.wwn.is_some())
+            && self.serial == p.serial
+            && self.wwn == p.wwn
+            && self.size == p.size
+    }
+}
+
+/// Mark the present disks an interrupted run of this request chose
+/// (`earlier`, from the server's claim record): each free disk that is
+/// exactly one record's disk, and the only such present disk, may take
+/// that record's captured disk again ([`PresentDisk::chosen_before`]).
+/// Nothing else changes: every other disk is chosen by the usual rules.
+/// Returns what was marked, for the console.
+pub fn mark_chosen_before(disks: &mut [PresentDisk], earlier: &[DiskChoice]) -> Vec<String> {
+    let mut said = Vec::new();
+    for c in earlier {
+        let matching: Vec<usize> = (0..disks.len()).filter(|&i| c.is(&disks[i])).collect();
+        match matching.as_slice() {
+            [i] if disks[*i].in_use.is_none() => {
+                let d = &mut disks[*i];
+                d.chosen_before = Some(c.captured.clone());
+                said.push(format!(
+                    "{} ({}{}) was chosen for captured disk {} by an interrupted run of this                      request: it may take it again although it is not blank ({})",
+                    d.path,
+                    human_bytes(d.size),
+                    c.serial
+                        .as_ref()
+                        .map(|s| format!(", serial {s}"))
+                        .or_else(|| c.wwn.as_ref().map(|w| format!(", WWN {w}")))
+                        .unwrap_or_default(),
+                    c.captured,
+                    d.contents
+                ));
+            }
+            [i] => said.push(format!(
+                "{} was chosen for captured disk {} by an interrupted run of this request, but                  it is in use now: not taken",
+                disks[*i].path, c.captured
+            )),
+            [] => {}
+            many => said.push(format!(
+                "{} disks match what an interrupted run of this request chose for captured disk                  {} ({}): none is taken on that ground",
+                many.len(),
+                c.captured,
+                many.iter()
+                    .map(|&i| disks[i].path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    said
 }
 
 /// What a disk holds, as far as recovery can tell without writing it.
@@ -270,6 +366,7 @@ pub fn describe(sys: &Path, name: &str) -> Result<PresentDisk> {
         in_use: None,
         paths: Vec::new(),
         contents: Contents::Unknown("not examined".to_string()),
+        chosen_before: None,
     })
 }
 
@@ -679,7 +776,7 @@ pub fn partition_path(disk_path: &str, number: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::PathBuf;
 
@@ -1036,6 +1133,117 @@ mod tests {
         assert!(why[1].ends_with("(ISO 9660 volume \"REWIND\")"), "{why:?}");
         assert_eq!(why[2], "");
         assert_eq!(why[3], "");
+    }
+
+    pub(crate) const GIB: u64 = 1 << 30;
+
+    /// vda: 8 GiB, one GPT partition; vdb: 2 GiB, one GPT partition; no
+    /// serial or WWN recorded (the captured disks are gone).
+    pub(crate) fn two_disks() -> crate::manifest::Manifest {
+        let xml = crate::layout::plan::tests::manifest_xml(
+            r#"
+  <disk name="vda" path="/dev/vda" size="8589934592" logical-sector-size="512" physical-sector-size="512">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e7f" first-usable-lba="2048" last-usable-lba="16777182" entries="128">
+      <partition number="1" first-lba="2048" last-lba="16777182" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555502" name="root" attributes="0"/>
+    </gpt>
+  </disk>
+  <disk name="vdb" path="/dev/vdb" size="2147483648" logical-sector-size="512" physical-sector-size="512">
+    <gpt disk-guid="a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e70" first-usable-lba="2048" last-usable-lba="4194270" entries="128">
+      <partition number="1" first-lba="2048" last-lba="4194270" type-guid="0fc63daf-8483-4772-8e79-3d69d8477de4" guid="11111111-2222-4333-8444-555555555503" name="data" attributes="0"/>
+    </gpt>
+  </disk>"#,
+            "",
+        );
+        crate::manifest::from_xml(&xml).unwrap()
+    }
+
+    /// A run of a recovery request cut while partitioning or formatting
+    /// (before its restore wrote a resume journal) left its blank target
+    /// half-made: the next boot's plan refused it as not blank, or chose
+    /// another blank disk. With the claim's record of what the run chose,
+    /// that disk may take exactly the captured disk it was chosen for
+    /// again, and nothing else changes.
+    #[test]
+    fn a_disk_an_interrupted_run_chose_may_take_its_captured_disk_again() {
+        use crate::layout::plan::{MatchedBy, map_disks};
+        let m = two_disks();
+        // sdb: the disk the first run chose for vda (blank then, by size;
+        // another serial than the captured disk's), holding its new GPT now.
+        let mut sdb = PresentDisk::bare("sdb", 8 * GIB);
+        sdb.serial = Some("NEW-1".into());
+        let choice = DiskChoice::of("vda", &sdb).unwrap();
+        assert_eq!(
+            DiskChoice::of("vda", &PresentDisk::bare("vdz", 8 * GIB)),
+            None,
+            "a disk without serial or WWN cannot be known again"
+        );
+        sdb.contents = Contents::Holds(vec!["gpt partition table".into()]);
+        let sdd = PresentDisk::bare("sdd", 2 * GIB);
+        let present = vec![sdb.clone(), sdd.clone()];
+
+        // Today's failure: refused as not blank.
+        let e = format!(
+            "{:#}",
+            map_disks(&m.disks, &present, &[], false).unwrap_err()
+        );
+        assert!(e.contains("/dev/sdb (8.0 GiB): not blank"), "{e}");
+
+        // With the claim's record: sdb for vda again; vdb as before.
+        let mut marked = present.clone();
+        let said = mark_chosen_before(&mut marked, std::slice::from_ref(&choice));
+        assert_eq!(marked[0].chosen_before.as_deref(), Some("vda"));
+        assert_eq!(marked[1].chosen_before, None);
+        assert!(
+            said[0]
+                .starts_with("/dev/sdb (8.0 GiB, serial NEW-1) was chosen for captured disk vda"),
+            "{said:?}"
+        );
+        assert_eq!(
+            map_disks(&m.disks, &marked, &[], false).unwrap(),
+            [(0, 0, MatchedBy::Size), (1, 1, MatchedBy::Size)]
+        );
+        // Preferred to another blank disk that would come first by name.
+        let mut with_blank = vec![PresentDisk::bare("sda", 8 * GIB)];
+        with_blank.extend(marked.iter().cloned());
+        assert_eq!(
+            map_disks(&m.disks, &with_blank, &[], false).unwrap(),
+            [(0, 1, MatchedBy::Size), (1, 2, MatchedBy::Size)]
+        );
+
+        // Nothing else: recorded for another captured disk, the same
+        // serial at another size, another serial, two disks matching, or
+        // the disk in use now.
+        let for_vdb = DiskChoice {
+            captured: "vdb".into(),
+            ..choice.clone()
+        };
+        let mut other = present.clone();
+        mark_chosen_before(&mut other, &[for_vdb]);
+        assert!(map_disks(&m.disks, &other, &[], false).is_err());
+        for (serial, size) in [("NEW-1", 8 * GIB + 512), ("NEW-2", 8 * GIB)] {
+            let mut d = sdb.clone();
+            d.serial = Some(serial.into());
+            d.size = size;
+            let mut disks = vec![d, sdd.clone()];
+            assert!(mark_chosen_before(&mut disks, std::slice::from_ref(&choice)).is_empty());
+            assert_eq!(disks[0].chosen_before, None, "{serial} {size}");
+        }
+        let mut twice = vec![
+            sdb.clone(),
+            PresentDisk {
+                name: "sdc".into(),
+                path: "/dev/sdc".into(),
+                ..sdb.clone()
+            },
+        ];
+        let said = mark_chosen_before(&mut twice, std::slice::from_ref(&choice));
+        assert!(twice.iter().all(|d| d.chosen_before.is_none()));
+        assert!(said[0].contains("2 disks match"), "{said:?}");
+        let mut busy = present.clone();
+        busy[0].in_use = Some("/dev/sdb1 is mounted at /mnt".into());
+        let said = mark_chosen_before(&mut busy, std::slice::from_ref(&choice));
+        assert_eq!(busy[0].chosen_before, None);
+        assert!(said[0].contains("in use now"), "{said:?}");
     }
 
     #[test]

@@ -358,6 +358,9 @@ pub struct Recovery {
     /// The pause between two tries to record the result while holding
     /// ([`RESULT_RETRY`]; shorter in tests).
     result_retry: Duration,
+    /// The disks an interrupted run of this request chose on this machine
+    /// (the server's claim record): the plan may take them again.
+    chosen_before: Vec<crate::api::DiskChoice>,
 }
 
 /// What the fetch stage found.
@@ -385,6 +388,7 @@ impl Recovery {
             timings: Vec::new(),
             hold_for_report: false,
             result_retry: RESULT_RETRY,
+            chosen_before: Vec::new(),
         }
     }
 
@@ -507,6 +511,7 @@ impl Recovery {
             }
         };
 
+        self.chosen_before = session.chosen_before();
         let prepared = self.stage(Stage::Plan, |r| {
             let resumable = if r.settings.action == Action::Plan {
                 None
@@ -515,7 +520,13 @@ impl Recovery {
             };
             let (the_plan, resumed) = match resumable {
                 Some(res) => (res.plan, Some(res.recorded)),
-                None => (r.plan(&manifest)?, None),
+                None => {
+                    let (p, marked) = r.plan_marked(&manifest, r.settings.overwrite_non_blank)?;
+                    for m in marked {
+                        say(&m);
+                    }
+                    (p, None)
+                }
             };
             print!("{the_plan}");
             if r.settings.action == Action::Plan {
@@ -525,6 +536,7 @@ impl Recovery {
             session
                 .still_armed(&target)
                 .context("nothing was written")?;
+            record_disk_choices(&session, &the_plan);
             // The repository: raw regions (boot gap, BIOS boot partition)
             // for the format stage, file trees for the restore.
             let repo = if manifest.trees().is_empty() {
@@ -791,19 +803,36 @@ impl Recovery {
     }
 
     fn plan_on(&self, m: &Manifest, overwrite_non_blank: bool) -> Result<plan::Plan> {
-        plan::plan_here(
-            m,
-            &plan::PlanOptions {
-                mapping: self.settings.disks.clone(),
-                grow: self.settings.grow,
-                shrink: self.settings.shrink,
-                overwrite_non_blank,
-                target_root: self.target_root.clone(),
-                skip_mount: Vec::new(),
-                tools: Tools::detect(),
-            },
+        self.plan_marked(m, overwrite_non_blank).map(|(p, _)| p)
+    }
+
+    /// The plan on this machine's disks ([`plan::plan_here`]), where the
+    /// disks an interrupted run of this request chose (its claim record)
+    /// may be taken again for the captured disks they were chosen for;
+    /// with what was so marked, for the console.
+    fn plan_marked(
+        &self,
+        m: &Manifest,
+        overwrite_non_blank: bool,
+    ) -> Result<(plan::Plan, Vec<String>)> {
+        let opts = plan::PlanOptions {
+            mapping: self.settings.disks.clone(),
+            grow: self.settings.grow,
+            shrink: self.settings.shrink,
+            overwrite_non_blank,
+            target_root: self.target_root.clone(),
+            skip_mount: Vec::new(),
+            tools: Tools::detect(),
+        };
+        let (mut disks, mapping) = present::survey(
+            Path::new("/sys"),
+            Path::new("/proc"),
+            &opts.mapping,
             &present::BootMedium::running(),
-        )
+        )?;
+        let marked = present::mark_chosen_before(&mut disks, &self.chosen_before);
+        let p = plan::plan(m, &disks, &plan::PlanOptions { mapping, ..opts })?;
+        Ok((p, marked))
     }
 
     /// Restore every filesystem that has data into its mount, parents first.
@@ -907,6 +936,43 @@ impl Recovery {
             r.restored(total);
         }
         Ok(out)
+    }
+}
+
+/// What the claim records of a plan's disks ([`present::DiskChoice`]),
+/// and the present disks that cannot be recorded (no serial, no WWN).
+fn disk_choices(p: &plan::Plan) -> (Vec<crate::api::DiskChoice>, Vec<String>) {
+    let mut chosen = Vec::new();
+    let mut unknown = Vec::new();
+    for d in &p.disks {
+        match present::DiskChoice::of(&d.captured, &d.target) {
+            Some(c) => chosen.push(c),
+            None => unknown.push(d.target.path.clone()),
+        }
+    }
+    (chosen, unknown)
+}
+
+/// Before the first write, record on the claim which disks the plan chose,
+/// so that a run cut before its restore starts (no resume journal yet) can
+/// take them again at its next boot although they are no longer blank. A
+/// record that does not arrive is a warning: that next boot then refuses
+/// those disks as any non-blank disk (`rewind.overwrite`), as before.
+fn record_disk_choices(session: &Session, p: &plan::Plan) {
+    let (chosen, unknown) = disk_choices(p);
+    for path in &unknown {
+        say(&format!(
+            "note: {path} has no serial or WWN: if this run is cut before its restore starts,              the next boot cannot know it again (it is not blank then: rewind.overwrite)"
+        ));
+    }
+    if chosen.is_empty() {
+        return;
+    }
+    match session.record_disks(&chosen) {
+        Ok(_) => {}
+        Err(e) => say(&format!(
+            "warning: the server did not record the disks chosen ({e:#}); if this run is cut              before its restore starts, the next boot refuses them as not blank              (rewind.overwrite)"
+        )),
     }
 }
 
@@ -1023,6 +1089,54 @@ fn describe(m: &Manifest, req: Option<&RequestInfo>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The disk choice a run records before its first write, and what its
+    /// next boot makes of it (issue 15: a run cut while partitioning or
+    /// formatting, before any resume journal): the recorded disk takes its
+    /// captured disk again although it now holds the half-made layout; a
+    /// disk without serial or WWN is not recorded (and said so).
+    #[test]
+    fn the_disks_a_run_chose_are_recorded_and_taken_again() {
+        use crate::layout::present::tests::{GIB, two_disks};
+        use crate::layout::present::{Contents, PresentDisk};
+        let m = two_disks();
+        let opts = plan::PlanOptions {
+            target_root: "/target".into(),
+            ..plan::PlanOptions::default()
+        };
+        let mut sdb = PresentDisk::bare("sdb", 8 * GIB);
+        sdb.wwn = Some("naa.5000c500a1b2c3d4".into());
+        let sdd = PresentDisk::bare("sdd", 2 * GIB);
+        let first = plan::plan(&m, &[sdb.clone(), sdd.clone()], &opts).unwrap();
+        let (chosen, unknown) = disk_choices(&first);
+        assert_eq!(unknown, ["/dev/sdd"]);
+        assert_eq!(
+            chosen,
+            [present::DiskChoice {
+                captured: "vda".into(),
+                serial: None,
+                wwn: Some("naa.5000c500a1b2c3d4".into()),
+                size: 8 * GIB,
+            }]
+        );
+        // As the server keeps it and answers it in the next claim.
+        let body = serde_json::to_string(&crate::api::ChosenDisks {
+            disks: chosen.clone(),
+        })
+        .unwrap();
+        let back: crate::api::ChosenDisks = serde_json::from_str(&body).unwrap();
+        // The run is cut while formatting: sdb holds its new table.
+        sdb.contents = Contents::Holds(vec!["gpt partition table".into()]);
+        let mut present = vec![sdb, sdd];
+        assert!(
+            plan::plan(&m, &present, &opts).is_err(),
+            "refused without it"
+        );
+        present::mark_chosen_before(&mut present, &back.disks);
+        let again = plan::plan(&m, &present, &opts).unwrap();
+        let targets: Vec<&str> = again.disks.iter().map(|d| d.target.path.as_str()).collect();
+        assert_eq!(targets, ["/dev/sdb", "/dev/sdd"]);
+    }
 
     #[test]
     fn the_kernel_command_line_wins_over_the_request() {

@@ -16,9 +16,11 @@
 //!   restore writes must hold a journal whose header names this host,
 //!   snapshot, file tree and filesystem UUID: another snapshot's journal (a
 //!   request re-armed to another point in time) or none (a run cut during
-//!   formatting) means no resume, and the disks are recreated (which the
-//!   plan then refuses on a disk that is not blank unless allowed, as any
-//!   recovery onto a used disk).
+//!   partitioning or formatting) means no resume, and the disks are
+//!   recreated: on the disks the cut run chose, which its claim records
+//!   (`present::mark_chosen_before`), and otherwise only on a disk the plan
+//!   may take as for any recovery (blank, matched by serial or WWN, or
+//!   allowed).
 //! - **A file** is skipped only when the journal records it and the inode at
 //!   its path is still the recorded one: same inode number, same ctime
 //!   (which no write, chmod, chown, xattr change or rename can leave as it

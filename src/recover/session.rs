@@ -53,6 +53,9 @@ pub(super) struct Session {
     recovery: Mutex<Option<Arc<Client>>>,
     /// The request claimed, to claim it again when the claim lapsed.
     claimed: Mutex<Option<String>>,
+    /// The disks an earlier run of the claimed request, on this machine,
+    /// recorded on its claim (the claim's answer).
+    chosen_before: Mutex<Vec<crate::api::DiskChoice>>,
 }
 
 impl Session {
@@ -88,6 +91,7 @@ impl Session {
             machine,
             recovery: Mutex::new(None),
             claimed: Mutex::new(None),
+            chosen_before: Mutex::new(Vec::new()),
         })
     }
 
@@ -274,6 +278,9 @@ impl Session {
         if let Ok(mut last) = self.claimed.lock() {
             *last = Some(id.to_string());
         }
+        if let (Some(c), Ok(mut chosen)) = (&claimed.request.claim, self.chosen_before.lock()) {
+            chosen.clone_from(&c.disks);
+        }
         Ok(claimed.token)
     }
 
@@ -290,6 +297,27 @@ impl Session {
         let mut c = Client::new(&self.server, &token, &self.trust)?;
         c.retry_for = std::time::Duration::from_secs(20);
         Ok(Arc::new(c))
+    }
+
+    /// The disks an interrupted run of the claimed request chose on this
+    /// machine, as the server's claim record says (empty before a claim,
+    /// and on a first run).
+    pub(super) fn chosen_before(&self) -> Vec<crate::api::DiskChoice> {
+        self.chosen_before
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Record on the claim the disks the plan chose, before the first
+    /// write: the claim's client (this machine's token). `Ok(false)` when
+    /// there is no claim (a host token cannot claim).
+    pub(super) fn record_disks(&self, disks: &[crate::api::DiskChoice]) -> Result<bool> {
+        let Some(claimed) = self.recovery.lock().ok().and_then(|r| r.clone()) else {
+            return Ok(false);
+        };
+        claimed.record_disks(disks)?;
+        Ok(true)
     }
 
     /// Just before the first write: is the request still armed (or running)?

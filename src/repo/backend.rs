@@ -23,6 +23,22 @@ pub trait Backend: Send + Sync {
     fn read_parallelism(&self) -> usize {
         1
     }
+    /// The order of the snapshots, oldest first, when the store decides
+    /// it: a recovery server orders a host's history by the time it
+    /// committed each snapshot (docs/security.md, point 2), so that a
+    /// snapshot its host dated ahead cannot win `latest`. `None` (a local
+    /// directory): by the snapshots' own times.
+    fn snapshot_order(&self) -> Result<Option<Vec<OrderedSnapshot>>> {
+        Ok(None)
+    }
+}
+
+/// A snapshot in the order a store keeps ([`Backend::snapshot_order`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedSnapshot {
+    pub id: String,
+    /// When the store committed it (RFC 3339), if it records that.
+    pub committed: Option<String>,
 }
 
 pub struct LocalDir {

@@ -51,6 +51,15 @@ pub struct Repo {
     pub stats: WriteStats,
 }
 
+/// A snapshot as [`Repo::snapshot_list`] lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub manifest: Manifest,
+    /// When the server committed it (RFC 3339): a server's repository
+    /// only, and only for snapshots it recorded a commit time for.
+    pub committed: Option<String>,
+}
+
 /// What a capture added to the repository.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteStats {
@@ -353,8 +362,23 @@ impl Repo {
         }))
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first (see [`Repo::snapshot_list`]).
     pub fn snapshots(&self) -> Result<Vec<Manifest>> {
+        Ok(self
+            .snapshot_list()?
+            .into_iter()
+            .map(|l| l.manifest)
+            .collect())
+    }
+
+    /// Every snapshot, oldest first, with its commit time when the store
+    /// records one. A local directory orders by the snapshots' own times
+    /// (then ids); a server's repository in the server's order
+    /// ([`backend::Backend::snapshot_order`]: by its own commit times, so
+    /// that `latest` here is the server's `latest`, whatever date a host
+    /// wrote in a snapshot). A snapshot the server did not list (committed
+    /// meanwhile) comes after those it did, by its own time.
+    pub fn snapshot_list(&self) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         for name in self.backend.list("snapshots/")? {
             if !name.ends_with(".xml") {
@@ -362,14 +386,37 @@ impl Repo {
             }
             let text = String::from_utf8(self.backend.get(&name)?)
                 .with_context(|| format!("{name} is not UTF-8"))?;
-            out.push(
-                manifest::from_xml(&text)
+            out.push(Listed {
+                manifest: manifest::from_xml(&text)
                     .with_context(|| format!("snapshot {name} is not a valid manifest"))?,
-            );
+                committed: None,
+            });
         }
+        // Asked after the files were read: every snapshot read is in it
+        // unless it was committed between the two listings.
+        let order = self.backend.snapshot_order()?.unwrap_or_default();
+        let place: HashMap<&str, (usize, &Option<String>)> = order
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id.as_str(), (i, &o.committed)))
+            .collect();
+        let rank = |l: &Listed| {
+            place
+                .get(l.manifest.snapshot.id.as_str())
+                .map_or(usize::MAX, |(i, _)| *i)
+        };
         out.sort_by(|a, b| {
-            (&a.snapshot.time, &a.snapshot.id).cmp(&(&b.snapshot.time, &b.snapshot.id))
+            (rank(a), &a.manifest.snapshot.time, &a.manifest.snapshot.id).cmp(&(
+                rank(b),
+                &b.manifest.snapshot.time,
+                &b.manifest.snapshot.id,
+            ))
         });
+        for l in &mut out {
+            if let Some((_, c)) = place.get(l.manifest.snapshot.id.as_str()) {
+                l.committed = (*c).clone();
+            }
+        }
         Ok(out)
     }
 

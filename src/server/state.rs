@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Scope, TokenRecord};
 use crate::api::{
-    ApiError, CLAIM_LEASE_SECS, Claim, MachineIdentity, ProgressReport, RecoveryProgress,
-    RecoveryRequest, RefusedClaim, RequestState, ResultReport,
+    ApiError, CLAIM_LEASE_SECS, Claim, DiskChoice, MAX_CHOSEN_DISKS, MachineIdentity,
+    ProgressReport, RecoveryProgress, RecoveryRequest, RefusedClaim, RequestState, ResultReport,
 };
 
 /// How many refused claims a request keeps.
@@ -313,6 +313,7 @@ impl Catalog {
                 renewed: now_text.clone(),
                 lease_until,
                 claims: 1,
+                disks: Vec::new(),
             },
         };
         r.claim = Some(claim);
@@ -420,6 +421,50 @@ impl Catalog {
             c.renewed = now.to_string();
             c.lease_until = crate::time::format_utc(now_secs + CLAIM_LEASE_SECS as i64);
         }
+        let r = r.clone();
+        self.save_requests()?;
+        Ok(r)
+    }
+
+    /// The claimed machine records the disks its plan chose, before its
+    /// first write (a claim's token: the caller checks). They replace what
+    /// an earlier run recorded; the claim's lease is renewed. The record is
+    /// the claim's: only this machine's later claims of this request see
+    /// it, and a request that is over, or a new request, has none in use.
+    pub fn record_disks(
+        &mut self,
+        id: &str,
+        disks: Vec<DiskChoice>,
+        now: &str,
+    ) -> Result<RecoveryRequest, ApiError> {
+        if disks.len() > MAX_CHOSEN_DISKS {
+            return Err(ApiError::BadRequest(format!(
+                "{} disks: at most {MAX_CHOSEN_DISKS} are recorded",
+                disks.len()
+            )));
+        }
+        for d in &disks {
+            let fields = [Some(&d.captured), d.serial.as_ref(), d.wwn.as_ref()];
+            if d.captured.is_empty()
+                || fields.iter().flatten().any(|f| f.len() > 256)
+                || (d.serial.is_none() && d.wwn.is_none())
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "disk record {d:?}: a captured disk's name and the present disk's serial or                      WWN (each at most 256 bytes) are needed"
+                )));
+            }
+        }
+        let now_secs = crate::time::parse_rfc3339(now).unwrap_or(0);
+        let r = self.active_mut(id)?;
+        let Some(c) = r.claim.as_mut() else {
+            return Err(ApiError::Conflict(format!(
+                "request {id} is not claimed: claim it (POST /v1/claim) before recording disks"
+            )));
+        };
+        c.disks = disks;
+        c.renewed = now.to_string();
+        c.lease_until = crate::time::format_utc(now_secs + CLAIM_LEASE_SECS as i64);
+        r.updated = now.to_string();
         let r = r.clone();
         self.save_requests()?;
         Ok(r)
@@ -803,6 +848,117 @@ mod tests {
         cat.finish("r1", ok, &at(t0 + 2100)).unwrap();
         let why = refused(cat.claim("r1", &a, t0 + 2200).unwrap());
         assert!(why.contains("already succeeded"), "{why}");
+    }
+
+    /// Issue 15 point 4, a run cut before its restore started: the claim
+    /// remembers the disks its machine's plan chose; the same machine's
+    /// next claim of the same request is answered with them, and nothing
+    /// else sees them: not another machine, not a new request, not the
+    /// request's printed token (the route needs a claim's), not a request
+    /// that is over.
+    #[test]
+    fn a_claim_remembers_the_disks_its_machine_chose() {
+        let (dir, mut cat) = catalog();
+        let t0 = secs(T0);
+        let at = |s: i64| crate::time::format_utc(s);
+        let mut r = request("r1", "web1");
+        r.machines = vec![format!("uuid={UUID_A}")];
+        cat.arm(r).unwrap();
+        let chosen = vec![
+            DiskChoice {
+                captured: "vda".into(),
+                serial: Some("S3Z9NB0K123456".into()),
+                wwn: None,
+                size: 20 << 30,
+            },
+            DiskChoice {
+                captured: "vdb".into(),
+                serial: None,
+                wwn: Some("naa.5000c500a1b2c3d4".into()),
+                size: 40 << 30,
+            },
+        ];
+        // Not claimed yet: nothing to record on.
+        let e = cat.record_disks("r1", chosen.clone(), &at(t0)).unwrap_err();
+        assert!(matches!(e, ApiError::Conflict(_)), "{e}");
+        let a = machine(Some(UUID_A), "52:54:00:00:00:0a");
+        let Ok(ClaimOutcome::Granted {
+            request: answered, ..
+        }) = cat.claim("r1", &a, t0)
+        else {
+            panic!("not granted")
+        };
+        assert!(
+            answered.claim.unwrap().disks.is_empty(),
+            "a first run has none"
+        );
+        let r = cat.record_disks("r1", chosen.clone(), &at(t0 + 5)).unwrap();
+        let c = r.claim.unwrap();
+        assert_eq!(c.disks, chosen);
+        assert_eq!(
+            c.lease_until,
+            at(t0 + 5 + CLAIM_LEASE_SECS as i64),
+            "renewed"
+        );
+        // A record the plan could not know a disk again by: refused.
+        let unknowable = vec![DiskChoice {
+            captured: "vdc".into(),
+            size: 1,
+            ..DiskChoice::default()
+        }];
+        let e = cat.record_disks("r1", unknowable, &at(t0 + 6)).unwrap_err();
+        assert!(matches!(e, ApiError::BadRequest(_)), "{e}");
+        let too_many = vec![chosen[0].clone(); MAX_CHOSEN_DISKS + 1];
+        assert!(cat.record_disks("r1", too_many, &at(t0 + 6)).is_err());
+
+        // The machine is reset while formatting and boots again: its claim
+        // is renewed and answered with the disks, also after a restart.
+        let mut cat = Catalog::load(dir.path()).unwrap();
+        let Ok(ClaimOutcome::Granted {
+            request: answered,
+            renewed,
+            ..
+        }) = cat.claim("r1", &a, t0 + 300)
+        else {
+            panic!("not granted")
+        };
+        assert!(renewed);
+        assert_eq!(answered.claim.unwrap().disks, chosen);
+        // Another machine is refused, and its refusal carries nothing.
+        let b = machine(Some(UUID_B), "52:54:00:00:00:0b");
+        let Ok(ClaimOutcome::Refused { error, .. }) = cat.claim("r1", &b, t0 + 301) else {
+            panic!("granted to another machine")
+        };
+        assert!(!error.to_string().contains("S3Z9NB0K123456"), "{error}");
+
+        // Over: nothing more is recorded, and a new request of the host
+        // starts with no disks of the old one.
+        let ok = ResultReport {
+            ok: false,
+            stage: Stage::Format,
+            message: "cut".into(),
+        };
+        cat.finish("r1", ok, &at(t0 + 400)).unwrap();
+        let e = cat
+            .record_disks("r1", chosen.clone(), &at(t0 + 401))
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Conflict(_)), "{e}");
+        let mut r2 = request("r2", "web1");
+        r2.machines = vec![format!("uuid={UUID_A}")];
+        cat.arm(r2).unwrap();
+        let Ok(ClaimOutcome::Granted {
+            request: answered,
+            renewed,
+            ..
+        }) = cat.claim("r2", &a, t0 + 500)
+        else {
+            panic!("not granted")
+        };
+        assert!(!renewed);
+        assert!(
+            answered.claim.unwrap().disks.is_empty(),
+            "another request's disks"
+        );
     }
 
     #[test]

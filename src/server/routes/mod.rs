@@ -70,6 +70,7 @@ pub fn router(server: Shared) -> Router {
         .route("/v1/claim", post(requests::claim))
         .route("/v1/recovery/progress", post(requests::report_progress))
         .route("/v1/recovery/result", post(requests::report_result))
+        .route("/v1/recovery/disks", post(requests::record_disks))
         .route(
             "/v1/tokens",
             get(tokens::list_tokens).post(tokens::create_token),

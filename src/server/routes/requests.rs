@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use super::Shared;
 use crate::api::AuditAction;
 use crate::api::{
-    ApiError, CLAIM_LEASE_SECS, ClaimRequest, Claimed, CreatedRequest, DEFAULT_REQUEST_EXPIRY,
-    MachineIdentity, NewRequest, ProgressReport, RecoveryRequest, RequestState, ResultReport,
-    Scope, parse_machine_id,
+    ApiError, CLAIM_LEASE_SECS, ChosenDisks, ClaimRequest, Claimed, CreatedRequest,
+    DEFAULT_REQUEST_EXPIRY, MachineIdentity, NewRequest, ProgressReport, RecoveryRequest,
+    RequestState, ResultReport, Scope, parse_machine_id,
 };
 use crate::server::error::ApiResult;
 use crate::server::extract::{Admin, Caller, JsonBody, PathHost, RecoveryToken};
@@ -211,6 +211,23 @@ pub(super) async fn report_progress(
     let now = crate::time::now_utc();
     s.change_catalog(move |cat| cat.report_progress(&me.request, p, &now).map(axum::Json))
         .await
+}
+
+/// `POST /v1/recovery/disks`: the claimed machine records the disks its
+/// plan chose, before its first write (a claim's token only), so that its
+/// next boot for this request may take them again (docs/security.md).
+pub(super) async fn record_disks(
+    State(s): State<Shared>,
+    me: RecoveryToken,
+    JsonBody(body): JsonBody<ChosenDisks>,
+) -> Answer {
+    me.claimed()?;
+    let now = crate::time::now_utc();
+    s.change_catalog(move |cat| {
+        cat.record_disks(&me.request, body.disks, &now)
+            .map(axum::Json)
+    })
+    .await
 }
 
 pub(super) async fn report_result(

@@ -12,7 +12,9 @@ use crate::server::error::ApiResult;
 use crate::server::extract::{Caller, ReadHost};
 use crate::server::files;
 
-/// A recovery token sees its request's snapshot only.
+/// A host's snapshots in the order selection and retention use (its
+/// commit records' effective time). A recovery token sees its request's
+/// snapshot only.
 pub(super) async fn list_snapshots(
     State(s): State<Shared>,
     ReadHost(host): ReadHost,
@@ -20,13 +22,18 @@ pub(super) async fn list_snapshots(
 ) -> ApiResult<axum::Json<Vec<SnapshotSummary>>> {
     let only = super::files::recovery_snapshot(&s, &caller)?;
     let snaps = s
-        .blocking(move |s| Ok(files::snapshots(&files::host_dir(&s.data, &host))?))
+        .blocking(move |s| Ok(files::snapshot_files(&files::host_dir(&s.data, &host))?))
         .await?;
+    // In the server's order, with its commit records: a client that reads
+    // the repository file by file orders by this list (Repo::snapshot_list).
     Ok(axum::Json(
         snaps
             .iter()
-            .filter(|m| only.as_ref().is_none_or(|o| *o == m.snapshot.id))
-            .map(SnapshotSummary::of)
+            .filter(|f| only.as_ref().is_none_or(|o| *o == f.manifest.snapshot.id))
+            .map(|f| SnapshotSummary {
+                committed: f.committed.map(files::format_nanos),
+                ..SnapshotSummary::of(&f.manifest)
+            })
             .collect(),
     ))
 }

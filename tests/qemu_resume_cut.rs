@@ -1,0 +1,211 @@
+//! Tier 3 (root, QEMU, REWIND_IMAGE): a recovery cut while formatting —
+//! before its restore wrote any resume journal — is recreated at the next
+//! boot on the disk its first run chose, although that disk is no longer
+//! blank, and without `rewind.overwrite` (issue 15).
+//!
+//! The captured machine's disk (a loop device) has no serial; the target is
+//! a blank virtio disk with a serial of its own, chosen because it is blank.
+//! Before its first write the image records that choice on its claim.
+//! QEMU is killed as the format stage starts (the partition table written).
+//! Booted again, the image claims the request again (the same machine),
+//! learns from the claim which disk its first run chose, takes it again,
+//! recreates the layout and restores; the tree is exact.
+//!
+//!     REWIND_IMAGE=target/image cargo test --test qemu_resume_cut -- --nocapture
+
+// Test code: a failed unwrap is a failed test; helpers are shared by files.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod common;
+mod qemu_util;
+mod server_util;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{LoopDisk, Mounted, noise, sfdisk_dump, sh, stat_dump};
+use qemu_util::{Boot, Bus, Disk, Firmware, Nic, Qemu};
+use server_util::{ServerProc, rewind_ok};
+
+const HOST: &str = "qemu-cut";
+const DISK_MIB: u64 = 768;
+const MAC: &str = "52:54:00:ab:cd:16";
+const SERIAL: &str = "CUT-TARGET-1";
+const BOOT: Duration = Duration::from_secs(240);
+const RECOVERY: Duration = Duration::from_secs(1200);
+
+fn logs_dir() -> PathBuf {
+    let d = std::env::var_os("REWIND_QEMU_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/qemu-logs"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
+    let Some(img) =
+        qemu_util::Image::get("a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose")
+    else {
+        return;
+    };
+    let _vm_lock = qemu_util::one_vm();
+    let dir = tempfile::Builder::new()
+        .prefix("rewind-qemu-cut-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let t0 = Instant::now();
+
+    // The captured machine, on a disk without serial.
+    let disk = LoopDisk::new(
+        dir.path(),
+        "source.img",
+        DISK_MIB,
+        "label: gpt\n\
+         start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\n\
+         size=1310720, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root\"\n\
+         type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=\"swap\"\n",
+    );
+    sh("mkfs.vfat", &["-F", "32", "-n", "ESP", &disk.part(1)]);
+    sh("mkfs.ext4", &["-q", "-L", "root", &disk.part(2)]);
+    sh("mkswap", &["-L", "swap", &disk.part(3)]);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let server;
+    {
+        let _m = Mounted::new(&disk.part(2), &src, &[]);
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("etc/hostname"), format!("{HOST}\n")).unwrap();
+        for i in 0..40u64 {
+            let p = src.join(format!("var/lib/data/f{i}.bin"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, noise(i, 100_000 + i as usize * 997)).unwrap();
+        }
+        sh("sync", &[]);
+        server = ServerProc::start(&dir.path().join("server"), false);
+        let token = server.host_token(HOST);
+        rewind_ok(
+            &server,
+            &token,
+            &["capture", "--host", HOST, "--disk", &disk.dev],
+        );
+    }
+    let source_table = sfdisk_dump(&disk.image);
+    drop(disk);
+
+    let out = rewind_ok(
+        &server,
+        &server.admin,
+        &["request", HOST, "--machine", &format!("mac={MAC}")],
+    );
+    let token = out
+        .lines()
+        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
+        .expect("no recovery token printed")
+        .trim()
+        .to_string();
+    let target = dir.path().join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(DISK_MIB << 20)
+        .unwrap();
+    let cmdline = format!(
+        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 \
+         rewind.retry=60 rewind.server={} rewind.token={token}",
+        server.url.replace("127.0.0.1", "10.0.2.2")
+    );
+    let disks = [Disk {
+        path: &target,
+        serial: Some(SERIAL),
+        bus: Bus::Virtio,
+    }];
+
+    // 1. Cut as the format stage starts: the table is written, no journal.
+    let log1 = logs_dir().join("resume-cut-1.log");
+    let mut vm = Qemu::start_with(
+        Boot::Direct(&img, cmdline.clone()),
+        Firmware::Bios,
+        &disks,
+        Nic::virtio(MAC),
+        &log1,
+    );
+    vm.expect("rewind: == stage format ==", RECOVERY);
+    vm.kill();
+    let first = vm.console();
+    assert!(first.contains("/dev/vda"), "{first}");
+    drop(vm);
+    assert_eq!(
+        sfdisk_dump(&target),
+        source_table,
+        "the first run wrote its table: the disk is not blank"
+    );
+    let req = last_request(&server);
+    assert_eq!(
+        req["claim"]["disks"][0]["serial"], SERIAL,
+        "the choice recorded on the claim: {req}"
+    );
+
+    // 2. The same machine boots again, without rewind.overwrite.
+    let log2 = logs_dir().join("resume-cut-2.log");
+    let mut vm = Qemu::start_with(
+        Boot::Direct(&img, cmdline),
+        Firmware::Bios,
+        &disks,
+        Nic::virtio(MAC),
+        &log2,
+    );
+    vm.expect("the claim is renewed", BOOT);
+    vm.expect("was chosen for captured disk loop", RECOVERY);
+    for s in ["partition", "format", "restore", "configure", "finish"] {
+        vm.expect(&format!("rewind: == stage {s} =="), RECOVERY);
+    }
+    vm.expect("rewind: powering off", Duration::from_secs(300));
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    let second = vm.console();
+    assert!(!second.contains("FAILED"), "{second}");
+    assert!(
+        !second.contains("not matched by serial or WWN"),
+        "the plan refused the disk: {second}"
+    );
+    assert_eq!(last_request(&server)["state"], "succeeded");
+
+    // The tree is the captured one.
+    assert_eq!(sfdisk_dump(&target), source_table, "partition table");
+    let t = LoopDisk::attach(&target);
+    let _ = std::process::Command::new("partx")
+        .args(["-a", &t.dev])
+        .output();
+    let s = LoopDisk::attach(&dir.path().join("source.img"));
+    let _ = std::process::Command::new("partx")
+        .args(["-a", &s.dev])
+        .output();
+    let (a, b) = (dir.path().join("cmp-src"), dir.path().join("cmp-dst"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let _ma = Mounted::new(&s.part(2), &a, &["ro,noatime"]);
+    let _mb = Mounted::new(&t.part(2), &b, &["ro,noatime"]);
+    let diff = sh(
+        "rsync",
+        &[
+            "-aHAXS",
+            "--checksum",
+            "--delete",
+            "--dry-run",
+            "--itemize-changes",
+            "--numeric-ids",
+            &format!("{}/", a.display()),
+            &format!("{}/", b.display()),
+        ],
+    );
+    assert!(diff.trim().is_empty(), "rsync sees differences:\n{diff}");
+    assert_eq!(stat_dump(&a), stat_dump(&b), "stat dumps differ");
+    eprintln!("done in {:.0} s in all", t0.elapsed().as_secs_f64());
+}
+
+fn last_request(server: &ServerProc) -> serde_json::Value {
+    let list = server
+        .client(&server.admin)
+        .get_json(&format!("/v1/requests?host={HOST}"))
+        .unwrap();
+    list.as_array().unwrap().last().cloned().unwrap()
+}
