@@ -183,7 +183,7 @@ pub fn mark_chosen_before(disks: &mut [PresentDisk], earlier: &[DiskChoice]) -> 
                 let d = &mut disks[*i];
                 d.chosen_before = Some(c.captured.clone());
                 said.push(format!(
-                    "{} ({}{}) was chosen for captured disk {} by an interrupted run of this                      request: it may take it again although it is not blank ({})",
+                    "{} ({}{}) was chosen for captured disk {} by an interrupted run of this request: it may take it again although it is not blank ({})",
                     d.path,
                     human_bytes(d.size),
                     c.serial
@@ -196,12 +196,12 @@ pub fn mark_chosen_before(disks: &mut [PresentDisk], earlier: &[DiskChoice]) -> 
                 ));
             }
             [i] => said.push(format!(
-                "{} was chosen for captured disk {} by an interrupted run of this request, but                  it is in use now: not taken",
+                "{} was chosen for captured disk {} by an interrupted run of this request, but it is in use now: not taken",
                 disks[*i].path, c.captured
             )),
             [] => {}
             many => said.push(format!(
-                "{} disks match what an interrupted run of this request chose for captured disk                  {} ({}): none is taken on that ground",
+                "{} disks match what an interrupted run of this request chose for captured disk {} ({}): none is taken on that ground",
                 many.len(),
                 c.captured,
                 many.iter()
