@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::sh;
 use qemu_util::{Boot, Image, Qemu};
-use server_util::{ServerProc, example_manifest, rewind_ok};
+use server_util::{ServerProc, example_manifest, free_port, rewind_ok};
 
 const HOST: &str = "signed1";
 const MAC: &str = "52:54:00:5a:00:01";
@@ -166,14 +166,6 @@ fn sign(dir: &Path, key: &Path, cert: &Path, chain: &Path, pin: Option<&str>) {
     args.push(dir.display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     sh(root().join("scripts/sign-image").to_str().unwrap(), &args);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Boot the test's iPXE against the server; returns the VM once the

@@ -20,7 +20,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{LoopDisk, Mounted, SfdiskDump, blkid_export, noise, sfdisk_dump, sh, stat_dump};
+use common::{
+    LoopDisk, Mounted, SfdiskDump, assert_same_tree, blkid_export, noise, sfdisk_dump, sh,
+    stat_dump,
+};
 use qemu_util::{Boot, Image, Qemu, all_zero, stages};
 use server_util::{ServerProc, rewind_ok};
 
@@ -304,18 +307,12 @@ impl Source {
     fn check_recovered(&self, disk: &Path) {
         let got = sfdisk_dump(disk);
         assert_eq!(got, self.table, "partition table differs");
-        let target = LoopDisk::attach(disk);
-        let _ = std::process::Command::new("partx")
-            .args(["-a", &target.dev])
-            .output();
+        let target = LoopDisk::attach_partitioned(disk);
         for (n, want) in &self.blkid {
             let got = blkid_export(&target.part(*n));
             assert_eq!(&got, want, "blkid of partition {n} differs");
         }
-        let source = LoopDisk::attach(&self.image);
-        let _ = std::process::Command::new("partx")
-            .args(["-a", &source.dev])
-            .output();
+        let source = LoopDisk::attach_partitioned(&self.image);
         let a = self.dir.path().join("cmp-src");
         let b = self.dir.path().join("cmp-dst");
         std::fs::create_dir_all(&a).unwrap();
@@ -324,20 +321,7 @@ impl Source {
         let _sa = Mounted::new(&source.part(3), &a.join("srv"), &["ro,noatime,nouuid"]);
         let _rb = Mounted::new(&target.part(2), &b, &["ro,noatime"]);
         let _sb = Mounted::new(&target.part(3), &b.join("srv"), &["ro,noatime,nouuid"]);
-        let diff = sh(
-            "rsync",
-            &[
-                "-aHAXS",
-                "--checksum",
-                "--delete",
-                "--dry-run",
-                "--itemize-changes",
-                "--numeric-ids",
-                &format!("{}/", a.display()),
-                &format!("{}/", b.display()),
-            ],
-        );
-        assert!(diff.trim().is_empty(), "rsync sees differences:\n{diff}");
+        assert_same_tree(&a, &b);
         let (da, db) = (stat_dump(&a), stat_dump(&b));
         assert!(
             da.len() > 2000,
@@ -1043,10 +1027,7 @@ fn a_dead_cmos_clock_is_set_from_the_pinned_server() {
     eprintln!("recovery with a 2001 clock: powered off after {total:.1} s; {set}; {rtc}");
     src.check_recovered(&disk);
     // The recreated filesystem was made today, not in 2001.
-    let target = LoopDisk::attach(&disk);
-    let _ = std::process::Command::new("partx")
-        .args(["-a", &target.dev])
-        .output();
+    let target = LoopDisk::attach_partitioned(&disk);
     let created = sh("dumpe2fs", &["-h", &target.part(2)]);
     let line = created
         .lines()

@@ -13,15 +13,6 @@ use server_util::*;
 
 const MAC: &str = "52:54:00:00:00:0a";
 
-/// A free port on 127.0.0.1 (bound and let go: the server binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_boot_listener_serves_boot_files_only() {
     let dir = tempfile::tempdir().unwrap();

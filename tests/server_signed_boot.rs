@@ -16,26 +16,10 @@ use server_util::*;
 
 const MAC: &str = "52:54:00:00:00:0a";
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_signed_image_is_served_as_signed_and_verified_by_the_script() {
     let dir = tempfile::tempdir().unwrap();
-    let boot_addr = format!("127.0.0.1:{}", free_tcp_port());
+    let boot_addr = format!("127.0.0.1:{}", free_port());
     let tftp = format!("127.0.0.1:{}", free_udp_port());
     let s = ServerProc::start_with(
         &dir.path().join("data"),

@@ -153,6 +153,14 @@ impl LoopDisk {
             dev,
         }
     }
+
+    /// [`Self::attach`], with the partition nodes added (BLKPG: this
+    /// kernel may have no partition-table parsers).
+    pub fn attach_partitioned(image: &Path) -> LoopDisk {
+        let disk = LoopDisk::attach(image);
+        let _ = Command::new("partx").args(["-a", &disk.dev]).output();
+        disk
+    }
 }
 
 /// `sfdisk --dump` of an image or device, parsed: the header lines
