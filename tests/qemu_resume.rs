@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    LoopDisk, Mounted, assert_same_tree, blkid_export, noise, sfdisk_dump, sh, stat_dump,
+    LoopDisk, Mounted, assert_same_tree, blkid_export, esp_root_swap_disk, noise, sfdisk_dump, sh,
+    stat_dump,
 };
 use qemu_util::{Boot, Image, Qemu};
 use server_util::{ServerProc, rewind_ok};
@@ -115,18 +116,7 @@ fn a_recovery_resumes_after_a_power_cut_and_waits_out_a_server_outage() {
     let t0 = Instant::now();
 
     // The captured machine.
-    let disk = LoopDisk::new(
-        dir.path(),
-        "source.img",
-        DISK_MIB,
-        "label: gpt\n\
-         start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\n\
-         size=1310720, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root\"\n\
-         type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=\"swap\"\n",
-    );
-    sh("mkfs.vfat", &["-F", "32", "-n", "ESP", &disk.part(1)]);
-    sh("mkfs.ext4", &["-q", "-L", "root", &disk.part(2)]);
-    sh("mkswap", &["-L", "swap", &disk.part(3)]);
+    let disk = esp_root_swap_disk(dir.path(), DISK_MIB);
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut server;

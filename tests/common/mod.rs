@@ -113,6 +113,25 @@ impl Drop for LoopDisk {
     }
 }
 
+/// The captured machine of the QEMU recovery tests: `source.img` in `dir`,
+/// a GPT disk of `mib` MiB with an ESP (vfat, 64 MiB), root (ext4 "root",
+/// 640 MiB) and swap, made with this host's mkfs; attached.
+pub fn esp_root_swap_disk(dir: &Path, mib: u64) -> LoopDisk {
+    let disk = LoopDisk::new(
+        dir,
+        "source.img",
+        mib,
+        "label: gpt\n\
+         start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\n\
+         size=1310720, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root\"\n\
+         type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=\"swap\"\n",
+    );
+    sh("mkfs.vfat", &["-F", "32", "-n", "ESP", &disk.part(1)]);
+    sh("mkfs.ext4", &["-q", "-L", "root", &disk.part(2)]);
+    sh("mkswap", &["-L", "swap", &disk.part(3)]);
+    disk
+}
+
 /// A mount undone on drop.
 pub struct Mounted {
     pub point: PathBuf,
