@@ -270,7 +270,13 @@ mod tests {
         for (id, (p, e)) in &map {
             let loc = index.get(id).unwrap();
             assert_eq!(
-                (loc.pack, loc.kind, loc.offset, loc.stored_len, loc.plain_len),
+                (
+                    loc.pack,
+                    loc.kind,
+                    loc.offset,
+                    loc.stored_len,
+                    loc.plain_len
+                ),
                 (*p, e.kind, e.offset, e.stored_len, e.plain_len)
             );
         }
@@ -292,14 +298,16 @@ mod tests {
         let index = ChunkIndex::build([(0, vec![e])]).unwrap();
         let loc = index.get(&e.id).unwrap();
         assert_eq!((loc.offset, loc.stored_len), (u64::from(u32::MAX), 0));
-        assert!(super::super::pack::check_entries(
-            &[PackEntry {
-                offset: loc.offset,
-                stored_len: loc.stored_len,
-                ..e
-            }],
-            16 << 20
-        )
-        .is_err());
+        assert!(
+            super::super::pack::check_entries(
+                &[PackEntry {
+                    offset: loc.offset,
+                    stored_len: loc.stored_len,
+                    ..e
+                }],
+                16 << 20
+            )
+            .is_err()
+        );
     }
 }

@@ -191,7 +191,11 @@ fn compress_all(batch: &[Blob], threads: usize, level: i32) -> Result<Vec<Vec<u8
     })
 }
 
-fn write_pack(backend: &dyn Backend, pack: PackBuilder, written: &Sender<WrittenPack>) -> Result<()> {
+fn write_pack(
+    backend: &dyn Backend,
+    pack: PackBuilder,
+    written: &Sender<WrittenPack>,
+) -> Result<()> {
     if pack.is_empty() {
         return Ok(());
     }
