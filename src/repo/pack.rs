@@ -72,15 +72,8 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        PackBuilder::with_capacity(0)
-    }
-
-    /// A builder whose bytes have room for `capacity` without growing.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut bytes = Vec::with_capacity(capacity.max(PACK_MAGIC.len()));
-        bytes.extend_from_slice(PACK_MAGIC);
         PackBuilder {
-            bytes,
+            bytes: PACK_MAGIC.to_vec(),
             entries: Vec::new(),
         }
     }

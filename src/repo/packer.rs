@@ -123,11 +123,7 @@ fn run(
     level: i32,
 ) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Room for a full pack, its last blob and its index, reserved once: a
-    // Vec doubling past 16 MiB touched 32 (the largest peak of a capture's
-    // heap); untouched reserved pages cost nothing.
-    let capacity = pack_target + pack_target / 2;
-    let mut pack = PackBuilder::with_capacity(capacity);
+    let mut pack = PackBuilder::new();
     let mut bytes_stored = 0u64;
     // The first error is kept and reported at the next flush.
     let mut failed: Option<anyhow::Error> = None;
@@ -139,9 +135,7 @@ fn run(
                         pack.add(blob.id, blob.kind, blob.data.len() as u32, s);
                         bytes_stored += s.len() as u64;
                         if pack.len() >= pack_target {
-                            let full =
-                                std::mem::replace(&mut pack, PackBuilder::with_capacity(capacity));
-                            write_pack(&*backend, full, &written)?;
+                            write_pack(&*backend, std::mem::take(&mut pack), &written)?;
                         }
                     }
                     Ok(())
@@ -152,12 +146,8 @@ fn run(
             Msg::Flush(reply) => {
                 let result = match failed.take() {
                     Some(e) => Err(e),
-                    None => {
-                        let last =
-                            std::mem::replace(&mut pack, PackBuilder::with_capacity(capacity));
-                        write_pack(&*backend, last, &written)
-                            .map(|()| std::mem::take(&mut bytes_stored))
-                    }
+                    None => write_pack(&*backend, std::mem::take(&mut pack), &written)
+                        .map(|()| std::mem::take(&mut bytes_stored)),
                 };
                 let _ = reply.send(result);
             }
