@@ -130,7 +130,8 @@ impl ChunkIndex {
     }
 
     /// How many blobs.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.main.len() + self.recent.len()
             - self
                 .recent

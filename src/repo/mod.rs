@@ -434,11 +434,6 @@ impl Repo {
         self.index.iter()
     }
 
-    /// How many blobs the repository holds.
-    pub fn blob_count(&self) -> usize {
-        self.index.len()
-    }
-
     pub fn pack_name(&self, pack: u32) -> &str {
         &self.packs[pack as usize]
     }
