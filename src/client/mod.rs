@@ -537,6 +537,20 @@ const WINDOWS_KEPT: usize = 32;
 
 type Window = Arc<std::sync::OnceLock<Result<Arc<Vec<u8>>, String>>>;
 
+/// A response's body, read straight into a buffer of the `want` bytes the
+/// headers announced (at most that much is reserved up front: the number
+/// comes from the network): `bytes()?.to_vec()` collected the body and then
+/// copied it once more.
+fn read_body(mut resp: Response, want: u64) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let cap = usize::try_from(want).unwrap_or(usize::MAX).min(64 << 20);
+    let mut buf = Vec::with_capacity(cap);
+    match resp.read_to_end(&mut buf) {
+        Ok(_) => Ok(buf),
+        Err(e) => Err(Failure::Retry(format!("reading the body: {e}"))),
+    }
+}
+
 /// One host's repository on the server.
 pub struct HttpBackend {
     pub client: Arc<Client>,
@@ -620,7 +634,7 @@ impl HttpBackend {
                         "{name} is shorter than the index says"
                     )));
                 }
-                let bytes = resp.bytes()?;
+                let bytes = read_body(resp, want)?;
                 if bytes.len() as u64 != want {
                     // A connection cut mid-body: try again.
                     return Err(Failure::Retry(format!(
@@ -628,7 +642,7 @@ impl HttpBackend {
                         bytes.len()
                     )));
                 }
-                Ok(bytes.to_vec())
+                Ok(bytes)
             })
     }
 
@@ -658,7 +672,8 @@ impl Backend for HttpBackend {
         self.client
             .retrying(&format!("download of {name}"), |http| {
                 let resp = accept(self.client.auth(http.get(&url)).send()?, &[])?;
-                Ok(resp.bytes()?.to_vec())
+                let want = resp.content_length().unwrap_or(0);
+                read_body(resp, want)
             })
     }
 

@@ -30,7 +30,7 @@ pub fn check(repo: &Repo, mut progress: impl FnMut(usize, usize)) -> Result<Chec
     let mut report = CheckReport::default();
     let mut by_pack: BTreeMap<u32, Vec<(ChunkId, super::Location)>> = BTreeMap::new();
     for (id, loc) in repo.all_blobs() {
-        by_pack.entry(loc.pack).or_default().push((*id, *loc));
+        by_pack.entry(loc.pack).or_default().push((id, loc));
     }
     let mut bad: HashSet<ChunkId> = HashSet::new();
     let total = by_pack.len();

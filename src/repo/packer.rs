@@ -3,7 +3,7 @@
 //! on every core.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
@@ -21,22 +21,23 @@ pub(super) struct Blob {
     pub data: Vec<u8>,
 }
 
-/// Packs written since the last flush, and what they hold.
-#[derive(Default)]
-pub(super) struct Written {
-    pub packs: Vec<(String, Vec<PackEntry>)>,
-    pub bytes_stored: u64,
-}
+/// A pack written, and what it holds: announced as soon as it is on disk,
+/// so that the caller indexes it then rather than holding the ids of every
+/// new blob until the flush.
+pub(super) type WrittenPack = (String, Vec<PackEntry>);
 
 enum Msg {
     Batch(Vec<Blob>),
-    Flush(SyncSender<Result<Written>>),
+    /// Answered with the stored bytes written since the last flush.
+    Flush(SyncSender<Result<u64>>),
 }
 
 pub(super) struct Packer {
     batch: Vec<Blob>,
     batch_bytes: usize,
     tx: Option<SyncSender<Msg>>,
+    /// In a mutex only so that `Repo` stays `Sync` (restore shares it).
+    written: std::sync::Mutex<Receiver<WrittenPack>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -44,14 +45,17 @@ impl Packer {
     pub(super) fn new(backend: Arc<dyn Backend>, pack_target: usize, level: i32) -> Packer {
         // Two batches in flight: enough to keep zstd busy, bounded memory.
         let (tx, rx) = sync_channel(2);
+        // Unbounded, but drained at every blob added: a pack or two.
+        let (written_tx, written) = channel();
         let thread = std::thread::Builder::new()
             .name("rewind-packer".into())
-            .spawn(move || run(rx, backend, pack_target, level))
+            .spawn(move || run(rx, written_tx, backend, pack_target, level))
             .expect("cannot start the packer thread");
         Packer {
             batch: Vec::new(),
             batch_bytes: 0,
             tx: Some(tx),
+            written: std::sync::Mutex::new(written),
             thread: Some(thread),
         }
     }
@@ -74,8 +78,16 @@ impl Packer {
         self.tx().send(Msg::Batch(batch)).map_err(|_| self.dead())
     }
 
-    /// Compress and write everything added so far; returns the packs written.
-    pub(super) fn flush(&mut self) -> Result<Written> {
+    /// A pack written since the last call, if any.
+    pub(super) fn try_written(&self) -> Option<WrittenPack> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.try_recv().ok()
+    }
+
+    /// Compress and write everything added so far; returns the stored
+    /// bytes written since the last flush. Every pack written is announced
+    /// ([`Packer::try_written`]) before this returns.
+    pub(super) fn flush(&mut self) -> Result<u64> {
         self.send_batch()?;
         let (reply_tx, reply_rx) = sync_channel(1);
         self.tx()
@@ -103,10 +115,16 @@ impl Drop for Packer {
     }
 }
 
-fn run(rx: Receiver<Msg>, backend: Arc<dyn Backend>, pack_target: usize, level: i32) {
+fn run(
+    rx: Receiver<Msg>,
+    written: Sender<WrittenPack>,
+    backend: Arc<dyn Backend>,
+    pack_target: usize,
+    level: i32,
+) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut pack = PackBuilder::new();
-    let mut written = Written::default();
+    let mut bytes_stored = 0u64;
     // The first error is kept and reported at the next flush.
     let mut failed: Option<anyhow::Error> = None;
     for msg in rx {
@@ -115,9 +133,9 @@ fn run(rx: Receiver<Msg>, backend: Arc<dyn Backend>, pack_target: usize, level: 
                 let result = compress_all(&batch, threads, level).and_then(|stored| {
                     for (blob, s) in batch.iter().zip(&stored) {
                         pack.add(blob.id, blob.kind, blob.data.len() as u32, s);
-                        written.bytes_stored += s.len() as u64;
+                        bytes_stored += s.len() as u64;
                         if pack.len() >= pack_target {
-                            write_pack(&*backend, std::mem::take(&mut pack), &mut written)?;
+                            write_pack(&*backend, std::mem::take(&mut pack), &written)?;
                         }
                     }
                     Ok(())
@@ -128,8 +146,8 @@ fn run(rx: Receiver<Msg>, backend: Arc<dyn Backend>, pack_target: usize, level: 
             Msg::Flush(reply) => {
                 let result = match failed.take() {
                     Some(e) => Err(e),
-                    None => write_pack(&*backend, std::mem::take(&mut pack), &mut written)
-                        .map(|()| std::mem::take(&mut written)),
+                    None => write_pack(&*backend, std::mem::take(&mut pack), &written)
+                        .map(|()| std::mem::take(&mut bytes_stored)),
                 };
                 let _ = reply.send(result);
             }
@@ -163,13 +181,18 @@ fn compress_all(batch: &[Blob], threads: usize, level: i32) -> Result<Vec<Vec<u8
     })
 }
 
-fn write_pack(backend: &dyn Backend, pack: PackBuilder, written: &mut Written) -> Result<()> {
+fn write_pack(
+    backend: &dyn Backend,
+    pack: PackBuilder,
+    written: &Sender<WrittenPack>,
+) -> Result<()> {
     if pack.is_empty() {
         return Ok(());
     }
     let (name, bytes, index, entries) = pack.finish();
     backend.put(&super::Repo::pack_path(&name), &bytes)?;
     backend.put(&format!("index/{name}.idx"), &index)?;
-    written.packs.push((name, entries));
+    // The receiver is gone only when the packer is being dropped.
+    let _ = written.send((name, entries));
     Ok(())
 }

@@ -53,7 +53,14 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// The feeder (room in the window) and the writers (a chunk ready)
+    /// wait here.
     changed: Condvar,
+    /// The fetchers wait here, for a queued chunk (or the end): with one
+    /// condition for all, every ready chunk and every release woke every
+    /// fetcher (eight with a server), and half of a served restore's
+    /// samples were the scheduler's.
+    work: Condvar,
 }
 
 impl Shared {
@@ -97,6 +104,7 @@ pub fn restore_resuming(
             ..State::default()
         }),
         changed: Condvar::new(),
+        work: Condvar::new(),
     });
     let fetchers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -125,6 +133,7 @@ pub fn restore_resuming(
             let mut st = shared.lock();
             st.stop = true;
             shared.changed.notify_all();
+            shared.work.notify_all();
         }
         let _ = feeder.join();
         result
@@ -169,7 +178,7 @@ fn feed(
             st.window += u64::from(c.len);
             st.pending.insert(c.id, seq);
             st.queue.push_back(*c);
-            shared.changed.notify_all();
+            shared.work.notify_one();
         }
         let mut st = shared.lock();
         st.queued_through = seq;
@@ -178,6 +187,7 @@ fn feed(
     let mut st = shared.lock();
     st.feeding_done = true;
     shared.changed.notify_all();
+    shared.work.notify_all();
 }
 
 fn fetch_loop(repo: &Repo, shared: &Shared) {
@@ -194,7 +204,7 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
                 if st.feeding_done {
                     return;
                 }
-                st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
         let data = repo

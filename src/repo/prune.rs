@@ -105,8 +105,8 @@ pub fn prune(dir: &Path, grace: Duration, dry_run: bool) -> Result<PruneReport> 
     // uploading the same chunk at once) counts in the pack the index picked.
     let mut by_pack: HashMap<u32, Vec<(ChunkId, crate::repo::Location)>> = HashMap::new();
     for (id, loc) in repo.all_blobs() {
-        if used.contains(id) {
-            by_pack.entry(loc.pack).or_default().push((*id, *loc));
+        if used.contains(&id) {
+            by_pack.entry(loc.pack).or_default().push((id, loc));
         }
     }
     let mut to_retire = Vec::new();
