@@ -405,7 +405,7 @@ impl Repo {
         // Asked after the files were read: every snapshot read is in it
         // unless it was committed between the two listings.
         let order = self.backend.snapshot_order()?.unwrap_or_default();
-        let place: HashMap<&str, (usize, &Option<String>)> = order
+        let place: std::collections::HashMap<&str, (usize, &Option<String>)> = order
             .iter()
             .enumerate()
             .map(|(i, o)| (o.id.as_str(), (i, &o.committed)))
