@@ -16,7 +16,10 @@
 //! starts with `/dev/` not inside a longer path, and ends at a blank, a
 //! quote or a separator; every token of a line is renamed in one pass, so
 //! two disks that swapped names (vda ↔ vdb) are renamed once each. Comment
-//! lines stay as they are.
+//! lines stay as they are. A kernel name that is no captured disk's but a
+//! recovered disk's now (the old machine's USB disk `sdb1` in fstab, with
+//! the recovered disk now `sdb`) is left, with a warning: nothing says what
+//! it should name.
 
 use std::path::{Path, PathBuf};
 
@@ -69,11 +72,29 @@ impl DiskNames {
         })
     }
 
-    /// `text` with every old device path renamed, and `old -> new` for
-    /// each; `None` when nothing was renamed.
-    fn rename_text(&self, text: &str) -> Option<(String, Vec<String>)> {
+    /// The new disk whose kernel name `dev` (not an old disk's) has: a
+    /// device of the old machine that was not captured (a USB disk in
+    /// fstab, say) that the recovered disk's name now shadows.
+    fn shadowed_by(&self, dev: &str) -> Option<&str> {
+        let name = dev.strip_prefix("/dev/")?;
+        self.kernel.iter().find_map(|(_, new)| {
+            let rest = name.strip_prefix(new.as_str())?;
+            let part = match ends_in_digit(new) {
+                true if !rest.is_empty() => rest.strip_prefix('p')?,
+                _ => rest,
+            };
+            (rest.is_empty() || is_number(part)).then_some(new.as_str())
+        })
+    }
+
+    /// `text` with every old device path renamed: the new text, `old ->
+    /// new` for each, and a warning for each other path that names a
+    /// recovered disk now ([`Self::shadowed_by`]). `None` when there is
+    /// nothing to say.
+    fn rename_text(&self, text: &str) -> Option<(String, Vec<String>, Vec<String>)> {
         let mut out = String::with_capacity(text.len());
         let mut whats = Vec::new();
+        let mut warnings = Vec::new();
         for line in text.split_inclusive('\n') {
             let (body, _) = split_eol(line);
             if body.trim_start().starts_with('#') {
@@ -96,13 +117,21 @@ impl DiskNames {
                         whats.push(format!("{token} -> {new}{note}"));
                         out.push_str(&new);
                     }
-                    None => out.push_str(token),
+                    None => {
+                        if let Some(disk) = self.shadowed_by(token) {
+                            warnings.push(format!(
+                                "{token} names the recovered disk /dev/{disk} (not renamed here): \
+                                 if it named another device of the old machine, fix this line"
+                            ));
+                        }
+                        out.push_str(token)
+                    }
                 }
                 rest = after;
             }
             out.push_str(rest);
         }
-        (!whats.is_empty()).then_some((out, whats))
+        (!whats.is_empty() || !warnings.is_empty()).then_some((out, whats, warnings))
     }
 }
 
@@ -186,8 +215,13 @@ pub(super) fn rewrite(ws: &mut Workspace, names: &DiskNames) -> Result<()> {
         let Some(text) = ws.text(&path)? else {
             continue;
         };
-        if let Some((new, whats)) = names.rename_text(&text) {
-            ws.set(&path, new, whats);
+        if let Some((new, whats, warnings)) = names.rename_text(&text) {
+            if !whats.is_empty() {
+                ws.set(&path, new, whats);
+            }
+            for w in warnings {
+                ws.warn(&path, w);
+            }
         }
     }
     Ok(())
@@ -235,7 +269,8 @@ mod tests {
                     add_device+=\" /dev/vdc1 \"\n\
                     (hd0)\t/dev/disk/by-id/ata-OLD\r\n\
                     /mnt/dev/vda1 x/dev/vda1 /dev/vda1/x\n";
-        let (out, whats) = n.rename_text(text).unwrap();
+        let (out, whats, warnings) = n.rename_text(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX=\"root=/dev/nvme0n1p1 resume=/dev/vdc2 quiet\"\n\
@@ -251,5 +286,31 @@ mod tests {
             "/dev/disk/by-id/ata-OLD -> /dev/disk/by-id/nvme-NEW"
         );
         assert!(n.rename_text("UUID=x / ext4 defaults 0 1\n").is_none());
+    }
+
+    /// A device the old machine had but did not capture (a USB disk named
+    /// sdb1 in fstab) whose name a recovered disk took is left, with a
+    /// warning; names of other disks pass in silence.
+    #[test]
+    fn a_name_a_recovered_disk_took_is_pointed_out() {
+        let n = names();
+        let (out, whats, warnings) = n
+            .rename_text("/dev/sdb1 /mnt/usb vfat noauto 0 0\n/dev/sdc1 /mnt/b ext4 noauto 0 0\n")
+            .unwrap();
+        assert_eq!(
+            out,
+            "/dev/sdb1 /mnt/usb vfat noauto 0 0\n/dev/sdc1 /mnt/b ext4 noauto 0 0\n"
+        );
+        assert!(whats.is_empty());
+        assert_eq!(
+            warnings,
+            [
+                "/dev/sdb1 names the recovered disk /dev/sdb (not renamed here): \
+                 if it named another device of the old machine, fix this line"
+            ]
+        );
+        assert_eq!(n.shadowed_by("/dev/nvme0n1p3"), Some("nvme0n1"));
+        assert_eq!(n.shadowed_by("/dev/nvme0n13"), None);
+        assert_eq!(n.shadowed_by("/dev/sdb"), Some("sdb"));
     }
 }
