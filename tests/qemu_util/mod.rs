@@ -624,8 +624,12 @@ impl Qemu {
         let out = c[from..self.cursor - end.len()]
             .trim_matches(['\r', '\n'])
             .replace('\r', "");
-        let rest = &c[self.cursor..];
-        let status = rest
+        // The status may arrive after the marker (the console is read in
+        // pieces): it ends at the line's end.
+        let status_from = self.cursor;
+        self.expect("\n", Duration::from_secs(60));
+        let c = self.console();
+        let status = c[status_from..self.cursor]
             .split(|ch: char| !ch.is_ascii_digit())
             .next()
             .and_then(|d| d.parse().ok())
