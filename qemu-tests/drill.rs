@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use qemu_util::{Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_secure_boot_vars, stages};
 use rewind::manifest::Manifest;
 use rewind::stage::Stage;
-use server_util::{BIN, ServerProc};
+use server_util::{BIN, ServerProc, printed_recovery_token};
 
 const SOURCE_MAC: &str = "52:54:00:d1:00:01";
 const NEW_MAC: &str = "52:54:00:d1:00:99";
@@ -1128,12 +1128,7 @@ fn drill(v: &Variant) {
             request.push("--shrink");
         }
         let out = server.cli(&request);
-        let recovery_token = out
-            .lines()
-            .find_map(|l| l.split("recovery token (this request only): ").nth(1))
-            .expect("no recovery token printed")
-            .trim()
-            .to_string();
+        let recovery_token = printed_recovery_token(&out);
 
         // 5. The recovery image boots and recovers with nobody at the keyboard.
         let recovery_vars = dir.path().join("recovery-vars.fd");

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use super::qemu_util::{
     self, Boot, Bus, Disk, Firmware, Image, Nic, Qemu, fresh_secure_boot_vars, stages,
 };
+use super::server_util::printed_recovery_token;
 use super::{
     ADDRESS, BOOT, COMMAND, DrillServer, GATEWAY, NEW_MAC, NEW_SERIAL, PROMPTS, Report, SOURCE_MAC,
     SOURCE_MIB, SOURCE_SERIAL, capture, identity, logs_dir, repo_dir, script, stage_limit,
@@ -491,12 +492,7 @@ fn luks_drill(img: &Image) {
         "--machine",
         &new_machine,
     ]);
-    let recovery_token = out
-        .lines()
-        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
-        .expect("no recovery token printed")
-        .trim()
-        .to_string();
+    let recovery_token = printed_recovery_token(&out);
 
     // 4. The ISO under Secure Boot, on a machine whose NVRAM knows no OS.
     let recovery_vars = dir.path().join("recovery-vars.fd");

@@ -25,7 +25,7 @@ use common::{
     stat_dump,
 };
 use qemu_util::{Boot, Image, Qemu, all_zero, stages};
-use server_util::{ServerProc, rewind_ok};
+use server_util::{ServerProc, printed_recovery_token, rewind_ok};
 
 const HOST: &str = "qemu-src";
 const DISK_MIB: u64 = 640;
@@ -275,11 +275,7 @@ impl Source {
             args.extend(["--machine", c.as_str()]);
         }
         let out = rewind_ok(&self.server, &self.server.admin, &args);
-        out.lines()
-            .find_map(|l| l.split("recovery token (this request only): ").nth(1))
-            .expect("no recovery token printed")
-            .trim()
-            .to_string()
+        printed_recovery_token(&out)
     }
 
     fn boot_token(&self) -> String {

@@ -35,7 +35,7 @@ use common::{
     stat_dump,
 };
 use qemu_util::{Boot, Image, Qemu};
-use server_util::{ServerProc, rewind_ok};
+use server_util::{ServerProc, printed_recovery_token, rewind_ok};
 
 const HOST: &str = "qemu-resume";
 const DISK_MIB: u64 = 768;
@@ -148,12 +148,7 @@ fn a_recovery_resumes_after_a_power_cut_and_waits_out_a_server_outage() {
         &server.admin,
         &["request", HOST, "--machine", &format!("mac={MAC}")],
     );
-    let token = out
-        .lines()
-        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
-        .expect("no recovery token printed")
-        .trim()
-        .to_string();
+    let token = printed_recovery_token(&out);
     let target = dir.path().join("target.img");
     std::fs::File::create(&target)
         .unwrap()

@@ -27,7 +27,7 @@ use common::{
     LoopDisk, Mounted, assert_same_tree, esp_root_swap_disk, noise, sfdisk_dump, sh, stat_dump,
 };
 use qemu_util::{Boot, Bus, Disk, Firmware, Nic, Qemu};
-use server_util::{ServerProc, rewind_ok};
+use server_util::{ServerProc, printed_recovery_token, rewind_ok};
 
 const HOST: &str = "qemu-cut";
 const DISK_MIB: u64 = 768;
@@ -89,12 +89,7 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
         &server.admin,
         &["request", HOST, "--machine", &format!("mac={MAC}")],
     );
-    let token = out
-        .lines()
-        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
-        .expect("no recovery token printed")
-        .trim()
-        .to_string();
+    let token = printed_recovery_token(&out);
     let target = dir.path().join("target.img");
     std::fs::File::create(&target)
         .unwrap()

@@ -13,7 +13,8 @@ use anyhow::Result;
 use crate::console::say;
 use crate::initramfs;
 use crate::layout::plan;
-use crate::manifest::{Firmware, Manifest};
+use crate::layout::present::PresentDisk;
+use crate::manifest::{Disk, Firmware, Manifest};
 use crate::retarget::{self, ChangeKind, Overrides};
 
 use super::report::{DriverChange, HardwareReport, disk_drivers};
@@ -108,27 +109,32 @@ pub(super) fn configure(
     Ok(report)
 }
 
+/// Each captured disk the plan recreates, with the disk it goes onto.
+fn captured_and_targets<'a>(
+    m: &'a Manifest,
+    the_plan: &'a plan::Plan,
+) -> impl Iterator<Item = (&'a Disk, &'a PresentDisk)> {
+    the_plan.disks.iter().filter_map(|d| {
+        let old = m.disks.iter().find(|x| x.name == d.captured)?;
+        Some((old, &d.target))
+    })
+}
+
 /// Each captured disk's drivers and its target's.
 fn disk_changes(m: &Manifest, the_plan: &plan::Plan) -> Vec<DriverChange> {
-    the_plan
-        .disks
-        .iter()
-        .filter_map(|d| {
-            let old = m.disks.iter().find(|x| x.name == d.captured)?;
-            let t = &d.target;
-            Some(DriverChange {
-                what: format!("disk {} -> {}", old.name, t.name),
-                captured: disk_drivers(
-                    old.driver.as_deref(),
-                    old.controller.as_deref(),
-                    old.transport.as_deref(),
-                ),
-                present: disk_drivers(
-                    t.driver.as_deref(),
-                    t.controller.as_deref(),
-                    t.transport.as_deref(),
-                ),
-            })
+    captured_and_targets(m, the_plan)
+        .map(|(old, t)| DriverChange {
+            what: format!("disk {} -> {}", old.name, t.name),
+            captured: disk_drivers(
+                old.driver.as_deref(),
+                old.controller.as_deref(),
+                old.transport.as_deref(),
+            ),
+            present: disk_drivers(
+                t.driver.as_deref(),
+                t.controller.as_deref(),
+                t.transport.as_deref(),
+            ),
         })
         .collect()
 }
@@ -259,15 +265,9 @@ fn check_hostname(root: &Path, captured: &str) {
 /// differ (`vda` restored onto `nvme0n1`). A multipath target, reached
 /// through /dev/mapper, has no kernel name a boot file would use: skipped.
 fn kernel_renames(m: &Manifest, the_plan: &plan::Plan) -> Vec<(String, String)> {
-    the_plan
-        .disks
-        .iter()
-        .filter_map(|d| {
-            let old = m.disks.iter().find(|x| x.name == d.captured)?;
-            let t = &d.target;
-            (old.name != t.name && t.path == format!("/dev/{}", t.name))
-                .then(|| (old.name.clone(), t.name.clone()))
-        })
+    captured_and_targets(m, the_plan)
+        .filter(|(old, t)| old.name != t.name && t.path == format!("/dev/{}", t.name))
+        .map(|(old, t)| (old.name.clone(), t.name.clone()))
         .collect()
 }
 
@@ -275,11 +275,7 @@ fn kernel_renames(m: &Manifest, the_plan: &plan::Plan) -> Vec<(String, String)> 
 /// its target disk has: the serial number (and model) changed with the disk.
 fn by_id_renames(m: &Manifest, the_plan: &plan::Plan) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for d in &the_plan.disks {
-        let Some(old) = m.disks.iter().find(|x| x.name == d.captured) else {
-            continue;
-        };
-        let t = &d.target;
+    for (old, t) in captured_and_targets(m, the_plan) {
         let Some(new) = by_id_names(
             &t.name,
             t.model.as_deref(),

@@ -540,3 +540,12 @@ pub fn free_udp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The recovery token `rewind request` printed (its one line saying so).
+pub fn printed_recovery_token(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split("recovery token (this request only): ").nth(1))
+        .unwrap_or_else(|| panic!("no recovery token printed:\n{out}"))
+        .trim()
+        .to_string()
+}
