@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::sh;
 use qemu_util::{Boot, Image, Qemu};
-use server_util::{ServerProc, example_manifest, free_port, rewind_ok};
+use server_util::{ServerProc, free_port, put_snapshot, rewind_ok};
 
 const HOST: &str = "signed1";
 const MAC: &str = "52:54:00:5a:00:01";
@@ -226,13 +226,8 @@ fn ipxe_boots_only_a_signed_image() {
     );
     let pin = s.pin.clone().unwrap();
     let host_token = s.host_token(HOST);
-    let resp = server_util::any_cert_client()
-        .put(format!("{}/v1/hosts/{HOST}/files/snapshots/s1.xml", s.url))
-        .bearer_auth(&host_token)
-        .body(example_manifest(HOST, "s1", "2026-11-25T06:00:00Z", MAC))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    let (st, text) = put_snapshot(&s, &host_token, HOST, "s1", "2026-11-25T06:00:00Z", MAC);
+    assert!(st.is_success(), "{text}");
     rewind_ok(&s, &s.admin, &["request", HOST]);
     let boot_token = rewind_ok(&s, &s.admin, &["token", "create", "--boot"])
         .lines()

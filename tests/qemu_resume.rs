@@ -35,7 +35,7 @@ use common::{
     stat_dump,
 };
 use qemu_util::{Boot, Image, Qemu};
-use server_util::{ServerProc, printed_recovery_token, rewind_ok};
+use server_util::{ServerProc, arm_for_guest, rewind_ok};
 
 const HOST: &str = "qemu-resume";
 const DISK_MIB: u64 = 768;
@@ -143,22 +143,12 @@ fn a_recovery_resumes_after_a_power_cut_and_waits_out_a_server_outage() {
     );
 
     // Armed for this guest (its NIC), with its recovery token.
-    let out = rewind_ok(
-        &server,
-        &server.admin,
-        &["request", HOST, "--machine", &format!("mac={MAC}")],
-    );
-    let token = printed_recovery_token(&out);
+    let cmdline = arm_for_guest(&server, HOST, MAC);
     let target = dir.path().join("target.img");
     std::fs::File::create(&target)
         .unwrap()
         .set_len(DISK_MIB << 20)
         .unwrap();
-    let cmdline = format!(
-        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 \
-         rewind.retry=60 rewind.server={} rewind.token={token}",
-        server.url.replace("127.0.0.1", "10.0.2.2")
-    );
 
     // 1. Cut at about 60% of the restore.
     let log1 = logs_dir().join("resume-1-cut.log");

@@ -27,7 +27,7 @@ use common::{
     LoopDisk, Mounted, assert_same_tree, esp_root_swap_disk, noise, sfdisk_dump, sh, stat_dump,
 };
 use qemu_util::{Boot, Bus, Disk, Firmware, Nic, Qemu};
-use server_util::{ServerProc, printed_recovery_token, rewind_ok};
+use server_util::{ServerProc, arm_for_guest, rewind_ok};
 
 const HOST: &str = "qemu-cut";
 const DISK_MIB: u64 = 768;
@@ -84,22 +84,12 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
     let source_table = sfdisk_dump(&disk.image);
     drop(disk);
 
-    let out = rewind_ok(
-        &server,
-        &server.admin,
-        &["request", HOST, "--machine", &format!("mac={MAC}")],
-    );
-    let token = printed_recovery_token(&out);
+    let cmdline = arm_for_guest(&server, HOST, MAC);
     let target = dir.path().join("target.img");
     std::fs::File::create(&target)
         .unwrap()
         .set_len(DISK_MIB << 20)
         .unwrap();
-    let cmdline = format!(
-        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 \
-         rewind.retry=60 rewind.server={} rewind.token={token}",
-        server.url.replace("127.0.0.1", "10.0.2.2")
-    );
     let disks = [Disk {
         path: &target,
         serial: Some(SERIAL),

@@ -138,13 +138,8 @@ fn the_tftp_listener_serves_the_secure_boot_chain() {
     );
     let pin = s.pin.clone().unwrap();
     let host = s.host_token("web1");
-    let resp = any_cert_client()
-        .put(format!("{}/v1/hosts/web1/files/snapshots/s1.xml", s.url))
-        .bearer_auth(&host)
-        .body(example_manifest("web1", "s1", "2026-11-25T06:00:00Z", MAC))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    let (st, text) = put_snapshot(&s, &host, "web1", "s1", "2026-11-25T06:00:00Z", MAC);
+    assert!(st.is_success(), "{text}");
     rewind_ok(
         &s,
         &s.admin,

@@ -30,13 +30,8 @@ fn a_signed_image_is_served_as_signed_and_verified_by_the_script() {
     );
     let pin = s.pin.clone().unwrap();
     let host = s.host_token("web1");
-    let resp = any_cert_client()
-        .put(format!("{}/v1/hosts/web1/files/snapshots/s1.xml", s.url))
-        .bearer_auth(&host)
-        .body(example_manifest("web1", "s1", "2026-11-25T06:00:00Z", MAC))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    let (st, text) = put_snapshot(&s, &host, "web1", "s1", "2026-11-25T06:00:00Z", MAC);
+    assert!(st.is_success(), "{text}");
     rewind_ok(&s, &s.admin, &["request", "web1"]);
     let boot_token = rewind_ok(&s, &s.admin, &["token", "create", "--boot"])
         .lines()

@@ -408,7 +408,8 @@ pub fn put_snapshot_xml(
     id: &str,
     xml: String,
 ) -> (reqwest::StatusCode, String) {
-    let resp = http_client()
+    // Any certificate: the test servers' TLS is self-signed.
+    let resp = any_cert_client()
         .put(format!(
             "{}/v1/hosts/{host}/files/snapshots/{id}.xml",
             s.url
@@ -548,4 +549,22 @@ pub fn printed_recovery_token(out: &str) -> String {
         .unwrap_or_else(|| panic!("no recovery token printed:\n{out}"))
         .trim()
         .to_string()
+}
+
+/// Arm a recovery of `host` for the QEMU guest whose NIC is `mac`: the
+/// recovery image's kernel command line that reaches this server from the
+/// guest (user networking: the host is 10.0.2.2) with the recovery token
+/// `rewind request` printed, powering off at the end or on failure.
+pub fn arm_for_guest(s: &ServerProc, host: &str, mac: &str) -> String {
+    let out = rewind_ok(
+        s,
+        &s.admin,
+        &["request", host, "--machine", &format!("mac={mac}")],
+    );
+    let token = printed_recovery_token(&out);
+    format!(
+        "console=ttyS0,115200 rewind.done=poweroff rewind.onfail=poweroff rewind.insecure=1 \
+         rewind.retry=60 rewind.server={} rewind.token={token}",
+        s.url.replace("127.0.0.1", "10.0.2.2")
+    )
 }
