@@ -1076,11 +1076,11 @@ fn a_disk_is_blank_or_says_what_it_holds() {
     let blank = LoopDisk::attach(&img);
     let d = describe(sys, &blank.name()).unwrap();
     assert_eq!(d.transport.as_deref(), Some("loop"));
-    assert_eq!(examine(sys, &d), Contents::Blank);
+    assert_eq!(examine(sys, &d), (Contents::Blank, None));
     // One byte in the last MiB, nothing blkid knows.
     write_at(&blank.dev, (64 << 20) - 100, b"x");
     assert_eq!(
-        examine(sys, &d),
+        examine(sys, &d).0,
         Contents::Holds(vec![format!(
             "data blkid does not recognise (a byte that is not zero at offset {})",
             (64u64 << 20) - 100
@@ -1097,14 +1097,19 @@ fn a_disk_is_blank_or_says_what_it_holds() {
     sh("mkfs.ext4", &["-q", "-F", "-L", "data", &used.part(1)]);
     let d = describe(sys, &used.name()).unwrap();
     let name = used.name();
+    let (contents, table_id) = examine(sys, &d);
     assert_eq!(
-        examine(sys, &d),
+        contents,
         Contents::Holds(vec![
             "gpt partition table".to_string(),
             format!("{name}p1 (16.0 MiB): ext4, label \"data\""),
             format!("{name}p2 (46.0 MiB): no filesystem blkid knows"),
         ])
     );
+    // The table's identifier, as a recorded disk choice compares it: the
+    // GPT's disk GUID, lower case.
+    let guid = sh("sfdisk", &["--disk-id", &used.dev]);
+    assert_eq!(table_id, Some(guid.trim().to_ascii_lowercase()));
 }
 
 /// A smaller disk (`--shrink`): ext4, xfs and btrfs with files, captured

@@ -3,13 +3,16 @@
 //! boot on the disk its first run chose, although that disk is no longer
 //! blank, and without `rewind.overwrite` (issue 15).
 //!
-//! The captured machine's disk (a loop device) has no serial; the target is
-//! a blank virtio disk with a serial of its own, chosen because it is blank.
-//! Before its first write the image records that choice on its claim.
-//! QEMU is killed as the format stage starts (the partition table written).
-//! Booted again, the image claims the request again (the same machine),
-//! learns from the claim which disk its first run chose, takes it again,
-//! recreates the layout and restores; the tree is exact.
+//! The captured machine has two disks (loop devices, no serial): a GPT
+//! system disk and an MBR data disk. The targets are two blank virtio
+//! disks: one with a serial of its own, one without (a VM's virtio disk,
+//! known again by its place in the hardware and the partition table the
+//! cut run wrote on it), each chosen because it is blank. Before its first
+//! write the image records both choices on its claim. QEMU is killed as
+//! the format stage starts (the partition tables written). Booted again,
+//! the image claims the request again (the same machine), learns from the
+//! claim which disks its first run chose, takes both again, recreates the
+//! layout and restores; the trees are exact.
 //!
 //!     REWIND_IMAGE=target/image cargo test --test qemu_resume_cut -- --nocapture
 
@@ -31,6 +34,7 @@ use server_util::{ServerProc, arm_for_guest, rewind_ok};
 
 const HOST: &str = "qemu-cut";
 const DISK_MIB: u64 = 768;
+const DATA_MIB: u64 = 64;
 const MAC: &str = "52:54:00:ab:cd:16";
 const SERIAL: &str = "CUT-TARGET-1";
 const BOOT: Duration = Duration::from_secs(240);
@@ -58,13 +62,26 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
         .unwrap();
     let t0 = Instant::now();
 
-    // The captured machine, on a disk without serial.
+    // The captured machine, on two disks without serial.
     let disk = esp_root_swap_disk(dir.path(), DISK_MIB);
+    let data = LoopDisk::new(
+        dir.path(),
+        "data.img",
+        DATA_MIB,
+        "label: dos\nstart=2048, type=83\n",
+    );
+    sh("mkfs.ext4", &["-q", "-L", "data", &data.part(1)]);
     let src = dir.path().join("src");
+    let src_data = src.join("srv/data");
     std::fs::create_dir_all(&src).unwrap();
     let server;
     {
         let _m = Mounted::new(&disk.part(2), &src, &[]);
+        std::fs::create_dir_all(&src_data).unwrap();
+        let _d = Mounted::new(&data.part(1), &src_data, &[]);
+        for i in 0..8u64 {
+            std::fs::write(src_data.join(format!("d{i}.bin")), noise(100 + i, 300_000)).unwrap();
+        }
         std::fs::create_dir_all(src.join("etc")).unwrap();
         std::fs::write(src.join("etc/hostname"), format!("{HOST}\n")).unwrap();
         for i in 0..40u64 {
@@ -78,11 +95,15 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
         rewind_ok(
             &server,
             &token,
-            &["capture", "--host", HOST, "--disk", &disk.dev],
+            &[
+                "capture", "--host", HOST, "--disk", &disk.dev, "--disk", &data.dev,
+            ],
         );
     }
     let source_table = sfdisk_dump(&disk.image);
+    let data_table = sfdisk_dump(&data.image);
     drop(disk);
+    drop(data);
 
     let cmdline = arm_for_guest(&server, HOST, MAC);
     let target = dir.path().join("target.img");
@@ -90,11 +111,23 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
         .unwrap()
         .set_len(DISK_MIB << 20)
         .unwrap();
-    let disks = [Disk {
-        path: &target,
-        serial: Some(SERIAL),
-        bus: Bus::Virtio,
-    }];
+    let target_data = dir.path().join("target-data.img");
+    std::fs::File::create(&target_data)
+        .unwrap()
+        .set_len(DATA_MIB << 20)
+        .unwrap();
+    let disks = [
+        Disk {
+            path: &target,
+            serial: Some(SERIAL),
+            bus: Bus::Virtio,
+        },
+        Disk {
+            path: &target_data,
+            serial: None,
+            bus: Bus::Virtio,
+        },
+    ];
 
     // 1. Cut as the format stage starts: the table is written, no journal.
     let log1 = logs_dir().join("resume-cut-1.log");
@@ -115,11 +148,20 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
         source_table,
         "the first run wrote its table: the disk is not blank"
     );
+    assert_eq!(sfdisk_dump(&target_data), data_table, "and the data disk's");
     let req = last_request(&server);
+    let recorded = &req["claim"]["disks"];
     assert_eq!(
-        req["claim"]["disks"][0]["serial"], SERIAL,
-        "the choice recorded on the claim: {req}"
+        recorded[0]["serial"], SERIAL,
+        "the choices recorded on the claim: {req}"
     );
+    // The disk without serial: by its place and the MBR signature written.
+    assert!(recorded[1]["serial"].is_null(), "{req}");
+    let place = recorded[1]["hw_path"].as_str().unwrap_or_default();
+    assert!(place.starts_with("devices/pci"), "{req}");
+    let signature = sh("sfdisk", &["--disk-id", target_data.to_str().unwrap()]);
+    let signature = signature.trim().trim_start_matches("0x");
+    assert_eq!(recorded[1]["table_id"], signature, "{req}");
 
     // 2. The same machine boots again, without rewind.overwrite.
     let log2 = logs_dir().join("resume-cut-2.log");
@@ -132,6 +174,7 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
     );
     vm.expect("the claim is renewed", BOOT);
     vm.expect("was chosen for captured disk loop", RECOVERY);
+    vm.expect("no serial: at devices/pci", RECOVERY);
     for s in ["partition", "format", "restore", "configure", "finish"] {
         vm.expect(&format!("rewind: == stage {s} =="), RECOVERY);
     }
@@ -147,6 +190,11 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
 
     // The tree is the captured one.
     assert_eq!(sfdisk_dump(&target), source_table, "partition table");
+    assert_eq!(
+        sfdisk_dump(&target_data),
+        data_table,
+        "data partition table"
+    );
     let t = LoopDisk::attach_partitioned(&target);
     let s = LoopDisk::attach_partitioned(&dir.path().join("source.img"));
     let (a, b) = (dir.path().join("cmp-src"), dir.path().join("cmp-dst"));
@@ -154,6 +202,13 @@ fn a_recovery_cut_while_formatting_is_recreated_on_the_disk_it_chose() {
     std::fs::create_dir_all(&b).unwrap();
     let _ma = Mounted::new(&s.part(2), &a, &["ro,noatime"]);
     let _mb = Mounted::new(&t.part(2), &b, &["ro,noatime"]);
+    // Each with its data disk mounted where the machine mounts it: the
+    // tree as the machine sees it (the mount point's own directory in the
+    // root filesystem, hidden under the mount, is not compared).
+    let sd = LoopDisk::attach_partitioned(&dir.path().join("data.img"));
+    let td = LoopDisk::attach_partitioned(&target_data);
+    let _mc = Mounted::new(&sd.part(1), &a.join("srv/data"), &["ro,noatime"]);
+    let _md = Mounted::new(&td.part(1), &b.join("srv/data"), &["ro,noatime"]);
     assert_same_tree(&a, &b);
     assert_eq!(stat_dump(&a), stat_dump(&b), "stat dumps differ");
     eprintln!("done in {:.0} s in all", t0.elapsed().as_secs_f64());

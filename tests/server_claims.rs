@@ -999,12 +999,23 @@ fn a_claim_remembers_the_disks_its_run_chose() {
     let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
     assert_eq!(st, StatusCode::CREATED, "{text}");
     let printed = printed_token(&rewind_ok(&s, &s.admin, &["request", "web1"]));
-    let chosen = vec![rewind::api::DiskChoice {
-        captured: "vda".into(),
-        serial: Some("S3Z9NB0K123456".into()),
-        wwn: None,
-        size: 20 << 30,
-    }];
+    let chosen = vec![
+        rewind::api::DiskChoice {
+            captured: "vda".into(),
+            serial: Some("S3Z9NB0K123456".into()),
+            wwn: None,
+            size: 20 << 30,
+            ..Default::default()
+        },
+        // A virtio disk without serial: its place and the table written.
+        rewind::api::DiskChoice {
+            captured: "vdb".into(),
+            size: 8 << 30,
+            hw_path: Some("devices/pci0000:00/0000:00:05.0/virtio2".into()),
+            table_id: Some("5c1e0d6a-2b7f-4e11-9a3c-0123456789ab".into()),
+            ..Default::default()
+        },
+    ];
     let mut pc = s.client(&printed);
     pc.retry_for = std::time::Duration::from_secs(2);
     let e = pc.record_disks(&chosen).unwrap_err();
@@ -1016,13 +1027,19 @@ fn a_claim_remembers_the_disks_its_run_chose() {
     let rc = s.client(&first.token);
     let r = rc.record_disks(&chosen).unwrap();
     assert_eq!(r.claim.unwrap().disks, chosen);
-    let unknowable = vec![rewind::api::DiskChoice {
+    let unknowable = rewind::api::DiskChoice {
         captured: "vdb".into(),
         size: 1,
         ..Default::default()
-    }];
-    let e = rc.record_disks(&unknowable).unwrap_err();
-    assert_eq!(status_of(&e), Some(400), "{e:#}");
+    };
+    let placed_only = rewind::api::DiskChoice {
+        hw_path: Some("devices/pci0000:00/0000:00:05.0/virtio2".into()),
+        ..unknowable.clone()
+    };
+    for bad in [unknowable, placed_only] {
+        let e = rc.record_disks(&[bad]).unwrap_err();
+        assert_eq!(status_of(&e), Some(400), "{e:#}");
+    }
 
     // Reset while formatting: the same machine boots and claims again.
     let again = claim_with(&s, &printed, None, victim.clone()).unwrap();

@@ -114,6 +114,19 @@ pub struct DiskPlan {
     pub volumes: Vec<Volume>,
 }
 
+impl DiskPlan {
+    /// The identifier of the partition table the plan writes, as blkid
+    /// gives it (`PTUUID`: a GPT's disk GUID, an MBR's signature in 8 hex
+    /// digits), lower case; none for a disk without a table.
+    pub fn table_id(&self) -> Option<String> {
+        match &self.table {
+            Table::Gpt(g) => Some(g.disk_guid.uuid().hyphenated().to_string()),
+            Table::Mbr(m) => Some(format!("{:08x}", m.signature)),
+            Table::None => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Table {

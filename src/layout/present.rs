@@ -39,6 +39,15 @@ pub struct PresentDisk {
     pub serial: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wwn: Option<String>,
+    /// Where the disk hangs in the machine's hardware: its sysfs device
+    /// path (`devices/pci0000:00/0000:00:05.0/virtio2`), stable across
+    /// boots of one machine; none for loop and device-mapper devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hw_path: Option<String>,
+    /// The identifier of the partition table it holds, as blkid gives it
+    /// (`PTUUID`: a GPT's disk GUID, an MBR's signature in 8 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
     /// `sata`, `sas`, `nvme`, `usb`, `fc`, `iscsi`, `virtio`, `scsi`,
     /// `mmc`, `multipath`, `loop` (see [`crate::probe::disks::DiskHardware`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +91,8 @@ impl Default for PresentDisk {
             model: None,
             serial: None,
             wwn: None,
+            hw_path: None,
+            table_id: None,
             transport: None,
             driver: None,
             controller: None,
@@ -131,8 +142,12 @@ impl PresentDisk {
 /// cut before its restore started (no resume journal yet), the same
 /// machine's next boot for the same request may take exactly that disk
 /// again although it is no longer blank. A disk is known again by its
-/// serial and WWN (each as recorded, at least one) and its size: a disk
-/// with neither cannot be recorded.
+/// serial and WWN (each as recorded, at least one) and its size. A disk
+/// with neither (a virtio disk of a VM, often) is known by where it hangs
+/// in the hardware, its size, and the partition table the plan writes on
+/// it: the claim is bound to the machine, so the same slot of the same
+/// machine, holding the very table identifier the cut run wrote, is that
+/// run's disk (a disk put in its place holds another table, or none).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskChoice {
     /// The manifest's name of the captured disk it took.
@@ -143,28 +158,64 @@ pub struct DiskChoice {
     pub wwn: Option<String>,
     /// Bytes.
     pub size: u64,
+    /// [`PresentDisk::hw_path`], for a disk with neither serial nor WWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hw_path: Option<String>,
+    /// The identifier of the partition table the plan writes on it
+    /// ([`PresentDisk::table_id`]), for a disk with neither serial nor WWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
 }
 
 impl DiskChoice {
-    /// The record of `present` taking `captured`; `None` when the disk has
-    /// neither serial nor WWN (it could not be known again).
-    pub fn of(captured: &str, present: &PresentDisk) -> Option<DiskChoice> {
-        (present.serial.is_some() || present.wwn.is_some()).then(|| DiskChoice {
+    /// The record of `present` taking `captured`, where the plan writes a
+    /// partition table identified by `table_id`; `None` when the disk could
+    /// not be known again: neither serial nor WWN, and no hardware path or
+    /// no partition table.
+    pub fn of(captured: &str, present: &PresentDisk, table_id: Option<&str>) -> Option<DiskChoice> {
+        let mut c = DiskChoice {
             captured: captured.to_string(),
             serial: present.serial.clone(),
             wwn: present.wwn.clone(),
             size: present.size,
-        })
+            hw_path: None,
+            table_id: None,
+        };
+        if c.serial.is_none() && c.wwn.is_none() {
+            c.hw_path = Some(present.hw_path.clone()?);
+            c.table_id = Some(table_id?.to_ascii_lowercase());
+        }
+        Some(c)
     }
 
     /// Whether `p` is the disk recorded: the same serial and WWN (as
     /// recorded: a recorded one must be present and equal, an absent one
-    /// absent), at least one of them, and the same size.
+    /// absent), at least one of them, and the same size; or, for a disk
+    /// recorded with neither, one that has neither either, in the same
+    /// place, of the same size, holding the recorded partition table.
     pub fn is(&self, p: &PresentDisk) -> bool {
-        (self.serial.is_some() || self.wwn.is_some())
-            && self.serial == p.serial
-            && self.wwn == p.wwn
-            && self.size == p.size
+        let same_ids_and_size = self.serial == p.serial && self.wwn == p.wwn && self.size == p.size;
+        if self.serial.is_some() || self.wwn.is_some() {
+            return same_ids_and_size;
+        }
+        same_ids_and_size
+            && self.hw_path.is_some()
+            && self.hw_path == p.hw_path
+            && self.table_id.is_some()
+            && p.table_id.as_deref().map(str::to_ascii_lowercase) == self.table_id
+    }
+
+    /// How the console names the disk it was known by.
+    fn known_by(&self) -> String {
+        match (&self.serial, &self.wwn, &self.hw_path) {
+            (Some(s), _, _) => format!("serial {s}"),
+            (None, Some(w), _) => format!("WWN {w}"),
+            (None, None, Some(h)) => format!(
+                "no serial: at {h}, holding partition table {}",
+                self.table_id.as_deref().unwrap_or("?")
+            ),
+            (None, None, None) => "?".to_string(),
+        }
     }
 }
 
@@ -183,14 +234,10 @@ pub fn mark_chosen_before(disks: &mut [PresentDisk], earlier: &[DiskChoice]) -> 
                 let d = &mut disks[*i];
                 d.chosen_before = Some(c.captured.clone());
                 said.push(format!(
-                    "{} ({}{}) was chosen for captured disk {} by an interrupted run of this request: it may take it again although it is not blank ({})",
+                    "{} ({}, {}) was chosen for captured disk {} by an interrupted run of this request: it may take it again although it is not blank ({})",
                     d.path,
                     human_bytes(d.size),
-                    c.serial
-                        .as_ref()
-                        .map(|s| format!(", serial {s}"))
-                        .or_else(|| c.wwn.as_ref().map(|w| format!(", WWN {w}")))
-                        .unwrap_or_default(),
+                    c.known_by(),
                     c.captured,
                     d.contents
                 ));
@@ -359,6 +406,8 @@ pub fn describe(sys: &Path, name: &str) -> Result<PresentDisk> {
         model: read_attr(&base, "device/model"),
         serial: serial(&base),
         wwn,
+        hw_path: hardware_path(sys, name),
+        table_id: None,
         transport: hw.transport,
         driver: hw.driver,
         controller: hw.controller,
@@ -368,6 +417,19 @@ pub fn describe(sys: &Path, name: &str) -> Result<PresentDisk> {
         contents: Contents::Unknown("not examined".to_string()),
         chosen_before: None,
     })
+}
+
+/// Where disk `name` hangs in the hardware: the canonical path of its
+/// sysfs `device` link, relative to `sys` (none for loop and
+/// device-mapper devices, which have no place in the hardware).
+fn hardware_path(sys: &Path, name: &str) -> Option<String> {
+    if name.starts_with("loop") || name.starts_with("dm-") {
+        return None;
+    }
+    let root = std::fs::canonicalize(sys).ok()?;
+    let device = std::fs::canonicalize(sys.join("block").join(name).join("device")).ok()?;
+    let rel = device.strip_prefix(&root).ok()?;
+    Some(rel.to_string_lossy().into_owned())
 }
 
 /// The serial as capture records it (sysfs `serial`, `device/serial`, or the
@@ -547,8 +609,8 @@ pub fn survey(
     let mut disks = present_disks(sys, proc, &extra)?;
     mark_boot_medium(sys, &mut disks, boot);
     for d in disks.iter_mut() {
-        d.contents = match &d.in_use {
-            Some(_) => Contents::Unknown("in use: not examined".to_string()),
+        (d.contents, d.table_id) = match &d.in_use {
+            Some(_) => (Contents::Unknown("in use: not examined".to_string()), None),
             None => examine(sys, d),
         };
     }
@@ -556,14 +618,18 @@ pub fn survey(
 }
 
 /// What disk `d` holds: blkid's signatures on the disk and each partition,
-/// else any byte that is not zero in its first or last MiB.
-pub fn examine(sys: &Path, d: &PresentDisk) -> Contents {
+/// else any byte that is not zero in its first or last MiB; and the
+/// identifier of its partition table, if it has one.
+pub fn examine(sys: &Path, d: &PresentDisk) -> (Contents, Option<String>) {
     let mut what = Vec::new();
-    match blkid(&d.path) {
-        Ok(Some(found)) => what.push(found),
-        Ok(None) => {}
-        Err(e) => return Contents::Unknown(format!("{e:#}")),
-    }
+    let table_id = match blkid(&d.path) {
+        Ok(Some(found)) => {
+            what.push(found.text);
+            found.table_id
+        }
+        Ok(None) => None,
+        Err(e) => return (Contents::Unknown(format!("{e:#}")), None),
+    };
     for part in partition_names(sys, &d.name) {
         let dev = format!("/dev/{part}");
         let size = read_attr(&sys.join("block").join(&d.name).join(&part), "size")
@@ -571,26 +637,34 @@ pub fn examine(sys: &Path, d: &PresentDisk) -> Contents {
             .map(|s| human_bytes(s * 512))
             .unwrap_or_default();
         match blkid(&dev) {
-            Ok(Some(found)) => what.push(format!("{part} ({size}): {found}")),
+            Ok(Some(found)) => what.push(format!("{part} ({size}): {}", found.text)),
             Ok(None) => what.push(format!("{part} ({size}): no filesystem blkid knows")),
             Err(e) => what.push(format!("{part}: {e:#}")),
         }
     }
     if !what.is_empty() {
-        return Contents::Holds(what);
+        return (Contents::Holds(what), table_id);
     }
-    match nonzero_ends(Path::new(&d.path), d.size) {
+    let contents = match nonzero_ends(Path::new(&d.path), d.size) {
         Ok(None) => Contents::Blank,
         Ok(Some(at)) => Contents::Holds(vec![format!(
             "data blkid does not recognise (a byte that is not zero at offset {at})"
         )]),
         Err(e) => Contents::Unknown(format!("{e:#}")),
-    }
+    };
+    (contents, None)
 }
 
-/// `blkid -p` (low-level probing, no cache) of one device: its partition
-/// table or filesystem type, label and usage, as one line.
-fn blkid(dev: &str) -> Result<Option<String>> {
+/// What blkid found on a device.
+struct Probed {
+    /// Its partition table or filesystem type, label and usage, as one line.
+    text: String,
+    /// `PTUUID`: the partition table's identifier.
+    table_id: Option<String>,
+}
+
+/// `blkid -p` (low-level probing, no cache) of one device.
+fn blkid(dev: &str) -> Result<Option<Probed>> {
     let (code, out) = crate::cmd::run_allowing("blkid", &["-p", "-o", "export", dev], &[2])?;
     if code == 2 {
         return Ok(None);
@@ -624,7 +698,10 @@ fn blkid(dev: &str) -> Result<Option<String>> {
                 .join(" ")
         ));
     }
-    Ok(Some(parts.join(", ")))
+    Ok(Some(Probed {
+        text: parts.join(", "),
+        table_id: kv.get("PTUUID").map(|u| u.to_ascii_lowercase()),
+    }))
 }
 
 /// The offset of the first byte that is not zero in the first or last MiB
@@ -1171,11 +1248,26 @@ pub(crate) mod tests {
         // another serial than the captured disk's), holding its new GPT now.
         let mut sdb = PresentDisk::bare("sdb", 8 * GIB);
         sdb.serial = Some("NEW-1".into());
-        let choice = DiskChoice::of("vda", &sdb).unwrap();
+        let choice = DiskChoice::of("vda", &sdb, Some("9A3F-TABLE")).unwrap();
         assert_eq!(
-            DiskChoice::of("vda", &PresentDisk::bare("vdz", 8 * GIB)),
+            (choice.hw_path.as_deref(), choice.table_id.as_deref()),
+            (None, None),
+            "known by its serial: nothing else is recorded"
+        );
+        let vdz = PresentDisk::bare("vdz", 8 * GIB);
+        assert_eq!(
+            DiskChoice::of("vda", &vdz, Some("9a3f")),
             None,
-            "a disk without serial or WWN cannot be known again"
+            "a disk without serial, WWN or place in the hardware cannot be known again"
+        );
+        let placed = PresentDisk {
+            hw_path: Some("devices/pci0000:00/0000:00:05.0/virtio2".into()),
+            ..vdz
+        };
+        assert_eq!(
+            DiskChoice::of("vda", &placed, None),
+            None,
+            "nor one without a partition table to know it by"
         );
         sdb.contents = Contents::Holds(vec!["gpt partition table".into()]);
         let sdd = PresentDisk::bare("sdd", 2 * GIB);
@@ -1244,6 +1336,69 @@ pub(crate) mod tests {
         let said = mark_chosen_before(&mut busy, std::slice::from_ref(&choice));
         assert_eq!(busy[0].chosen_before, None);
         assert!(said[0].contains("in use now"), "{said:?}");
+    }
+
+    /// A disk without serial or WWN (a VM's virtio disk) is known again by
+    /// its place in the machine's hardware, its size and the partition
+    /// table the cut run wrote on it: not by its place alone (another disk
+    /// put in that slot), not with another table or none (a blank disk is
+    /// taken anyway), and not when it has a serial now.
+    #[test]
+    fn a_disk_without_serial_is_known_again_by_its_place_and_its_table() {
+        let slot = "devices/pci0000:00/0000:00:05.0/virtio2";
+        let guid = "5c1e0d6a-2b7f-4e11-9a3c-0123456789ab";
+        let vdb = PresentDisk {
+            hw_path: Some(slot.into()),
+            ..PresentDisk::bare("vdb", 8 * GIB)
+        };
+        let choice = DiskChoice::of("vda", &vdb, Some(&guid.to_ascii_uppercase())).unwrap();
+        assert_eq!(
+            (choice.serial.as_deref(), choice.hw_path.as_deref()),
+            (None, Some(slot))
+        );
+        assert_eq!(choice.table_id.as_deref(), Some(guid), "kept lower case");
+        // As the next boot finds it: the table the cut run wrote.
+        let written = PresentDisk {
+            table_id: Some(guid.into()),
+            contents: Contents::Holds(vec!["gpt partition table".into()]),
+            ..vdb.clone()
+        };
+        let mut disks = vec![written.clone()];
+        let said = mark_chosen_before(&mut disks, std::slice::from_ref(&choice));
+        assert_eq!(disks[0].chosen_before.as_deref(), Some("vda"));
+        assert!(
+            said[0].starts_with(&format!(
+                "/dev/vdb (8.0 GiB, no serial: at {slot}, holding partition table {guid}) was chosen"
+            )),
+            "{said:?}"
+        );
+        let not_it = [
+            PresentDisk {
+                table_id: Some("0badc0de-0000-4000-8000-000000000000".into()),
+                ..written.clone()
+            },
+            PresentDisk {
+                table_id: None,
+                ..written.clone()
+            },
+            PresentDisk {
+                hw_path: Some("devices/pci0000:00/0000:00:06.0/virtio3".into()),
+                ..written.clone()
+            },
+            PresentDisk {
+                size: 8 * GIB + 4096,
+                ..written.clone()
+            },
+            PresentDisk {
+                serial: Some("NEW-1".into()),
+                ..written.clone()
+            },
+        ];
+        for d in not_it {
+            let mut disks = vec![d.clone()];
+            assert!(mark_chosen_before(&mut disks, std::slice::from_ref(&choice)).is_empty());
+            assert_eq!(disks[0].chosen_before, None, "{d:?}");
+        }
     }
 
     #[test]

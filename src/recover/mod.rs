@@ -940,12 +940,13 @@ impl Recovery {
 }
 
 /// What the claim records of a plan's disks ([`present::DiskChoice`]),
-/// and the present disks that cannot be recorded (no serial, no WWN).
+/// and the present disks that cannot be recorded (no serial, no WWN, and
+/// no hardware path or no partition table).
 fn disk_choices(p: &plan::Plan) -> (Vec<crate::api::DiskChoice>, Vec<String>) {
     let mut chosen = Vec::new();
     let mut unknown = Vec::new();
     for d in &p.disks {
-        match present::DiskChoice::of(&d.captured, &d.target) {
+        match present::DiskChoice::of(&d.captured, &d.target, d.table_id().as_deref()) {
             Some(c) => chosen.push(c),
             None => unknown.push(d.target.path.clone()),
         }
@@ -962,7 +963,9 @@ fn record_disk_choices(session: &Session, p: &plan::Plan) {
     let (chosen, unknown) = disk_choices(p);
     for path in &unknown {
         say(&format!(
-            "note: {path} has no serial or WWN: if this run is cut before its restore starts,              the next boot cannot know it again (it is not blank then: rewind.overwrite)"
+            "note: {path} has no serial, no WWN and no partition table to know it by: if this run is \
+             cut before its restore starts, the next boot cannot know it again (it is not blank \
+             then: rewind.overwrite)"
         ));
     }
     if chosen.is_empty() {
@@ -971,7 +974,9 @@ fn record_disk_choices(session: &Session, p: &plan::Plan) {
     match session.record_disks(&chosen) {
         Ok(_) => {}
         Err(e) => say(&format!(
-            "warning: the server did not record the disks chosen ({e:#}); if this run is cut              before its restore starts, the next boot refuses them as not blank              (rewind.overwrite)"
+            "warning: the server did not record the disks chosen ({e:#}); if this run is cut \
+             before its restore starts, the next boot refuses them as not blank \
+             (rewind.overwrite)"
         )),
     }
 }
@@ -1117,6 +1122,7 @@ mod tests {
                 serial: None,
                 wwn: Some("naa.5000c500a1b2c3d4".into()),
                 size: 8 * GIB,
+                ..Default::default()
             }]
         );
         // As the server keeps it and answers it in the next claim.
@@ -1136,6 +1142,20 @@ mod tests {
         let again = plan::plan(&m, &present, &opts).unwrap();
         let targets: Vec<&str> = again.disks.iter().map(|d| d.target.path.as_str()).collect();
         assert_eq!(targets, ["/dev/sdb", "/dev/sdd"]);
+
+        // sdd without serial but with a place in the hardware: recorded
+        // with the table the plan writes on it (vdb's GPT disk GUID).
+        let placed = PresentDisk {
+            hw_path: Some("devices/pci0000:00/0000:00:06.0/virtio3".into()),
+            ..PresentDisk::bare("sdd", 2 * GIB)
+        };
+        let with_place = plan::plan(&m, &[present[0].clone(), placed], &opts);
+        let (chosen, unknown) = disk_choices(&with_place.unwrap());
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(
+            chosen[1].table_id.as_deref(),
+            Some("a0b1c2d3-e4f5-4607-8819-2a3b4c5d6e70")
+        );
     }
 
     #[test]

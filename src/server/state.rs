@@ -444,13 +444,21 @@ impl Catalog {
             )));
         }
         for d in &disks {
-            let fields = [Some(&d.captured), d.serial.as_ref(), d.wwn.as_ref()];
-            if d.captured.is_empty()
-                || fields.iter().flatten().any(|f| f.len() > 256)
-                || (d.serial.is_none() && d.wwn.is_none())
-            {
+            let fields = [
+                Some(&d.captured),
+                d.serial.as_ref(),
+                d.wwn.as_ref(),
+                d.hw_path.as_ref(),
+                d.table_id.as_ref(),
+            ];
+            let known = d.serial.is_some()
+                || d.wwn.is_some()
+                || (d.hw_path.is_some() && d.table_id.is_some());
+            if d.captured.is_empty() || fields.iter().flatten().any(|f| f.len() > 256) || !known {
                 return Err(ApiError::BadRequest(format!(
-                    "disk record {d:?}: a captured disk's name and the present disk's serial or                      WWN (each at most 256 bytes) are needed"
+                    "disk record {d:?}: a captured disk's name and the present disk's serial or \
+                     WWN, or its hardware path and partition table id (each at most 256 bytes), \
+                     are needed"
                 )));
             }
         }
@@ -870,12 +878,16 @@ mod tests {
                 serial: Some("S3Z9NB0K123456".into()),
                 wwn: None,
                 size: 20 << 30,
+
+                ..Default::default()
             },
             DiskChoice {
                 captured: "vdb".into(),
                 serial: None,
                 wwn: Some("naa.5000c500a1b2c3d4".into()),
                 size: 40 << 30,
+
+                ..Default::default()
             },
         ];
         // Not claimed yet: nothing to record on.
