@@ -44,8 +44,9 @@ pub enum OnFail {
 pub struct Settings {
     pub server: Option<String>,
     pub token: Option<String>,
-    /// `rewind.pin=A,B`: the server's public-key pins (any of them is
-    /// trusted), joined with the pins the image carries (`PINS_FILE`).
+    /// The server's public-key pins (any of them is trusted): those the
+    /// image carries (`PINS_FILE`) when it carries any, else
+    /// `rewind.pin=A,B` ([`parse_carrying`]).
     pub pins: Vec<String>,
     /// `rewind.insecure=1`: plain http:// allowed.
     pub insecure_http: bool,
@@ -354,35 +355,65 @@ pub fn parse_ip(v: &str) -> Result<Ip, String> {
     }))
 }
 
-/// The system's kernel command line.
-/// Where the image carries the server's pins when the server served it
-/// (`rewind serve` appends them to the initrd it serves; one pin a line).
+/// Where the image carries the server's pins: `rewind serve` appends them
+/// to the initrd it serves, `scripts/build-image --pin` and
+/// `scripts/sign-image` build them in (one pin a line).
 pub const PINS_FILE: &str = "/etc/rewind/pins";
 
-/// The kernel command line, and the pins the image carries as if they
-/// were given with `rewind.pin=` (both sets are trusted: the command line
-/// is not their only carrier).
-pub fn read() -> String {
-    let mut text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if let Ok(pins) = std::fs::read_to_string(PINS_FILE) {
-        text.push_str(&carried_pins(&pins));
-    }
-    text
+/// The settings the image runs with: the kernel command line's
+/// (`/proc/cmdline`), and the pins the image carries.
+pub fn read() -> Settings {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    parse_carrying(&cmdline, carried_pins())
 }
 
-/// ` rewind.pin=A,B` from the lines of a pins file (empty if none).
-fn carried_pins(file: &str) -> String {
-    let pins: Vec<&str> = file
-        .lines()
+/// The pins the image carries ([`PINS_FILE`]; none outside the image).
+pub fn carried_pins() -> Vec<String> {
+    std::fs::read_to_string(PINS_FILE)
+        .map(|f| pins_in(&f))
+        .unwrap_or_default()
+}
+
+/// The pins in the lines of a pins file (`#` starts a comment line).
+fn pins_in(file: &str) -> Vec<String> {
+    file.lines()
         .flat_map(|l| l.split(','))
         .map(str::trim)
         .filter(|p| !p.is_empty() && !p.starts_with('#') && !p.contains(char::is_whitespace))
-        .collect();
-    if pins.is_empty() {
-        String::new()
-    } else {
-        format!(" rewind.pin={}", pins.join(","))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The settings of a kernel command line, for an image that carries
+/// `carried` pins. Pins the image carries are the only ones trusted: the
+/// command line may come over the network unverified (an iPXE script, a
+/// PXE configuration), and whoever rewrites it must not be able to point
+/// a signed image at a server of their own with its pin, or at plain
+/// HTTP. So `rewind.pin=` and `rewind.insecure=` are then ignored, and
+/// said so; a command line that lost its pins still pins.
+pub fn parse_carrying(cmdline: &str, carried: Vec<String>) -> Settings {
+    let mut s = parse(cmdline);
+    if carried.is_empty() {
+        return s;
     }
+    let ignored: Vec<&String> = s.pins.iter().filter(|p| !carried.contains(p)).collect();
+    if !ignored.is_empty() {
+        let ignored: Vec<&str> = ignored.iter().map(|p| p.as_str()).collect();
+        s.warnings.push(format!(
+            "rewind.pin={} ignored: the image carries the server's pins ({PINS_FILE}), and only \
+             those are trusted (build or serve the image for another server instead)",
+            ignored.join(",")
+        ));
+    }
+    if s.insecure_http {
+        s.warnings.push(format!(
+            "rewind.insecure ignored: the image carries the server's pins ({PINS_FILE}), so it \
+             talks only to that server, over TLS"
+        ));
+        s.insecure_http = false;
+    }
+    s.pins = carried;
+    s
 }
 
 #[cfg(test)]
@@ -403,15 +434,36 @@ mod tests {
         );
     }
 
+    /// A command line rewritten on its way (an unsigned iPXE script in
+    /// front of a signed image) names another server with its own pin and
+    /// allows plain HTTP: an image that carries pins trusts only those.
     #[test]
-    fn pins_the_image_carries_join_the_command_line_s() {
-        let carried = carried_pins("# the server's pins\nAAAA=\nBBBB=,CCCC=\n\n");
-        assert_eq!(carried, " rewind.pin=AAAA=,BBBB=,CCCC=");
-        let s = parse(&format!("rewind.pin=DDDD= rewind.insecure=0{carried}"));
-        assert_eq!(s.pins, ["DDDD=", "AAAA=", "BBBB=", "CCCC="]);
+    fn pins_the_image_carries_are_the_only_ones_trusted() {
+        let carried = pins_in("# the server's pins\nAAAA=\nBBBB=,CCCC=\n\n");
+        assert_eq!(carried, ["AAAA=", "BBBB=", "CCCC="]);
+        assert!(pins_in("\n").is_empty());
+
+        let rewritten = "rewind.server=https://10.9.9.9:8443 rewind.pin=EVIL= rewind.insecure=1";
+        let s = parse_carrying(rewritten, carried.clone());
+        assert_eq!(s.pins, carried);
         assert!(!s.insecure_http);
-        assert!(parse("rewind.insecure=1").insecure_http);
-        assert_eq!(carried_pins("\n"), "");
+        assert!(
+            s.warnings[0].starts_with("rewind.pin=EVIL= ignored: the image carries"),
+            "{:?}",
+            s.warnings
+        );
+        assert!(
+            s.warnings[1].starts_with("rewind.insecure ignored"),
+            "{:?}",
+            s.warnings
+        );
+        // Its own pins on the command line too: nothing to say.
+        let s = parse_carrying("rewind.pin=BBBB=", carried.clone());
+        assert_eq!((s.pins, s.warnings), (carried, Vec::<String>::new()));
+        // An image that carries none takes the command line's.
+        let s = parse_carrying("rewind.pin=DDDD= rewind.insecure=1", Vec::new());
+        assert_eq!(s.pins, ["DDDD="]);
+        assert!(s.insecure_http);
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn pid1() -> ! {
         std::env::set_var("TERM", "linux");
     }
     let _ = nix::unistd::sethostname("rewind");
-    let settings = cmdline::parse(&cmdline::read());
+    let settings = cmdline::read();
     say(&format!(
         "recovery image, rewind {} (PID 1, {:.1} s since boot)",
         env!("CARGO_PKG_VERSION"),

@@ -140,8 +140,11 @@ pub enum Outcome {
 /// `rewind recover`.
 pub fn recover_command(args: RecoverArgs) -> Result<()> {
     if args.live {
-        let text = args.cmdline.clone().unwrap_or_else(init::cmdline::read);
-        std::process::exit(live(init::cmdline::parse(&text), &args.target_root));
+        let settings = match &args.cmdline {
+            Some(text) => init::cmdline::parse_carrying(text, init::cmdline::carried_pins()),
+            None => init::cmdline::read(),
+        };
+        std::process::exit(live(settings, &args.target_root));
     }
     let settings = Settings {
         server: args.server.server.clone(),
