@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::sh;
 use qemu_util::{Boot, Image, Qemu};
-use server_util::{ServerProc, free_port, put_snapshot, rewind_ok};
+use server_util::{ServerProc, free_port, make_signing_ca, put_snapshot, rewind_ok};
 
 const HOST: &str = "signed1";
 const MAC: &str = "52:54:00:5a:00:01";
@@ -63,47 +63,14 @@ struct TestCa {
     other_cert: PathBuf,
 }
 
-fn openssl(args: &[&str]) {
-    sh("openssl", args);
-}
-
-/// A CA and a code-signing certificate it issued, as iPXE wants them: the
-/// CA with `CA:TRUE` and `keyCertSign`, the signer with `codeSigning`.
-#[rustfmt::skip]
-fn make_ca(dir: &Path, name: &str) {
-    let p = |f: &str| dir.join(format!("{name}-{f}")).to_str().unwrap().to_string();
-    openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-        "-keyout", &p("ca.key"), "-out", &p("ca.crt"),
-        "-subj", &format!("/CN=rewind test CA {name}"),
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("sign.key"),
-        "-out", &p("sign.csr"), "-subj", &format!("/CN=rewind image signing {name}"),
-    ]);
-    let ext = dir.join("codesign.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509", "-req", "-days", "3650", "-in", &p("sign.csr"), "-CA", &p("ca.crt"),
-        "-CAkey", &p("ca.key"), "-CAcreateserial", "-out", &p("sign.crt"),
-        "-extfile", ext.to_str().unwrap(),
-    ]);
-}
-
 fn test_ca() -> TestCa {
     let dir = root().join("target/ipxe/test-ca");
     if !dir.join("other-sign.crt").exists() {
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();
-        make_ca(&tmp, "trusted");
-        make_ca(&tmp, "other");
+        make_signing_ca(&tmp, "trusted");
+        make_signing_ca(&tmp, "other");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).unwrap();
     }

@@ -1060,3 +1060,63 @@ fn a_claim_remembers_the_disks_its_run_chose() {
     rc2.retry_for = std::time::Duration::from_secs(2);
     assert!(rc2.record_disks(&chosen).is_err());
 }
+
+/// Disk settings armed on the request (`rewind request --disk --overwrite`)
+/// travel to the image over the pinned connection, where a signed image's
+/// command line, which an unsigned iPXE script carries, gives none. A
+/// mapping that is not `CAPTURED=PRESENT` with a /dev path is refused by
+/// the command and, sent by hand, by the server.
+#[test]
+fn a_request_carries_its_disk_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProc::start(&dir.path().join("data"), false);
+    let web = s.host_token("web1");
+    let (st, text) = put_snapshot(&s, &web, "web1", "s1", "2026-11-24T06:00:00Z", MAC_A);
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let out = rewind_ok(
+        &s,
+        &s.admin,
+        &[
+            "request",
+            "web1",
+            "--disk",
+            "vda=/dev/sdb",
+            "--disk",
+            "vdb=/dev/disk/by-id/wwn-0x5000c500a1b2c3d4",
+            "--overwrite",
+        ],
+    );
+    assert!(out.contains("  disk vda=/dev/sdb"), "{out}");
+    assert!(out.contains("any disk may be overwritten"), "{out}");
+    let req = last_request(&s);
+    assert_eq!(
+        req["disks"],
+        serde_json::json!(["vda=/dev/sdb", "vdb=/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"]),
+        "{req}"
+    );
+    assert_eq!(req["overwrite"], true, "{req}");
+    // As the image gets it with the request's own token.
+    let printed = printed_token(&out);
+    let claimed = claim_with(&s, &printed, None, example_machine(MAC_A)).unwrap();
+    assert_eq!(claimed.request.disks.len(), 2);
+    assert!(claimed.request.overwrite);
+
+    for bad in [
+        "vda",
+        "vda=sdb",
+        "vda=/dev/sd b",
+        "a/b=/dev/sdb",
+        "vda=/dev/../etc/x",
+    ] {
+        let out = rewind_fails(&s, &s.admin, &["request", "web1", "--disk", bad]);
+        assert!(out.contains("CAPTURED=PRESENT"), "{bad}: {out}");
+        let r = s
+            .client(&s.admin)
+            .post::<_, serde_json::Value>(
+                "/v1/hosts/web1/requests",
+                &serde_json::json!({ "disks": [bad] }),
+            )
+            .unwrap_err();
+        assert_eq!(status_of(&r), Some(400), "{bad}: {r:#}");
+    }
+}

@@ -110,3 +110,67 @@ fn a_signed_image_is_served_as_signed_and_verified_by_the_script() {
     assert_eq!(no_token.status().as_u16(), 401);
     assert!(tftp_get(&tftp, "initrd.img.sig").is_ok());
 }
+
+/// `scripts/sign-image --pin`: the pins and the lock are built into the
+/// initrd before it is signed (a cpio archive appended, 4-byte aligned,
+/// unpacking to /etc/rewind/pins and /etc/rewind/locked: such an image
+/// trusts only those pins and takes no disk settings from its command
+/// line), and both signatures verify against the CA and their files.
+#[test]
+fn sign_image_builds_the_pins_and_the_lock_into_the_signed_initrd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_signing_ca(d, "site");
+    let boot = d.join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    let initrd = b"an unsigned initrd".to_vec();
+    std::fs::write(boot.join("vmlinuz"), b"a kernel").unwrap();
+    std::fs::write(boot.join("initrd.img"), &initrd).unwrap();
+    let p = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sign-image"),
+    )
+    .args(["--key", &p("site-sign.key"), "--cert", &p("site-sign.crt")])
+    .args(["--chain", &p("site-ca.crt"), "--pin", "AAAA=,BBBB="])
+    .arg(&boot)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    let signed = std::fs::read(boot.join("initrd.img")).unwrap();
+    assert_eq!(&signed[..initrd.len()], initrd.as_slice());
+    let pad = (4 - initrd.len() % 4) % 4;
+    let unpacked = d.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let mut cpio = std::process::Command::new("cpio")
+        .args(["-id", "--quiet"])
+        .current_dir(&unpacked)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cpio.stdin
+        .take()
+        .unwrap()
+        .write_all(&signed[initrd.len() + pad..])
+        .unwrap();
+    assert!(cpio.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("etc/rewind/pins")).unwrap(),
+        "AAAA=\nBBBB=\n"
+    );
+    assert!(unpacked.join("etc/rewind/locked").is_file());
+
+    for f in ["vmlinuz", "initrd.img"] {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
+            ])
+            .args(["-in", boot.join(format!("{f}.sig")).to_str().unwrap()])
+            .args(["-content", boot.join(f).to_str().unwrap()])
+            .args(["-CAfile", &p("site-ca.crt"), "-out", "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{f}: {}", output_text(&out));
+    }
+}

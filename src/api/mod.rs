@@ -34,9 +34,9 @@ pub use repository::{
 };
 pub use requests::{
     CLAIM_LEASE_SECS, ChosenDisks, Claim, ClaimRequest, Claimed, CreatedRequest,
-    DEFAULT_REQUEST_EXPIRY, DiskChoice, Identified, MAX_CHOSEN_DISKS, MachineIdentity, NewRequest,
-    ProgressReport, RecoveryProgress, RecoveryRequest, RefusedClaim, RequestState, ResultReport,
-    parse_machine_id,
+    DEFAULT_REQUEST_EXPIRY, DiskChoice, Identified, MAX_CHOSEN_DISKS, MAX_DISK_MAPPINGS,
+    MachineIdentity, NewRequest, ProgressReport, RecoveryProgress, RecoveryRequest, RefusedClaim,
+    RequestState, ResultReport, parse_disk_mapping, parse_machine_id,
 };
 pub use tokens::{CreatedToken, NewToken, Scope, TokenInfo, TokenKind, WhoAmI};
 pub use version::{API_VERSION, REPOSITORY_FORMAT, Versions};

@@ -93,6 +93,13 @@ pub struct RecoveryRequest {
     /// `rewind.shrink=1`; docs/layout.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shrink: bool,
+    /// Which present disk takes which captured one, `CAPTURED=PRESENT`
+    /// (as `rewind.disk=`; [`parse_disk_mapping`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<String>,
+    /// Any disk that is not blank may be chosen (as `rewind.overwrite=any`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
     /// When an armed request that never started stops being startable
     /// (RFC 3339). Absent on requests armed before expiry existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,6 +362,12 @@ pub struct NewRequest {
     /// A smaller disk may take the layout shrunk when the data fits.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shrink: bool,
+    /// `CAPTURED=PRESENT` disk mappings (as `rewind.disk=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<String>,
+    /// Any disk that is not blank may be chosen (as `rewind.overwrite=any`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
     /// How long it stays startable (`24h` by default; `30m`, `2d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -384,11 +397,36 @@ impl Default for NewRequest {
             hostname: None,
             addresses: Vec::new(),
             shrink: false,
+            disks: Vec::new(),
+            overwrite: false,
             expires: None,
             machines: Vec::new(),
             any_machine: false,
         }
     }
+}
+
+/// At most this many disk mappings on a request.
+pub const MAX_DISK_MAPPINGS: usize = 64;
+
+/// A disk mapping as `rewind request --disk` and a request take it:
+/// `CAPTURED=PRESENT`, the captured disk's name in the manifest (`vda`)
+/// and a device path on the recovered machine (`/dev/sdb`,
+/// `/dev/disk/by-id/...`), each without spaces or commas, at most 256
+/// bytes.
+pub fn parse_disk_mapping(s: &str) -> Result<(String, String), String> {
+    let bad = |why: &str| format!("{s:?}: {why} (give CAPTURED=PRESENT, e.g. vda=/dev/sdb)");
+    let (captured, present) = s.split_once('=').ok_or_else(|| bad("no ="))?;
+    let plain = |t: &str| {
+        !t.is_empty() && t.len() <= 256 && !t.contains(|c: char| c.is_whitespace() || c == ',')
+    };
+    if !plain(captured) || captured.contains('/') {
+        return Err(bad("not a captured disk's name"));
+    }
+    if !plain(present) || !present.starts_with("/dev/") || present.contains("/../") {
+        return Err(bad("not a device path under /dev/"));
+    }
+    Ok((captured.to_string(), present.to_string()))
 }
 
 /// The answer to `POST /v1/hosts/{host}/requests`: the request and its

@@ -48,6 +48,15 @@ pub struct RequestArgs {
     /// the captured one when their data fits (as `rewind.shrink=1`).
     #[arg(long, conflicts_with = "cancel")]
     pub shrink: bool,
+    /// Which present disk takes a captured one: CAPTURED=PRESENT
+    /// (repeatable; as `rewind.disk=`, which it replaces: an image signed
+    /// for iPXE takes disk settings from the request only).
+    #[arg(long = "disk", value_name = "CAPTURED=PRESENT", value_parser = check_disk_mapping, conflicts_with = "cancel")]
+    pub disks: Vec<String>,
+    /// Any disk that is not blank may be chosen, not only blank ones and
+    /// those matched by serial or WWN (as `rewind.overwrite=any`).
+    #[arg(long, conflicts_with = "cancel")]
+    pub overwrite: bool,
     /// How long the request stays startable: a machine that has not
     /// claimed it by then never recovers from it (90s, 30m, 24h, 2d;
     /// default 24h).
@@ -184,6 +193,8 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
             hostname: args.hostname,
             addresses: args.addresses,
             shrink: args.shrink,
+            disks: args.disks,
+            overwrite: args.overwrite,
             expires: args.expires,
             machines: args.machines,
             any_machine: args.any_machine,
@@ -202,6 +213,12 @@ pub fn request_command(args: RequestArgs) -> Result<()> {
     }
     if r.shrink {
         println!("  a smaller disk may take the layout shrunk when the data fits");
+    }
+    for d in &r.disks {
+        println!("  disk {d}");
+    }
+    if r.overwrite {
+        println!("  any disk may be overwritten, blank or not");
     }
     if r.any_machine {
         println!("  any machine may claim it (the first one to claim it gets it)");
@@ -497,4 +514,9 @@ pub fn prune_command(args: PruneArgs) -> Result<()> {
         print_prune(host, r, args.dry_run);
     }
     Ok(())
+}
+
+/// `--disk`'s check: `CAPTURED=PRESENT`, kept as given.
+fn check_disk_mapping(s: &str) -> Result<String, String> {
+    crate::api::parse_disk_mapping(s).map(|_| s.to_string())
 }

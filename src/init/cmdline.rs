@@ -360,11 +360,52 @@ pub fn parse_ip(v: &str) -> Result<Ip, String> {
 /// `scripts/sign-image` build them in (one pin a line).
 pub const PINS_FILE: &str = "/etc/rewind/pins";
 
+/// Present in an image signed for iPXE (`scripts/sign-image`, with the
+/// pins): the command line's disk settings (`rewind.disk=`,
+/// `rewind.overwrite=`, `rewind.shrink=`) are ignored; the recovery
+/// request, fetched over the pinned connection, gives them.
+pub const LOCKED_FILE: &str = "/etc/rewind/locked";
+
 /// The settings the image runs with: the kernel command line's
-/// (`/proc/cmdline`), and the pins the image carries.
+/// (`/proc/cmdline`), the pins the image carries, and its lock.
 pub fn read() -> Settings {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    parse_carrying(&cmdline, carried_pins())
+    in_image(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+}
+
+/// The settings of `cmdline` in this image: with the pins it carries,
+/// and its lock.
+pub fn in_image(cmdline: &str) -> Settings {
+    let mut s = parse_carrying(cmdline, carried_pins());
+    if std::path::Path::new(LOCKED_FILE).exists() {
+        lock_disk_settings(&mut s);
+    }
+    s
+}
+
+/// An image whose command line may have been rewritten on its way (a
+/// signed image behind an unsigned iPXE script) takes no disk settings
+/// from it: which disks may be overwritten comes from the request only.
+pub fn lock_disk_settings(s: &mut Settings) {
+    let mut ignored = Vec::new();
+    if !s.disks.is_empty() {
+        ignored.push("rewind.disk=");
+        s.disks.clear();
+    }
+    if s.overwrite_non_blank {
+        ignored.push("rewind.overwrite=");
+        s.overwrite_non_blank = false;
+    }
+    if s.shrink {
+        ignored.push("rewind.shrink=");
+        s.shrink = false;
+    }
+    if !ignored.is_empty() {
+        s.warnings.push(format!(
+            "{} ignored: this image is signed and takes disk settings from the recovery request \
+             only (rewind request HOST --disk CAPTURED=PRESENT --overwrite --shrink)",
+            ignored.join(", ")
+        ));
+    }
 }
 
 /// The pins the image carries ([`PINS_FILE`]; none outside the image).
@@ -432,6 +473,27 @@ mod tests {
             "{:?}",
             s.warnings
         );
+    }
+
+    /// The disk settings of a signed image's command line are ignored.
+    #[test]
+    fn a_locked_image_takes_no_disk_settings_from_its_command_line() {
+        let mut s =
+            parse("rewind.disk=vda=/dev/sdb rewind.overwrite=any rewind.shrink=1 rewind.grow=1");
+        lock_disk_settings(&mut s);
+        assert!(s.disks.is_empty() && !s.overwrite_non_blank && !s.shrink);
+        assert!(s.grow, "growing takes nothing from another disk");
+        assert_eq!(
+            s.warnings,
+            [
+                "rewind.disk=, rewind.overwrite=, rewind.shrink= ignored: this image is signed and \
+              takes disk settings from the recovery request only (rewind request HOST --disk \
+              CAPTURED=PRESENT --overwrite --shrink)"
+            ]
+        );
+        let mut quiet = parse("rewind.grow=1");
+        lock_disk_settings(&mut quiet);
+        assert!(quiet.warnings.is_empty());
     }
 
     /// A command line rewritten on its way (an unsigned iPXE script in

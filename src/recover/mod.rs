@@ -141,7 +141,7 @@ pub enum Outcome {
 pub fn recover_command(args: RecoverArgs) -> Result<()> {
     if args.live {
         let settings = match &args.cmdline {
-            Some(text) => init::cmdline::parse_carrying(text, init::cmdline::carried_pins()),
+            Some(text) => init::cmdline::in_image(text),
             None => init::cmdline::read(),
         };
         std::process::exit(live(settings, &args.target_root));
@@ -693,10 +693,7 @@ impl Recovery {
             req.id, req.state, target.host, req.snapshot, req.snapshot_time
         ));
         merge_request_overrides(&mut self.settings.overrides, &req);
-        if req.shrink && !self.settings.shrink {
-            say("the request allows shrinking the layout onto a smaller disk (--shrink)");
-            self.settings.shrink = true;
-        }
+        merge_request_disk_settings(&mut self.settings, &req);
         if self.settings.action == Action::Plan {
             // A plan reports nothing (the request stays armed), but a boot
             // token still needs the request's token to read the manifest.
@@ -984,6 +981,37 @@ fn record_disk_choices(session: &Session, p: &plan::Plan) {
     }
 }
 
+/// The request's disk settings (`rewind request --disk`, `--overwrite`,
+/// `--shrink`): a mapping where the kernel command line gave none (this
+/// machine's own settings win), and the permissions it adds.
+fn merge_request_disk_settings(s: &mut Settings, req: &RequestInfo) {
+    if req.shrink && !s.shrink {
+        say("the request allows shrinking the layout onto a smaller disk (--shrink)");
+        s.shrink = true;
+    }
+    if req.overwrite && !s.overwrite_non_blank {
+        say("the request allows overwriting a disk that is not blank (--overwrite)");
+        s.overwrite_non_blank = true;
+    }
+    if req.disks.is_empty() {
+        return;
+    }
+    if !s.disks.is_empty() {
+        say(&format!(
+            "the request maps disks ({}); rewind.disk= wins",
+            req.disks.join(", ")
+        ));
+        return;
+    }
+    for d in &req.disks {
+        match crate::api::parse_disk_mapping(d) {
+            Ok(pair) => s.disks.push(pair),
+            Err(e) => say(&format!("warning: the request's disk mapping {e}: ignored")),
+        }
+    }
+    say(&format!("the request maps disks: {}", req.disks.join(", ")));
+}
+
 /// The request's host name and addresses, where the kernel command line
 /// (this machine's own settings) did not already say otherwise.
 fn merge_request_overrides(ov: &mut crate::retarget::Overrides, req: &RequestInfo) {
@@ -1193,6 +1221,30 @@ mod tests {
         merge_request_overrides(&mut none, &req);
         assert_eq!(none.hostname.as_deref(), Some("from-request"));
         assert_eq!(none.addresses.len(), 2);
+    }
+
+    /// The request's disk settings: its mapping where the command line
+    /// gave none (a signed image's command line gives none: it is locked),
+    /// its overwrite and shrink permissions in any case.
+    #[test]
+    fn the_request_gives_disk_settings_the_command_line_did_not() {
+        let req = RequestInfo {
+            disks: vec!["vda=/dev/sdb".into(), "vdb=nonsense".into()],
+            overwrite: true,
+            shrink: true,
+            ..RequestInfo::default()
+        };
+        let mut locked = crate::init::cmdline::parse("rewind.disk=vda=/dev/sdz");
+        crate::init::cmdline::lock_disk_settings(&mut locked);
+        merge_request_disk_settings(&mut locked, &req);
+        assert_eq!(locked.disks, [("vda".to_string(), "/dev/sdb".to_string())]);
+        assert!(locked.overwrite_non_blank && locked.shrink);
+        let mut own = crate::init::cmdline::parse("rewind.disk=vda=/dev/sdz");
+        merge_request_disk_settings(&mut own, &req);
+        assert_eq!(own.disks, [("vda".to_string(), "/dev/sdz".to_string())]);
+        let mut plain = crate::init::cmdline::parse("");
+        merge_request_disk_settings(&mut plain, &RequestInfo::default());
+        assert!(plain.disks.is_empty() && !plain.overwrite_non_blank && !plain.shrink);
     }
 
     /// The server is away when the result is sent: the image holds and

@@ -568,3 +568,37 @@ pub fn arm_for_guest(s: &ServerProc, host: &str, mac: &str) -> String {
         s.url.replace("127.0.0.1", "10.0.2.2")
     )
 }
+
+/// A CA and a code-signing certificate it issued, as iPXE wants them (the
+/// CA with `CA:TRUE` and `keyCertSign`, the signer with `codeSigning`), as
+/// `DIR/NAME-ca.{key,crt}` and `DIR/NAME-sign.{key,crt}`.
+#[rustfmt::skip]
+pub fn make_signing_ca(dir: &Path, name: &str) {
+    let p = |f: &str| dir.join(format!("{name}-{f}")).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", output_text(&out));
+    };
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        "-keyout", &p("ca.key"), "-out", &p("ca.crt"),
+        "-subj", &format!("/CN=rewind test CA {name}"),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &p("sign.key"),
+        "-out", &p("sign.csr"), "-subj", &format!("/CN=rewind image signing {name}"),
+    ]);
+    let ext = dir.join(format!("{name}-codesign.ext"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509", "-req", "-days", "3650", "-in", &p("sign.csr"), "-CA", &p("ca.crt"),
+        "-CAkey", &p("ca.key"), "-CAcreateserial", "-out", &p("sign.crt"),
+        "-extfile", ext.to_str().unwrap(),
+    ]);
+}

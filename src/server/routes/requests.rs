@@ -33,6 +33,8 @@ pub(super) async fn create_request(
         hostname,
         addresses,
         shrink,
+        disks,
+        overwrite,
         expires,
         machines,
         any_machine,
@@ -61,6 +63,17 @@ pub(super) async fn create_request(
     for a in &addresses {
         crate::retarget::parse_address(a)
             .map_err(|e| ApiError::BadRequest(format!("address {a:?}: {e}")))?;
+    }
+    if disks.len() > crate::api::MAX_DISK_MAPPINGS {
+        return Err(ApiError::BadRequest(format!(
+            "{} disk mappings: at most {}",
+            disks.len(),
+            crate::api::MAX_DISK_MAPPINGS
+        )));
+    }
+    for d in &disks {
+        crate::api::parse_disk_mapping(d)
+            .map_err(|e| ApiError::BadRequest(format!("disk: {e}")))?;
     }
     let created = s
         .blocking(move |s| {
@@ -111,6 +124,8 @@ pub(super) async fn create_request(
                 hostname,
                 addresses,
                 shrink,
+                disks,
+                overwrite,
                 expires: Some(crate::time::format_utc(
                     now_secs.saturating_add(expires_in.as_secs() as i64),
                 )),
