@@ -19,10 +19,9 @@ use crate::util::size::human_bytes;
 #[command(after_help = "Examples:\n  \
     rewind request web1 --at 2026-11-25T06:00:00Z   arm a recovery of web1 to that time\n  \
     rewind request web1                             ... to its latest snapshot\n  \
-    rewind request web1 --machine mac=52:54:00:aa:bb:cc   recover onto replacement hardware
-  \
-    rewind request web1 --expires 2h                ... startable for two hours only
-  \
+    rewind request web1 --machine mac=52:54:00:aa:bb:cc   recover onto replacement hardware\n  \
+    rewind request web1 --disk vda=/dev/sdb --overwrite   onto /dev/sdb, although it is not blank\n  \
+    rewind request web1 --expires 2h                ... startable for two hours only\n  \
     rewind request web1 --cancel                    disarm it")]
 pub struct RequestArgs {
     #[command(flatten)]
