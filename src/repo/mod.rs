@@ -497,7 +497,9 @@ fn read_located(
     pack: &str,
     loc: &Location,
 ) -> Result<Vec<u8>> {
-    let stored = backend.get_range(pack, loc.offset, loc.stored_len as usize)?;
+    let stored = backend
+        .get_range(pack, loc.offset, loc.stored_len as usize)
+        .with_context(|| format!("cannot read chunk {} from {pack}", id.to_hex()))?;
     unpack_located(id, pack, loc, &stored)
 }
 

@@ -252,10 +252,7 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
             Err(run_error) => {
                 for (chunk, _) in &run {
                     let data = repo.fetch_verified(chunk).with_context(|| {
-                        format!(
-                            "chunk {} (read alone after the read of its run failed: {run_error:#})",
-                            chunk.id.to_hex()
-                        )
+                        format!("read alone after the read of its run failed ({run_error:#})")
                     });
                     ready(shared, chunk, data);
                 }
