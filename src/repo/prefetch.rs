@@ -32,6 +32,18 @@ const WINDOW: u64 = 64 << 20;
 /// with eight reads in flight, half the window is on its way.
 const RUN_BYTES: u64 = 4 << 20;
 
+/// [`RUN_BYTES`], or `REWIND_RESTORE_RUN_BYTES` (a benchmark's knob; 0
+/// reads every chunk alone, as before runs).
+fn run_bytes() -> u64 {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        std::env::var("REWIND_RESTORE_RUN_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RUN_BYTES)
+    })
+}
+
 type Fetched = Result<Arc<Vec<u8>>, String>;
 
 #[derive(Default)]
@@ -152,7 +164,7 @@ pub fn restore_resuming(
 /// backend that wants reads in flight (a server, where each read is a
 /// request); a local pack is read chunk by chunk, as before.
 fn coalesces(repo: &Repo) -> bool {
-    repo.backend.read_parallelism() > 1
+    repo.backend.read_parallelism() > 1 && run_bytes() > 0
 }
 
 fn feed(
@@ -262,7 +274,7 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
 }
 
 /// Whether queued chunk `next` is stored right after the last chunk of
-/// `run`, in the same pack, and the run stays under [`RUN_BYTES`].
+/// `run`, in the same pack, and the run stays under [`run_bytes`].
 fn follows(run: &[(ChunkRef, Option<Location>)], next: &(ChunkRef, Option<Location>)) -> bool {
     let (Some(first), Some(last), Some(loc)) = (run[0].1, run[run.len() - 1].1, next.1) else {
         return false;
@@ -270,7 +282,7 @@ fn follows(run: &[(ChunkRef, Option<Location>)], next: &(ChunkRef, Option<Locati
     let end = last.offset + u64::from(last.stored_len);
     loc.pack == last.pack
         && loc.offset == end
-        && end + u64::from(loc.stored_len) - first.offset <= RUN_BYTES
+        && end + u64::from(loc.stored_len) - first.offset <= run_bytes()
 }
 
 /// The stored bytes of a run of adjacent chunks, with one read.

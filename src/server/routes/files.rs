@@ -160,7 +160,11 @@ pub(super) async fn get_file(
 /// `len` bytes of `f` from `start`, read into the buffer's spare capacity:
 /// `vec![0; len]` first zeroed every byte a restore's ranged GETs read (a
 /// megabyte and more each: fresh pages faulted in and cleared, then
-/// overwritten by the read).
+/// overwritten by the read). Streaming a range in 256 KiB pieces through
+/// tokio's file reads instead was measured (docs/performance.md,
+/// "Site-wide"): 16 hosts at once peaked at 97 MB instead of 215 MB, but
+/// took 1.3x as long with a third more server CPU; a request holds at
+/// most its range, which a restore keeps to runs of 4 MiB, eight at a time.
 fn read_range(f: &std::fs::File, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {
