@@ -691,7 +691,12 @@ impl Backend for HttpBackend {
             return window
                 .get(start..start + len)
                 .map(<[u8]>::to_vec)
-                .with_context(|| format!("{name} ends before byte {}", offset + len as u64));
+                .with_context(|| {
+                    format!(
+                        "{name} is shorter than the index says (it ends before byte {})",
+                        offset + len as u64
+                    )
+                });
         }
         self.fetch_range(name, offset, offset + len as u64 - 1, Some(len))
     }

@@ -628,8 +628,16 @@ impl Recovery {
             nix::unistd::sync();
             Ok(())
         })?;
+        let restore_time = self
+            .timings
+            .iter()
+            .filter(|(s, _)| *s == Stage::Restore)
+            .map(|(_, d)| *d)
+            .sum();
+        let rto = report::rto_per_gib(self.started.elapsed(), restore_time, restored.bytes)
+            .map_or_else(String::new, |r| format!(" ({r})"));
         let summary = format!(
-            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}; {}{}",
+            "recovered {} to snapshot {} (taken {}): {} disk(s), {} files, {} in {}{rto}; {}{}",
             target.host,
             manifest.snapshot.id,
             manifest.snapshot.time,

@@ -497,8 +497,17 @@ fn read_located(
     pack: &str,
     loc: &Location,
 ) -> Result<Vec<u8>> {
-    let stored = backend.get_range(pack, loc.offset, loc.stored_len as usize)?;
-    let plain = decompress(&stored, loc.plain_len as usize)
+    let stored = backend
+        .get_range(pack, loc.offset, loc.stored_len as usize)
+        .with_context(|| format!("cannot read chunk {} from {pack}", id.to_hex()))?;
+    unpack_located(id, pack, loc, &stored)
+}
+
+/// Decompress the stored bytes of blob `id` (at `loc` in `pack`) and check
+/// them against its name: [`read_located`] after the read (a served
+/// restore reads several adjacent blobs with one request, `prefetch`).
+fn unpack_located(id: &ChunkId, pack: &str, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+    let plain = decompress(stored, loc.plain_len as usize)
         .map_err(|e| anyhow::anyhow!("chunk {} in {pack} does not decompress: {e}", id.to_hex()))?;
     ensure!(
         plain.len() == loc.plain_len as usize && ChunkId::of(&plain) == *id,

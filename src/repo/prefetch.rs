@@ -9,28 +9,48 @@
 //! each, [`ChunkSource::finished`], from whichever thread finished it): with
 //! several writers, the entries being written are a range, not one, and
 //! they finish out of order.
+//!
+//! Through a server each read is a request, so a fetcher takes a run of
+//! queued chunks that lie next to each other in one pack (the feeder queues
+//! them in tree order, which is the order a capture wrote them) and reads
+//! the run with one ranged GET, then checks each chunk of it by its own id.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
-use super::Repo;
+use super::{Location, Repo};
 use crate::progress::Progress;
 use crate::restore::{ChunkSource, RestoreOptions, RestoreStats, Resume};
 use crate::tree::{ChunkId, ChunkRef, Entry};
 
 /// Plain bytes prepared ahead of the writer at most.
 const WINDOW: u64 = 64 << 20;
+/// Stored bytes one read may cover when adjacent chunks are read together:
+/// with eight reads in flight, half the window is on its way.
+const RUN_BYTES: u64 = 4 << 20;
+
+/// [`RUN_BYTES`], or `REWIND_RESTORE_RUN_BYTES` (a benchmark's knob; 0
+/// reads every chunk alone, as before runs).
+fn run_bytes() -> u64 {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        std::env::var("REWIND_RESTORE_RUN_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RUN_BYTES)
+    })
+}
 
 type Fetched = Result<Arc<Vec<u8>>, String>;
 
 #[derive(Default)]
 struct State {
-    /// Chunks to fetch, in tree order, with the sequence number of the last
-    /// entry that needs them.
-    queue: VecDeque<ChunkRef>,
+    /// Chunks to fetch, in tree order (the last entry that needs each is in
+    /// `pending`), with where they are stored when reads are coalesced.
+    queue: VecDeque<(ChunkRef, Option<Location>)>,
     /// Queued or being fetched.
     pending: HashMap<ChunkId, u64>,
     ready: HashMap<ChunkId, (u64, Fetched)>,
@@ -114,7 +134,7 @@ pub fn restore_resuming(
     std::thread::scope(|s| {
         let feeder = {
             let shared = shared.clone();
-            s.spawn(move || feed(entries, &shared, tx, resume))
+            s.spawn(move || feed(repo, entries, &shared, tx, resume))
         };
         for _ in 0..fetchers {
             let shared = shared.clone();
@@ -140,12 +160,21 @@ pub fn restore_resuming(
     })
 }
 
+/// Whether fetchers read runs of adjacent chunks with one read: for a
+/// backend that wants reads in flight (a server, where each read is a
+/// request); a local pack is read chunk by chunk, as before.
+fn coalesces(repo: &Repo) -> bool {
+    repo.backend.read_parallelism() > 1 && run_bytes() > 0
+}
+
 fn feed(
+    repo: &Repo,
     entries: impl Iterator<Item = Result<Entry>>,
     shared: &Shared,
     tx: std::sync::mpsc::SyncSender<(u64, Result<Entry>)>,
     resume: Option<&dyn Resume>,
 ) {
+    let coalesce = coalesces(repo);
     for (seq, entry) in (1u64..).zip(entries) {
         // The entry goes to the writer first: a file bigger than the window
         // can only be read ahead while the writer consumes its first chunks.
@@ -158,6 +187,8 @@ fn feed(
             break; // the restore stopped
         }
         for c in &chunks {
+            // Looked up outside the lock: the fetchers wait on it.
+            let loc = if coalesce { repo.location(&c.id) } else { None };
             let mut st = shared.lock();
             if let Some(last) = st.pending.get_mut(&c.id) {
                 *last = seq;
@@ -177,7 +208,7 @@ fn feed(
             }
             st.window += u64::from(c.len);
             st.pending.insert(c.id, seq);
-            st.queue.push_back(*c);
+            st.queue.push_back((*c, loc));
             shared.work.notify_one();
         }
         let mut st = shared.lock();
@@ -192,14 +223,20 @@ fn feed(
 
 fn fetch_loop(repo: &Repo, shared: &Shared) {
     loop {
-        let chunk = {
+        let run = {
             let mut st = shared.lock();
             loop {
                 if st.stop {
                     return;
                 }
-                if let Some(c) = st.queue.pop_front() {
-                    break c;
+                if let Some(first) = st.queue.pop_front() {
+                    let mut run = vec![first];
+                    while let Some(next) = st.queue.front()
+                        && follows(&run, next)
+                    {
+                        run.extend(st.queue.pop_front());
+                    }
+                    break run;
                 }
                 if st.feeding_done {
                     return;
@@ -207,21 +244,95 @@ fn fetch_loop(repo: &Repo, shared: &Shared) {
                 st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let data = repo
-            .fetch_verified(&chunk)
-            .map(Arc::new)
-            .map_err(|e| format!("{e:#}"));
-        let mut st = shared.lock();
-        let last = st.pending.remove(&chunk.id).unwrap_or(0);
-        if last < st.current {
-            // Nobody will ask for it any more.
-            st.window -= u64::from(chunk.len);
-        } else {
-            st.ready.insert(chunk.id, (last, data));
-            st.by_last.insert((last, chunk.id));
+        if let [(chunk, _)] = run[..] {
+            let data = repo.fetch_verified(&chunk);
+            ready(shared, &chunk, data);
+            continue;
         }
-        shared.changed.notify_all();
+        match read_run(repo, &run) {
+            Ok(stored) => {
+                let start = run[0].1.map_or(0, |l| l.offset);
+                for (chunk, loc) in &run {
+                    let data = loc
+                        .context("not located")
+                        .and_then(|loc| unpack_run_chunk(repo, chunk, &loc, &stored, start));
+                    ready(shared, chunk, data);
+                }
+            }
+            // The run could not be read as one (a short answer, a server
+            // error): each chunk alone, so that each failure names its chunk.
+            Err(run_error) => {
+                for (chunk, _) in &run {
+                    let data = repo.fetch_verified(chunk).with_context(|| {
+                        format!("read alone after the read of its run failed ({run_error:#})")
+                    });
+                    ready(shared, chunk, data);
+                }
+            }
+        }
     }
+}
+
+/// Whether queued chunk `next` is stored right after the last chunk of
+/// `run`, in the same pack, and the run stays under [`run_bytes`].
+fn follows(run: &[(ChunkRef, Option<Location>)], next: &(ChunkRef, Option<Location>)) -> bool {
+    let (Some(first), Some(last), Some(loc)) = (run[0].1, run[run.len() - 1].1, next.1) else {
+        return false;
+    };
+    let end = last.offset + u64::from(last.stored_len);
+    loc.pack == last.pack
+        && loc.offset == end
+        && end + u64::from(loc.stored_len) - first.offset <= run_bytes()
+}
+
+/// The stored bytes of a run of adjacent chunks, with one read.
+fn read_run(repo: &Repo, run: &[(ChunkRef, Option<Location>)]) -> Result<Vec<u8>> {
+    let (Some(first), Some(last)) = (run[0].1, run[run.len() - 1].1) else {
+        anyhow::bail!("a run of chunks not located");
+    };
+    let len = last.offset + u64::from(last.stored_len) - first.offset;
+    let pack = Repo::pack_path(&repo.packs[first.pack as usize]);
+    repo.backend.get_range(&pack, first.offset, len as usize)
+}
+
+/// One chunk of a run read by [`read_run`] (starting at byte `start` of
+/// its pack), decompressed and checked against its id as
+/// [`Repo::fetch_verified`] checks it.
+fn unpack_run_chunk(
+    repo: &Repo,
+    chunk: &ChunkRef,
+    loc: &Location,
+    stored: &[u8],
+    start: u64,
+) -> Result<Vec<u8>> {
+    let pack = Repo::pack_path(&repo.packs[loc.pack as usize]);
+    let from = (loc.offset - start) as usize;
+    let bytes = stored
+        .get(from..from + loc.stored_len as usize)
+        .with_context(|| format!("{pack} ends before chunk {}", chunk.id.to_hex()))?;
+    let data = super::unpack_located(&chunk.id, &pack, loc, bytes)?;
+    anyhow::ensure!(
+        data.len() == chunk.len as usize,
+        "chunk {} has the wrong length",
+        chunk.id.to_hex()
+    );
+    Ok(data)
+}
+
+/// A fetched chunk (or why it could not be had) becomes ready for the
+/// entries that need it.
+fn ready(shared: &Shared, chunk: &ChunkRef, data: Result<Vec<u8>>) {
+    let data = data.map(Arc::new).map_err(|e| format!("{e:#}"));
+    let mut st = shared.lock();
+    let last = st.pending.remove(&chunk.id).unwrap_or(0);
+    if last < st.current {
+        // Nobody will ask for it any more.
+        st.window -= u64::from(chunk.len);
+    } else {
+        st.ready.insert(chunk.id, (last, data));
+        st.by_last.insert((last, chunk.id));
+    }
+    shared.changed.notify_all();
 }
 
 struct Prefetched<'a> {
@@ -448,5 +559,132 @@ mod tests {
         assert!(std::fs::read(target.join("f38")).unwrap() == contents[38]);
         assert!(std::fs::read(target.join("f39")).unwrap() == contents[39]);
         assert!(!target.join("f0").exists());
+    }
+
+    /// A local directory that counts its ranged reads and, like a server,
+    /// asks for reads in flight: the fetchers then read runs of adjacent
+    /// chunks with one read each.
+    struct Counting {
+        dir: crate::repo::backend::LocalDir,
+        ranges: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::repo::backend::Backend for Counting {
+        fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+            self.dir.put(name, bytes)
+        }
+        fn get(&self, name: &str) -> Result<Vec<u8>> {
+            self.dir.get(name)
+        }
+        fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.ranges
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.dir.get_range(name, offset, len)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.dir.list(prefix)
+        }
+        fn exists(&self, name: &str) -> Result<bool> {
+            self.dir.exists(name)
+        }
+        fn remove(&self, name: &str) -> Result<()> {
+            self.dir.remove(name)
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        fn read_parallelism(&self) -> usize {
+            8
+        }
+    }
+
+    /// Adjacent chunks of a pack are read together (far fewer reads than
+    /// chunks, none over [`RUN_BYTES`] plus one chunk), and every file is
+    /// exact.
+    #[test]
+    fn adjacent_chunks_are_read_with_one_read_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let mut repo = Repo::init(&root).unwrap();
+        let mut entries = Vec::new();
+        let mut contents = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunks = 0;
+        for f in 0..6u32 {
+            let mut refs = Vec::new();
+            let mut data = Vec::new();
+            for c in 0..8u32 {
+                // 40 KiB to 600 KiB of incompressible bytes.
+                let len = 40_000 + ((f * 8 + c) * 77_777) % 560_000;
+                let piece: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let id = repo.add_blob(BlobKind::Data, &piece).unwrap();
+                refs.push(ChunkRef { id, len });
+                data.extend_from_slice(&piece);
+                chunks += 1;
+            }
+            let mut e = test_file(&format!("f{f}"), data.len() as u64);
+            e.chunks = refs;
+            entries.push(e);
+            contents.push(data);
+        }
+        repo.flush().unwrap();
+        drop(repo);
+        let backend = Arc::new(Counting {
+            dir: crate::repo::backend::LocalDir::new(&root),
+            ranges: Default::default(),
+        });
+        let repo = Repo::open_backend(backend.clone()).unwrap();
+        let mut root_entry = test_file("", 0);
+        root_entry.kind = Kind::Dir;
+        root_entry.mode = 0o755;
+        root_entry.extents.clear();
+        entries.insert(0, root_entry);
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            only: Vec::new(),
+        };
+        let before = backend.ranges.load(std::sync::atomic::Ordering::Relaxed);
+        let stats = restore(&repo, entries.into_iter().map(Ok), &opts).unwrap();
+        let reads = backend.ranges.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(stats.files, 6);
+        for (f, data) in contents.iter().enumerate() {
+            assert!(std::fs::read(target.join(format!("f{f}"))).unwrap() == *data);
+        }
+        // 48 chunks, ~14 MiB: a few runs of up to 4 MiB (how many depends on
+        // how far ahead the feeder is when a fetcher takes one).
+        assert!(reads < chunks / 2, "{reads} reads for {chunks} chunks");
+    }
+
+    fn test_file(name: &str, size: u64) -> Entry {
+        Entry {
+            path: name.as_bytes().to_vec(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            ino: 1,
+            size,
+            rdev: 0,
+            link_target: Vec::new(),
+            hardlink_to: None,
+            xattrs: Vec::new(),
+            extents: vec![Extent {
+                offset: 0,
+                len: size,
+            }],
+            chunks: Vec::new(),
+        }
     }
 }
