@@ -52,7 +52,7 @@ use common::{
     LoopDisk, Mounted, assert_same_tree, blkid_export, noise, sfdisk_dump, sh, stat_dump,
 };
 use qemu_util::{Boot, Image, Qemu};
-use rewind::manifest::{LuksEscrow, StackRef};
+use rewind::manifest::StackRef;
 use rewind::stack::lvm;
 use server_util::{ServerProc, arm_for_guest, put_snapshot_xml, rewind_ok};
 
@@ -161,29 +161,40 @@ fn source_disk(dir: &Path) -> LoopDisk {
 /// The captured manifest with the storage stack put in (see the module
 /// documentation); `key_id` is the escrowed volume key's.
 fn stacked(captured: &str, disk: &str, srv_point: &str, key_id: &str) -> String {
-    let mut m = rewind::manifest::from_xml(captured).unwrap();
-    m.schema = 2;
     let stack_xml = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<manifest schema="2">
-  <snapshot id="x" host="x" time="2026-11-30T12:00:00Z" tool="rewind test"/>
-  <system><hostname>x</hostname><kernel release="6.1.0" arch="x86_64"/><firmware>bios</firmware></system>
-  <md name="root" device="/dev/md127" array-name="qemu:root" uuid="1b2c3d4e:5f607182:93a4b5c6:d7e8f901" level="raid1" metadata="1.2" raid-devices="2" size="{MD_SIZE}" bitmap="internal" data-offset="{MD_DATA_OFFSET}">
+        r#"  <md name="root" device="/dev/md127" array-name="qemu:root" uuid="1b2c3d4e:5f607182:93a4b5c6:d7e8f901" level="raid1" metadata="1.2" raid-devices="2" size="{MD_SIZE}" bitmap="internal" data-offset="{MD_DATA_OFFSET}">
     <member ref="disk/{disk}/4" role="0"/>
     <member ref="disk/{disk}/5" role="1"/>
   </md>
   <luks name="cryptroot" on="md/root" version="2" uuid="{LUKS_UUID}" cipher="aes-xts-plain64" key-size="512" sector-size="512" data-offset="{LUKS_OFFSET}" size="{luks}" hash="sha256">
     <keyslot id="0" pbkdf="pbkdf2"/>
+    <escrow kind="volume-key" key-id="{key_id}"/>
   </luks>
-</manifest>
 "#,
         luks = MD_SIZE - LUKS_OFFSET,
     );
-    let mut s = rewind::manifest::from_xml(&stack_xml).unwrap();
-    s.luks[0].escrow = Some(LuksEscrow {
-        kind: "volume-key".into(),
-        key_id: key_id.into(),
-    });
+    // The array and the LUKS volume read from the capture's text without
+    // partition 4's filesystem, with them before the filesystems (the
+    // schema's element order); then put into the capture's manifest.
+    let srv_at = captured
+        .find(&format!("<filesystem device=\"/dev/{disk}p4\""))
+        .expect("no filesystem on partition 4 captured");
+    let srv_end =
+        srv_at + captured[srv_at..].find("</filesystem>").unwrap() + "</filesystem>".len();
+    let at = captured
+        .find("<filesystem")
+        .expect("no filesystem captured");
+    let text = format!(
+        "{}{stack_xml}  {}{}",
+        &captured[..at],
+        &captured[at..srv_at],
+        &captured[srv_end..]
+    )
+    .replacen("schema=\"1\"", "schema=\"2\"", 1);
+    let s = rewind::manifest::from_xml(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let mut m = rewind::manifest::from_xml(captured).unwrap();
+    m.schema = 2;
+    m.snapshot.id = "stacked".into();
     m.md_arrays = s.md_arrays;
     m.luks = s.luks;
     m.volume_groups = vec![
@@ -312,7 +323,10 @@ fn a_recovery_resumes_after_a_power_cut_and_waits_out_a_server_outage() {
     let disk = source_disk(dir.path());
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let srv = src.join("srv");
+    // Beside the root's mount, not in it: a mount point's directory in
+    // the parent filesystem is not restored (the restore writes through
+    // the mount), so its times would differ from the source's.
+    let srv = dir.path().join("srv");
     let key_file = dir.path().join("master.key");
     let server_args = [
         "--key-file",
