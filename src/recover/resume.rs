@@ -9,11 +9,22 @@
 //!   signature and each partition's kind, type, boot flag, start and size),
 //!   the kernel's view of each partition (start and size in sysfs), and each
 //!   filesystem's and swap area's type and UUID (blkid) are exactly the
-//!   plan's. A plan with a storage stack (MD, LUKS, LVM) is never resumed.
+//!   plan's.
+//! - **A storage stack** (MD, LUKS, LVM) is opened instead of made, layer
+//!   by layer in the plan's order, each checked against the plan before
+//!   anything on it is trusted (`layout::stack_run::open`: the array
+//!   assembled read-only by its UUID and read back; the LUKS header read
+//!   back, then opened with the escrowed key, staged first as for a first
+//!   run; the volume group's reports before it is activated). A layer that
+//!   does not verify is made again in the format stage from its wiped
+//!   devices, with every layer and filesystem on it (whose restore starts
+//!   over), never repaired. A resume given up after all closes what it
+//!   opened, so the disks can be recreated.
 //! - **That the format stage finished** is known from the journals: a
-//!   journal is created in a filesystem only by the restore, which starts
-//!   after every filesystem was made and mounted. Every filesystem the
-//!   restore writes must hold a journal whose header names this host,
+//!   journal is created in a filesystem only by the restore, which writes
+//!   every filesystem's journal before its first file, after every
+//!   filesystem was made and mounted. Every filesystem the restore writes
+//!   (but those on a layer made again) must hold a journal whose header names this host,
 //!   snapshot, file tree and filesystem UUID: another snapshot's journal (a
 //!   request re-armed to another point in time) or none (a run cut during
 //!   partitioning or formatting) means no resume, and the disks are
