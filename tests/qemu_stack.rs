@@ -19,7 +19,7 @@ use std::time::Duration;
 use qemu_util::{Boot, Console, Image, Qemu};
 use rewind::layout::plan::{Content, PlanOptions, plan};
 use rewind::layout::present::PresentDisk;
-use rewind::layout::stack_run::{self, StackRunner};
+use rewind::layout::stack_run::{self, StackRunner, open};
 use rewind::manifest::{Filesystem, FsType, Mount, StackRef, from_xml, validate};
 use rewind::stack::lvm;
 
@@ -124,6 +124,11 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
         "stack.log",
         "cryptroot",
     );
+    // The key again for the opens below (the executor removes it).
+    vm.run_ok(
+        "cp /run/rewind/stack/cryptroot.key /tmp/cryptroot.key",
+        Duration::from_secs(30),
+    );
     let started = std::time::Instant::now();
     make_stack(&mut vm, &the_plan);
     eprintln!(
@@ -143,7 +148,76 @@ fn live_image_makes_raid1_luks_lvm_from_a_manifest() {
         Duration::from_secs(60),
     );
     assert!(thin.contains("home") && thin.contains("pool"), "{thin}");
+    resume_opens_or_makes_again(&mut vm, &the_plan);
     power_off(vm);
+}
+
+/// What a resume does with the stack just made, with the real tools: taken
+/// down (as at a power cut), it is opened again layer by layer, each
+/// verified against the plan, and nothing is made. Then one member of the
+/// array is wiped: the array does not assemble whole, so it and the LUKS
+/// volume and group on it are made again from wiped devices and read back,
+/// and the filesystem on them made again.
+fn resume_opens_or_makes_again(vm: &mut Qemu, the_plan: &rewind::layout::plan::Plan) {
+    let started = std::time::Instant::now();
+    let key_back = "cp /tmp/cryptroot.key /run/rewind/stack/cryptroot.key";
+    assert!(stack_run::deactivate(the_plan, &mut Console(vm)).is_empty());
+    vm.run_ok(key_back, Duration::from_secs(30));
+    let opened = open::open(the_plan, &mut Console(vm));
+    assert!(opened.whole(), "{opened:?}");
+    let blkid = vm.run_ok(
+        "blkid -o export /dev/mapper/qvg-root",
+        Duration::from_secs(60),
+    );
+    assert!(
+        blkid.contains("UUID=0a1b2c3d-1111-4222-8333-444455556666"),
+        "{blkid}"
+    );
+    eprintln!(
+        "stack opened and verified in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    assert!(stack_run::deactivate(the_plan, &mut Console(vm)).is_empty());
+    vm.run_ok(
+        "wipefs -a /dev/vdb >/dev/null && cp /tmp/cryptroot.key /run/rewind/stack/cryptroot.key",
+        Duration::from_secs(30),
+    );
+    let opened = open::open(the_plan, &mut Console(vm));
+    let remade: Vec<bool> = opened
+        .layers
+        .iter()
+        .map(|l| matches!(l, open::Layer::Remade(_)))
+        .collect();
+    assert_eq!(remade, [true, true, true], "{opened:?}");
+    eprintln!("with a member wiped: {opened:?}");
+    open::remake(the_plan, &opened, &mut Console(vm)).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut console = Console(vm);
+    for v in &the_plan.stack_volumes {
+        if let Content::Filesystem { commands, .. } = &v.content {
+            for c in commands {
+                console.run(c).unwrap();
+            }
+        }
+    }
+    let detail = vm.run_ok(
+        "mdadm --detail --export /dev/md/root",
+        Duration::from_secs(60),
+    );
+    assert!(detail.contains("/dev/vdb"), "{detail}");
+    let blkid = vm.run_ok(
+        "blkid -o export /dev/mapper/qvg-root",
+        Duration::from_secs(60),
+    );
+    assert!(
+        blkid.contains("UUID=0a1b2c3d-1111-4222-8333-444455556666"),
+        "{blkid}"
+    );
+    eprintln!(
+        "member wiped: stack made again and verified in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 const GROW_CAPTURED: u64 = 128 * MIB;

@@ -322,6 +322,25 @@ pub fn format_disks(plan: &Plan, raw: &mut dyn RawSource) -> Result<()> {
     Ok(())
 }
 
+/// The format stage of a resume whose storage stack did not all verify:
+/// the layers [`stack_run::open::open`] left closed made again from their
+/// wiped devices, read back, and the filesystems and swap on them made.
+pub fn remake_stack(plan: &Plan, opened: &stack_run::open::Opened) -> Result<()> {
+    let mut runner = stack_run::SystemRunner;
+    stack_run::open::remake(plan, opened, &mut runner)
+        .context("format stage failed making the storage stack again")?;
+    let remade = opened.remade_refs(plan);
+    for v in plan
+        .stack_volumes
+        .iter()
+        .filter(|v| remade.contains(&v.reference))
+    {
+        format_stack_volume(v)
+            .with_context(|| format!("format stage failed on {} ({})", v.device, v.reference))?;
+    }
+    Ok(())
+}
+
 /// Once the filesystems are unmounted: the storage stack taken down, top
 /// layer first (see [`stack_run::deactivate`]); failures are warnings.
 pub fn take_down_stack(plan: &Plan) {

@@ -11,6 +11,8 @@ use super::plan::Plan;
 use super::stack::{Expect, StackStep, WORK_DIR};
 use crate::stack::{luks, lvm, md};
 
+pub mod open;
+
 /// What running the stack needs from the system.
 pub trait StackRunner {
     /// Run a command; its standard output.

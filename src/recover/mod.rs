@@ -516,33 +516,11 @@ impl Recovery {
 
         self.chosen_before = session.chosen_before();
         let prepared = self.stage(Stage::Plan, |r| {
-            let resumable = if r.settings.action == Action::Plan {
-                None
-            } else {
-                r.resumable(&manifest)
-            };
-            let (the_plan, resumed) = match resumable {
-                Some(res) => (res.plan, Some(res.recorded)),
-                None => {
-                    let (p, marked) = r.plan_marked(&manifest, r.settings.overwrite_non_blank)?;
-                    for m in marked {
-                        say(&m);
-                    }
-                    (p, None)
-                }
-            };
-            print!("{the_plan}");
-            if r.settings.action == Action::Plan {
-                return Ok(None);
-            }
-            // The last look before the first byte is written: still armed?
-            session
-                .still_armed(&target)
-                .context("nothing was written")?;
-            record_disk_choices(&session, &the_plan);
+            let planning_only = r.settings.action == Action::Plan;
             // The repository: raw regions (boot gap, BIOS boot partition)
-            // for the format stage, file trees for the restore.
-            let repo = if manifest.trees().is_empty() {
+            // for the format stage, file trees for the restore, captured
+            // LUKS headers for the stack (a resume stages them to open it).
+            let repo = if manifest.trees().is_empty() || planning_only {
                 None
             } else {
                 Some(session.repository(&target.host).context(
@@ -550,16 +528,60 @@ impl Recovery {
                 )?)
             };
             // LUKS volumes: their escrowed keys and headers on the tmpfs,
-            // or no write at all (removed when `staged` is dropped); before
-            // the preflight check, which refuses a LUKS layer without them.
-            let staged = crate::escrow::staging::stage(
-                &the_plan,
-                repo.as_ref(),
-                &|id| session.escrowed_key(&target.host, id),
-                Path::new(layout::stack::WORK_DIR),
-            )
-            .context("nothing was written")?;
-            layout::preflight(&the_plan).context("preflight check failed")?;
+            // or no write at all (removed when the `Staged` is dropped);
+            // before the preflight check, which refuses a LUKS layer
+            // without them.
+            let stage_keys = |p: &plan::Plan| {
+                crate::escrow::staging::stage(
+                    p,
+                    repo.as_ref(),
+                    &|id| session.escrowed_key(&target.host, id),
+                    Path::new(layout::stack::WORK_DIR),
+                )
+            };
+            let resumable = if planning_only {
+                None
+            } else {
+                r.resumable(&manifest, &stage_keys)
+            };
+            let (the_plan, resumed, staged) = match resumable {
+                Some(res) => (res.plan, Some((res.recorded, res.stack)), res.staged),
+                None => {
+                    let (p, marked) = r.plan_marked(&manifest, r.settings.overwrite_non_blank)?;
+                    for m in marked {
+                        say(&m);
+                    }
+                    (p, None, None)
+                }
+            };
+            print!("{the_plan}");
+            if planning_only {
+                return Ok(None);
+            }
+            // The last look before the first byte is written: still armed?
+            session
+                .still_armed(&target)
+                .context("nothing was written")?;
+            record_disk_choices(&session, &the_plan);
+            let staged = match staged {
+                Some(s) => s,
+                None => stage_keys(&the_plan).context("nothing was written")?,
+            };
+            match &resumed {
+                // Only the layers made again are made: their tools, keys.
+                Some((_, opened)) => {
+                    let mut again = the_plan.clone();
+                    again.stack = the_plan
+                        .stack
+                        .iter()
+                        .zip(&opened.layers)
+                        .filter(|(_, l)| **l != layout::stack_run::open::Layer::Opened)
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                    layout::preflight(&again).context("preflight check failed")?;
+                }
+                None => layout::preflight(&the_plan).context("preflight check failed")?,
+            }
             Ok(Some((the_plan, repo, staged, resumed)))
         })?;
         let Some((the_plan, repo, staged, resumed)) = prepared else {
@@ -575,17 +597,27 @@ impl Recovery {
             None => Box::new(NoRawData),
         };
         let sys = Path::new("/sys");
-        self.stage(Stage::Partition, |_| match resumed {
+        self.stage(Stage::Partition, |_| match &resumed {
             Some(_) => {
                 say("resuming: partitioning skipped: every partition table is the planned one");
                 Ok(())
             }
             None => layout::partition_disks(&the_plan, sys),
         })?;
-        self.stage(Stage::Format, |_| match resumed {
-            Some(_) => {
-                say("resuming: formatting skipped: every filesystem's type and UUID verified");
+        self.stage(Stage::Format, |_| match &resumed {
+            Some((_, opened)) if opened.whole() => {
+                say(
+                    "resuming: formatting skipped: every filesystem's type and UUID verified, \
+                     every layer of the storage stack opened",
+                );
                 Ok(())
+            }
+            Some((_, opened)) => {
+                say(
+                    "resuming: formatting skipped but for the storage stack's layers that did \
+                     not verify: they are made again, with the filesystems on them",
+                );
+                layout::remake_stack(&the_plan, opened)
             }
             None => layout::format_disks(&the_plan, raw.as_mut()),
         })?;
@@ -791,9 +823,13 @@ impl Recovery {
     /// The disks hold a layout, so they are not blank: the plan may take a
     /// used disk here, and it is used only if the layout on it, and the
     /// journals in its filesystems, are exactly this recovery's.
-    fn resumable(&self, m: &Manifest) -> Option<resume::Resumable> {
+    fn resumable(
+        &self,
+        m: &Manifest,
+        stage_keys: &dyn Fn(&plan::Plan) -> Result<crate::escrow::staging::Staged>,
+    ) -> Option<resume::Resumable> {
         let candidate = self.plan_on(m, true).ok()?;
-        match resume::check(m, candidate) {
+        match resume::check(m, candidate, stage_keys) {
             Ok(res) => {
                 say(&format!(
                     "resuming: layout verified, {} files already restored",
@@ -876,9 +912,19 @@ impl Recovery {
         // Parents first: / before /home.
         jobs.sort_by_key(|(_, d, _)| layout::mount::order_key(&d.from));
         let total: u64 = jobs.iter().map(|(_, d, _)| d.bytes).sum();
+        // Every journal is written before the first file of any: their
+        // presence says that the layout was made whole (see resume.rs), so
+        // a run cut while restoring the first filesystem resumes too.
+        let mut journals = Vec::new();
+        for (fs, data, target) in &jobs {
+            journals.push(
+                resume::Journal::open(target, m, fs, data, resuming, None)
+                    .with_context(|| format!("cannot start the resume journal of {}", data.from))?,
+            );
+        }
         let mut done_before = 0;
         let mut out = Restored::default();
-        for (fs, data, target) in jobs {
+        for ((_, data, target), mut journal) in jobs.into_iter().zip(journals) {
             let tree = data.tree.id();
             let entries = repo
                 .tree_entries(&tree)
@@ -891,11 +937,7 @@ impl Recovery {
                 r.restoring(&data.from, done_before, total, progress.clone());
             }
             let t = Instant::now();
-            // Written before the first file: its presence says that the
-            // layout was made whole (see resume.rs).
-            let journal =
-                resume::Journal::open(&target, m, fs, data, resuming, Some(progress.clone()))
-                    .with_context(|| format!("cannot start the resume journal of {}", data.from))?;
+            journal.set_progress(progress.clone());
             let result = crate::repo::prefetch::restore_resuming(
                 repo,
                 entries,

@@ -9,11 +9,22 @@
 //!   signature and each partition's kind, type, boot flag, start and size),
 //!   the kernel's view of each partition (start and size in sysfs), and each
 //!   filesystem's and swap area's type and UUID (blkid) are exactly the
-//!   plan's. A plan with a storage stack (MD, LUKS, LVM) is never resumed.
+//!   plan's.
+//! - **A storage stack** (MD, LUKS, LVM) is opened instead of made, layer
+//!   by layer in the plan's order, each checked against the plan before
+//!   anything on it is trusted (`layout::stack_run::open`: the array
+//!   assembled read-only by its UUID and read back; the LUKS header read
+//!   back, then opened with the escrowed key, staged first as for a first
+//!   run; the volume group's reports before it is activated). A layer that
+//!   does not verify is made again in the format stage from its wiped
+//!   devices, with every layer and filesystem on it (whose restore starts
+//!   over), never repaired. A resume given up after all closes what it
+//!   opened, so the disks can be recreated.
 //! - **That the format stage finished** is known from the journals: a
-//!   journal is created in a filesystem only by the restore, which starts
-//!   after every filesystem was made and mounted. Every filesystem the
-//!   restore writes must hold a journal whose header names this host,
+//!   journal is created in a filesystem only by the restore, which writes
+//!   every filesystem's journal before its first file, after every
+//!   filesystem was made and mounted. Every filesystem the restore writes
+//!   (but those on a layer made again) must hold a journal whose header names this host,
 //!   snapshot, file tree and filesystem UUID: another snapshot's journal (a
 //!   request re-armed to another point in time) or none (a run cut during
 //!   partitioning or formatting) means no resume, and the disks are
@@ -50,7 +61,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, FileType};
 
+use crate::escrow::staging::Staged;
 use crate::layout::plan::{Content, Plan, Table};
+use crate::layout::stack_run::SystemRunner;
+use crate::layout::stack_run::open::{self, Opened};
 use crate::manifest::{Filesystem, FsData, Manifest};
 use crate::progress::Progress;
 use crate::restore::Resume;
@@ -275,6 +289,11 @@ impl Journal {
         })
     }
 
+    /// Count the bytes of the files verified in `progress`.
+    pub(super) fn set_progress(&mut self, progress: Arc<Progress>) {
+        self.progress = Some(progress);
+    }
+
     /// Files an earlier run recorded.
     pub(super) fn earlier(&self) -> usize {
         self.earlier.len()
@@ -389,20 +408,72 @@ pub(super) fn remove_journals(m: &Manifest, plan: &Plan) {
 }
 
 /// A verified resumable recovery: the plan whose layout is on the disks,
-/// and how many files the journals record.
+/// how many files the journals record, and what became of each layer of
+/// its storage stack (opened, or to be made again).
 pub(super) struct Resumable {
     pub plan: Plan,
     pub recorded: usize,
+    pub stack: Opened,
+    /// The LUKS keys staged to open the stack (and to make again the
+    /// layers that did not open); removed when dropped.
+    pub staged: Option<Staged>,
 }
 
 /// Whether `plan`'s layout is on the disks and every filesystem it restores
-/// holds a journal of `m` (see the module documentation). `Err` says why
-/// not, for the console.
-pub(super) fn check(m: &Manifest, plan: Plan) -> std::result::Result<Resumable, String> {
-    if !plan.stack.is_empty() {
-        return Err("a storage stack (MD, LUKS, LVM) is never resumed".into());
-    }
+/// holds a journal of `m` (see the module documentation). A storage stack
+/// is opened layer by layer, each checked against the plan (its LUKS keys
+/// staged by `stage_keys` first); a layer that does not check out is left
+/// to be made again, with what is on it. `Err` says why not, for the
+/// console; then nothing of the stack is left open.
+pub(super) fn check(
+    m: &Manifest,
+    plan: Plan,
+    stage_keys: &dyn Fn(&Plan) -> Result<Staged>,
+) -> std::result::Result<Resumable, String> {
     verify_layout(&plan)?;
+    let mut staged = None;
+    let mut opened = Opened::default();
+    if !plan.stack.is_empty() {
+        staged = Some(
+            stage_keys(&plan)
+                .map_err(|e| format!("cannot stage the keys to open the storage stack: {e:#}"))?,
+        );
+        println!("rewind: resuming: opening the storage stack the plan describes, layer by layer");
+        opened = open::open(&plan, &mut SystemRunner);
+    }
+    match check_filesystems(m, &plan, &opened) {
+        Ok(recorded) => Ok(Resumable {
+            plan,
+            recorded,
+            stack: opened,
+            staged,
+        }),
+        Err(why) => {
+            open::close(&plan, &opened, &mut SystemRunner);
+            Err(why)
+        }
+    }
+}
+
+/// The filesystems on the stack's kept layers are the planned ones
+/// (blkid), and every restored filesystem that is kept holds a journal of
+/// `m`: how many files they record. Filesystems on layers made again are
+/// made again too, and their restore starts over.
+fn check_filesystems(
+    m: &Manifest,
+    plan: &Plan,
+    opened: &Opened,
+) -> std::result::Result<usize, String> {
+    let remade = opened.remade_refs(plan);
+    let mut remade_devices = Vec::new();
+    for v in &plan.stack_volumes {
+        if remade.contains(&v.reference) {
+            remade_devices.push(v.device.as_str());
+            continue;
+        }
+        verify_content(&v.device, &v.content)
+            .map_err(|e| format!("{} ({}): {e:#}", v.device, v.reference))?;
+    }
     let mut recorded = 0;
     let mut any = false;
     for (fs, data) in m
@@ -417,6 +488,9 @@ pub(super) fn check(m: &Manifest, plan: Plan) -> std::result::Result<Resumable, 
         else {
             continue;
         };
+        if remade_devices.contains(&step.device.as_str()) {
+            continue;
+        }
         any = true;
         let want = header(m, fs, data).map_err(|e| format!("{e:#}"))?;
         let text = read_journal(&step.device, &step.fs_type, &step.options, &m.snapshot.id)
@@ -436,9 +510,13 @@ pub(super) fn check(m: &Manifest, plan: Plan) -> std::result::Result<Resumable, 
         recorded += records.len();
     }
     if !any {
-        return Err("the snapshot restores no files".into());
+        return Err(if remade_devices.is_empty() {
+            "the snapshot restores no files".into()
+        } else {
+            "no restored filesystem is kept: every one is on a layer made again".into()
+        });
     }
-    Ok(Resumable { plan, recorded })
+    Ok(recorded)
 }
 
 /// Read a journal from a filesystem mounted read-only for the look.
@@ -554,12 +632,18 @@ fn verify_volume(d: &crate::layout::plan::DiskPlan, v: &crate::layout::plan::Vol
             bail!("the kernel does not see the planned partition (start, size)");
         }
     }
-    let (want_type, want_uuid) = match &v.content {
+    verify_content(&v.device, &v.content)
+}
+
+/// The filesystem or swap area on `device` is the planned one: its type
+/// and UUID as blkid reads them.
+fn verify_content(device: &str, content: &Content) -> Result<()> {
+    let (want_type, want_uuid) = match content {
         Content::Filesystem { fs_type, uuid, .. } => (fs_type.as_str(), uuid),
         Content::Swap { uuid, .. } => ("swap", uuid),
         Content::Raw => return Ok(()),
     };
-    let tags = crate::probe::fs::blkid(Path::new(&v.device))?;
+    let tags = crate::probe::fs::blkid(Path::new(device))?;
     let got_type = tags.get("TYPE").map_or("", String::as_str);
     let got_uuid = tags.get("UUID").map_or("", String::as_str);
     if got_type != want_type || !got_uuid.eq_ignore_ascii_case(want_uuid) {

@@ -207,6 +207,42 @@ pub fn to_element(name: &str, on: StackRef, size: u64, h: &Header) -> Result<Luk
     })
 }
 
+/// Whether the header on a device is the header of `l` (the plan's): each
+/// difference, described. The UUID, version, cipher, key size, sector
+/// size and data offset are what `cryptsetup luksDump` shows; whether the
+/// escrowed key opens it is the proof that the header is this volume's.
+pub fn open_diffs(l: &Luks, h: &Header) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut d = |what: &str, want: String, got: String| {
+        if want != got {
+            diffs.push(format!("{what} is {got}, the plan's {want}"));
+        }
+    };
+    d(
+        "the UUID",
+        l.uuid.to_string().to_ascii_lowercase(),
+        h.uuid.to_ascii_lowercase(),
+    );
+    d("the version", l.version.to_string(), h.version.to_string());
+    d("the cipher", l.cipher.clone(), h.cipher.clone());
+    d(
+        "the key size",
+        l.key_size.to_string(),
+        h.key_size.to_string(),
+    );
+    d(
+        "the sector size",
+        l.sector_size.to_string(),
+        h.sector_size.to_string(),
+    );
+    d(
+        "the data offset",
+        l.data_offset.to_string(),
+        h.data_offset.to_string(),
+    );
+    diffs
+}
+
 /// The file the recovery puts mapping `name`'s escrowed volume key in,
 /// under `dir` (mode 0600, removed once the volume is open).
 pub fn key_file(dir: &str, name: &str) -> String {

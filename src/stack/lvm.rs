@@ -218,6 +218,104 @@ pub fn to_element(
     })
 }
 
+/// Whether the group the reports show (after `vgscan`, before anything is
+/// activated) is `want`: each difference, described. `pv_ref` maps a PV's
+/// device path as `pvs` names it to the block device the plan puts it on.
+/// Compared: the group's UUID and extent size, each PV's UUID, device and
+/// extents, and each LV's UUID, size and type, a thin pool's chunk and
+/// metadata size, a thin volume's pool; an LV the plan does not have is a
+/// difference too.
+pub fn open_diffs(
+    want: &VolumeGroup,
+    vgs: &[VgRow],
+    pvs: &[PvRow],
+    lvs: &[LvRow],
+    pv_ref: impl Fn(&str) -> Option<StackRef>,
+) -> Vec<String> {
+    let got = match to_element(&want.name, vgs, pvs, lvs, "", pv_ref) {
+        Ok(g) => g,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    let mut diffs = Vec::new();
+    let mut d = |what: &str, want: String, got: String| {
+        if want != got {
+            diffs.push(format!("{what} is {got}, the plan's {want}"));
+        }
+    };
+    d("the UUID", want.uuid.clone(), got.uuid.clone());
+    d(
+        "the extent size",
+        want.extent_size.to_string(),
+        got.extent_size.to_string(),
+    );
+    d(
+        "the PV count",
+        want.pvs.len().to_string(),
+        got.pvs.len().to_string(),
+    );
+    for pv in &want.pvs {
+        match got.pvs.iter().find(|p| p.uuid == pv.uuid) {
+            Some(p) => {
+                d(
+                    &format!("PV {}'s device", pv.uuid),
+                    pv.device.to_string(),
+                    p.device.to_string(),
+                );
+                d(
+                    &format!("PV {}'s extents", pv.uuid),
+                    pv.extents.to_string(),
+                    p.extents.to_string(),
+                );
+            }
+            None => d(&format!("PV {}", pv.uuid), "there".into(), "missing".into()),
+        }
+    }
+    for lv in &want.lvs {
+        let Some(g) = got.lvs.iter().find(|l| l.name == lv.name) else {
+            d(&format!("LV {}", lv.name), "there".into(), "missing".into());
+            continue;
+        };
+        let n = &lv.name;
+        d(&format!("LV {n}'s UUID"), lv.uuid.clone(), g.uuid.clone());
+        d(
+            &format!("LV {n}'s size"),
+            lv.size.to_string(),
+            g.size.to_string(),
+        );
+        d(
+            &format!("LV {n}'s type"),
+            lv.lv_type.clone(),
+            g.lv_type.clone(),
+        );
+        d(
+            &format!("LV {n}'s pool"),
+            format!("{:?}", lv.pool),
+            format!("{:?}", g.pool),
+        );
+        d(
+            &format!("LV {n}'s chunk size"),
+            format!("{:?}", lv.chunk_size),
+            format!("{:?}", g.chunk_size),
+        );
+        d(
+            &format!("LV {n}'s metadata size"),
+            format!("{:?}", lv.metadata_size),
+            format!("{:?}", g.metadata_size),
+        );
+        d(
+            &format!("LV {n}'s stripes"),
+            format!("{:?}/{:?}", lv.stripes, lv.stripe_size),
+            format!("{:?}/{:?}", g.stripes, g.stripe_size),
+        );
+    }
+    for g in &got.lvs {
+        if !want.lvs.iter().any(|l| l.name == g.name) {
+            diffs.push(format!("LV {} is not in the plan", g.name));
+        }
+    }
+    diffs
+}
+
 /// `pvcreate` giving `device` the PV's UUID and the captured label
 /// geometry (from the group's vgcfgbackup file).
 pub fn pvcreate_command(pv: &PhysicalVolume, device: &str, restore_file: &str) -> Argv {
