@@ -567,7 +567,7 @@ impl TreeWriter {
 
     /// Append one entry.
     pub fn write_entry(&mut self, repo: &mut Repo, entry: &crate::tree::Entry) -> Result<()> {
-        crate::tree::write_entry(&mut self.buf, entry)?;
+        crate::tree::encode_entry(&mut self.buf, entry);
         self.cut_full(repo)
     }
 
