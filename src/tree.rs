@@ -9,8 +9,85 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// BLAKE3 of a chunk's plain content.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChunkId(pub [u8; 32]);
+
+// The 32 bytes, without the length prefix the derived `Hash` writes, so
+// that [`ChunkHasher`] sees them in one piece.
+impl std::hash::Hash for ChunkId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0);
+    }
+}
+
+/// A map keyed by chunk ids, hashed by [`ChunkHasher`].
+pub type ChunkMap<V> = std::collections::HashMap<ChunkId, V, ChunkHasher>;
+/// A set of chunk ids, hashed by [`ChunkHasher`].
+pub type ChunkSet = std::collections::HashSet<ChunkId, ChunkHasher>;
+
+/// Hashes a [`ChunkId`] by taking 8 of its bytes: it is a BLAKE3 hash
+/// already, uniform in every bit. SipHash over the 32 bytes was 7.6% of a
+/// small-file restore's instructions (the read-ahead's maps). Which 8 bytes
+/// is chosen once per process at random, so that content made to give ids
+/// of the same few bits (cheap for the low bits of a known window) cannot
+/// fill one bucket of a table. Anything but a chunk id hashed with it goes
+/// through an FxHash-like mix.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkHasher {
+    offset: usize,
+}
+
+impl Default for ChunkHasher {
+    fn default() -> ChunkHasher {
+        static OFFSET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let offset = *OFFSET.get_or_init(|| {
+            use std::hash::BuildHasher;
+            (std::collections::hash_map::RandomState::new().hash_one(0u8) % 25) as usize
+        });
+        ChunkHasher { offset }
+    }
+}
+
+impl std::hash::BuildHasher for ChunkHasher {
+    type Hasher = ChunkIdHash;
+    fn build_hasher(&self) -> ChunkIdHash {
+        ChunkIdHash {
+            value: 0,
+            offset: self.offset,
+        }
+    }
+}
+
+/// The hasher [`ChunkHasher`] builds.
+pub struct ChunkIdHash {
+    value: u64,
+    offset: usize,
+}
+
+impl std::hash::Hasher for ChunkIdHash {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.value == 0
+            && bytes.len() == 32
+            && let Some(w) = bytes.get(self.offset..self.offset + 8)
+        {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.value = u64::from_le_bytes(a);
+            return;
+        }
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.value = (self.value.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.value
+    }
+}
 
 impl ChunkId {
     pub fn of(data: &[u8]) -> ChunkId {
@@ -663,6 +740,25 @@ pub(crate) mod tests {
             decode_entry(&huge).unwrap_err(),
             Undecodable::Invalid("a length beyond any entry")
         );
+    }
+
+    #[test]
+    fn chunk_maps_hash_by_the_id() {
+        use std::hash::BuildHasher;
+        let h = ChunkHasher::default();
+        let a = ChunkId::of(b"a");
+        let o = h.offset;
+        assert_eq!(
+            h.hash_one(a),
+            u64::from_le_bytes(a.0[o..o + 8].try_into().unwrap())
+        );
+        let mut m: ChunkMap<u32> = ChunkMap::default();
+        for i in 0..1000u32 {
+            m.insert(ChunkId::of(&i.to_le_bytes()), i);
+        }
+        assert!((0..1000u32).all(|i| m[&ChunkId::of(&i.to_le_bytes())] == i));
+        // Other keys still hash (by a mix of their bytes).
+        assert_ne!(h.hash_one((1u64, 2u64)), h.hash_one((2u64, 1u64)));
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct Repo {
     packer: Option<packer::Packer>,
     /// Blobs handed to the packer and not yet in a written pack (bounded by
     /// the packer's pipeline: packs are indexed as they are written).
-    pending_ids: HashSet<ChunkId>,
+    pending_ids: crate::tree::ChunkSet,
     pub stats: WriteStats,
 }
 
@@ -112,7 +112,7 @@ impl Repo {
             packs: Vec::new(),
             index: index::ChunkIndex::default(),
             packer: None,
-            pending_ids: HashSet::new(),
+            pending_ids: crate::tree::ChunkSet::default(),
             stats: WriteStats::default(),
         };
         repo.load_indexes()?;

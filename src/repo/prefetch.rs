@@ -10,7 +10,7 @@
 //! several writers, the entries being written are a range, not one, and
 //! they finish out of order.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -19,7 +19,7 @@ use anyhow::{Result, anyhow};
 use super::Repo;
 use crate::progress::Progress;
 use crate::restore::{ChunkSource, RestoreOptions, RestoreStats, Resume};
-use crate::tree::{ChunkId, ChunkRef, Entry};
+use crate::tree::{ChunkId, ChunkMap, ChunkRef, Entry};
 
 /// Plain bytes prepared ahead of the writer at most.
 const WINDOW: u64 = 64 << 20;
@@ -32,8 +32,8 @@ struct State {
     /// entry that needs them.
     queue: VecDeque<ChunkRef>,
     /// Queued or being fetched.
-    pending: HashMap<ChunkId, u64>,
-    ready: HashMap<ChunkId, (u64, Fetched)>,
+    pending: ChunkMap<u64>,
+    ready: ChunkMap<(u64, Fetched)>,
     /// The ready chunks by the last entry that needs them, to release
     /// those of finished entries without a pass over all of `ready` (that
     /// pass, once per entry, was 8% of a restore's instructions).
