@@ -1087,6 +1087,86 @@ mod tests {
         assert_eq!(take("d"), None);
     }
 
+    /// The incremental path (the parent's tree read alongside, the tree read
+    /// ahead by threads) still sees every change: a file rewritten in place
+    /// at the same size in a directory whose times were set back, a rename
+    /// within a directory, an edit deep in a directory of many files.
+    #[test]
+    fn changes_in_unchanged_looking_directories_are_captured() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in 0..12 {
+            let sub = root.join(format!("box{d:02}/cur"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..150 {
+                std::fs::write(sub.join(format!("m{f:03}")), format!("message {d} {f}\n")).unwrap();
+            }
+        }
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let mut warnings = Vec::new();
+        let quiet = Progress::quiet();
+        let (first, report) = backup_tree(&mut repo, &root, None, &mut warnings, &quiet).unwrap();
+        assert_eq!(report.files_read, 12 * 150);
+        repo.flush().unwrap();
+
+        // Same size, same directory times (set back after the write).
+        let cur = root.join("box03/cur");
+        let times = std::fs::metadata(&cur).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(cur.join("m007"), b"MESSAGE 3 7\n").unwrap();
+        let set_back = std::fs::FileTimes::new()
+            .set_accessed(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(times.atime() as u64, times.atime_nsec() as u32),
+            )
+            .set_modified(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(times.mtime() as u64, times.mtime_nsec() as u32),
+            );
+        std::fs::File::open(&cur)
+            .unwrap()
+            .set_times(set_back)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&cur).unwrap().mtime_nsec(),
+            times.mtime_nsec()
+        );
+        // A rename within a directory, an edit deep down.
+        std::fs::rename(
+            root.join("box05/cur/m010"),
+            root.join("box05/cur/m010-renamed"),
+        )
+        .unwrap();
+        std::fs::write(root.join("box11/cur/m149"), b"the last one, longer now\n").unwrap();
+
+        let (second, report) =
+            backup_tree(&mut repo, &root, Some(&first), &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        assert_eq!(report.files_read, 3, "{report:?}");
+        assert_eq!(report.files_reused, 12 * 150 - 3);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let entries: Vec<Entry> = repo
+            .tree_entries(&second)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        let content = |path: &str| {
+            let e = entries.iter().find(|e| e.path == path.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            for c in &e.chunks {
+                out.extend(repo.read_blob(&c.id).unwrap());
+            }
+            out
+        };
+        assert_eq!(content("box03/cur/m007"), b"MESSAGE 3 7\n");
+        assert_eq!(content("box05/cur/m010-renamed"), b"message 5 10\n");
+        assert!(!entries.iter().any(|e| e.path == b"box05/cur/m010"));
+        assert_eq!(content("box11/cur/m149"), b"the last one, longer now\n");
+        assert_eq!(content("box00/cur/m000"), b"message 0 0\n");
+        assert_eq!(entries.len(), 1 + 12 * 2 + 12 * 150);
+    }
+
     #[test]
     fn trimming_extents() {
         let mut e = vec![Extent { offset: 0, len: 4 }, Extent { offset: 8, len: 4 }];
