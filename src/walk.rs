@@ -389,7 +389,16 @@ pub fn walk_since<'e>(
         xattr_path: Vec::new(),
         exclude: walk_exclude,
         earlier: None,
-        ahead: ahead::ReadAhead::start(&fd, st.mount, ahead_exclude, ahead::threads()),
+        ahead: ahead::ReadAhead::start(
+            &fd,
+            st.mount,
+            ahead_exclude,
+            if earlier.is_some() {
+                ahead::METADATA
+            } else {
+                ahead::WITH_DATA
+            },
+        ),
     };
     let mut before = match earlier.as_deref_mut() {
         Some(e) => e.take(b"")?.filter(|e| st.unchanged_since(e)),

@@ -7,10 +7,10 @@
 //! inode reads in flight and nothing at all while the walk opened and
 //! listed the next directory (the profile of an unchanged capture of
 //! 100,000 mail files: under 2 s of CPU in 15 s, `statx` waiting on the
-//! disk). Now threads ([`threads`], 16 by default) list directories and
+//! disk). Now threads ([`Depth`]: 16 when only metadata is read) list directories and
 //! `statx` their entries in walk order (a directory before its children,
 //! siblings by name: the smallest path first), big directories in batches,
-//! several directories at once, up to [`AHEAD`] entries ahead of the walk.
+//! several directories at once, up to [`Depth::entries`] ahead of the walk.
 //! What they find is dropped: the walk's own `getdents` and `statx` then
 //! find it in the kernel's caches. Nothing here changes what the walk
 //! sees; a failure only means the walk reads that part itself.
@@ -30,10 +30,29 @@ use rustix::fs::AtFlags;
 
 use super::{Exclusions, Kind, open_dir, stat_at};
 
-/// Entries the threads may have `statx`ed ahead of the walk: their inodes
-/// stay in the kernel's caches until the walk gets there (a few hundred
-/// bytes of kernel memory each, reclaimable).
-const AHEAD: u64 = 64 << 10;
+/// How far ahead the threads read, and how many there are, for a walk that
+/// reads only metadata (an incremental capture: the walk waits on inodes)
+/// and for one whose files are read too (a first capture: the walk waits on
+/// the readers of file data, and inodes read far ahead would only compete
+/// with them for the disk; the first capture of 100,000 mail files went
+/// from 10.6 to 13.8 s and +29 MB with the metadata settings).
+#[derive(Clone, Copy)]
+pub(super) struct Depth {
+    /// Entries `statx`ed ahead of the walk at most: their inodes stay in
+    /// the kernel's caches until the walk gets there (a few hundred bytes
+    /// of kernel memory each, reclaimable).
+    entries: u64,
+    threads: usize,
+}
+
+pub(super) const METADATA: Depth = Depth {
+    entries: 64 << 10,
+    threads: 16,
+};
+pub(super) const WITH_DATA: Depth = Depth {
+    entries: 4 << 10,
+    threads: 4,
+};
 
 /// Names `statx`ed by one task: a big directory is shared among threads.
 const BATCH: usize = 64;
@@ -41,13 +60,13 @@ const BATCH: usize = 64;
 /// The walk reports its progress every this many entries.
 const REPORT_EVERY: u64 = 256;
 
-/// Threads: `REWIND_STAT_AHEAD` (0 for none), or 16. They spend their time
-/// waiting on the disk, so more threads than cores keep it busy.
-pub(super) fn threads() -> usize {
+/// Threads: `REWIND_STAT_AHEAD` (0 for none), or the depth's. They spend
+/// their time waiting on the disk, so more threads than cores keep it busy.
+fn threads(depth: Depth) -> usize {
     std::env::var("REWIND_STAT_AHEAD")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(16)
+        .unwrap_or(depth.threads)
         .min(64)
 }
 
@@ -108,6 +127,8 @@ struct Shared {
     state: Mutex<State>,
     /// Work was queued, the walk caught up, or the end.
     changed: Condvar,
+    /// Entries read ahead of the walk at most.
+    ahead: u64,
     root_mount: (bool, u64),
     exclude: Option<Exclusions>,
 }
@@ -142,14 +163,15 @@ pub(super) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Start `threads` threads reading the tree under `root` (open) ahead of
-    /// a walk that leaves out what `exclude` names.
+    /// Start threads reading the tree under `root` (open) ahead of a walk
+    /// that leaves out what `exclude` names.
     pub(super) fn start(
         root: &OwnedFd,
         root_mount: (bool, u64),
         exclude: Option<&Exclusions>,
-        threads: usize,
+        depth: Depth,
     ) -> ReadAhead {
+        let threads = threads(depth);
         let none = ReadAhead {
             shared: None,
             threads: Vec::new(),
@@ -172,6 +194,7 @@ impl ReadAhead {
                 stop: false,
             }),
             changed: Condvar::new(),
+            ahead: depth.entries,
             root_mount,
             exclude: exclude.cloned(),
         });
@@ -204,8 +227,8 @@ impl ReadAhead {
         let Some(shared) = &self.shared else { return };
         let mut st = shared.lock();
         st.walked += std::mem::take(&mut self.unreported);
-        // Threads wait once they are AHEAD entries ahead.
-        if st.done >= st.walked + AHEAD - REPORT_EVERY * 4 {
+        // Threads wait once they are `ahead` entries ahead.
+        if st.done + REPORT_EVERY * 4 >= st.walked + shared.ahead {
             shared.changed.notify_all();
         }
     }
@@ -285,7 +308,7 @@ fn work(shared: &Shared) {
                 if st.stop {
                     return;
                 }
-                if st.done < st.walked + AHEAD
+                if st.done < st.walked + shared.ahead
                     && let Some(Reverse(t)) = st.tasks.pop()
                 {
                     break t;
@@ -370,7 +393,7 @@ mod tests {
         )
         .unwrap();
         let mount = super::super::stat_fd(&root).unwrap().mount;
-        let mut ahead = ReadAhead::start(&root, mount, None, 4);
+        let mut ahead = ReadAhead::start(&root, mount, None, METADATA);
         let shared = ahead.shared.clone().unwrap();
         // Everything is read: 20 + 20 directories and 2,000 files.
         for _ in 0..1000 {
