@@ -24,6 +24,9 @@
 //! - Directories are read with `O_NOATIME`, and [`FileContent::open`] opens
 //!   files with `O_NOATIME`, so a walk changes no atime — except a symlink's:
 //!   the kernel updates it on `readlink`, which has no such flag.
+//! - Threads read directories and inodes ahead of the walk, in walk order,
+//!   several directories at once (`walk/ahead.rs`): on a cold cache the walk's own
+//!   `getdents` and `statx` then find them cached.
 //! - Regular files are not opened: the caller opens one through
 //!   [`FileContent`] only if it needs its data.
 //! - Given the entries of an earlier walk of the same tree ([`Earlier`], an
