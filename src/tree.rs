@@ -494,25 +494,30 @@ impl<R: Read> EntryReader<R> {
         }
     }
 
-    /// Read more of the input after what is buffered.
+    /// Read more of the input after what is buffered: at least as much as
+    /// is buffered already (an entry longer than the buffer is decoded again
+    /// after each fill: the buffer doubles, so that costs twice its length,
+    /// not its square), at least [`READ_SIZE`], or up to the end.
     fn fill(&mut self) -> std::io::Result<()> {
         self.buf.copy_within(self.pos..self.end, 0);
         self.end -= self.pos;
         self.pos = 0;
-        if self.buf.len() - self.end < READ_SIZE / 2 {
+        let want = self.end.max(READ_SIZE);
+        if self.buf.len() < self.end + want {
             // Zeroed once, when the buffer grows.
-            let len = (self.end * 2).max(READ_SIZE);
-            self.buf.resize(len, 0);
+            self.buf.resize(self.end + want, 0);
         }
-        let n = loop {
-            match self.input.read(&mut self.buf[self.end..]) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r?,
+        let stop = self.end + want;
+        while self.end < stop {
+            match self.input.read(&mut self.buf[self.end..stop]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-        };
-        self.end += n;
-        if n == 0 {
-            self.eof = true;
         }
         Ok(())
     }
@@ -708,6 +713,18 @@ pub(crate) mod tests {
             assert_eq!(&back, e);
             stream.extend_from_slice(&theirs);
         }
+        // An entry longer than the reader's buffer (a big file's chunk list).
+        let mut long = file("long", &[]);
+        long.chunks = (0..20_000u32)
+            .map(|i| ChunkRef {
+                id: ChunkId::of(&i.to_le_bytes()),
+                len: i,
+            })
+            .collect();
+        encode_entry(&mut stream, &long);
+        encode_entry(&mut stream, &entries[0]);
+        entries.push(long);
+        entries.push(entries[0].clone());
         // Read back through a reader that hands out a few bytes at a time.
         struct Trickle<'a>(&'a [u8]);
         impl Read for Trickle<'_> {

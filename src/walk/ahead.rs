@@ -24,6 +24,7 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rustix::fs::AtFlags;
@@ -129,6 +130,8 @@ struct Shared {
     changed: Condvar,
     /// Entries read ahead of the walk at most.
     ahead: u64,
+    /// The walk ended: a batch under way stops too.
+    stopping: AtomicBool,
     root_mount: (bool, u64),
     exclude: Option<Exclusions>,
 }
@@ -195,6 +198,7 @@ impl ReadAhead {
             }),
             changed: Condvar::new(),
             ahead: depth.entries,
+            stopping: AtomicBool::new(false),
             root_mount,
             exclude: exclude.cloned(),
         });
@@ -237,6 +241,7 @@ impl ReadAhead {
 impl Drop for ReadAhead {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
+            shared.stopping.store(true, Ordering::Relaxed);
             shared.lock().stop = true;
             shared.changed.notify_all();
         }
@@ -337,6 +342,9 @@ fn work(shared: &Shared) {
             } => {
                 let mut subdirs = Vec::new();
                 for name in &names[from..to] {
+                    if shared.stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let Ok(meta) = stat_at(dir.as_fd(), name, AtFlags::empty()) else {
                         continue;
                     };
