@@ -56,6 +56,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxAttributes, StatxFlags};
@@ -394,6 +395,7 @@ pub fn walk_since<'e>(
         earlier: None,
         ahead: ahead::ReadAhead::start(
             &fd,
+            st.ino,
             st.mount,
             ahead_exclude,
             if earlier.is_some() {
@@ -424,13 +426,14 @@ pub fn walk_since<'e>(
     };
     (w.visit)(&mut entry, &content).with_context(|| format!("at {}", shown()))?;
     w.count(&entry);
-    w.walk_dir(&fd)?;
+    w.walk_dir(&fd, st.ino)?;
     Ok(w.stats)
 }
 
 const XATTR_MAX: usize = 64 << 10; // XATTR_SIZE_MAX and XATTR_LIST_MAX
 
 /// What `statx` told about one path.
+#[derive(Clone)]
 struct Meta {
     kind: Option<Kind>,
     mode: u32,
@@ -730,18 +733,26 @@ impl Walker<'_, '_, '_> {
             .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
     }
 
-    fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
-        let mut names = self.read_names(dir)?;
+    /// Walk the children of the directory at `self.path`, open as `dir`
+    /// (inode `ino`): as the read-ahead threads listed and `statx`ed them
+    /// when they did, else listed and `statx`ed here.
+    fn walk_dir(&mut self, dir: &OwnedFd, ino: u64) -> Result<()> {
+        let listed = self.ahead.take_dir(&self.path, ino);
+        let names: Arc<[CString]> = match &listed {
+            Some(l) => l.names.clone(),
+            None => self.read_names(dir)?.into(),
+        };
         let base = self.path.len();
+        // Names in `hidden_at_root`: no entry at all.
+        let hide: &[String] = match self.exclude {
+            Some(x) if base == 0 => &x.hidden_at_root,
+            _ => &[],
+        };
+        let hidden = |n: &[u8]| {
+            hide.iter()
+                .any(|p| crate::util::glob::matches(p.as_bytes(), n))
+        };
         if let Some(x) = self.exclude {
-            if base == 0 && !x.hidden_at_root.is_empty() {
-                names.retain(|n| {
-                    let n = n.to_bytes();
-                    !x.hidden_at_root
-                        .iter()
-                        .any(|p| crate::util::glob::matches(p.as_bytes(), n))
-                });
-            }
             if base > 0
                 && x.cachedir_tag
                 && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
@@ -751,20 +762,25 @@ impl Walker<'_, '_, '_> {
                 return Ok(());
             }
         }
-        for name in &names {
+        for (i, name) in names.iter().enumerate() {
+            if hidden(name.to_bytes()) {
+                continue;
+            }
             self.path.truncate(base);
             if base > 0 {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(name.to_bytes());
-            self.child(dir, name)?;
+            let known = listed.as_ref().and_then(|l| l.meta(i));
+            self.child(dir, name, known)?;
         }
         self.path.truncate(base);
         Ok(())
     }
 
-    fn child(&mut self, dir: &OwnedFd, name: &CStr) -> Result<()> {
-        let meta = match stat_at(dir.as_fd(), name, AtFlags::empty()) {
+    /// One child of `dir`; `known` is its `statx` if the read-ahead took it.
+    fn child(&mut self, dir: &OwnedFd, name: &CStr, known: Option<Meta>) -> Result<()> {
+        let meta = match known.map_or_else(|| stat_at(dir.as_fd(), name, AtFlags::empty()), Ok) {
             Ok(m) => m,
             Err(Errno::NOENT) => {
                 self.warn("vanished");
@@ -953,7 +969,7 @@ impl Walker<'_, '_, '_> {
                 self.stats.emptied_dirs += 1;
             }
         } else if self.visited(&mut entry, &content)? {
-            self.walk_dir(&fd)?;
+            self.walk_dir(&fd, meta.ino)?;
         }
         Ok(())
     }

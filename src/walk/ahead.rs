@@ -21,15 +21,15 @@
 //! directories that the walk's name and path patterns exclude.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use rustix::fs::AtFlags;
 
-use super::{Exclusions, Kind, open_dir, stat_at};
+use super::{Exclusions, Kind, Meta, open_dir, stat_at};
 
 /// How far ahead the threads read, and how many there are, for a walk that
 /// reads only metadata (an incremental capture: the walk waits on inodes)
@@ -80,16 +80,45 @@ struct Task {
 }
 
 enum What {
-    /// List the directory `name` of `parent` and queue its entries.
-    List { parent: Arc<OwnedFd>, name: CString },
-    /// `statx` `names[from..to]` in `dir`, whose path is `dir_path`.
+    /// List the directory `name` (inode `ino`) of `parent` and queue its
+    /// entries.
+    List {
+        parent: Arc<OwnedFd>,
+        name: CString,
+        ino: u64,
+    },
+    /// `statx` `listed.names[from..to]` in `dir`, whose path is `dir_path`.
     Stat {
         dir: Arc<OwnedFd>,
         dir_path: Arc<[u8]>,
-        names: Arc<[CString]>,
+        listed: Arc<Listed>,
         from: usize,
         to: usize,
     },
+}
+
+/// A directory as the threads read it: its sorted names and, as they are
+/// read, their `statx`. Handed to the walk when it gets there, so that it
+/// neither lists the directory nor `statx`es an entry again.
+pub(super) struct Listed {
+    /// The directory's inode, to tell it from one that replaced it since.
+    ino: u64,
+    pub(super) names: Arc<[CString]>,
+    metas: Box<[OnceLock<Meta>]>,
+}
+
+impl Listed {
+    /// The `statx` of `names[i]`, when a thread has read it already.
+    pub(super) fn meta(&self, i: usize) -> Option<Meta> {
+        self.metas.get(i)?.get().cloned()
+    }
+}
+
+/// Walk order as bytes: `/` as 0 (no name holds a NUL).
+fn order_key(path: &[u8]) -> Vec<u8> {
+    path.iter()
+        .map(|&c| if c == b'/' { 0 } else { c })
+        .collect()
 }
 
 /// Walk order on relative paths: component by component, that is, bytes
@@ -118,6 +147,9 @@ impl Ord for Task {
 
 struct State {
     tasks: BinaryHeap<Reverse<Task>>,
+    /// Directories listed and not yet reached by the walk, by
+    /// [`order_key`]; those it passed without asking are dropped.
+    listed: BTreeMap<Vec<u8>, Arc<Listed>>,
     /// Entries `statx`ed by the threads, and by the walk.
     done: u64,
     walked: u64,
@@ -170,6 +202,7 @@ impl ReadAhead {
     /// that leaves out what `exclude` names.
     pub(super) fn start(
         root: &OwnedFd,
+        root_ino: u64,
         root_mount: (bool, u64),
         exclude: Option<&Exclusions>,
         depth: Depth,
@@ -192,6 +225,7 @@ impl ReadAhead {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 tasks: BinaryHeap::new(),
+                listed: BTreeMap::new(),
                 done: 0,
                 walked: 0,
                 stop: false,
@@ -202,8 +236,10 @@ impl ReadAhead {
             root_mount,
             exclude: exclude.cloned(),
         });
-        // The root is listed (and its children queued) by a first task.
-        list_into(&shared, &root, Vec::new(), &mut shared.lock());
+        // The root is listed here, its children queued.
+        if let Some(names) = read_names(&root) {
+            queue_names(&root, Vec::new(), root_ino, names, &mut shared.lock());
+        }
         let mut handles = Vec::new();
         for i in 0..threads {
             let s = shared.clone();
@@ -220,6 +256,24 @@ impl ReadAhead {
             threads: handles,
             unreported: 0,
         }
+    }
+
+    /// What the threads read of the directory at `path` (inode `ino`), if
+    /// they listed it; the listings of directories before it in walk order
+    /// are dropped (the walk passed them: excluded, or never reached).
+    pub(super) fn take_dir(&mut self, path: &[u8], ino: u64) -> Option<Arc<Listed>> {
+        let shared = self.shared.as_ref()?;
+        let key = order_key(path);
+        let mut st = shared.lock();
+        let mut rest = st.listed.split_off(&key);
+        std::mem::swap(&mut st.listed, &mut rest);
+        drop(st);
+        // `rest` now holds the passed directories: dropped unlocked.
+        drop(rest);
+        let mut st = shared.lock();
+        let listed = st.listed.remove(&key)?;
+        drop(st);
+        (listed.ino == ino).then_some(listed)
     }
 
     /// The walk visited one more entry.
@@ -251,16 +305,16 @@ impl Drop for ReadAhead {
     }
 }
 
-/// Queue the listing of the directory at `path` (already open as `dir`):
-/// read its names and queue them for `statx` in batches.
-fn list_into(shared: &Shared, dir: &Arc<OwnedFd>, path: Vec<u8>, st: &mut State) {
-    let Some(names) = read_names(dir) else { return };
-    queue_names(dir, path, names, st);
-    shared.changed.notify_all();
-}
-
-fn queue_names(dir: &Arc<OwnedFd>, path: Vec<u8>, names: Vec<CString>, st: &mut State) {
+/// Keep the listing of the directory at `path` (open as `dir`) for the walk
+/// and queue its names for `statx` in batches.
+fn queue_names(dir: &Arc<OwnedFd>, path: Vec<u8>, ino: u64, names: Vec<CString>, st: &mut State) {
     let names: Arc<[CString]> = names.into();
+    let listed = Arc::new(Listed {
+        ino,
+        names: names.clone(),
+        metas: names.iter().map(|_| OnceLock::new()).collect(),
+    });
+    st.listed.insert(order_key(&path), listed.clone());
     let dir_path: Arc<[u8]> = path.into();
     for from in (0..names.len()).step_by(BATCH) {
         st.tasks.push(Reverse(Task {
@@ -268,7 +322,7 @@ fn queue_names(dir: &Arc<OwnedFd>, path: Vec<u8>, names: Vec<CString>, st: &mut 
             what: What::Stat {
                 dir: dir.clone(),
                 dir_path: dir_path.clone(),
-                names: names.clone(),
+                listed: listed.clone(),
                 from,
                 to: (from + BATCH).min(names.len()),
             },
@@ -322,7 +376,7 @@ fn work(shared: &Shared) {
             }
         };
         match task.what {
-            What::List { parent, name } => {
+            What::List { parent, name, ino } => {
                 let Ok(dir) = open_dir(parent.as_fd(), name.as_bytes(), false) else {
                     continue;
                 };
@@ -330,25 +384,27 @@ fn work(shared: &Shared) {
                     continue;
                 };
                 let mut st = shared.lock();
-                queue_names(&Arc::new(dir), task.path, names, &mut st);
+                queue_names(&Arc::new(dir), task.path, ino, names, &mut st);
                 shared.changed.notify_all();
             }
             What::Stat {
                 dir,
                 dir_path,
-                names,
+                listed,
                 from,
                 to,
             } => {
                 let mut subdirs = Vec::new();
-                for name in &names[from..to] {
+                for (i, name) in listed.names.iter().enumerate().take(to).skip(from) {
                     if shared.stopping.load(Ordering::Relaxed) {
                         return;
                     }
                     let Ok(meta) = stat_at(dir.as_fd(), name, AtFlags::empty()) else {
                         continue;
                     };
-                    if meta.kind == Some(Kind::Dir) && meta.mount == shared.root_mount {
+                    let (is_dir, mount, ino) = (meta.kind == Some(Kind::Dir), meta.mount, meta.ino);
+                    let _ = listed.metas[i].set(meta);
+                    if is_dir && mount == shared.root_mount {
                         let path = join(&dir_path, name.as_bytes());
                         if !shared.excluded(&path, name.as_bytes()) {
                             subdirs.push(Task {
@@ -356,6 +412,7 @@ fn work(shared: &Shared) {
                                 what: What::List {
                                     parent: dir.clone(),
                                     name: name.clone(),
+                                    ino,
                                 },
                             });
                         }
@@ -386,6 +443,7 @@ mod tests {
 
     #[test]
     fn reads_ahead_and_stops() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         for d in 0..20 {
             let sub = dir.path().join(format!("d{d}/s"));
@@ -400,8 +458,8 @@ mod tests {
             true,
         )
         .unwrap();
-        let mount = super::super::stat_fd(&root).unwrap().mount;
-        let mut ahead = ReadAhead::start(&root, mount, None, METADATA);
+        let st = super::super::stat_fd(&root).unwrap();
+        let mut ahead = ReadAhead::start(&root, st.ino, st.mount, None, METADATA);
         let shared = ahead.shared.clone().unwrap();
         // Everything is read: 20 + 20 directories and 2,000 files.
         for _ in 0..1000 {
@@ -413,6 +471,21 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(shared.lock().done, 2040);
+        // Listings handed to the walk, with every statx; passed ones dropped.
+        let d3 = ahead.take_dir(b"d3", 0);
+        assert!(d3.is_none(), "another inode: not handed over");
+        let ino = std::fs::metadata(dir.path().join("d5/s")).unwrap().ino();
+        let s5 = ahead.take_dir(b"d5/s", ino).unwrap();
+        assert_eq!(s5.names.len(), 100);
+        assert!((0..100).all(|i| s5.meta(i).is_some_and(|m| m.kind == Some(Kind::File))));
+        assert!(ahead.take_dir(b"d4/s", 0).is_none());
+        assert!(
+            !shared
+                .lock()
+                .listed
+                .keys()
+                .any(|k| k.as_slice() < b"d5\0s".as_slice())
+        );
         for _ in 0..2040 {
             ahead.walked();
         }
