@@ -11,9 +11,12 @@
 //! `statx` their entries in walk order (a directory before its children,
 //! siblings by name: the smallest path first), big directories in batches,
 //! several directories at once, up to [`Depth::entries`] ahead of the walk.
-//! What they find is dropped: the walk's own `getdents` and `statx` then
-//! find it in the kernel's caches. Nothing here changes what the walk
-//! sees; a failure only means the walk reads that part itself.
+//! What they find is handed to the walk ([`ReadAhead::take_dir`]): a
+//! directory's sorted names and every `statx` taken so far, so that each
+//! directory is listed and each entry `statx`ed once (the walk lists and
+//! `statx`es itself what the threads have not reached, and a directory
+//! whose inode changed since). A failure here only means the walk reads
+//! that part itself.
 //!
 //! The threads stay on the root's mount (by mount id, or by device where
 //! `statx` cannot tell it), open directories like the walk does (no symlink
