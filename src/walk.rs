@@ -752,15 +752,14 @@ impl Walker<'_, '_, '_> {
             hide.iter()
                 .any(|p| crate::util::glob::matches(p.as_bytes(), n))
         };
-        if let Some(x) = self.exclude {
-            if base > 0
-                && x.cachedir_tag
-                && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
-                && has_cachedir_tag(dir.as_fd())
-            {
-                self.stats.emptied_dirs += 1;
-                return Ok(());
-            }
+        if let Some(x) = self.exclude
+            && base > 0
+            && x.cachedir_tag
+            && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
+            && has_cachedir_tag(dir.as_fd())
+        {
+            self.stats.emptied_dirs += 1;
+            return Ok(());
         }
         for (i, name) in names.iter().enumerate() {
             if hidden(name.to_bytes()) {
