@@ -470,14 +470,11 @@ pub fn backup_tree_excluding(
     warnings: &mut Vec<String>,
     progress: &Progress,
 ) -> Result<(tree::ChunkId, FsReport)> {
-    let mut parent = match previous {
-        Some(tree) => Some(ParentTree {
-            entries: Some(
-                repo.tree_entries_detached(tree)
-                    .context("cannot read the parent snapshot's tree")?,
-            ),
-            next: None,
-        }),
+    let parent_entries = match previous {
+        Some(tree) => Some(
+            repo.tree_entries_detached(tree)
+                .context("cannot read the parent snapshot's tree")?,
+        ),
         None => None,
     };
     let readers = reader_threads();
@@ -493,6 +490,23 @@ pub fn backup_tree_excluding(
                 .context("cannot start a reader thread")?;
         }
         drop(data_tx);
+        // The parent's tree is read and decoded on a thread of its own, a
+        // few batches ahead of the walk.
+        let mut parent = match parent_entries {
+            Some(entries) => {
+                let (tx, rx) = mpsc::sync_channel(PARENT_BATCHES);
+                std::thread::Builder::new()
+                    .name("rewind-parent".into())
+                    .spawn_scoped(scope, move || read_parent(entries, &tx))
+                    .context("cannot start the thread reading the parent's tree")?;
+                Some(ParentTree {
+                    entries: Some(rx),
+                    batch: Vec::new().into_iter(),
+                    next: None,
+                })
+            }
+            None => None,
+        };
         let mut pending = Pending {
             repo,
             tree: TreeWriter::new(),
@@ -553,31 +567,81 @@ const MAX_WAITING: usize = 16 << 10;
 /// A reader hands over what it read in pieces of about this size.
 const HANDOVER_BYTES: usize = 2 << 20;
 
+/// Batches of the parent's entries decoded ahead of the walk, and their size.
+const PARENT_BATCHES: usize = 8;
+const PARENT_BATCH: usize = 1024;
+
+/// A batch of the parent's entries, or why the tree could not be read.
+type ParentBatch = Result<Vec<Entry>, String>;
+
+/// The thread reading the parent's tree: decode it in batches until its end,
+/// an error, or the walk no longer listens.
+fn read_parent<R: Read>(entries: tree::EntryReader<R>, tx: &mpsc::SyncSender<ParentBatch>) {
+    let mut batch = Vec::with_capacity(PARENT_BATCH);
+    for e in entries {
+        match e {
+            Ok(e) => batch.push(e),
+            Err(e) => {
+                let _ = tx.send(Err(format!("{e:#}")));
+                return;
+            }
+        }
+        if batch.len() == PARENT_BATCH
+            && tx
+                .send(Ok(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(PARENT_BATCH),
+                )))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch));
+    }
+}
+
 /// The parent snapshot's tree, read alongside the walk in the same order.
-struct ParentTree<R> {
-    /// None once it is read to the end.
-    entries: Option<tree::EntryReader<R>>,
+struct ParentTree {
+    /// Batches from [`read_parent`]; None once read to the end.
+    entries: Option<mpsc::Receiver<ParentBatch>>,
+    batch: std::vec::IntoIter<Entry>,
     /// The next entry not yet asked for.
     next: Option<Entry>,
 }
 
-impl<R: Read> walk::Earlier for ParentTree<R> {
+impl ParentTree {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(e) = self.batch.next() {
+                return Ok(Some(e));
+            }
+            let Some(rx) = &self.entries else {
+                return Ok(None);
+            };
+            match rx.recv() {
+                Ok(Ok(batch)) => self.batch = batch.into_iter(),
+                Ok(Err(e)) => {
+                    self.entries = None;
+                    anyhow::bail!("cannot read the parent snapshot's tree: {e}");
+                }
+                // The end.
+                Err(_) => self.entries = None,
+            }
+        }
+    }
+}
+
+impl walk::Earlier for ParentTree {
     fn take(&mut self, path: &[u8]) -> Result<Option<Entry>> {
         loop {
             let next = match self.next.take() {
                 Some(e) => e,
-                None => {
-                    let Some(entries) = self.entries.as_mut() else {
-                        return Ok(None);
-                    };
-                    match entries.next() {
-                        Some(e) => e.context("cannot read the parent snapshot's tree")?,
-                        None => {
-                            self.entries = None;
-                            return Ok(None);
-                        }
-                    }
-                }
+                None => match self.next_entry()? {
+                    Some(e) => e,
+                    None => return Ok(None),
+                },
             };
             match walk_order(&next.path, path) {
                 // Gone since: skip it.
@@ -1003,8 +1067,12 @@ mod tests {
         for p in paths {
             tree::write_entry(&mut stream, &tree::tests::file(p, &[b"x"])).unwrap();
         }
+        let (tx, rx) = mpsc::sync_channel(PARENT_BATCHES);
+        read_parent(tree::EntryReader::new(&stream[..]), &tx);
+        drop(tx);
         let mut parent = ParentTree {
-            entries: Some(tree::EntryReader::new(&stream[..])),
+            entries: Some(rx),
+            batch: Vec::new().into_iter(),
             next: None,
         };
         let mut take = |p: &str| parent.take(p.as_bytes()).unwrap().map(|e| e.path);
@@ -1017,6 +1085,86 @@ mod tests {
         assert_eq!(take("c"), None);
         assert_eq!(take("c/y"), Some(b"c/y".to_vec()));
         assert_eq!(take("d"), None);
+    }
+
+    /// The incremental path (the parent's tree read alongside, the tree read
+    /// ahead by threads) still sees every change: a file rewritten in place
+    /// at the same size in a directory whose times were set back, a rename
+    /// within a directory, an edit deep in a directory of many files.
+    #[test]
+    fn changes_in_unchanged_looking_directories_are_captured() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in 0..12 {
+            let sub = root.join(format!("box{d:02}/cur"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..150 {
+                std::fs::write(sub.join(format!("m{f:03}")), format!("message {d} {f}\n")).unwrap();
+            }
+        }
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let mut warnings = Vec::new();
+        let quiet = Progress::quiet();
+        let (first, report) = backup_tree(&mut repo, &root, None, &mut warnings, &quiet).unwrap();
+        assert_eq!(report.files_read, 12 * 150);
+        repo.flush().unwrap();
+
+        // Same size, same directory times (set back after the write).
+        let cur = root.join("box03/cur");
+        let times = std::fs::metadata(&cur).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(cur.join("m007"), b"MESSAGE 3 7\n").unwrap();
+        let set_back = std::fs::FileTimes::new()
+            .set_accessed(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(times.atime() as u64, times.atime_nsec() as u32),
+            )
+            .set_modified(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(times.mtime() as u64, times.mtime_nsec() as u32),
+            );
+        std::fs::File::open(&cur)
+            .unwrap()
+            .set_times(set_back)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&cur).unwrap().mtime_nsec(),
+            times.mtime_nsec()
+        );
+        // A rename within a directory, an edit deep down.
+        std::fs::rename(
+            root.join("box05/cur/m010"),
+            root.join("box05/cur/m010-renamed"),
+        )
+        .unwrap();
+        std::fs::write(root.join("box11/cur/m149"), b"the last one, longer now\n").unwrap();
+
+        let (second, report) =
+            backup_tree(&mut repo, &root, Some(&first), &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        assert_eq!(report.files_read, 3, "{report:?}");
+        assert_eq!(report.files_reused, 12 * 150 - 3);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let entries: Vec<Entry> = repo
+            .tree_entries(&second)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        let content = |path: &str| {
+            let e = entries.iter().find(|e| e.path == path.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            for c in &e.chunks {
+                out.extend(repo.read_blob(&c.id).unwrap());
+            }
+            out
+        };
+        assert_eq!(content("box03/cur/m007"), b"MESSAGE 3 7\n");
+        assert_eq!(content("box05/cur/m010-renamed"), b"message 5 10\n");
+        assert!(!entries.iter().any(|e| e.path == b"box05/cur/m010"));
+        assert_eq!(content("box11/cur/m149"), b"the last one, longer now\n");
+        assert_eq!(content("box00/cur/m000"), b"message 0 0\n");
+        assert_eq!(entries.len(), 1 + 12 * 2 + 12 * 150);
     }
 
     #[test]

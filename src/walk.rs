@@ -24,6 +24,9 @@
 //! - Directories are read with `O_NOATIME`, and [`FileContent::open`] opens
 //!   files with `O_NOATIME`, so a walk changes no atime — except a symlink's:
 //!   the kernel updates it on `readlink`, which has no such flag.
+//! - Threads read directories and inodes ahead of the walk, in walk order,
+//!   several directories at once (`walk/ahead.rs`): on a cold cache the walk's own
+//!   `getdents` and `statx` then find them cached.
 //! - Regular files are not opened: the caller opens one through
 //!   [`FileContent`] only if it needs its data.
 //! - Given the entries of an earlier walk of the same tree ([`Earlier`], an
@@ -54,13 +57,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, anyhow};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
 
 use crate::tree::{ChunkRef, Entry, Extent, Kind, Time, display_bytes};
+
+mod ahead;
 
 /// What a walk saw besides the entries.
 #[derive(Debug, Default, Clone)]
@@ -370,6 +374,10 @@ pub fn walk_since<'e>(
         .with_context(|| format!("cannot open directory {}", shown()))?;
     let st = stat_fd(&fd).with_context(|| format!("cannot stat {}", shown()))?;
     let proc_fd = rustix::fs::stat("/proc/self/fd").is_ok();
+    let walk_exclude =
+        (!exclude.is_empty() || !exclude.hidden_at_root.is_empty()).then_some(exclude);
+    let ahead_exclude =
+        walk_exclude.filter(|x| !x.patterns.is_empty() || !x.hidden_at_root.is_empty());
     let mut w = Walker {
         visit,
         stats: WalkStats::default(),
@@ -383,9 +391,19 @@ pub fn walk_since<'e>(
         value_buf: vec![0; XATTR_MAX],
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
-        exclude: (!exclude.is_empty() || !exclude.hidden_at_root.is_empty()).then_some(exclude),
+        exclude: walk_exclude,
         earlier: None,
-        stat_ahead: StatAhead::start(stat_ahead_threads()),
+        ahead: ahead::ReadAhead::start(
+            &fd,
+            st.ino,
+            st.mount,
+            ahead_exclude,
+            if earlier.is_some() {
+                ahead::METADATA
+            } else {
+                ahead::WITH_DATA
+            },
+        ),
     };
     let mut before = match earlier.as_deref_mut() {
         Some(e) => e.take(b"")?.filter(|e| st.unchanged_since(e)),
@@ -408,112 +426,14 @@ pub fn walk_since<'e>(
     };
     (w.visit)(&mut entry, &content).with_context(|| format!("at {}", shown()))?;
     w.count(&entry);
-    w.walk_dir(&fd)?;
+    w.walk_dir(&fd, st.ino)?;
     Ok(w.stats)
-}
-
-/// Threads that `statx` the children of each directory the walk lists,
-/// ahead of the walk, so that their inodes are read from the disk several
-/// at a time: on a cold cache the walk otherwise waits for one inode after
-/// another (the profile of an unchanged capture of 100,000 files: 2 s of
-/// CPU in 29 s). What they find is dropped; the walk's own `statx` then
-/// finds the inode cached.
-struct StatAhead {
-    jobs: Option<std::sync::mpsc::Sender<Arc<StatJob>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-struct StatJob {
-    dir: OwnedFd,
-    names: Vec<CString>,
-    next: AtomicUsize,
-}
-
-/// Threads of [`StatAhead`]: `REWIND_STAT_AHEAD` (0 for none), or 4.
-fn stat_ahead_threads() -> usize {
-    std::env::var("REWIND_STAT_AHEAD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
-        .min(32)
-}
-
-impl StatAhead {
-    fn start(threads: usize) -> StatAhead {
-        let mut senders = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..threads {
-            let (tx, rx) = std::sync::mpsc::channel::<Arc<StatJob>>();
-            let spawned = std::thread::Builder::new()
-                .name(format!("rewind-stat-{i}"))
-                .spawn(move || {
-                    for job in rx {
-                        loop {
-                            let i = job.next.fetch_add(1, Ordering::Relaxed);
-                            let Some(name) = job.names.get(i) else { break };
-                            let _ = stat_at(job.dir.as_fd(), name, AtFlags::empty());
-                        }
-                    }
-                });
-            // Without the thread the walk is only slower.
-            if let Ok(h) = spawned {
-                senders.push(tx);
-                handles.push(h);
-            }
-        }
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<StatJob>>();
-        if !senders.is_empty() {
-            // One hand-out thread: every stat thread takes from each job.
-            if let Ok(h) = std::thread::Builder::new()
-                .name("rewind-stat".into())
-                .spawn(move || {
-                    for job in rx {
-                        for s in &senders {
-                            let _ = s.send(job.clone());
-                        }
-                    }
-                })
-            {
-                handles.push(h);
-                return StatAhead {
-                    jobs: Some(tx),
-                    threads: handles,
-                };
-            }
-        }
-        StatAhead {
-            jobs: None,
-            threads: handles,
-        }
-    }
-
-    /// Stat `names` in `dir` ahead of the walk.
-    fn ahead(&self, dir: &OwnedFd, names: &[CString]) {
-        let Some(jobs) = &self.jobs else { return };
-        if names.len() < 2 {
-            return;
-        }
-        let Ok(dir) = dir.try_clone() else { return };
-        let _ = jobs.send(Arc::new(StatJob {
-            dir,
-            names: names.to_vec(),
-            next: AtomicUsize::new(0),
-        }));
-    }
-}
-
-impl Drop for StatAhead {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 const XATTR_MAX: usize = 64 << 10; // XATTR_SIZE_MAX and XATTR_LIST_MAX
 
 /// What `statx` told about one path.
+#[derive(Clone)]
 struct Meta {
     kind: Option<Kind>,
     mode: u32,
@@ -737,7 +657,8 @@ struct Walker<'v, 'w, 'e> {
     /// None when nothing is excluded: no per-entry work.
     exclude: Option<&'w Exclusions>,
     earlier: Option<&'e mut (dyn Earlier + 'e)>,
-    stat_ahead: StatAhead,
+    /// Threads reading directories and inodes ahead of the walk.
+    ahead: ahead::ReadAhead,
 }
 
 impl Walker<'_, '_, '_> {
@@ -751,6 +672,7 @@ impl Walker<'_, '_, '_> {
     }
 
     fn count(&mut self, e: &Entry) {
+        self.ahead.walked();
         self.stats.entries += 1;
         match e.kind {
             Kind::Dir => self.stats.dirs += 1,
@@ -811,42 +733,53 @@ impl Walker<'_, '_, '_> {
             .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
     }
 
-    fn walk_dir(&mut self, dir: &OwnedFd) -> Result<()> {
-        let mut names = self.read_names(dir)?;
-        self.stat_ahead.ahead(dir, &names);
+    /// Walk the children of the directory at `self.path`, open as `dir`
+    /// (inode `ino`): as the read-ahead threads listed and `statx`ed them
+    /// when they did, else listed and `statx`ed here.
+    fn walk_dir(&mut self, dir: &OwnedFd, ino: u64) -> Result<()> {
+        let listed = self.ahead.take_dir(&self.path, ino);
+        let names: Arc<[CString]> = match &listed {
+            Some(l) => l.names.clone(),
+            None => self.read_names(dir)?.into(),
+        };
         let base = self.path.len();
-        if let Some(x) = self.exclude {
-            if base == 0 && !x.hidden_at_root.is_empty() {
-                names.retain(|n| {
-                    let n = n.to_bytes();
-                    !x.hidden_at_root
-                        .iter()
-                        .any(|p| crate::util::glob::matches(p.as_bytes(), n))
-                });
-            }
-            if base > 0
-                && x.cachedir_tag
-                && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
-                && has_cachedir_tag(dir.as_fd())
-            {
-                self.stats.emptied_dirs += 1;
-                return Ok(());
-            }
+        // Names in `hidden_at_root`: no entry at all.
+        let hide: &[String] = match self.exclude {
+            Some(x) if base == 0 => &x.hidden_at_root,
+            _ => &[],
+        };
+        let hidden = |n: &[u8]| {
+            hide.iter()
+                .any(|p| crate::util::glob::matches(p.as_bytes(), n))
+        };
+        if let Some(x) = self.exclude
+            && base > 0
+            && x.cachedir_tag
+            && names.iter().any(|n| n.as_c_str() == c"CACHEDIR.TAG")
+            && has_cachedir_tag(dir.as_fd())
+        {
+            self.stats.emptied_dirs += 1;
+            return Ok(());
         }
-        for name in &names {
+        for (i, name) in names.iter().enumerate() {
+            if hidden(name.to_bytes()) {
+                continue;
+            }
             self.path.truncate(base);
             if base > 0 {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(name.to_bytes());
-            self.child(dir, name)?;
+            let known = listed.as_ref().and_then(|l| l.meta(i));
+            self.child(dir, name, known)?;
         }
         self.path.truncate(base);
         Ok(())
     }
 
-    fn child(&mut self, dir: &OwnedFd, name: &CStr) -> Result<()> {
-        let meta = match stat_at(dir.as_fd(), name, AtFlags::empty()) {
+    /// One child of `dir`; `known` is its `statx` if the read-ahead took it.
+    fn child(&mut self, dir: &OwnedFd, name: &CStr, known: Option<Meta>) -> Result<()> {
+        let meta = match known.map_or_else(|| stat_at(dir.as_fd(), name, AtFlags::empty()), Ok) {
             Ok(m) => m,
             Err(Errno::NOENT) => {
                 self.warn("vanished");
@@ -1035,7 +968,7 @@ impl Walker<'_, '_, '_> {
                 self.stats.emptied_dirs += 1;
             }
         } else if self.visited(&mut entry, &content)? {
-            self.walk_dir(&fd)?;
+            self.walk_dir(&fd, meta.ino)?;
         }
         Ok(())
     }

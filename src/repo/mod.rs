@@ -49,7 +49,7 @@ pub struct Repo {
     packer: Option<packer::Packer>,
     /// Blobs handed to the packer and not yet in a written pack (bounded by
     /// the packer's pipeline: packs are indexed as they are written).
-    pending_ids: HashSet<ChunkId>,
+    pending_ids: crate::tree::ChunkSet,
     pub stats: WriteStats,
 }
 
@@ -112,7 +112,7 @@ impl Repo {
             packs: Vec::new(),
             index: index::ChunkIndex::default(),
             packer: None,
-            pending_ids: HashSet::new(),
+            pending_ids: crate::tree::ChunkSet::default(),
             stats: WriteStats::default(),
         };
         repo.load_indexes()?;
@@ -576,7 +576,7 @@ impl TreeWriter {
 
     /// Append one entry.
     pub fn write_entry(&mut self, repo: &mut Repo, entry: &crate::tree::Entry) -> Result<()> {
-        crate::tree::write_entry(&mut self.buf, entry)?;
+        crate::tree::encode_entry(&mut self.buf, entry);
         self.cut_full(repo)
     }
 

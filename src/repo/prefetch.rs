@@ -15,7 +15,7 @@
 //! them in tree order, which is the order a capture wrote them) and reads
 //! the run with one ranged GET, then checks each chunk of it by its own id.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -24,7 +24,7 @@ use anyhow::{Context, Result, anyhow};
 use super::{Location, Repo};
 use crate::progress::Progress;
 use crate::restore::{ChunkSource, RestoreOptions, RestoreStats, Resume};
-use crate::tree::{ChunkId, ChunkRef, Entry};
+use crate::tree::{ChunkId, ChunkMap, ChunkRef, Entry};
 
 /// Plain bytes prepared ahead of the writer at most.
 const WINDOW: u64 = 64 << 20;
@@ -52,8 +52,8 @@ struct State {
     /// `pending`), with where they are stored when reads are coalesced.
     queue: VecDeque<(ChunkRef, Option<Location>)>,
     /// Queued or being fetched.
-    pending: HashMap<ChunkId, u64>,
-    ready: HashMap<ChunkId, (u64, Fetched)>,
+    pending: ChunkMap<u64>,
+    ready: ChunkMap<(u64, Fetched)>,
     /// The ready chunks by the last entry that needs them, to release
     /// those of finished entries without a pass over all of `ready` (that
     /// pass, once per entry, was 8% of a restore's instructions).
