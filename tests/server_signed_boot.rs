@@ -139,22 +139,8 @@ fn sign_image_builds_the_pins_and_the_lock_into_the_signed_initrd() {
 
     let signed = std::fs::read(boot.join("initrd.img")).unwrap();
     assert_eq!(&signed[..initrd.len()], initrd.as_slice());
-    let pad = (4 - initrd.len() % 4) % 4;
     let unpacked = d.join("unpacked");
-    std::fs::create_dir_all(&unpacked).unwrap();
-    let mut cpio = std::process::Command::new("cpio")
-        .args(["-id", "--quiet"])
-        .current_dir(&unpacked)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    cpio.stdin
-        .take()
-        .unwrap()
-        .write_all(&signed[initrd.len() + pad..])
-        .unwrap();
-    assert!(cpio.wait().unwrap().success());
+    unpack_appended_cpio(&signed, initrd.len(), &unpacked);
     assert_eq!(
         std::fs::read_to_string(unpacked.join("etc/rewind/pins")).unwrap(),
         "AAAA=\nBBBB=\n"

@@ -195,24 +195,8 @@ fn boot_scripts_carry_the_pins_the_next_key_s_too() {
         .bytes()
         .unwrap();
     assert_eq!(&served[..initrd.len()], initrd);
-    let archive = &served[initrd.len()..];
-    let pad = (4 - initrd.len() % 4) % 4;
-    assert!(archive[..pad].iter().all(|b| *b == 0));
     let out = dir.path().join("unpacked");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut cpio = std::process::Command::new("cpio")
-        .args(["-id", "--quiet"])
-        .current_dir(&out)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    cpio.stdin
-        .take()
-        .unwrap()
-        .write_all(&archive[pad..])
-        .unwrap();
-    assert!(cpio.wait().unwrap().success());
+    unpack_appended_cpio(&served, initrd.len(), &out);
     assert_eq!(
         std::fs::read_to_string(out.join("etc/rewind/pins")).unwrap(),
         format!("{pin}\n{next}\n")

@@ -602,3 +602,25 @@ pub fn make_signing_ca(dir: &Path, name: &str) {
         "-extfile", ext.to_str().unwrap(),
     ]);
 }
+
+/// Unpack into `out` the cpio archive appended to an initrd of
+/// `initrd_len` bytes (4-byte aligned with zeros, as the server and
+/// scripts/sign-image append the pins).
+pub fn unpack_appended_cpio(file: &[u8], initrd_len: usize, out: &Path) {
+    let pad = (4 - initrd_len % 4) % 4;
+    assert!(file[initrd_len..initrd_len + pad].iter().all(|b| *b == 0));
+    std::fs::create_dir_all(out).unwrap();
+    let mut cpio = Command::new("cpio")
+        .args(["-id", "--quiet"])
+        .current_dir(out)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cpio.stdin
+        .take()
+        .unwrap()
+        .write_all(&file[initrd_len + pad..])
+        .unwrap();
+    assert!(cpio.wait().unwrap().success());
+}
