@@ -10,7 +10,7 @@ use crate::layout::present::PresentDisk;
 use crate::manifest::stack_tests::sample_stack;
 use crate::manifest::{LuksEscrow, Manifest, StackRef, validate};
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(super) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/stack")
@@ -19,12 +19,12 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn text(name: &str) -> String {
+pub(super) fn text(name: &str) -> String {
     String::from_utf8(fixture(name)).unwrap()
 }
 
 /// The stack sample with the real vg0 of the fixtures on luks/cryptroot.
-fn manifest() -> Manifest {
+pub(super) fn manifest() -> Manifest {
     let mut m = sample_stack();
     let vg = lvm::to_element(
         "vg0",
@@ -45,7 +45,7 @@ fn manifest() -> Manifest {
     m
 }
 
-fn present() -> Vec<PresentDisk> {
+pub(super) fn present() -> Vec<PresentDisk> {
     ["sda", "sdb", "sdc", "sdd"]
         .iter()
         .zip([8u64 << 30, 8 << 30, 4 << 30, 4 << 30])

@@ -8,55 +8,23 @@ use std::collections::HashSet;
 
 use super::*;
 use crate::layout::plan::{PlanOptions, plan};
-use crate::layout::present::PresentDisk;
 use crate::manifest::stack_tests::sample_stack;
-use crate::manifest::{LuksEscrow, Manifest, validate};
+use crate::manifest::{Manifest, validate};
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/stack")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn text(name: &str) -> String {
-    String::from_utf8(fixture(name)).unwrap()
-}
+use crate::layout::stack_run::tests::{fixture, present, text};
 
 /// The stack sample with the real vg0 of the fixtures (a thin pool
-/// included) on luks/cryptroot, as `stack_run`'s own tests use it.
+/// included) on luks/cryptroot, as `stack_run`'s own tests use it, with
+/// the LUKS sector size of the fixture's header (luks2-header.bin).
 fn manifest() -> Manifest {
-    let mut m = sample_stack();
-    let vg = lvm::to_element(
-        "vg0",
-        &lvm::parse_vgs(&text("lvm-vgs.json")).unwrap(),
-        &lvm::parse_pvs(&text("lvm-pvs.json")).unwrap(),
-        &lvm::parse_lvs(&text("lvm-lvs.json")).unwrap(),
-        &text("lvm-vg0-thin.vg"),
-        |_| Some(StackRef::Luks("cryptroot".into())),
-    )
-    .unwrap();
-    m.volume_groups = vec![vg];
-    m.luks[1].size = 62 << 20;
-    // As the header of the fixture (luks2-header.bin) has it.
+    let mut m = crate::layout::stack_run::tests::manifest();
     m.luks[0].sector_size = 4096;
-    m.luks[1].escrow = Some(LuksEscrow {
-        kind: "volume-key".into(),
-        key_id: "web1-5ec2e700-1".into(),
-    });
     validate(&m).unwrap_or_else(|e| panic!("{e}"));
     m
 }
 
 fn the_plan(m: &Manifest) -> Plan {
-    let present: Vec<PresentDisk> = ["sda", "sdb", "sdc", "sdd"]
-        .iter()
-        .zip([8u64 << 30, 8 << 30, 4 << 30, 4 << 30])
-        .map(|(n, size)| PresentDisk::bare(n, size))
-        .collect();
-    plan(m, &present, &PlanOptions::default()).unwrap()
+    plan(m, &present(), &PlanOptions::default()).unwrap()
 }
 
 /// Answers as the tools would on the disks an interrupted run of the plan
