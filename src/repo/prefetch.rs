@@ -456,25 +456,8 @@ mod tests {
         repo.flush().unwrap();
         let size = expected.len() as u64;
         let file = |name: &str| Entry {
-            path: name.as_bytes().to_vec(),
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: Time::default(),
-            mtime: Time::default(),
-            ctime: Time::default(),
-            ino: 1,
-            size,
-            rdev: 0,
-            link_target: Vec::new(),
-            hardlink_to: None,
-            xattrs: Vec::new(),
-            extents: vec![Extent {
-                offset: 0,
-                len: size,
-            }],
             chunks: chunks.clone(),
+            ..test_file(name, size)
         };
         let mut root = file("");
         root.kind = Kind::Dir;
