@@ -45,6 +45,22 @@ pub(super) fn manifest() -> Manifest {
     m
 }
 
+/// The size `blockdev --getsize64` gives for an array or LUKS mapping of
+/// `m` made as planned.
+pub(super) fn planned_size(m: &Manifest, dev: &str) -> u64 {
+    m.md_arrays
+        .iter()
+        .find(|a| format!("/dev/md/{}", a.name) == dev)
+        .map(|a| a.size)
+        .or_else(|| {
+            m.luks
+                .iter()
+                .find(|l| format!("/dev/mapper/{}", l.name) == dev)
+                .map(|l| l.size)
+        })
+        .unwrap_or_else(|| panic!("no planned size for {dev}"))
+}
+
 pub(super) fn present() -> Vec<PresentDisk> {
     ["sda", "sdb", "sdc", "sdd"]
         .iter()
@@ -82,22 +98,7 @@ impl StackRunner for Fake {
                     a.array_name.clone().unwrap_or_default()
                 )
             }
-            "blockdev" => {
-                let dev = argv[2].as_str();
-                let size = m
-                    .md_arrays
-                    .iter()
-                    .find(|a| format!("/dev/md/{}", a.name) == dev)
-                    .map(|a| a.size)
-                    .or_else(|| {
-                        m.luks
-                            .iter()
-                            .find(|l| format!("/dev/mapper/{}", l.name) == dev)
-                            .map(|l| l.size)
-                    })
-                    .unwrap();
-                format!("{size}\n")
-            }
+            "blockdev" => format!("{}\n", planned_size(m, &argv[2])),
             "vgs" => text("lvm-vgs.json"),
             "pvs" => text("lvm-pvs.json").replace(
                 "/dev/loop0",

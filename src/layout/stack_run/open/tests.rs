@@ -11,7 +11,7 @@ use crate::layout::plan::{PlanOptions, plan};
 use crate::manifest::stack_tests::sample_stack;
 use crate::manifest::{Manifest, validate};
 
-use crate::layout::stack_run::tests::{fixture, present, text};
+use crate::layout::stack_run::tests::{fixture, planned_size, present, text};
 
 /// The stack sample with the real vg0 of the fixtures (a thin pool
 /// included) on luks/cryptroot, as `stack_run`'s own tests use it, with
@@ -119,22 +119,7 @@ impl StackRunner for Fake {
                 out
             }
             ("readlink", _) => format!("{}\n", Fake::kernel_node(&argv[2])),
-            ("blockdev", _) => {
-                let dev = argv[2].as_str();
-                let size = m
-                    .md_arrays
-                    .iter()
-                    .find(|a| format!("/dev/md/{}", a.name) == dev)
-                    .map(|a| a.size)
-                    .or_else(|| {
-                        m.luks
-                            .iter()
-                            .find(|l| format!("/dev/mapper/{}", l.name) == dev)
-                            .map(|l| l.size)
-                    })
-                    .unwrap();
-                format!("{size}\n")
-            }
+            ("blockdev", _) => format!("{}\n", planned_size(m, &argv[2])),
             ("vgs", _) => text("lvm-vgs.json"),
             ("pvs", _) => text("lvm-pvs.json").replace("/dev/loop0", "/dev/mapper/cryptroot"),
             ("lvs", _) => {
