@@ -32,9 +32,12 @@
 //! - Given the entries of an earlier walk of the same tree ([`Earlier`], an
 //!   incremental capture's parent tree, read alongside in the same order),
 //!   an entry whose kind, inode, size, modification and change times are
-//!   unchanged takes its xattrs and symlink target from there: changing
-//!   either changes the change time. An unchanged entry then costs one
-//!   `statx`; the visitor gets the earlier entry ([`FileContent::earlier`]).
+//!   unchanged takes its xattrs and symlink target from there (changing
+//!   either changes the change time), and a regular file its data regions
+//!   and chunks, for the visitor to keep or replace. An unchanged entry
+//!   then costs one `statx`; the visitor gets the earlier entry
+//!   ([`FileContent::earlier`]), whose lists were moved, not copied, into
+//!   the new one.
 //! - The second and later paths of an inode with several links get
 //!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
 //!   visitor left in the first path's entry, so a subset restore that does not
@@ -204,7 +207,9 @@ pub struct FileContent<'a> {
 impl FileContent<'_> {
     /// The entry at the same path in the earlier walk, when the object is
     /// unchanged since (same kind, inode, size, modification and change
-    /// times); its xattrs and symlink target were moved into the new entry.
+    /// times). Its path, xattrs, symlink target and, for a regular file,
+    /// extents and chunks were moved into the new entry: this one keeps
+    /// only its other fields.
     pub fn earlier(&self) -> Option<&Entry> {
         self.earlier
     }
@@ -821,7 +826,19 @@ impl Walker<'_, '_, '_> {
                     .with_context(|| format!("cannot read the xattrs of {}", self.shown()));
             }
         };
-        let mut entry = meta.entry(self.path.clone(), xattrs);
+        let mut entry = match before.as_mut() {
+            // What the earlier entry has, moved rather than copied: its
+            // path (the same), and a file's data regions and chunks.
+            Some(e) => {
+                let mut entry = meta.entry(std::mem::take(&mut e.path), xattrs);
+                if kind == Kind::File {
+                    entry.extents = std::mem::take(&mut e.extents);
+                    entry.chunks = std::mem::take(&mut e.chunks);
+                }
+                entry
+            }
+            None => meta.entry(self.path.clone(), xattrs),
+        };
         if kind == Kind::Symlink
             && let Some(e) = before.as_mut()
         {
@@ -848,16 +865,8 @@ impl Walker<'_, '_, '_> {
             entry.chunks = first.chunks.clone();
             readable = false;
         }
-        let path = self.path.clone();
-        let content = FileContent {
-            file: readable.then_some((dir.as_fd(), name)),
-            path: &path,
-            ino: meta.ino,
-            size: meta.size,
-            nlink: meta.nlink,
-            earlier: before.as_ref(),
-        };
-        if !self.visited(&mut entry, &content)? {
+        let file = readable.then_some((dir.as_fd(), name));
+        if !self.visited(&mut entry, file, &meta, before.as_ref())? {
             return Ok(());
         }
         if meta.nlink > 1 && entry.hardlink_to.is_none() {
@@ -871,9 +880,25 @@ impl Walker<'_, '_, '_> {
         Ok(())
     }
 
-    /// Call the visitor; false when it found the entry vanished.
-    fn visited(&mut self, entry: &mut Entry, content: &FileContent) -> Result<bool> {
-        match (self.visit)(entry, content) {
+    /// Call the visitor on the entry at `self.path`; false when it found
+    /// the entry vanished.
+    fn visited(
+        &mut self,
+        entry: &mut Entry,
+        file: Option<(BorrowedFd<'_>, &CStr)>,
+        meta: &Meta,
+        earlier: Option<&Entry>,
+    ) -> Result<bool> {
+        let content = FileContent {
+            file,
+            path: &self.path,
+            ino: meta.ino,
+            size: meta.size,
+            nlink: meta.nlink,
+            earlier,
+        };
+        let visited = (self.visit)(entry, &content);
+        match visited {
             Ok(()) => {
                 self.count(entry);
                 Ok(true)
@@ -912,16 +937,7 @@ impl Walker<'_, '_, '_> {
             )
             .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?;
             let mut entry = meta.entry(self.path.clone(), xattrs);
-            let path = self.path.clone();
-            let content = FileContent {
-                file: None,
-                path: &path,
-                ino: meta.ino,
-                size: meta.size,
-                nlink: meta.nlink,
-                earlier: None,
-            };
-            if self.visited(&mut entry, &content)? {
+            if self.visited(&mut entry, None, &meta, None)? {
                 self.stats.mount_points.push(self.path.clone());
             }
             return Ok(());
@@ -952,22 +968,17 @@ impl Walker<'_, '_, '_> {
             )
             .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?,
         };
-        let mut entry = meta.entry(self.path.clone(), xattrs);
-        let path = self.path.clone();
-        let content = FileContent {
-            file: None,
-            path: &path,
-            ino: meta.ino,
-            size: meta.size,
-            nlink: meta.nlink,
-            earlier: before.as_ref(),
+        let path = match before.as_mut() {
+            Some(e) => std::mem::take(&mut e.path),
+            None => self.path.clone(),
         };
+        let mut entry = meta.entry(path, xattrs);
         if self.is_excluded(name, &meta) {
             // Kept, empty: restore recreates it with its metadata.
-            if self.visited(&mut entry, &content)? {
+            if self.visited(&mut entry, None, &meta, before.as_ref())? {
                 self.stats.emptied_dirs += 1;
             }
-        } else if self.visited(&mut entry, &content)? {
+        } else if self.visited(&mut entry, None, &meta, before.as_ref())? {
             self.walk_dir(&fd, meta.ino)?;
         }
         Ok(())
