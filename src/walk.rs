@@ -134,10 +134,16 @@ impl Exclusions {
     /// Whether a pattern excludes `path` (relative to the root; never the
     /// root itself) whose last component is `name`.
     pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        self.matches_with(path, name, &mut Vec::new())
+    }
+
+    /// [`Exclusions::matches`], the whole path built in `full` (a buffer
+    /// the walk reuses: no allocation per entry).
+    fn matches_with(&self, path: &[u8], name: &[u8], full: &mut Vec<u8>) -> bool {
         if path.is_empty() || self.patterns.is_empty() {
             return false;
         }
-        let mut full = Vec::with_capacity(self.mount_point.len() + path.len() + 1);
+        full.clear();
         full.extend_from_slice(
             self.mount_point
                 .strip_suffix(b"/")
@@ -147,7 +153,7 @@ impl Exclusions {
         full.extend_from_slice(path);
         self.patterns.iter().any(|p| {
             if p.starts_with('/') {
-                crate::util::glob::matches(p.as_bytes(), &full)
+                crate::util::glob::matches(p.as_bytes(), full)
             } else {
                 crate::util::glob::matches(p.as_bytes(), name)
             }
@@ -396,6 +402,7 @@ pub fn walk_since<'e>(
         value_buf: vec![0; XATTR_MAX],
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
+        full_path: Vec::new(),
         exclude: walk_exclude,
         earlier: None,
         ahead: ahead::ReadAhead::start(
@@ -659,6 +666,8 @@ struct Walker<'v, 'w, 'e> {
     value_buf: Vec<u8>,
     dirent_buf: Vec<u8>,
     xattr_path: Vec<u8>,
+    /// The whole path on the machine, for the exclusion patterns.
+    full_path: Vec<u8>,
     /// None when nothing is excluded: no per-entry work.
     exclude: Option<&'w Exclusions>,
     earlier: Option<&'e mut (dyn Earlier + 'e)>,
@@ -733,9 +742,11 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Whether an entry (not the root) is excluded by a pattern or `nodump`.
-    fn is_excluded(&self, name: &CStr, meta: &Meta) -> bool {
-        self.exclude
-            .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
+    fn is_excluded(&mut self, name: &CStr, meta: &Meta) -> bool {
+        self.exclude.is_some_and(|x| {
+            (x.nodump && meta.nodump)
+                || x.matches_with(&self.path, name.to_bytes(), &mut self.full_path)
+        })
     }
 
     /// Walk the children of the directory at `self.path`, open as `dir`
