@@ -758,18 +758,19 @@ impl Pending<'_> {
         let mut read = None;
         if entry.kind == Kind::File && entry.hardlink_to.is_none() && entry.size > 0 {
             match content.earlier() {
+                // The walk moved the earlier entry's extents and chunks
+                // into this one.
                 Some(prev)
                     if unchanged(prev, entry)
-                        && prev.chunks.iter().all(|c| self.repo.contains(&c.id)) =>
+                        && entry.chunks.iter().all(|c| self.repo.contains(&c.id)) =>
                 {
-                    entry.extents = prev.extents.clone();
-                    entry.chunks = prev.chunks.clone();
                     self.report.files_reused += 1;
                 }
                 _ => {
                     // Opened here: a file that vanished is skipped by the walk.
                     let (file, extents) = content.open()?;
                     entry.extents = extents.clone();
+                    entry.chunks.clear();
                     read = Some(ReadJob {
                         seq: self.first_seq + self.queue.len() as u64,
                         file,
@@ -779,8 +780,15 @@ impl Pending<'_> {
             }
         }
         self.report.entries += 1;
+        // The walk keeps the first path of an inode with several links
+        // (for the later ones): copied then; else moved.
+        let entry = if content.links() > 1 {
+            entry.clone()
+        } else {
+            take_entry(entry)
+        };
         self.queue.push_back(Waiting {
-            entry: entry.clone(),
+            entry,
             reading: read.is_some(),
             links: content.links(),
         });
@@ -882,6 +890,20 @@ impl Pending<'_> {
             self.tree.write_entry(self.repo, &entry)?;
         }
         Ok(())
+    }
+}
+
+/// The entry's lists moved out, its other fields copied: what the walk
+/// still reads of it after the visit (kind, size, hard link) stays.
+fn take_entry(e: &mut Entry) -> Entry {
+    Entry {
+        path: std::mem::take(&mut e.path),
+        link_target: std::mem::take(&mut e.link_target),
+        hardlink_to: e.hardlink_to.clone(),
+        xattrs: std::mem::take(&mut e.xattrs),
+        extents: std::mem::take(&mut e.extents),
+        chunks: std::mem::take(&mut e.chunks),
+        ..*e
     }
 }
 
@@ -1165,6 +1187,128 @@ mod tests {
         assert_eq!(content("box11/cur/m149"), b"the last one, longer now\n");
         assert_eq!(content("box00/cur/m000"), b"message 0 0\n");
         assert_eq!(entries.len(), 1 + 12 * 2 + 12 * 150);
+    }
+
+    /// An unchanged capture (the parent's entries moved into the new
+    /// ones, files not read) stores the very tree a capture without a
+    /// parent makes of the same files, byte for byte: directories, a
+    /// hard-linked pair, xattrs, an empty and a sparse file.
+    #[test]
+    fn an_unchanged_capture_stores_the_tree_a_full_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in 0..4 {
+            let sub = root.join(format!("d{d}/sub"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..40 {
+                std::fs::write(sub.join(format!("f{f:02}")), format!("file {d} {f}\n")).unwrap();
+            }
+        }
+        std::fs::write(root.join("empty"), b"").unwrap();
+        std::fs::hard_link(root.join("d1/sub/f07"), root.join("d2/link")).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(1 << 20).unwrap();
+        sparse.write_all_at(b"middle", 512 << 10).unwrap();
+        rustix::fs::setxattr(
+            root.join("d0/sub/f03").as_path(),
+            "user.tag",
+            b"value",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let mut warnings = Vec::new();
+        let quiet = Progress::quiet();
+        let (first, _) = backup_tree(&mut repo, &root, None, &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        let (unchanged, report) =
+            backup_tree(&mut repo, &root, Some(&first), &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        assert_eq!(report.files_read, 0, "{report:?}");
+        assert_eq!(report.files_reused, 4 * 40 + 1);
+        let (full, report) = backup_tree(&mut repo, &root, None, &mut warnings, &quiet).unwrap();
+        assert_eq!(report.files_read, 4 * 40 + 1);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(unchanged, full);
+        assert_eq!(unchanged, first);
+        let entries: Vec<Entry> = repo
+            .tree_entries(&unchanged)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        let find = |p: &str| entries.iter().find(|e| e.path == p.as_bytes()).unwrap();
+        assert_eq!(
+            find("d0/sub/f03").xattrs,
+            [(b"user.tag".to_vec(), b"value".to_vec())]
+        );
+        assert_eq!(
+            find("d2/link").hardlink_to.as_deref(),
+            Some(&b"d1/sub/f07"[..])
+        );
+        assert_eq!(find("d2/link").chunks, find("d1/sub/f07").chunks);
+    }
+
+    /// A change that leaves size and times alone but moves the change time
+    /// (a mode, an owner, an xattr) makes the capture read the entry again
+    /// and record what it is now.
+    #[test]
+    fn an_entry_whose_change_time_alone_moved_is_read_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("box")).unwrap();
+        for f in 0..20 {
+            std::fs::write(root.join(format!("box/m{f:02}")), format!("message {f}\n")).unwrap();
+        }
+        let mut repo = Repo::init(&dir.path().join("repo")).unwrap();
+        let mut warnings = Vec::new();
+        let quiet = Progress::quiet();
+        let (first, _) = backup_tree(&mut repo, &root, None, &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The same mode again: only the change time moves.
+        let same = root.join("box/m04");
+        let mode = std::fs::metadata(&same).unwrap().permissions();
+        std::fs::set_permissions(&same, mode).unwrap();
+        // Another mode, an xattr.
+        let chmod = root.join("box/m09");
+        std::fs::set_permissions(&chmod, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tagged = root.join("box/m15");
+        rustix::fs::setxattr(
+            tagged.as_path(),
+            "user.seen",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let (second, report) =
+            backup_tree(&mut repo, &root, Some(&first), &mut warnings, &quiet).unwrap();
+        repo.flush().unwrap();
+        assert_eq!(report.files_read, 3, "{report:?}");
+        assert_eq!(report.files_reused, 17);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let entries: Vec<Entry> = repo
+            .tree_entries(&second)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        let find = |p: &str| entries.iter().find(|e| e.path == p.as_bytes()).unwrap();
+        assert_eq!(find("box/m09").mode, 0o600);
+        assert_eq!(
+            find("box/m15").xattrs,
+            [(b"user.seen".to_vec(), b"1".to_vec())]
+        );
+        for e in &entries {
+            if e.kind == Kind::File {
+                let mut data = Vec::new();
+                for c in &e.chunks {
+                    data.extend(repo.read_blob(&c.id).unwrap());
+                }
+                let n = &e.path[e.path.len() - 2..];
+                let n: u32 = std::str::from_utf8(n).unwrap().parse().unwrap();
+                assert_eq!(data, format!("message {n}\n").as_bytes());
+            }
+        }
     }
 
     #[test]

@@ -32,9 +32,12 @@
 //! - Given the entries of an earlier walk of the same tree ([`Earlier`], an
 //!   incremental capture's parent tree, read alongside in the same order),
 //!   an entry whose kind, inode, size, modification and change times are
-//!   unchanged takes its xattrs and symlink target from there: changing
-//!   either changes the change time. An unchanged entry then costs one
-//!   `statx`; the visitor gets the earlier entry ([`FileContent::earlier`]).
+//!   unchanged takes its xattrs and symlink target from there (changing
+//!   either changes the change time), and a regular file its data regions
+//!   and chunks, for the visitor to keep or replace. An unchanged entry
+//!   then costs one `statx`; the visitor gets the earlier entry
+//!   ([`FileContent::earlier`]), whose lists were moved, not copied, into
+//!   the new one.
 //! - The second and later paths of an inode with several links get
 //!   `hardlink_to` (the first path) and the `extents` and `chunks` that the
 //!   visitor left in the first path's entry, so a subset restore that does not
@@ -131,10 +134,16 @@ impl Exclusions {
     /// Whether a pattern excludes `path` (relative to the root; never the
     /// root itself) whose last component is `name`.
     pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        self.matches_with(path, name, &mut Vec::new())
+    }
+
+    /// [`Exclusions::matches`], the whole path built in `full` (a buffer
+    /// the walk reuses: no allocation per entry).
+    fn matches_with(&self, path: &[u8], name: &[u8], full: &mut Vec<u8>) -> bool {
         if path.is_empty() || self.patterns.is_empty() {
             return false;
         }
-        let mut full = Vec::with_capacity(self.mount_point.len() + path.len() + 1);
+        full.clear();
         full.extend_from_slice(
             self.mount_point
                 .strip_suffix(b"/")
@@ -144,7 +153,7 @@ impl Exclusions {
         full.extend_from_slice(path);
         self.patterns.iter().any(|p| {
             if p.starts_with('/') {
-                crate::util::glob::matches(p.as_bytes(), &full)
+                crate::util::glob::matches(p.as_bytes(), full)
             } else {
                 crate::util::glob::matches(p.as_bytes(), name)
             }
@@ -204,7 +213,9 @@ pub struct FileContent<'a> {
 impl FileContent<'_> {
     /// The entry at the same path in the earlier walk, when the object is
     /// unchanged since (same kind, inode, size, modification and change
-    /// times); its xattrs and symlink target were moved into the new entry.
+    /// times). Its path, xattrs, symlink target and, for a regular file,
+    /// extents and chunks were moved into the new entry: this one keeps
+    /// only its other fields.
     pub fn earlier(&self) -> Option<&Entry> {
         self.earlier
     }
@@ -391,6 +402,7 @@ pub fn walk_since<'e>(
         value_buf: vec![0; XATTR_MAX],
         dirent_buf: Vec::with_capacity(32 << 10),
         xattr_path: Vec::new(),
+        full_path: Vec::new(),
         exclude: walk_exclude,
         earlier: None,
         ahead: ahead::ReadAhead::start(
@@ -654,6 +666,8 @@ struct Walker<'v, 'w, 'e> {
     value_buf: Vec<u8>,
     dirent_buf: Vec<u8>,
     xattr_path: Vec<u8>,
+    /// The whole path on the machine, for the exclusion patterns.
+    full_path: Vec<u8>,
     /// None when nothing is excluded: no per-entry work.
     exclude: Option<&'w Exclusions>,
     earlier: Option<&'e mut (dyn Earlier + 'e)>,
@@ -728,9 +742,11 @@ impl Walker<'_, '_, '_> {
     }
 
     /// Whether an entry (not the root) is excluded by a pattern or `nodump`.
-    fn is_excluded(&self, name: &CStr, meta: &Meta) -> bool {
-        self.exclude
-            .is_some_and(|x| (x.nodump && meta.nodump) || x.matches(&self.path, name.to_bytes()))
+    fn is_excluded(&mut self, name: &CStr, meta: &Meta) -> bool {
+        self.exclude.is_some_and(|x| {
+            (x.nodump && meta.nodump)
+                || x.matches_with(&self.path, name.to_bytes(), &mut self.full_path)
+        })
     }
 
     /// Walk the children of the directory at `self.path`, open as `dir`
@@ -821,7 +837,19 @@ impl Walker<'_, '_, '_> {
                     .with_context(|| format!("cannot read the xattrs of {}", self.shown()));
             }
         };
-        let mut entry = meta.entry(self.path.clone(), xattrs);
+        let mut entry = match before.as_mut() {
+            // What the earlier entry has, moved rather than copied: its
+            // path (the same), and a file's data regions and chunks.
+            Some(e) => {
+                let mut entry = meta.entry(std::mem::take(&mut e.path), xattrs);
+                if kind == Kind::File {
+                    entry.extents = std::mem::take(&mut e.extents);
+                    entry.chunks = std::mem::take(&mut e.chunks);
+                }
+                entry
+            }
+            None => meta.entry(self.path.clone(), xattrs),
+        };
         if kind == Kind::Symlink
             && let Some(e) = before.as_mut()
         {
@@ -848,16 +876,8 @@ impl Walker<'_, '_, '_> {
             entry.chunks = first.chunks.clone();
             readable = false;
         }
-        let path = self.path.clone();
-        let content = FileContent {
-            file: readable.then_some((dir.as_fd(), name)),
-            path: &path,
-            ino: meta.ino,
-            size: meta.size,
-            nlink: meta.nlink,
-            earlier: before.as_ref(),
-        };
-        if !self.visited(&mut entry, &content)? {
+        let file = readable.then_some((dir.as_fd(), name));
+        if !self.visited(&mut entry, file, &meta, before.as_ref())? {
             return Ok(());
         }
         if meta.nlink > 1 && entry.hardlink_to.is_none() {
@@ -871,9 +891,25 @@ impl Walker<'_, '_, '_> {
         Ok(())
     }
 
-    /// Call the visitor; false when it found the entry vanished.
-    fn visited(&mut self, entry: &mut Entry, content: &FileContent) -> Result<bool> {
-        match (self.visit)(entry, content) {
+    /// Call the visitor on the entry at `self.path`; false when it found
+    /// the entry vanished.
+    fn visited(
+        &mut self,
+        entry: &mut Entry,
+        file: Option<(BorrowedFd<'_>, &CStr)>,
+        meta: &Meta,
+        earlier: Option<&Entry>,
+    ) -> Result<bool> {
+        let content = FileContent {
+            file,
+            path: &self.path,
+            ino: meta.ino,
+            size: meta.size,
+            nlink: meta.nlink,
+            earlier,
+        };
+        let visited = (self.visit)(entry, &content);
+        match visited {
             Ok(()) => {
                 self.count(entry);
                 Ok(true)
@@ -912,16 +948,7 @@ impl Walker<'_, '_, '_> {
             )
             .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?;
             let mut entry = meta.entry(self.path.clone(), xattrs);
-            let path = self.path.clone();
-            let content = FileContent {
-                file: None,
-                path: &path,
-                ino: meta.ino,
-                size: meta.size,
-                nlink: meta.nlink,
-                earlier: None,
-            };
-            if self.visited(&mut entry, &content)? {
+            if self.visited(&mut entry, None, &meta, None)? {
                 self.stats.mount_points.push(self.path.clone());
             }
             return Ok(());
@@ -952,22 +979,17 @@ impl Walker<'_, '_, '_> {
             )
             .with_context(|| format!("cannot read the xattrs of {}", self.shown()))?,
         };
-        let mut entry = meta.entry(self.path.clone(), xattrs);
-        let path = self.path.clone();
-        let content = FileContent {
-            file: None,
-            path: &path,
-            ino: meta.ino,
-            size: meta.size,
-            nlink: meta.nlink,
-            earlier: before.as_ref(),
+        let path = match before.as_mut() {
+            Some(e) => std::mem::take(&mut e.path),
+            None => self.path.clone(),
         };
+        let mut entry = meta.entry(path, xattrs);
         if self.is_excluded(name, &meta) {
             // Kept, empty: restore recreates it with its metadata.
-            if self.visited(&mut entry, &content)? {
+            if self.visited(&mut entry, None, &meta, before.as_ref())? {
                 self.stats.emptied_dirs += 1;
             }
-        } else if self.visited(&mut entry, &content)? {
+        } else if self.visited(&mut entry, None, &meta, before.as_ref())? {
             self.walk_dir(&fd, meta.ino)?;
         }
         Ok(())

@@ -179,11 +179,62 @@ impl Builder {
     }
 }
 
+/// The first 8 bytes of an id as a number: ids sort by it first.
+fn prefix(id: &[u8; 32]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&id[..8]);
+    u64::from_be_bytes(a)
+}
+
+/// Interpolation steps before a binary search of what is left.
+const GUESSES: usize = 8;
+
+/// The slot of `id` in sorted `slots`. Ids are BLAKE3 hashes, uniform, so
+/// a slot's position is nearly proportional to its first 8 bytes: the
+/// first guess lands about sqrt(n)/2 slots away, and each next guess,
+/// taken from the slot just read at the same density, closer still, in
+/// the same pages. A binary search took log2(n) probes, most of them
+/// cache and TLB misses in a large index (with a `memcmp` for each): 15%
+/// of the CPU of an unchanged capture of 100,000 files
+/// (docs/performance.md). At most [`GUESSES`] steps, each narrowing the
+/// range, then a binary search of what is left: ids that are not uniform
+/// cost little more than before.
 fn find<'a>(slots: &'a [Slot], id: &ChunkId) -> Option<&'a Slot> {
-    slots
-        .binary_search_by(|s| s.id.cmp(&id.0))
-        .ok()
-        .map(|i| &slots[i])
+    let key = prefix(&id.0);
+    let cmp = |s: &Slot| prefix(&s.id).cmp(&key).then_with(|| s.id.cmp(&id.0));
+    // The id is in slots[lo..hi] if anywhere.
+    let (mut lo, mut hi) = (0, slots.len());
+    if hi >= 16 {
+        let (first, last) = (prefix(&slots[0].id), prefix(&slots[hi - 1].id));
+        if key < first || key > last {
+            return None;
+        }
+        // Slots per prefix unit: (hi - 1) / span.
+        let span = u128::from(last - first).max(1);
+        let per = (hi - 1) as u128;
+        let slots_for = |d: u64| (u128::from(d) * per / span) as usize;
+        let mut at = slots_for(key - first);
+        for _ in 0..GUESSES {
+            let here = prefix(&slots[at].id);
+            match cmp(&slots[at]) {
+                std::cmp::Ordering::Equal => return Some(&slots[at]),
+                std::cmp::Ordering::Less => lo = at + 1,
+                std::cmp::Ordering::Greater => hi = at,
+            }
+            if hi - lo < 16 {
+                break;
+            }
+            let step = slots_for(here.abs_diff(key)).max(1);
+            at = if here < key {
+                at.saturating_add(step)
+            } else {
+                at.saturating_sub(step)
+            }
+            .clamp(lo, hi - 1);
+        }
+    }
+    let rest = &slots[lo..hi];
+    rest.binary_search_by(cmp).ok().map(|i| &rest[i])
 }
 
 /// Sort by id, keeping of equal ids the slot of the highest pack.
@@ -288,6 +339,57 @@ mod tests {
         assert_eq!(seen.len(), map.len());
         assert!(!index.contains(&ChunkId::of(b"absent")));
         assert!(index.get(&ChunkId::of(b"absent")).is_none());
+    }
+
+    /// The interpolation search finds every id and no other, on hashes
+    /// (uniform) and on ids that are not: clustered, sharing their first
+    /// 8 bytes, at the ends of the range.
+    #[test]
+    fn finds_ids_uniform_or_not() {
+        let slot = |id: [u8; 32]| Slot {
+            id,
+            pack_kind: 0,
+            offset: 0,
+            stored_len: 0,
+            plain_len: 0,
+        };
+        let hashed: Vec<[u8; 32]> = (0..5000u32)
+            .map(|n| ChunkId::of(&n.to_le_bytes()).0)
+            .collect();
+        let clustered: Vec<[u8; 32]> = (0..3000u32)
+            .map(|n| {
+                let mut id = [0u8; 32];
+                // Most ids in a tiny part of the range, a few far away,
+                // many with the same first 8 bytes.
+                let high: u64 = match n % 100 {
+                    0 => u64::MAX - u64::from(n),
+                    1 => u64::from(n),
+                    _ => 1 << 40 | u64::from(n % 37),
+                };
+                id[..8].copy_from_slice(&high.to_be_bytes());
+                id[8..12].copy_from_slice(&n.to_be_bytes());
+                id
+            })
+            .collect();
+        for ids in [hashed, clustered] {
+            let mut slots: Vec<Slot> = ids.iter().map(|&id| slot(id)).collect();
+            sort_unique(&mut slots);
+            for n in [0, 1, 2, 15, 16, 17, 100, slots.len()] {
+                let part = &slots[..n.min(slots.len())];
+                for s in part {
+                    assert_eq!(find(part, &ChunkId(s.id)).map(|f| f.id), Some(s.id));
+                }
+            }
+            for s in &slots {
+                // Absent ids next to present ones: the last byte changed.
+                let mut near = s.id;
+                near[31] ^= 1;
+                let expect = slots.iter().any(|t| t.id == near);
+                assert_eq!(find(&slots, &ChunkId(near)).is_some(), expect);
+            }
+            assert!(find(&slots, &ChunkId([0; 32])).is_none());
+            assert!(find(&slots, &ChunkId([0xff; 32])).is_none());
+        }
     }
 
     /// A damaged index entry with an offset past 4 GiB does not stop the
