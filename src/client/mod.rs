@@ -10,6 +10,7 @@
 mod calls;
 pub use calls::ServerVault;
 pub mod commands;
+mod direct;
 pub mod ops;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +33,6 @@ const RETRY_FOR: Duration = Duration::from_secs(300);
 const MAX_DELAY: Duration = Duration::from_secs(8);
 /// Chunk requests a restore keeps in flight.
 const READS_IN_FLIGHT: usize = 8;
-/// Blocking clients (runtime threads) those reads are spread over.
-const READER_CLIENTS: usize = 4;
 
 /// Where the server is and how to trust it.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -254,11 +253,8 @@ pub struct Client {
     pub base: String,
     token: std::sync::RwLock<String>,
     http: reqwest::blocking::Client,
-    /// Clients for a restore's parallel reads, made on first use (see
-    /// [`Client::reader`]).
-    readers: Vec<std::sync::OnceLock<Option<reqwest::blocking::Client>>>,
-    /// The TLS set-up the readers are made with.
-    tls: rustls::ClientConfig,
+    /// A restore's ranged reads on the calling thread (see `direct`).
+    direct: Option<direct::Direct>,
     /// How long to keep retrying a server that is down.
     pub retry_for: Duration,
     /// Retry a server that is down until this wall-clock time instead of
@@ -300,18 +296,23 @@ impl Client {
             }
         }
         let tls = tls_config(pins, trust.ca.as_deref())?;
-        let http = http_client(tls.clone())?;
-        let readers = (0..reader_clients()).map(|_| Default::default()).collect();
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .pool_max_idle_per_host(16)
+            .build()
+            .context("cannot set up the HTTP client")?;
         let retry_for = std::env::var("REWIND_RETRY_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
             .map_or(RETRY_FOR, Duration::from_secs);
+        let direct = direct::Direct::new(&base, &tls);
         Ok(Client {
             base,
             token: std::sync::RwLock::new(token.to_string()),
             http,
-            readers,
-            tls,
+            direct,
             retry_for,
             retry_until: None,
             renew: None,
@@ -348,37 +349,6 @@ impl Client {
     pub fn retrying<T>(
         &self,
         what: &str,
-        attempt: impl FnMut(&reqwest::blocking::Client) -> Result<T, Failure>,
-    ) -> Result<T> {
-        self.retrying_with(&self.http, what, attempt)
-    }
-
-    /// The HTTP client the calling thread reads through: one of
-    /// [`reader_clients`] blocking clients, by thread. A blocking client
-    /// runs one runtime thread that does the TLS decryption and the HTTP
-    /// parsing of all its connections: with one for a restore's eight
-    /// fetchers, that thread did a fifth of the client's work on its own.
-    fn reader(&self) -> &reqwest::blocking::Client {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if self.readers.is_empty() {
-            return &self.http;
-        }
-        let cell = &self.readers[SLOT.with(|s| *s) % self.readers.len()];
-        // A client that cannot be made (it never failed: the same set-up
-        // made `http`) leaves the thread on the shared one.
-        cell.get_or_init(|| http_client(self.tls.clone()).ok())
-            .as_ref()
-            .unwrap_or(&self.http)
-    }
-
-    /// [`Client::retrying`] through a given HTTP client.
-    fn retrying_with<T>(
-        &self,
-        http: &reqwest::blocking::Client,
-        what: &str,
         mut attempt: impl FnMut(&reqwest::blocking::Client) -> Result<T, Failure>,
     ) -> Result<T> {
         let started = Instant::now();
@@ -387,7 +357,7 @@ impl Client {
         let mut warned = false;
         let mut renewed = false;
         loop {
-            let failure = match attempt(http) {
+            let failure = match attempt(&self.http) {
                 Ok(v) => {
                     if warned {
                         eprintln!("rewind: {} is back", self.base);
@@ -639,12 +609,25 @@ impl HttpBackend {
         last: u64,
         exact: Option<usize>,
     ) -> Result<Vec<u8>> {
-        let url = self.file_url(name);
         let range = format!("bytes={first}-{last}");
-        self.client.retrying_with(
-            self.client.reader(),
-            &format!("download of {name} at {first}"),
-            |http| {
+        // The fetcher's own connection first (see `direct`); whatever it
+        // does not take as a whole goes through reqwest, as every call.
+        if let Some(direct) = &self.client.direct
+            && let Some(got) = direct.get_range(
+                &self.file_path(name),
+                &range,
+                last - first + 1,
+                &self.client.token(),
+            )
+            && let Some(want) = range_length(&got.content_range)
+            && got.body.len() as u64 == want
+            && exact.is_none_or(|n| n as u64 == want)
+        {
+            return Ok(got.body);
+        }
+        let url = self.file_url(name);
+        self.client
+            .retrying(&format!("download of {name} at {first}"), |http| {
                 let resp = self
                     .client
                     .auth(http.get(&url))
@@ -656,15 +639,11 @@ impl HttpBackend {
                         "the server ignored the range request"
                     )));
                 }
-                // `bytes a-b/size`: how long the body must be.
                 let want = resp
                     .headers()
                     .get(reqwest::header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('/').next())
-                    .and_then(|v| v.split_once('-'))
-                    .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+                    .and_then(range_length)
                     .ok_or_else(|| Failure::Fatal(anyhow!("the server sent no Content-Range")))?;
                 if exact.is_some_and(|n| n as u64 != want) {
                     return Err(Failure::Fatal(anyhow!(
@@ -680,13 +659,15 @@ impl HttpBackend {
                     )));
                 }
                 Ok(bytes)
-            },
-        )
+            })
     }
 
     fn file_url(&self, name: &str) -> String {
-        self.client
-            .url(&format!("/v1/hosts/{}/files/{name}", self.host))
+        self.client.url(&self.file_path(name))
+    }
+
+    fn file_path(&self, name: &str) -> String {
+        format!("/v1/hosts/{}/files/{name}", self.host)
     }
 }
 
@@ -799,26 +780,14 @@ impl Backend for HttpBackend {
     }
 }
 
-/// One blocking HTTP client (and its runtime thread).
-fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::blocking::Client> {
-    reqwest::blocking::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(600))
-        .pool_max_idle_per_host(16)
-        .build()
-        .context("cannot set up the HTTP client")
-}
-
-/// Blocking clients a restore's reads are spread over: [`READER_CLIENTS`],
-/// or `REWIND_HTTP_READERS` (a benchmark's knob; 0 reads through the one
-/// client every call uses, as before).
-fn reader_clients() -> usize {
-    std::env::var("REWIND_HTTP_READERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(READER_CLIENTS)
-        .min(READS_IN_FLIGHT)
+/// How long a body `Content-Range: bytes a-b/size` announces.
+fn range_length(content_range: &str) -> Option<u64> {
+    let (a, b) = content_range
+        .strip_prefix("bytes ")?
+        .split('/')
+        .next()?
+        .split_once('-')?;
+    (b.parse::<u64>().ok()? + 1).checked_sub(a.parse::<u64>().ok()?)
 }
 
 // ---- TLS ----
