@@ -5,6 +5,8 @@
 //! read must keep: exact files from ranges spanning many chunks, a damaged
 //! chunk inside a run found and named by its id, and a short answer (a
 //! pack cut on the server) failing with the chunk it lost, not garbage.
+//! And the server's bound on the bytes ranges hold (`--range-buffer`):
+//! reads past it wait, one larger than it is still served.
 
 // Test code: a failed unwrap is a failed test; helpers are shared by files.
 #![allow(clippy::unwrap_used, unreachable_pub)]
@@ -197,4 +199,43 @@ fn a_short_answer_names_the_chunk_it_lost() {
     // The files wholly before the cut are exact.
     let first = std::fs::read(dir.path().join("out/f0")).unwrap();
     assert!(first == fx.contents[0]);
+}
+
+/// With a range budget far smaller than one run (64 KiB against runs of
+/// up to 4 MiB, eight reads in flight), every read still gets its answer:
+/// a range larger than the budget takes all of it, the others wait for
+/// it rather than fail, and the files are exact.
+#[test]
+fn reads_past_the_range_budget_wait_and_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fx = fixture(&data, 6, 8);
+    let s = ServerProc::start_with(&data, "127.0.0.1:0", true, None, &["--range-buffer", "64K"]);
+    let out = dir.path().join("out");
+    restore_served(&s, &fx, &out).unwrap();
+    for (i, want) in fx.contents.iter().enumerate() {
+        let got = std::fs::read(out.join(format!("f{i}"))).unwrap();
+        assert!(got == *want, "f{i} differs");
+    }
+    // Eight clients at once, each asking for the whole pack in one range.
+    let token = s.host_token(HOST);
+    let pack = std::fs::read(&fx.pack).unwrap();
+    let name = format!(
+        "packs/{}",
+        fx.pack
+            .strip_prefix(data.join("hosts").join(HOST).join("packs"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let backend = rewind::client::HttpBackend::new(Arc::new(s.client(&token)), HOST);
+                use rewind::repo::backend::Backend;
+                let got = backend.get_range(&name, 0, pack.len()).unwrap();
+                assert!(got == pack);
+            });
+        }
+    });
 }

@@ -10,6 +10,7 @@
 mod calls;
 pub use calls::ServerVault;
 pub mod commands;
+mod direct;
 pub mod ops;
 
 use std::path::{Path, PathBuf};
@@ -252,6 +253,8 @@ pub struct Client {
     pub base: String,
     token: std::sync::RwLock<String>,
     http: reqwest::blocking::Client,
+    /// A restore's ranged reads on the calling thread (see `direct`).
+    direct: Option<direct::Direct>,
     /// How long to keep retrying a server that is down.
     pub retry_for: Duration,
     /// Retry a server that is down until this wall-clock time instead of
@@ -294,7 +297,7 @@ impl Client {
         }
         let tls = tls_config(pins, trust.ca.as_deref())?;
         let http = reqwest::blocking::Client::builder()
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured(tls.clone())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
             .pool_max_idle_per_host(16)
@@ -304,10 +307,12 @@ impl Client {
             .ok()
             .and_then(|s| s.parse().ok())
             .map_or(RETRY_FOR, Duration::from_secs);
+        let direct = direct::Direct::new(&base, &tls);
         Ok(Client {
             base,
             token: std::sync::RwLock::new(token.to_string()),
             http,
+            direct,
             retry_for,
             retry_until: None,
             renew: None,
@@ -604,8 +609,23 @@ impl HttpBackend {
         last: u64,
         exact: Option<usize>,
     ) -> Result<Vec<u8>> {
-        let url = self.file_url(name);
         let range = format!("bytes={first}-{last}");
+        // The fetcher's own connection first (see `direct`); whatever it
+        // does not take as a whole goes through reqwest, as every call.
+        if let Some(direct) = &self.client.direct
+            && let Some(got) = direct.get_range(
+                &self.file_path(name),
+                &range,
+                last - first + 1,
+                &self.client.token(),
+            )
+            && let Some(want) = range_length(&got.content_range)
+            && got.body.len() as u64 == want
+            && exact.is_none_or(|n| n as u64 == want)
+        {
+            return Ok(got.body);
+        }
+        let url = self.file_url(name);
         self.client
             .retrying(&format!("download of {name} at {first}"), |http| {
                 let resp = self
@@ -619,15 +639,11 @@ impl HttpBackend {
                         "the server ignored the range request"
                     )));
                 }
-                // `bytes a-b/size`: how long the body must be.
                 let want = resp
                     .headers()
                     .get(reqwest::header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('/').next())
-                    .and_then(|v| v.split_once('-'))
-                    .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+                    .and_then(range_length)
                     .ok_or_else(|| Failure::Fatal(anyhow!("the server sent no Content-Range")))?;
                 if exact.is_some_and(|n| n as u64 != want) {
                     return Err(Failure::Fatal(anyhow!(
@@ -647,8 +663,11 @@ impl HttpBackend {
     }
 
     fn file_url(&self, name: &str) -> String {
-        self.client
-            .url(&format!("/v1/hosts/{}/files/{name}", self.host))
+        self.client.url(&self.file_path(name))
+    }
+
+    fn file_path(&self, name: &str) -> String {
+        format!("/v1/hosts/{}/files/{name}", self.host)
     }
 }
 
@@ -759,6 +778,16 @@ impl Backend for HttpBackend {
     fn read_parallelism(&self) -> usize {
         READS_IN_FLIGHT
     }
+}
+
+/// How long a body `Content-Range: bytes a-b/size` announces.
+fn range_length(content_range: &str) -> Option<u64> {
+    let (a, b) = content_range
+        .strip_prefix("bytes ")?
+        .split('/')
+        .next()?
+        .split_once('-')?;
+    (b.parse::<u64>().ok()? + 1).checked_sub(a.parse::<u64>().ok()?)
 }
 
 // ---- TLS ----

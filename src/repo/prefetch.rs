@@ -73,9 +73,12 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    /// The feeder (room in the window) and the writers (a chunk ready)
-    /// wait here.
+    /// The writers wait here, for a chunk ready (or queued, or the end).
     changed: Condvar,
+    /// The feeder waits here, for room in the window: with the writers on
+    /// `changed`, every ready chunk woke the feeder and every release of
+    /// room woke every writer, for nothing.
+    room: Condvar,
     /// The fetchers wait here, for a queued chunk (or the end): with one
     /// condition for all, every ready chunk and every release woke every
     /// fetcher (eight with a server), and half of a served restore's
@@ -124,6 +127,7 @@ pub fn restore_resuming(
             ..State::default()
         }),
         changed: Condvar::new(),
+        room: Condvar::new(),
         work: Condvar::new(),
     });
     let fetchers = std::thread::available_parallelism()
@@ -153,6 +157,7 @@ pub fn restore_resuming(
             let mut st = shared.lock();
             st.stop = true;
             shared.changed.notify_all();
+            shared.room.notify_all();
             shared.work.notify_all();
         }
         let _ = feeder.join();
@@ -201,7 +206,7 @@ fn feed(
                 continue;
             }
             while st.window + u64::from(c.len) > WINDOW && st.window > 0 && !st.stop {
-                st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = shared.room.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             if st.stop {
                 return;
@@ -328,11 +333,12 @@ fn ready(shared: &Shared, chunk: &ChunkRef, data: Result<Vec<u8>>) {
     if last < st.current {
         // Nobody will ask for it any more.
         st.window -= u64::from(chunk.len);
+        shared.room.notify_one();
     } else {
         st.ready.insert(chunk.id, (last, data));
         st.by_last.insert((last, chunk.id));
+        shared.changed.notify_all();
     }
-    shared.changed.notify_all();
 }
 
 struct Prefetched<'a> {
@@ -385,7 +391,7 @@ impl ChunkSource for Prefetched<'_> {
         }
         if freed > 0 {
             st.window -= freed;
-            self.shared.changed.notify_all();
+            self.shared.room.notify_one();
         }
     }
 }
@@ -403,7 +409,7 @@ impl Prefetched<'_> {
                     st.by_last.remove(&(last, chunk.id));
                     st.ready.remove(&chunk.id);
                     st.window -= u64::from(chunk.len);
-                    self.shared.changed.notify_all();
+                    self.shared.room.notify_one();
                 }
                 drop(st);
                 return match data {

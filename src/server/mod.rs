@@ -121,6 +121,12 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the kernel's backlog.
     #[arg(long, value_name = "N", default_value_t = crate::api::limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Bytes of ranged reads (a restore's chunks) held in memory at once,
+    /// across all requests (`256M`, `1G`); past it a read waits for the
+    /// bytes of others to be sent. One range larger than it is still read,
+    /// alone.
+    #[arg(long, env = "REWIND_RANGE_BUFFER", value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub range_buffer: u64,
     /// The master key escrowed LUKS keys are wrapped with: a file of 64 hex
     /// digits outside --data, readable only by the server's user (refused
     /// otherwise). Without it, keys cannot be escrowed or released. Losing
@@ -211,6 +217,8 @@ pub struct Server {
     pub quota: Option<u64>,
     /// Uploads being read (`--max-uploads` permits).
     pub uploads: tokio::sync::Semaphore,
+    /// Bytes ranged reads may hold (`--range-buffer`).
+    pub(crate) range_budget: routes::RangeBudget,
     pub max_connections: usize,
     /// How long a body may stall (`--body-timeout`).
     pub body_timeout: std::time::Duration,
@@ -341,6 +349,7 @@ pub fn serve_command(args: ServeArgs) -> Result<()> {
         index: index::HostIndex::default(),
         quota: args.quota,
         uploads: tokio::sync::Semaphore::new(args.max_uploads.max(1)),
+        range_budget: routes::RangeBudget::new(args.range_buffer),
         max_connections: args.max_connections.max(1),
         body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
         master_key,

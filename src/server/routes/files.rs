@@ -5,6 +5,11 @@
 //! when the host is over its quota (507), and it waits for one of the
 //! server's upload permits; its body is then read up to the limit of its
 //! kind (api::limits) and refused (413) as soon as it passes it.
+//!
+//! A ranged download (a restore's chunks) is read whole into memory before
+//! it is sent; the bytes so held, across all requests, are bounded by
+//! `--range-buffer` ([`RangeBudget`]): many hosts restoring at once wait
+//! for each other's bytes to go out instead of growing the server.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -123,38 +128,160 @@ pub(super) async fn get_file(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    s.blocking(move |s| {
-        let f = open_file(&path, fallback.as_deref())?;
-        let size = f.metadata()?.len();
-        let Some(range) = range else {
-            s.stats.bytes_sent.fetch_add(size, Relaxed);
-            return Ok(stream_file(f, size));
-        };
-        let Some((start, end)) = parse_range(&range, size) else {
-            let error = format!("range {range:?} is not within the file's {size} bytes");
-            return Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-                axum::Json(ErrorBody { error }),
-            )
-                .into_response());
-        };
-        // parse_range keeps end < size: the length fits what was stored.
-        let len = usize::try_from(end - start + 1)
-            .map_err(|_| ApiError::BadRequest("range too large".into()))?;
-        let buf = read_range(&f, start, len)?;
-        s.stats.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
-        Ok((
-            StatusCode::PARTIAL_CONTENT,
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
-            ],
-            buf,
-        )
-            .into_response())
-    })
-    .await
+    let opened = s
+        .blocking(move |s| {
+            let f = open_file(&path, fallback.as_deref())?;
+            let size = f.metadata()?.len();
+            let Some(range) = range else {
+                s.stats.bytes_sent.fetch_add(size, Relaxed);
+                return Ok(Opened::Answered(stream_file(f, size)));
+            };
+            let Some((start, end)) = parse_range(&range, size) else {
+                let error = format!("range {range:?} is not within the file's {size} bytes");
+                return Ok(Opened::Answered(
+                    (
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                        axum::Json(ErrorBody { error }),
+                    )
+                        .into_response(),
+                ));
+            };
+            // parse_range keeps end < size: the length fits what was stored.
+            let len = usize::try_from(end - start + 1)
+                .map_err(|_| ApiError::BadRequest("range too large".into()))?;
+            Ok(Opened::Range {
+                f,
+                start,
+                end,
+                size,
+                len,
+            })
+        })
+        .await?;
+    let (f, start, end, size, len) = match opened {
+        Opened::Answered(resp) => return Ok(resp),
+        Opened::Range {
+            f,
+            start,
+            end,
+            size,
+            len,
+        } => (f, start, end, size, len),
+    };
+    // Held until the body has been handed to the connection.
+    let held = s.range_budget.hold(len).await?;
+    let buf = s
+        .blocking(move |s| {
+            let buf = read_range(&f, start, len)?;
+            s.stats.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
+            Ok(buf)
+        })
+        .await?;
+    Ok((
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::new(HeldBody {
+            data: buf.into(),
+            held: Some(held),
+        }),
+    )
+        .into_response())
+}
+
+/// What a download's file and headers call for.
+enum Opened {
+    /// The answer, complete: a whole file streamed, or an error.
+    Answered(Response),
+    /// Bytes `start..=end` (`len` of them) of the file of `size` bytes.
+    Range {
+        f: std::fs::File,
+        start: u64,
+        end: u64,
+        size: u64,
+        len: usize,
+    },
+}
+
+/// The bytes ranged reads may hold in memory at once, server-wide
+/// (`rewind serve --range-buffer`, 256 MiB by default): a restoring host
+/// keeps up to 8 reads of up to 4 MiB in flight, so without a bound 16
+/// hosts held 500 MiB at worst and a hundred hosts 3 GiB. A read takes its
+/// length from the budget before the range is read and gives it back when
+/// its body has been handed to the connection; a read that does not fit
+/// waits (in order: tokio's semaphore is fair), and one larger than the
+/// whole budget takes all of it, so that it is served, alone.
+pub(crate) struct RangeBudget {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The whole budget, in [`BUDGET_UNIT`]s.
+    units: u32,
+}
+
+/// The budget counts 4 KiB pages (a `u32` of them: up to 16 TiB).
+const BUDGET_UNIT: u64 = 4096;
+
+impl RangeBudget {
+    pub(crate) fn new(bytes: u64) -> RangeBudget {
+        let units = bytes.div_ceil(BUDGET_UNIT).clamp(
+            1,
+            (tokio::sync::Semaphore::MAX_PERMITS as u64).min(u64::from(u32::MAX)),
+        ) as u32;
+        RangeBudget {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
+            units,
+        }
+    }
+
+    /// Wait until `len` bytes (or the whole budget, if `len` is more) may
+    /// be held; they are given back when the permit is dropped.
+    pub(crate) async fn hold(&self, len: usize) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        let want = (len as u64)
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(self.units)) as u32;
+        self.permits
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| ApiError::Internal("the server is stopping".into()))
+    }
+}
+
+/// How much of a held range one frame of its body hands to the
+/// connection: the budget is given back only when the last piece has
+/// been taken, that is when the ones before it have been written out.
+const RANGE_PIECE: usize = 256 << 10;
+
+/// A range read into memory, sent in [`RANGE_PIECE`]s (slices of the one
+/// buffer, no copy), with its share of the [`RangeBudget`].
+struct HeldBody {
+    data: axum::body::Bytes,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl axum::body::HttpBody for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.data.is_empty() {
+            this.held = None;
+            return std::task::Poll::Ready(None);
+        }
+        let piece = this.data.split_to(this.data.len().min(RANGE_PIECE));
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
 }
 
 /// `len` bytes of `f` from `start`, read into the buffer's spare capacity:
@@ -392,4 +519,70 @@ pub(super) async fn delete_file(
         removed
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range larger than the whole budget takes all of it and is served;
+    /// a read that does not fit waits (it does not fail) until bytes are
+    /// given back, and reads that fit go together.
+    #[test]
+    fn the_range_budget_waits_and_never_refuses() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let wait = std::time::Duration::from_millis(200);
+            let budget = RangeBudget::new(1 << 20);
+            let big = budget.hold(4 << 20).await.unwrap();
+            assert_eq!(budget.permits.available_permits(), 0);
+            // Not even a byte more while it is held.
+            assert!(tokio::time::timeout(wait, budget.hold(1)).await.is_err());
+            drop(big);
+            let a = budget.hold(512 << 10).await.unwrap();
+            let b = budget.hold(512 << 10).await.unwrap();
+            assert!(tokio::time::timeout(wait, budget.hold(4096)).await.is_err());
+            // The waiting read goes on as soon as one is given back.
+            let waiting = budget.hold(300 << 10);
+            drop(a);
+            let c = tokio::time::timeout(wait, waiting).await.unwrap().unwrap();
+            drop((b, c));
+            assert_eq!(budget.permits.available_permits(), 256);
+        });
+    }
+
+    /// The body hands over every byte, in pieces, and gives its share of
+    /// the budget back after the last one.
+    #[test]
+    fn a_held_body_gives_its_bytes_back_after_the_last_piece() {
+        use axum::body::HttpBody;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let budget = RangeBudget::new(8 << 20);
+            let data: Vec<u8> = (0..(RANGE_PIECE * 2 + 5)).map(|i| i as u8).collect();
+            let mut body = HeldBody {
+                data: data.clone().into(),
+                held: Some(budget.hold(data.len()).await.unwrap()),
+            };
+            assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+            let mut got = Vec::new();
+            let mut pieces = 0;
+            loop {
+                let frame =
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+                let Some(frame) = frame else { break };
+                assert!(budget.permits.available_permits() < 2048);
+                got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                pieces += 1;
+            }
+            assert_eq!(pieces, 3);
+            assert!(got == data);
+            assert_eq!(budget.permits.available_permits(), 2048);
+        });
+    }
 }

@@ -38,6 +38,7 @@ type Shared = Arc<Server>;
 
 pub use boot::BootListener;
 pub(crate) use boot::{asset_name_ok, grub_script, pins_to_append};
+pub(crate) use files::RangeBudget;
 
 pub fn router(server: Shared) -> Router {
     let api = Router::new()
