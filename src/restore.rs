@@ -120,9 +120,6 @@ fn writer_count() -> usize {
 /// Files at least this big get their extents preallocated.
 const PREALLOCATE_FROM: u64 = 64 << 10;
 
-/// Every this many bytes written to one file, its writeback is started.
-const WRITEBACK_EVERY: u64 = 8 << 20;
-
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// The directory to restore into; it must exist.
@@ -969,7 +966,6 @@ fn write_content(source: &dyn ChunkSource, seq: u64, e: &Entry, file: &File) -> 
         preallocate(file, e)?;
     }
     let mut written = 0;
-    let mut kicked = 0;
     let mut extents = e.extents.iter().filter(|x| x.len > 0);
     let mut cur = extents.next().copied();
     let mut done_in_cur = 0u64;
@@ -999,32 +995,11 @@ fn write_content(source: &dyn ChunkSource, seq: u64, e: &Entry, file: &File) -> 
                 done_in_cur = 0;
             }
         }
-        if written - kicked >= WRITEBACK_EVERY {
-            start_writeback(file);
-            kicked = written;
-        }
-    }
-    if kicked > 0 && written > kicked {
-        start_writeback(file);
     }
     if end < e.size {
         file.set_len(e.size).context("cannot set the size")?;
     }
     Ok(written)
-}
-
-/// Start writing a big file's dirty pages to the disk now, without waiting
-/// for them. With much memory the kernel's background writeback starts only
-/// past gigabytes of dirty pages, so a restore would otherwise decompress
-/// everything first and then wait for the whole final sync; this overlaps
-/// the disk's writes with the rest of the restore. Small files are left to
-/// the kernel, which writes them in larger batches. Only a hint: an error
-/// (a filesystem without it) changes nothing.
-#[allow(unsafe_code)] // reviewed: the SAFETY note below
-fn start_writeback(file: &File) {
-    // SAFETY: sync_file_range takes a descriptor we own open for the call's
-    // duration and plain integers; it touches no memory of ours.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Allocate a file's data extents before writing them: the filesystem
